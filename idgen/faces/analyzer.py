@@ -1,0 +1,221 @@
+"""FaceAnalyzer: detector + aligner + recogniser behind one API, for one image or thousands."""
+
+from __future__ import annotations
+
+import os
+from typing import Iterable, Literal, Optional, Sequence
+
+import numpy as np
+from tqdm.auto import tqdm
+
+from ..errors import IdgenError, MultipleFacesError, NoFaceError
+from .align import ARCFACE_TEMPLATE, align_face
+from .detectors import Detection, Detector, DlibDetector, InsightFaceDetector
+from .image import ImageInput, describe, load_image
+from .models import insightface_files
+from .recognizers import DlibRecognizer, OnnxRecognizer, Recognizer
+from .types import Face
+
+Policy = Literal["largest", "single"]
+
+#: ``det_score`` of a face placed by ``fallback_box`` rather than detected.
+FALLBACK_SCORE = -1.0
+
+#: Smallest image side (pixels) worth running a detector on.
+MIN_IMAGE_SIDE = 32
+
+
+def _center_box(height: int, width: int, fraction: float) -> np.ndarray:
+    side = fraction * min(height, width)
+    cx, cy = width / 2.0, height / 2.0
+    return np.array([cx - side / 2, cy - side / 2, cx + side / 2, cy + side / 2], dtype=np.float32)
+
+
+class FaceAnalyzer:
+    """Find, align and embed faces.
+
+    Args:
+        detector: any object with ``detect(rgb) -> list[Detection]``.
+        recognizer: any object with ``crop`` and ``embed`` (see :mod:`idgen.faces.recognizers`);
+            ``None`` for detection and alignment only.
+        max_side: images larger than this are detected on a downscaled copy; boxes and
+            landmarks are mapped back and crops are cut from the full-resolution image.
+        flip: add the embedding of the mirrored crop (flip test-time augmentation).
+        fallback_box: when set (a fraction of the shorter side), images where no face is
+            detected get a centred square box of that size instead of an error; meant for
+            already-cropped benchmark sets such as LFW where every image holds a face.
+    """
+
+    def __init__(self, detector: Detector, recognizer: Optional[Recognizer] = None, *,
+                 max_side: int = 1600, flip: bool = False, fallback_box: Optional[float] = None):
+        self.detector = detector
+        self.recognizer = recognizer
+        self.max_side = max_side
+        self.flip = flip
+        self.fallback_box = fallback_box
+
+    # ------------------------------------------------------------------ construction
+    @classmethod
+    def from_backend(cls, detector: str = "dlib", recognizer: str | os.PathLike | None = "dlib", *,
+                     root: str | os.PathLike = "~/.insightface", det_size: int = 640,
+                     normalization="auto", upsample: int = 0, **kwargs) -> "FaceAnalyzer":
+        """Build an analyzer from backend names.
+
+        ``detector``: ``"dlib"``, or an insightface pack name / folder (``"antelopev2"``,
+        ``"buffalo_l"``). ``recognizer``: ``"dlib"``, ``"mobilefacenet:<path>"``, the path of an
+        ONNX recogniser, a file name inside the insightface pack (e.g. Arc2Face's
+        ``"arcface.onnx"``), ``"pack"`` for the pack's own recogniser, or ``None``.
+        """
+        if detector == "dlib":
+            det = DlibDetector(upsample=upsample)
+        else:
+            det = InsightFaceDetector(detector, root=root, det_size=det_size)
+        rec = None
+        if recognizer is None:
+            pass
+        elif str(recognizer) == "dlib":
+            rec = DlibRecognizer()
+        elif str(recognizer).startswith("mobilefacenet:"):
+            rec = OnnxRecognizer.mobilefacenet(str(recognizer).split(":", 1)[1])
+        elif os.path.isfile(str(recognizer)):
+            rec = OnnxRecognizer(recognizer, normalization=normalization)
+        elif detector != "dlib":
+            name = None if str(recognizer) == "pack" else str(recognizer)
+            _, path = insightface_files(detector, root, recognizer=name)
+            rec = OnnxRecognizer(path, normalization=normalization)
+        else:
+            rec = OnnxRecognizer(recognizer, normalization=normalization)  # raises: file not found
+        return cls(det, rec, **kwargs)
+
+    # ------------------------------------------------------------------ detection
+    def detect(self, image: ImageInput) -> list[Face]:
+        """All faces in ``image`` with aligned crops (no embeddings), largest first."""
+        rgb = load_image(image)
+        return self._detect_rgb(rgb, describe(image))
+
+    def _detect_rgb(self, rgb: np.ndarray, name: str) -> list[Face]:
+        height, width = rgb.shape[:2]
+        if min(height, width) < MIN_IMAGE_SIDE:
+            return []
+        scale = min(1.0, self.max_side / max(height, width))
+        small = rgb
+        if scale < 1.0:
+            import cv2
+
+            small = cv2.resize(rgb, (round(width * scale), round(height * scale)), interpolation=cv2.INTER_AREA)
+        detections = [
+            Detection(d.bbox / scale, d.score, d.landmarks / scale) for d in self.detector.detect(small)
+        ]
+        if not detections and self.fallback_box:
+            detections = [self._fallback_detection(rgb)]
+        faces = [
+            Face(bbox=d.bbox, det_score=d.score, landmarks=d.landmarks,
+                 aligned=align_face(rgb, d.landmarks), source=name)
+            for d in detections
+        ]
+        return sorted(faces, key=lambda f: f.area, reverse=True)
+
+    def _fallback_detection(self, rgb: np.ndarray) -> Detection:
+        box = _center_box(*rgb.shape[:2], self.fallback_box)
+        if hasattr(self.detector, "landmarks_in_box"):
+            landmarks = self.detector.landmarks_in_box(rgb, box)
+        else:  # place the template points in the box
+            side = box[2] - box[0]
+            landmarks = (box[:2] + ARCFACE_TEMPLATE / 112.0 * side).astype(np.float32)
+        return Detection(box, FALLBACK_SCORE, landmarks)
+
+    # ------------------------------------------------------------------ recognition
+    def _embed_faces(self, items: list[tuple[np.ndarray, Face]]) -> None:
+        """Embed faces (each with its source image) in one recogniser batch, in place."""
+        if not items:
+            return
+        if self.recognizer is None:
+            raise IdgenError("this FaceAnalyzer has no recogniser; build it with recognizer=...")
+        crops = np.stack([self.recognizer.crop(rgb, f.landmarks, f.bbox) for rgb, f in items])
+        embeddings = self.recognizer.embed(crops)
+        if self.flip:
+            embeddings = embeddings + self.recognizer.embed(np.ascontiguousarray(crops[:, :, ::-1]))
+        for (_, face), embedding in zip(items, embeddings):
+            face.embedding = embedding
+
+    def analyze(self, image: ImageInput) -> list[Face]:
+        """All faces in ``image``, largest first, each with its embedding."""
+        rgb = load_image(image)
+        faces = self._detect_rgb(rgb, describe(image))
+        self._embed_faces([(rgb, f) for f in faces])
+        return faces
+
+    def _select(self, faces: list[Face], name: str, shape, policy: Policy) -> Face:
+        if not faces:
+            hint = (
+                f"the image is only {shape[1]}×{shape[0]} px; use a photo where the face is at least 80 px wide"
+                if min(shape[:2]) < 80
+                else "for tightly cropped faces try a smaller det_size (e.g. 256) or dlib upsample=1"
+            )
+            raise NoFaceError(f"no face found in {name}; {hint}")
+        if policy == "single" and len(faces) > 1:
+            raise MultipleFacesError(
+                f"{len(faces)} faces found in {name}; crop the photo to one person or use policy='largest'"
+            )
+        if policy not in ("largest", "single"):
+            raise ValueError(f"unknown face policy {policy!r}; use 'largest' or 'single'")
+        return faces[0]
+
+    def get_face(self, image: ImageInput, policy: Policy = "largest") -> Face:
+        """The one face of ``image``: the largest, or an error when ``policy='single'`` and
+        several are found. Raises :class:`NoFaceError` naming the image when none is."""
+        rgb = load_image(image)
+        name = describe(image)
+        face = self._select(self._detect_rgb(rgb, name), name, rgb.shape, policy)
+        self._embed_faces([(rgb, face)])
+        return face
+
+    def analyze_many(self, images: Sequence[ImageInput], *, policy: Policy = "largest",
+                     batch_size: int = 64, on_missing: Literal["skip", "raise"] = "skip",
+                     progress: bool = True) -> list[Optional[Face]]:
+        """One face per image for many images; the recogniser runs on batches of crops.
+
+        Images with no face (or, with ``on_missing='skip'``, unreadable ones) give ``None``;
+        ``skipped`` on the returned list's owner is not needed: compare against ``None``.
+        """
+        results: list[Optional[Face]] = [None] * len(images)
+        pending: list[tuple[int, np.ndarray, Face]] = []
+
+        def flush():
+            self._embed_faces([(rgb, face) for _, rgb, face in pending])
+            for index, _, face in pending:
+                results[index] = face
+            pending.clear()
+
+        for index, image in enumerate(tqdm(images, desc="faces", disable=not progress, unit="img")):
+            try:
+                rgb = load_image(image)
+                name = describe(image)
+                face = self._select(self._detect_rgb(rgb, name), name, rgb.shape, policy)
+            except IdgenError:
+                if on_missing == "raise":
+                    raise
+                continue
+            pending.append((index, rgb, face))
+            if len(pending) >= batch_size:
+                flush()
+        flush()
+        return results
+
+
+def cosine_similarity(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """Row-wise cosine similarity of two (N×D or D) arrays of embeddings."""
+    a = np.asarray(a, dtype=np.float64)
+    b = np.asarray(b, dtype=np.float64)
+    a = a / np.maximum(np.linalg.norm(a, axis=-1, keepdims=True), 1e-12)
+    b = b / np.maximum(np.linalg.norm(b, axis=-1, keepdims=True), 1e-12)
+    return (a * b).sum(-1)
+
+
+def iter_image_files(folder: str | os.PathLike) -> Iterable[str]:
+    """Image files below ``folder``, sorted, by extension."""
+    exts = {".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff", ".pgm", ".ppm"}
+    for root, _, files in sorted(os.walk(folder)):
+        for name in sorted(files):
+            if os.path.splitext(name)[1].lower() in exts:
+                yield os.path.join(root, name)

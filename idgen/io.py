@@ -1,0 +1,53 @@
+"""Crash-safe file writing: a reader never sees a half-written file.
+
+Every output of idgen (embeddings, images, manifests, checkpoints) goes through these helpers:
+data is written to a temporary file in the same folder and renamed over the target, which is
+atomic on POSIX and Windows.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from contextlib import contextmanager
+from pathlib import Path
+
+
+@contextmanager
+def atomic_path(target: str | os.PathLike):
+    """Yield a temporary path next to ``target``; on success it replaces ``target``."""
+    target = Path(target)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent)
+    os.close(fd)
+    try:
+        yield Path(tmp)
+        os.replace(tmp, target)
+    finally:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+
+
+def write_bytes_atomic(target: str | os.PathLike, data: bytes) -> None:
+    with atomic_path(target) as tmp:
+        with open(tmp, "wb") as handle:
+            handle.write(data)
+            handle.flush()
+            os.fsync(handle.fileno())
+
+
+def write_json_atomic(target: str | os.PathLike, obj) -> None:
+    write_bytes_atomic(target, (json.dumps(obj, indent=2, sort_keys=False) + "\n").encode())
+
+
+def save_safetensors_atomic(tensors: dict, target: str | os.PathLike, metadata: dict | None = None) -> None:
+    """Save a dict of torch tensors or numpy arrays as safetensors, atomically."""
+    import numpy as np
+
+    with atomic_path(target) as tmp:
+        if all(isinstance(v, np.ndarray) for v in tensors.values()):
+            from safetensors.numpy import save_file
+        else:
+            from safetensors.torch import save_file
+        save_file({k: v for k, v in tensors.items()}, str(tmp), metadata=metadata)

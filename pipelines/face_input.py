@@ -1,0 +1,29 @@
+"""Shared by the identity pipelines: accept face photos wherever an identity embedding is accepted."""
+
+from __future__ import annotations
+
+from typing import Optional, Sequence
+
+from idgen.errors import IdgenError
+from idgen.faces import Face, FaceAnalyzer
+
+
+class FaceInputMixin:
+    """Gives a pipeline a face analyser (not a diffusers component: it is not saved with the
+    pipeline) and a helper turning photos into :class:`~idgen.faces.Face` records."""
+
+    face_analyzer: Optional[FaceAnalyzer] = None
+
+    def set_face_analyzer(self, analyzer: Optional[FaceAnalyzer]) -> None:
+        """Use ``analyzer`` for photos passed to ``__call__`` (e.g.
+        ``FaceAnalyzer.from_backend("antelopev2", "arcface.onnx")`` for Arc2Face)."""
+        self.face_analyzer = analyzer
+
+    def analyze_faces(self, images: Sequence, policy: str = "largest") -> list[Face]:
+        """One face per photo (the largest, or an error with ``policy='single'`` when several)."""
+        if self.face_analyzer is None:
+            raise IdgenError(
+                "this pipeline has no face analyser; call pipe.set_face_analyzer("
+                "FaceAnalyzer.from_backend(...)) or pass identity embeddings instead of photos"
+            )
+        return [self.face_analyzer.get_face(image, policy=policy) for image in images]

@@ -1,0 +1,56 @@
+"""Shared fixtures: vendored photos, and the real data in ../shared when it is there."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+FACES = ROOT / "tests" / "data" / "faces"
+SHARED = Path(os.environ.get("IDGEN_SHARED", ROOT.parent / "shared"))
+LFW = SHARED / "data" / "lfw"
+ORL = SHARED / "data" / "orl"
+MOBILEFACENET = SHARED / "models" / "mobilefacenet" / "MobileFaceNet.onnx"
+CLIP_TOKENIZER = SHARED / "models" / "clip-tokenizer"
+
+
+def _need(path: Path):
+    if not path.exists():
+        pytest.skip(f"needs {path} (the shared data folder)")
+    return path
+
+
+@pytest.fixture(scope="session")
+def faces_dir() -> Path:
+    return FACES
+
+
+@pytest.fixture(scope="session")
+def lfw_dir() -> Path:
+    return _need(LFW)
+
+
+@pytest.fixture(scope="session")
+def orl_dir() -> Path:
+    return _need(ORL)
+
+
+@pytest.fixture(scope="session")
+def mobilefacenet_path() -> Path:
+    return _need(MOBILEFACENET)
+
+
+@pytest.fixture(scope="session")
+def clip_tokenizer_dir() -> Path:
+    return _need(CLIP_TOKENIZER)
+
+
+@pytest.fixture(scope="session")
+def dlib_analyzer():
+    """dlib detection + dlib 128-d recogniser: fully offline from PyPI packages."""
+    pytest.importorskip("dlib")
+    from idgen.faces import FaceAnalyzer
+
+    return FaceAnalyzer.from_backend("dlib", "dlib")

@@ -1,0 +1,137 @@
+"""Face analysis on real photos with real offline models (dlib from PyPI, MobileFaceNet ONNX)."""
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from idgen.errors import ModelFilesMissingError, MultipleFacesError, NoFaceError
+from idgen.faces import FaceAnalyzer, InsightFaceDetector, cosine_similarity, load_image
+
+
+@pytest.fixture(scope="module")
+def mfn_analyzer(mobilefacenet_path):
+    pytest.importorskip("dlib")
+    return FaceAnalyzer.from_backend("dlib", f"mobilefacenet:{mobilefacenet_path}")
+
+
+def _similarities(analyzer, faces_dir):
+    same_a = analyzer.get_face(faces_dir / "Aaron_Peirsol_0001.jpg").normed_embedding
+    same_b = analyzer.get_face(faces_dir / "Aaron_Peirsol_0002.jpg").normed_embedding
+    other = analyzer.get_face(faces_dir / "Abdullah_Gul_0001.jpg").normed_embedding
+    return float(same_a @ same_b), float(same_a @ other)
+
+
+def test_face_fields(dlib_analyzer, faces_dir):
+    face = dlib_analyzer.get_face(faces_dir / "Aaron_Peirsol_0001.jpg")
+    x1, y1, x2, y2 = face.bbox
+    assert 40 < x1 < x2 < 210 and 40 < y1 < y2 < 220  # LFW deep-funneled faces sit in the middle
+    left_eye, right_eye, nose, mouth_left, mouth_right = face.landmarks
+    assert left_eye[0] < nose[0] < right_eye[0] and left_eye[1] < nose[1] < mouth_left[1]
+    assert mouth_left[0] < mouth_right[0]
+    assert face.aligned.shape == (112, 112, 3) and face.aligned.dtype == np.uint8
+    assert face.embedding.shape == (128,)
+    assert np.isclose(np.linalg.norm(face.normed_embedding), 1.0)
+
+
+def test_dlib_same_person_closer_than_different(dlib_analyzer, faces_dir):
+    same, different = _similarities(dlib_analyzer, faces_dir)
+    assert same > 0.9 and different < 0.85 and same - different > 0.1
+
+
+def test_dlib_detection_with_mobilefacenet_recogniser(mfn_analyzer, faces_dir):
+    same, different = _similarities(mfn_analyzer, faces_dir)
+    assert same > 0.5 > different
+
+
+def test_batched_path_equals_one_at_a_time(mfn_analyzer, faces_dir):
+    files = sorted(faces_dir.glob("*.jpg"))
+    batched = mfn_analyzer.analyze_many(files, batch_size=3, progress=False)
+    for path, face in zip(files, batched):
+        single = mfn_analyzer.get_face(path)
+        assert np.allclose(face.embedding, single.embedding, atol=1e-4)
+        assert np.allclose(face.bbox, single.bbox)
+
+
+def _two_faces(faces_dir):
+    big = load_image(faces_dir / "Aaron_Peirsol_0001.jpg")
+    small = np.asarray(Image.fromarray(load_image(faces_dir / "Abdullah_Gul_0001.jpg")).resize((200, 200)))
+    canvas = np.full((250, 470, 3), 128, np.uint8)
+    canvas[:, :250] = big
+    canvas[25:225, 260:460] = small
+    return canvas
+
+
+def test_several_faces_largest_first_and_single_policy(dlib_analyzer, faces_dir):
+    canvas = _two_faces(faces_dir)
+    faces = dlib_analyzer.analyze(canvas)
+    assert len(faces) == 2
+    assert faces[0].area > faces[1].area and faces[0].bbox[0] < 250 <= faces[1].bbox[0]
+    assert np.allclose(dlib_analyzer.get_face(canvas).embedding, faces[0].embedding)
+    with pytest.raises(MultipleFacesError, match="2 faces found"):
+        dlib_analyzer.get_face(canvas, policy="single")
+
+
+def test_no_face_error_names_file_and_suggests_det_size(dlib_analyzer, tmp_path):
+    blank = tmp_path / "wall.png"
+    Image.fromarray(np.full((300, 300, 3), 90, np.uint8)).save(blank)
+    with pytest.raises(NoFaceError, match=r"wall\.png.*det_size"):
+        dlib_analyzer.get_face(blank)
+
+
+def test_tiny_image_error_mentions_size(dlib_analyzer, tmp_path, faces_dir):
+    tiny = tmp_path / "tiny.jpg"
+    Image.open(faces_dir / "Aaron_Peirsol_0001.jpg").resize((24, 24)).save(tiny)
+    with pytest.raises(NoFaceError, match=r"tiny\.jpg.*24×24 px"):
+        dlib_analyzer.get_face(tiny)
+
+
+def test_exif_rotated_photo_found_upright(dlib_analyzer, faces_dir, tmp_path):
+    upright = Image.open(faces_dir / "Aaron_Peirsol_0001.jpg")
+    exif = Image.Exif()
+    exif[0x0112] = 6
+    path = tmp_path / "sideways.jpg"
+    upright.transpose(Image.Transpose.ROTATE_90).save(path, exif=exif, quality=95)
+    reference = dlib_analyzer.get_face(upright)
+    rotated = dlib_analyzer.get_face(path)
+    assert np.abs(rotated.landmarks - reference.landmarks).max() < 6
+    assert cosine_similarity(rotated.embedding, reference.embedding) > 0.97
+
+
+def test_large_image_detected_on_downscaled_copy(faces_dir):
+    pytest.importorskip("dlib")
+    analyzer = FaceAnalyzer.from_backend("dlib", "dlib", max_side=800)
+    photo = Image.open(faces_dir / "Aaron_Peirsol_0001.jpg")
+    big = photo.resize((4000, 4000), Image.Resampling.BICUBIC)
+    calls = []
+    detect = analyzer.detector.detect
+    analyzer.detector.detect = lambda image: calls.append(image.shape) or detect(image)
+    face = analyzer.get_face(big)
+    assert calls == [(800, 800, 3)]  # the detector never saw the 4000 px image
+    reference = analyzer.get_face(photo)
+    assert np.abs(face.landmarks / 16.0 - reference.landmarks).max() < 3  # mapped back to full size
+    assert cosine_similarity(face.embedding, reference.embedding) > 0.95
+
+
+def test_fallback_box_for_precropped_sets(tmp_path):
+    pytest.importorskip("dlib")
+    blank = np.full((250, 250, 3), 90, np.uint8)
+    analyzer = FaceAnalyzer.from_backend("dlib", None, fallback_box=0.4)
+    (face,) = analyzer.detect(blank)
+    assert face.det_score == -1.0
+    assert np.allclose(face.bbox, [75, 75, 175, 175])
+
+
+def test_missing_insightface_files_named(tmp_path):
+    with pytest.raises(ModelFilesMissingError) as error:
+        InsightFaceDetector("antelopev2", root=tmp_path)
+    message = str(error.value)
+    assert str(tmp_path / "models" / "antelopev2" / "scrfd_10g_bnkps.onnx") in message
+    assert "glintr100.onnx" in message and "antelopev2" in message
+
+
+def test_arc2face_recogniser_file_named_when_missing(tmp_path):
+    pack = tmp_path / "models" / "antelopev2"
+    pack.mkdir(parents=True)
+    (pack / "scrfd_10g_bnkps.onnx").write_bytes(b"")
+    with pytest.raises(ModelFilesMissingError, match=r"arcface\.onnx.*FoivosPar/Arc2Face"):
+        FaceAnalyzer.from_backend("antelopev2", "arcface.onnx", root=tmp_path)

@@ -1,0 +1,101 @@
+"""Every kind of photo a user may pass loads as upright 8-bit RGB, or fails naming the file."""
+
+import io
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from idgen.errors import ImageReadError
+from idgen.faces import load_image
+
+
+@pytest.fixture
+def photo(faces_dir):
+    return faces_dir / "Aaron_Peirsol_0001.jpg"
+
+
+def test_reads_jpeg_as_rgb_uint8(photo):
+    image = load_image(photo)
+    assert image.shape == (250, 250, 3) and image.dtype == np.uint8
+    assert np.array_equal(image, np.asarray(Image.open(photo).convert("RGB")))
+
+
+def test_missing_file_names_path(tmp_path):
+    with pytest.raises(ImageReadError, match="nothere.jpg: no such file"):
+        load_image(tmp_path / "nothere.jpg")
+
+
+def test_non_image_file(tmp_path):
+    bad = tmp_path / "notes.jpg"
+    bad.write_text("this is not a JPEG")
+    with pytest.raises(ImageReadError, match=r"notes\.jpg: not an image file"):
+        load_image(bad)
+
+
+def test_truncated_jpeg(tmp_path, photo):
+    data = photo.read_bytes()
+    cut = tmp_path / "cut.jpg"
+    cut.write_bytes(data[: len(data) // 2])
+    with pytest.raises(ImageReadError, match=r"cut\.jpg: the image is truncated or corrupt"):
+        load_image(cut)
+
+
+def test_greyscale_becomes_three_equal_channels(tmp_path, photo):
+    path = tmp_path / "grey.png"
+    Image.open(photo).convert("L").save(path)
+    image = load_image(path)
+    assert image.shape == (250, 250, 3)
+    assert np.array_equal(image[..., 0], image[..., 2])
+
+
+def test_rgba_composited_on_white(tmp_path):
+    rgba = np.zeros((40, 40, 4), np.uint8)
+    rgba[..., 0] = 200
+    rgba[:20, :, 3] = 255  # top half opaque red, bottom half transparent
+    path = tmp_path / "alpha.png"
+    Image.fromarray(rgba, "RGBA").save(path)
+    image = load_image(path)
+    assert tuple(image[5, 5]) == (200, 0, 0)
+    assert tuple(image[30, 5]) == (255, 255, 255)
+
+
+def test_sixteen_bit_scaled_to_eight(tmp_path):
+    ramp = (np.arange(64 * 64, dtype=np.uint32).reshape(64, 64) * 16).astype(np.uint16)
+    path = tmp_path / "deep.png"
+    Image.fromarray(ramp).save(path)
+    assert Image.open(path).mode.startswith("I")
+    image = load_image(path)
+    expected = np.round(ramp.astype(np.float64) / 65535 * 255).astype(np.uint8)
+    assert image.dtype == np.uint8
+    assert np.abs(image[..., 0].astype(int) - expected).max() <= 1
+
+
+def test_cmyk_jpeg(tmp_path, photo):
+    path = tmp_path / "cmyk.jpg"
+    Image.open(photo).convert("CMYK").save(path)
+    image = load_image(path)
+    reference = np.asarray(Image.open(photo).convert("RGB")).astype(int)
+    assert image.shape == (250, 250, 3)
+    assert np.abs(image.astype(int) - reference).mean() < 12  # JPEG round trip, same picture
+
+
+def test_exif_orientation_applied(tmp_path, photo):
+    upright = Image.open(photo)
+    stored = upright.transpose(Image.Transpose.ROTATE_90)  # stored sideways, as a camera held on its side does
+    exif = Image.Exif()
+    exif[0x0112] = 6  # "rotate 90° clockwise to display"
+    path = tmp_path / "rotated.jpg"
+    stored.save(path, exif=exif, quality=95)
+    image = load_image(path)
+    assert image.shape == (250, 250, 3)
+    assert np.abs(image.astype(int) - np.asarray(upright).astype(int)).mean() < 6
+
+
+def test_arrays_and_pil_accepted(photo):
+    pil = Image.open(photo)
+    assert np.array_equal(load_image(pil), load_image(np.asarray(pil)))
+    grey = load_image(np.zeros((10, 12), np.float32))
+    assert grey.shape == (10, 12, 3)
+    with pytest.raises(ImageReadError, match="shape"):
+        load_image(np.zeros((3, 4, 5, 6)))
