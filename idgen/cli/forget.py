@@ -12,6 +12,8 @@ def register(subparsers) -> None:
     )
     parser.add_argument("--config", required=True, help="YAML config file")
     parser.add_argument("--output-dir", help="override the config's output_dir")
+    parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                        help="override a config value, e.g. --set tasks.seed=1 (repeatable)")
     parser.set_defaults(handler=run)
 
 
@@ -19,7 +21,7 @@ def run(args) -> int:
     from ..unlearn import load_config, run_forgetting
     from ..unlearn.report import markdown_report
 
-    config = load_config(args.config)
+    config = load_config(args.config, args.set)
     if args.output_dir:
         config.output_dir = args.output_dir
     report = run_forgetting(config)

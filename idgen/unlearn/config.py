@@ -64,7 +64,7 @@ class ModelConfig:
 class BaselinesConfig:
     methods: list = field(default_factory=lambda: ["retrain", "finetune"])
     retrain_epochs: int | None = None   # None = forget.epochs (the same training budget)
-    finetune_lr: float = 1e-4
+    finetune_lr: float | None = None    # None = forget.lr (same hyper-parameters, all weights trainable)
 
 
 @dataclass
@@ -101,16 +101,33 @@ def _build(cls, values, where: str):
     return cls(**kwargs)
 
 
-def load_config(source: str | os.PathLike | dict) -> RunConfig:
-    """A :class:`RunConfig` from a YAML file or a dict. Relative paths in a file are relative to it."""
+def apply_overrides(values: dict, overrides: list[str]) -> dict:
+    """Apply ``key.sub=value`` strings (values parsed as YAML) to a nested config dict."""
+    import yaml
+
+    for item in overrides:
+        key, sep, raw = item.partition("=")
+        if not sep:
+            raise ConfigError(f"override {item!r} is not KEY=VALUE (e.g. tasks.seed=1)")
+        node = values
+        *parents, leaf = key.split(".")
+        for part in parents:
+            node = node.setdefault(part, {})
+        node[leaf] = yaml.safe_load(raw)
+    return values
+
+
+def load_config(source: str | os.PathLike | dict, overrides: list[str] = ()) -> RunConfig:
+    """A :class:`RunConfig` from a YAML file or a dict, with optional ``key.sub=value`` overrides.
+    Relative paths in a file are relative to it."""
     if isinstance(source, dict):
-        return _build(RunConfig, source, "")
+        return _build(RunConfig, apply_overrides(dict(source), list(overrides)), "")
     import yaml
 
     path = Path(source)
     if not path.is_file():
         raise ConfigError(f"{path}: config file not found")
-    values = yaml.safe_load(path.read_text()) or {}
+    values = apply_overrides(yaml.safe_load(path.read_text()) or {}, list(overrides))
     try:
         config = _build(RunConfig, values, "")
     except TypeError as exc:

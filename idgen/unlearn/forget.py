@@ -199,7 +199,7 @@ def run_method(method: str, base: FaceRecognizer, train: FaceSet, test: FaceSet,
             model, stats = gs_lora_task(model, forget_data, retain_data, forget_config, t, seed)
         elif method == "finetune":
             model, stats = finetune_task(model, forget_data, retain_data, config.forget,
-                                         config.baselines.finetune_lr, t, seed)
+                                         config.baselines.finetune_lr or config.forget.lr, t, seed)
         elif method == "retrain":
             epochs = config.baselines.retrain_epochs or config.forget.epochs
             model, stats = retrain_task(model, retain_data, config.model.train, epochs, seed)
