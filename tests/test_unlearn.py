@@ -164,3 +164,41 @@ def test_save_and_load_recognizer_roundtrip(tmp_path):
     loaded = FaceRecognizer.from_pretrained(tmp_path)
     x = torch.randn(2, 3, 16, 16)
     assert torch.equal(loaded(x), model(x)) and loaded.class_names[5] == "id5"
+
+
+def test_run_forgetting_continual_few_shot_missing_classes(tmp_path):
+    """Two GS-LoRA++ tasks on a synthetic face folder, 3 images per class, a quarter of the retained
+    classes without any data: the report has every metric, the files are written."""
+    from PIL import Image
+
+    from idgen.unlearn import run_forgetting
+
+    data = _toy_faces(num_classes=8, per_class=6)
+    for i, (image, label) in enumerate(zip(data.images, data.labels)):
+        folder = tmp_path / "faces" / f"person{int(label)}"
+        folder.mkdir(parents=True, exist_ok=True)
+        Image.fromarray(image.permute(1, 2, 0).numpy()).save(folder / f"{i:03d}.png")
+    config = {
+        "data": {"root": str(tmp_path / "faces"), "align": "resize", "image_size": 16, "test_fraction": 0.34},
+        "model": {"path": str(tmp_path / "base"), "preset": None,
+                  "overrides": {"patch_size": 8, "dim": 32, "depth": 2, "heads": 4, "mlp_dim": 64, "embedding_dim": 16},
+                  "train": {"epochs": 6, "batch_size": 16, "lr": 3e-3, "warmup_epochs": 1}},
+        "method": "gs-lora++",
+        "tasks": {"num_tasks": 2, "classes_per_task": 1, "seed": 3, "shots": 3, "missing_fraction": 0.25},
+        "forget": {"epochs": 2, "batch_size": 16, "forget_batch_size": 4, "prototype_weight": 0.5,
+                   "lora": {"rank": 2, "grouping": "lora"}},
+        "baselines": {"methods": ["retrain"]},
+        "output_dir": str(tmp_path / "out"),
+    }
+    report = run_forgetting(config)
+    first, second = report["methods"]["gs-lora++"]
+    assert (first["forget_images"], first["retain_images"]) == (3, 3 * 5)   # 7 retained, 2 missing
+    assert first["missing_classes"] == 2 and second["missing_classes"] == 2
+    assert first["acc_previously_forgotten"] is None and second["acc_previously_forgotten"] is not None
+    assert first["num_groups"] == 2 * 2        # per-LoRA grouping: 2 blocks × 2 linears
+    assert second["h_mean"] == pytest.approx(2 * second["drop"] * second["acc_r"] / (second["drop"] + second["acc_r"]))
+    assert len(report["methods"]["retrain"]) == 2
+    for name in ("report.json", "report.md", "groups.png", "model/model.safetensors", "model/config.json"):
+        assert (tmp_path / "out" / name).is_file()
+    # a second run loads the saved base model instead of training again
+    assert run_forgetting({**config, "output_dir": str(tmp_path / "out2")})["base"]["trained"] is False

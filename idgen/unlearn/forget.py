@@ -212,7 +212,8 @@ def run_method(method: str, base: FaceRecognizer, train: FaceSet, test: FaceSet,
             acc_f_before=acc_f_before, base_acc_r=accuracy(base_predictions, test.labels, retained),
             base_acc_f_all=accuracy(base_predictions, test.labels, set(task) | set(forgotten)))
         results.append({"task": t + 1, "forgotten": [train.class_names[c] for c in task], **metrics,
-                        "wall_seconds": wall, **stats})
+                        "wall_seconds": wall, "forget_images": len(forget_data), "retain_images": len(retain_data),
+                        "missing_classes": len(retained) - len(replay_classes), **stats})
         forgotten += task
     results[-1]["model"] = model
     return results
