@@ -153,6 +153,9 @@ def test_config_rejects_unknown_keys_by_name(tmp_path):
         load_config({**good, "forget": {"lora": {"rnak": 4}}})
     with pytest.raises(ConfigError, match="unknown config key epochs"):
         load_config({**good, "epochs": 3})
+    assert load_config(good, ["baselines.finetune_lr=1e-4"]).baselines.finetune_lr == pytest.approx(1e-4)
+    with pytest.raises(ConfigError, match="forget.lr must be a number"):
+        load_config(good, ["forget.lr=fast"])
     path = tmp_path / "c.yaml"
     path.write_text("data: {root: faces}\nmodel: {path: m}\noutput_dir: out\n")
     assert load_config(path).data.root == str(tmp_path / "faces")

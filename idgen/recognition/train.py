@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import time
 from dataclasses import dataclass
 
@@ -38,9 +39,9 @@ def train_recognizer(model: FaceRecognizer, train: FaceSet, config: TrainConfig,
     optimizer = torch.optim.AdamW(model.parameters(), lr=config.lr, weight_decay=config.weight_decay)
     steps_per_epoch = -(-len(train) // config.batch_size)
     total, warmup = config.epochs * steps_per_epoch, config.warmup_epochs * steps_per_epoch
-    schedule = torch.optim.lr_scheduler.LambdaLR(
+    schedule = torch.optim.lr_scheduler.LambdaLR(  # linear warm-up, then cosine decay to zero
         optimizer, lambda step: min(1.0, (step + 1) / max(1, warmup))
-        * 0.5 * (1 + torch.cos(torch.tensor(torch.pi * min(1.0, step / max(1, total)))).item()))
+        * 0.5 * (1 + math.cos(math.pi * min(1.0, step / max(1, total)))))
     model.train()
     start, losses = time.perf_counter(), []
     for _ in tqdm(range(config.epochs), desc="training recogniser", disable=not progress):

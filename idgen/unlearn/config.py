@@ -90,15 +90,25 @@ def _build(cls, values, where: str):
             raise ConfigError(f"unknown config key {where + '.' if where else ''}{key}; known keys: {sorted(known)}")
     kwargs = {}
     for key, value in values.items():
-        hint = hints[key]
-        if dataclasses.is_dataclass(hint):
-            value = _build(hint, value or {}, f"{where}.{key}" if where else key)
-        kwargs[key] = value
+        hint, name = hints[key], f"{where}.{key}" if where else key
+        kwargs[key] = _build(hint, value or {}, name) if dataclasses.is_dataclass(hint) else _number(value, hint, name)
     missing = [f.name for f in known.values() if f.name not in kwargs
                and f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING]
     if missing:
         raise ConfigError(f"config {where or 'top level'} is missing required key(s) {missing}")
     return cls(**kwargs)
+
+
+def _number(value, hint, name: str):
+    """Numbers written as strings ("1e-4": YAML 1.1 reads it as text) become numbers; a non-number
+    where a number belongs is an error naming the key."""
+    allowed = typing.get_args(hint) or (hint,)
+    if value is None or isinstance(value, bool) or not ({int, float} & set(allowed)):
+        return value
+    try:
+        return float(value) if float in allowed else int(value)
+    except (TypeError, ValueError):
+        raise ConfigError(f"config key {name} must be a number, not {value!r}") from None
 
 
 def apply_overrides(values: dict, overrides: list[str]) -> dict:

@@ -22,7 +22,7 @@ from tqdm.auto import tqdm
 from ..errors import ConfigError
 from ..recognition.data import FaceSet, load_face_folder, to_model_input
 from ..recognition.model import FaceRecognizer, model_config
-from ..recognition.train import TrainConfig, predict, train_recognizer
+from ..recognition.train import TrainConfig, embed, predict, train_recognizer
 from .config import ForgetConfig, RunConfig, load_config
 from .lora import add_task_lora, lora_groups, merge_task_lora
 from .losses import class_prototypes, forgetting_loss, group_lasso, prototype_loss
@@ -32,7 +32,7 @@ from .metrics import accuracy, task_metrics
 def _cycle_batches(data: FaceSet, batch_size: int, generator: torch.Generator):
     while True:
         order = torch.randperm(len(data), generator=generator)
-        for start in range(0, len(order) - batch_size + 1 if len(order) >= batch_size else 1, batch_size):
+        for start in range(0, max(1, len(order) - batch_size + 1), batch_size):  # whole batches only
             index = order[start: start + batch_size]
             yield data.images[index], data.labels[index]
 
@@ -87,8 +87,6 @@ def gs_lora_task(model: FaceRecognizer, forget: FaceSet, retain: FaceSet, config
     total_params = model.num_parameters()
     prototypes = None
     if config.prototype_weight > 0:
-        from ..recognition.train import embed
-
         both = FaceSet(torch.cat([retain.images, forget.images]), torch.cat([retain.labels, forget.labels]),
                        retain.class_names)
         prototypes = class_prototypes(embed(model, both), both.labels, model.config.num_classes)
@@ -102,7 +100,7 @@ def gs_lora_task(model: FaceRecognizer, forget: FaceSet, retain: FaceSet, config
                              desc=f"GS-LoRA task {task_index + 1}", seed=seed)
     norms = {g.name: g.norm() for g in groups}
     model = merge_task_lora(peft_model)
-    model.requires_grad_(True)
+    model.requires_grad_(True)  # peft froze the base weights; hand back a plain, trainable model
     return model, {"trainable_params": trainable, "total_params": total_params,
                    "trainable_share": 100.0 * trainable / total_params, "group_norms": norms,
                    "nonzero_groups": sum(v > config.lora.zero_tol for v in norms.values()),
