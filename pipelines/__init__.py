@@ -1,3 +1,5 @@
 """diffusers pipelines conditioned on face identity; installed as ``idgen.pipelines``."""
 
-__all__: list[str] = []
+from .pipeline_instantid import InstantIDPipeline
+
+__all__: list[str] = ["InstantIDPipeline"]
