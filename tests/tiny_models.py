@@ -1,4 +1,4 @@
-"""Tiny random SDXL parts built in code (the shapes diffusers' own SDXL tests use), a tiny CLIP
+"""Tiny random SDXL / SD 1.5 parts built in code (the shapes diffusers' own SDXL tests use), a tiny CLIP
 vocabulary, and InstantID / FaceID adapter state dicts in their ORIGINAL published key layouts."""
 
 from __future__ import annotations
@@ -44,27 +44,35 @@ def tiny_controlnet(seed: int = 1) -> ControlNetModel:
     return controlnet
 
 
+def tiny_vae() -> AutoencoderKL:
+    torch.manual_seed(0)
+    return AutoencoderKL(block_out_channels=[32, 64], in_channels=3, out_channels=3, latent_channels=4,
+                         down_block_types=["DownEncoderBlock2D"] * 2, up_block_types=["UpDecoderBlock2D"] * 2)
+
+
+def tiny_text_encoder(tokenizer: CLIPTokenizer, cls=CLIPTextModel):
+    config = CLIPTextConfig(bos_token_id=tokenizer.bos_token_id, eos_token_id=tokenizer.eos_token_id,
+                            pad_token_id=tokenizer.pad_token_id, hidden_size=32, intermediate_size=37,
+                            num_attention_heads=4, num_hidden_layers=2, vocab_size=len(tokenizer),
+                            hidden_act="gelu", projection_dim=32, max_position_embeddings=77)
+    torch.manual_seed(0)
+    return cls(config)
+
+
+def tiny_scheduler() -> EulerDiscreteScheduler:
+    return EulerDiscreteScheduler(beta_start=0.00085, beta_end=0.012, steps_offset=1,
+                                  beta_schedule="scaled_linear", timestep_spacing="leading")
+
+
 def tiny_sdxl_components(folder: Path, controlnet=None) -> dict:
     """Everything ``StableDiffusionXLControlNetPipeline`` needs, random but seeded; 64 px images."""
     torch.manual_seed(0)
     unet = UNet2DConditionModel(sample_size=32, in_channels=4, out_channels=4,
                                 up_block_types=("CrossAttnUpBlock2D", "UpBlock2D"), **_unet_kwargs())
-    torch.manual_seed(0)
-    vae = AutoencoderKL(block_out_channels=[32, 64], in_channels=3, out_channels=3, latent_channels=4,
-                        down_block_types=["DownEncoderBlock2D"] * 2, up_block_types=["UpDecoderBlock2D"] * 2)
     tokenizer = tiny_tokenizer(folder / "tokenizer")
-    text_config = CLIPTextConfig(bos_token_id=tokenizer.bos_token_id, eos_token_id=tokenizer.eos_token_id,
-                                 pad_token_id=tokenizer.pad_token_id, hidden_size=32, intermediate_size=37,
-                                 num_attention_heads=4, num_hidden_layers=2, vocab_size=len(tokenizer),
-                                 hidden_act="gelu", projection_dim=32, max_position_embeddings=77)
-    torch.manual_seed(0)
-    text_encoder = CLIPTextModel(text_config)
-    torch.manual_seed(0)
-    text_encoder_2 = CLIPTextModelWithProjection(text_config)
-    scheduler = EulerDiscreteScheduler(beta_start=0.00085, beta_end=0.012, steps_offset=1,
-                                       beta_schedule="scaled_linear", timestep_spacing="leading")
-    return dict(unet=unet, vae=vae, text_encoder=text_encoder, text_encoder_2=text_encoder_2,
-                tokenizer=tokenizer, tokenizer_2=tokenizer, scheduler=scheduler,
+    return dict(unet=unet, vae=tiny_vae(), text_encoder=tiny_text_encoder(tokenizer),
+                text_encoder_2=tiny_text_encoder(tokenizer, CLIPTextModelWithProjection),
+                tokenizer=tokenizer, tokenizer_2=tokenizer, scheduler=tiny_scheduler(),
                 controlnet=controlnet if controlnet is not None else tiny_controlnet(),
                 add_watermarker=False)
 
@@ -102,4 +110,41 @@ def instantid_state_dict(unet, embedding_dim: int, seed: int = 0) -> dict:
     for index, attn in _cross_attention_layers(unet):
         for name in ("to_k_ip", "to_v_ip"):
             ip[f"{index}.{name}.weight"] = rand(*attn.to_k.weight.shape)
+    return {"image_proj": proj, "ip_adapter": ip}
+
+
+def tiny_sd15_components(folder: Path) -> dict:
+    """A tiny random Stable Diffusion 1.5-shaped pipeline (32-wide text states, 64 px images)."""
+    torch.manual_seed(0)
+    unet = UNet2DConditionModel(block_out_channels=(32, 64), layers_per_block=2, sample_size=32, in_channels=4,
+                                out_channels=4, down_block_types=("DownBlock2D", "CrossAttnDownBlock2D"),
+                                up_block_types=("CrossAttnUpBlock2D", "UpBlock2D"), cross_attention_dim=32)
+    tokenizer = tiny_tokenizer(folder / "tokenizer")
+    return dict(unet=unet, vae=tiny_vae(), text_encoder=tiny_text_encoder(tokenizer), tokenizer=tokenizer,
+                scheduler=tiny_scheduler(), safety_checker=None, feature_extractor=None, image_encoder=None,
+                requires_safety_checker=False)
+
+
+def faceid_state_dict(unet, embedding_dim: int, tokens: int = 4, rank: int = 4, seed: int = 0) -> dict:
+    """An IP-Adapter FaceID (SD 1.5) payload, original key layout: MLP + LayerNorm projection, IP
+    key/value weights on cross-attention layers, and a LoRA on every attention layer."""
+    g = torch.Generator().manual_seed(seed)
+
+    def rand(*shape, base=0.0):
+        return base + 0.2 * torch.randn(*shape, generator=g)
+
+    cross = unet.config.cross_attention_dim
+    proj = {"proj.0.weight": rand(2 * embedding_dim, embedding_dim), "proj.0.bias": rand(2 * embedding_dim),
+            "proj.2.weight": rand(tokens * cross, 2 * embedding_dim), "proj.2.bias": rand(tokens * cross),
+            "norm.weight": rand(cross, base=1.0), "norm.bias": rand(cross)}
+    ip = {}
+    for index, name in enumerate(unet.attn_processors):
+        attn = unet.get_submodule(name[: -len(".processor")])
+        width, context = attn.to_q.in_features, attn.to_k.in_features
+        for part, fan_in in (("to_q", width), ("to_k", context), ("to_v", context), ("to_out", width)):
+            ip[f"{index}.{part}_lora.down.weight"] = rand(rank, fan_in)
+            ip[f"{index}.{part}_lora.up.weight"] = rand(width, rank)
+        if name.endswith("attn2.processor"):
+            ip[f"{index}.to_k_ip.weight"] = rand(width, context)
+            ip[f"{index}.to_v_ip.weight"] = rand(width, context)
     return {"image_proj": proj, "ip_adapter": ip}
