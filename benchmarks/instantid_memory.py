@@ -74,7 +74,7 @@ def main() -> None:
         print(f"{name:40s} {n:15,d} {n * 2 / GIB:9.2f}")
     print(f"{'all weights':40s} {total:15,d} {total * 2 / GIB:9.2f}")
     per_step = parts["UNet"] + parts["IdentityNet (ControlNet)"] + parts["face adapter (Resampler + IP layers)"]
-    print(f"{"on the GPU while denoising":40s} {per_step:15,d} {per_step * 2 / GIB:9.2f}")
+    print(f"{'on the GPU while denoising':40s} {per_step:15,d} {per_step * 2 / GIB:9.2f}")
 
 
 if __name__ == "__main__":

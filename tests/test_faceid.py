@@ -11,16 +11,12 @@ from diffusers import StableDiffusionPipeline
 from idgen.errors import NoFaceError
 from idgen.pipelines.faceid import faceid_embeds
 from tiny_models import faceid_state_dict, tiny_sd15_components
+from tiny_models import one_thread  # noqa: F401  (a fixture, used through pytestmark)
 
 EMBED_DIM = 128  # dlib's embedding size, so real photos drive the tiny adapter
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def test_faceid_embeds_layout(dlib_analyzer, faces_dir):

@@ -18,19 +18,14 @@ from idgen.pipelines import InstantIDPipeline
 from idgen.pipelines.keypoints import draw_keypoints
 from idgen.pipelines.pipeline_instantid import convert_instantid_adapter
 from tiny_models import RESAMPLER, instantid_state_dict, tiny_controlnet, tiny_sdxl_components
+from tiny_models import one_thread  # noqa: F401  (a fixture, used through pytestmark)
 
 EMBED_DIM = 128  # the tiny adapter takes 128-d embeddings, so dlib's real embeddings fit it
 KPS = [(18, 20), (46, 20), (32, 34), (20, 50), (44, 50)]  # a frontal face in a 64×64 image
 ARGS = dict(num_inference_steps=2, guidance_scale=5.0, height=64, width=64, output_type="np")
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """Tiny models run ~10× faster on one thread than on an oversubscribed shared CPU."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 class NotATensor:
@@ -192,6 +187,22 @@ def test_face_changes_output_and_zero_ip_scale_removes_it(make_pipe, tmp_path):
     np.testing.assert_allclose(off_a, expected, atol=1e-5)
     # with ip scale 0 the face still reaches the image through the IdentityNet
     assert np.abs(run(pipe, a, ip_adapter_scale=0.0) - run(pipe, b, ip_adapter_scale=0.0)).max() > 1e-3
+
+
+def test_prompt_and_image_batches(make_pipe):
+    pipe = make_pipe()
+    seen = []
+    pipe.controlnet.register_forward_hook(
+        lambda m, a, kw, out: seen.append(kw["encoder_hidden_states"].shape), with_kwargs=True)
+    a, b = faces(2)
+    two_prompts = dict(prompt=["a portrait", "a painting"], keypoints=KPS, **ARGS)
+    images = pipe(face_embedding=a, num_images_per_prompt=2, **two_prompts).images
+    assert images.shape == (4, 64, 64, 3) and seen[-1] == (8, RESAMPLER["queries"], 64)
+    assert pipe(face_embedding=torch.stack([a, b]), **two_prompts).images.shape == (2, 64, 64, 3)
+    with pytest.raises(IdgenError, match="num_images_per_prompt=1"):
+        pipe(face_embedding=torch.stack([a, b]), num_images_per_prompt=2, **two_prompts)
+    with pytest.raises(IdgenError, match="3 face embeddings for 2 prompts"):
+        pipe(face_embedding=torch.stack([a, b, a]), **two_prompts)
 
 
 def test_deterministic_with_seed(make_pipe):

@@ -7,12 +7,23 @@ import json
 import string
 from pathlib import Path
 
+import pytest
 import torch
 from diffusers import AutoencoderKL, ControlNetModel, EulerDiscreteScheduler, UNet2DConditionModel
 from transformers import CLIPTextConfig, CLIPTextModel, CLIPTextModelWithProjection, CLIPTokenizer
 
 CROSS_DIM = 64  # two 32-wide text encoders, concatenated
 RESAMPLER = dict(dim=32, heads=1, dim_head=64, queries=4, depth=4, ff_mult=4)
+
+
+@pytest.fixture(scope="module")
+def one_thread():
+    """Tiny models run ~10× faster on one thread than on an oversubscribed shared CPU; use with
+    ``pytestmark = pytest.mark.usefixtures("one_thread")`` after importing it."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
 
 
 def tiny_tokenizer(folder: Path) -> CLIPTokenizer:
