@@ -10,7 +10,7 @@ empty prompt.
 
 So this pipeline *is* a :class:`~diffusers.StableDiffusionPipeline` with one new step,
 :meth:`Arc2FacePipeline.encode_identity`, in front of the stock ``__call__``. Everything else —
-schedulers, LoRA loading, offloading, callbacks, IP-Adapters — is diffusers' own code.
+schedulers, LoRA loading, offloading, callbacks — is diffusers' own code.
 """
 
 from __future__ import annotations
