@@ -2,6 +2,7 @@
 
 from .pipeline_arc2face import Arc2FaceMixin, Arc2FacePipeline, Arc2FacePipelineOutput
 from .pipeline_arc2face_edit import Arc2FaceImg2ImgPipeline, Arc2FaceInpaintPipeline
+from .pipeline_instantid import InstantIDPipeline
 
 __all__: list[str] = ["Arc2FaceImg2ImgPipeline", "Arc2FaceInpaintPipeline", "Arc2FaceMixin", "Arc2FacePipeline",
-                      "Arc2FacePipelineOutput"]
+                      "Arc2FacePipelineOutput", "InstantIDPipeline"]
