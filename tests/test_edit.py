@@ -189,3 +189,57 @@ def test_cli_replace_and_restyle(pipe, faces_dir, tmp_path, capsys):
     assert main(["edit", "replace", "--photo", str(blank_photo(tmp_path / "wall.png")), "--identity",
                  str(faces_dir / TARGET), "--out", str(tmp_path / "x.png"), *common]) == 1
     assert "no face found in" in capsys.readouterr().err
+
+
+# ---------------------------------------------------------------------------- InstantID-style (SDXL)
+@pytest.fixture(scope="module")
+def instantid(dlib_analyzer, tmp_path_factory):
+    from tiny_models import instantid_state_dict, tiny_sdxl_components
+
+    from idgen.pipelines import InstantIDPipeline
+
+    pipe = InstantIDPipeline(**tiny_sdxl_components(tmp_path_factory.mktemp("sdxl")))
+    pipe.set_progress_bar_config(disable=True)
+    pipe.load_instantid_adapter(instantid_state_dict(pipe.unet, 128))  # dlib's 128-d embeddings fit
+    pipe.set_face_analyzer(dlib_analyzer)
+    return pipe
+
+
+def test_instantid_replace_inpaints_at_the_original_pose_and_keeps_the_rest(instantid, dlib_analyzer, faces_dir):
+    from idgen.edit.region import crop_box
+    from idgen.pipelines.keypoints import draw_keypoints
+
+    conditions = []
+    handle = instantid.controlnet.register_forward_hook(
+        lambda m, a, kw, out: conditions.append(kw["controlnet_cond"][0].clone()), with_kwargs=True)
+    try:
+        result = replace_identity(faces_dir / PHOTO, faces_dir / TARGET, pipe=instantid, prompt="a portrait",
+                                  generator=torch.Generator().manual_seed(0), **FAST)
+    finally:
+        handle.remove()
+    original = load_image(faces_dir / PHOTO)
+    edited = np.asarray(result.image)
+    outside = result.mask == 0
+    assert edited.shape == original.shape and np.array_equal(edited[outside], original[outside])
+    assert np.abs(edited[result.mask == 1].astype(float) - original[result.mask == 1]).mean() > 5
+    # The IdentityNet saw the replaced face's own keypoints, mapped into the 64-px crop.
+    face = dlib_analyzer.get_face(original)
+    x0, y0, side = crop_box(face, original.shape)
+    expected = np.asarray(draw_keypoints((face.landmarks - [x0, y0]) * 64 / side, (64, 64)), dtype=np.float32)
+    seen = conditions[0].permute(1, 2, 0).numpy() * 255
+    assert len(conditions) == 2 and np.abs(seen - expected).max() < 1.0
+    target = dlib_analyzer.get_face(faces_dir / TARGET).embedding
+    assert result.similarity_to_target[0] == pytest.approx(
+        cosine(measured_embedding(dlib_analyzer, edited, face), target), abs=1e-5)
+
+
+def test_instantid_restyle_follows_the_prompt_and_keeps_the_size(instantid, dlib_analyzer, faces_dir):
+    original = load_image(faces_dir / PHOTO)
+    runs = [restyle(original, prompt, pipe=instantid, strength=0.75, generator=torch.Generator().manual_seed(4), **FAST)
+            for prompt in ("an oil painting", "a pencil sketch")]
+    a, b = (np.asarray(r.image).astype(float) for r in runs)
+    assert a.shape == original.shape and np.abs(a - original).mean() > 1
+    assert np.abs(a - b).mean() > 0.1  # the prompt matters
+    person = dlib_analyzer.get_face(original)
+    assert runs[0].similarity_to_target[0] == pytest.approx(
+        cosine(measured_embedding(dlib_analyzer, a.astype(np.uint8), person), person.embedding), abs=1e-5)

@@ -122,3 +122,77 @@ def test_inpaint_is_diffusers_inpaint_with_mask_and_padding_mask_crop(text_to_im
     assert np.array_equal(np.asarray(ours), np.asarray(reference))
     other = ours_pipe(id_embeds=identity(4), generator=gen(5), **settings).images[0]
     assert np.abs(np.asarray(other, dtype=float) - np.asarray(ours, dtype=float)).mean() > 0.1
+
+
+# ---------------------------------------------------------------------------- InstantID-style (SDXL)
+SDXL_KPS = [(18, 20), (46, 20), (32, 34), (20, 50), (44, 50)]  # a frontal face in a 64×64 image
+
+
+@pytest.fixture(scope="module")
+def instantid(tmp_path_factory):
+    from tiny_models import instantid_state_dict, tiny_sdxl_components
+
+    from idgen.pipelines import InstantIDPipeline
+
+    pipe = InstantIDPipeline(**tiny_sdxl_components(tmp_path_factory.mktemp("sdxl")))
+    pipe.set_progress_bar_config(disable=True)
+    pipe.load_instantid_adapter(instantid_state_dict(pipe.unet, TEXT_WIDTH))
+    return pipe
+
+
+def test_instantid_variants_feed_unet_and_identitynet_the_text_to_image_conditioning(instantid):
+    from idgen.pipelines import InstantIDImg2ImgPipeline, InstantIDInpaintPipeline
+
+    face = 20 * torch.randn(TEXT_WIDTH, generator=torch.Generator().manual_seed(6))
+    seen = {}
+
+    def unet_hook(name):
+        def hook(_module, _args, kwargs):
+            seen.setdefault((name, "unet"), (kwargs["encoder_hidden_states"].clone(),
+                                             kwargs["added_cond_kwargs"]["image_embeds"][0].clone()))
+        return hook
+
+    def controlnet_hook(name):  # a forward hook sees the kwargs after InstantID's own pre-hook
+        def hook(_module, _args, kwargs, _output):
+            seen.setdefault((name, "controlnet"), (kwargs["encoder_hidden_states"].clone(),
+                                                   kwargs["controlnet_cond"].clone()))
+        return hook
+
+    runs = {
+        "text_to_image": (instantid, {}),
+        "img2img": (variant(InstantIDImg2ImgPipeline, instantid), {"image": photo(64, 64), "strength": 0.5}),
+        "inpaint": (variant(InstantIDInpaintPipeline, instantid),
+                    {"image": photo(64, 64), "mask_image": box_mask(64, 64), "strength": 0.99}),
+    }
+    steps_run = {}
+    for name, (pipe, extra) in runs.items():
+        handles = [pipe.unet.register_forward_pre_hook(unet_hook(name), with_kwargs=True),
+                   pipe.controlnet.register_forward_hook(controlnet_hook(name), with_kwargs=True)]
+        steps_run[name] = []
+        try:
+            pipe("a portrait", face_embedding=face, keypoints=SDXL_KPS, num_inference_steps=STEPS, height=64,
+                 width=64, generator=gen(), output_type="latent",
+                 callback_on_step_end=lambda p, i, t, k, name=name: steps_run[name].append(i) or k, **extra)
+        finally:
+            for handle in handles:
+                handle.remove()
+    assert steps_run["text_to_image"] == list(range(STEPS)) and len(steps_run["img2img"]) == STEPS // 2
+    for part in ("unet", "controlnet"):
+        reference = seen[("text_to_image", part)]
+        for name in ("img2img", "inpaint"):
+            for got, expected in zip(seen[(name, part)], reference):
+                assert torch.equal(got, expected), (name, part)
+    # the IdentityNet saw face tokens, not the text the UNet saw
+    assert seen[("text_to_image", "controlnet")][0].shape[1] == 4 != seen[("text_to_image", "unet")][0].shape[1]
+
+
+def test_instantid_inpaint_with_padding_mask_crop_returns_the_full_photo(instantid):
+    from idgen.pipelines import InstantIDInpaintPipeline
+
+    pipe = variant(InstantIDInpaintPipeline, instantid)
+    face = 20 * torch.randn(TEXT_WIDTH, generator=torch.Generator().manual_seed(7))
+    image = photo(96, 80, seed=8)
+    out = pipe("a portrait", face_embedding=face, keypoints=SDXL_KPS, image=image, mask_image=box_mask(96, 80),
+               padding_mask_crop=4, num_inference_steps=STEPS, height=64, width=64, generator=gen(),
+               output_type="pil").images[0]
+    assert out.size == image.size

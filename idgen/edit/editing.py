@@ -24,6 +24,8 @@ from .mask import DEFAULT_FEATHER, DEFAULT_GROW, face_mask
 from .region import DEFAULT_CONTEXT, blend, crop_box, resize
 
 FaceChoice = Union[int, Sequence[int], str, None]
+#: Prompt of InstantID edits when the caller gives none.
+DEFAULT_PROMPT = "a photo of a person"
 
 
 @dataclass
@@ -131,23 +133,52 @@ def _pipeline_as(pipe, cls):
     return converted
 
 
-def _arc2face_pipelines():
-    from idgen.pipelines import Arc2FaceImg2ImgPipeline, Arc2FaceInpaintPipeline, Arc2FaceMixin
+def _is_instantid(pipe) -> bool:
+    """InstantID-style (SDXL, text prompt, pose) or Arc2Face-style (SD 1.5, identity only)?"""
+    from idgen.pipelines import Arc2FaceMixin, InstantIDMixin
 
-    return Arc2FaceMixin, Arc2FaceImg2ImgPipeline, Arc2FaceInpaintPipeline
+    if isinstance(pipe, InstantIDMixin):
+        return True
+    if isinstance(pipe, Arc2FaceMixin):
+        return False
+    raise TypeError(f"editing needs an identity pipeline from idgen.pipelines (Arc2Face* or InstantID*); "
+                    f"got {type(pipe).__name__}")
 
 
-def _require_arc2face(pipe, what: str):
-    mixin, img2img, inpaint = _arc2face_pipelines()
-    if not isinstance(pipe, mixin):
-        raise TypeError(f"{what} supports the Arc2Face pipelines (Arc2FacePipeline, Arc2FaceImg2ImgPipeline, "
-                        f"Arc2FaceInpaintPipeline); got {type(pipe).__name__}")
-    return img2img, inpaint
+def _check_prompt(pipe, prompt: Optional[str]) -> None:
+    if not _is_instantid(pipe) and prompt is not None:
+        raise ValueError("Arc2Face pipelines take no text prompt (their prompt is the identity); pass prompt=None, "
+                         "or use an InstantID pipeline for text")
+
+
+def _edit_variant(pipe, task: str):
+    """The img2img or inpaint pipeline of ``pipe``'s family, sharing its weights."""
+    from idgen.pipelines import (Arc2FaceImg2ImgPipeline, Arc2FaceInpaintPipeline, InstantIDImg2ImgPipeline,
+                                 InstantIDInpaintPipeline)
+
+    family = {"img2img": (Arc2FaceImg2ImgPipeline, InstantIDImg2ImgPipeline),
+              "inpaint": (Arc2FaceInpaintPipeline, InstantIDInpaintPipeline)}[task]
+    return _pipeline_as(pipe, family[_is_instantid(pipe)])
+
+
+def _identity_arguments(pipe, target: np.ndarray, prompt: Optional[str], keypoints: np.ndarray) -> dict:
+    """The identity arguments of one pipeline call: the embedding, and for InstantID the prompt
+    and the pose (the face's landmarks in the pixels of the generated image)."""
+    if _is_instantid(pipe):
+        return {"prompt": prompt or DEFAULT_PROMPT, "face_embedding": torch.from_numpy(target),
+                "keypoints": np.asarray(keypoints, dtype=np.float64)}
+    return {"id_embeds": torch.from_numpy(target)}
+
+
+def _sampling(num_inference_steps, guidance_scale) -> dict:
+    """Only the settings the caller chose, so each pipeline keeps its own defaults otherwise."""
+    return {k: v for k, v in (("num_inference_steps", num_inference_steps), ("guidance_scale", guidance_scale))
+            if v is not None}
 
 
 # ---------------------------------------------------------------------- the edits
 def replace_identity(photo, identity, *, pipe, analyzer: Optional[FaceAnalyzer] = None, face: FaceChoice = None,
-                     strength: float = 1.0, num_inference_steps: Optional[int] = None,
+                     prompt: Optional[str] = None, strength: float = 1.0, num_inference_steps: Optional[int] = None,
                      guidance_scale: Optional[float] = None, generator: Optional[torch.Generator] = None,
                      size: Optional[int] = None, grow: float = DEFAULT_GROW, feather: float = DEFAULT_FEATHER,
                      context: float = DEFAULT_CONTEXT) -> EditResult:
@@ -163,15 +194,17 @@ def replace_identity(photo, identity, *, pipe, analyzer: Optional[FaceAnalyzer] 
         photo: path, PIL image or RGB array.
         identity: a photo of the target person, or their embedding from ``analyzer``'s recogniser
             (which must be the recogniser the pipeline was trained with, e.g. ArcFace for Arc2Face).
-        pipe: an Arc2Face pipeline (text-to-image ones are turned into the inpaint variant with
-            ``from_pipe``, sharing weights).
+        pipe: an Arc2Face or InstantID pipeline of :mod:`idgen.pipelines` (any variant: it is turned
+            into the inpaint one with ``from_pipe``, sharing weights). InstantID inpaints at the
+            original face's pose: its keypoints are the replaced face's landmarks.
         analyzer: detects the faces and measures the similarities; default ``pipe.face_analyzer``.
         face: which face(s) to replace when the photo has several: index (largest first), list, or ``"all"``.
+        prompt: InstantID only (default ``"a photo of a person"``); Arc2Face takes no text.
         strength: as in diffusers inpainting; 0 runs no diffusion and returns the photo unchanged.
         num_inference_steps, guidance_scale, generator: passed to the pipeline (its defaults when ``None``).
         grow, feather, context: mask size, soft-edge width and crop size (see :mod:`idgen.edit.mask`).
     """
-    _, inpaint_cls = _require_arc2face(pipe, "replace_identity")
+    _check_prompt(pipe, prompt)
     analyzer = _analyzer_for(pipe, analyzer)
     rgb = load_image(photo)
     name = describe(photo)
@@ -179,10 +212,8 @@ def replace_identity(photo, identity, *, pipe, analyzer: Optional[FaceAnalyzer] 
     chosen = choose_faces(faces, face, name)
     target = _identity_vector(identity, analyzer)
     if strength > 0:
-        pipe = _pipeline_as(pipe, inpaint_cls)
+        pipe = _edit_variant(pipe, "inpaint")
     side_px = size or _default_size(pipe)
-    settings = {k: v for k, v in (("num_inference_steps", num_inference_steps), ("guidance_scale", guidance_scale))
-                if v is not None}
 
     edited = rgb.copy()
     total_mask = np.zeros(rgb.shape[:2], dtype=np.float32)
@@ -196,10 +227,11 @@ def replace_identity(photo, identity, *, pipe, analyzer: Optional[FaceAnalyzer] 
         if strength > 0:
             support = Image.fromarray(((mask[window] > 0) * 255).astype(np.uint8)).resize((side_px, side_px),
                                                                                           Image.NEAREST)
-            output = pipe(id_embeds=torch.from_numpy(target), image=Image.fromarray(crop).resize((side_px, side_px),
-                                                                                                  Image.BICUBIC),
-                          mask_image=support, strength=strength, height=side_px, width=side_px, generator=generator,
-                          output_type="np", **settings)
+            pose = (faces[index].landmarks - [x0, y0]) * (side_px / side)
+            output = pipe(image=Image.fromarray(crop).resize((side_px, side_px), Image.BICUBIC), mask_image=support,
+                          strength=strength, height=side_px, width=side_px, generator=generator, output_type="np",
+                          **_identity_arguments(pipe, target, prompt, pose),
+                          **_sampling(num_inference_steps, guidance_scale))
             generated = resize((output.images[0] * 255).round().astype(np.uint8), (side, side))
         edited[window] = blend(crop, generated, mask[window])
         total_mask = np.maximum(total_mask, mask)
@@ -223,13 +255,11 @@ def restyle(photo, prompt: Optional[str] = None, *, pipe, analyzer: Optional[Fac
 
     The identity is the embedding of the chosen face of the photo itself; the whole image goes
     through img2img at the pipeline's resolution (longer side ``size``) and is resized back to the
-    photo's size. Arc2Face pipelines have no text input, so ``prompt`` must be ``None`` for them:
-    they re-render the photo as the same person (``strength`` sets how much changes).
+    photo's size. With an InstantID pipeline ``prompt`` changes style, setting or attributes and the
+    pose is the face's own; Arc2Face pipelines have no text input, so ``prompt`` must be ``None``
+    for them: they re-render the photo as the same person (``strength`` sets how much changes).
     """
-    img2img_cls, _ = _require_arc2face(pipe, "restyle")
-    if prompt is not None:
-        raise ValueError("Arc2Face pipelines take no text prompt (their prompt is the identity); restyle with "
-                         "prompt=None, or use a text-capable identity pipeline for prompts")
+    _check_prompt(pipe, prompt)
     analyzer = _analyzer_for(pipe, analyzer)
     rgb = load_image(photo)
     faces = analyzer.analyze(rgb)
@@ -241,15 +271,17 @@ def restyle(photo, prompt: Optional[str] = None, *, pipe, analyzer: Optional[Fac
 
     edited = rgb
     if strength > 0:
-        pipe = _pipeline_as(pipe, img2img_cls)
+        pipe = _edit_variant(pipe, "img2img")
         longest = size or _default_size(pipe)
         height, width = rgb.shape[:2]
         scale = longest / max(height, width)
         work = (max(8, round(width * scale / 8) * 8), max(8, round(height * scale / 8) * 8))
-        settings = {k: v for k, v in (("num_inference_steps", num_inference_steps),
-                                      ("guidance_scale", guidance_scale)) if v is not None}
-        output = pipe(id_embeds=torch.from_numpy(target), image=Image.fromarray(resize(rgb, work)),
-                      strength=strength, generator=generator, output_type="np", **settings)
+        pose = person.landmarks * [work[0] / width, work[1] / height]
+        # SD 1.5 img2img takes its size from the image; InstantID draws its keypoint image at height × width.
+        sized = {"height": work[1], "width": work[0]} if _is_instantid(pipe) else {}
+        output = pipe(image=Image.fromarray(resize(rgb, work)), strength=strength, generator=generator,
+                      output_type="np", **sized, **_identity_arguments(pipe, target, prompt, pose),
+                      **_sampling(num_inference_steps, guidance_scale))
         edited = resize((output.images[0] * 255).round().astype(np.uint8), (width, height))
 
     embedding, found = _embedding_at(analyzer, edited, analyzer.analyze(edited), person)
