@@ -243,3 +243,25 @@ def test_instantid_restyle_follows_the_prompt_and_keeps_the_size(instantid, dlib
     person = dlib_analyzer.get_face(original)
     assert runs[0].similarity_to_target[0] == pytest.approx(
         cosine(measured_embedding(dlib_analyzer, a.astype(np.uint8), person), person.embedding), abs=1e-5)
+
+
+def test_cli_replace_with_an_instantid_checkpoint_folder(faces_dir, tmp_path, capsys):
+    from tiny_models import instantid_state_dict, tiny_controlnet, tiny_sdxl_components
+
+    from idgen.pipelines import InstantIDPipeline
+
+    base, checkpoint = tmp_path / "sdxl", tmp_path / "instantid"
+    parts = tiny_sdxl_components(tmp_path / "parts")
+    InstantIDPipeline(**parts).save_pretrained(base)
+    tiny_controlnet(seed=2).save_pretrained(checkpoint / "ControlNetModel")
+    torch.save(instantid_state_dict(parts["unet"], 128), checkpoint / "ip-adapter.bin")  # the published layout
+    out = tmp_path / "replaced.png"
+    assert main(["edit", "replace", "--photo", str(faces_dir / PHOTO), "--identity", str(faces_dir / TARGET),
+                 "--instantid", str(checkpoint), "--base", str(base), "--prompt", "a portrait", "--steps", "2",
+                 "--out", str(out)]) == 0
+    assert "face 0: similarity to target" in capsys.readouterr().out
+    replaced, original = np.asarray(Image.open(out)), load_image(faces_dir / PHOTO)
+    assert replaced.shape == original.shape and not np.array_equal(replaced, original)
+    assert main(["edit", "replace", "--photo", str(faces_dir / PHOTO), "--identity", str(faces_dir / TARGET),
+                 "--out", str(out)]) == 1
+    assert "pass one of --model" in capsys.readouterr().err

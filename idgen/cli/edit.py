@@ -12,10 +12,13 @@ from ..errors import ConfigError
 from ..io import atomic_path
 from .common import add_face_options, analyzer_from_args
 
+SD15_BASE = "stable-diffusion-v1-5/stable-diffusion-v1-5"
+SDXL_BASE = "stabilityai/stable-diffusion-xl-base-1.0"
+
 
 def register(subparsers) -> None:
     parser = subparsers.add_parser("edit", help="edit a photo with an identity pipeline",
-                                   description="Identity-aware photo editing with an Arc2Face pipeline.")
+                                   description="Identity-aware photo editing with an Arc2Face or InstantID pipeline.")
     actions = parser.add_subparsers(dest="action", metavar="ACTION", required=True)
 
     replace = actions.add_parser("replace", help="put another person in place of a face",
@@ -37,10 +40,14 @@ def register(subparsers) -> None:
     for action in (replace, restyle):
         action.add_argument("--photo", required=True, help="the photo to edit")
         action.add_argument("--out", required=True, help="where to write the edited image (.png, .jpg)")
-        action.add_argument("--model", help="a saved idgen Arc2Face pipeline folder (save_pretrained layout)")
-        action.add_argument("--arc2face", help="Arc2Face checkpoint (hub id or folder), with --base")
-        action.add_argument("--base", default="stable-diffusion-v1-5/stable-diffusion-v1-5",
-                            help="SD 1.5 base for --arc2face (hub id or folder)")
+        models = action.add_argument_group("model (one of --model, --arc2face, --instantid)")
+        models.add_argument("--model", help="a saved idgen Arc2Face pipeline folder (save_pretrained layout)")
+        models.add_argument("--arc2face", help="Arc2Face checkpoint (hub id or folder: arc2face/, encoder/)")
+        models.add_argument("--instantid", help="InstantID checkpoint (hub id or folder: ControlNetModel/, "
+                                                "ip-adapter.bin)")
+        models.add_argument("--base", default=None, help=f"base model for --arc2face (default {SD15_BASE}) or "
+                                                         f"--instantid (default {SDXL_BASE})")
+        action.add_argument("--prompt", default=None, help="text for InstantID edits (Arc2Face takes none)")
         action.add_argument("--steps", type=int, default=None, help="denoising steps (pipeline default: 25)")
         action.add_argument("--guidance", type=float, default=None, help="guidance scale (pipeline default: 3.0)")
         action.add_argument("--size", type=int, default=None, help="generation resolution (default: the UNet's)")
@@ -59,15 +66,24 @@ def _face_choice(text: str | None):
     return indices[0] if len(indices) == 1 else indices
 
 
-def _load_pipeline(args, cls):
+def _load_pipeline(args):
+    """The text-to-image pipeline the options name; the edits derive their variant from it."""
     import torch
+    from diffusers import ControlNetModel
 
-    if bool(args.model) == bool(args.arc2face):
-        raise ConfigError("pass either --model FOLDER (a saved pipeline) or --arc2face CHECKPOINT (with --base)")
+    from ..pipelines import Arc2FacePipeline, InstantIDPipeline
+
+    if sum(bool(x) for x in (args.model, args.arc2face, args.instantid)) != 1:
+        raise ConfigError("pass one of --model FOLDER (a saved Arc2Face pipeline), --arc2face CHECKPOINT or "
+                          "--instantid CHECKPOINT (each with an optional --base)")
     if args.model:
-        pipe = cls.from_pretrained(args.model)
+        pipe = Arc2FacePipeline.from_pretrained(args.model)
+    elif args.arc2face:
+        pipe = Arc2FacePipeline.from_arc2face(args.base or SD15_BASE, args.arc2face)
     else:
-        pipe = cls.from_arc2face(args.base, args.arc2face)
+        identitynet = ControlNetModel.from_pretrained(args.instantid, subfolder="ControlNetModel")
+        pipe = InstantIDPipeline.from_pretrained(args.base or SDXL_BASE, controlnet=identitynet)
+        pipe.load_instantid_adapter(args.instantid)
     pipe.to(torch.device(args.device))
     return pipe
 
@@ -76,7 +92,7 @@ def _edit_settings(args) -> dict:
     import torch
 
     return {"strength": args.strength, "num_inference_steps": args.steps, "guidance_scale": args.guidance,
-            "size": args.size, "face": _face_choice(args.face),
+            "size": args.size, "face": _face_choice(args.face), "prompt": args.prompt,
             "generator": torch.Generator(device=args.device).manual_seed(args.seed)}
 
 
@@ -91,10 +107,9 @@ def _save(image: Image.Image, path: str) -> None:
 
 def run_replace(args) -> int:
     from ..edit import replace_identity
-    from ..pipelines import Arc2FaceInpaintPipeline
 
     identity = np.load(args.identity) if args.identity.endswith(".npy") else args.identity
-    pipe = _load_pipeline(args, Arc2FaceInpaintPipeline)
+    pipe = _load_pipeline(args)
     result = replace_identity(args.photo, identity, pipe=pipe, analyzer=analyzer_from_args(args),
                               **_edit_settings(args))
     _save(result.image, args.out)
@@ -106,9 +121,8 @@ def run_replace(args) -> int:
 
 def run_restyle(args) -> int:
     from ..edit import restyle
-    from ..pipelines import Arc2FaceImg2ImgPipeline
 
-    pipe = _load_pipeline(args, Arc2FaceImg2ImgPipeline)
+    pipe = _load_pipeline(args)
     result = restyle(args.photo, pipe=pipe, analyzer=analyzer_from_args(args), **_edit_settings(args))
     _save(result.image, args.out)
     print(f"face {result.faces[0]}: similarity to the original person {result.similarity_to_target[0]:.3f}")
