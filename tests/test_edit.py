@@ -1,4 +1,4 @@
-"""idgen.edit on real LFW photos (dlib analyser) with a tiny random Arc2Face pipeline: the mask
+"""idgen.edit on real LFW photos (dlib analyser) with tiny random Arc2Face and InstantID pipelines: the mask
 follows the face, pixels outside it are kept exactly, only the chosen face changes, strength 0 is
 the identity, faceless photos fail clearly, similarities are what the recogniser measures; CLI."""
 
@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 import torch
 from PIL import Image
+from tiny_models import one_thread  # noqa: F401  (a fixture, used through pytestmark)
 from tiny_sd import tiny_pipeline
 
 from idgen.cli import main
@@ -18,12 +19,7 @@ FAST = dict(num_inference_steps=2)
 PHOTO, TARGET, OTHER = "Aaron_Peirsol_0001.jpg", "Angelina_Jolie_0001.jpg", "Abdullah_Gul_0001.jpg"
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 @pytest.fixture(scope="module")

@@ -6,6 +6,7 @@ import pytest
 import torch
 from diffusers import StableDiffusionImg2ImgPipeline, StableDiffusionInpaintPipeline
 from PIL import Image
+from tiny_models import one_thread  # noqa: F401  (a fixture, used through pytestmark)
 from tiny_sd import IMAGE_SIZE, TEXT_WIDTH, tiny_pipeline
 
 from idgen.identity import random_identities
@@ -14,12 +15,7 @@ from idgen.pipelines import Arc2FaceImg2ImgPipeline, Arc2FaceInpaintPipeline
 STEPS = 4
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 @pytest.fixture(scope="module")
