@@ -102,13 +102,14 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=2, help="best of this many timed runs each")
     parser.add_argument("--threads", type=int, help="torch CPU threads")
     parser.add_argument("--compile", action="store_true", help="torch.compile the UNet (opt-in path)")
+    parser.add_argument("--device", help="default: cuda with --full, else cpu")
     parser.add_argument("--peak-tflops", type=float, help="the device's dense bf16 peak, if not in the table")
     parser.add_argument("--tokenizer", default=str(ROOT.parent / "shared" / "models" / "clip-tokenizer"))
     args = parser.parse_args()
     diffusers_logging.set_verbosity_error()
     if args.threads:
         torch.set_num_threads(args.threads)
-    device = torch.device("cuda" if args.full else "cpu")
+    device = torch.device(args.device or ("cuda" if args.full else "cpu"))
     dtype = torch.bfloat16 if args.full else torch.float32
     steps = args.steps or (25 if args.full else 10)
     size = args.size or (512 if args.full else 128)
@@ -121,7 +122,8 @@ def main() -> None:
     run = dict(num_inference_steps=steps, guidance_scale=args.guidance, height=size, width=size,
                num_images_per_prompt=args.images_per_identity, output_type="np")
     n_images = args.identities * args.images_per_identity
-    print(f"{'full SD 1.5' if args.full else 'reduced-width SD 1.5'} on {torch.cuda.get_device_name() if args.full else 'CPU'}"
+    where = torch.cuda.get_device_name(device) if device.type == "cuda" else device.type.upper()
+    print(f"{'full SD 1.5' if args.full else 'reduced-width SD 1.5'} on {where}"
           f" ({dtype}, {torch.get_num_threads()} CPU threads): {args.identities} identities × "
           f"{args.images_per_identity} images, {size}², {steps} steps, guidance {args.guidance}"
           f"{', torch.compile' if args.compile else ''}")
@@ -138,13 +140,13 @@ def main() -> None:
 
     cfg = 2 if args.guidance > 1 else 1
     tflop_per_image = steps * cfg * UNET_TFLOP_PER_SAMPLE_STEP * (size / 512) ** 2 + VAE_DECODE_TFLOP * (size / 512) ** 2
-    peak = peak_tflops(args) if args.full else None
+    peak = peak_tflops(args) if args.full and device.type == "cuda" else None
     print(f"{'':<34}{'images/s':>10}{'peak GiB':>10}{'of bf16 peak':>14}")
     for name, label in (("reference", "reference (1 call per identity)"), ("ours", "Arc2FacePipeline (1 call)")):
         seconds, memory, _ = results[name]
         rate = n_images / seconds
         mem = f"{memory:.1f}" if memory is not None else "-"
-        frac = f"{rate * tflop_per_image / peak:.1%}" if peak and args.full else "-"
+        frac = f"{rate * tflop_per_image / peak:.1%}" if peak else "-"
         print(f"{label:<34}{rate:>10.3f}{mem:>10}{frac:>14}")
     print(f"ratio ours/reference: {results['reference'][0] / results['ours'][0]:.2f}x; "
           f"max |image difference|: {difference:.2g}")

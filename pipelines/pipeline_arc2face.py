@@ -122,6 +122,8 @@ class Arc2FaceMixin(FaceInputMixin):
         forward hook on ``text_encoder.get_input_embeddings()``, so no private transformers helper
         (the reference's causal-mask builder broke when transformers changed) is involved and any
         transformers version, LoRA on the text encoder and accelerate offload hooks keep working.
+        Like every diffusers pipeline (whose schedulers keep per-call state), one pipeline object
+        must not serve concurrent calls; give each worker thread its own.
         """
         device = device or self._execution_device
         ids = torch.as_tensor(id_embeds, dtype=torch.float32)
