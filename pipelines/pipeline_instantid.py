@@ -58,19 +58,18 @@ def convert_instantid_adapter(source: Union[str, os.PathLike], target: Union[str
     save_safetensors_atomic(flat, target)
 
 
-class InstantIDPipeline(FaceInputMixin, StableDiffusionXLControlNetPipeline):
-    """SDXL + IdentityNet ControlNet + InstantID IP-Adapter.
+class InstantIDMixin(FaceInputMixin):
+    """InstantID's identity and pose conditioning, for any SDXL ControlNet pipeline class.
 
-    >>> identitynet = ControlNetModel.from_pretrained("InstantX/InstantID", subfolder="ControlNetModel")
-    >>> pipe = InstantIDPipeline.from_pretrained("stabilityai/stable-diffusion-xl-base-1.0",
-    ...                                          controlnet=identitynet, torch_dtype=torch.float16)
-    >>> pipe.load_instantid_adapter("InstantX/InstantID")          # ip-adapter.bin
-    >>> pipe.set_face_analyzer(FaceAnalyzer.from_backend("antelopev2", "pack"))
-    >>> image = pipe("a watercolour portrait", face_image="me.jpg", pose_image="pose.jpg").images[0]
-
-    ``controlnet`` may be a list: the first entry is the IdentityNet, the others are ordinary SDXL
-    ControlNets whose condition images are passed as ``image``.
+    Put it first among the bases of a diffusers SDXL ControlNet pipeline (text-to-image, img2img,
+    inpaint): its ``__call__`` turns the face into IP-Adapter embeddings, IdentityNet face tokens
+    and a keypoint image, and hands everything else to the diffusers ``__call__`` behind it. The
+    keypoint image goes in as :attr:`control_image_argument` — ``image`` for text-to-image,
+    ``control_image`` for img2img / inpaint, where ``image`` is the photo being edited.
     """
+
+    #: The name under which the parent pipeline takes the ControlNet condition image(s).
+    control_image_argument = "image"
 
     # ------------------------------------------------------------------ loading
     def load_instantid_adapter(self, pretrained_model_name_or_path_or_dict="InstantX/InstantID", *,
@@ -200,7 +199,7 @@ class InstantIDPipeline(FaceInputMixin, StableDiffusionXLControlNetPipeline):
     @torch.no_grad()
     def __call__(self, prompt: Union[str, list[str], None] = None, *,
                  face_image=None, face_embedding=None, pose_image=None,
-                 keypoints: Optional[Sequence[Sequence[float]]] = None, image=None,
+                 keypoints: Optional[Sequence[Sequence[float]]] = None,
                  ip_adapter_scale=None,
                  controlnet_conditioning_scale: Union[float, list[float]] = DEFAULT_CONTROLNET_SCALE,
                  num_inference_steps: int = DEFAULT_STEPS, guidance_scale: float = 5.0,
@@ -213,10 +212,12 @@ class InstantIDPipeline(FaceInputMixin, StableDiffusionXLControlNetPipeline):
         The pose comes from ``keypoints`` (5×2 pixels in the output image), else from the face in
         ``pose_image``, else from the face in ``face_image``; with none of these, ``image`` is used as
         the ready-made keypoint image. With a multi-ControlNet, ``image`` holds the condition images
-        of the ControlNets after the IdentityNet. ``ip_adapter_scale`` applies to this call only
+        of the ControlNets after the IdentityNet. (``image`` here means :attr:`control_image_argument`:
+        ``control_image`` in the img2img / inpaint variants.) ``ip_adapter_scale`` applies to this call only
         (``None`` keeps the scale set by ``set_ip_adapter_scale``; the loader sets 0.8). All other
         arguments are those of :class:`~diffusers.StableDiffusionXLControlNetPipeline`.
         """
+        image = kwargs.pop(self.control_image_argument, None)
         embeddings, face, face_source = self._identity(face_image, face_embedding)
         expected = self._face_resampler().proj_in.in_features
         if embeddings.shape[-1] != expected:
@@ -228,11 +229,13 @@ class InstantIDPipeline(FaceInputMixin, StableDiffusionXLControlNetPipeline):
         multi = isinstance(self.controlnet, MultiControlNetModel)
         if kps_image is not None:
             if image is not None and not multi:
-                raise IdgenError("pass either a pose (keypoints / pose_image / face_image) or image, not both")
+                raise IdgenError("pass either a pose (keypoints / pose_image / face_image) or "
+                                 f"{self.control_image_argument}, not both")
             extra = [] if image is None else image if isinstance(image, list) else [image]
             image = [kps_image, *extra] if multi else kps_image
         elif image is None:
-            raise IdgenError("no pose: pass keypoints, pose_image, face_image, or a keypoint image as image")
+            raise IdgenError("no pose: pass keypoints, pose_image, face_image, or a keypoint image as "
+                             f"{self.control_image_argument}")
 
         if prompt is None:
             batch_size = kwargs["prompt_embeds"].shape[0]
@@ -253,9 +256,24 @@ class InstantIDPipeline(FaceInputMixin, StableDiffusionXLControlNetPipeline):
 
         with self._identity_net_sees_faces(negative, positive), self._ip_adapter_scale(ip_adapter_scale):
             return super().__call__(
-                prompt=prompt, image=image, height=height, width=width,
+                prompt=prompt, height=height, width=width, **{self.control_image_argument: image},
                 num_inference_steps=num_inference_steps, guidance_scale=guidance_scale,
                 num_images_per_prompt=num_images_per_prompt,
                 ip_adapter_image_embeds=[ip_embeds.to(self.unet.dtype)],
                 controlnet_conditioning_scale=controlnet_conditioning_scale, **kwargs,
             )
+
+
+class InstantIDPipeline(InstantIDMixin, StableDiffusionXLControlNetPipeline):
+    """SDXL + IdentityNet ControlNet + InstantID IP-Adapter.
+
+    >>> identitynet = ControlNetModel.from_pretrained("InstantX/InstantID", subfolder="ControlNetModel")
+    >>> pipe = InstantIDPipeline.from_pretrained("stabilityai/stable-diffusion-xl-base-1.0",
+    ...                                          controlnet=identitynet, torch_dtype=torch.float16)
+    >>> pipe.load_instantid_adapter("InstantX/InstantID")          # ip-adapter.bin
+    >>> pipe.set_face_analyzer(FaceAnalyzer.from_backend("antelopev2", "pack"))
+    >>> image = pipe("a watercolour portrait", face_image="me.jpg", pose_image="pose.jpg").images[0]
+
+    ``controlnet`` may be a list: the first entry is the IdentityNet, the others are ordinary SDXL
+    ControlNets whose condition images are passed as ``image``.
+    """
