@@ -50,7 +50,8 @@ def _check_output_folder(config: SynthConfig, out: Path, is_main: bool) -> None:
             raise ConfigError(f"{out} holds a dataset made with other settings (see {saved}); "
                               "use a new output folder or restore those settings")
     elif is_main:
-        write_json_atomic(saved, {"fingerprint": config.fingerprint(), "config": config.to_dict()})
+        write_json_atomic(saved, {"fingerprint": config.fingerprint(),
+                                  "config": {k: v for k, v in config.to_dict().items() if k != "output"}})
 
 
 def _has_accelerator() -> bool:
