@@ -67,7 +67,7 @@ def train_recognizer(config: TrainConfig) -> dict:
             accelerator.backward(loss)
             optimizer.step()
             schedule.step()
-            losses.append(float(loss))
+            losses.append(loss.item())
             bar.update(1)
             bar.set_postfix(loss=f"{np.mean(losses[-20:]):.3f}")
     bar.close()
