@@ -21,6 +21,7 @@ COMMANDS = [
     "idgen.cli.edit",
     "idgen.cli.train_recognizer",
     "idgen.cli.forget",
+    "idgen.cli.dataset",
 ]
 
 
