@@ -1,3 +1,5 @@
 """diffusers pipelines conditioned on face identity; installed as ``idgen.pipelines``."""
 
-__all__: list[str] = []
+from .pipeline_arc2face import Arc2FacePipeline, Arc2FacePipelineOutput
+
+__all__: list[str] = ["Arc2FacePipeline", "Arc2FacePipelineOutput"]

@@ -1,0 +1,308 @@
+"""Arc2FacePipeline on tiny random SD 1.5-shaped components: conditioning parity with the recipe,
+parity with stock diffusers, seeds, batching, saving/loading, LoRA, photos in."""
+
+import inspect
+import json
+import math
+
+import numpy as np
+import pytest
+import torch
+import torch.nn.functional as F
+from diffusers import LCMScheduler, PNDMScheduler, StableDiffusionPipeline
+from PIL import Image
+from tiny_sd import IMAGE_SIZE, TEXT_WIDTH, tiny_clip_tokenizer, tiny_components, tiny_pipeline
+
+from idgen.errors import NoFaceError
+from idgen.identity import random_identities
+from idgen.pipelines import Arc2FacePipeline
+from idgen.pipelines.sd15_architecture import SD15_SCHEDULER_CONFIG
+
+STEPS = 2
+RUN = dict(num_inference_steps=STEPS, height=IMAGE_SIZE, width=IMAGE_SIZE, output_type="np")
+
+
+@pytest.fixture(autouse=True, scope="module")
+def one_thread():
+    """Tiny models gain nothing from threads, and on a shared CI machine OpenMP spin-waits make
+    two threads ~10× slower than one."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+@pytest.fixture(scope="module")
+def pipe():
+    return tiny_pipeline(seed=0)
+
+
+def gens(*seeds):
+    return [torch.Generator().manual_seed(s) for s in seeds]
+
+
+def identities(n, dim=TEXT_WIDTH, seed=0):
+    # Not unit length on purpose: the pipeline must normalise.
+    return 5.0 * random_identities(n, dim, generator=torch.Generator().manual_seed(seed))
+
+
+def recipe_prompt_embeds(text_encoder, tokenizer, id_embeds):
+    """Arc2Face's conditioning written out by hand from the text encoder's weights: swap the
+    ``id`` token's input embedding for the padded unit identity, add positions, run the CLIP
+    layers with a causal mask, final layer norm."""
+    model = getattr(text_encoder, "text_model", text_encoder)  # transformers 4.x nests it
+    cfg = text_encoder.config
+    n, dim = id_embeds.shape
+    width, heads, length = cfg.hidden_size, cfg.num_attention_heads, 77
+    tokens = tokenizer(["photo of a id person"] * n, padding="max_length", max_length=length,
+                       return_tensors="pt").input_ids
+    id_token = tokenizer.convert_tokens_to_ids("id</w>")
+    x = model.embeddings.token_embedding.weight[tokens].clone()
+    for b in range(n):
+        position = int((tokens[b] == id_token).nonzero()[0, 0])
+        x[b, position] = 0.0
+        x[b, position, :dim] = id_embeds[b] / id_embeds[b].norm()
+    x = x + model.embeddings.position_embedding.weight[:length]
+    causal = torch.full((length, length), float("-inf")).triu(1)
+    head = width // heads
+    for layer in model.encoder.layers:
+        att = layer.self_attn
+        h = F.layer_norm(x, (width,), layer.layer_norm1.weight, layer.layer_norm1.bias, cfg.layer_norm_eps)
+        q, k, v = (F.linear(h, p.weight, p.bias).view(n, length, heads, head).transpose(1, 2)
+                   for p in (att.q_proj, att.k_proj, att.v_proj))
+        weights = torch.softmax(q @ k.transpose(-1, -2) / math.sqrt(head) + causal, dim=-1)
+        h = (weights @ v).transpose(1, 2).reshape(n, length, width)
+        x = x + F.linear(h, att.out_proj.weight, att.out_proj.bias)
+        h = F.layer_norm(x, (width,), layer.layer_norm2.weight, layer.layer_norm2.bias, cfg.layer_norm_eps)
+        h = F.linear(h, layer.mlp.fc1.weight, layer.mlp.fc1.bias)
+        h = h * torch.sigmoid(1.702 * h)  # quick_gelu
+        x = x + F.linear(h, layer.mlp.fc2.weight, layer.mlp.fc2.bias)
+    final = model.final_layer_norm
+    return F.layer_norm(x, (width,), final.weight, final.bias, cfg.layer_norm_eps)
+
+
+# ---------------------------------------------------------------- conditioning
+def test_real_clip_tokenizer_puts_identity_at_token_1014(clip_tokenizer_dir):
+    from transformers import CLIPTokenizer
+
+    pipe = Arc2FacePipeline(**{**tiny_components(), "tokenizer": CLIPTokenizer.from_pretrained(clip_tokenizer_dir)})
+    assert pipe.identity_token_id == 1014
+    tokens = pipe.tokenizer("photo of a id person", padding="max_length", max_length=77).input_ids
+    assert tokens[:7] == [49406, 1125, 539, 320, 1014, 2533, 49407] and len(tokens) == 77
+
+
+@pytest.mark.parametrize("dim", [TEXT_WIDTH, 64])
+def test_encode_identity_matches_the_recipe(pipe, dim):
+    ids = identities(3, dim)
+    with torch.no_grad():
+        ours = pipe.encode_identity(ids)
+        expected = recipe_prompt_embeds(pipe.text_encoder, pipe.tokenizer, ids)
+    assert ours.shape == (3, 77, TEXT_WIDTH)
+    assert (ours - expected).abs().max() < 1e-5
+    # The identity matters: different identities, different conditioning, same scale-free result.
+    assert (ours[0] - ours[1]).abs().max() > 1e-2
+    assert torch.allclose(pipe.encode_identity(ids[:1] * 0.01), ours[:1], atol=1e-5)
+
+
+def test_encode_identity_rejects_vectors_wider_than_the_text_encoder(pipe):
+    with pytest.raises(ValueError, match="only 128 wide"):
+        pipe.encode_identity(torch.randn(1, 512))
+
+
+# ---------------------------------------------------------------- generation
+def test_call_equals_stock_stable_diffusion_with_the_same_embeddings(pipe):
+    ids = identities(2)
+    ours = pipe(id_embeds=ids, num_images_per_prompt=2, generator=gens(1, 2, 3, 4), guidance_scale=3.0, **RUN)
+    stock = StableDiffusionPipeline(**pipe.components)
+    stock.set_progress_bar_config(disable=True)
+    with torch.no_grad():
+        empty = pipe.tokenizer([""] * 2, padding="max_length", max_length=77, return_tensors="pt").input_ids
+        negative = pipe.text_encoder(empty)[0]
+        reference = stock(prompt_embeds=recipe_prompt_embeds(pipe.text_encoder, pipe.tokenizer, ids),
+                          negative_prompt_embeds=negative, num_images_per_prompt=2, generator=gens(1, 2, 3, 4),
+                          guidance_scale=3.0, **RUN)
+    assert ours.images.shape == (4, IMAGE_SIZE, IMAGE_SIZE, 3)
+    assert np.abs(ours.images - reference.images).max() < 1e-4
+    unit = ids / ids.norm(dim=1, keepdim=True)
+    assert torch.allclose(ours.id_embeds, unit.repeat_interleave(2, dim=0), atol=1e-6)
+
+
+def test_defaults_are_arc2face_sampling(pipe):
+    signature = inspect.signature(Arc2FacePipeline.__call__)
+    assert signature.parameters["num_inference_steps"].default == 25
+    assert signature.parameters["guidance_scale"].default == 3.0
+    seen = []
+
+    def record(p, step, timestep, tensors):
+        seen.append((step, p.guidance_scale, p.do_classifier_free_guidance))
+        return tensors
+
+    pipe(id_embeds=identities(1), output_type="latent", callback_on_step_end=record, height=IMAGE_SIZE, width=IMAGE_SIZE)
+    assert len(seen) == 25 and seen[-1] == (24, 3.0, True)
+
+
+def test_seeds_determine_images_and_identities_change_them(pipe):
+    ids = identities(2)
+    a = pipe(id_embeds=ids[:1], generator=gens(7), **RUN).images
+    b = pipe(id_embeds=ids[:1], generator=gens(7), **RUN).images
+    c = pipe(id_embeds=ids[:1], generator=gens(8), **RUN).images
+    d = pipe(id_embeds=ids[1:], generator=gens(7), **RUN).images
+    assert np.array_equal(a, b)
+    assert np.abs(a - c).mean() > 1e-3
+    assert np.abs(a - d).mean() > 1e-3
+
+
+def test_image_k_is_the_same_alone_or_in_a_batch(pipe):
+    ids = identities(3, seed=1)
+    seeds = [10, 11, 12, 13, 14, 15]
+    batch = pipe(id_embeds=ids, num_images_per_prompt=2, generator=gens(*seeds), **RUN)
+    assert batch.images.shape[0] == 6
+    for k, seed in enumerate(seeds):
+        alone = pipe(id_embeds=ids[k // 2], generator=gens(seed), **RUN).images[0]
+        assert np.abs(batch.images[k] - alone).max() < 1e-4, f"image {k} differs"
+
+
+def test_return_dict_false_and_text_arguments_rejected(pipe):
+    images, nsfw, used = pipe(identities(1), generator=gens(0), return_dict=False, **RUN)
+    assert images.shape == (1, IMAGE_SIZE, IMAGE_SIZE, 3) and nsfw is None and used.shape == (1, TEXT_WIDTH)
+    with pytest.raises(TypeError, match="prompt is fixed"):
+        pipe(identities(1), prompt="a person", **RUN)
+    with pytest.raises(ValueError, match="exactly one"):
+        pipe(**RUN)
+
+
+# ---------------------------------------------------------------- saving and loading
+def test_save_pretrained_round_trip_and_arc2face_layout(pipe, tmp_path):
+    ids = identities(2, seed=3)
+    expected = pipe(id_embeds=ids, generator=gens(5, 6), **RUN).images
+
+    pipe.save_pretrained(tmp_path / "saved")
+    reloaded = Arc2FacePipeline.from_pretrained(tmp_path / "saved")
+    reloaded.set_progress_bar_config(disable=True)
+    # Equal up to float round-off (a loaded text encoder may pick another attention kernel).
+    assert np.abs(reloaded(id_embeds=ids, generator=gens(5, 6), **RUN).images - expected).max() < 1e-5
+
+    # The published layout: an SD 1.5 base (with its own UNet/text encoder and PNDM scheduler) plus an
+    # Arc2Face folder holding only arc2face/ (UNet) and encoder/ (text encoder).
+    other = tiny_components(seed=1)
+    base = Arc2FacePipeline(**{**pipe.components, "unet": other["unet"], "text_encoder": other["text_encoder"],
+                               "scheduler": PNDMScheduler.from_config(SD15_SCHEDULER_CONFIG)})
+    base.save_pretrained(tmp_path / "sd15")
+    # save_pretrained spells out PNDM's defaults (timestep_spacing "leading"); the published file does
+    # not, so DPM-Solver built from it keeps its own "linspace". Write the file as published.
+    published = {"_class_name": "PNDMScheduler", "_diffusers_version": "0.6.0", **SD15_SCHEDULER_CONFIG}
+    (tmp_path / "sd15" / "scheduler" / "scheduler_config.json").write_text(json.dumps(published))
+    pipe.unet.save_pretrained(tmp_path / "Arc2Face" / "arc2face")
+    pipe.text_encoder.save_pretrained(tmp_path / "Arc2Face" / "encoder")
+    assembled = Arc2FacePipeline.from_arc2face(tmp_path / "sd15", tmp_path / "Arc2Face")
+    assembled.set_progress_bar_config(disable=True)
+    assert type(assembled.scheduler).__name__ == "DPMSolverMultistepScheduler"
+    assert assembled.scheduler.config.algorithm_type == "dpmsolver++"
+    assert assembled.safety_checker is None
+    assert np.abs(assembled(id_embeds=ids, generator=gens(5, 6), **RUN).images - expected).max() < 1e-5
+    base.set_progress_bar_config(disable=True)
+    assert np.abs(base(id_embeds=ids, generator=gens(5, 6), **RUN).images - expected).mean() > 1e-3
+
+
+# ---------------------------------------------------------------- LoRA
+def random_lora(model, prefix, targets, rank=4, seed=0):
+    """A LoRA in diffusers' peft format (what ``save_lora_weights`` writes) with non-zero B."""
+    g = torch.Generator().manual_seed(seed)
+    state = {}
+    for name, module in model.named_modules():
+        if isinstance(module, torch.nn.Linear) and name.split(".")[-1] in targets:
+            state[f"{prefix}.{name}.lora_A.weight"] = 0.3 * torch.randn(rank, module.in_features, generator=g)
+            state[f"{prefix}.{name}.lora_B.weight"] = 0.3 * torch.randn(module.out_features, rank, generator=g)
+    assert state
+    return state
+
+
+def test_lora_load_changes_images_and_unload_restores_them():
+    pipe = tiny_pipeline(seed=2)
+    ids = identities(1, seed=4)
+    before = pipe(id_embeds=ids, generator=gens(3), **RUN).images
+    before_cond = pipe.encode_identity(ids)
+    lora = {**random_lora(pipe.unet, "unet", {"to_q", "to_k", "to_v"}),
+            **random_lora(pipe.text_encoder, "text_encoder", {"q_proj", "v_proj"})}
+    pipe.load_lora_weights(lora, adapter_name="test")
+    assert (pipe.encode_identity(ids) - before_cond).abs().max() > 1e-3  # text-encoder LoRA is used
+    with_lora = pipe(id_embeds=ids, generator=gens(3), **RUN).images
+    assert np.abs(with_lora - before).mean() > 1e-3
+    half = pipe(id_embeds=ids, generator=gens(3), cross_attention_kwargs={"scale": 0.5}, **RUN).images
+    assert np.abs(half - before).mean() > 1e-4 and np.abs(half - with_lora).mean() > 1e-4
+    pipe.unload_lora_weights()
+    assert np.abs(pipe(id_embeds=ids, generator=gens(3), **RUN).images - before).max() < 1e-5
+
+
+def test_lcm_preset_swaps_scheduler_and_lora_and_restores_both(tmp_path):
+    pipe = tiny_pipeline(seed=3)
+    ids = identities(1, seed=5)
+    before = pipe(id_embeds=ids, generator=gens(4), **RUN).images
+    scheduler = pipe.scheduler
+    # An LCM-LoRA file as published (pytorch_lora_weights.safetensors), here with random weights.
+    Arc2FacePipeline.save_lora_weights(tmp_path, unet_lora_layers={
+        k[len("unet."):]: v for k, v in random_lora(pipe.unet, "unet", {"to_k", "to_v"}).items()})
+    preset = pipe.enable_lcm_lora(tmp_path)
+    assert preset == {"num_inference_steps": 4, "guidance_scale": 1.0}
+    assert isinstance(pipe.scheduler, LCMScheduler)
+    fast = pipe(id_embeds=ids, generator=gens(4), height=IMAGE_SIZE, width=IMAGE_SIZE, output_type="np", **preset)
+    assert fast.images.shape == before.shape and np.abs(fast.images - before).mean() > 1e-3
+    pipe.disable_lcm_lora()
+    assert pipe.scheduler is scheduler
+    assert np.abs(pipe(id_embeds=ids, generator=gens(4), **RUN).images - before).max() < 1e-5
+
+
+# ---------------------------------------------------------------- speed options
+@pytest.mark.slow
+def test_compiled_unet_gives_the_same_images():
+    pipe = tiny_pipeline(seed=4)
+    ids = identities(1, seed=6)
+    before = pipe(id_embeds=ids, generator=gens(2), **RUN).images
+    pipe.compile_unet(backend="eager")  # traces with dynamo; inductor would need minutes on CPU
+    after = pipe(id_embeds=ids, generator=gens(2), **RUN).images
+    assert np.abs(after - before).max() < 1e-4
+
+
+def test_bfloat16_pipeline_runs_and_tracks_float32(pipe):
+    ids = identities(1, seed=7)
+    full = pipe(id_embeds=ids, generator=gens(1), **RUN).images
+    half = Arc2FacePipeline(**pipe.components).to(dtype=torch.bfloat16)
+    half.set_progress_bar_config(disable=True)
+    assert half.encode_identity(ids).dtype == torch.bfloat16
+    low = half(id_embeds=ids, generator=gens(1), **RUN).images
+    assert np.abs(low - full).mean() < 0.05
+    pipe.to(dtype=torch.float32)
+
+
+# ---------------------------------------------------------------- photos in
+@pytest.fixture(scope="module")
+def face_pipe(dlib_analyzer):
+    pipe = tiny_pipeline(seed=5)
+    pipe.set_face_analyzer(dlib_analyzer)
+    return pipe
+
+
+def test_photos_in_equal_their_embeddings_in(face_pipe, dlib_analyzer, faces_dir):
+    photos = [faces_dir / "Aaron_Peirsol_0001.jpg", faces_dir / "Angelina_Jolie_0001.jpg"]
+    embeddings = torch.tensor(np.stack([dlib_analyzer.get_face(p).embedding for p in photos]))
+    assert embeddings.shape == (2, 128)
+    from_photos = face_pipe(face_images=photos, generator=gens(1, 2), **RUN)
+    from_vectors = face_pipe(id_embeds=embeddings, generator=gens(1, 2), **RUN)
+    assert np.array_equal(from_photos.images, from_vectors.images)
+    assert torch.allclose(from_photos.id_embeds, F.normalize(embeddings.float(), dim=1), atol=1e-6)
+    single = face_pipe(face_images=Image.open(photos[1]), generator=gens(2), **RUN)
+    assert np.abs(single.images[0] - from_photos.images[1]).max() < 1e-4
+
+
+def test_photo_without_a_face_raises_a_clear_error(face_pipe, tmp_path):
+    blank = tmp_path / "wall.png"
+    ramp = np.linspace(0, 255, 200 * 200 * 3).reshape(200, 200, 3).astype(np.uint8)
+    Image.fromarray(ramp).save(blank)
+    with pytest.raises(NoFaceError, match="wall.png"):
+        face_pipe(face_images=[blank], **RUN)
+
+
+def test_photos_need_an_analyser():
+    pipe = Arc2FacePipeline(**{**tiny_components(), "tokenizer": tiny_clip_tokenizer()})
+    with pytest.raises(Exception, match="set_face_analyzer"):
+        pipe(face_images=["x.jpg"], **RUN)

@@ -1,0 +1,71 @@
+"""Tiny random SD 1.5-shaped components for fast pipeline tests.
+
+The text encoder is 128 wide so that 128-d dlib embeddings fit, and keeps CLIP's 49,408-token
+vocabulary so the real CLIP tokenizer (``../shared/models/clip-tokenizer``) can drive it. Without the
+shared folder, :func:`tiny_clip_tokenizer` builds a CLIP BPE tokenizer that knows just the words of
+the Arc2Face prompt.
+"""
+
+from __future__ import annotations
+
+from conftest import CLIP_TOKENIZER
+from transformers import CLIPTokenizer
+
+from idgen.pipelines import Arc2FacePipeline
+from idgen.pipelines.sd15_architecture import random_sd15_components
+
+TEXT_WIDTH = 128
+IMAGE_SIZE = 32  # VAE factor 2 → 16×16 latents
+
+TINY_UNET = {
+    "block_out_channels": [32, 64],
+    "down_block_types": ["CrossAttnDownBlock2D", "DownBlock2D"],
+    "up_block_types": ["UpBlock2D", "CrossAttnUpBlock2D"],
+    "layers_per_block": 1,
+    "cross_attention_dim": TEXT_WIDTH,
+    "sample_size": IMAGE_SIZE // 2,
+}
+TINY_VAE = {
+    "block_out_channels": [32, 64],
+    "down_block_types": ["DownEncoderBlock2D"] * 2,
+    "up_block_types": ["UpDecoderBlock2D"] * 2,
+    "layers_per_block": 1,
+    "sample_size": IMAGE_SIZE,
+}
+TINY_TEXT = {"hidden_size": TEXT_WIDTH, "intermediate_size": 256, "num_attention_heads": 4,
+             "num_hidden_layers": 2, "projection_dim": TEXT_WIDTH}
+
+def tiny_clip_tokenizer(words=("photo", "of", "a", "id", "person")) -> CLIPTokenizer:
+    """A CLIP BPE tokenizer whose vocabulary is the letters plus one merge chain per word."""
+    letters = "abcdefghijklmnopqrstuvwxyz"
+    vocab = {c: i for i, c in enumerate(letters)}
+    vocab.update({c + "</w>": len(letters) + i for i, c in enumerate(letters)})
+    merges = []
+    for word in words:
+        pieces = list(word[:-1]) + [word[-1] + "</w>"]
+        while len(pieces) > 1:
+            merges.append((pieces[0], pieces[1]))
+            vocab.setdefault(pieces[0] + pieces[1], len(vocab))
+            pieces = [pieces[0] + pieces[1]] + pieces[2:]
+    vocab["<|startoftext|>"] = len(vocab)
+    vocab["<|endoftext|>"] = len(vocab)
+    return CLIPTokenizer(vocab=vocab, merges=merges, model_max_length=77)
+
+
+def tokenizer():
+    """The real SD 1.5 CLIP tokenizer when ../shared is there, else the tiny one."""
+    if CLIP_TOKENIZER.exists():
+        return CLIPTokenizer.from_pretrained(CLIP_TOKENIZER)
+    return tiny_clip_tokenizer()
+
+
+def tiny_components(seed: int = 0) -> dict:
+    parts = random_sd15_components(unet=TINY_UNET, vae=TINY_VAE, text_encoder=TINY_TEXT, seed=seed)
+    return {**parts, "tokenizer": tokenizer(), "safety_checker": None, "feature_extractor": None,
+            "image_encoder": None, "requires_safety_checker": False}
+
+
+def tiny_pipeline(seed: int = 0) -> Arc2FacePipeline:
+    pipe = Arc2FacePipeline(**tiny_components(seed))
+    pipe.set_progress_bar_config(disable=True)
+    return pipe
