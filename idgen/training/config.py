@@ -140,19 +140,22 @@ def _check_type(name: str, value: Any, default: Any, annotation: str) -> Any:
         if "Optional" in annotation:
             return None
         raise ConfigError(f"config key {name!r} may not be null")
+    if isinstance(value, bool) and "str" in annotation:  # YAML 1.1 reads a bare no/yes as a boolean
+        return "yes" if value else "no"
     if isinstance(default, bool) or annotation == "bool":
         if not isinstance(value, bool):
             raise ConfigError(f"config key {name!r} must be true or false, got {value!r}")
-    elif "float" in annotation and isinstance(value, (int, float)) and not isinstance(value, bool):
-        return float(value)
+    elif "float" in annotation and not isinstance(value, bool):
+        try:  # YAML 1.1 reads 1e-4 (no dot) as a string
+            return float(value)
+        except (TypeError, ValueError):
+            raise ConfigError(f"config key {name!r} must be a number, got {value!r}") from None
     elif "int" in annotation and not isinstance(value, int):
         raise ConfigError(f"config key {name!r} must be an integer, got {value!r}")
     elif "str" in annotation and not isinstance(value, str):
         raise ConfigError(f"config key {name!r} must be a string, got {value!r}")
     elif annotation == "list" and not isinstance(value, list):
         raise ConfigError(f"config key {name!r} must be a list, got {value!r}")
-    elif "float" in annotation:
-        raise ConfigError(f"config key {name!r} must be a number, got {value!r}")
     return value
 
 
