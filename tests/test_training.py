@@ -252,3 +252,22 @@ def test_config_error_exits_before_training(tiny_dir, folders, tmp_path):
     assert result.returncode == 1
     assert "train.py: error: data.faces_dir: no usable face photo" in result.stderr
     assert not (tmp_path / "run" / "config.yaml").exists()
+
+
+def test_personalize_plain_sd_with_prior_preservation(tiny_dir, folders, tmp_path):
+    out = tmp_path / "me"
+    args = ["--config", str(ROOT / "training/configs/personalize.yaml"), f"output_dir={out}",
+            f"model.pretrained={tiny_dir}", "model.arc2face=null", "model.conditioning=sd",
+            f"data.faces_dir={folders['train']}", "data.detector=dlib", "data.recognizer=dlib",
+            f"data.identity_cache={folders['cache']}", f"data.resolution={RESOLUTION}",
+            "optim.mixed_precision=no", "optim.max_steps=2", "lora.rank=4", "lora.text_encoder=true",
+            "prior.num_images=2", "prior.num_inference_steps=2"]
+    result = subprocess.run([sys.executable, str(ROOT / "training/train.py"), *args], capture_output=True,
+                            text=True, cwd=ROOT, env={**os.environ, "HF_HUB_OFFLINE": "1"}, timeout=900)
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert sorted(p.name for p in (out / "prior").glob("*.png")) == ["prior-00000.png", "prior-00001.png"]
+    from safetensors.torch import load_file
+
+    keys = load_file(str(out / "pytorch_lora_weights.safetensors")).keys()
+    assert any(k.startswith("unet.") for k in keys) and any(k.startswith("text_encoder.") for k in keys)
+    assert sorted(losses(out)) == [1, 2] and all(math.isfinite(v) for v in losses(out).values())
