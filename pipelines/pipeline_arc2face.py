@@ -10,7 +10,7 @@ empty prompt.
 
 So this pipeline *is* a :class:`~diffusers.StableDiffusionPipeline` with one new step,
 :meth:`Arc2FacePipeline.encode_identity`, in front of the stock ``__call__``. Everything else —
-schedulers, LoRA loading, offloading, callbacks, IP-Adapters — is diffusers' own code.
+schedulers, LoRA loading, offloading, callbacks — is diffusers' own code.
 """
 
 from __future__ import annotations
@@ -118,6 +118,8 @@ class Arc2FacePipeline(StableDiffusionPipeline, FaceInputMixin):
         forward hook on ``text_encoder.get_input_embeddings()``, so no private transformers helper
         (the reference's causal-mask builder broke when transformers changed) is involved and any
         transformers version, LoRA on the text encoder and accelerate offload hooks keep working.
+        Like every diffusers pipeline (whose schedulers keep per-call state), one pipeline object
+        must not serve concurrent calls; give each worker thread its own.
         """
         device = device or self._execution_device
         ids = torch.as_tensor(id_embeds, dtype=torch.float32)

@@ -192,8 +192,14 @@ def test_save_pretrained_round_trip_and_arc2face_layout(pipe, tmp_path):
     # not, so DPM-Solver built from it keeps its own "linspace". Write the file as published.
     published = {"_class_name": "PNDMScheduler", "_diffusers_version": "0.6.0", **SD15_SCHEDULER_CONFIG}
     (tmp_path / "sd15" / "scheduler" / "scheduler_config.json").write_text(json.dumps(published))
+    index = json.loads((tmp_path / "sd15" / "model_index.json").read_text())
+    (tmp_path / "sd15" / "model_index.json").write_text(json.dumps({**index, "_class_name": "StableDiffusionPipeline"}))
     pipe.unet.save_pretrained(tmp_path / "Arc2Face" / "arc2face")
     pipe.text_encoder.save_pretrained(tmp_path / "Arc2Face" / "encoder")
+    # Arc2Face's encoder/config.json names the reference's own wrapper class.
+    encoder_config = tmp_path / "Arc2Face" / "encoder" / "config.json"
+    encoder_config.write_text(json.dumps({**json.loads(encoder_config.read_text()),
+                                          "architectures": ["CLIPTextModelWrapper"]}))
     assembled = Arc2FacePipeline.from_arc2face(tmp_path / "sd15", tmp_path / "Arc2Face")
     assembled.set_progress_bar_config(disable=True)
     assert type(assembled.scheduler).__name__ == "DPMSolverMultistepScheduler"
