@@ -1,0 +1,75 @@
+"""Validation during training: render held-out identities, score them with an independent recogniser.
+
+Every validation renders the same grid — the first ``num_identities`` photos of the validation
+folder, ``images_per_identity`` renders each from fixed seeds — so grids from different steps are
+directly comparable. Each render is embedded by the *evaluation* analyser (a different recogniser
+from the one that made the conditioning vectors, when one is configured, so the score is not the
+model grading its own homework) and compared with the same analyser's embedding of the real photo.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+from PIL import Image
+
+from ..faces import FaceAnalyzer, cosine_similarity
+from ..faces.analyzer import FALLBACK_SCORE
+from ..io import atomic_path
+from .config import ValidationConfig
+from .data import FaceFolder, load_training_image
+
+
+@dataclass
+class ValidationSet:
+    photos: FaceFolder       # held-out photos with conditioning vectors
+    targets: np.ndarray      # their embeddings by the evaluation analyser, N×D'
+
+
+def prepare_validation(photos: FaceFolder, config: ValidationConfig, evaluator: FaceAnalyzer) -> ValidationSet:
+    keep = min(config.num_identities, len(photos.files))
+    photos = FaceFolder(photos.files[:keep], photos.id_embeds[:keep], photos.skipped)
+    targets = np.stack([evaluator.get_face(path).embedding for path in photos.files])
+    return ValidationSet(photos, targets)
+
+
+def render(pipe, conditioning: str, valset: ValidationSet, config: ValidationConfig, resolution: int,
+           seed: int, prompt: str = "") -> np.ndarray:
+    """``N·K×R×R×3`` uint8 renders, identity-major, each from its own fixed seed."""
+    n, k = len(valset.photos.files), config.images_per_identity
+    generators = [torch.Generator().manual_seed(seed + i) for i in range(n * k)]
+    common = dict(num_inference_steps=config.num_inference_steps, guidance_scale=config.guidance_scale,
+                  num_images_per_prompt=k, generator=generators, height=resolution, width=resolution,
+                  output_type="np")
+    if conditioning == "arc2face":
+        images = pipe(id_embeds=valset.photos.id_embeds, **common).images
+    else:
+        images = pipe(prompt=[prompt] * n, **common).images
+    return (np.clip(images, 0, 1) * 255).round().astype(np.uint8)
+
+
+def score(renders: np.ndarray, valset: ValidationSet, evaluator: FaceAnalyzer, per_identity: int) -> dict:
+    """Mean cosine similarity of renders to their targets, and the fraction where a face was detected
+    (the rest are scored on the analyser's fallback box)."""
+    faces = evaluator.analyze_many(list(renders), progress=False)
+    targets = np.repeat(valset.targets, per_identity, axis=0)
+    sims = [float(cosine_similarity(f.embedding, t)) if f is not None else 0.0 for f, t in zip(faces, targets)]
+    found = [f is not None and f.det_score != FALLBACK_SCORE for f in faces]
+    return {"id_similarity": float(np.mean(sims)), "face_detected": float(np.mean(found))}
+
+
+def grid(renders: np.ndarray, valset: ValidationSet, per_identity: int) -> np.ndarray:
+    """One row per identity: the real photo, then its renders."""
+    size = renders.shape[1]
+    rows = []
+    for i, path in enumerate(valset.photos.files):
+        photo = ((load_training_image(path, size).permute(1, 2, 0).numpy() + 1) * 127.5).round().astype(np.uint8)
+        rows.append(np.concatenate([photo, *renders[i * per_identity:(i + 1) * per_identity]], axis=1))
+    return np.concatenate(rows, axis=0)
+
+
+def save_grid(image: np.ndarray, path) -> None:
+    with atomic_path(path) as tmp:
+        Image.fromarray(image).save(tmp, format="PNG")

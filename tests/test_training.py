@@ -1,0 +1,273 @@
+"""training/train.py and idgen.training on tiny random SD-1.5-shaped models and real face photos.
+
+The launcher runs through ``accelerate launch --cpu`` twice: a 3-step run (gradient accumulation,
+checkpoint at step 2, validation at the end) and a run resumed from its step-2 checkpoint, whose
+step-3 loss must equal the uninterrupted run's.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from idgen.errors import ConfigError
+
+pytest.importorskip("dlib")
+pytest.importorskip("tensorboard")
+
+ROOT = Path(__file__).resolve().parents[1]
+RESOLUTION = 32
+
+
+@pytest.fixture(scope="module")
+def tiny_dir(tmp_path_factory) -> Path:
+    from tiny_sd import tiny_components
+
+    from idgen.pipelines import Arc2FacePipeline
+
+    folder = tmp_path_factory.mktemp("tiny-sd")
+    Arc2FacePipeline(**tiny_components()).save_pretrained(folder)
+    return folder
+
+
+@pytest.fixture(scope="module")
+def folders(tmp_path_factory, faces_dir) -> dict:
+    """train/: three photos, a corrupt file and a photo without a face; val/: two held-out photos."""
+    root = tmp_path_factory.mktemp("faces")
+    train, val = root / "train", root / "val"
+    train.mkdir(), val.mkdir()
+    for name in ("Aaron_Peirsol_0001.jpg", "Aaron_Peirsol_0002.jpg", "Abdullah_Gul_0001.jpg"):
+        shutil.copy(faces_dir / name, train / name)
+    for name in ("Angelina_Jolie_0001.jpg", "Aaron_Peirsol_0003.jpg"):
+        shutil.copy(faces_dir / name, val / name)
+    (train / "corrupt.jpg").write_bytes(b"not a jpeg")
+    Image.fromarray(np.full((120, 120, 3), 128, np.uint8)).save(train / "wall.png")
+    return {"train": train, "val": val, "cache": root / "identities.safetensors"}
+
+
+def train_args(tiny_dir, folders, out, *extra) -> list[str]:
+    return ["--config", str(ROOT / "training/configs/id_adapter.yaml"), f"output_dir={out}",
+            f"model.pretrained={tiny_dir}", "model.arc2face=null", f"data.faces_dir={folders['train']}",
+            "data.detector=dlib", "data.recognizer=dlib", f"data.identity_cache={folders['cache']}",
+            f"data.resolution={RESOLUTION}", "optim.mixed_precision=no", "optim.gradient_checkpointing=false",
+            "optim.batch_size=2", "optim.lr_warmup_steps=0", "optim.learning_rate=1e-3", "lora.rank=4", *extra]
+
+
+def launch(args: list[str]) -> subprocess.CompletedProcess:
+    command = [sys.executable, "-m", "accelerate.commands.launch", "--cpu", "--num_processes", "1",
+               "--num_machines", "1", "--mixed_precision", "no", "--dynamo_backend", "no",
+               "--num_cpu_threads_per_process", "1", str(ROOT / "training/train.py"), *args]
+    env = {**os.environ, "HF_HUB_OFFLINE": "1"}
+    result = subprocess.run(command, capture_output=True, text=True, env=env, cwd=ROOT, timeout=900)
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    return result
+
+
+def losses(out: Path) -> dict[int, float]:
+    return {r["step"]: r["loss"] for r in map(json.loads, (out / "log.jsonl").read_text().splitlines())}
+
+
+@pytest.fixture(scope="module")
+def full_run(tiny_dir, folders, tmp_path_factory) -> Path:
+    out = tmp_path_factory.mktemp("runs") / "full"
+    launch(train_args(tiny_dir, folders, out, "optim.max_steps=3", "optim.gradient_accumulation_steps=2",
+                      "logging.checkpoint_every=2", f"validation.faces_dir={folders['val']}", "validation.every=3",
+                      "validation.num_identities=2", "validation.images_per_identity=2",
+                      "validation.num_inference_steps=2"))
+    return out
+
+
+# ---------------------------------------------------------------- config
+def test_unknown_config_key_is_named(tmp_path):
+    from idgen.training import load_config
+
+    with pytest.raises(ConfigError, match="optim.lerning_rate"):
+        load_config(ROOT / "training/configs/id_adapter.yaml", ["optim.lerning_rate=1e-4"])
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("task: id-adapter\nvalidaton:\n  every: 5\n")
+    with pytest.raises(ConfigError, match="'validaton'"):
+        load_config(bad)
+    with pytest.raises(ConfigError, match="optim.max_steps"):
+        load_config(None, ["optim.max_steps=lots"])
+    config = load_config(None, ["optim.learning_rate=1e-4", "optim.mixed_precision=no", "lora.rank=4"])
+    assert config.optim.learning_rate == 1e-4 and config.optim.mixed_precision == "no" and config.lora.rank == 4
+
+
+# ---------------------------------------------------------------- data
+def test_bad_photos_skipped_and_counted_and_cache_reused(folders, dlib_analyzer, tmp_path):
+    from idgen.training import IdentityCache, scan_faces
+
+    cache_path = tmp_path / "cache.safetensors"
+    first = scan_faces(folders["train"], dlib_analyzer, IdentityCache(cache_path))
+    assert [Path(f).name for f in first.files] == ["Aaron_Peirsol_0001.jpg", "Aaron_Peirsol_0002.jpg",
+                                                    "Abdullah_Gul_0001.jpg"]
+    assert sorted(Path(f).name for f in first.skipped) == ["corrupt.jpg", "wall.png"]
+    assert first.report()["skipped"] == 2 and first.analysed == 5
+    direct = dlib_analyzer.get_face(folders["train"] / "Abdullah_Gul_0001.jpg").embedding
+    np.testing.assert_allclose(first.id_embeds[2].numpy(), direct, atol=1e-6)
+
+    # moved files keep their vectors: the cache is keyed by content, and the no-face photo is remembered
+    moved = tmp_path / "moved"
+    shutil.copytree(folders["train"], moved)
+    (moved / "Abdullah_Gul_0001.jpg").rename(moved / "renamed.jpg")
+    second = scan_faces(moved, dlib_analyzer, IdentityCache(cache_path))
+    assert second.analysed == 1  # only the corrupt file (not an image: never cached) is looked at again
+    assert torch.equal(second.id_embeds[2], first.id_embeds[2])  # renamed.jpg sorts last
+
+    bad = tmp_path / "bad"
+    bad.mkdir()
+    shutil.copy(folders["train"] / "corrupt.jpg", bad)
+    shutil.copy(folders["train"] / "wall.png", bad)
+    with pytest.raises(ConfigError, match="no usable face photo.*corrupt.jpg"):
+        scan_faces(bad, dlib_analyzer)
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(ConfigError, match="no usable face photo"):
+        scan_faces(tmp_path / "empty", dlib_analyzer)
+
+
+def test_seeded_batches_cover_each_epoch_and_do_not_depend_on_history():
+    from idgen.training import SeededBatches
+
+    data = list(range(5))
+    batches = SeededBatches(data, batch_size=2, seed=3)
+    walk = [i for k in range(5) for i in batches.indices(k)]  # 10 positions = 2 epochs
+    assert sorted(walk[:5]) == data and sorted(walk[5:]) == data and walk[:5] != walk[5:]
+    assert SeededBatches(data, 2, seed=3).indices(4) == batches.indices(4)
+    two = [SeededBatches(data, 1, seed=3, num_processes=2, process_index=r) for r in range(2)]
+    assert [two[k % 2].indices(k // 2)[0] for k in range(10)] == walk  # processes split the same stream
+
+
+# ---------------------------------------------------------------- losses
+def test_min_snr_weighting_matches_formula():
+    from diffusers import DDPMScheduler
+
+    from idgen.training import denoising_loss
+
+    scheduler = DDPMScheduler(beta_schedule="scaled_linear", beta_start=0.00085, beta_end=0.012)
+    prediction, target = torch.randn(3, 4, 8, 8), torch.randn(3, 4, 8, 8)
+    timesteps = torch.tensor([5, 500, 990])
+    mse = ((prediction - target) ** 2).mean(dim=(1, 2, 3))
+    abar = scheduler.alphas_cumprod[timesteps]
+    snr = abar / (1 - abar)
+    expected = mse * torch.minimum(snr, torch.tensor(5.0)) / snr
+    torch.testing.assert_close(denoising_loss(prediction, target, timesteps, scheduler, snr_gamma=5.0), expected)
+    torch.testing.assert_close(denoising_loss(prediction, target, timesteps, scheduler), mse)
+    assert expected[0] < mse[0] and torch.isclose(expected[2], mse[2])  # low noise down-weighted only
+
+
+def test_training_loss_falls_on_a_fixed_batch(tiny_dir, folders):
+    from idgen.training import (Conditioning, add_lora, build_pipeline, latent_diffusion_loss, load_components,
+                                load_config)
+    from idgen.training.data import load_training_image
+
+    torch.manual_seed(0)
+    config = load_config(None, [f"model.pretrained={tiny_dir}", "lora.rank=8"])
+    parts = load_components(config.model)
+    conditioning = Conditioning(build_pipeline(parts, "arc2face"), "arc2face")
+    params = add_lora(parts.unet, config.lora, config.lora.unet_targets)
+    pixels = torch.stack([load_training_image(folders["train"] / n, RESOLUTION)
+                          for n in ("Aaron_Peirsol_0001.jpg", "Abdullah_Gul_0001.jpg")])
+    batch = {"pixel_values": pixels, "id_embeds": torch.randn(2, 128), "prompts": ["", ""]}
+    optimizer = torch.optim.AdamW(params, lr=1e-2)
+    history = []
+    for _ in range(12):
+        loss = latent_diffusion_loss(parts.unet, parts.vae, parts.noise_scheduler, pixels,
+                                     conditioning(batch, "cpu"), torch.Generator().manual_seed(0)).mean()
+        loss.backward()
+        optimizer.step()
+        optimizer.zero_grad()
+        history.append(loss.item())
+    # same images, noise and timesteps every step: the loss must go down at every step, by a clear margin
+    assert all(b < a for a, b in zip(history, history[1:])), history
+    assert history[-1] < 0.8 * history[0], history
+
+
+# ---------------------------------------------------------------- launcher
+def test_launcher_writes_lora_config_metrics_validation(full_run, folders):
+    for name in ("pytorch_lora_weights.safetensors", "config.yaml", "metrics.json", "data_report.json"):
+        assert (full_run / name).is_file(), name
+    metrics = json.loads((full_run / "metrics.json").read_text())
+    assert metrics["steps"] == 3 and math.isfinite(metrics["final_loss"])
+    assert -1.0 <= metrics["val/id_similarity"] <= 1.0 and 0.0 <= metrics["val/face_detected"] <= 1.0
+    assert metrics["data"] == {"train_used": 3, "train_skipped": 2}
+    report = json.loads((full_run / "data_report.json").read_text())
+    assert sorted(Path(p).name for p in report["train"]["skipped_files"]) == ["corrupt.jpg", "wall.png"]
+    grid = np.asarray(Image.open(full_run / "validation" / "step-000003.png"))
+    assert grid.shape == (2 * RESOLUTION, 3 * RESOLUTION, 3)  # 2 identities × (photo + 2 renders)
+    assert list(full_run.glob("logs/**/events.out.tfevents.*"))
+    assert (full_run / "checkpoint-2" / "trainable_parameters.safetensors").is_file()
+    assert sorted(losses(full_run)) == [1, 2, 3]
+
+
+def test_resume_latest_reproduces_uninterrupted_losses(full_run, tiny_dir, folders, tmp_path):
+    out = tmp_path / "resumed"
+    out.mkdir()
+    shutil.copytree(full_run / "checkpoint-2", out / "checkpoint-2")
+    log = [l for l in (full_run / "log.jsonl").read_text().splitlines() if json.loads(l)["step"] <= 2]
+    (out / "log.jsonl").write_text("\n".join(log) + "\n")
+    result = launch(train_args(tiny_dir, folders, out, "optim.max_steps=3", "optim.gradient_accumulation_steps=2",
+                               "logging.checkpoint_every=2", "--resume", "latest"))
+    assert "resumed from" in result.stdout + result.stderr
+    assert json.loads((out / "data_report.json").read_text())["train"]["analysed_now"] == 1  # cache reused
+    assert abs(losses(out)[3] - losses(full_run)[3]) <= 1e-6
+    from safetensors.torch import load_file
+
+    a, b = load_file(str(full_run / "pytorch_lora_weights.safetensors")), load_file(str(out / "pytorch_lora_weights.safetensors"))
+    assert a.keys() == b.keys() and all(torch.allclose(a[k], b[k], atol=1e-6) for k in a)
+
+
+def test_saved_lora_loads_into_pipeline_and_changes_output(full_run, tiny_dir):
+    from idgen.pipelines import Arc2FacePipeline
+
+    pipe = Arc2FacePipeline.from_pretrained(tiny_dir)
+    pipe.set_progress_bar_config(disable=True)
+    identity = torch.randn(1, 128, generator=torch.Generator().manual_seed(1))
+
+    def render():
+        return pipe(id_embeds=identity, num_inference_steps=2, height=RESOLUTION, width=RESOLUTION,
+                    generator=torch.Generator().manual_seed(0), output_type="np").images
+
+    before = render()
+    pipe.load_lora_weights(full_run)
+    after = render()
+    assert np.abs(after - before).max() > 1e-4
+    pipe.disable_lora()
+    np.testing.assert_allclose(render(), before, atol=1e-6)
+
+
+def test_config_error_exits_before_training(tiny_dir, folders, tmp_path):
+    command = [sys.executable, str(ROOT / "training/train.py"),
+               *train_args(tiny_dir, folders, tmp_path / "run", f"data.faces_dir={tmp_path}")]
+    result = subprocess.run(command, capture_output=True, text=True, cwd=ROOT, env={**os.environ, "HF_HUB_OFFLINE": "1"})
+    assert result.returncode == 1
+    assert "train.py: error: data.faces_dir: no usable face photo" in result.stderr
+    assert not (tmp_path / "run" / "config.yaml").exists()
+
+
+def test_personalize_plain_sd_with_prior_preservation(tiny_dir, folders, tmp_path):
+    out = tmp_path / "me"
+    args = ["--config", str(ROOT / "training/configs/personalize.yaml"), f"output_dir={out}",
+            f"model.pretrained={tiny_dir}", "model.arc2face=null", "model.conditioning=sd",
+            f"data.faces_dir={folders['train']}", "data.detector=dlib", "data.recognizer=dlib",
+            f"data.identity_cache={folders['cache']}", f"data.resolution={RESOLUTION}",
+            "optim.mixed_precision=no", "optim.max_steps=2", "lora.rank=4", "lora.text_encoder=true",
+            "prior.num_images=2", "prior.num_inference_steps=2"]
+    result = subprocess.run([sys.executable, str(ROOT / "training/train.py"), *args], capture_output=True,
+                            text=True, cwd=ROOT, env={**os.environ, "HF_HUB_OFFLINE": "1"}, timeout=900)
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert sorted(p.name for p in (out / "prior").glob("*.png")) == ["prior-00000.png", "prior-00001.png"]
+    from safetensors.torch import load_file
+
+    keys = load_file(str(out / "pytorch_lora_weights.safetensors")).keys()
+    assert any(k.startswith("unet.") for k in keys) and any(k.startswith("text_encoder.") for k in keys)
+    assert sorted(losses(out)) == [1, 2] and all(math.isfinite(v) for v in losses(out).values())

@@ -1,0 +1,244 @@
+"""Train identity conditioning (``id-adapter``) or a one-person LoRA (``personalize``).
+
+    accelerate launch training/train.py --config training/configs/id_adapter.yaml [section.key=value ...]
+    accelerate launch --cpu training/train.py --config ... --resume latest
+
+One loop for every task; the pieces live in :mod:`idgen.training`. Randomness of step ``k`` (batch,
+noise, timesteps, flips, guidance dropout) comes from a generator seeded by (seed, k, process), so
+``--resume latest`` continues with exactly the losses of an uninterrupted run.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from pathlib import Path
+
+import torch
+import yaml
+from accelerate import Accelerator
+from accelerate.utils import ProjectConfiguration, set_seed
+from diffusers.optimization import get_scheduler
+from diffusers.training_utils import cast_training_params
+from tqdm.auto import tqdm
+
+from idgen.errors import ConfigError, IdgenError
+from idgen.faces import FaceAnalyzer
+from idgen.io import atomic_path, write_json_atomic
+from idgen.training import (Conditioning, FaceDataset, IdentityCache, SeededBatches, add_lora, build_pipeline,
+                            default_cache_path, latent_diffusion_loss, latest_checkpoint, load_components,
+                            load_config, prune_checkpoints, register_trainable_state, save_lora_weights,
+                            scan_faces)
+from idgen.training import validation
+from idgen.training.checkpoints import checkpoint_step
+from idgen.training.prior import prior_images
+
+
+def parse_args(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--config", help="YAML config (training/configs/*.yaml)")
+    parser.add_argument("--resume", help="'latest' (newest checkpoint in output_dir, if any) or a checkpoint folder")
+    parser.add_argument("overrides", nargs="*", help="section.key=value, e.g. optim.max_steps=100")
+    return parser.parse_args(argv)
+
+
+def make_optimizer(groups, cfg, device):
+    kind = cfg.optimizer
+    if kind == "auto":
+        try:
+            import bitsandbytes  # noqa: F401
+
+            kind = "adamw8bit" if device.type == "cuda" else "adamw"
+        except ImportError:
+            kind = "adamw"
+    if kind == "adamw8bit":
+        import bitsandbytes as bnb
+
+        return bnb.optim.AdamW8bit(groups, betas=tuple(cfg.betas), weight_decay=cfg.weight_decay)
+    if kind != "adamw":
+        raise ConfigError(f"optim.optimizer must be auto, adamw or adamw8bit, got {kind!r}")
+    return torch.optim.AdamW(groups, betas=tuple(cfg.betas), weight_decay=cfg.weight_decay)
+
+
+def step_generator(seed: int, micro_step: int, process: int) -> torch.Generator:
+    return torch.Generator().manual_seed((seed * 1_000_003 + micro_step) * 1_009 + process)
+
+
+def main(argv=None) -> None:
+    args = parse_args(argv)
+    cfg = load_config(args.config, args.overrides)
+    out = Path(cfg.output_dir)
+    accelerator = Accelerator(mixed_precision=cfg.optim.mixed_precision, log_with="tensorboard",
+                              gradient_accumulation_steps=cfg.optim.gradient_accumulation_steps,
+                              project_config=ProjectConfiguration(project_dir=str(out), logging_dir=str(out / "logs")))
+    main_process, device = accelerator.is_main_process, accelerator.device
+
+    # Data first: bad folders fail before any model loads. The main process analyses; the rest read its cache.
+    analyzer = FaceAnalyzer.from_backend(cfg.data.detector, cfg.data.recognizer, det_size=cfg.data.det_size,
+                                         upsample=cfg.data.upsample)
+    cache_path = cfg.data.identity_cache or default_cache_path(cfg.data.detector, cfg.data.recognizer)
+    with accelerator.main_process_first():
+        train_faces = scan_faces(cfg.data.faces_dir, analyzer, IdentityCache(cache_path))
+        val_faces = (scan_faces(cfg.validation.faces_dir, analyzer, IdentityCache(cache_path), what="validation.faces_dir")
+                     if cfg.validation.faces_dir else None)
+    report = {"train": train_faces.report(), "validation": val_faces.report() if val_faces else None}
+    if main_process:
+        write_json_atomic(out / "data_report.json", report)
+        print(f"data: {len(train_faces.files)} photos used, {len(train_faces.skipped)} skipped "
+              f"({train_faces.analysed} analysed now, the rest cached) -> {out / 'data_report.json'}")
+
+    set_seed(cfg.seed)
+    weight_dtype = {"no": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}[cfg.optim.mixed_precision]
+    parts = load_components(cfg.model)
+    for module in (parts.unet, parts.text_encoder, parts.vae):
+        module.requires_grad_(False).to(device, dtype=weight_dtype)
+    pipe = build_pipeline(parts, cfg.model.conditioning)
+    conditioning = Conditioning(pipe, cfg.model.conditioning)
+    prompt = cfg.data.instance_prompt if cfg.task == "personalize" else ""
+    dataset = FaceDataset(train_faces.files, train_faces.id_embeds, cfg.data.resolution, prompt)
+    batches = SeededBatches(dataset, cfg.optim.batch_size, cfg.seed, accelerator.num_processes, accelerator.process_index)
+    prior_batches = None
+    if cfg.task == "personalize" and cfg.prior.enabled:  # made by the frozen model, before any LoRA exists
+        with accelerator.main_process_first(), accelerator.autocast():
+            files, ids = prior_images(pipe, cfg.model.conditioning, out / "prior", cfg.prior,
+                                      id_dim=train_faces.id_embeds.shape[1], class_prompt=cfg.data.class_prompt,
+                                      resolution=cfg.data.resolution, seed=cfg.seed)
+        prior_set = FaceDataset(files, ids, cfg.data.resolution, cfg.data.class_prompt)
+        prior_batches = SeededBatches(prior_set, cfg.optim.batch_size, cfg.seed + 1,
+                                      accelerator.num_processes, accelerator.process_index)
+
+    params = add_lora(parts.unet, cfg.lora, cfg.lora.unet_targets)
+    groups = [{"params": params, "lr": cfg.optim.learning_rate}]
+    trainable = {"unet": parts.unet, "text_encoder": None}
+    if cfg.lora.text_encoder:
+        te_params = add_lora(parts.text_encoder, cfg.lora, cfg.lora.text_encoder_targets)
+        groups.append({"params": te_params, "lr": cfg.optim.text_encoder_learning_rate or cfg.optim.learning_rate})
+        trainable["text_encoder"] = parts.text_encoder
+        params = params + te_params
+    cast_training_params([m for m in trainable.values() if m is not None], torch.float32)
+    if cfg.optim.gradient_checkpointing:
+        parts.unet.enable_gradient_checkpointing()
+        if cfg.lora.text_encoder:
+            parts.text_encoder.gradient_checkpointing_enable()
+    optimizer = make_optimizer(groups, cfg.optim, device)
+    lr_scheduler = get_scheduler(cfg.optim.lr_scheduler, optimizer,
+                                 num_warmup_steps=cfg.optim.lr_warmup_steps * accelerator.num_processes,
+                                 num_training_steps=cfg.optim.max_steps * accelerator.num_processes)
+    optimizer, lr_scheduler = accelerator.prepare(optimizer, lr_scheduler)
+    register_trainable_state(accelerator, trainable)
+
+    evaluator = valset = None
+    if val_faces is not None:
+        evaluator = FaceAnalyzer.from_backend(cfg.validation.detector or cfg.data.detector,
+                                              cfg.validation.recognizer or cfg.data.recognizer,
+                                              det_size=cfg.data.det_size, fallback_box=cfg.validation.fallback_box)
+        valset = validation.prepare_validation(val_faces, cfg.validation, evaluator)
+
+    start = 0
+    checkpoint = latest_checkpoint(out) if args.resume == "latest" else (Path(args.resume) if args.resume else None)
+    if checkpoint is not None:
+        accelerator.load_state(str(checkpoint))
+        start = checkpoint_step(checkpoint)
+        accelerator.print(f"resumed from {checkpoint} at step {start}")
+    elif args.resume and args.resume != "latest":
+        raise ConfigError(f"--resume {args.resume}: no such checkpoint")
+    if main_process:
+        out.mkdir(parents=True, exist_ok=True)
+        with atomic_path(out / "config.yaml") as tmp:
+            tmp.write_text(yaml.safe_dump(cfg.to_dict(), sort_keys=False))
+    accelerator.init_trackers("idgen")
+    log_path = out / "log.jsonl"
+    if main_process and log_path.exists():  # keep the history up to the resumed step
+        lines = [l for l in log_path.read_text().splitlines() if json.loads(l)["step"] <= start]
+        log_path.write_text("".join(l + "\n" for l in lines))
+
+    def validate(step: int) -> dict:
+        if valset is None or not main_process:
+            return {}
+        parts.unet.eval()
+        with accelerator.autocast():
+            renders = validation.render(pipe, cfg.model.conditioning, valset, cfg.validation,
+                                        cfg.data.resolution, cfg.seed, prompt)
+        parts.unet.train()
+        metrics = validation.score(renders, valset, evaluator, cfg.validation.images_per_identity)
+        image = validation.grid(renders, valset, cfg.validation.images_per_identity)
+        validation.save_grid(image, out / "validation" / f"step-{step:06d}.png")
+        accelerator.get_tracker("tensorboard").writer.add_image("validation/grid", image, step, dataformats="HWC")
+        metrics = {f"val/{k}": v for k, v in metrics.items()}
+        accelerator.log(metrics, step=step)
+        return metrics
+
+    parts.unet.train()
+    accum, started, losses, metrics = cfg.optim.gradient_accumulation_steps, time.time(), [], {}
+    bar = tqdm(total=cfg.optim.max_steps, initial=start, desc=cfg.task, disable=not main_process, unit="step")
+    for step in range(start, cfg.optim.max_steps):
+        step_loss = 0.0
+        for micro in range(accum):
+            k = step * accum + micro
+            generator = step_generator(cfg.seed, k, accelerator.process_index)
+            batch = batches.batch(k)
+            flip = torch.rand(len(batch["prompts"]), generator=generator) < cfg.data.flip
+            batch["pixel_values"] = torch.where(flip[:, None, None, None], batch["pixel_values"].flip(-1),
+                                                batch["pixel_values"])
+            drop = (torch.rand(len(batch["prompts"]), generator=generator) < cfg.optim.cfg_dropout
+                    if cfg.task == "id-adapter" else None)
+            with accelerator.accumulate(), accelerator.autocast():
+                per_sample = latent_diffusion_loss(parts.unet, parts.vae, parts.noise_scheduler, batch["pixel_values"],
+                                                   conditioning(batch, device, drop), generator,
+                                                   noise_offset=cfg.optim.noise_offset, snr_gamma=cfg.optim.snr_gamma)
+                loss = per_sample.mean()
+                if prior_batches is not None:
+                    prior = prior_batches.batch(k)
+                    loss = loss + cfg.prior.weight * latent_diffusion_loss(
+                        parts.unet, parts.vae, parts.noise_scheduler, prior["pixel_values"],
+                        conditioning(prior, device), generator, noise_offset=cfg.optim.noise_offset,
+                        snr_gamma=cfg.optim.snr_gamma).mean()
+                accelerator.backward(loss)
+                if accelerator.sync_gradients:
+                    if accelerator.num_processes > 1:  # models are not DDP-wrapped: average LoRA grads here
+                        for p in params:
+                            p.grad = accelerator.reduce(p.grad, reduction="mean")
+                    accelerator.clip_grad_norm_(params, cfg.optim.max_grad_norm)
+                optimizer.step()
+                lr_scheduler.step()
+                optimizer.zero_grad(set_to_none=True)
+            step_loss += accelerator.gather(loss.detach()).mean().item() / accum
+        losses.append(step_loss)
+        done = step + 1
+        bar.update(1)
+        bar.set_postfix(loss=f"{step_loss:.4f}", lr=f"{lr_scheduler.get_last_lr()[0]:.2e}")
+        if done % cfg.logging.log_every == 0:
+            accelerator.log({"train/loss": step_loss, "train/lr": lr_scheduler.get_last_lr()[0]}, step=done)
+        if main_process:
+            with open(log_path, "a") as handle:
+                handle.write(json.dumps({"step": done, "loss": step_loss}) + "\n")
+        if done % cfg.validation.every == 0 or done == cfg.optim.max_steps:
+            metrics = validate(done) or metrics
+        if done % cfg.logging.checkpoint_every == 0 and done < cfg.optim.max_steps:
+            accelerator.save_state(str(out / f"checkpoint-{done}"))
+            if main_process:
+                prune_checkpoints(out, cfg.logging.checkpoints_total_limit)
+    bar.close()
+
+    accelerator.wait_for_everyone()
+    if main_process:
+        lora_file = save_lora_weights(out, parts.unet, trainable["text_encoder"])
+        tail = losses[-10:]
+        write_json_atomic(out / "metrics.json", {
+            "task": cfg.task, "steps": cfg.optim.max_steps, "resumed_from": start,
+            "final_loss": sum(tail) / len(tail) if tail else None,
+            "steps_per_s": len(losses) / (time.time() - started), **metrics,
+            "data": {"train_used": len(train_faces.files), "train_skipped": len(train_faces.skipped)},
+        })
+        print(f"saved {lora_file} and {out / 'metrics.json'}")
+    accelerator.end_training()
+
+
+if __name__ == "__main__":
+    try:
+        main()
+    except IdgenError as exc:
+        print(f"train.py: error: {exc}", file=sys.stderr)
+        sys.exit(1)
