@@ -27,11 +27,34 @@ def test_orl_preset_forgets_and_beats_baselines(orl_dir, tmp_path):
     finetune, = report["methods"]["finetune"]
     assert gs["acc_f_before"] >= 50          # the base model did know these people
     assert gs["acc_f"] <= 10                 # ... and no longer does
-    assert gs["acc_r"] >= gs["acc_r_base"] - 5
-    assert gs["h_mean"] >= gs["h_mean_ideal"] - 5
+    assert gs["acc_r"] >= gs["acc_r_base"] - 3   # the issue's targets (measured: 0.9 and 0.5 points)
+    assert gs["h_mean"] >= gs["h_mean_ideal"] - 3
     assert gs["trainable_share"] <= 2.0
+    # Fine-tuning here uses GS-LoRA's own learning rate (1e-2), at which full fine-tuning collapses;
+    # at lr 1e-4 fine-tuning is slightly ahead of GS-LoRA on ORL (README table), so this only shows
+    # GS-LoRA beating the same-settings baselines.
     assert gs["h_mean"] > retrain["h_mean"] and gs["h_mean"] > finetune["h_mean"]
     assert (out / "report.md").read_text().count("| gs-lora |") == 1
     assert (out / "groups.png").read_bytes()[:4] == b"\x89PNG"
     edited = FaceRecognizer.from_pretrained(out / "model")
     assert len(edited.class_names) == 40 and not any("lora" in k for k in edited.state_dict())
+
+
+@pytest.mark.slow
+def test_forget_task_through_the_training_launcher(orl_dir, tmp_path):
+    """``task: forget`` configs run through ``training/train.py`` (the accelerate entry point)."""
+    import subprocess
+    import sys
+
+    out = tmp_path / "run"
+    command = [sys.executable, str(CONFIG.parents[1] / "train.py"), "--config", str(CONFIG),
+               f"data.root={orl_dir}", f"model.path={tmp_path / 'base'}", f"data.cache_dir={tmp_path / 'cache'}",
+               f"output_dir={out}", "model.train.epochs=2", "forget.epochs=2", "baselines.methods=[]"]
+    done = subprocess.run(command, capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr
+    report = json.loads((out / "report.json").read_text())
+    assert list(report["methods"]) == ["gs-lora"]
+    gs, = report["methods"]["gs-lora"]
+    assert f"gs-lora: Acc_r {gs['acc_r']:.2f}  Acc_f {gs['acc_f']:.2f}" in done.stdout
+    bad = subprocess.run(command + ["forget.lerning_rate=1"], capture_output=True, text=True)
+    assert bad.returncode == 1 and "unknown config key forget.lerning_rate" in bad.stderr

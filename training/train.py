@@ -1,4 +1,5 @@
-"""Train identity conditioning (``id-adapter``) or a one-person LoRA (``personalize``).
+"""Train identity conditioning (``id-adapter``), a one-person LoRA (``personalize``), or make a
+recogniser forget identities (``forget``, GS-LoRA: :func:`idgen.unlearn.run_forgetting`).
 
     accelerate launch training/train.py --config training/configs/id_adapter.yaml [section.key=value ...]
     accelerate launch --cpu training/train.py --config ... --resume latest
@@ -66,8 +67,30 @@ def step_generator(seed: int, micro_step: int, process: int) -> torch.Generator:
     return torch.Generator().manual_seed((seed * 1_000_003 + micro_step) * 1_009 + process)
 
 
+def config_task(path) -> str:
+    """The ``task:`` of a config file, read before choosing which config schema applies."""
+    if not path or not Path(path).is_file():
+        raise ConfigError(f"{path}: config file not found; pass --config training/configs/<name>.yaml")
+    values = yaml.safe_load(Path(path).read_text()) or {}
+    return values.get("task", "id-adapter") if isinstance(values, dict) else "id-adapter"
+
+
+def forget(args) -> None:
+    """``task: forget``: GS-LoRA identity forgetting in a recogniser (see :mod:`idgen.unlearn`)."""
+    from idgen.unlearn import run_forgetting
+    from idgen.unlearn.config import load_config as load_forget_config
+
+    report = run_forgetting(load_forget_config(args.config, args.overrides))
+    for method, tasks in report["methods"].items():
+        last = tasks[-1]
+        print(f"{method}: Acc_r {last['acc_r']:.2f}  Acc_f {last['acc_f']:.2f}  H-Mean {last['h_mean']:.2f}")
+    print(f"report -> {Path(report['config']['output_dir']) / 'report.md'}")
+
+
 def main(argv=None) -> None:
     args = parse_args(argv)
+    if config_task(args.config) == "forget":
+        return forget(args)
     cfg = load_config(args.config, args.overrides)
     out = Path(cfg.output_dir)
     accelerator = Accelerator(mixed_precision=cfg.optim.mixed_precision, log_with="tensorboard",

@@ -76,6 +76,7 @@ class RunConfig:
     tasks: TasksConfig = field(default_factory=TasksConfig)
     baselines: BaselinesConfig = field(default_factory=BaselinesConfig)
     method: str = "gs-lora"            # "gs-lora" or "gs-lora++"
+    task: str = "forget"               # lets training/train.py route this config here
     seed: int = 0
     save_model: bool = True
 
