@@ -19,6 +19,7 @@ COMMANDS = [
     "idgen.cli.embed",
     "idgen.cli.evaluate",
     "idgen.cli.edit",
+    "idgen.cli.dataset",
 ]
 
 

@@ -1,0 +1,32 @@
+"""``idgen dataset generate``: make or resume a synthetic face-recognition dataset."""
+
+from __future__ import annotations
+
+import json
+
+
+def register(subparsers) -> None:
+    parser = subparsers.add_parser("dataset", help="synthetic face-recognition datasets")
+    commands = parser.add_subparsers(dest="dataset_command", metavar="DATASET_COMMAND")
+    generate = commands.add_parser(
+        "generate", help="generate (or resume) a dataset from a config",
+        description="Sample distinct identities, generate and filter images, and write ImageFolder, "
+                    "parquet and WebDataset outputs with a manifest and a dataset card. Rerun the same "
+                    "command after an interruption to resume. Run under `accelerate launch -m idgen.synth` "
+                    "to split identities across processes.",
+    )
+    generate.add_argument("--config", help="YAML config (see idgen.synth.config for every setting)")
+    generate.add_argument("overrides", nargs="*", metavar="KEY=VALUE",
+                          help="settings on top of the config, e.g. identities.count=1000 output=out/faces")
+    generate.set_defaults(handler=run_generate)
+    parser.set_defaults(handler=lambda args: parser.print_help() or 2)
+
+
+def run_generate(args) -> int:
+    from ..synth import SynthConfig, generate_dataset
+
+    config = SynthConfig.load(args.config, args.overrides)
+    stats = generate_dataset(config)
+    if stats is not None:
+        print(json.dumps(stats, indent=2))
+    return 0

@@ -1,0 +1,23 @@
+"""Synthetic face-recognition datasets: distinct sampled identities × varied, filtered images.
+
+>>> from idgen.synth import generate_dataset
+>>> stats = generate_dataset("configs/synth.yaml")      # or a SynthConfig / dict
+
+Or from the shell, on any number of processes / GPUs / machines::
+
+    idgen dataset generate --config synth.yaml identities.count=10000
+    accelerate launch -m idgen.synth --config synth.yaml
+"""
+
+from .config import SynthConfig
+from .consistency import ConsistencyFilter
+from .dataset import generate_dataset
+from .generators import Arc2FaceGenerator, ImageGenerator, PhotoJitterGenerator, build_generator
+from .identities import (GaussianPrior, nearest_neighbors, normalize, perturb_within_cosine, random_unit,
+                         sample_identities, similarity_stats)
+
+__all__ = [
+    "Arc2FaceGenerator", "ConsistencyFilter", "GaussianPrior", "ImageGenerator", "PhotoJitterGenerator",
+    "SynthConfig", "build_generator", "generate_dataset", "nearest_neighbors", "normalize",
+    "perturb_within_cosine", "random_unit", "sample_identities", "similarity_stats",
+]

@@ -1,0 +1,100 @@
+"""The dataset card: README.md with counts, acceptance statistics and similarity plots.
+
+The YAML header tells ``datasets.load_dataset(<folder>)`` to read the parquet shards.
+"""
+
+from __future__ import annotations
+
+import io
+from pathlib import Path
+
+import numpy as np
+
+from ..io import write_bytes_atomic
+
+HEADER = """---
+configs:
+- config_name: default
+  data_files:
+  - split: train
+    path: data/train-*.parquet
+tags:
+- synthetic
+- face-recognition
+---
+"""
+
+
+def inter_identity_cosines(vectors: np.ndarray, limit: int = 2000, seed: int = 0) -> np.ndarray:
+    """Cosines of all pairs among at most ``limit`` identities (a fixed random subset beyond)."""
+    vectors = np.asarray(vectors, dtype=np.float64)
+    if len(vectors) > limit:
+        vectors = vectors[np.sort(np.random.default_rng(seed).choice(len(vectors), limit, replace=False))]
+    vectors = vectors / np.linalg.norm(vectors, axis=1, keepdims=True)
+    gram = vectors @ vectors.T
+    return gram[np.triu_indices(len(vectors), 1)]
+
+
+def similarity_plot(intra: np.ndarray, inter_targets: np.ndarray, inter_images: np.ndarray, threshold) -> bytes:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(7, 4), dpi=100)
+    bins = np.linspace(-0.5, 1.0, 61)
+    if len(intra):
+        ax.hist(intra, bins=bins, density=True, alpha=0.6, label=f"intra: image vs its identity ({len(intra)})")
+    if len(inter_images):
+        ax.hist(inter_images, bins=bins, density=True, alpha=0.6,
+                label=f"inter: identity centroids, recogniser ({len(inter_images)} pairs)")
+    if len(inter_targets):
+        ax.hist(inter_targets, bins=bins, density=True, histtype="step", color="k",
+                label=f"inter: target identity vectors ({len(inter_targets)} pairs)")
+    if threshold is not None:
+        ax.axvline(threshold, color="r", linestyle="--", label=f"filter threshold {threshold}")
+    ax.set_xlabel("cosine similarity")
+    ax.set_ylabel("density")
+    ax.legend(fontsize=7)
+    fig.tight_layout()
+    buffer = io.BytesIO()
+    fig.savefig(buffer, format="png", metadata={"Software": None})
+    plt.close(fig)
+    return buffer.getvalue()
+
+
+def write_card(folder: Path, config, stats: dict, intra, inter_targets, inter_images) -> None:
+    threshold = config.filter.threshold if config.filter.enabled else None
+    write_bytes_atomic(folder / "plots" / "similarity.png",
+                       similarity_plot(np.asarray(intra), inter_targets, inter_images, threshold))
+    counts, ids = stats["counts"], stats["identities"]
+    rows = "\n".join(f"| {key} | {value} |" for key, value in counts.items())
+    text = f"""{HEADER}
+# Synthetic face-recognition dataset
+
+{stats['images']} images of {stats['identities_with_images']} synthetic identities
+({config.identities.count} sampled, {config.variation.images_per_identity} images each requested),
+made by `idgen dataset generate` with the generator `{config.generator.get('type')}`.
+These people do not exist; the identity vectors were sampled, not taken from anyone.
+
+## Identities
+Pairwise cosine of the {config.identities.count} identity vectors (target ≤ {config.identities.max_cosine}):
+max {ids['max_cosine']:.4f}, mean {ids['mean_cosine']:.4f}, mean nearest {ids['mean_nearest_cosine']:.4f}.
+
+## Consistency filter
+{"Filter: " + config.filter.recognizer + f", keep similarity ≥ {threshold}, reference {config.filter.reference}, up to {config.filter.max_retries} retries." if threshold is not None else "Filter off: every generated image is kept."}
+Acceptance rate {stats['acceptance_rate']:.3f}.
+
+| outcome | images |
+|---|---|
+{rows}
+
+![similarity](plots/similarity.png)
+
+## Files
+- `images/<identity>/<n>.jpg` (ImageFolder), `manifest.jsonl` (one record per image)
+- `data/train-*.parquet` (`datasets.load_dataset(<this folder>)` reads them)
+- `webdataset/train-*.tar` (WebDataset: `<key>.jpg`, `<key>.cls`, `<key>.json`)
+- `config.json` (the exact configuration), `identities.safetensors` (the identity vectors), `stats.json`
+"""
+    write_bytes_atomic(folder / "README.md", text.encode())

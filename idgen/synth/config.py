@@ -1,0 +1,131 @@
+"""The configuration of one synthetic-dataset run: a YAML file plus ``key=value`` overrides.
+
+Everything that changes the images is in the config and is recorded with the dataset; the
+``runtime`` section (batch size, queue depth, progress bars) only changes speed, so a run may be
+resumed with different runtime settings or a different number of processes.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Optional
+
+import yaml
+
+from ..errors import ConfigError
+
+
+@dataclass
+class IdentityConfig:
+    count: int = 100
+    dim: int = 512
+    max_cosine: float = 0.3          # target for every pair of identity vectors
+    prior: Optional[str] = None      # .safetensors of real embeddings (e.g. from ``idgen embed``)
+    steps: int = 500
+    neighbors: int = 16
+
+
+@dataclass
+class VariationConfig:
+    images_per_identity: int = 4
+    min_cosine: float = 1.0          # perturb each image's identity vector to cosine ≥ this (1 = off)
+    prompts: list = field(default_factory=list)   # passed per image as ``prompt`` when non-empty
+    poses: list = field(default_factory=list)     # pose-bank entries, passed per image as ``pose``
+
+
+@dataclass
+class FilterConfig:
+    enabled: bool = True
+    detector: str = "dlib"
+    recognizer: Optional[str] = "dlib"
+    det_size: int = 640
+    fallback_box: Optional[float] = None
+    threshold: float = 0.5           # keep an image when similarity to the reference ≥ this
+    reference: str = "auto"          # "target", "centroid", or "auto" (target when dims match)
+    duplicate_cosine: Optional[float] = None  # reject near-duplicates of kept images (e.g. 0.95)
+    max_retries: int = 3             # regenerate a rejected image at most this many times
+
+
+@dataclass
+class OutputConfig:
+    formats: list = field(default_factory=lambda: ["imagefolder", "parquet", "webdataset"])
+    shard_size: int = 1000           # images per parquet / WebDataset shard
+    jpeg_quality: int = 95
+
+
+@dataclass
+class RuntimeConfig:
+    batch_size: int = 16             # images per generator call (across identities)
+    queue_size: int = 2              # generated batches waiting for analysis
+    progress: bool = True
+    device: Optional[str] = None     # default: the accelerate process's device
+
+
+@dataclass
+class SynthConfig:
+    output: str = "synthetic-faces"
+    seed: int = 0
+    generator: dict = field(default_factory=lambda: {"type": "photo"})
+    identities: IdentityConfig = field(default_factory=IdentityConfig)
+    variation: VariationConfig = field(default_factory=VariationConfig)
+    filter: FilterConfig = field(default_factory=FilterConfig)
+    writers: OutputConfig = field(default_factory=OutputConfig)
+    runtime: RuntimeConfig = field(default_factory=RuntimeConfig)
+
+    def to_dict(self) -> dict:
+        return dataclasses.asdict(self)
+
+    def fingerprint(self) -> str:
+        """Hash of everything that decides the dataset (not where it goes, nor the runtime section)."""
+        content = self.to_dict()
+        content.pop("runtime")
+        content.pop("output")
+        return hashlib.sha256(json.dumps(content, sort_keys=True).encode()).hexdigest()[:16]
+
+    @classmethod
+    def from_dict(cls, data: dict, source: str = "config") -> "SynthConfig":
+        return _build(cls, data or {}, source)
+
+    @classmethod
+    def load(cls, path: str | os.PathLike | None = None, overrides: list[str] | None = None) -> "SynthConfig":
+        """Read a YAML file (optional) and apply ``section.key=value`` overrides (YAML values)."""
+        data: dict = {}
+        if path is not None:
+            path = Path(path)
+            if not path.is_file():
+                raise ConfigError(f"{path}: config file not found")
+            data = yaml.safe_load(path.read_text()) or {}
+            if not isinstance(data, dict):
+                raise ConfigError(f"{path}: expected a mapping of settings at the top level")
+        for item in overrides or []:
+            if "=" not in item:
+                raise ConfigError(f"override {item!r} must look like section.key=value")
+            key, value = item.split("=", 1)
+            node = data
+            *parents, leaf = key.split(".")
+            for part in parents:
+                node = node.setdefault(part, {})
+            node[leaf] = yaml.safe_load(value)
+        return cls.from_dict(data, str(path) if path else "overrides")
+
+
+def _build(kind, data: Any, where: str):
+    if not dataclasses.is_dataclass(kind):
+        return data
+    if not isinstance(data, dict):
+        raise ConfigError(f"{where}: expected a mapping, got {data!r}")
+    known = {f.name: f for f in dataclasses.fields(kind)}
+    unknown = sorted(set(data) - set(known))
+    if unknown:
+        raise ConfigError(f"{where}: unknown setting(s) {', '.join(unknown)}; known: {', '.join(known)}")
+    values = {}
+    for name, value in data.items():
+        nested = known[name].type
+        sub = globals().get(nested) if isinstance(nested, str) else nested
+        values[name] = _build(sub, value, f"{where}: {name}") if dataclasses.is_dataclass(sub) else value
+    return kind(**values)

@@ -1,0 +1,134 @@
+"""``generate_dataset(config)``: the one call that makes (or resumes) a synthetic dataset."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+
+from ..errors import ConfigError, IdgenError
+from ..io import write_json_atomic
+from .card import inter_identity_cosines, write_card
+from .config import SynthConfig
+from .consistency import ConsistencyFilter, KeepAll
+from .engine import DatasetEngine
+from .generators import build_generator
+from .journal import Journal
+from .writers import FORMATS, write_manifest, write_parquet, write_webdataset
+
+
+def _coerce(config) -> SynthConfig:
+    if isinstance(config, SynthConfig):
+        return config
+    if isinstance(config, dict):
+        return SynthConfig.from_dict(config)
+    return SynthConfig.load(config)
+
+
+def build_filter(config: SynthConfig, analyzer=None):
+    settings = config.filter
+    if not settings.enabled:
+        return KeepAll()
+    if analyzer is None:
+        from ..faces import FaceAnalyzer
+
+        analyzer = FaceAnalyzer.from_backend(settings.detector, settings.recognizer, det_size=settings.det_size,
+                                             fallback_box=settings.fallback_box)
+    return ConsistencyFilter(analyzer, settings.threshold, settings.reference, settings.duplicate_cosine)
+
+
+def _check_output_folder(config: SynthConfig, out: Path, is_main: bool) -> None:
+    """A folder holds one dataset: resuming with settings that change the images is refused."""
+    unknown = sorted(set(config.writers.formats) - set(FORMATS))
+    if unknown:
+        raise ConfigError(f"unknown output format(s) {unknown}; choose from {list(FORMATS)}")
+    saved = out / "config.json"
+    if saved.exists():
+        previous = json.loads(saved.read_text())
+        if previous.get("fingerprint") != config.fingerprint():
+            raise ConfigError(f"{out} holds a dataset made with other settings (see {saved}); "
+                              "use a new output folder or restore those settings")
+    elif is_main:
+        write_json_atomic(saved, {"fingerprint": config.fingerprint(),
+                                  "config": {k: v for k, v in config.to_dict().items() if k != "output"}})
+
+
+def _has_accelerator() -> bool:
+    import torch
+
+    accelerator = getattr(torch, "accelerator", None)  # torch >= 2.6
+    return accelerator.is_available() if accelerator is not None else torch.cuda.is_available()
+
+
+def generate_dataset(config, *, generator=None, analyzer=None) -> dict | None:
+    """Make the dataset described by ``config`` (a :class:`SynthConfig`, a dict, or a YAML path).
+
+    Runs as one process of ``accelerate launch`` (or alone). ``generator`` and ``analyzer``
+    override the ones the config names (any object following :class:`ImageGenerator`, any
+    :class:`idgen.faces.FaceAnalyzer`). Returns the dataset statistics on process 0, else None.
+    """
+    from accelerate import PartialState
+
+    config = _coerce(config)
+    state = PartialState(cpu=config.runtime.device == "cpu" or not _has_accelerator())
+    out = Path(config.output)
+    out.mkdir(parents=True, exist_ok=True)
+    _check_output_folder(config, out, state.is_main_process)
+    state.wait_for_everyone()
+    device = config.runtime.device or state.device
+    engine = DatasetEngine(config, generator or build_generator(config.generator, device),
+                           build_filter(config, analyzer), state.process_index, state.num_processes)
+    identity_stats = engine.sample_or_load_identities(state)
+    journal = Journal(out / "journal", state.process_index, state.num_processes)
+    finished = set(journal.entries())
+    journal.open()
+    try:
+        engine.run_shard(journal, finished)
+    finally:
+        journal.close()
+    state.wait_for_everyone()
+    if not state.is_main_process:
+        return None
+    return assemble(config, engine.targets.numpy(), identity_stats)
+
+
+def assemble(config: SynthConfig, targets: np.ndarray, identity_stats: dict) -> dict:
+    """Write the manifest, shards, card and statistics from the journal, deterministically."""
+    out = Path(config.output)
+    entries = Journal(out / "journal").entries()
+    missing = [i for i in range(config.identities.count) if i not in entries]
+    if missing:
+        raise IdgenError(f"{len(missing)} identities of {out} are not finished (first: {missing[0]}); "
+                         "run the same command again to resume")
+    entries = [entries[i] for i in range(config.identities.count)]
+    records = [dict(record, generator=config.generator) for entry in entries for record in entry["images"]]
+    absent = [r["file"] for r in records if not (out / r["file"]).is_file()]
+    if absent:
+        raise IdgenError(f"{len(absent)} images listed in {out}/journal are missing (first: {absent[0]}); "
+                         "delete their identities' journal lines and rerun")
+
+    def read(record):
+        return (out / record["file"]).read_bytes()
+
+    write_manifest(records, out / "manifest.jsonl")
+    shard = config.writers.shard_size
+    if "parquet" in config.writers.formats:
+        write_parquet(records, read, out / "data", shard)
+    if "webdataset" in config.writers.formats:
+        write_webdataset(records, read, out / "webdataset", shard)
+
+    counts = {key: sum(e["counts"][key] for e in entries) for key in entries[0]["counts"]}
+    stats = {
+        "images": len(records),
+        "identities_with_images": sum(bool(e["images"]) for e in entries),
+        "counts": counts,
+        "acceptance_rate": round(counts["kept"] / max(counts["generated"], 1), 6),
+        "identities": identity_stats,
+    }
+    centroids = np.array([e["centroid"] for e in entries if e["centroid"] is not None])
+    intra = [r["similarity"] for r in records if r["similarity"] is not None]
+    write_card(out, config, stats, intra, inter_identity_cosines(targets, seed=config.seed),
+               inter_identity_cosines(centroids, seed=config.seed) if len(centroids) > 1 else np.array([]))
+    write_json_atomic(out / "stats.json", stats)
+    return stats

@@ -1,0 +1,87 @@
+"""Dataset formats, assembled from the finished ImageFolder and the per-image records.
+
+The images themselves are written once, as ``images/<identity>/<n>.jpg`` (the ImageFolder format),
+while they are generated. Every other format is assembled from those JPEG bytes at the end, in a
+fixed order with fixed metadata, so the same dataset always gives byte-identical files:
+
+- ``manifest.jsonl`` — one line per image (identity, seed, perturbation, similarity, parameters,
+  sha256 of the file);
+- ``data/train-XXXXX-of-YYYYY.parquet`` — Hugging Face ``datasets`` parquet shards (an ``image``
+  column of JPEG bytes plus the manifest fields), read by ``datasets.load_dataset``;
+- ``webdataset/train-XXXXXX.tar`` — WebDataset shards: ``<key>.jpg``, ``<key>.cls``, ``<key>.json``.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import tarfile
+from pathlib import Path
+from typing import Callable, Sequence
+
+from ..io import atomic_path, write_bytes_atomic
+
+FORMATS = ("imagefolder", "parquet", "webdataset")
+
+#: Manifest fields copied into the parquet columns (besides ``image``).
+PARQUET_COLUMNS = {"label": "int64", "identity": "string", "index": "int32", "seed": "int64",
+                   "attempt": "int32", "similarity": "float32", "perturbation": "float32"}
+
+
+def write_manifest(records: Sequence[dict], path: Path) -> None:
+    lines = "".join(json.dumps(record, sort_keys=True) + "\n" for record in records)
+    write_bytes_atomic(path, lines.encode())
+
+
+def _shards(records: Sequence[dict], size: int) -> list[Sequence[dict]]:
+    return [records[i:i + size] for i in range(0, len(records), size)] or [records[:0]]
+
+
+def _replace_folder_contents(folder: Path, keep: set[str], pattern: str) -> None:
+    """Remove shards left by an earlier assembly with another shard size."""
+    for stale in folder.glob(pattern):
+        if stale.name not in keep:
+            stale.unlink()
+
+
+def write_parquet(records: Sequence[dict], read: Callable[[dict], bytes], folder: Path, shard_size: int) -> list[Path]:
+    import datasets
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    features = datasets.Features({"image": datasets.Image(),
+                                  **{k: datasets.Value(v) for k, v in PARQUET_COLUMNS.items()}})
+    shards = _shards(records, shard_size)
+    paths = [folder / f"train-{i:05d}-of-{len(shards):05d}.parquet" for i in range(len(shards))]
+    for shard, path in zip(shards, paths):
+        columns = {"image": [{"bytes": read(r), "path": r["file"].split("/", 1)[1]} for r in shard]}
+        for name in PARQUET_COLUMNS:
+            columns[name] = [r.get(name) for r in shard]
+        table = pa.Table.from_pydict(columns, schema=features.arrow_schema)
+        with atomic_path(path) as tmp:
+            pq.write_table(table, tmp)
+    _replace_folder_contents(folder, {p.name for p in paths}, "train-*.parquet")
+    return paths
+
+
+def _tar_member(tar: tarfile.TarFile, name: str, data: bytes) -> None:
+    info = tarfile.TarInfo(name)
+    info.size, info.mtime, info.mode = len(data), 0, 0o644
+    info.uid = info.gid = 0
+    info.uname = info.gname = ""
+    tar.addfile(info, io.BytesIO(data))
+
+
+def write_webdataset(records: Sequence[dict], read: Callable[[dict], bytes], folder: Path, shard_size: int) -> list[Path]:
+    shards = _shards(records, shard_size)
+    paths = [folder / f"train-{i:06d}.tar" for i in range(len(shards))]
+    for shard, path in zip(shards, paths):
+        with atomic_path(path) as tmp:
+            with tarfile.open(tmp, "w", format=tarfile.USTAR_FORMAT) as tar:
+                for record in shard:
+                    key = f"{record['identity']}_{record['index']}"
+                    _tar_member(tar, f"{key}.jpg", read(record))
+                    _tar_member(tar, f"{key}.cls", str(record["label"]).encode())
+                    _tar_member(tar, f"{key}.json", json.dumps(record, sort_keys=True).encode())
+    _replace_folder_contents(folder, {p.name for p in paths}, "train-*.tar")
+    return paths

@@ -1,0 +1,145 @@
+"""The dataset engine end to end, on CPU.
+
+The generator here is :class:`PhotoJitterGenerator`, a stand-in that is NOT a diffusion model: it
+renders one of the vendored LFW photos chosen by the identity vector, with seeded jitter, and
+scrambles a quarter of its outputs into faceless tiles so the consistency filter (dlib + the real
+MobileFaceNet) has failures to reject and regenerate.
+"""
+
+import hashlib
+import json
+import os
+import signal
+import subprocess
+import sys
+import tarfile
+import time
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+FACES = ROOT / "tests" / "data" / "faces"
+
+
+def overrides(output, mobilefacenet_path):
+    return [
+        f"output={output}", "identities.count=12", "identities.dim=64", "identities.max_cosine=0.3",
+        "variation.images_per_identity=4", "variation.min_cosine=0.95",
+        "generator.type=photo", f"generator.photos={FACES}", "generator.failure_rate=0.25", "generator.size=200",
+        f"filter.recognizer=mobilefacenet:{mobilefacenet_path}", "filter.threshold=0.4",
+        "runtime.batch_size=6", "runtime.progress=false", "writers.shard_size=20",
+    ]
+
+
+def tree(folder: Path) -> dict:
+    """Every file of a dataset folder and its bytes, except the per-process journal."""
+    return {p.relative_to(folder).as_posix(): p.read_bytes() for p in sorted(folder.rglob("*"))
+            if p.is_file() and p.relative_to(folder).parts[0] != "journal"}
+
+
+def command(*args):
+    env = dict(os.environ, HF_HUB_OFFLINE="1", OMP_NUM_THREADS="1")
+    return [sys.executable, "-m", "idgen.synth", *args], env
+
+
+@pytest.fixture(scope="module")
+def reference(tmp_path_factory, mobilefacenet_path):
+    """An uninterrupted single-process run, in this process."""
+    pytest.importorskip("dlib")
+    from idgen.synth import SynthConfig, generate_dataset
+
+    output = tmp_path_factory.mktemp("synth") / "reference"
+    stats = generate_dataset(SynthConfig.load(None, overrides(output, mobilefacenet_path)))
+    return output, stats
+
+
+def test_small_run_writes_every_format_and_a_matching_manifest(reference, tmp_path):
+    output, stats = reference
+    records = [json.loads(line) for line in (output / "manifest.jsonl").read_text().splitlines()]
+    images = sorted(p.relative_to(output).as_posix() for p in (output / "images").rglob("*.jpg"))
+    assert sorted(r["file"] for r in records) == images
+    assert len(records) == stats["images"] == stats["counts"]["kept"]
+    for record in records:
+        data = (output / record["file"]).read_bytes()
+        assert hashlib.sha256(data).hexdigest() == record["sha256"]
+        assert record["file"] == f"images/{record['identity']}/{record['index']}.jpg"
+        assert record["identity"] == f"id{record['label']:06d}"
+        assert record["similarity"] >= 0.4
+        assert 0.95 - 1e-6 <= record["perturbation"] <= 1.0
+        assert record["generator"]["type"] == "photo"
+    # a quarter of the outputs are faceless: they were rejected and regenerated
+    counts = stats["counts"]
+    assert counts["no_face"] > 0
+    assert counts["generated"] == counts["kept"] + counts["no_face"] + counts["low_similarity"] + counts["duplicate"]
+    assert any(r["attempt"] > 0 for r in records)
+    assert counts["kept"] + counts["dropped"] == 12 * 4
+    assert stats["identities"]["max_cosine"] <= 0.3
+
+    import datasets
+
+    loaded = datasets.load_dataset(str(output), split="train", cache_dir=str(tmp_path / "cache"))
+    assert len(loaded) == len(records)
+    first = loaded[0]
+    assert first["identity"] == records[0]["identity"] and first["seed"] == records[0]["seed"]
+    assert first["image"].size == (200, 200)
+    assert len(list((output / "data").glob("*.parquet"))) == -(-len(records) // 20)
+
+    members = {}
+    for shard in sorted((output / "webdataset").glob("*.tar")):
+        with tarfile.open(shard) as tar:
+            for member in tar.getmembers():
+                members[member.name] = tar.extractfile(member).read()
+    for record in records:
+        key = f"{record['identity']}_{record['index']}"
+        assert members[f"{key}.jpg"] == (output / record["file"]).read_bytes()
+        assert members[f"{key}.cls"] == str(record["label"]).encode()
+        assert json.loads(members[f"{key}.json"]) == record
+    card = (output / "README.md").read_text()
+    assert f"{len(records)} images of 12 synthetic identities" in card
+    assert (output / "plots" / "similarity.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+@pytest.mark.slow
+def test_kill_and_resume_gives_identical_files(reference, tmp_path, mobilefacenet_path):
+    output = tmp_path / "killed"
+    argv, env = command(*overrides(output, mobilefacenet_path))
+    process = subprocess.Popen(argv, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    journal = output / "journal" / "rank-0-of-1.jsonl"
+    deadline = time.time() + 120
+    while time.time() < deadline and process.poll() is None:
+        if journal.exists() and journal.read_bytes().count(b"\n") >= 3:
+            break
+        time.sleep(0.05)
+    assert process.poll() is None, "the run finished before it could be killed"
+    process.send_signal(signal.SIGKILL)
+    process.wait()
+    assert not (output / "manifest.jsonl").exists()
+    finished_before = journal.read_bytes().count(b"\n")
+    assert 3 <= finished_before < 12
+
+    subprocess.run(argv, env=env, check=True, capture_output=True)
+    lines = journal.read_text().splitlines()
+    assert len(lines) == 12 and len({json.loads(line)["identity"] for line in lines}) == 12
+    assert tree(output) == tree(reference[0])
+
+
+@pytest.mark.slow
+def test_two_processes_give_identical_files(reference, tmp_path, mobilefacenet_path):
+    output = tmp_path / "two"
+    _, env = command()
+    argv = [sys.executable, "-m", "accelerate.commands.launch", "--multi_gpu", "--num_processes", "2",
+            "--num_machines", "1", "--mixed_precision", "no", "--dynamo_backend", "no",
+            "-m", "idgen.synth", *overrides(output, mobilefacenet_path)]
+    subprocess.run(argv, env=env, check=True, capture_output=True, timeout=300)
+    assert sorted(p.name for p in (output / "journal").iterdir()) == ["rank-0-of-2.jsonl", "rank-1-of-2.jsonl"]
+    assert tree(output) == tree(reference[0])
+
+
+def test_resuming_with_other_settings_is_refused(reference, mobilefacenet_path):
+    from idgen.errors import ConfigError
+    from idgen.synth import SynthConfig, generate_dataset
+
+    changed = overrides(reference[0], mobilefacenet_path) + ["filter.threshold=0.6"]
+    with pytest.raises(ConfigError, match="other settings"):
+        generate_dataset(SynthConfig.load(None, changed))

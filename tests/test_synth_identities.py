@@ -1,0 +1,70 @@
+"""Identity sampling: packing on the hypersphere meets its similarity target, checked by brute force."""
+
+import numpy as np
+import pytest
+import torch
+
+from idgen.synth.identities import (GaussianPrior, nearest_neighbors, perturb_within_cosine, random_unit,
+                                    sample_identities, similarity_stats)
+
+
+def gram_max_mean(x):
+    gram = (x.double() @ x.double().T).numpy()
+    off = gram[~np.eye(len(gram), dtype=bool)]
+    return off.max(), off.mean()
+
+
+def test_repulsion_meets_target_that_random_points_miss():
+    n, dim, target = 400, 32, 0.45
+    random_max, _ = gram_max_mean(random_unit(n, dim, torch.Generator().manual_seed(0)))
+    assert random_max > target + 0.1  # the target is not met by chance
+
+    vectors, stats = sample_identities(n, dim, target, seed=0, neighbors=8)
+    norms = vectors.norm(dim=1)
+    assert torch.allclose(norms, torch.ones(n), atol=1e-5)
+    true_max, true_mean = gram_max_mean(vectors)
+    assert true_max <= target + 1e-5
+    assert stats.max_cosine == pytest.approx(true_max, abs=1e-5)
+    assert stats.mean_cosine == pytest.approx(true_mean, abs=1e-6)
+    assert stats.iterations > 0
+
+
+def test_sampling_is_deterministic_per_seed():
+    a, _ = sample_identities(100, 16, 0.6, seed=3)
+    b, _ = sample_identities(100, 16, 0.6, seed=3)
+    c, _ = sample_identities(100, 16, 0.6, seed=4)
+    assert torch.equal(a, b)
+    assert not torch.equal(a, c)
+
+
+def test_chunked_neighbours_match_brute_force():
+    x = random_unit(300, 24, torch.Generator().manual_seed(1))
+    values, indices = nearest_neighbors(x, 5, chunk=64)
+    gram = x @ x.T
+    gram.fill_diagonal_(-2)
+    expected = gram.topk(5, dim=1)
+    assert torch.allclose(values, expected.values, atol=1e-6)
+    assert torch.equal(indices, expected.indices)
+    stats = similarity_stats(x, chunk=64)
+    assert stats.mean_nearest_cosine == pytest.approx(float(expected.values[:, 0].mean()), abs=1e-6)
+
+
+def test_perturbation_stays_inside_the_cosine_radius():
+    x = random_unit(500, 64, torch.Generator().manual_seed(2))
+    y = perturb_within_cosine(x, 0.8, torch.Generator().manual_seed(5))
+    cosines = (x * y).sum(1)
+    assert torch.allclose(y.norm(dim=1), torch.ones(500), atol=1e-5)
+    assert cosines.min() >= 0.8 - 1e-5 and cosines.max() <= 1 + 1e-5
+    assert cosines.std() > 0.03  # spread over the radius, not pinned to one value
+
+
+def test_prior_draws_identities_where_real_embeddings_are():
+    generator = torch.Generator().manual_seed(0)
+    centre = random_unit(1, 64, generator)[0]
+    real = torch.nn.functional.normalize(centre + 0.1 * torch.randn(200, 64, generator=generator), dim=1)
+    prior = GaussianPrior.fit(real)
+    drawn, stats = sample_identities(50, 64, 0.95, seed=0, prior=prior)
+    uniform = random_unit(50, 64, generator)
+    assert float((drawn @ centre).mean()) > 0.5
+    assert abs(float((uniform @ centre).mean())) < 0.1
+    assert stats.max_cosine <= 0.95 + 1e-5
