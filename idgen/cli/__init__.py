@@ -20,6 +20,8 @@ COMMANDS = [
     "idgen.cli.evaluate",
     "idgen.cli.edit",
     "idgen.cli.dataset",
+    "idgen.cli.train_recognizer",
+    "idgen.cli.forget",
 ]
 
 
