@@ -22,6 +22,7 @@ COMMANDS = [
     "idgen.cli.dataset",
     "idgen.cli.train_recognizer",
     "idgen.cli.forget",
+    "idgen.cli.generate",
 ]
 
 
