@@ -34,7 +34,7 @@ def test_upload_generate_and_see_the_gallery(faces_dir):
             browser = playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
             page = browser.new_page(viewport={"width": 1280, "height": 1400})
             page.goto(demo.local_url)
-            assert page.get_by_text("Tiny random models.").first.is_visible()
+            page.get_by_text("Tiny random models.").first.wait_for(timeout=60_000)  # the label is on the page
             page.locator("#photos input[type=file]").set_input_files(str(faces_dir / "Aaron_Peirsol_0001.jpg"))
             page.locator("#photos").get_by_text("Aaron_Peirsol_0001.jpg").first.wait_for(timeout=30_000)
             page.locator("#generate").click()
