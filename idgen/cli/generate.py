@@ -3,7 +3,6 @@ with each image's identity similarity to the input."""
 
 from __future__ import annotations
 
-
 from tqdm import tqdm
 
 from ..errors import ConfigError
