@@ -11,6 +11,7 @@ from __future__ import annotations
 from conftest import CLIP_TOKENIZER
 from transformers import CLIPTokenizer
 
+from idgen.demo.tiny import letters_tokenizer as tiny_clip_tokenizer
 from idgen.pipelines import Arc2FacePipeline
 from idgen.pipelines.sd15_architecture import random_sd15_components
 
@@ -34,23 +35,6 @@ TINY_VAE = {
 }
 TINY_TEXT = {"hidden_size": TEXT_WIDTH, "intermediate_size": 256, "num_attention_heads": 4,
              "num_hidden_layers": 2, "projection_dim": TEXT_WIDTH}
-
-def tiny_clip_tokenizer(words=("photo", "of", "a", "id", "person")) -> CLIPTokenizer:
-    """A CLIP BPE tokenizer whose vocabulary is the letters plus one merge chain per word."""
-    letters = "abcdefghijklmnopqrstuvwxyz"
-    vocab = {c: i for i, c in enumerate(letters)}
-    vocab.update({c + "</w>": len(letters) + i for i, c in enumerate(letters)})
-    merges = []
-    for word in words:
-        pieces = list(word[:-1]) + [word[-1] + "</w>"]
-        while len(pieces) > 1:
-            merges.append((pieces[0], pieces[1]))
-            vocab.setdefault(pieces[0] + pieces[1], len(vocab))
-            pieces = [pieces[0] + pieces[1]] + pieces[2:]
-    vocab["<|startoftext|>"] = len(vocab)
-    vocab["<|endoftext|>"] = len(vocab)
-    return CLIPTokenizer(vocab=vocab, merges=merges, model_max_length=77)
-
 
 def tokenizer():
     """The real SD 1.5 CLIP tokenizer when ../shared is there, else the tiny one."""

@@ -22,6 +22,7 @@ COMMANDS = [
     "idgen.cli.train_recognizer",
     "idgen.cli.forget",
     "idgen.cli.dataset",
+    "idgen.cli.generate",
 ]
 
 

@@ -1,0 +1,72 @@
+"""``idgen generate``: portraits of the person in a photo (or of a random identity), written to a folder
+with each image's identity similarity to the input."""
+
+from __future__ import annotations
+
+from tqdm import tqdm
+
+from ..errors import ConfigError
+
+
+def register(subparsers) -> None:
+    from ..demo.models import add_model_arguments
+
+    parser = subparsers.add_parser(
+        "generate", help="generate images of a person from face photos (or of a random identity)",
+        description="Generate images of the identity in --face (one person, one or more photos) with "
+                    "Arc2Face, or InstantID when --prompt is given with --instantid.")
+    source = parser.add_mutually_exclusive_group(required=True)
+    source.add_argument("--face", action="append", metavar="PHOTO",
+                        help="a photo of the person (repeat for several photos of the same person)")
+    source.add_argument("--random-identity", action="store_true", help="a random identity instead of a photo")
+    parser.add_argument("--out", required=True, help="output folder (images + similarities.json)")
+    parser.add_argument("--prompt", default="", help="text prompt (InstantID style only; Arc2Face takes none)")
+    parser.add_argument("--negative-prompt", default="", help="negative prompt (InstantID style only)")
+    parser.add_argument("--pose", default=None, help="photo whose face pose to copy (InstantID style only)")
+    parser.add_argument("--style", choices=["arc2face", "instantid"], default=None,
+                        help="default: instantid when --instantid is set, else arc2face")
+    parser.add_argument("--count", type=int, default=4, help="images to generate")
+    parser.add_argument("--seed", type=int, default=0, help="image k uses seed + k")
+    parser.add_argument("--steps", type=int, default=25, help="denoising steps")
+    parser.add_argument("--guidance", type=float, default=3.0, help="guidance scale")
+    parser.add_argument("--fast", action="store_true", help="LCM-LoRA preset: 4 steps at guidance 1")
+    add_model_arguments(parser)
+    parser.set_defaults(handler=run)
+
+
+def run(args) -> int:
+    from pathlib import Path
+
+    from ..demo import actions
+    from ..demo.models import ModelHub, settings_from_args
+    from ..io import write_json_atomic
+
+    hub = ModelHub(settings_from_args(args))
+    style = args.style or ("instantid" if hub.instantid_available else "arc2face")
+    if style == "arc2face" and (args.prompt or args.negative_prompt or args.pose):
+        raise ConfigError("--prompt/--negative-prompt/--pose need the InstantID style (--instantid FOLDER); "
+                          "Arc2Face's only condition is the identity")
+    out = Path(args.out)
+    print(f"idgen: loading the face analyser{' (tiny mode: random models)' if hub.settings.tiny else ''}")
+    if args.random_identity:
+        identity = actions.random_identity(hub, args.seed)
+    else:
+        identity = actions.identity_from_photos(hub, args.face)
+    bar = tqdm(total=100, desc=f"{style}: {args.count} image(s)", unit="%")
+
+    def progress(fraction, desc=None):
+        bar.update(int(fraction * 100) - bar.n)
+        if desc:
+            bar.set_postfix_str(desc, refresh=False)
+
+    results = actions.generate_images(hub, identity, style=style, count=args.count, seed=args.seed, steps=args.steps,
+                                      guidance=args.guidance, fast=args.fast, prompt=args.prompt,
+                                      negative_prompt=args.negative_prompt, pose_photo=args.pose, progress=progress)
+    bar.close()
+    paths = actions.save_images([image for image, _ in results], out)
+    records = [{"file": path.name, "seed": args.seed + k, "identity_similarity": similarity}
+               for k, (path, (_, similarity)) in enumerate(zip(paths, results))]
+    write_json_atomic(out / "similarities.json", {"source": identity.source, "style": style, "images": records})
+    for record in records:
+        print(f"{out / record['file']}: {actions.caption(record['identity_similarity'])}")
+    return 0

@@ -1,0 +1,260 @@
+"""What each tab does, as plain functions of a :class:`~idgen.demo.models.ModelHub` and inputs.
+
+They know nothing about Gradio, so the CLI and the tests call them directly; the page wraps them
+(:mod:`idgen.demo.ui`). ``progress`` is any ``callable(fraction, desc=...)`` (``gr.Progress`` is
+one). Bad inputs raise :mod:`idgen.errors` exceptions whose message names the file and the fix.
+"""
+
+from __future__ import annotations
+
+import tempfile
+import zipfile
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable, Optional, Sequence
+
+import numpy as np
+import torch
+from PIL import Image
+
+from ..errors import ConfigError, ImageReadError
+from ..identity import normalize, random_identities, slerp
+from ..io import atomic_path
+from .models import ModelHub
+
+Progress = Callable[..., None]
+
+#: The LCM-LoRA preset's settings; in tiny mode only these numbers apply (there is no LoRA to load).
+FAST_PRESET = {"num_inference_steps": 4, "guidance_scale": 1.0}
+
+
+def _no_progress(fraction, desc=None):
+    pass
+
+
+def draw_faces(image: np.ndarray, faces) -> np.ndarray:
+    """The photo with each face's box and its five keypoints drawn on it."""
+    import cv2
+
+    canvas = image.copy()
+    thickness = max(2, image.shape[1] // 300)
+    for face in faces:
+        x1, y1, x2, y2 = (int(v) for v in face.bbox)
+        cv2.rectangle(canvas, (x1, y1), (x2, y2), (0, 255, 0), thickness)
+        for x, y in face.landmarks:
+            cv2.circle(canvas, (int(x), int(y)), 2 * thickness, (255, 0, 0), -1)
+    return canvas
+
+
+@dataclass
+class IdentityInput:
+    """The identity to generate: a unit vector, and the photos and faces it came from (if any)."""
+
+    vector: torch.Tensor
+    faces: list = field(default_factory=list)
+    annotated: Optional[np.ndarray] = None
+    source: str = "random identity"
+
+
+def identity_dim(hub: ModelHub) -> int:
+    """Length of the recogniser's embeddings (512 for ArcFace, 128 for dlib)."""
+    size = getattr(hub.analyzer().recognizer, "embedding_size", None)
+    if size is None:
+        raise ConfigError("the face recogniser does not report its embedding size; upload a photo instead")
+    return int(size)
+
+
+def identity_from_photos(hub: ModelHub, photos: Sequence) -> IdentityInput:
+    """One identity from one or more photos of a person: the normalised mean of their embeddings.
+
+    Each photo must show exactly one face (group photos are refused so the identity is never
+    silently taken from the wrong person)."""
+    from ..faces import load_image
+
+    analyzer = hub.analyzer()
+    if not photos:
+        raise ImageReadError("no photo given; upload a face photo or tick 'random identity'")
+    faces = [analyzer.get_face(photo, policy="single") for photo in photos]  # errors name the photo
+    first_image = load_image(photos[0])
+    vector = normalize(torch.from_numpy(np.stack([f.normed_embedding for f in faces]).astype(np.float32)).mean(0))
+    names = ", ".join(Path(str(p)).name for p in photos)
+    return IdentityInput(vector, faces, draw_faces(first_image, faces[:1]), source=names)
+
+
+def random_identity(hub: ModelHub, seed: int) -> IdentityInput:
+    generator = torch.Generator().manual_seed(int(seed))
+    return IdentityInput(random_identities(1, identity_dim(hub), generator=generator)[0])
+
+
+def similarity_to(hub: ModelHub, image: Image.Image, identity: torch.Tensor) -> Optional[float]:
+    """Cosine similarity between the largest face in ``image`` and ``identity``; ``None`` when the
+    image holds no detectable face (common for tiny random models)."""
+    faces = hub.analyzer().analyze(np.asarray(image.convert("RGB")))
+    if not faces:
+        return None
+    face = max(faces, key=lambda f: (f.bbox[2] - f.bbox[0]) * (f.bbox[3] - f.bbox[1]))
+    return float(np.dot(face.normed_embedding, identity.numpy()))
+
+
+def caption(similarity: Optional[float]) -> str:
+    return "no face found in the result" if similarity is None else f"identity similarity {similarity:.3f}"
+
+
+def _step_callback(progress: Progress, steps: int, images: int):
+    def on_step_end(pipe, step, timestep, callback_kwargs):
+        progress((step + 1) / steps, desc=f"denoising {images} image(s): step {step + 1}/{steps}")
+        return callback_kwargs
+
+    return on_step_end
+
+
+def _arc2face_with_preset(hub: ModelHub, fast: bool):
+    """The Arc2Face pipeline with the LCM-LoRA loaded exactly when ``fast`` asks for it."""
+    pipe = hub.arc2face()
+    if not hub.settings.tiny and fast != getattr(pipe, "_demo_fast", False):
+        pipe.enable_lcm_lora() if fast else pipe.disable_lcm_lora()
+        pipe._demo_fast = fast
+    return pipe
+
+
+def generate_images(hub: ModelHub, identity: IdentityInput, *, style: str = "arc2face", count: int = 1,
+                    seed: int = 0, steps: int = 25, guidance: float = 3.0, fast: bool = False,
+                    prompt: str = "", negative_prompt: str = "", pose_photo=None,
+                    progress: Progress = _no_progress) -> list[tuple[Image.Image, Optional[float]]]:
+    """``count`` images of ``identity``, each with its identity similarity to the input.
+
+    Image ``k`` uses the generator seeded ``seed + k``, so it does not change with ``count``.
+    """
+    if count < 1:
+        raise ConfigError("count must be at least 1")
+    if fast:
+        steps, guidance = FAST_PRESET["num_inference_steps"], FAST_PRESET["guidance_scale"]
+    generators = [torch.Generator().manual_seed(int(seed) + k) for k in range(count)]
+    callback = _step_callback(progress, int(steps), count)
+    if style == "arc2face":
+        progress(0.0, desc="loading Arc2Face")
+        pipe = _arc2face_with_preset(hub, fast)
+        images = pipe(id_embeds=identity.vector[None], num_images_per_prompt=count, generator=generators,
+                      num_inference_steps=int(steps), guidance_scale=float(guidance),
+                      callback_on_step_end=callback).images
+    elif style == "instantid":
+        if not identity.faces:
+            raise ConfigError("InstantID needs a face photo (it uses the face's keypoints); upload one")
+        progress(0.0, desc="loading InstantID")
+        pipe = hub.instantid()
+        raw = torch.from_numpy(np.asarray(identity.faces[0].embedding, dtype=np.float32))[None]
+        images = pipe(prompt or "a portrait photo", negative_prompt=negative_prompt or None, face_embedding=raw,
+                      keypoints=None if pose_photo is not None else identity.faces[0].landmarks,
+                      pose_image=pose_photo, num_images_per_prompt=count, generator=generators,
+                      num_inference_steps=int(steps), guidance_scale=float(guidance),
+                      callback_on_step_end=callback).images
+    else:
+        raise ConfigError(f"unknown style {style!r}; choose 'arc2face' or 'instantid'")
+    progress(1.0, desc="measuring identity similarity")
+    return [(image, similarity_to(hub, image, identity.vector)) for image in images]
+
+
+def mix_identities(hub: ModelHub, photo_a, photo_b, t: float, *, seed: int = 0, steps: int = 25,
+                   guidance: float = 3.0, fast: bool = False, progress: Progress = _no_progress):
+    """An image of the identity a fraction ``t`` of the way (on the sphere) from A to B.
+
+    Returns the image and its similarity to A and to B (``None`` where no face is found)."""
+    a, b = identity_from_photos(hub, [photo_a]), identity_from_photos(hub, [photo_b])
+    mixed = IdentityInput(slerp(a.vector, b.vector, float(t)), source=f"{t:.2f} from A to B")
+    [(image, _)] = generate_images(hub, mixed, seed=seed, steps=steps, guidance=guidance, fast=fast,
+                                   progress=progress)
+    return image, similarity_to(hub, image, a.vector), similarity_to(hub, image, b.vector)
+
+
+def save_images(images: Sequence[Image.Image], folder: Path, prefix: str = "image") -> list[Path]:
+    """Write PNGs atomically; returns their paths."""
+    folder.mkdir(parents=True, exist_ok=True)
+    paths = []
+    for index, image in enumerate(images):
+        path = folder / f"{prefix}_{index:03d}.png"
+        with atomic_path(path) as tmp:
+            image.save(tmp, format="PNG")
+        paths.append(path)
+    return paths
+
+
+def zip_folder(folder: Path, target: Path) -> Path:
+    """Zip every file under ``folder`` (paths relative to it) into ``target``, atomically."""
+    with atomic_path(target) as tmp:
+        with zipfile.ZipFile(tmp, "w", compression=zipfile.ZIP_DEFLATED) as archive:
+            for path in sorted(p for p in folder.rglob("*") if p.is_file()):
+                archive.write(path, path.relative_to(folder))
+    return target
+
+
+def make_dataset(hub: ModelHub, *, identities: int = 4, images_per_identity: int = 2, seed: int = 0,
+                 steps: int = 25, guidance: float = 3.0, workdir: Optional[Path] = None,
+                 progress: Progress = _no_progress) -> dict:
+    """A small synthetic dataset with :func:`idgen.synth.generate_dataset` and the demo's models.
+
+    In tiny mode the consistency filter is off (random models make no faces to check). Returns the
+    statistics, the dataset folder, its similarity plot, a few sample images and the zip path.
+    """
+    from ..synth import Arc2FaceGenerator, SynthConfig, generate_dataset
+
+    workdir = Path(workdir or tempfile.mkdtemp(prefix="idgen-demo-dataset-"))
+    out = workdir / "dataset"
+    progress(0.0, desc="loading models")
+    generator = Arc2FaceGenerator(hub.arc2face(), num_inference_steps=int(steps), guidance_scale=float(guidance))
+    config = SynthConfig.from_dict({
+        "output": str(out), "seed": int(seed),
+        "identities": {"count": int(identities), "dim": identity_dim(hub), "steps": 50},
+        "variation": {"images_per_identity": int(images_per_identity)},
+        "filter": {"enabled": not hub.settings.tiny, "detector": hub.settings.detector if not hub.settings.tiny else "dlib",
+                   "recognizer": hub.settings.recognizer if not hub.settings.tiny else "dlib"},
+        "writers": {"formats": ["imagefolder"]},
+        "runtime": {"progress": False, "batch_size": 4, "device": "cpu" if hub.settings.tiny else None},
+    }, "demo dataset")
+    progress(0.1, desc=f"generating {identities}×{images_per_identity} images")
+    stats = generate_dataset(config, generator=generator, analyzer=hub.analyzer())
+    progress(0.9, desc="zipping")
+    samples = sorted((out / "images").rglob("*.jpg"))[:8]
+    return {"stats": stats, "folder": out, "plot": out / "plots" / "similarity.png", "samples": samples,
+            "zip": zip_folder(out, workdir / "dataset.zip")}
+
+
+def forget_identities(hub: ModelHub, data_root, *, identities: Sequence[str] = (), count: int = 1,
+                      base_epochs: int = 20, epochs: int = 5, workdir: Optional[Path] = None,
+                      progress: Progress = _no_progress) -> dict:
+    """Forget identities in a small face recogniser with GS-LoRA (:func:`idgen.unlearn.run_forgetting`).
+
+    ``data_root`` holds one folder of face crops per person (e.g. the Dataset tab's ``images/``
+    folder, or ORL). The recogniser (the ``cpu-tiny`` Face Transformer) is trained on it first and
+    kept next to the run, keyed by the folder, so later runs reuse it. ``identities`` names the folders
+    to forget; when empty, ``count`` of them are drawn. Returns the report (before/after accuracies
+    per method), the Markdown report and the group-norm plot.
+    """
+    import hashlib
+
+    from ..unlearn import run_forgetting
+
+    root = Path(str(data_root or "")).expanduser()
+    if not str(data_root or "").strip() or not root.is_dir():
+        raise ConfigError(f"face folder {str(data_root)!r} not found: give a folder with one sub-folder of "
+                           "photos per person (or make a dataset in the Dataset tab first)")
+    key = hashlib.sha1(str(root.resolve()).encode()).hexdigest()[:12]
+    cache = Path(tempfile.gettempdir()) / "idgen-demo-forget" / key
+    run = Path(workdir or tempfile.mkdtemp(prefix="idgen-demo-forget-"))
+    names = [name.strip() for name in identities if name.strip()]
+    tasks = {"identities": [names]} if names else {"num_tasks": 1, "classes_per_task": int(count)}
+    config = {
+        "data": {"root": str(root), "align": "resize", "image_size": 32, "test_fraction": 0.3,
+                 "cache_dir": str(cache / "faces")},
+        "model": {"path": str(cache / f"recognizer-{int(base_epochs)}"), "preset": "cpu-tiny",
+                  "train": {"epochs": int(base_epochs), "batch_size": 32, "lr": 1e-3}},
+        "method": "gs-lora", "tasks": tasks,
+        "forget": {"epochs": int(epochs), "warmup_epochs": min(2, int(epochs) - 1), "lr": 1e-2,
+                   "lora": {"rank": 2, "grouping": "block"}},
+        "baselines": {"methods": []},
+        "output_dir": str(run),
+    }
+    progress(0.05, desc="training the recogniser (first run on this folder) and forgetting")
+    report = run_forgetting(config)
+    progress(1.0, desc="done")
+    return {"report": report, "markdown": (run / "report.md").read_text(), "plot": run / "groups.png",
+            "folder": run}

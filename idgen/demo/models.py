@@ -1,0 +1,185 @@
+"""Which models the demo uses, and loading each one only when a tab first needs it.
+
+:class:`ModelSettings` names the checkpoints (hub ids or local folders) and comes from command-line
+flags or ``IDGEN_*`` environment variables. :class:`ModelHub` turns settings into objects on first
+use and keeps them: opening the page loads nothing, the first Generate click loads the face analyser
+and the Arc2Face pipeline, and the InstantID pipeline is loaded only if someone picks that style.
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+from dataclasses import dataclass, fields
+from typing import Optional
+
+#: Setting name → (environment variable, default).
+ENVIRONMENT = {
+    "model": ("IDGEN_MODEL", None),
+    "base": ("IDGEN_BASE", "stable-diffusion-v1-5/stable-diffusion-v1-5"),
+    "arc2face": ("IDGEN_ARC2FACE", "FoivosPar/Arc2Face"),
+    "instantid": ("IDGEN_INSTANTID", None),
+    "instantid_base": ("IDGEN_INSTANTID_BASE", "stabilityai/stable-diffusion-xl-base-1.0"),
+    "detector": ("IDGEN_DETECTOR", "antelopev2"),
+    "recognizer": ("IDGEN_RECOGNIZER", "arcface.onnx"),
+    "insightface_root": ("IDGEN_INSIGHTFACE_ROOT", "~/.insightface"),
+    "forget_data": ("IDGEN_FORGET_DATA", None),
+    "device": ("IDGEN_DEVICE", None),
+    "dtype": ("IDGEN_DTYPE", None),
+}
+
+
+@dataclass
+class ModelSettings:
+    """Checkpoints and devices of the demo; see :data:`ENVIRONMENT` for the variables and defaults.
+
+    ``model`` is a saved idgen Arc2Face pipeline (``save_pretrained`` layout); when set it replaces
+    ``base`` + ``arc2face``. ``instantid`` is the InstantID folder or hub id (``InstantX/InstantID``: ``ControlNetModel/``
+    and ``ip-adapter.bin``); leave it unset to hide the InstantID style. ``tiny`` replaces every
+    model by a tiny random one built in code (dlib for faces) so the demo runs offline.
+    """
+
+    model: Optional[str] = None
+    base: str = ENVIRONMENT["base"][1]
+    arc2face: str = ENVIRONMENT["arc2face"][1]
+    instantid: Optional[str] = None
+    instantid_base: str = ENVIRONMENT["instantid_base"][1]
+    detector: str = ENVIRONMENT["detector"][1]
+    recognizer: str = ENVIRONMENT["recognizer"][1]
+    insightface_root: str = ENVIRONMENT["insightface_root"][1]
+    forget_data: Optional[str] = None
+    device: Optional[str] = None
+    dtype: Optional[str] = None
+    tiny: bool = False
+
+    @classmethod
+    def from_environment(cls, **overrides) -> "ModelSettings":
+        """Defaults, then ``IDGEN_*`` variables, then ``overrides`` that are not ``None``."""
+        values = {name: os.environ.get(variable, default) for name, (variable, default) in ENVIRONMENT.items()}
+        values["tiny"] = os.environ.get("IDGEN_TINY", "") not in ("", "0")
+        values.update({k: v for k, v in overrides.items() if v is not None})
+        known = {f.name for f in fields(cls)}
+        return cls(**{k: v for k, v in values.items() if k in known})
+
+    def resolved_device(self) -> str:
+        import torch
+
+        return self.device or ("cuda" if torch.cuda.is_available() else "cpu")
+
+    def torch_dtype(self):
+        import torch
+
+        if self.dtype:
+            return getattr(torch, self.dtype)
+        return torch.float16 if self.resolved_device().startswith("cuda") else None
+
+
+class ModelHub:
+    """Lazily built, shared models for the demo's tabs (thread-safe: the queue runs handlers in
+    worker threads, and two first clicks must not load a checkpoint twice)."""
+
+    def __init__(self, settings: ModelSettings):
+        self.settings = settings
+        self._cache: dict = {}
+        self._lock = threading.RLock()  # arc2face() builds analyzer() inside the lock
+
+    @property
+    def instantid_available(self) -> bool:
+        return self.settings.instantid is not None and not self.settings.tiny
+
+    def loaded(self) -> list[str]:
+        """Names of the models built so far (the tests check that tabs load only what they need)."""
+        return sorted(self._cache)
+
+    def _get(self, name: str, build):
+        with self._lock:
+            if name not in self._cache:
+                self._cache[name] = build()
+            return self._cache[name]
+
+    def analyzer(self):
+        """The face analyser: dlib in tiny mode, else the configured detector and recogniser."""
+        from ..faces import FaceAnalyzer
+
+        s = self.settings
+        if s.tiny:
+            return self._get("analyzer", lambda: FaceAnalyzer.from_backend("dlib", "dlib"))
+        return self._get("analyzer", lambda: FaceAnalyzer.from_backend(s.detector, s.recognizer,
+                                                                         root=s.insightface_root))
+
+    def arc2face(self):
+        """The Arc2Face pipeline, with the face analyser attached."""
+        def build():
+            if self.settings.tiny:
+                from .tiny import tiny_arc2face
+
+                pipe = tiny_arc2face()
+            else:
+                from ..pipelines import Arc2FacePipeline
+
+                s = self.settings
+                if s.model:
+                    pipe = Arc2FacePipeline.from_pretrained(s.model, torch_dtype=s.torch_dtype())
+                else:
+                    pipe = Arc2FacePipeline.from_arc2face(s.base, s.arc2face, torch_dtype=s.torch_dtype())
+                pipe.to(self.settings.resolved_device())
+            pipe.set_face_analyzer(self.analyzer())
+            return pipe
+
+        return self._get("arc2face", build)
+
+    def instantid(self):
+        """The InstantID pipeline (SDXL + IdentityNet + face adapter), with the face analyser."""
+        from ..errors import ConfigError
+
+        if not self.instantid_available:
+            raise ConfigError("InstantID is not configured: start the demo with --instantid FOLDER_OR_HUB_ID")
+
+        def build():
+            from diffusers import ControlNetModel
+
+            from ..pipelines import InstantIDPipeline
+
+            s = self.settings
+            controlnet = ControlNetModel.from_pretrained(s.instantid, subfolder="ControlNetModel",
+                                                         torch_dtype=s.torch_dtype())
+            pipe = InstantIDPipeline.from_pretrained(s.instantid_base, controlnet=controlnet,
+                                                     torch_dtype=s.torch_dtype())
+            pipe.load_instantid_adapter(s.instantid)
+            pipe.to(s.resolved_device())
+            pipe.set_face_analyzer(self.analyzer())
+            return pipe
+
+        return self._get("instantid", build)
+
+
+def add_model_arguments(parser, demo: bool = False) -> None:
+    """The model flags shared by ``python app.py`` and ``idgen generate`` (each defaults to its
+    ``IDGEN_*`` variable, then to the built-in default). ``demo`` adds the page-only ``--forget-data``."""
+    group = parser.add_argument_group("models (hub ids or local folders)")
+    group.add_argument("--base", help=f"SD 1.5 base for Arc2Face (${ENVIRONMENT['base'][0]}; "
+                                      f"default {ENVIRONMENT['base'][1]})")
+    group.add_argument("--model", help=f"a saved idgen Arc2Face pipeline folder, instead of --base/--arc2face "
+                                       f"(${ENVIRONMENT['model'][0]})")
+    group.add_argument("--arc2face",
+                       help=f"Arc2Face checkpoint with arc2face/ and encoder/ (${ENVIRONMENT['arc2face'][0]}; "
+                            f"default {ENVIRONMENT['arc2face'][1]})")
+    group.add_argument("--instantid", help=f"InstantID folder or hub id, e.g. InstantX/InstantID "
+                                           f"(${ENVIRONMENT['instantid'][0]}; default: InstantID off)")
+    group.add_argument("--instantid-base", help=f"SDXL base for InstantID (${ENVIRONMENT['instantid_base'][0]})")
+    group.add_argument("--detector", help=f"face detector (${ENVIRONMENT['detector'][0]}; default antelopev2)")
+    group.add_argument("--recognizer", help=f"face recogniser (${ENVIRONMENT['recognizer'][0]}; default arcface.onnx)")
+    group.add_argument("--insightface-root", help=f"insightface model root (${ENVIRONMENT['insightface_root'][0]})")
+    if demo:
+        group.add_argument("--forget-data", help=f"face folder for the Forget tab, one sub-folder per person "
+                                                 f"(${ENVIRONMENT['forget_data'][0]})")
+    group.add_argument("--device", help="torch device (default: cuda when available, else cpu)")
+    group.add_argument("--dtype", choices=["float32", "float16", "bfloat16"],
+                       help="weights dtype (default: float16 on GPU, float32 on CPU)")
+    group.add_argument("--tiny", action="store_true", default=None,
+                       help="tiny random models built in code, offline (for trying things out and tests)")
+
+
+def settings_from_args(args) -> ModelSettings:
+    return ModelSettings.from_environment(**{name: getattr(args, name, None) for name in ENVIRONMENT},
+                                          tiny=args.tiny)

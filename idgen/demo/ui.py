@@ -1,0 +1,186 @@
+"""The Gradio page: one tab per task, each a thin wrapper around :mod:`idgen.demo.actions`.
+
+Every handler goes through :func:`friendly_errors`, so a photo without a face, a group photo or a
+file that is not an image shows a one-line message in the page instead of a traceback.
+"""
+
+from __future__ import annotations
+
+import functools
+import logging
+import tempfile
+from pathlib import Path
+
+import gradio as gr
+
+from ..errors import IdgenError
+from . import actions
+from .models import ModelHub
+
+logger = logging.getLogger(__name__)
+
+TINY_BANNER = ("**Tiny random models.** This page runs with tiny, randomly initialised models so that it "
+               "works offline in seconds: the images are noise and the numbers mean nothing. Start "
+               "`python app.py` without `--tiny` for real Arc2Face / InstantID checkpoints.")
+
+
+def friendly_errors(handler):
+    """Turn idgen's input errors into their own message in the page, and anything unexpected into a
+    one-line message (the traceback goes to the server log, never to the visitor)."""
+
+    @functools.wraps(handler)
+    def wrapper(*args, **kwargs):
+        try:
+            return handler(*args, **kwargs)
+        except gr.Error:
+            raise
+        except IdgenError as error:
+            raise gr.Error(str(error), print_exception=False) from None
+        except Exception as error:  # noqa: BLE001 - the page must never show a traceback
+            logger.exception("demo handler %s failed", handler.__name__)
+            raise gr.Error(f"Something went wrong ({type(error).__name__}: {error}). "
+                           "The details are in the server log.", print_exception=False) from None
+
+    return wrapper
+
+
+def _paths(files) -> list[str]:
+    if files is None:
+        return []
+    return [str(f) for f in (files if isinstance(files, list) else [files])]
+
+
+def _sampling_controls(default_steps: int):
+    with gr.Row():
+        seed = gr.Number(value=0, precision=0, label="seed")
+        steps = gr.Slider(1, 50, value=default_steps, step=1, label="steps")
+        guidance = gr.Slider(1.0, 10.0, value=3.0, step=0.5, label="guidance")
+        fast = gr.Checkbox(value=False, label="fast preset (LCM-LoRA: 4 steps, guidance 1)")
+    return seed, steps, guidance, fast
+
+
+def build_demo(hub: ModelHub) -> gr.Blocks:
+    """The page for ``hub``'s models. Nothing is loaded until a tab first needs it."""
+    tiny = hub.settings.tiny
+    default_steps = 2 if tiny else 25
+    styles = [("Arc2Face", "arc2face")] + ([("InstantID", "instantid")] if hub.instantid_available else [])
+
+    @friendly_errors
+    def generate(photos, use_random, style, prompt, negative, pose, seed, steps, guidance, count, fast,
+                 progress=gr.Progress()):
+        photos = _paths(photos)
+        if use_random:
+            identity = actions.random_identity(hub, seed)
+        elif not photos:
+            raise gr.Error("Upload a face photo first, or tick 'random identity'.", print_exception=False)
+        else:
+            progress(0.0, desc="finding the face")
+            identity = actions.identity_from_photos(hub, photos)
+        pose_path = _paths(pose)[0] if pose else None
+        results = actions.generate_images(
+            hub, identity, style=style, count=int(count), seed=int(seed), steps=int(steps), guidance=float(guidance),
+            fast=bool(fast), prompt=prompt, negative_prompt=negative, pose_photo=pose_path, progress=progress)
+        folder = Path(tempfile.mkdtemp(prefix="idgen-demo-"))
+        paths = actions.save_images([image for image, _ in results], folder / "images")
+        archive = actions.zip_folder(folder / "images", folder / "images.zip")
+        gallery = [(str(path), actions.caption(similarity)) for path, (_, similarity) in zip(paths, results)]
+        return gallery, identity.annotated, str(archive), f"{len(results)} image(s) of {identity.source}"
+
+    @friendly_errors
+    def mix(photo_a, photo_b, t, seed, steps, guidance, fast, progress=gr.Progress()):
+        if not photo_a or not photo_b:
+            raise gr.Error("Upload two face photos (A and B).", print_exception=False)
+        image, to_a, to_b = actions.mix_identities(hub, _paths(photo_a)[0], _paths(photo_b)[0], float(t),
+                                                    seed=int(seed), steps=int(steps), guidance=float(guidance),
+                                                    fast=bool(fast), progress=progress)
+        fmt = lambda s: "no face found" if s is None else f"{s:.3f}"  # noqa: E731
+        return image, f"similarity to A: {fmt(to_a)} · similarity to B: {fmt(to_b)}"
+
+    @friendly_errors
+    def dataset(identities, per_identity, seed, steps, progress=gr.Progress()):
+        result = actions.make_dataset(hub, identities=int(identities), images_per_identity=int(per_identity),
+                                      seed=int(seed), steps=int(steps), progress=progress)
+        stats = result["stats"]
+        summary = (f"{stats['images']} images of {stats['identities_with_images']} identities · "
+                   f"counts: {stats['counts']}")
+        return ([str(p) for p in result["samples"]], str(result["plot"]), str(result["zip"]), summary,
+                str(result["folder"] / "images"))
+
+    @friendly_errors
+    def forget(folder, names, count, base_epochs, epochs, progress=gr.Progress()):
+        result = actions.forget_identities(hub, folder, identities=(names or "").split(","), count=int(count),
+                                           base_epochs=int(base_epochs), epochs=int(epochs), progress=progress)
+        return result["markdown"], str(result["plot"])
+
+    title = "idgen demo" + (" (tiny random models)" if tiny else "")
+    with gr.Blocks(title=title) as demo:
+        gr.Markdown(f"# {title}\nIdentity-preserving face generation, synthetic datasets and identity mixing,\nidentity forgetting.")
+        if tiny:
+            gr.Markdown(TINY_BANNER, elem_id="tiny-banner")
+        with gr.Tab("Generate"):
+            with gr.Row():
+                with gr.Column():
+                    photos = gr.File(file_count="multiple", label="face photo(s) of one person", elem_id="photos")
+                    use_random = gr.Checkbox(value=False, label="random identity (ignore the photos)")
+                    style = gr.Radio(styles, value="arc2face", label="style")
+                    prompt = gr.Textbox(label="prompt (InstantID)", placeholder="a portrait photo, studio light")
+                    negative = gr.Textbox(label="negative prompt (InstantID)")
+                    pose = gr.File(label="pose photo (InstantID, optional)", file_count="single")
+                    seed, steps, guidance, fast = _sampling_controls(default_steps)
+                    count = gr.Slider(1, 8, value=2, step=1, label="images")
+                    go = gr.Button("Generate", variant="primary", elem_id="generate")
+                with gr.Column():
+                    gallery = gr.Gallery(label="generated (caption: identity similarity to the input)",
+                                         elem_id="gallery")
+                    detected = gr.Image(label="detected face and keypoints", format="png")
+                    download = gr.File(label="download (zip)")
+                    status = gr.Markdown()
+            go.click(generate, [photos, use_random, style, prompt, negative, pose, seed, steps, guidance, count, fast],
+                     [gallery, detected, download, status], api_name="generate")
+        with gr.Tab("Mix"):
+            with gr.Row():
+                photo_a = gr.File(label="face A", file_count="single")
+                photo_b = gr.File(label="face B", file_count="single")
+            t = gr.Slider(0.0, 1.0, value=0.5, step=0.05, label="from A (0) to B (1), on the identity sphere")
+            seed_m, steps_m, guidance_m, fast_m = _sampling_controls(default_steps)
+            mixed = gr.Image(label="mixed identity", format="png")
+            mix_status = gr.Markdown()
+            gr.Button("Mix", variant="primary").click(
+                mix, [photo_a, photo_b, t, seed_m, steps_m, guidance_m, fast_m], [mixed, mix_status], api_name="mix")
+        with gr.Tab("Dataset"):
+            with gr.Row():
+                n_ids = gr.Slider(2, 16, value=3, step=1, label="identities")
+                per_id = gr.Slider(1, 8, value=2, step=1, label="images per identity")
+                seed_d = gr.Number(value=0, precision=0, label="seed")
+                steps_d = gr.Slider(1, 50, value=default_steps, step=1, label="steps")
+            samples = gr.Gallery(label="sample images")
+            plot = gr.Image(label="identity similarity statistics")
+            archive = gr.File(label="dataset (zip)")
+            summary = gr.Markdown()
+            dataset_button = gr.Button("Generate dataset", variant="primary")
+        with gr.Tab("Forget"):
+            gr.Markdown("Train a small face recogniser on a folder (one sub-folder of photos per person), then "
+                        "make it forget some people with GS-LoRA and compare accuracies before and after. "
+                        "A dataset made in the Dataset tab fills in the folder.")
+            with gr.Row():
+                folder = gr.Textbox(label="face folder", value=hub.settings.forget_data or "")
+                names = gr.Textbox(label="people to forget (folder names, comma-separated; empty = draw)")
+                count_f = gr.Number(value=1, precision=0, label="how many to draw")
+            with gr.Row():
+                base_epochs = gr.Slider(1, 60, value=5 if tiny else 40, step=1, label="recogniser training epochs")
+                epochs_f = gr.Slider(1, 30, value=2 if tiny else 10, step=1, label="forgetting epochs")
+            report = gr.Markdown()
+            groups = gr.Image(label="LoRA group norms")
+            gr.Button("Forget", variant="primary").click(
+                forget, [folder, names, count_f, base_epochs, epochs_f], [report, groups], api_name="forget")
+        dataset_button.click(dataset, [n_ids, per_id, seed_d, steps_d], [samples, plot, archive, summary, folder],
+                             api_name="dataset")
+    return demo
+
+
+def launch(demo: gr.Blocks, *, host: str = "127.0.0.1", port: int | None = None, concurrency: int = 1,
+           max_queue: int = 16, max_file_size: str = "10mb", **kwargs):
+    """Serve ``demo`` behind a queue: at most ``concurrency`` generations run at once, at most
+    ``max_queue`` wait, and uploads above ``max_file_size`` are refused."""
+    demo.queue(default_concurrency_limit=concurrency, max_size=max_queue)
+    return demo.launch(server_name=host, server_port=port, max_file_size=max_file_size, **kwargs)
