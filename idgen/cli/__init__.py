@@ -18,6 +18,8 @@ from ..errors import IdgenError
 COMMANDS = [
     "idgen.cli.embed",
     "idgen.cli.evaluate",
+    "idgen.cli.train_recognizer",
+    "idgen.cli.forget",
 ]
 
 

@@ -1,0 +1,183 @@
+"""Identity-labelled face folders as in-memory tensors, aligned once and cached.
+
+A face folder has the ImageFolder layout ``<identity>/<image>``. Photos are aligned with
+:mod:`idgen.faces` (dlib detector, 5-point similarity transform to the ArcFace template) or, for
+pre-cropped sets such as ORL, simply resized. The aligned uint8 crops are cached as safetensors
+keyed by the folder, the file list and the alignment settings, so a second run starts in seconds.
+
+The train/test split is fixed and per identity: each identity's files are sorted by name, the last
+``test_fraction`` of them (at least ``min_test``, at most ``max_test``) are the test images and up
+to ``max_train`` of the rest are the training images.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+from tqdm.auto import tqdm
+
+from ..errors import ConfigError, ImageReadError
+from ..io import save_safetensors_atomic
+
+
+@dataclass
+class FaceSet:
+    """Images (N×C×S×S uint8) with integer labels indexing ``class_names``."""
+
+    images: torch.Tensor
+    labels: torch.Tensor
+    class_names: list[str]
+    files: list[str] = field(default_factory=list)
+
+    def __len__(self) -> int:
+        return len(self.labels)
+
+    def subset(self, mask: torch.Tensor) -> "FaceSet":
+        index = mask.nonzero().flatten()
+        return FaceSet(self.images[index], self.labels[index], self.class_names,
+                       [self.files[i] for i in index.tolist()] if self.files else [])
+
+    def of_classes(self, classes) -> "FaceSet":
+        return self.subset(torch.isin(self.labels, torch.as_tensor(list(classes), dtype=torch.long)))
+
+    def few_shot(self, k: int) -> "FaceSet":
+        """The first ``k`` images of every class (deterministic)."""
+        keep = torch.zeros(len(self), dtype=torch.bool)
+        for c in self.labels.unique():
+            keep[(self.labels == c).nonzero().flatten()[:k]] = True
+        return self.subset(keep)
+
+
+@dataclass
+class FaceDataConfig:
+    root: str
+    align: str = "dlib"          # "dlib" (detect + align) or "resize" (pre-cropped faces)
+    image_size: int = 112
+    min_images_per_class: int = 1
+    test_fraction: float = 0.25
+    min_test: int = 1
+    max_test: int = 10
+    max_train: int | None = None
+    fallback_box: float | None = 0.42  # dlib: centred box used when no face is detected (LFW is pre-centred)
+    cache_dir: str | None = None
+
+    def __post_init__(self):
+        if self.align not in ("dlib", "resize"):
+            raise ConfigError(f"data.align must be 'dlib' or 'resize', not {self.align!r}")
+
+
+def list_identities(root: Path, min_images: int) -> dict[str, list[Path]]:
+    from ..faces import iter_image_files
+
+    if not root.is_dir():
+        raise ConfigError(f"{root}: not a folder; expected <identity>/<image> sub-folders")
+    people = {}
+    for person in sorted(p for p in root.iterdir() if p.is_dir()):
+        files = sorted(Path(f) for f in iter_image_files(person))
+        if len(files) >= min_images:
+            people[person.name] = files
+    if len(people) < 2:
+        raise ConfigError(f"{root}: found {len(people)} identity folder(s) with ≥ {min_images} images; need at least 2")
+    return people
+
+
+def _read_resized(path: Path, size: int) -> np.ndarray:
+    from PIL import Image
+
+    from ..faces import load_image
+
+    rgb = load_image(path)
+    return np.asarray(Image.fromarray(rgb).resize((size, size), Image.BILINEAR))
+
+
+def align_files(files: list[Path], config: FaceDataConfig) -> np.ndarray:
+    """N×S×S×3 uint8 crops: resized photos, or 112×112 dlib-aligned faces (S = 112)."""
+    analyzer = None
+    if config.align == "dlib":
+        from ..faces import FaceAnalyzer
+
+        analyzer = FaceAnalyzer.from_backend("dlib", None, fallback_box=config.fallback_box)
+    crops = []
+    for path in tqdm(files, desc="aligning faces", leave=False):
+        if analyzer is None:
+            crops.append(_read_resized(path, config.image_size))
+            continue
+        faces = analyzer.detect(path)
+        if not faces:
+            raise ImageReadError(f"no face found in {path}; set data.fallback_box or remove the photo")
+        crops.append(faces[0].aligned)
+    return np.stack(crops)
+
+
+def _cache_key(files: list[Path], config: FaceDataConfig) -> str:
+    size = config.image_size if config.align == "resize" else "aligned-112"
+    description = json.dumps({"files": [str(f) for f in files], "align": config.align, "size": size,
+                              "fallback": config.fallback_box}, sort_keys=True)
+    return hashlib.sha1(description.encode()).hexdigest()[:16]
+
+
+def load_aligned(files: list[Path], config: FaceDataConfig) -> np.ndarray:
+    """N×S×S×3 uint8 crops at ``config.image_size``; the 112×112 alignments are cached."""
+    crops = _load_or_align(files, config)
+    if crops.shape[1] != config.image_size:
+        from PIL import Image
+
+        crops = np.stack([np.asarray(Image.fromarray(c).resize((config.image_size,) * 2, Image.BILINEAR))
+                          for c in crops])
+    return crops
+
+
+def _load_or_align(files: list[Path], config: FaceDataConfig) -> np.ndarray:
+    cache = None
+    if config.cache_dir:
+        cache = Path(config.cache_dir) / f"aligned-{_cache_key(files, config)}.safetensors"
+        if cache.is_file():
+            from safetensors.numpy import load_file
+
+            return load_file(str(cache))["crops"]
+    crops = align_files(files, config)
+    if cache is not None:
+        save_safetensors_atomic({"crops": crops}, cache)
+    return crops
+
+
+def load_face_folder(config: FaceDataConfig) -> tuple[FaceSet, FaceSet]:
+    """The (train, test) split of an identity-labelled folder, as aligned uint8 tensors."""
+    people = list_identities(Path(os.path.expanduser(config.root)), config.min_images_per_class)
+    train_files, test_files, train_labels, test_labels = [], [], [], []
+    for label, files in enumerate(people.values()):
+        n_test = int(min(config.max_test, max(config.min_test, round(config.test_fraction * len(files)))))
+        if n_test >= len(files):
+            raise ConfigError(f"identity {list(people)[label]!r} has {len(files)} images: too few for a test split")
+        train = files[: len(files) - n_test][: config.max_train]
+        test_files += files[len(files) - n_test:]
+        train_files += train
+        train_labels += [label] * len(train)
+        test_labels += [label] * n_test
+    crops = load_aligned(train_files + test_files, config)
+    images = torch.from_numpy(crops).permute(0, 3, 1, 2).contiguous()
+    names = list(people)
+    n = len(train_files)
+    root = Path(os.path.expanduser(config.root))
+    rel = [str(f.relative_to(root)) for f in train_files + test_files]
+    return (FaceSet(images[:n], torch.tensor(train_labels), names, rel[:n]),
+            FaceSet(images[n:], torch.tensor(test_labels), names, rel[n:]))
+
+
+def to_model_input(images: torch.Tensor, augment: bool = False) -> torch.Tensor:
+    """uint8 N×C×S×S → float in [-1, 1]; ``augment`` adds random flips and ±S/16 pixel shifts."""
+    x = images.float().div(127.5).sub(1.0)
+    if augment:
+        flip = torch.rand(len(x)) < 0.5
+        x = torch.where(flip[:, None, None, None], x.flip(-1), x)
+        pad = max(1, x.shape[-1] // 16)
+        padded = torch.nn.functional.pad(x, (pad,) * 4, mode="replicate")
+        dx, dy = torch.randint(0, 2 * pad + 1, (2,)).tolist()
+        x = padded[..., dy: dy + x.shape[-2], dx: dx + x.shape[-1]]
+    return x

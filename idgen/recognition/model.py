@@ -1,0 +1,212 @@
+"""Face Transformer: a ViT over aligned face crops with a margin-softmax classification head.
+
+The recogniser of Zhong & Deng ("Face Transformer for Recognition", 2021) that GS-LoRA edits: the
+aligned crop is cut into patches, a class token and learned position embeddings are added, pre-norm
+transformer blocks (multi-head attention, then a GELU feed-forward network) mix them, and the class
+token's output, projected to ``embedding_dim``, is the identity embedding. Training uses a CosFace or
+ArcFace margin head; at test time the head's plain scaled cosines are the class logits.
+
+Size is configuration: :data:`PRESETS` holds the paper's size and small CPU presets. A recogniser is
+saved as ``config.json`` + ``model.safetensors`` in a folder (:meth:`FaceRecognizer.save_pretrained`).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+from dataclasses import asdict, dataclass, fields
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from ..errors import ConfigError, ModelFilesMissingError
+from ..io import save_safetensors_atomic, write_json_atomic
+
+
+@dataclass
+class FaceTransformerConfig:
+    image_size: int = 112
+    channels: int = 3
+    patch_size: int = 8
+    dim: int = 512
+    depth: int = 6
+    heads: int = 8
+    mlp_dim: int = 2048
+    embedding_dim: int = 512
+    num_classes: int = 100
+    head: str = "cosface"  # or "arcface"
+    scale: float = 64.0
+    margin: float = 0.35
+    dropout: float = 0.0
+
+    def __post_init__(self):
+        if self.image_size % self.patch_size:
+            raise ConfigError(f"image_size {self.image_size} is not a multiple of patch_size {self.patch_size}")
+        if self.dim % self.heads:
+            raise ConfigError(f"dim {self.dim} is not divisible by heads {self.heads}")
+        if self.head not in ("cosface", "arcface"):
+            raise ConfigError(f"head must be 'cosface' or 'arcface', not {self.head!r}")
+
+    @classmethod
+    def from_dict(cls, values: dict) -> "FaceTransformerConfig":
+        known = {f.name for f in fields(cls)}
+        unknown = sorted(set(values) - known)
+        if unknown:
+            raise ConfigError(f"unknown model option(s) {unknown}; known: {sorted(known)}")
+        return cls(**values)
+
+
+#: Named sizes. ``paper`` is the GS-LoRA Face Transformer; the others are small enough for a CPU.
+PRESETS: dict[str, dict] = {
+    "paper": dict(image_size=112, patch_size=8, dim=512, depth=6, heads=8, mlp_dim=2048, embedding_dim=512),
+    "cpu-small": dict(image_size=40, patch_size=8, dim=128, depth=4, heads=4, mlp_dim=512, embedding_dim=128),
+    "cpu-tiny": dict(image_size=32, patch_size=8, dim=96, depth=4, heads=4, mlp_dim=384, embedding_dim=64),
+}
+
+
+def model_config(preset: str | None = None, **overrides) -> FaceTransformerConfig:
+    """A config from a preset name plus overrides (``overrides`` win)."""
+    values = {}
+    if preset is not None:
+        if preset not in PRESETS:
+            raise ConfigError(f"unknown model preset {preset!r}; choose one of {sorted(PRESETS)}")
+        values.update(PRESETS[preset])
+    values.update(overrides)
+    return FaceTransformerConfig.from_dict(values)
+
+
+class Attention(nn.Module):
+    def __init__(self, dim: int, heads: int, dropout: float):
+        super().__init__()
+        self.heads = heads
+        self.qkv = nn.Linear(dim, dim * 3)
+        self.proj = nn.Linear(dim, dim)
+        self.dropout = dropout
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        batch, tokens, dim = x.shape
+        q, k, v = self.qkv(x).view(batch, tokens, 3, self.heads, dim // self.heads).permute(2, 0, 3, 1, 4)
+        out = F.scaled_dot_product_attention(q, k, v, dropout_p=self.dropout if self.training else 0.0)
+        return self.proj(out.transpose(1, 2).reshape(batch, tokens, dim))
+
+
+class FeedForward(nn.Module):
+    """The block's FFN: the two linears GS-LoRA adapts."""
+
+    def __init__(self, dim: int, hidden: int, dropout: float):
+        super().__init__()
+        self.fc1 = nn.Linear(dim, hidden)
+        self.fc2 = nn.Linear(hidden, dim)
+        self.dropout = nn.Dropout(dropout)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.fc2(self.dropout(F.gelu(self.fc1(x))))
+
+
+class Block(nn.Module):
+    def __init__(self, config: FaceTransformerConfig):
+        super().__init__()
+        self.norm1 = nn.LayerNorm(config.dim)
+        self.attn = Attention(config.dim, config.heads, config.dropout)
+        self.norm2 = nn.LayerNorm(config.dim)
+        self.mlp = FeedForward(config.dim, config.mlp_dim, config.dropout)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = x + self.attn(self.norm1(x))
+        return x + self.mlp(self.norm2(x))
+
+
+class MarginHead(nn.Module):
+    """Normalised class weights; CosFace (cos θ − m) or ArcFace (cos(θ + m)) margin on the true class.
+
+    ``forward(embeddings)`` gives the test-time logits ``s·cos θ``; ``forward(embeddings, labels)``
+    applies the margin to each row's label (used for training)."""
+
+    def __init__(self, embedding_dim: int, num_classes: int, kind: str, scale: float, margin: float):
+        super().__init__()
+        self.weight = nn.Parameter(torch.randn(num_classes, embedding_dim) * 0.01)
+        self.kind, self.scale, self.margin = kind, scale, margin
+
+    def cosine(self, embeddings: torch.Tensor) -> torch.Tensor:
+        return F.linear(F.normalize(embeddings, dim=-1), F.normalize(self.weight, dim=-1))
+
+    def forward(self, embeddings: torch.Tensor, labels: torch.Tensor | None = None) -> torch.Tensor:
+        cos = self.cosine(embeddings)
+        if labels is None or self.margin == 0:
+            return self.scale * cos
+        target = F.one_hot(labels, cos.shape[1]).bool()
+        if self.kind == "cosface":
+            adjusted = cos - self.margin
+        else:
+            theta = torch.acos(cos.clamp(-1 + 1e-6, 1 - 1e-6))
+            adjusted = torch.cos((theta + self.margin).clamp(max=math.pi))
+        return self.scale * torch.where(target, adjusted, cos)
+
+
+class FaceRecognizer(nn.Module):
+    """Face Transformer backbone (``embed``) + margin head (``forward`` gives class logits)."""
+
+    def __init__(self, config: FaceTransformerConfig):
+        super().__init__()
+        self.config = config
+        patches = (config.image_size // config.patch_size) ** 2
+        self.patch_embed = nn.Conv2d(config.channels, config.dim, config.patch_size, stride=config.patch_size)
+        self.cls_token = nn.Parameter(torch.zeros(1, 1, config.dim))
+        self.pos_embed = nn.Parameter(torch.randn(1, patches + 1, config.dim) * 0.02)
+        self.blocks = nn.ModuleList(Block(config) for _ in range(config.depth))
+        self.norm = nn.LayerNorm(config.dim)
+        self.to_embedding = nn.Linear(config.dim, config.embedding_dim)
+        self.head = MarginHead(config.embedding_dim, config.num_classes, config.head, config.scale, config.margin)
+        self.apply(_init_weights)
+
+    def embed(self, images: torch.Tensor) -> torch.Tensor:
+        """Identity embeddings (not normalised) of images scaled to [-1, 1], shape N×C×H×W."""
+        x = self.patch_embed(images).flatten(2).transpose(1, 2)
+        x = torch.cat([self.cls_token.expand(len(x), -1, -1), x], dim=1) + self.pos_embed
+        for block in self.blocks:
+            x = block(x)
+        return self.to_embedding(self.norm(x[:, 0]))
+
+    def forward(self, images: torch.Tensor, labels: torch.Tensor | None = None) -> torch.Tensor:
+        return self.head(self.embed(images), labels)
+
+    # ------------------------------------------------------------------ persistence
+    def save_pretrained(self, folder: str | os.PathLike, class_names: list[str] | None = None) -> None:
+        folder = Path(folder)
+        config = asdict(self.config)
+        if class_names is not None:
+            config["class_names"] = list(class_names)
+        write_json_atomic(folder / "config.json", config)
+        state = {k: v.detach().contiguous().cpu() for k, v in self.state_dict().items()}
+        save_safetensors_atomic(state, folder / "model.safetensors", metadata={"format": "pt"})
+
+    @classmethod
+    def from_pretrained(cls, folder: str | os.PathLike) -> "FaceRecognizer":
+        from safetensors.torch import load_file
+
+        folder = Path(folder)
+        for name in ("config.json", "model.safetensors"):
+            if not (folder / name).is_file():
+                raise ModelFilesMissingError(
+                    f"{folder / name} is missing; train a recogniser with `idgen train-recognizer` first")
+        config = json.loads((folder / "config.json").read_text())
+        class_names = config.pop("class_names", None)
+        model = cls(FaceTransformerConfig.from_dict(config))
+        model.load_state_dict(load_file(str(folder / "model.safetensors")))
+        model.class_names = class_names
+        return model
+
+    def num_parameters(self) -> int:
+        return sum(p.numel() for p in self.parameters())
+
+
+def _init_weights(module: nn.Module) -> None:
+    if isinstance(module, nn.Linear):
+        nn.init.trunc_normal_(module.weight, std=0.02)
+        nn.init.zeros_(module.bias)
+    elif isinstance(module, nn.LayerNorm):
+        nn.init.ones_(module.weight)
+        nn.init.zeros_(module.bias)

@@ -1,0 +1,156 @@
+"""The YAML configuration of a forgetting run, checked strictly: an unknown key is an error that
+names it (a typo must never silently fall back to a default)."""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from ..errors import ConfigError
+from ..recognition.data import FaceDataConfig
+from ..recognition.train import TrainConfig
+
+
+@dataclass
+class LoraConfig:
+    rank: int = 8
+    alpha: float | None = None        # LoRA scaling numerator; None = rank (scale 1)
+    grouping: str = "block"           # "block", "lora" (A+B of one linear) or "matrix"
+    target_pattern: str | None = None  # regex over module names; None = FFN linears found by structure
+    zero_tol: float = 1e-3            # a group counts as zero when its norm is below this
+
+
+@dataclass
+class ForgetConfig:
+    epochs: int = 20
+    batch_size: int = 64
+    forget_batch_size: int = 32
+    lr: float = 1e-2
+    beta: float = 0.15                # weight of the forgetting loss
+    bound: float = 40.0               # BND of ReLU(BND − CE_forget)
+    alpha: float = 0.01               # weight of the group-lasso structure loss
+    warmup_epochs: int = 2            # epochs with alpha = 0
+    prototype_weight: float = 0.0     # > 0 turns GS-LoRA into GS-LoRA++
+    prototype_bound: float = 40.0
+    augment: bool = True
+    lora: LoraConfig = field(default_factory=LoraConfig)
+
+
+@dataclass
+class TasksConfig:
+    """Which identities to forget: explicit ``identities`` (a list of lists of folder names, one list
+    per task), or ``num_tasks`` × ``classes_per_task`` drawn with ``seed``."""
+
+    identities: list | None = None
+    num_tasks: int = 1
+    classes_per_task: int = 1
+    seed: int = 0
+    shots: int | None = None          # few-shot: k training images per forgotten/retained class
+    missing_fraction: float = 0.0     # missing-class: share of retained classes with no data at all
+
+
+@dataclass
+class ModelConfig:
+    path: str                          # recogniser folder: loaded if present, else trained and saved there
+    preset: str | None = "cpu-small"
+    overrides: dict = field(default_factory=dict)
+    train: TrainConfig = field(default_factory=TrainConfig)
+
+
+@dataclass
+class BaselinesConfig:
+    methods: list = field(default_factory=lambda: ["retrain", "finetune"])
+    retrain_epochs: int | None = None   # None = forget.epochs (the same training budget)
+    finetune_lr: float | None = None    # None = forget.lr (same hyper-parameters, all weights trainable)
+
+
+@dataclass
+class RunConfig:
+    data: FaceDataConfig
+    model: ModelConfig
+    output_dir: str
+    forget: ForgetConfig = field(default_factory=ForgetConfig)
+    tasks: TasksConfig = field(default_factory=TasksConfig)
+    baselines: BaselinesConfig = field(default_factory=BaselinesConfig)
+    method: str = "gs-lora"            # "gs-lora" or "gs-lora++"
+    seed: int = 0
+    save_model: bool = True
+
+
+def _build(cls, values, where: str):
+    if not isinstance(values, dict):
+        raise ConfigError(f"{where or 'config'}: expected a mapping, got {type(values).__name__}")
+    hints = typing.get_type_hints(cls)
+    known = {f.name: f for f in dataclasses.fields(cls)}
+    for key in values:
+        if key not in known:
+            raise ConfigError(f"unknown config key {where + '.' if where else ''}{key}; known keys: {sorted(known)}")
+    kwargs = {}
+    for key, value in values.items():
+        hint, name = hints[key], f"{where}.{key}" if where else key
+        kwargs[key] = _build(hint, value or {}, name) if dataclasses.is_dataclass(hint) else _number(value, hint, name)
+    missing = [f.name for f in known.values() if f.name not in kwargs
+               and f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING]
+    if missing:
+        raise ConfigError(f"config {where or 'top level'} is missing required key(s) {missing}")
+    return cls(**kwargs)
+
+
+def _number(value, hint, name: str):
+    """Numbers written as strings ("1e-4": YAML 1.1 reads it as text) become numbers; a non-number
+    where a number belongs is an error naming the key."""
+    allowed = typing.get_args(hint) or (hint,)
+    if value is None or isinstance(value, bool) or not ({int, float} & set(allowed)):
+        return value
+    try:
+        return float(value) if float in allowed else int(value)
+    except (TypeError, ValueError):
+        raise ConfigError(f"config key {name} must be a number, not {value!r}") from None
+
+
+def apply_overrides(values: dict, overrides: list[str]) -> dict:
+    """Apply ``key.sub=value`` strings (values parsed as YAML) to a nested config dict."""
+    import yaml
+
+    for item in overrides:
+        key, sep, raw = item.partition("=")
+        if not sep:
+            raise ConfigError(f"override {item!r} is not KEY=VALUE (e.g. tasks.seed=1)")
+        node = values
+        *parents, leaf = key.split(".")
+        for part in parents:
+            node = node.setdefault(part, {})
+        node[leaf] = yaml.safe_load(raw)
+    return values
+
+
+def load_config(source: str | os.PathLike | dict, overrides: list[str] = ()) -> RunConfig:
+    """A :class:`RunConfig` from a YAML file or a dict, with optional ``key.sub=value`` overrides.
+    Relative paths in a file are relative to it."""
+    if isinstance(source, dict):
+        return _build(RunConfig, apply_overrides(dict(source), list(overrides)), "")
+    import yaml
+
+    path = Path(source)
+    if not path.is_file():
+        raise ConfigError(f"{path}: config file not found")
+    values = apply_overrides(yaml.safe_load(path.read_text()) or {}, list(overrides))
+    try:
+        config = _build(RunConfig, values, "")
+    except TypeError as exc:
+        raise ConfigError(f"{path}: {exc}") from exc
+    base = path.parent
+    config.data.root = str(_resolve(base, config.data.root))
+    config.model.path = str(_resolve(base, config.model.path))
+    config.output_dir = str(_resolve(base, config.output_dir))
+    if config.data.cache_dir:
+        config.data.cache_dir = str(_resolve(base, config.data.cache_dir))
+    return config
+
+
+def _resolve(base: Path, value: str) -> Path:
+    value = Path(os.path.expanduser(value))
+    return value if value.is_absolute() else (base / value).resolve()

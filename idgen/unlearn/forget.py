@@ -1,0 +1,253 @@
+"""The forgetting loop (GS-LoRA / GS-LoRA++), its baselines, and a whole continual run.
+
+:func:`gs_lora_task` edits a recogniser for one forgetting task; :func:`run_forgetting` builds or
+loads the base recogniser, runs every task of the configured sequence with GS-LoRA and with each
+baseline in the same harness, and returns (and writes) the report. ``idgen forget`` and the
+``forget`` task of ``training/train.py`` are thin wrappers around :func:`run_forgetting`.
+"""
+
+from __future__ import annotations
+
+import copy
+import dataclasses
+import random
+import time
+from dataclasses import asdict
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+from tqdm.auto import tqdm
+
+from ..errors import ConfigError
+from ..recognition.data import FaceSet, load_face_folder, to_model_input
+from ..recognition.model import FaceRecognizer, model_config
+from ..recognition.train import TrainConfig, embed, predict, train_recognizer
+from .config import ForgetConfig, RunConfig, load_config
+from .lora import add_task_lora, lora_groups, merge_task_lora
+from .losses import class_prototypes, forgetting_loss, group_lasso, prototype_loss
+from .metrics import accuracy, task_metrics
+
+
+def _cycle_batches(data: FaceSet, batch_size: int, generator: torch.Generator):
+    while True:
+        order = torch.randperm(len(data), generator=generator)
+        for start in range(0, max(1, len(order) - batch_size + 1), batch_size):  # whole batches only
+            index = order[start: start + batch_size]
+            yield data.images[index], data.labels[index]
+
+
+def _forgetting_epochs(model, params, forget: FaceSet, retain: FaceSet, config: ForgetConfig, lr: float,
+                       groups=None, prototypes=None, desc: str = "forgetting", seed: int = 0) -> list[dict]:
+    """Optimise L_remain + β·L_forget (+ α·L_structure after warm-up) (+ γ·L_prototype)."""
+    generator = torch.Generator().manual_seed(seed)
+    optimizer = torch.optim.Adam(params, lr=lr)
+    retain_batches = _cycle_batches(retain, config.batch_size, generator)
+    forget_batches = _cycle_batches(forget, config.forget_batch_size, generator)
+    steps = max(1, -(-len(retain) // config.batch_size))
+    model.train()
+    log = []
+    for epoch in tqdm(range(config.epochs), desc=desc, leave=False):
+        alpha = config.alpha if (groups and epoch >= config.warmup_epochs) else 0.0
+        totals = {"remain": 0.0, "forget": 0.0, "structure": 0.0, "prototype": 0.0}
+        for _ in range(steps):
+            r_img, r_lab = next(retain_batches)
+            f_img, f_lab = next(forget_batches)
+            images = to_model_input(torch.cat([r_img, f_img]), config.augment)
+            labels = torch.cat([r_lab, f_lab])
+            embeddings = model.embed(images)
+            logits = model.head(embeddings, labels)
+            n = len(r_lab)
+            remain = F.cross_entropy(logits[:n], r_lab)
+            forget_term = forgetting_loss(logits[n:], f_lab, config.bound)
+            loss = remain + config.beta * forget_term
+            if alpha:
+                structure = group_lasso([g.parameters for g in groups])
+                loss = loss + alpha * structure
+                totals["structure"] += structure.item()
+            if prototypes is not None:
+                proto = prototype_loss(embeddings[:n], r_lab, embeddings[n:], f_lab, *prototypes,
+                                       scale=model.config.scale, bound=config.prototype_bound)
+                loss = loss + config.prototype_weight * proto
+                totals["prototype"] += proto.item()
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            optimizer.step()
+            totals["remain"] += remain.item()
+            totals["forget"] += forget_term.item()
+        log.append({"epoch": epoch, **{k: v / steps for k, v in totals.items()}})
+    model.eval()
+    return log
+
+
+def gs_lora_task(model: FaceRecognizer, forget: FaceSet, retain: FaceSet, config: ForgetConfig,
+                 task_index: int = 0, seed: int = 0) -> tuple[FaceRecognizer, dict]:
+    """One GS-LoRA(++) task: add a LoRA set to the FFN linears, train it, merge it. Returns the edited
+    model and the task's statistics (trainable share, group norms)."""
+    total_params = model.num_parameters()
+    prototypes = None
+    if config.prototype_weight > 0:
+        both = FaceSet(torch.cat([retain.images, forget.images]), torch.cat([retain.labels, forget.labels]),
+                       retain.class_names)
+        prototypes = class_prototypes(embed(model, both), both.labels, model.config.num_classes)
+    adapter = f"task{task_index}"
+    peft_model, blocks = add_task_lora(model, adapter, config.lora.rank, config.lora.alpha,
+                                       config.lora.target_pattern)
+    groups = lora_groups(model, blocks, adapter, config.lora.grouping)
+    params = [p for g in groups for p in g.parameters]
+    trainable = sum(p.numel() for p in params)
+    log = _forgetting_epochs(model, params, forget, retain, config, config.lr, groups, prototypes,
+                             desc=f"GS-LoRA task {task_index + 1}", seed=seed)
+    norms = {g.name: g.norm() for g in groups}
+    model = merge_task_lora(peft_model)
+    model.requires_grad_(True)  # peft froze the base weights; hand back a plain, trainable model
+    return model, {"trainable_params": trainable, "total_params": total_params,
+                   "trainable_share": 100.0 * trainable / total_params, "group_norms": norms,
+                   "nonzero_groups": sum(v > config.lora.zero_tol for v in norms.values()),
+                   "num_groups": len(norms), "log": log}
+
+
+def finetune_task(model: FaceRecognizer, forget: FaceSet, retain: FaceSet, config: ForgetConfig, lr: float,
+                  task_index: int = 0, seed: int = 0) -> tuple[FaceRecognizer, dict]:
+    """Baseline: every parameter trainable, the same remain + forget losses, no structure loss."""
+    params = [p for p in model.parameters() if p.requires_grad]
+    log = _forgetting_epochs(model, params, forget, retain, config, lr, desc=f"fine-tune task {task_index + 1}",
+                             seed=seed)
+    n = sum(p.numel() for p in params)
+    return model, {"trainable_params": n, "total_params": model.num_parameters(), "trainable_share": 100.0 * n
+                   / model.num_parameters(), "log": log}
+
+
+def retrain_task(model: FaceRecognizer, retain: FaceSet, train_config: TrainConfig, epochs: int,
+                 seed: int = 0) -> tuple[FaceRecognizer, dict]:
+    """Baseline: a fresh recogniser of the same size trained on the retained data only."""
+    torch.manual_seed(seed)
+    fresh = FaceRecognizer(model.config)
+    config = TrainConfig(**{**asdict(train_config), "epochs": epochs, "seed": seed,
+                            "warmup_epochs": min(train_config.warmup_epochs, max(0, epochs - 1))})
+    log = train_recognizer(fresh, retain, config, progress=False)
+    n = fresh.num_parameters()
+    return fresh, {"trainable_params": n, "total_params": n, "trainable_share": 100.0, "log": log["losses"]}
+
+
+# ---------------------------------------------------------------------- the whole run
+def resolve_tasks(config: RunConfig, class_names: list[str]) -> list[list[int]]:
+    tasks = config.tasks
+    if tasks.identities is not None:
+        index = {name: i for i, name in enumerate(class_names)}
+        resolved = []
+        for task in tasks.identities:
+            unknown = [name for name in task if name not in index]
+            if unknown:
+                raise ConfigError(f"tasks.identities: {unknown} are not identity folders of {config.data.root}")
+            resolved.append([index[name] for name in task])
+        return resolved
+    needed = tasks.num_tasks * tasks.classes_per_task
+    if needed >= len(class_names):
+        raise ConfigError(f"tasks ask to forget {needed} of only {len(class_names)} identities")
+    drawn = random.Random(tasks.seed).sample(range(len(class_names)), needed)
+    return [sorted(drawn[i * tasks.classes_per_task:(i + 1) * tasks.classes_per_task])
+            for i in range(tasks.num_tasks)]
+
+
+def load_or_train_base(config: RunConfig, train: FaceSet, test: FaceSet) -> tuple[FaceRecognizer, dict]:
+    path = Path(config.model.path)
+    if (path / "model.safetensors").is_file():
+        model = FaceRecognizer.from_pretrained(path)
+        if model.config.num_classes != len(train.class_names):
+            raise ConfigError(f"{path} classifies {model.config.num_classes} identities but {config.data.root} "
+                              f"has {len(train.class_names)}; point model.path at a new folder to retrain")
+        return model.eval(), {"trained": False}
+    torch.manual_seed(config.seed)
+    mc = model_config(config.model.preset, **{"image_size": config.data.image_size, **config.model.overrides,
+                                             "num_classes": len(train.class_names)})
+    model = FaceRecognizer(mc)
+    log = train_recognizer(model, train, config.model.train)
+    model.save_pretrained(path, train.class_names)
+    acc = accuracy(predict(model, test), test.labels, range(len(train.class_names)))
+    return model, {"trained": True, "wall_seconds": log["wall_seconds"], "test_accuracy": acc}
+
+
+def _available(train: FaceSet, classes, shots: int | None) -> FaceSet:
+    data = train.of_classes(classes)
+    return data.few_shot(shots) if shots else data
+
+
+def run_method(method: str, base: FaceRecognizer, train: FaceSet, test: FaceSet, tasks: list[list[int]],
+               config: RunConfig, base_predictions: torch.Tensor) -> list[dict]:
+    """Run the task sequence with one method; metrics after every task."""
+    model = copy.deepcopy(base)
+    all_classes = set(range(len(train.class_names)))
+    missing_rng = random.Random(config.tasks.seed + 1)
+    forgotten: list[int] = []
+    results = []
+    for t, task in enumerate(tasks):
+        retained = sorted(all_classes - set(forgotten) - set(task))
+        n_missing = round(config.tasks.missing_fraction * len(retained))
+        replay_classes = sorted(set(retained) - set(missing_rng.sample(retained, n_missing)))
+        forget_data = _available(train, task, config.tasks.shots)
+        retain_data = _available(train, replay_classes, config.tasks.shots)
+        acc_f_before = accuracy(predict(model, test), test.labels, task)
+        seed = config.seed + t
+        start = time.perf_counter()
+        if method in ("gs-lora", "gs-lora++"):
+            forget_config = config.forget
+            if method == "gs-lora":
+                forget_config = dataclasses.replace(config.forget, prototype_weight=0.0)
+            model, stats = gs_lora_task(model, forget_data, retain_data, forget_config, t, seed)
+        elif method == "finetune":
+            model, stats = finetune_task(model, forget_data, retain_data, config.forget,
+                                         config.baselines.finetune_lr or config.forget.lr, t, seed)
+        elif method == "retrain":
+            epochs = config.baselines.retrain_epochs or config.forget.epochs
+            model, stats = retrain_task(model, retain_data, config.model.train, epochs, seed)
+        else:
+            raise ConfigError(f"unknown method {method!r}; use gs-lora, gs-lora++, retrain or finetune")
+        wall = time.perf_counter() - start
+        predictions = predict(model, test)
+        metrics = task_metrics(
+            predictions, test.labels, forget_now=task, forgotten_before=forgotten, retained=retained,
+            acc_f_before=acc_f_before, base_acc_r=accuracy(base_predictions, test.labels, retained),
+            base_acc_f_all=accuracy(base_predictions, test.labels, set(task) | set(forgotten)))
+        results.append({"task": t + 1, "forgotten": [train.class_names[c] for c in task], **metrics,
+                        "wall_seconds": wall, "forget_images": len(forget_data), "retain_images": len(retain_data),
+                        "missing_classes": len(retained) - len(replay_classes), **stats})
+        forgotten += task
+    results[-1]["model"] = model
+    return results
+
+
+def run_forgetting(config: RunConfig | dict | str) -> dict:
+    """Run a configured forgetting experiment end to end and write its outputs to ``output_dir``:
+    ``model/`` (the edited recogniser, safetensors), ``report.json``, ``report.md`` and
+    ``groups.png``. Returns the report (a JSON-ready dict)."""
+    from .report import write_report
+
+    if not isinstance(config, RunConfig):
+        config = load_config(config)
+    if config.method not in ("gs-lora", "gs-lora++"):
+        raise ConfigError(f"method must be 'gs-lora' or 'gs-lora++', not {config.method!r}")
+    torch.manual_seed(config.seed)
+    train, test = load_face_folder(config.data)
+    base, base_info = load_or_train_base(config, train, test)
+    tasks = resolve_tasks(config, train.class_names)
+    base_predictions = predict(base, test)
+    report = {
+        "config": asdict(config),
+        "data": {"identities": len(train.class_names), "train_images": len(train), "test_images": len(test)},
+        "base": {**base_info, "accuracy": accuracy(base_predictions, test.labels, range(len(train.class_names))),
+                 "parameters": base.num_parameters(), "model_config": asdict(base.config)},
+        "tasks": [[train.class_names[c] for c in task] for task in tasks],
+        "methods": {},
+    }
+    edited = None
+    for method in [config.method, *config.baselines.methods]:
+        results = run_method(method, base, train, test, tasks, config, base_predictions)
+        model = results[-1].pop("model")
+        if method == config.method:
+            edited = model
+        report["methods"][method] = results
+    if config.save_model:
+        edited.save_pretrained(Path(config.output_dir) / "model", train.class_names)
+    write_report(report, Path(config.output_dir))
+    return report

@@ -1,0 +1,207 @@
+"""GS-LoRA building blocks on tiny random models: losses vs independent computations, where LoRA
+goes, trainable share, merging, prototypes, config checking, and a tiny end-to-end run."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+from torch import nn
+
+from idgen.errors import ConfigError
+from idgen.recognition import FaceRecognizer, FaceSet, model_config
+from idgen.unlearn import (add_task_lora, class_prototypes, find_ffn_linears, forgetting_loss, group_lasso,
+                           gs_lora_task, load_config, lora_groups, merge_task_lora)
+from idgen.unlearn.config import ForgetConfig, LoraConfig
+
+
+def tiny(num_classes=6, depth=3):
+    torch.manual_seed(0)
+    return FaceRecognizer(model_config(None, image_size=16, patch_size=8, dim=32, depth=depth, heads=4,
+                                       mlp_dim=64, embedding_dim=16, num_classes=num_classes)).eval()
+
+
+def test_group_lasso_matches_independent_sum_of_norms():
+    torch.manual_seed(1)
+    groups = [[torch.randn(3, 4), torch.randn(5)], [torch.randn(2, 2)], [torch.zeros(3)]]
+    expected = 0.0
+    for group in groups:
+        expected += math.sqrt(sum(float(x) ** 2 for t in group for x in t.flatten()))
+    assert float(group_lasso(groups)) == pytest.approx(expected, rel=1e-5)
+
+
+def test_group_lasso_gradient_is_finite_for_a_zero_group():
+    a = torch.randn(4, requires_grad=True)
+    zero = torch.zeros(4, requires_grad=True)   # LoRA B starts at zero
+    group_lasso([[a], [zero]]).backward()
+    assert torch.isfinite(zero.grad).all() and torch.isfinite(a.grad).all()
+
+
+def test_forgetting_loss_is_bounded_and_zero_past_the_bound():
+    logits = torch.tensor([[5.0, 0.0, 0.0], [0.0, 3.0, 0.0]])
+    labels = torch.tensor([0, 1])
+    ce = float(nn.functional.cross_entropy(logits, labels))
+    assert float(forgetting_loss(logits, labels, bound=10.0)) == pytest.approx(10.0 - ce)
+    assert float(forgetting_loss(logits, labels, bound=ce - 0.1)) == 0.0
+    # once forgotten (true class far below), the loss is exactly zero and gives no gradient
+    wrong = torch.tensor([[-50.0, 50.0, 0.0]], requires_grad=True)
+    loss = forgetting_loss(wrong, torch.tensor([0]), bound=20.0)
+    loss.backward()
+    assert float(loss) == 0.0 and float(wrong.grad.abs().sum()) == 0.0
+
+
+def test_ffn_linears_found_by_structure_only():
+    model = tiny()
+    found = find_ffn_linears(model)
+    assert list(found) == ["blocks.0", "blocks.1", "blocks.2"]
+    assert found["blocks.1"] == ["blocks.1.mlp.fc1", "blocks.1.mlp.fc2"]
+
+    class Renamed(nn.Module):   # other names, another attention class: still found
+        def __init__(self):
+            super().__init__()
+            self.layers = nn.ModuleList(nn.ModuleDict({
+                "self_attention": nn.MultiheadAttention(8, 2),
+                "up": nn.Linear(8, 16), "down": nn.Linear(16, 8)}) for _ in range(2))
+            self.classifier = nn.Linear(8, 3)
+    found = find_ffn_linears(Renamed())
+    assert found == {"layers.0": ["layers.0.up", "layers.0.down"], "layers.1": ["layers.1.up", "layers.1.down"]}
+    assert find_ffn_linears(tiny(), target_pattern=r"fc2$")["blocks.0"] == ["blocks.0.mlp.fc2"]
+    with pytest.raises(ConfigError, match="target_pattern"):
+        find_ffn_linears(nn.Sequential(nn.Linear(2, 2)))
+
+
+def test_lora_only_on_ffn_linears_and_trainable_share():
+    model = tiny()
+    total = model.num_parameters()
+    peft_model, blocks = add_task_lora(model, "t0", rank=2)
+    trainable = {n for n, p in model.named_parameters() if p.requires_grad}
+    assert trainable and all(".mlp.fc" in n and ".lora_" in n for n in trainable)
+    assert len(trainable) == 3 * 2 * 2   # 3 blocks × 2 linears × (A, B)
+    n_trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
+    assert n_trainable == 3 * 2 * 2 * (32 + 64)   # rank·(in + out) per linear
+    for grouping, count in (("block", 3), ("lora", 6), ("matrix", 12)):
+        groups = lora_groups(model, blocks, "t0", grouping)
+        assert len(groups) == count
+        assert sum(p.numel() for g in groups for p in g.parameters) == n_trainable
+    assert 100 * n_trainable / total < 20
+
+
+def test_merge_after_task_keeps_outputs_and_removes_adapters():
+    model = tiny()
+    x = torch.randn(4, 3, 16, 16)
+    peft_model, blocks = add_task_lora(model, "t0", rank=2)
+    with torch.no_grad():
+        for g in lora_groups(model, blocks, "t0"):
+            for p in g.parameters:
+                p.add_(0.1 * torch.randn_like(p))
+        with_lora = model.embed(x)
+    merged = merge_task_lora(peft_model)
+    assert merged is model
+    assert not any("lora" in n for n, _ in merged.named_parameters())
+    assert isinstance(merged.blocks[0].mlp.fc1, nn.Linear)
+    assert torch.allclose(merged.embed(x), with_lora, atol=1e-5)
+    # a second task gets its own fresh adapters on the merged model
+    _, blocks2 = add_task_lora(merged, "t1", rank=2)
+    assert all(float(layer.lora_B["t1"].weight.abs().sum()) == 0 for layer in
+               (dict(merged.named_modules())[n] for names in blocks2.values() for n in names))
+
+
+def test_class_prototypes_are_normalised_class_means():
+    emb = torch.tensor([[3.0, 0.0], [0.0, 2.0], [1.0, 1.0], [5.0, 5.0]])
+    labels = torch.tensor([0, 0, 2, 2])
+    protos, present = class_prototypes(emb, labels, 4)
+    mean0 = torch.tensor([0.5, 0.5])   # mean of (1, 0) and (0, 1)
+    assert torch.allclose(protos[0], mean0 / mean0.norm())
+    assert torch.allclose(protos[2], torch.tensor([1.0, 1.0]) / math.sqrt(2))
+    assert present.tolist() == [True, False, True, False]
+
+
+def _toy_faces(num_classes=6, per_class=12, seed=0):
+    """Separable synthetic 'faces': each class a fixed random pattern plus noise."""
+    g = torch.Generator().manual_seed(seed)
+    patterns = torch.rand(num_classes, 3, 16, 16, generator=g) * 255
+    labels = torch.arange(num_classes).repeat_interleave(per_class)
+    noise = torch.randn(len(labels), 3, 16, 16, generator=g) * 80
+    images = (patterns[labels] + noise).clamp(0, 255).to(torch.uint8)
+    return FaceSet(images, labels, [f"id{i}" for i in range(num_classes)])
+
+
+def test_gs_lora_task_forgets_and_keeps_on_toy_data():
+    from idgen.recognition import TrainConfig, predict, train_recognizer
+
+    data = _toy_faces()
+    model = tiny()
+    train_recognizer(model, data, TrainConfig(epochs=6, batch_size=24, lr=3e-3, warmup_epochs=1, augment=False),
+                     progress=False)
+    assert float((predict(model, data) == data.labels).float().mean()) > 0.95
+    forget, retain = data.of_classes([0]), data.of_classes(range(1, 6))
+    config = ForgetConfig(epochs=8, batch_size=24, forget_batch_size=8, lr=1e-2, bound=20.0, augment=False,
+                          prototype_weight=0.5, lora=LoraConfig(rank=2))
+    edited, stats = gs_lora_task(model, forget, retain, config)
+    pred = predict(edited, data)
+    assert float((pred[data.labels == 0] == 0).float().mean()) == 0.0
+    assert float((pred[data.labels != 0] == data.labels[data.labels != 0]).float().mean()) > 0.9
+    assert stats["trainable_params"] == 3 * 2 * 2 * (32 + 64) and stats["num_groups"] == 3
+    assert not any(p.requires_grad is False for p in edited.parameters())
+
+
+def test_config_rejects_unknown_keys_by_name(tmp_path):
+    good = {"data": {"root": "x"}, "model": {"path": "m"}, "output_dir": "o"}
+    assert load_config(good).forget.lora.rank == 8
+    with pytest.raises(ConfigError, match="forget.lora.rnak"):
+        load_config({**good, "forget": {"lora": {"rnak": 4}}})
+    with pytest.raises(ConfigError, match="unknown config key epochs"):
+        load_config({**good, "epochs": 3})
+    assert load_config(good, ["baselines.finetune_lr=1e-4"]).baselines.finetune_lr == pytest.approx(1e-4)
+    with pytest.raises(ConfigError, match="forget.lr must be a number"):
+        load_config(good, ["forget.lr=fast"])
+    path = tmp_path / "c.yaml"
+    path.write_text("data: {root: faces}\nmodel: {path: m}\noutput_dir: out\n")
+    assert load_config(path).data.root == str(tmp_path / "faces")
+
+
+def test_save_and_load_recognizer_roundtrip(tmp_path):
+    model = tiny()
+    model.save_pretrained(tmp_path, [f"id{i}" for i in range(6)])
+    loaded = FaceRecognizer.from_pretrained(tmp_path)
+    x = torch.randn(2, 3, 16, 16)
+    assert torch.equal(loaded(x), model(x)) and loaded.class_names[5] == "id5"
+
+
+def test_run_forgetting_continual_few_shot_missing_classes(tmp_path):
+    """Two GS-LoRA++ tasks on a synthetic face folder, 3 images per class, a quarter of the retained
+    classes without any data: the report has every metric, the files are written."""
+    from PIL import Image
+
+    from idgen.unlearn import run_forgetting
+
+    data = _toy_faces(num_classes=8, per_class=6)
+    for i, (image, label) in enumerate(zip(data.images, data.labels)):
+        folder = tmp_path / "faces" / f"person{int(label)}"
+        folder.mkdir(parents=True, exist_ok=True)
+        Image.fromarray(image.permute(1, 2, 0).numpy()).save(folder / f"{i:03d}.png")
+    config = {
+        "data": {"root": str(tmp_path / "faces"), "align": "resize", "image_size": 16, "test_fraction": 0.34},
+        "model": {"path": str(tmp_path / "base"), "preset": None,
+                  "overrides": {"patch_size": 8, "dim": 32, "depth": 2, "heads": 4, "mlp_dim": 64, "embedding_dim": 16},
+                  "train": {"epochs": 6, "batch_size": 16, "lr": 3e-3, "warmup_epochs": 1}},
+        "method": "gs-lora++",
+        "tasks": {"num_tasks": 2, "classes_per_task": 1, "seed": 3, "shots": 3, "missing_fraction": 0.25},
+        "forget": {"epochs": 2, "batch_size": 16, "forget_batch_size": 4, "prototype_weight": 0.5,
+                   "lora": {"rank": 2, "grouping": "lora"}},
+        "baselines": {"methods": ["retrain"]},
+        "output_dir": str(tmp_path / "out"),
+    }
+    report = run_forgetting(config)
+    first, second = report["methods"]["gs-lora++"]
+    assert (first["forget_images"], first["retain_images"]) == (3, 3 * 5)   # 7 retained, 2 missing
+    assert first["missing_classes"] == 2 and second["missing_classes"] == 2
+    assert first["acc_previously_forgotten"] is None and second["acc_previously_forgotten"] is not None
+    assert first["num_groups"] == 2 * 2        # per-LoRA grouping: 2 blocks × 2 linears
+    assert second["h_mean"] == pytest.approx(2 * second["drop"] * second["acc_r"] / (second["drop"] + second["acc_r"]))
+    assert len(report["methods"]["retrain"]) == 2
+    for name in ("report.json", "report.md", "groups.png", "model/model.safetensors", "model/config.json"):
+        assert (tmp_path / "out" / name).is_file()
+    # a second run loads the saved base model instead of training again
+    assert run_forgetting({**config, "output_dir": str(tmp_path / "out2")})["base"]["trained"] is False
