@@ -162,9 +162,10 @@ def _adapter_state_dict(text_encoder, adapter_name: str) -> dict[str, torch.Tens
     """The adapter's weights under the keys diffusers' ``load_lora_weights`` reads for a text encoder."""
     state = {}
     for name, layer in _lora_layers(text_encoder, adapter_name):
-        for matrix in ("lora_A", "lora_B"):
+        for matrix, direction in (("lora_A", "down"), ("lora_B", "up")):
             weight = getattr(layer, matrix)[adapter_name].weight
-            state[f"text_encoder.{name}.{matrix}.weight"] = weight.detach().to("cpu", torch.float32).contiguous()
+            key = f"text_encoder.{name}.lora_linear_layer.{direction}.weight"
+            state[key] = weight.detach().to("cpu", torch.float32).contiguous()
     return state
 
 
