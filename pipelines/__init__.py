@@ -1,5 +1,10 @@
 """diffusers pipelines conditioned on face identity; installed as ``idgen.pipelines``."""
 
-from .pipeline_arc2face import Arc2FacePipeline, Arc2FacePipelineOutput
+from .pipeline_arc2face import Arc2FaceMixin, Arc2FacePipeline, Arc2FacePipelineOutput
+from .pipeline_arc2face_edit import Arc2FaceImg2ImgPipeline, Arc2FaceInpaintPipeline
+from .pipeline_instantid import InstantIDMixin, InstantIDPipeline
+from .pipeline_instantid_edit import InstantIDImg2ImgPipeline, InstantIDInpaintPipeline
 
-__all__: list[str] = ["Arc2FacePipeline", "Arc2FacePipelineOutput"]
+__all__: list[str] = ["Arc2FaceImg2ImgPipeline", "Arc2FaceInpaintPipeline", "Arc2FaceMixin", "Arc2FacePipeline",
+                      "Arc2FacePipelineOutput", "InstantIDImg2ImgPipeline", "InstantIDInpaintPipeline",
+                      "InstantIDMixin", "InstantIDPipeline"]

@@ -62,10 +62,14 @@ class Arc2FacePipelineOutput(BaseOutput):
     id_embeds: torch.Tensor
 
 
-class Arc2FacePipeline(StableDiffusionPipeline, FaceInputMixin):
-    """Stable Diffusion 1.5 conditioned on a face-recognition embedding, as in Arc2Face.
+class Arc2FaceMixin(FaceInputMixin):
+    """Arc2Face's identity conditioning, for any Stable Diffusion 1.5 pipeline class.
 
-    Components are SD 1.5's (``vae``, ``text_encoder``, ``tokenizer``, ``unet``, ``scheduler``, optional
+    Put it first among the bases of a diffusers SD 1.5 pipeline (text-to-image, img2img, inpaint):
+    its ``__call__`` turns identities into ``prompt_embeds`` with :meth:`encode_identity` and hands
+    everything else to the diffusers ``__call__`` behind it, so ``image``, ``strength``,
+    ``mask_image``, ``padding_mask_crop`` … behave exactly as in diffusers. Components are SD 1.5's
+    (``vae``, ``text_encoder``, ``tokenizer``, ``unet``, ``scheduler``, optional
     ``safety_checker``/``feature_extractor``/``image_encoder``), with Arc2Face's fine-tuned UNet and
     text encoder in place of the originals; :meth:`from_arc2face` assembles them from the published
     folder layout. Photos are turned into embeddings by the analyser set with
@@ -174,7 +178,7 @@ class Arc2FacePipeline(StableDiffusionPipeline, FaceInputMixin):
             face_policy: ``"largest"`` face of each photo, or ``"single"`` to refuse group photos.
             num_inference_steps, guidance_scale, num_images_per_prompt: as in Stable Diffusion;
                 Arc2Face's defaults are 25 steps at guidance 3.0.
-            **kwargs: any other :class:`~diffusers.StableDiffusionPipeline` argument (``height``,
+            **kwargs: any other argument of the diffusers pipeline behind the mixin (``height``,
                 ``width``, ``generator`` — a list of ``N × num_images_per_prompt`` generators gives
                 every image its own seed, so image k does not depend on the rest of the batch —
                 ``latents``, ``negative_prompt_embeds``, ``output_type``, ``return_dict``,
@@ -232,3 +236,8 @@ class Arc2FacePipeline(StableDiffusionPipeline, FaceInputMixin):
         ``compile_kwargs`` go to :func:`torch.compile`, e.g. ``mode="max-autotune"``."""
         self.unet.to(memory_format=torch.channels_last)
         self.unet.compile(**compile_kwargs)
+
+
+class Arc2FacePipeline(Arc2FaceMixin, StableDiffusionPipeline):
+    """Stable Diffusion 1.5 text-to-image conditioned on a face-recognition embedding, as in Arc2Face
+    (see :class:`Arc2FaceMixin` for the conditioning, loading and speed helpers)."""

@@ -48,7 +48,7 @@ def test_forgetting_loss_is_bounded_and_zero_past_the_bound():
     wrong = torch.tensor([[-50.0, 50.0, 0.0]], requires_grad=True)
     loss = forgetting_loss(wrong, torch.tensor([0]), bound=20.0)
     loss.backward()
-    assert float(loss) == 0.0 and float(wrong.grad.abs().sum()) == 0.0
+    assert loss.item() == 0.0 and float(wrong.grad.abs().sum()) == 0.0
 
 
 def test_ffn_linears_found_by_structure_only():

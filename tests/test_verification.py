@@ -22,10 +22,11 @@ def test_auc_equals_pairwise_count():
 
 def test_tar_at_far():
     impostor = np.linspace(0, 1, 1000)  # 1000 impostor scores
-    genuine = np.array([0.9985, 0.9995, 0.5, 2.0])
+    genuine = np.array([0.9993, 0.9995, 0.5, 2.0])
     scores = np.concatenate([impostor, genuine])
     same = np.r_[np.zeros(1000, bool), np.ones(4, bool)]
-    # FAR 1e-3 allows one false accept: threshold is the second-highest impostor score (0.998998...)
+    # FAR 1e-3 allows one false accept: the threshold is the second-highest impostor score
+    # (998/999 = 0.998999), which 0.9993, 0.9995 and 2.0 exceed and 0.5 does not
     assert tar_at_far(scores, same, 1e-3) == 0.75
 
 

@@ -18,6 +18,7 @@ from ..errors import IdgenError
 COMMANDS = [
     "idgen.cli.embed",
     "idgen.cli.evaluate",
+    "idgen.cli.edit",
     "idgen.cli.train_recognizer",
     "idgen.cli.forget",
 ]

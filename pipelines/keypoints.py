@@ -1,0 +1,42 @@
+"""The IdentityNet's pose input: five face keypoints drawn as coloured dots joined to the nose.
+
+InstantID's IdentityNet (a ControlNet) was trained on exactly this picture, so it must be drawn the
+same way down to the pixel: on black, each of the four outer points (eyes, mouth corners) is joined
+to the nose by a filled ellipse 2×4 px thick in that point's colour at 60 % brightness, then every
+point is drawn as a filled disc of radius 10 px in its full colour, in landmark order.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Sequence
+
+import cv2
+import numpy as np
+from PIL import Image
+
+#: RGB colour of each landmark: left eye, right eye, nose tip, left and right mouth corner.
+KEYPOINT_COLORS = ((255, 0, 0), (0, 255, 0), (0, 0, 255), (255, 255, 0), (255, 0, 255))
+#: Every outer landmark is joined to the nose tip (index 2); a limb takes its outer point's colour.
+LIMBS = ((0, 2), (1, 2), (3, 2), (4, 2))
+LIMB_HALF_WIDTH = 4
+LIMB_BRIGHTNESS = 0.6
+POINT_RADIUS = 10
+
+
+def draw_keypoints(keypoints: Sequence[Sequence[float]], size: tuple[int, int]) -> Image.Image:
+    """Draw 5 face keypoints (pixels, ``x, y``) on a black RGB image of ``size = (width, height)``."""
+    points = np.asarray(keypoints, dtype=np.float64).reshape(5, 2)
+    width, height = size
+    limbs = np.zeros((height, width, 3), dtype=np.float64)
+    for outer, nose in LIMBS:
+        (x0, y0), (x1, y1) = points[outer], points[nose]
+        centre = (int((x0 + x1) / 2), int((y0 + y1) / 2))
+        half_length = int(math.hypot(x0 - x1, y0 - y1) / 2)
+        angle = int(math.degrees(math.atan2(y0 - y1, x0 - x1)))
+        outline = cv2.ellipse2Poly(centre, (half_length, LIMB_HALF_WIDTH), angle, 0, 360, 1)
+        cv2.fillConvexPoly(limbs, outline, KEYPOINT_COLORS[outer])
+    canvas = (limbs * LIMB_BRIGHTNESS).astype(np.uint8)
+    for (x, y), colour in zip(points, KEYPOINT_COLORS):
+        cv2.circle(canvas, (int(x), int(y)), POINT_RADIUS, colour, -1)
+    return Image.fromarray(canvas)
