@@ -6,6 +6,7 @@
 
 from .config import RunConfig, load_config
 from .forget import finetune_task, gs_lora_task, retrain_task, run_forgetting
+from .generator import GeneratorForgetConfig, forget_identities  # the Arc2Face generator (idgen.unlearn.generator)
 from .lora import add_task_lora, find_ffn_linears, find_transformer_blocks, lora_groups, merge_task_lora
 from .losses import class_prototypes, forgetting_loss, group_lasso, prototype_loss
 from .metrics import h_mean, task_metrics
