@@ -5,12 +5,12 @@ import torch
 from PIL import Image
 
 from idgen.synth.generators import Arc2FaceGenerator, PhotoJitterGenerator, derive_seed
-from idgen.synth.identities import random_unit
+from idgen.identity import random_identities
 
 
 def test_photo_generator_images_do_not_depend_on_the_batch(faces_dir):
     generator = PhotoJitterGenerator(faces_dir, size=96, failure_rate=0.3)
-    ids = random_unit(6, 32, torch.Generator().manual_seed(0))
+    ids = random_identities(6, 32, generator=torch.Generator().manual_seed(0))
     seeds = [derive_seed(0, i, 0, 0) for i in range(6)]
     together = generator(ids, [torch.Generator().manual_seed(s) for s in seeds])
     alone = [generator(ids[i:i + 1], [torch.Generator().manual_seed(seeds[i])])[0] for i in (5, 2, 0)]
@@ -45,3 +45,4 @@ def test_arc2face_adapter_makes_the_documented_diffusers_call():
     assert call["id_embeds"].shape == (3, 512) and call["id_embeds"].dtype == torch.float16
     assert call["num_images_per_prompt"] == 1 and call["generator"] is generators
     assert (call["num_inference_steps"], call["guidance_scale"], call["output_type"]) == (4, 1.0, "pil")
+
