@@ -27,11 +27,12 @@ def perturb_within_cosine(x: torch.Tensor, min_cosine: float, generator: torch.G
 
     Vec2Face-style variation of one identity: the cosine is drawn first, then
     :func:`idgen.identity.perturb` places the vector at exactly that cosine in a random
-    direction. ``min_cosine = 1`` returns ``x`` (normalised) unchanged.
+    direction. ``min_cosine = 1`` returns ``x`` itself (not renormalised, so a unit target reaches
+    the generator bit for bit).
     """
-    x = normalize(x)
     if min_cosine >= 1.0:
         return x.clone()
+    x = normalize(x)
     cosine = min_cosine + (1.0 - min_cosine) * torch.rand(x.shape[:-1] + (1,), generator=generator, dtype=x.dtype)
     return perturb(x, cosine, generator=generator).reshape(x.shape)
 
