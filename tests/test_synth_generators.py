@@ -4,6 +4,7 @@ import numpy as np
 import pytest
 import torch
 from PIL import Image
+from tiny_models import one_thread  # noqa: F401  (a fixture)
 
 from idgen.synth.generators import Arc2FaceGenerator, PhotoJitterGenerator, derive_seed
 from idgen.identity import random_identities
@@ -47,14 +48,6 @@ def test_arc2face_adapter_makes_the_documented_diffusers_call():
     assert call["num_images_per_prompt"] == 1 and call["generator"] is generators
     assert (call["num_inference_steps"], call["guidance_scale"], call["output_type"]) == (4, 1.0, "pil")
 
-
-@pytest.fixture
-def one_thread():
-    """Tiny models gain nothing from threads on a shared 2-core machine."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
 
 
 def test_arc2face_dataset_images_equal_direct_pipeline_calls(tmp_path, one_thread):
