@@ -1,7 +1,6 @@
 """Generator adapters: per-image seeds make images independent of batching."""
 
 import numpy as np
-import pytest
 import torch
 from PIL import Image
 from tiny_models import one_thread  # noqa: F401  (a fixture)
