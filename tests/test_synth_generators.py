@@ -3,14 +3,15 @@
 import numpy as np
 import torch
 from PIL import Image
+from tiny_models import one_thread  # noqa: F401  (a fixture)
 
 from idgen.synth.generators import Arc2FaceGenerator, PhotoJitterGenerator, derive_seed
-from idgen.synth.identities import random_unit
+from idgen.identity import random_identities
 
 
 def test_photo_generator_images_do_not_depend_on_the_batch(faces_dir):
     generator = PhotoJitterGenerator(faces_dir, size=96, failure_rate=0.3)
-    ids = random_unit(6, 32, torch.Generator().manual_seed(0))
+    ids = random_identities(6, 32, generator=torch.Generator().manual_seed(0))
     seeds = [derive_seed(0, i, 0, 0) for i in range(6)]
     together = generator(ids, [torch.Generator().manual_seed(s) for s in seeds])
     alone = [generator(ids[i:i + 1], [torch.Generator().manual_seed(seeds[i])])[0] for i in (5, 2, 0)]
@@ -45,3 +46,51 @@ def test_arc2face_adapter_makes_the_documented_diffusers_call():
     assert call["id_embeds"].shape == (3, 512) and call["id_embeds"].dtype == torch.float16
     assert call["num_images_per_prompt"] == 1 and call["generator"] is generators
     assert (call["num_inference_steps"], call["guidance_scale"], call["output_type"]) == (4, 1.0, "pil")
+
+
+
+def test_arc2face_dataset_images_equal_direct_pipeline_calls(tmp_path, one_thread):
+    """A real (tiny, random) Arc2FacePipeline behind the engine: every written image is exactly
+    the image the pipeline gives when called directly with the same identity vector and seed."""
+    import io
+
+    from safetensors.torch import load_file
+    from tiny_sd import IMAGE_SIZE, TEXT_WIDTH, tiny_pipeline
+
+    from idgen.synth import SynthConfig, generate_dataset, sample_identities
+
+    pipe = tiny_pipeline(seed=0)
+    run = dict(num_inference_steps=2, guidance_scale=3.0, height=IMAGE_SIZE, width=IMAGE_SIZE)
+    config = SynthConfig.from_dict({
+        "output": str(tmp_path / "ds"), "seed": 7,
+        "identities": {"count": 3, "dim": TEXT_WIDTH, "max_cosine": 0.3, "steps": 50},
+        "variation": {"images_per_identity": 2},
+        "filter": {"enabled": False},
+        "writers": {"formats": ["imagefolder"], "jpeg_quality": 95},
+        "runtime": {"batch_size": 4, "progress": False, "device": "cpu"},
+    })
+    stats = generate_dataset(config, generator=Arc2FaceGenerator(pipe, **run))
+    assert stats["images"] == 6
+
+    # the identity vectors, sampled independently of the run with the same settings
+    targets, _ = sample_identities(3, TEXT_WIDTH, 0.3, seed=7, steps=50)
+    assert torch.equal(targets, load_file(str(tmp_path / "ds" / "identities.safetensors"))["identities"])
+
+    # the engine fills a batch with whole identities: [id0 ×2, id1 ×2], then [id2 ×2]
+    slots = [(i, n) for i in range(3) for n in range(2)]
+    direct = []
+    for batch in (slots[:4], slots[4:]):
+        out = pipe(id_embeds=torch.stack([targets[i] for i, _ in batch]),
+                   generator=[torch.Generator().manual_seed(derive_seed(7, i, n, 0)) for i, n in batch],
+                   output_type="pil", **run)
+        direct += out.images
+    for (i, n), image in zip(slots, direct):
+        buffer = io.BytesIO()
+        image.save(buffer, format="JPEG", quality=95)
+        expected = np.asarray(Image.open(buffer))
+        written = np.asarray(Image.open(tmp_path / "ds" / "images" / f"id{i:06d}" / f"{n}.jpg"))
+        assert written.shape == (IMAGE_SIZE, IMAGE_SIZE, 3)
+        assert np.array_equal(written, expected), f"identity {i} image {n} differs"
+    # different identities and seeds give different images (the comparison above is not trivial)
+    assert np.abs(np.asarray(direct[0], float) - np.asarray(direct[1], float)).mean() > 1
+    assert np.abs(np.asarray(direct[0], float) - np.asarray(direct[2], float)).mean() > 1

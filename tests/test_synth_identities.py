@@ -4,8 +4,9 @@ import numpy as np
 import pytest
 import torch
 
-from idgen.synth.identities import (GaussianPrior, nearest_neighbors, perturb_within_cosine, random_unit,
-                                    sample_identities, similarity_stats)
+from idgen.identity import random_identities
+from idgen.synth.identities import (GaussianPrior, nearest_neighbors, perturb_within_cosine, sample_identities,
+                                    similarity_stats)
 
 
 def gram_max_mean(x):
@@ -16,7 +17,7 @@ def gram_max_mean(x):
 
 def test_repulsion_meets_target_that_random_points_miss():
     n, dim, target = 400, 32, 0.45
-    random_max, _ = gram_max_mean(random_unit(n, dim, torch.Generator().manual_seed(0)))
+    random_max, _ = gram_max_mean(random_identities(n, dim, generator=torch.Generator().manual_seed(0)))
     assert random_max > target + 0.1  # the target is not met by chance
 
     vectors, stats = sample_identities(n, dim, target, seed=0, neighbors=8)
@@ -38,7 +39,7 @@ def test_sampling_is_deterministic_per_seed():
 
 
 def test_chunked_neighbours_match_brute_force():
-    x = random_unit(300, 24, torch.Generator().manual_seed(1))
+    x = random_identities(300, 24, generator=torch.Generator().manual_seed(1))
     values, indices = nearest_neighbors(x, 5, chunk=64)
     gram = x @ x.T
     gram.fill_diagonal_(-2)
@@ -50,7 +51,7 @@ def test_chunked_neighbours_match_brute_force():
 
 
 def test_perturbation_stays_inside_the_cosine_radius():
-    x = random_unit(500, 64, torch.Generator().manual_seed(2))
+    x = random_identities(500, 64, generator=torch.Generator().manual_seed(2))
     y = perturb_within_cosine(x, 0.8, torch.Generator().manual_seed(5))
     cosines = (x * y).sum(1)
     assert torch.allclose(y.norm(dim=1), torch.ones(500), atol=1e-5)
@@ -60,11 +61,11 @@ def test_perturbation_stays_inside_the_cosine_radius():
 
 def test_prior_draws_identities_where_real_embeddings_are():
     generator = torch.Generator().manual_seed(0)
-    centre = random_unit(1, 64, generator)[0]
+    centre = random_identities(1, 64, generator=generator)[0]
     real = torch.nn.functional.normalize(centre + 0.1 * torch.randn(200, 64, generator=generator), dim=1)
     prior = GaussianPrior.fit(real)
     drawn, stats = sample_identities(50, 64, 0.95, seed=0, prior=prior)
-    uniform = random_unit(50, 64, generator)
+    uniform = random_identities(50, 64, generator=generator)
     assert float((drawn @ centre).mean()) > 0.5
     assert abs(float((uniform @ centre).mean())) < 0.1
     assert stats.max_cosine <= 0.95 + 1e-5

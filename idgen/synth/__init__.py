@@ -13,11 +13,10 @@ from .config import SynthConfig
 from .consistency import ConsistencyFilter
 from .dataset import generate_dataset
 from .generators import Arc2FaceGenerator, ImageGenerator, PhotoJitterGenerator, build_generator
-from .identities import (GaussianPrior, nearest_neighbors, normalize, perturb_within_cosine, random_unit,
-                         sample_identities, similarity_stats)
+from .identities import GaussianPrior, nearest_neighbors, perturb_within_cosine, sample_identities, similarity_stats
 
 __all__ = [
     "Arc2FaceGenerator", "ConsistencyFilter", "GaussianPrior", "ImageGenerator", "PhotoJitterGenerator",
-    "SynthConfig", "build_generator", "generate_dataset", "nearest_neighbors", "normalize",
-    "perturb_within_cosine", "random_unit", "sample_identities", "similarity_stats",
+    "SynthConfig", "build_generator", "generate_dataset", "nearest_neighbors",
+    "perturb_within_cosine", "sample_identities", "similarity_stats",
 ]

@@ -24,7 +24,7 @@ import torch
 from PIL import Image, ImageEnhance
 
 from ..errors import ConfigError
-from .identities import random_unit
+from ..identity import random_identities
 
 
 class ImageGenerator(Protocol):
@@ -90,7 +90,8 @@ class PhotoJitterGenerator:
         """Which photo each identity vector renders."""
         dim = id_embeds.shape[-1]
         if dim not in self._keys:
-            self._keys[dim] = random_unit(len(self.photos), dim, torch.Generator().manual_seed(self.key_seed))
+            generator = torch.Generator().manual_seed(self.key_seed)
+            self._keys[dim] = random_identities(len(self.photos), dim, generator=generator)
         return (id_embeds.float().cpu() @ self._keys[dim].T).argmax(-1)
 
     def __call__(self, id_embeds, generators, **conditions):

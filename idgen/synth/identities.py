@@ -8,8 +8,8 @@ point only looks at its ``neighbors`` nearest others, found chunk by chunk, so 1
 few hundred MB and the cost per step is O(N·k·d) between the occasional O(N²·d) neighbour search
 (a matrix product, fast on a GPU).
 
-The small vector helpers (:func:`normalize`, :func:`random_unit`, :func:`perturb_within_cosine`)
-are what the dataset engine needs for variation inside one identity.
+Single-vector operations (normalising, random directions, a perturbation at an exact cosine) live
+in :mod:`idgen.identity`; :func:`perturb_within_cosine` only draws *how far* to perturb.
 """
 
 from __future__ import annotations
@@ -19,31 +19,22 @@ from dataclasses import dataclass
 
 import torch
 
-
-def normalize(x: torch.Tensor) -> torch.Tensor:
-    """Rows scaled to unit length."""
-    return x / x.norm(dim=-1, keepdim=True).clamp_min(1e-12)
-
-
-def random_unit(n: int, dim: int, generator: torch.Generator | None = None, dtype=torch.float32) -> torch.Tensor:
-    """``n`` points drawn uniformly on the unit sphere in ``dim`` dimensions."""
-    return normalize(torch.randn(n, dim, generator=generator, dtype=dtype))
+from ..identity import normalize, perturb, random_identities
 
 
 def perturb_within_cosine(x: torch.Tensor, min_cosine: float, generator: torch.Generator | None = None) -> torch.Tensor:
-    """A unit vector near each row of ``x``: cosine to it uniform in ``[min_cosine, 1]``.
+    """A unit vector near each row of ``x``: cosine to it drawn uniformly from ``[min_cosine, 1]``.
 
-    The new vector is ``cos θ · x + sin θ · u`` with ``u`` a random unit direction orthogonal to
-    ``x``, so the achieved cosine is exactly the drawn one (Vec2Face-style variation of one
-    identity). ``min_cosine = 1`` returns ``x`` unchanged.
+    Vec2Face-style variation of one identity: the cosine is drawn first, then
+    :func:`idgen.identity.perturb` places the vector at exactly that cosine in a random
+    direction. ``min_cosine = 1`` returns ``x`` itself (not renormalised, so a unit target reaches
+    the generator bit for bit).
     """
-    x = normalize(x)
     if min_cosine >= 1.0:
         return x.clone()
-    direction = torch.randn(x.shape, generator=generator, dtype=x.dtype)
-    direction = normalize(direction - (direction * x).sum(-1, keepdim=True) * x)
+    x = normalize(x)
     cosine = min_cosine + (1.0 - min_cosine) * torch.rand(x.shape[:-1] + (1,), generator=generator, dtype=x.dtype)
-    return cosine * x + (1.0 - cosine.square()).clamp_min(0).sqrt() * direction
+    return perturb(x, cosine, generator=generator).reshape(x.shape)
 
 
 @dataclass
@@ -140,7 +131,7 @@ def sample_identities(
     from tqdm.auto import tqdm
 
     generator = torch.Generator().manual_seed(seed)
-    x = prior.sample(n, generator) if prior is not None else random_unit(n, dim, generator)
+    x = prior.sample(n, generator) if prior is not None else random_identities(n, dim, generator=generator)
     x = x.to(device)
     margin = 0.01  # aim slightly below the target so points settle under it, not on it
     neighbor_idx = None
