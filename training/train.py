@@ -25,6 +25,7 @@ from diffusers.optimization import get_scheduler
 from diffusers.training_utils import cast_training_params
 from tqdm.auto import tqdm
 
+from idgen.config import read_yaml_mapping
 from idgen.errors import ConfigError, IdgenError
 from idgen.faces import FaceAnalyzer
 from idgen.io import atomic_path, write_json_atomic
@@ -69,10 +70,9 @@ def step_generator(seed: int, micro_step: int, process: int) -> torch.Generator:
 
 def config_task(path) -> str:
     """The ``task:`` of a config file, read before choosing which config schema applies."""
-    if not path or not Path(path).is_file():
-        raise ConfigError(f"{path}: config file not found; pass --config training/configs/<name>.yaml")
-    values = yaml.safe_load(Path(path).read_text()) or {}
-    return values.get("task", "id-adapter") if isinstance(values, dict) else "id-adapter"
+    if not path:
+        raise ConfigError("no config given; pass --config training/configs/<name>.yaml")
+    return read_yaml_mapping(path).get("task", "id-adapter")
 
 
 def forget(args) -> None:

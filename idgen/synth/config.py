@@ -12,11 +12,10 @@ import hashlib
 import json
 import os
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any, Optional
 
-import yaml
 
+from ..config import apply_overrides, read_yaml_mapping
 from ..errors import ConfigError
 
 
@@ -94,23 +93,8 @@ class SynthConfig:
     @classmethod
     def load(cls, path: str | os.PathLike | None = None, overrides: list[str] | None = None) -> "SynthConfig":
         """Read a YAML file (optional) and apply ``section.key=value`` overrides (YAML values)."""
-        data: dict = {}
-        if path is not None:
-            path = Path(path)
-            if not path.is_file():
-                raise ConfigError(f"{path}: config file not found")
-            data = yaml.safe_load(path.read_text()) or {}
-            if not isinstance(data, dict):
-                raise ConfigError(f"{path}: expected a mapping of settings at the top level")
-        for item in overrides or []:
-            if "=" not in item:
-                raise ConfigError(f"override {item!r} must look like section.key=value")
-            key, value = item.split("=", 1)
-            node = data
-            *parents, leaf = key.split(".")
-            for part in parents:
-                node = node.setdefault(part, {})
-            node[leaf] = yaml.safe_load(value)
+        data = read_yaml_mapping(path) if path is not None else {}
+        apply_overrides(data, overrides or [])
         return cls.from_dict(data, str(path) if path else "overrides")
 
 

@@ -12,8 +12,8 @@ import os
 from dataclasses import dataclass, field
 from typing import Any, Optional, Sequence
 
-import yaml
 
+from ..config import apply_overrides, read_yaml_mapping
 from ..errors import ConfigError
 
 TASKS = ("id-adapter", "personalize")
@@ -174,34 +174,10 @@ def _fill(instance: Any, values: dict, prefix: str = "") -> None:
             setattr(instance, key, _check_type(name, value, current, str(fields[key].type)))
 
 
-def _parse_override(text: str) -> tuple[list[str], Any]:
-    if "=" not in text:
-        raise ConfigError(f"override {text!r} must look like section.key=value")
-    key, raw = text.split("=", 1)
-    return key.strip().split("."), yaml.safe_load(raw) if raw != "" else None
-
-
 def load_config(path: Optional[str | os.PathLike] = None, overrides: Sequence[str] = ()) -> TrainConfig:
     """Read a YAML config and apply ``section.key=value`` overrides (values parsed as YAML)."""
-    values: dict = {}
-    if path is not None:
-        try:
-            with open(path, encoding="utf-8") as handle:
-                values = yaml.safe_load(handle) or {}
-        except FileNotFoundError:
-            raise ConfigError(f"config file {path} does not exist") from None
-        except yaml.YAMLError as exc:
-            raise ConfigError(f"config file {path} is not valid YAML: {exc}") from None
-        if not isinstance(values, dict):
-            raise ConfigError(f"config file {path} must hold a mapping of keys")
-    for override in overrides:
-        keys, value = _parse_override(override)
-        node = values
-        for key in keys[:-1]:
-            node = node.setdefault(key, {})
-            if not isinstance(node, dict):
-                raise ConfigError(f"override {override!r}: {key!r} is not a section")
-        node[keys[-1]] = value
+    values = read_yaml_mapping(path) if path is not None else {}
+    apply_overrides(values, overrides)
     config = TrainConfig()
     _fill(config, values)
     if config.task not in TASKS:

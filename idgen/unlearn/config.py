@@ -9,6 +9,7 @@ import typing
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from ..config import apply_overrides, read_yaml_mapping
 from ..errors import ConfigError
 from ..recognition.data import FaceDataConfig
 from ..recognition.train import TrainConfig
@@ -112,33 +113,13 @@ def _number(value, hint, name: str):
         raise ConfigError(f"config key {name} must be a number, not {value!r}") from None
 
 
-def apply_overrides(values: dict, overrides: list[str]) -> dict:
-    """Apply ``key.sub=value`` strings (values parsed as YAML) to a nested config dict."""
-    import yaml
-
-    for item in overrides:
-        key, sep, raw = item.partition("=")
-        if not sep:
-            raise ConfigError(f"override {item!r} is not KEY=VALUE (e.g. tasks.seed=1)")
-        node = values
-        *parents, leaf = key.split(".")
-        for part in parents:
-            node = node.setdefault(part, {})
-        node[leaf] = yaml.safe_load(raw)
-    return values
-
-
 def load_config(source: str | os.PathLike | dict, overrides: list[str] = ()) -> RunConfig:
     """A :class:`RunConfig` from a YAML file or a dict, with optional ``key.sub=value`` overrides.
     Relative paths in a file are relative to it."""
     if isinstance(source, dict):
         return _build(RunConfig, apply_overrides(dict(source), list(overrides)), "")
-    import yaml
-
     path = Path(source)
-    if not path.is_file():
-        raise ConfigError(f"{path}: config file not found")
-    values = apply_overrides(yaml.safe_load(path.read_text()) or {}, list(overrides))
+    values = apply_overrides(read_yaml_mapping(path), overrides)
     try:
         config = _build(RunConfig, values, "")
     except TypeError as exc:
