@@ -175,8 +175,8 @@ class FaceAnalyzer:
                      progress: bool = True) -> list[Optional[Face]]:
         """One face per image for many images; the recogniser runs on batches of crops.
 
-        Images with no face (or, with ``on_missing='skip'``, unreadable ones) give ``None``;
-        ``skipped`` on the returned list's owner is not needed: compare against ``None``.
+        With ``on_missing='skip'`` an image with no face, or one that cannot be read, gives ``None``
+        in its place; with ``'raise'`` the first such image raises.
         """
         results: list[Optional[Face]] = [None] * len(images)
         pending: list[tuple[int, np.ndarray, Face]] = []
