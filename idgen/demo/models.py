@@ -23,10 +23,16 @@ ENVIRONMENT = {
     "detector": ("IDGEN_DETECTOR", "antelopev2"),
     "recognizer": ("IDGEN_RECOGNIZER", "arcface.onnx"),
     "insightface_root": ("IDGEN_INSIGHTFACE_ROOT", "~/.insightface"),
+    "lcm_lora": ("IDGEN_LCM_LORA", "latent-consistency/lcm-lora-sdv1-5"),
+    "lcm_lora_sdxl": ("IDGEN_LCM_LORA_SDXL", "latent-consistency/lcm-lora-sdxl"),
     "forget_data": ("IDGEN_FORGET_DATA", None),
     "device": ("IDGEN_DEVICE", None),
     "dtype": ("IDGEN_DTYPE", None),
 }
+
+#: The flags that choose each model of :class:`ModelHub` (for error messages).
+MODEL_FLAGS = {"analyzer": "--detector / --recognizer / --insightface-root",
+               "arc2face": "--model, or --base and --arc2face", "instantid": "--instantid and --instantid-base"}
 
 
 @dataclass
@@ -37,6 +43,11 @@ class ModelSettings:
     ``base`` + ``arc2face``. ``instantid`` is the InstantID folder or hub id (``InstantX/InstantID``: ``ControlNetModel/``
     and ``ip-adapter.bin``); leave it unset to hide the InstantID style. ``tiny`` replaces every
     model by a tiny random one built in code (dlib for faces) so the demo runs offline.
+
+    ``lcm_lora`` / ``lcm_lora_sdxl`` are the LCM-LoRAs of the fast preset for Arc2Face (SD 1.5) and
+    InstantID (SDXL). In tiny mode the published ones are dropped (no LoRA distilled from SD fits a
+    random model): the preset then only sets its few steps and low guidance, unless a LoRA folder
+    is named explicitly.
     """
 
     model: Optional[str] = None
@@ -44,6 +55,8 @@ class ModelSettings:
     arc2face: str = ENVIRONMENT["arc2face"][1]
     instantid: Optional[str] = None
     instantid_base: str = ENVIRONMENT["instantid_base"][1]
+    lcm_lora: Optional[str] = ENVIRONMENT["lcm_lora"][1]
+    lcm_lora_sdxl: Optional[str] = ENVIRONMENT["lcm_lora_sdxl"][1]
     detector: str = ENVIRONMENT["detector"][1]
     recognizer: str = ENVIRONMENT["recognizer"][1]
     insightface_root: str = ENVIRONMENT["insightface_root"][1]
@@ -51,6 +64,12 @@ class ModelSettings:
     device: Optional[str] = None
     dtype: Optional[str] = None
     tiny: bool = False
+
+    def __post_init__(self):
+        if self.tiny:  # the published LCM-LoRAs do not fit random weights; only a named folder is used
+            for name in ("lcm_lora", "lcm_lora_sdxl"):
+                if getattr(self, name) == ENVIRONMENT[name][1]:
+                    setattr(self, name, None)
 
     @classmethod
     def from_environment(cls, **overrides) -> "ModelSettings":
@@ -78,23 +97,34 @@ class ModelHub:
     """Lazily built, shared models for the demo's tabs (thread-safe: the queue runs handlers in
     worker threads, and two first clicks must not load a checkpoint twice)."""
 
-    def __init__(self, settings: ModelSettings):
-        self.settings = settings
+    def __init__(self, settings: Optional[ModelSettings] = None):
+        self.settings = settings or ModelSettings.from_environment()
         self._cache: dict = {}
         self._lock = threading.RLock()  # arc2face() builds analyzer() inside the lock
 
     @property
     def instantid_available(self) -> bool:
-        return self.settings.instantid is not None and not self.settings.tiny
+        return self.settings.tiny or self.settings.instantid is not None
 
     def loaded(self) -> list[str]:
         """Names of the models built so far (the tests check that tabs load only what they need)."""
         return sorted(self._cache)
 
     def _get(self, name: str, build):
+        """``build()`` once. A checkpoint that cannot be found or read (offline, wrong folder) becomes
+        a one-line :class:`~idgen.errors.ModelFilesMissingError` naming the flags that choose it."""
+        from ..errors import ModelFilesMissingError
+
         with self._lock:
             if name not in self._cache:
-                self._cache[name] = build()
+                try:
+                    self._cache[name] = build()
+                except ModelFilesMissingError:
+                    raise
+                except OSError as error:
+                    reason = (str(error).strip().splitlines() or [type(error).__name__])[0]
+                    raise ModelFilesMissingError(f"cannot load the {name} model: {reason} (choose it with "
+                                                 f"{MODEL_FLAGS[name]}, or run with --tiny)") from error
             return self._cache[name]
 
     def analyzer(self):
@@ -141,6 +171,12 @@ class ModelHub:
             from ..pipelines import InstantIDPipeline
 
             s = self.settings
+            if s.tiny:
+                from .tiny import tiny_instantid
+
+                pipe = tiny_instantid()
+                pipe.set_face_analyzer(self.analyzer())
+                return pipe
             controlnet = ControlNetModel.from_pretrained(s.instantid, subfolder="ControlNetModel",
                                                          torch_dtype=s.torch_dtype())
             pipe = InstantIDPipeline.from_pretrained(s.instantid_base, controlnet=controlnet,
@@ -167,6 +203,10 @@ def add_model_arguments(parser, demo: bool = False) -> None:
     group.add_argument("--instantid", help=f"InstantID folder or hub id, e.g. InstantX/InstantID "
                                            f"(${ENVIRONMENT['instantid'][0]}; default: InstantID off)")
     group.add_argument("--instantid-base", help=f"SDXL base for InstantID (${ENVIRONMENT['instantid_base'][0]})")
+    group.add_argument("--lcm-lora", help=f"LCM-LoRA of the fast preset for Arc2Face, hub id or folder "
+                                          f"(${ENVIRONMENT['lcm_lora'][0]}; default {ENVIRONMENT['lcm_lora'][1]})")
+    group.add_argument("--lcm-lora-sdxl", help=f"LCM-LoRA of the fast preset for InstantID "
+                                               f"(${ENVIRONMENT['lcm_lora_sdxl'][0]}; default {ENVIRONMENT['lcm_lora_sdxl'][1]})")
     group.add_argument("--detector", help=f"face detector (${ENVIRONMENT['detector'][0]}; default antelopev2)")
     group.add_argument("--recognizer", help=f"face recogniser (${ENVIRONMENT['recognizer'][0]}; default arcface.onnx)")
     group.add_argument("--insightface-root", help=f"insightface model root (${ENVIRONMENT['insightface_root'][0]})")
