@@ -331,3 +331,57 @@ def test_forget_in_the_generator_refuses_a_photo_without_a_face(served, bad_phot
     message = _error_of(lambda: client.predict([handle_file(str(bad_photos / "blank.png"))], 0, 10, 0.5, 1,
                                                api_name="/forget_generator"))
     assert "no face" in message.lower() and "Traceback" not in message
+
+
+# ---------------------------------------------------------------------------- serving
+def test_queue_runs_one_generation_at_a_time(served, faces_dir, monkeypatch):
+    import threading
+    import time
+
+    hub, client = served
+    running, peak, lock = [0], [0], threading.Lock()
+    generate = actions.generate_images
+
+    def tracked(*args, **kwargs):
+        with lock:
+            running[0] += 1
+            peak[0] = max(peak[0], running[0])
+        try:
+            time.sleep(0.3)  # long enough for the other requests to arrive while this one runs
+            return generate(*args, **kwargs)
+        finally:
+            with lock:
+                running[0] -= 1
+
+    monkeypatch.setattr(actions, "generate_images", tracked)
+    photo = handle_file(str(faces_dir / "Aaron_Peirsol_0001.jpg"))
+    jobs = [client.submit([photo], False, "arc2face", "", "", None, k, 1, 3.0, 1, False, api_name="/generate")
+            for k in range(3)]
+    assert all(len(job.result(timeout=120)[0]) == 1 for job in jobs)
+    assert peak[0] == 1  # launch(concurrency=1): requests wait in the queue instead of running together
+
+
+def test_generation_reports_progress_per_step(faces_dir):
+    hub = ModelHub(ModelSettings(tiny=True))
+    identity = actions.random_identity(hub, 0)
+    updates = []
+    actions.generate_images(hub, identity, steps=3, guidance=3.0, progress=lambda f, desc=None: updates.append((f, desc)))
+    fractions = [f for f, _ in updates]
+    assert fractions == sorted(fractions) and fractions[-1] == 1.0
+    assert [d for _, d in updates if "step" in d] == [f"denoising 1 image(s): step {k}/3" for k in (1, 2, 3)]
+
+
+def test_models_come_from_flags_then_environment_then_defaults(monkeypatch):
+    import app
+
+    monkeypatch.setenv("IDGEN_ARC2FACE", "/models/arc2face")
+    monkeypatch.setenv("IDGEN_INSTANTID", "InstantX/InstantID")
+    monkeypatch.setenv("IDGEN_LCM_LORA", "/models/lcm-lora")
+    from idgen.demo.models import settings_from_args
+
+    settings = settings_from_args(app.build_parser().parse_args(["--arc2face", "/flag/arc2face", "--device", "cpu"]))
+    assert settings.arc2face == "/flag/arc2face"  # the flag wins over $IDGEN_ARC2FACE
+    assert settings.instantid == "InstantX/InstantID" and settings.lcm_lora == "/models/lcm-lora"  # environment
+    assert settings.base == "stable-diffusion-v1-5/stable-diffusion-v1-5" and settings.device == "cpu"
+    hub = ModelHub(settings)
+    assert hub.instantid_available and hub.loaded() == []  # named, not loaded
