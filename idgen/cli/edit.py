@@ -3,8 +3,6 @@ its person; prints the identity similarities the edit reached."""
 
 from __future__ import annotations
 
-import argparse
-
 import numpy as np
 from PIL import Image
 
