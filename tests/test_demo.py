@@ -286,9 +286,10 @@ def test_tiny_page_says_what_the_fast_preset_does():
     import gradio as gr
 
     demo = build_demo(ModelHub(ModelSettings(tiny=True)))
-    infos = [block.info for block in demo.blocks.values() if isinstance(block, gr.Checkbox) and block.info]
-    assert infos and all("4 steps at guidance 1" in info and "No LCM-LoRA" in info and "--lcm-lora" in info
-                         for info in infos)
+    texts = [str(block.value) for block in demo.blocks.values() if isinstance(block, gr.Markdown)]
+    presets = [text for text in texts if text.startswith("Fast preset")]
+    assert len(presets) == 2  # under the Generate and the Mix controls
+    assert all("4 steps at guidance 1" in text and "No LCM-LoRA" in text and "--lcm-lora" in text for text in presets)
     assert ModelSettings(tiny=True).lcm_lora is None  # the published SD 1.5 LCM-LoRA is not fetched for random weights
     assert ModelSettings().lcm_lora == "latent-consistency/lcm-lora-sdv1-5"
 

@@ -55,7 +55,8 @@ def _sampling_controls(default_steps: int, fast_info: str):
         seed = gr.Number(value=0, precision=0, label="seed")
         steps = gr.Slider(1, 50, value=default_steps, step=1, label="steps")
         guidance = gr.Slider(1.0, 10.0, value=3.0, step=0.5, label="guidance")
-        fast = gr.Checkbox(value=False, label="fast preset (LCM-LoRA)", info=fast_info)
+        fast = gr.Checkbox(value=False, label="fast preset (LCM-LoRA)")
+    gr.Markdown(fast_info)
     return seed, steps, guidance, fast
 
 
