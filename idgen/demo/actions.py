@@ -337,7 +337,7 @@ def forget_in_generator(hub: ModelHub, photos: Sequence = (), *, seed: int = 0, 
     run = Path(workdir or tempfile.mkdtemp(prefix="idgen-demo-forget-generator-"))
     progress(0.1, desc=f"forgetting {identity.source}: {int(steps)} steps")
     result = forget_in_encoder(edited, identity.vector[None], radius=float(radius), steps=int(steps),
-                               save_dir=run / "lora", show_progress=False)
+                               save_dir=run / "lora")  # its tqdm bar shows in the page (track_tqdm)
     renders = []
     for name, pipe in (("before", original), ("after", edited)):
         progress(0.8 if name == "before" else 0.9, desc=f"rendering the person {name} forgetting")

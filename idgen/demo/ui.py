@@ -113,7 +113,7 @@ def build_demo(hub: ModelHub) -> gr.Blocks:
                 str(result["folder"] / "images"))
 
     @friendly_errors
-    def forget_generator(photos, seed, steps, radius, render_steps, progress=gr.Progress()):
+    def forget_generator(photos, seed, steps, radius, render_steps, progress=gr.Progress(track_tqdm=True)):
         result = actions.forget_in_generator(hub, _paths(photos), seed=int(seed), steps=int(steps),
                                              radius=float(radius), render_steps=int(render_steps), progress=progress)
         gallery = [(image, f"{name}: {actions.caption(similarity)}") for name, image, similarity in result["renders"]]
@@ -121,7 +121,7 @@ def build_demo(hub: ModelHub) -> gr.Blocks:
         return gallery, text, str(result["zip"])
 
     @friendly_errors
-    def forget(folder, names, count, base_epochs, epochs, progress=gr.Progress()):
+    def forget(folder, names, count, base_epochs, epochs, progress=gr.Progress(track_tqdm=True)):
         result = actions.forget_identities(hub, folder, identities=(names or "").split(","), count=int(count),
                                            base_epochs=int(base_epochs), epochs=int(epochs), progress=progress)
         return result["markdown"], str(result["plot"])
