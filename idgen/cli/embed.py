@@ -5,7 +5,6 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 
-import numpy as np
 
 from ..errors import ConfigError
 from .common import add_embedding_options, add_face_options, analyzer_from_args
