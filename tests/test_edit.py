@@ -171,7 +171,7 @@ def test_cli_replace_and_restyle(pipe, faces_dir, tmp_path, capsys):
     out = tmp_path / "replaced.png"
     common = ["--model", str(model), "--steps", "2", "--seed", "3", "--detector", "dlib", "--recognizer", "dlib"]
     assert main(["edit", "replace", "--photo", str(faces_dir / PHOTO), "--identity", str(faces_dir / TARGET),
-                 "--face", "0", "--out", str(out), *common]) == 0
+                 "--face-index", "0", "--out", str(out), *common]) == 0
     printed = capsys.readouterr().out
     assert "face 0: similarity to target" in printed and "to original person" in printed
     replaced = np.asarray(Image.open(out))

@@ -20,7 +20,7 @@ def register(subparsers) -> None:
                                  description="Inpaint the chosen face of --photo with the identity of "
                                              "--identity (a photo, or a .npy embedding from the same recogniser).")
     replace.add_argument("--identity", required=True, help="photo of the target person, or a .npy embedding")
-    replace.add_argument("--face", default=None,
+    replace.add_argument("--face-index", default=None,
                          help="face to replace when there are several: index (largest first), '0,2', or 'all'")
     replace.add_argument("--strength", type=float, default=1.0, help="inpainting strength (0 leaves the photo as is)")
     replace.set_defaults(handler=run_replace)
@@ -28,7 +28,7 @@ def register(subparsers) -> None:
     restyle = actions.add_parser("restyle", help="re-render a photo keeping its person",
                                  description="img2img over the whole photo conditioned on the identity of "
                                              "its (chosen) face.")
-    restyle.add_argument("--face", default=None, help="whose identity to keep when there are several faces (index)")
+    restyle.add_argument("--face-index", default=None, help="whose identity to keep when there are several faces (index)")
     restyle.add_argument("--strength", type=float, default=0.5, help="how much of the photo is re-drawn (0–1)")
     restyle.set_defaults(handler=run_restyle)
 
@@ -48,7 +48,7 @@ def _face_choice(text: str | None):
     try:
         indices = [int(part) for part in text.split(",")]
     except ValueError:
-        raise ConfigError(f"--face {text!r}: use an index, a comma-separated list of indices, or 'all'") from None
+        raise ConfigError(f"--face-index {text!r}: use an index, a comma-separated list of indices, or 'all'") from None
     return indices[0] if len(indices) == 1 else indices
 
 
@@ -67,7 +67,7 @@ def _edit_settings(args) -> dict:
     import torch
 
     return {"strength": args.strength, "num_inference_steps": args.steps, "guidance_scale": args.guidance,
-            "size": args.size, "face": _face_choice(args.face), "prompt": args.prompt or None,
+            "size": args.size, "face": _face_choice(args.face_index), "prompt": args.prompt or None,
             "generator": torch.Generator().manual_seed(args.seed)}
 
 
