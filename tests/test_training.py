@@ -63,18 +63,35 @@ def train_args(tiny_dir, folders, out, *extra) -> list[str]:
             "optim.batch_size=2", "optim.lr_warmup_steps=0", "optim.learning_rate=1e-3", "lora.rank=4", *extra]
 
 
-def launch(args: list[str]) -> subprocess.CompletedProcess:
-    command = [sys.executable, "-m", "accelerate.commands.launch", "--cpu", "--num_processes", "1",
-               "--num_machines", "1", "--mixed_precision", "no", "--dynamo_backend", "no",
-               "--num_cpu_threads_per_process", "1", str(ROOT / "training/train.py"), *args]
+def launch(args: list[str], processes: int = 1, mixed_precision: str = "no") -> subprocess.CompletedProcess:
+    """``accelerate launch`` the trainer on the CPU: one process with ``--cpu``; several over gloo with
+    ``--multi_gpu`` and ``ACCELERATE_USE_CPU=1`` (``--cpu --num_processes N`` would start only one)."""
     env = {**os.environ, "HF_HUB_OFFLINE": "1"}
+    if processes == 1:
+        where = ["--cpu", "--num_processes", "1"]
+    else:
+        where = ["--multi_gpu", "--num_processes", str(processes), "--main_process_port", "0"]
+        env["ACCELERATE_USE_CPU"] = "1"
+    command = [sys.executable, "-m", "accelerate.commands.launch", *where, "--num_machines", "1",
+               "--mixed_precision", mixed_precision, "--dynamo_backend", "no", "--num_cpu_threads_per_process", "1",
+               str(ROOT / "training/train.py"), *args]
     result = subprocess.run(command, capture_output=True, text=True, env=env, cwd=ROOT, timeout=900)
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
     return result
 
 
+def log(out: Path) -> list[dict]:
+    return [json.loads(line) for line in (out / "log.jsonl").read_text().splitlines()]
+
+
 def losses(out: Path) -> dict[int, float]:
-    return {r["step"]: r["loss"] for r in map(json.loads, (out / "log.jsonl").read_text().splitlines())}
+    return {r["step"]: r["loss"] for r in log(out)}
+
+
+def lora_weights(out: Path) -> dict[str, torch.Tensor]:
+    from safetensors.torch import load_file
+
+    return load_file(str(out / "pytorch_lora_weights.safetensors"))
 
 
 @pytest.fixture(scope="module")
@@ -181,8 +198,9 @@ def test_training_loss_falls_on_a_fixed_batch(tiny_dir, folders):
     optimizer = torch.optim.AdamW(params, lr=1e-2)
     history = []
     for _ in range(12):
+        generators = [torch.Generator().manual_seed(i) for i in range(2)]
         loss = latent_diffusion_loss(parts.unet, parts.vae, parts.noise_scheduler, pixels,
-                                     conditioning(batch, "cpu"), torch.Generator().manual_seed(0)).mean()
+                                     conditioning(batch, "cpu"), generators).mean()
         loss.backward()
         optimizer.step()
         optimizer.zero_grad()
@@ -220,10 +238,42 @@ def test_resume_latest_reproduces_uninterrupted_losses(full_run, tiny_dir, folde
     assert "resumed from" in result.stdout + result.stderr
     assert json.loads((out / "data_report.json").read_text())["train"]["analysed_now"] == 1  # cache reused
     assert abs(losses(out)[3] - losses(full_run)[3]) <= 1e-6
-    from safetensors.torch import load_file
-
-    a, b = load_file(str(full_run / "pytorch_lora_weights.safetensors")), load_file(str(out / "pytorch_lora_weights.safetensors"))
+    a, b = lora_weights(full_run), lora_weights(out)
     assert a.keys() == b.keys() and all(torch.allclose(a[k], b[k], atol=1e-6) for k in a)
+
+
+def test_two_processes_with_half_batches_train_like_one(full_run, tiny_dir, folders, tmp_path):
+    """2 CPU processes (gloo) × batch 1 against ``full_run``'s 1 process × batch 2, same seed and steps.
+
+    The processes must split each step's examples without overlap, in the one-process order, stay
+    identical replicas, and end with the same LoRA: the per-example randomness makes the two runs
+    the same computation up to float32 rounding (a batch of 2 and two batches of 1 sum in a
+    different order). Adam divides each gradient by its own running magnitude, which amplifies that
+    rounding where a gradient is a near-cancelling sum (cross-attention keys: softmax gradients sum
+    to zero). Measured: losses equal to the last bit; weights differ by 6e-9 on average and by at most
+    1.0e-5 (8 of 13,056 elements above 1e-6), while training moved the LoRA-up weights by 2e-3 on
+    average and one Adam step moves a weight by up to lr = 1e-3. A real difference in data or noise
+    changes most weights by ~1e-3, so: mean < 1e-7, max < 1e-4 (a tenth of one step).
+    """
+    out = tmp_path / "two"
+    launch(train_args(tiny_dir, folders, out, "optim.max_steps=3", "optim.gradient_accumulation_steps=2",
+                      "optim.batch_size=1", "logging.checkpoint_every=100"), processes=2)
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert metrics["processes"] == 2 and metrics["replica_max_abs_diff"] == 0.0
+
+    # sharding: each step uses the one-process run's examples; the stream walks whole epochs
+    stream = [i for record in log(out) for i in record["examples"]]
+    assert stream == [i for record in log(full_run) for i in record["examples"]]
+    assert len(stream) == 12 and all(sorted(stream[e:e + 3]) == [0, 1, 2] for e in range(0, 12, 3))
+
+    one, two = losses(full_run), losses(out)
+    assert one.keys() == two.keys() and all(abs(one[k] - two[k]) <= 1e-6 * one[k] for k in one), (one, two)
+    a, b = lora_weights(full_run), lora_weights(out)
+    moved = max(a[k].abs().max().item() for k in a if ".lora.up." in k)  # B starts at zero
+    assert moved > 1e-3
+    assert a.keys() == b.keys()
+    diff = torch.cat([(a[k] - b[k]).abs().flatten() for k in a])
+    assert diff.mean() < 1e-7 and diff.max() < 1e-4, (diff.mean(), diff.max())
 
 
 def test_saved_lora_loads_into_pipeline_and_changes_output(full_run, tiny_dir):
@@ -266,8 +316,6 @@ def test_personalize_plain_sd_with_prior_preservation(tiny_dir, folders, tmp_pat
                             text=True, cwd=ROOT, env={**os.environ, "HF_HUB_OFFLINE": "1"}, timeout=900)
     assert result.returncode == 0, result.stderr[-3000:]
     assert sorted(p.name for p in (out / "prior").glob("*.png")) == ["prior-00000.png", "prior-00001.png"]
-    from safetensors.torch import load_file
-
-    keys = load_file(str(out / "pytorch_lora_weights.safetensors")).keys()
+    keys = lora_weights(out).keys()
     assert any(k.startswith("unet.") for k in keys) and any(k.startswith("text_encoder.") for k in keys)
     assert sorted(losses(out)) == [1, 2] and all(math.isfinite(v) for v in losses(out).values())

@@ -23,6 +23,7 @@ from PIL import Image
 from ..errors import ConfigError, IdgenError, NoFaceError
 from ..faces import FaceAnalyzer, iter_image_files, load_image
 from ..io import save_safetensors_atomic
+from .randomness import example_generator
 
 
 def file_hash(path: str | os.PathLike) -> str:
@@ -143,12 +144,15 @@ class FaceDataset(torch.utils.data.Dataset):
 
 
 class SeededBatches:
-    """Which examples make up micro-batch ``k``: a pure function of (seed, k, process).
+    """Which examples make up micro-batch ``k``, and their random generators: a pure function of
+    (seed, k, process).
 
     The examples are walked epoch by epoch in a permutation seeded by (seed, epoch); micro-batch
-    ``k`` of process ``r`` of ``P`` takes ``batch_size`` consecutive positions starting at
-    ``(k·P + r)·batch_size``. Nothing depends on how many batches were drawn before, so a run resumed
-    at step ``k`` sees exactly the batches an uninterrupted run would.
+    ``k`` of process ``r`` of ``P`` takes the ``batch_size`` consecutive stream positions starting at
+    ``(k·P + r)·batch_size``, so the processes share out one stream without overlap, and ``P``
+    processes with batch ``b`` see together what one process with batch ``P·b`` sees. Each position
+    has its own generator (:func:`.randomness.example_generator`). Nothing depends on how many batches
+    were drawn before, so a run resumed at step ``k`` sees exactly the batches an uninterrupted run would.
     """
 
     def __init__(self, dataset, batch_size: int, seed: int, num_processes: int = 1, process_index: int = 0):
@@ -163,13 +167,18 @@ class SeededBatches:
             self._perms[epoch] = torch.randperm(len(self.dataset), generator=generator)
         return self._perms[epoch]
 
+    def positions(self, micro_step: int) -> range:
+        start = (micro_step * self.num_processes + self.process_index) * self.batch_size
+        return range(start, start + self.batch_size)
+
     def indices(self, micro_step: int) -> list[int]:
         n = len(self.dataset)
-        start = (micro_step * self.num_processes + self.process_index) * self.batch_size
-        return [int(self._permutation(pos // n)[pos % n]) for pos in range(start, start + self.batch_size)]
+        return [int(self._permutation(pos // n)[pos % n]) for pos in self.positions(micro_step)]
 
     def batch(self, micro_step: int) -> dict:
-        items = [self.dataset[i] for i in self.indices(micro_step)]
+        indices = self.indices(micro_step)
+        items = [self.dataset[i] for i in indices]
         return {"pixel_values": torch.stack([it["pixel_values"] for it in items]),
                 "id_embeds": torch.stack([it["id_embeds"] for it in items]),
-                "prompts": [it["prompt"] for it in items]}
+                "prompts": [it["prompt"] for it in items], "indices": indices,
+                "generators": [example_generator(self.seed, pos) for pos in self.positions(micro_step)]}
