@@ -100,7 +100,8 @@ def main(argv=None) -> None:
     pipe = build_pipeline(parts, cfg.model.conditioning)
     conditioning = Conditioning(pipe, cfg.model.conditioning)
     prompt = cfg.data.instance_prompt if cfg.task == "personalize" else ""
-    dataset = FaceDataset(train_faces.files, train_faces.id_embeds, cfg.data.resolution, prompt)
+    dataset = FaceDataset(train_faces.files, train_faces.id_embeds, cfg.data.resolution, prompt,
+                          train_faces.landmarks, cfg.data.face_scale)
     batches = SeededBatches(dataset, cfg.optim.batch_size, cfg.seed, accelerator.num_processes, accelerator.process_index)
     prior_batches = None
     if cfg.task == "personalize" and cfg.prior.enabled:  # made by the frozen model, before any LoRA exists
@@ -161,7 +162,7 @@ def main(argv=None) -> None:
                                         cfg.data.resolution, cfg.seed, prompt)
         parts.unet.train()
         metrics = validation.score(renders, valset, evaluator, cfg.validation.images_per_identity)
-        image = validation.grid(renders, valset, cfg.validation.images_per_identity)
+        image = validation.grid(renders, valset, cfg.validation.images_per_identity, cfg.data.face_scale)
         validation.save_grid(image, out / "validation" / f"step-{step:06d}.png")
         accelerator.get_tracker("tensorboard").writer.add_image("validation/grid", image, step, dataformats="HWC")
         metrics = {f"val/{k}": v for k, v in metrics.items()}

@@ -42,6 +42,9 @@ class DataConfig:
     #: ``$XDG_CACHE_HOME/idgen/identities``.
     identity_cache: Optional[str] = None
     resolution: int = 512
+    #: training crops put the five face landmarks on the ArcFace template shrunk by this factor about
+    #: the crop centre: 1.0 is the recognisers' tight crop, 0.8 frames the head like FFHQ portraits.
+    face_scale: float = 0.8
     #: probability of mirroring a training photo (faces are nearly symmetric; the identity is kept).
     flip: float = 0.5
     #: ``personalize`` with ``conditioning: sd``: the prompt naming the new identity, and the class.
