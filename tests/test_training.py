@@ -336,7 +336,8 @@ def test_two_processes_with_half_batches_train_like_one(full_run, tiny_dir, fold
     assert diff.mean() < 1e-7 and diff.max() < 1e-4, (diff.mean(), diff.max())
 
 
-def test_saved_lora_loads_into_pipeline_and_changes_output(full_run, tiny_dir):
+def assert_lora_changes_arc2face_output(run: Path, tiny_dir: Path) -> None:
+    """``pipe.load_lora_weights(run)`` on a fresh Arc2FacePipeline changes its images; disabling it restores them."""
     from idgen.pipelines import Arc2FacePipeline
 
     pipe = Arc2FacePipeline.from_pretrained(tiny_dir)
@@ -348,11 +349,15 @@ def test_saved_lora_loads_into_pipeline_and_changes_output(full_run, tiny_dir):
                     generator=torch.Generator().manual_seed(0), output_type="np").images
 
     before = render()
-    pipe.load_lora_weights(full_run)
+    pipe.load_lora_weights(run)
     after = render()
     assert np.abs(after - before).max() > 1e-4
     pipe.disable_lora()
     np.testing.assert_allclose(render(), before, atol=1e-6)
+
+
+def test_saved_lora_loads_into_pipeline_and_changes_output(full_run, tiny_dir):
+    assert_lora_changes_arc2face_output(full_run, tiny_dir)
 
 
 def test_config_error_exits_before_training(tiny_dir, folders, tmp_path):
@@ -379,3 +384,33 @@ def test_personalize_plain_sd_with_prior_preservation(tiny_dir, folders, tmp_pat
     keys = lora_weights(out).keys()
     assert any(k.startswith("unet.") for k in keys) and any(k.startswith("text_encoder.") for k in keys)
     assert sorted(losses(out)) == [1, 2] and all(math.isfinite(v) for v in losses(out).values())
+
+
+def test_personalize_on_arc2face_identity_in_bf16(tiny_dir, folders, tmp_path):
+    """One person's LoRA conditioned on their identity vectors (no prompt), bf16 autocast through
+    ``accelerate launch --mixed_precision bf16``, prior images from random identities; the LoRA
+    drops into an Arc2FacePipeline."""
+    out = tmp_path / "me"
+    launch(["--config", str(ROOT / "training/configs/personalize.yaml"), f"output_dir={out}",
+            f"model.pretrained={tiny_dir}", "model.arc2face=null", "model.conditioning=arc2face",
+            f"data.faces_dir={folders['train']}", "data.detector=dlib", "data.recognizer=dlib",
+            f"data.identity_cache={folders['cache']}", f"data.resolution={RESOLUTION}", "optim.mixed_precision=bf16",
+            "optim.max_steps=2", "optim.learning_rate=1e-3", "lora.rank=4", "prior.enabled=true", "prior.num_images=2",
+            "prior.num_inference_steps=2"], mixed_precision="bf16")
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert metrics["task"] == "personalize" and metrics["mixed_precision"] == "bf16"
+    assert sorted(p.name for p in (out / "prior").glob("*.png")) == ["prior-00000.png", "prior-00001.png"]
+    assert sorted(losses(out)) == [1, 2] and all(math.isfinite(v) for v in losses(out).values())
+    weights = lora_weights(out)
+    assert weights and all(k.startswith("unet.") and v.dtype == torch.float32 for k, v in weights.items())
+    assert_lora_changes_arc2face_output(out, tiny_dir)
+
+
+def test_fp16_on_cpu_is_a_clear_error(tiny_dir, folders, tmp_path):
+    command = [sys.executable, str(ROOT / "training/train.py"),
+               *train_args(tiny_dir, folders, tmp_path / "run", "optim.mixed_precision=fp16")]
+    result = subprocess.run(command, capture_output=True, text=True, cwd=ROOT,
+                            env={**os.environ, "HF_HUB_OFFLINE": "1", "ACCELERATE_USE_CPU": "1"})
+    assert result.returncode == 1
+    assert "optim.mixed_precision=fp16 needs a GPU" in result.stderr and "bf16" in result.stderr
+    assert not (tmp_path / "run" / "data_report.json").exists()
