@@ -1,8 +1,9 @@
 """training/train.py and idgen.training on tiny random SD-1.5-shaped models and real face photos.
 
-The launcher runs through ``accelerate launch --cpu`` twice: a 3-step run (gradient accumulation,
-checkpoint at step 2, validation at the end) and a run resumed from its step-2 checkpoint, whose
-step-3 loss must equal the uninterrupted run's.
+The launcher runs through ``accelerate launch`` on the CPU: a 3-step run (gradient accumulation,
+checkpoint at step 2, validation at the end); a run resumed from its step-2 checkpoint, whose step-3
+loss must equal the uninterrupted run's; the same 3 steps on 2 processes (gloo) with half the batch,
+which must train like the 1-process run; and a bf16 ``personalize`` run on identity conditioning.
 """
 
 from __future__ import annotations
