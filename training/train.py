@@ -4,9 +4,12 @@ recogniser forget identities (``forget``, GS-LoRA: :func:`idgen.unlearn.run_forg
     accelerate launch training/train.py --config training/configs/id_adapter.yaml [section.key=value ...]
     accelerate launch --cpu training/train.py --config ... --resume latest
 
-One loop for every task; the pieces live in :mod:`idgen.training`. Randomness of step ``k`` (batch,
-noise, timesteps, flips, guidance dropout) comes from a generator seeded by (seed, k, process), so
-``--resume latest`` continues with exactly the losses of an uninterrupted run.
+    ACCELERATE_USE_CPU=1 accelerate launch --multi_gpu --num_processes 2 training/train.py --config ...  # 2 CPU processes
+
+One loop for every task; the pieces live in :mod:`idgen.training`. Which examples micro-step ``k``
+uses, and all their randomness (noise, timesteps, flips, guidance dropout), are a function of
+(seed, k, position of the example), so ``--resume latest`` continues with exactly the losses of an
+uninterrupted run, and P processes with batch b train like one process with batch P·b.
 """
 
 from __future__ import annotations
@@ -22,19 +25,20 @@ import yaml
 from accelerate import Accelerator
 from accelerate.utils import ProjectConfiguration, set_seed
 from diffusers.optimization import get_scheduler
-from diffusers.training_utils import cast_training_params
 from tqdm.auto import tqdm
 
 from idgen.config import read_yaml_mapping
 from idgen.errors import ConfigError, IdgenError
 from idgen.faces import FaceAnalyzer
 from idgen.io import atomic_path, write_json_atomic
-from idgen.training import (Conditioning, FaceDataset, IdentityCache, SeededBatches, add_lora, build_pipeline,
-                            default_cache_path, latent_diffusion_loss, latest_checkpoint, load_components,
-                            load_config, prune_checkpoints, register_trainable_state, save_lora_weights,
-                            scan_faces)
+from idgen.training import (Conditioning, FaceDataset, IdentityCache, SeededBatches, add_training_lora,
+                            build_pipeline, default_cache_path, latent_diffusion_loss, latest_checkpoint,
+                            load_components, load_config, make_optimizer, prune_checkpoints,
+                            register_trainable_state, save_lora_weights, scan_faces)
 from idgen.training import validation
 from idgen.training.checkpoints import checkpoint_step
+from idgen.training.distributed import average_gradients, check_launch, replica_spread
+from idgen.training.randomness import rand
 from idgen.training.prior import prior_images
 
 
@@ -44,28 +48,6 @@ def parse_args(argv=None):
     parser.add_argument("--resume", help="'latest' (newest checkpoint in output_dir, if any) or a checkpoint folder")
     parser.add_argument("overrides", nargs="*", help="section.key=value, e.g. optim.max_steps=100")
     return parser.parse_args(argv)
-
-
-def make_optimizer(groups, cfg, device):
-    kind = cfg.optimizer
-    if kind == "auto":
-        try:
-            import bitsandbytes  # noqa: F401
-
-            kind = "adamw8bit" if device.type == "cuda" else "adamw"
-        except ImportError:
-            kind = "adamw"
-    if kind == "adamw8bit":
-        import bitsandbytes as bnb
-
-        return bnb.optim.AdamW8bit(groups, betas=tuple(cfg.betas), weight_decay=cfg.weight_decay)
-    if kind != "adamw":
-        raise ConfigError(f"optim.optimizer must be auto, adamw or adamw8bit, got {kind!r}")
-    return torch.optim.AdamW(groups, betas=tuple(cfg.betas), weight_decay=cfg.weight_decay)
-
-
-def step_generator(seed: int, micro_step: int, process: int) -> torch.Generator:
-    return torch.Generator().manual_seed((seed * 1_000_003 + micro_step) * 1_009 + process)
 
 
 def config_task(path) -> str:
@@ -97,6 +79,7 @@ def main(argv=None) -> None:
                               gradient_accumulation_steps=cfg.optim.gradient_accumulation_steps,
                               project_config=ProjectConfiguration(project_dir=str(out), logging_dir=str(out / "logs")))
     main_process, device = accelerator.is_main_process, accelerator.device
+    check_launch(accelerator, cfg.optim.mixed_precision)
 
     # Data first: bad folders fail before any model loads. The main process analyses; the rest read its cache.
     analyzer = FaceAnalyzer.from_backend(cfg.data.detector, cfg.data.recognizer, det_size=cfg.data.det_size,
@@ -113,14 +96,12 @@ def main(argv=None) -> None:
               f"({train_faces.analysed} analysed now, the rest cached) -> {out / 'data_report.json'}")
 
     set_seed(cfg.seed)
-    weight_dtype = {"no": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}[cfg.optim.mixed_precision]
-    parts = load_components(cfg.model)
-    for module in (parts.unet, parts.text_encoder, parts.vae):
-        module.requires_grad_(False).to(device, dtype=weight_dtype)
+    parts = load_components(cfg.model).freeze(device, cfg.optim.mixed_precision)
     pipe = build_pipeline(parts, cfg.model.conditioning)
     conditioning = Conditioning(pipe, cfg.model.conditioning)
     prompt = cfg.data.instance_prompt if cfg.task == "personalize" else ""
-    dataset = FaceDataset(train_faces.files, train_faces.id_embeds, cfg.data.resolution, prompt)
+    dataset = FaceDataset(train_faces.files, train_faces.id_embeds, cfg.data.resolution, prompt,
+                          train_faces.landmarks, cfg.data.face_scale)
     batches = SeededBatches(dataset, cfg.optim.batch_size, cfg.seed, accelerator.num_processes, accelerator.process_index)
     prior_batches = None
     if cfg.task == "personalize" and cfg.prior.enabled:  # made by the frozen model, before any LoRA exists
@@ -132,20 +113,15 @@ def main(argv=None) -> None:
         prior_batches = SeededBatches(prior_set, cfg.optim.batch_size, cfg.seed + 1,
                                       accelerator.num_processes, accelerator.process_index)
 
-    params = add_lora(parts.unet, cfg.lora, cfg.lora.unet_targets)
-    groups = [{"params": params, "lr": cfg.optim.learning_rate}]
-    trainable = {"unet": parts.unet, "text_encoder": None}
-    if cfg.lora.text_encoder:
-        te_params = add_lora(parts.text_encoder, cfg.lora, cfg.lora.text_encoder_targets)
-        groups.append({"params": te_params, "lr": cfg.optim.text_encoder_learning_rate or cfg.optim.learning_rate})
-        trainable["text_encoder"] = parts.text_encoder
-        params = params + te_params
-    cast_training_params([m for m in trainable.values() if m is not None], torch.float32)
+    groups, trainable = add_training_lora(parts, cfg.lora, cfg.optim)
+    params = [p for group in groups for p in group["params"]]
     if cfg.optim.gradient_checkpointing:
         parts.unet.enable_gradient_checkpointing()
         if cfg.lora.text_encoder:
             parts.text_encoder.gradient_checkpointing_enable()
     optimizer = make_optimizer(groups, cfg.optim, device)
+    accelerator.print(f"optimizer: {type(optimizer).__name__}, {accelerator.num_processes} process(es), "
+                      f"mixed precision {accelerator.mixed_precision}")
     lr_scheduler = get_scheduler(cfg.optim.lr_scheduler, optimizer,
                                  num_warmup_steps=cfg.optim.lr_warmup_steps * accelerator.num_processes,
                                  num_training_steps=cfg.optim.max_steps * accelerator.num_processes)
@@ -186,7 +162,7 @@ def main(argv=None) -> None:
                                         cfg.data.resolution, cfg.seed, prompt)
         parts.unet.train()
         metrics = validation.score(renders, valset, evaluator, cfg.validation.images_per_identity)
-        image = validation.grid(renders, valset, cfg.validation.images_per_identity)
+        image = validation.grid(renders, valset, cfg.validation.images_per_identity, cfg.data.face_scale)
         validation.save_grid(image, out / "validation" / f"step-{step:06d}.png")
         accelerator.get_tracker("tensorboard").writer.add_image("validation/grid", image, step, dataformats="HWC")
         metrics = {f"val/{k}": v for k, v in metrics.items()}
@@ -197,37 +173,34 @@ def main(argv=None) -> None:
     accum, started, losses, metrics = cfg.optim.gradient_accumulation_steps, time.time(), [], {}
     bar = tqdm(total=cfg.optim.max_steps, initial=start, desc=cfg.task, disable=not main_process, unit="step")
     for step in range(start, cfg.optim.max_steps):
-        step_loss = 0.0
+        step_loss, examples = 0.0, []
         for micro in range(accum):
             k = step * accum + micro
-            generator = step_generator(cfg.seed, k, accelerator.process_index)
             batch = batches.batch(k)
-            flip = torch.rand(len(batch["prompts"]), generator=generator) < cfg.data.flip
+            flip = rand(batch["generators"]) < cfg.data.flip
             batch["pixel_values"] = torch.where(flip[:, None, None, None], batch["pixel_values"].flip(-1),
                                                 batch["pixel_values"])
-            drop = (torch.rand(len(batch["prompts"]), generator=generator) < cfg.optim.cfg_dropout
-                    if cfg.task == "id-adapter" else None)
+            drop = rand(batch["generators"]) < cfg.optim.cfg_dropout if cfg.task == "id-adapter" else None
             with accelerator.accumulate(), accelerator.autocast():
                 per_sample = latent_diffusion_loss(parts.unet, parts.vae, parts.noise_scheduler, batch["pixel_values"],
-                                                   conditioning(batch, device, drop), generator,
+                                                   conditioning(batch, device, drop), batch["generators"],
                                                    noise_offset=cfg.optim.noise_offset, snr_gamma=cfg.optim.snr_gamma)
                 loss = per_sample.mean()
                 if prior_batches is not None:
                     prior = prior_batches.batch(k)
                     loss = loss + cfg.prior.weight * latent_diffusion_loss(
                         parts.unet, parts.vae, parts.noise_scheduler, prior["pixel_values"],
-                        conditioning(prior, device), generator, noise_offset=cfg.optim.noise_offset,
+                        conditioning(prior, device), prior["generators"], noise_offset=cfg.optim.noise_offset,
                         snr_gamma=cfg.optim.snr_gamma).mean()
                 accelerator.backward(loss)
                 if accelerator.sync_gradients:
-                    if accelerator.num_processes > 1:  # models are not DDP-wrapped: average LoRA grads here
-                        for p in params:
-                            p.grad = accelerator.reduce(p.grad, reduction="mean")
+                    average_gradients(accelerator, params)
                     accelerator.clip_grad_norm_(params, cfg.optim.max_grad_norm)
                 optimizer.step()
                 lr_scheduler.step()
                 optimizer.zero_grad(set_to_none=True)
-            step_loss += accelerator.gather(loss.detach()).mean().item() / accum
+            step_loss += accelerator.gather(loss.detach().float()).mean().item() / accum
+            examples += accelerator.gather(torch.tensor(batch["indices"], device=device)).tolist()
         losses.append(step_loss)
         done = step + 1
         bar.update(1)
@@ -236,7 +209,7 @@ def main(argv=None) -> None:
             accelerator.log({"train/loss": step_loss, "train/lr": lr_scheduler.get_last_lr()[0]}, step=done)
         if main_process:
             with open(log_path, "a") as handle:
-                handle.write(json.dumps({"step": done, "loss": step_loss}) + "\n")
+                handle.write(json.dumps({"step": done, "loss": step_loss, "examples": examples}) + "\n")
         if done % cfg.validation.every == 0 or done == cfg.optim.max_steps:
             metrics = validate(done) or metrics
         if done % cfg.logging.checkpoint_every == 0 and done < cfg.optim.max_steps:
@@ -246,6 +219,7 @@ def main(argv=None) -> None:
     bar.close()
 
     accelerator.wait_for_everyone()
+    spread = replica_spread(accelerator, params)
     if main_process:
         lora_file = save_lora_weights(out, parts.unet, trainable["text_encoder"])
         tail = losses[-10:]
@@ -253,6 +227,8 @@ def main(argv=None) -> None:
             "task": cfg.task, "steps": cfg.optim.max_steps, "resumed_from": start,
             "final_loss": sum(tail) / len(tail) if tail else None,
             "steps_per_s": len(losses) / (time.time() - started), **metrics,
+            "processes": accelerator.num_processes, "replica_max_abs_diff": spread,
+            "mixed_precision": accelerator.mixed_precision, "optimizer": type(optimizer.optimizer).__name__,
             "data": {"train_used": len(train_faces.files), "train_skipped": len(train_faces.skipped)},
         })
         print(f"saved {lora_file} and {out / 'metrics.json'}")

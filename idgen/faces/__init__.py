@@ -6,7 +6,7 @@
 >>> face.bbox, face.landmarks, face.aligned.shape, face.normed_embedding
 """
 
-from .align import ARCFACE_TEMPLATE, align_face, alignment_matrix, similarity_transform
+from .align import ARCFACE_TEMPLATE, align_face, alignment_matrix, face_template, similarity_transform
 from .analyzer import FaceAnalyzer, cosine_similarity, iter_image_files
 from .detectors import Detection, DlibDetector, InsightFaceDetector
 from .image import load_image
@@ -15,6 +15,6 @@ from .types import Face
 
 __all__ = [
     "ARCFACE_TEMPLATE", "Detection", "DlibDetector", "DlibRecognizer", "Face", "FaceAnalyzer",
-    "InsightFaceDetector", "OnnxRecognizer", "align_face", "alignment_matrix", "cosine_similarity",
+    "InsightFaceDetector", "OnnxRecognizer", "align_face", "alignment_matrix", "cosine_similarity", "face_template",
     "iter_image_files", "load_image", "similarity_transform",
 ]

@@ -4,12 +4,13 @@ from .checkpoints import latest_checkpoint, list_checkpoints, prune_checkpoints,
 from .config import TrainConfig, load_config
 from .data import FaceDataset, FaceFolder, IdentityCache, SeededBatches, default_cache_path, scan_faces
 from .losses import denoising_loss, latent_diffusion_loss, sample_noise
-from .lora import add_lora, save_lora_weights
+from .lora import add_lora, add_training_lora, save_lora_weights
 from .models import Components, Conditioning, build_pipeline, load_components
+from .optimizer import make_optimizer
 
 __all__ = [
     "Components", "Conditioning", "FaceDataset", "FaceFolder", "IdentityCache", "SeededBatches", "TrainConfig",
-    "add_lora", "build_pipeline", "default_cache_path", "denoising_loss", "latent_diffusion_loss",
-    "latest_checkpoint", "list_checkpoints", "load_components", "load_config", "prune_checkpoints",
+    "add_lora", "add_training_lora", "build_pipeline", "default_cache_path", "denoising_loss", "latent_diffusion_loss",
+    "latest_checkpoint", "list_checkpoints", "load_components", "load_config", "make_optimizer", "prune_checkpoints",
     "register_trainable_state", "sample_noise", "save_lora_weights", "scan_faces",
 ]

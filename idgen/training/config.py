@@ -42,6 +42,9 @@ class DataConfig:
     #: ``$XDG_CACHE_HOME/idgen/identities``.
     identity_cache: Optional[str] = None
     resolution: int = 512
+    #: training crops put the five face landmarks on the ArcFace template shrunk by this factor about
+    #: the crop centre: 1.0 is the recognisers' tight crop, 0.8 frames the head like FFHQ portraits.
+    face_scale: float = 0.8
     #: probability of mirroring a training photo (faces are nearly symmetric; the identity is kept).
     flip: float = 0.5
     #: ``personalize`` with ``conditioning: sd``: the prompt naming the new identity, and the class.
@@ -71,7 +74,8 @@ class OptimConfig:
     weight_decay: float = 1e-2
     betas: list = field(default_factory=lambda: [0.9, 0.999])
     max_grad_norm: float = 1.0
-    #: ``auto``: bitsandbytes' 8-bit AdamW when it is importable and training runs on a GPU.
+    #: ``auto``: bitsandbytes' 8-bit AdamW when it is importable and training runs on a GPU;
+    #: ``adamw8bit`` forces it (CPU too, bitsandbytes >= 0.50); ``adamw``: torch's.
     optimizer: str = "auto"
     mixed_precision: str = "no"
     gradient_checkpointing: bool = False
@@ -188,4 +192,6 @@ def load_config(path: Optional[str | os.PathLike] = None, overrides: Sequence[st
         raise ConfigError("task id-adapter learns identity conditioning: set model.conditioning: arc2face")
     if config.optim.mixed_precision not in ("no", "fp16", "bf16"):
         raise ConfigError(f"optim.mixed_precision must be no, fp16 or bf16, got {config.optim.mixed_precision!r}")
+    if config.optim.optimizer not in ("auto", "adamw", "adamw8bit"):
+        raise ConfigError(f"optim.optimizer must be auto, adamw or adamw8bit, got {config.optim.optimizer!r}")
     return config

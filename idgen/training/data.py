@@ -2,7 +2,8 @@
 
 A folder of photos is scanned once per recogniser. Each file is identified by the SHA-256 of its
 bytes, so renaming or moving photos keeps their cached vectors and editing a photo invalidates
-only that photo. Files that cannot be read or hold no face are skipped and reported, never fatal;
+only that photo. The five landmarks of the face are cached too: training crops are aligned on them,
+as Arc2Face's training faces were. Files that cannot be read or hold no face are skipped and reported, never fatal;
 a folder with nothing usable is a :class:`~idgen.errors.ConfigError` before any model is loaded.
 """
 
@@ -21,8 +22,9 @@ import torch
 from PIL import Image
 
 from ..errors import ConfigError, IdgenError, NoFaceError
-from ..faces import FaceAnalyzer, iter_image_files, load_image
+from ..faces import FaceAnalyzer, align_face, iter_image_files, load_image
 from ..io import save_safetensors_atomic
+from .randomness import example_generator
 
 
 def file_hash(path: str | os.PathLike) -> str:
@@ -40,25 +42,32 @@ def default_cache_path(detector: str, recognizer: str) -> Path:
 
 
 class IdentityCache:
-    """Identity vectors of photos in one safetensors file: tensor name = file hash. Photos that were
-    analysed and held no face are remembered too (in the file's metadata), so they are not analysed
-    again either."""
+    """Identity vectors and 5×2 landmarks of photos in one safetensors file: tensors ``<file hash>``
+    and ``<file hash>.landmarks``. Photos that were analysed and held no face are remembered too (in
+    the file's metadata), so they are not analysed again either."""
 
     def __init__(self, path: Optional[str | os.PathLike] = None):
         self.path = Path(path) if path is not None else None  # None: in memory only
         self.vectors: dict[str, torch.Tensor] = {}
+        self.landmarks: dict[str, torch.Tensor] = {}
         self.no_face: set[str] = set()
         self.dirty = False
         if self.path is not None and self.path.exists():
             from safetensors import safe_open
 
             with safe_open(str(self.path), framework="pt") as handle:
-                self.vectors = {key: handle.get_tensor(key) for key in handle.keys()}
+                for key in handle.keys():
+                    table = self.landmarks if key.endswith(".landmarks") else self.vectors
+                    table[key.removesuffix(".landmarks")] = handle.get_tensor(key)
                 self.no_face = set(json.loads((handle.metadata() or {}).get("no_face", "[]")))
+
+    def __contains__(self, key: str) -> bool:
+        return key in self.vectors and key in self.landmarks  # older caches hold vectors only
 
     def save(self) -> None:
         if self.dirty and self.path is not None:
-            save_safetensors_atomic(self.vectors, self.path, metadata={"no_face": json.dumps(sorted(self.no_face))})
+            tensors = {**self.vectors, **{f"{k}.landmarks": v for k, v in self.landmarks.items()}}
+            save_safetensors_atomic(tensors, self.path, metadata={"no_face": json.dumps(sorted(self.no_face))})
             self.dirty = False
 
 
@@ -68,6 +77,7 @@ class FaceFolder:
 
     files: list[str]
     id_embeds: torch.Tensor  # N×D float32, raw recogniser output (normalised where used)
+    landmarks: torch.Tensor  # N×5×2 float32, pixel coordinates of the face in the upright photo
     skipped: dict[str, str] = field(default_factory=dict)
     analysed: int = 0  # photos analysed this time (the rest came from the cache)
 
@@ -84,7 +94,7 @@ def scan_faces(folder: str | os.PathLike, analyzer: FaceAnalyzer, cache: Optiona
     if not Path(folder).is_dir():
         raise ConfigError(f"{what}: {folder} is not a folder")
     cache = cache or IdentityCache()
-    files, vectors, skipped, analysed = [], [], {}, 0
+    files, vectors, landmarks, skipped, analysed = [], [], [], {}, 0
     for path in iter_image_files(folder):
         try:
             key = file_hash(path)
@@ -94,7 +104,7 @@ def scan_faces(folder: str | os.PathLike, analyzer: FaceAnalyzer, cache: Optiona
         if key in cache.no_face:
             skipped[path] = "no face (cached)"
             continue
-        if key not in cache.vectors:
+        if key not in cache:
             analysed += 1
             try:
                 face = analyzer.get_face(path)
@@ -105,32 +115,45 @@ def scan_faces(folder: str | os.PathLike, analyzer: FaceAnalyzer, cache: Optiona
                     cache.dirty = True
                 continue
             cache.vectors[key] = torch.from_numpy(np.asarray(face.embedding, dtype=np.float32))
+            cache.landmarks[key] = torch.from_numpy(np.asarray(face.landmarks, dtype=np.float32))
             cache.dirty = True
         files.append(path)
         vectors.append(cache.vectors[key])
+        landmarks.append(cache.landmarks[key])
     cache.save()
     if not files:
         reasons = "; ".join(f"{Path(p).name}: {r}" for p, r in list(skipped.items())[:3]) or "no image files"
         raise ConfigError(f"{what}: no usable face photo in {folder} ({reasons}); add photos with one visible face")
-    return FaceFolder(files, torch.stack(vectors), skipped, analysed)
+    return FaceFolder(files, torch.stack(vectors), torch.stack(landmarks), skipped, analysed)
 
 
-def load_training_image(path: str, resolution: int) -> torch.Tensor:
-    """Photo → ``3×R×R`` float tensor in [-1, 1]: centre square crop, resized (faces in face
-    datasets are centred; Arc2Face trains on aligned face crops)."""
+def load_training_image(path: str, resolution: int, landmarks: Optional[np.ndarray] = None,
+                        face_scale: float = 0.8) -> torch.Tensor:
+    """Photo → ``3×R×R`` float tensor in [-1, 1].
+
+    With ``landmarks`` the crop is aligned on the face: a similarity transform puts the five points
+    on the ArcFace template shrunk by ``face_scale`` (:func:`idgen.faces.face_template`; Arc2Face
+    learnt from faces aligned this way). Without (generated prior images), a centre square crop.
+    """
     rgb = load_image(path)
-    height, width = rgb.shape[:2]
-    side = min(height, width)
-    top, left = (height - side) // 2, (width - side) // 2
-    square = Image.fromarray(rgb[top:top + side, left:left + side]).resize((resolution, resolution), Image.BICUBIC)
+    if landmarks is not None:
+        square = Image.fromarray(align_face(rgb, np.asarray(landmarks), resolution, face_scale))
+    else:
+        height, width = rgb.shape[:2]
+        side = min(height, width)
+        top, left = (height - side) // 2, (width - side) // 2
+        square = Image.fromarray(rgb[top:top + side, left:left + side]).resize((resolution, resolution), Image.BICUBIC)
     return torch.from_numpy(np.asarray(square, dtype=np.float32) / 127.5 - 1.0).permute(2, 0, 1)
 
 
 class FaceDataset(torch.utils.data.Dataset):
-    """Items ``{"pixel_values", "id_embeds", "prompt"}``; images are decoded once and kept."""
+    """Items ``{"pixel_values", "id_embeds", "prompt"}``; images are decoded once and kept. Photos
+    with ``landmarks`` are face-aligned crops (see :func:`load_training_image`)."""
 
-    def __init__(self, files: list[str], id_embeds: torch.Tensor, resolution: int, prompt: str = ""):
+    def __init__(self, files: list[str], id_embeds: torch.Tensor, resolution: int, prompt: str = "",
+                 landmarks: Optional[torch.Tensor] = None, face_scale: float = 0.8):
         self.files, self.id_embeds, self.resolution, self.prompt = files, id_embeds, resolution, prompt
+        self.landmarks, self.face_scale = landmarks, face_scale
         self._images: dict[int, torch.Tensor] = {}
 
     def __len__(self) -> int:
@@ -138,17 +161,21 @@ class FaceDataset(torch.utils.data.Dataset):
 
     def __getitem__(self, index: int) -> dict:
         if index not in self._images:
-            self._images[index] = load_training_image(self.files[index], self.resolution)
+            landmarks = self.landmarks[index].numpy() if self.landmarks is not None else None
+            self._images[index] = load_training_image(self.files[index], self.resolution, landmarks, self.face_scale)
         return {"pixel_values": self._images[index], "id_embeds": self.id_embeds[index], "prompt": self.prompt}
 
 
 class SeededBatches:
-    """Which examples make up micro-batch ``k``: a pure function of (seed, k, process).
+    """Which examples make up micro-batch ``k``, and their random generators: a pure function of
+    (seed, k, process).
 
     The examples are walked epoch by epoch in a permutation seeded by (seed, epoch); micro-batch
-    ``k`` of process ``r`` of ``P`` takes ``batch_size`` consecutive positions starting at
-    ``(k·P + r)·batch_size``. Nothing depends on how many batches were drawn before, so a run resumed
-    at step ``k`` sees exactly the batches an uninterrupted run would.
+    ``k`` of process ``r`` of ``P`` takes the ``batch_size`` consecutive stream positions starting at
+    ``(k·P + r)·batch_size``, so the processes share out one stream without overlap, and ``P``
+    processes with batch ``b`` see together what one process with batch ``P·b`` sees. Each position
+    has its own generator (:func:`.randomness.example_generator`). Nothing depends on how many batches
+    were drawn before, so a run resumed at step ``k`` sees exactly the batches an uninterrupted run would.
     """
 
     def __init__(self, dataset, batch_size: int, seed: int, num_processes: int = 1, process_index: int = 0):
@@ -163,13 +190,18 @@ class SeededBatches:
             self._perms[epoch] = torch.randperm(len(self.dataset), generator=generator)
         return self._perms[epoch]
 
+    def positions(self, micro_step: int) -> range:
+        start = (micro_step * self.num_processes + self.process_index) * self.batch_size
+        return range(start, start + self.batch_size)
+
     def indices(self, micro_step: int) -> list[int]:
         n = len(self.dataset)
-        start = (micro_step * self.num_processes + self.process_index) * self.batch_size
-        return [int(self._permutation(pos // n)[pos % n]) for pos in range(start, start + self.batch_size)]
+        return [int(self._permutation(pos // n)[pos % n]) for pos in self.positions(micro_step)]
 
     def batch(self, micro_step: int) -> dict:
-        items = [self.dataset[i] for i in self.indices(micro_step)]
+        indices = self.indices(micro_step)
+        items = [self.dataset[i] for i in indices]
         return {"pixel_values": torch.stack([it["pixel_values"] for it in items]),
                 "id_embeds": torch.stack([it["id_embeds"] for it in items]),
-                "prompts": [it["prompt"] for it in items]}
+                "prompts": [it["prompt"] for it in items], "indices": indices,
+                "generators": [example_generator(self.seed, pos) for pos in self.positions(micro_step)]}

@@ -13,13 +13,15 @@ from typing import Optional
 
 import torch
 from diffusers import StableDiffusionPipeline
+from diffusers.training_utils import cast_training_params
 from diffusers.utils import convert_state_dict_to_diffusers
 from peft import LoraConfig as PeftLoraConfig
 from peft.utils import get_peft_model_state_dict
 from safetensors.torch import load_file
 
 from ..io import save_safetensors_atomic
-from .config import LoraConfig
+from .config import LoraConfig, OptimConfig
+from .models import Components
 
 LORA_WEIGHT_NAME = "pytorch_lora_weights.safetensors"
 TRAINABLE_STATE_NAME = "trainable_parameters.safetensors"
@@ -32,6 +34,20 @@ def add_lora(model: torch.nn.Module, config: LoraConfig, targets: list[str]) -> 
                                      lora_dropout=config.dropout, init_lora_weights="gaussian",
                                      target_modules=list(targets)))
     return [p for p in model.parameters() if p.requires_grad]
+
+
+def add_training_lora(parts: Components, lora: LoraConfig, optim: OptimConfig) -> tuple[list[dict], dict]:
+    """LoRA on the UNet (and, with ``lora.text_encoder``, the text encoder) for training: returns the
+    optimizer's parameter groups (one learning rate each) and the adapted models by name. The LoRA
+    weights are fp32 whatever dtype the frozen weights are in, so small updates are not rounded away."""
+    groups = [{"params": add_lora(parts.unet, lora, lora.unet_targets), "lr": optim.learning_rate}]
+    models = {"unet": parts.unet, "text_encoder": None}
+    if lora.text_encoder:
+        groups.append({"params": add_lora(parts.text_encoder, lora, lora.text_encoder_targets),
+                       "lr": optim.text_encoder_learning_rate or optim.learning_rate})
+        models["text_encoder"] = parts.text_encoder
+    cast_training_params([m for m in models.values() if m is not None], torch.float32)
+    return groups, models
 
 
 def trainable_state(models: dict[str, Optional[torch.nn.Module]]) -> dict[str, torch.Tensor]:

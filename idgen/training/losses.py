@@ -15,13 +15,15 @@ import torch
 import torch.nn.functional as F
 from diffusers.training_utils import compute_snr
 
+from .randomness import randint, randn
 
-def sample_noise(latents: torch.Tensor, generator: torch.Generator, noise_offset: float = 0.0) -> torch.Tensor:
-    """Gaussian noise shaped like ``latents`` (drawn on the generator's device, then moved), plus
+
+def sample_noise(latents: torch.Tensor, generators: list[torch.Generator], noise_offset: float = 0.0) -> torch.Tensor:
+    """Gaussian noise shaped like ``latents`` (one CPU generator per example, then moved), plus
     ``noise_offset`` × a per-sample, per-channel Gaussian constant."""
-    noise = torch.randn(latents.shape, generator=generator, dtype=torch.float32)
+    noise = randn(tuple(latents.shape), generators)
     if noise_offset:
-        noise += noise_offset * torch.randn(latents.shape[:2] + (1, 1), generator=generator)
+        noise += noise_offset * randn(tuple(latents.shape[:2]) + (1, 1), generators)
     return noise.to(latents.device, latents.dtype)
 
 
@@ -51,18 +53,18 @@ def denoising_loss(prediction: torch.Tensor, target: torch.Tensor, timesteps: to
 
 
 def latent_diffusion_loss(unet, vae, noise_scheduler, pixel_values: torch.Tensor, prompt_embeds: torch.Tensor,
-                          generator: torch.Generator, *, noise_offset: float = 0.0,
+                          generators: list[torch.Generator], *, noise_offset: float = 0.0,
                           snr_gamma: Optional[float] = None) -> torch.Tensor:
     """Per-sample denoising loss of one batch: encode to latents (frozen VAE), noise at uniformly drawn
-    timesteps, predict with the UNet. All randomness comes from ``generator`` (a CPU generator), so
-    a step is reproducible on any device and independent of anything drawn before it."""
+    timesteps, predict with the UNet. Example ``i``'s randomness comes from ``generators[i]`` (CPU
+    generators, see :mod:`.randomness`), so a step is reproducible on any device, independent of
+    anything drawn before it and of how the examples are split into batches."""
     with torch.no_grad():
         posterior = vae.encode(pixel_values.to(vae.device, vae.dtype)).latent_dist
-        eps = torch.randn(posterior.mean.shape, generator=generator).to(posterior.mean.device, posterior.mean.dtype)
+        eps = randn(tuple(posterior.mean.shape), generators).to(posterior.mean.device, posterior.mean.dtype)
         latents = (posterior.mean + posterior.std * eps) * vae.config.scaling_factor
-    noise = sample_noise(latents, generator, noise_offset)
-    timesteps = torch.randint(0, noise_scheduler.config.num_train_timesteps, (latents.shape[0],),
-                              generator=generator).to(latents.device)
+    noise = sample_noise(latents, generators, noise_offset)
+    timesteps = randint(noise_scheduler.config.num_train_timesteps, generators).to(latents.device)
     noisy = noise_scheduler.add_noise(latents, noise, timesteps)
     prediction = unet(noisy, timesteps, prompt_embeds.to(unet.dtype)).sample
     return denoising_loss(prediction, training_target(noise_scheduler, latents, noise, timesteps), timesteps,

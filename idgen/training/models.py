@@ -20,6 +20,10 @@ from ..pipelines import Arc2FacePipeline
 from .config import ModelConfig
 
 
+#: ``optim.mixed_precision`` → the dtype the frozen weights are kept in.
+WEIGHT_DTYPES = {"no": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}
+
+
 @dataclass
 class Components:
     unet: UNet2DConditionModel
@@ -27,6 +31,13 @@ class Components:
     tokenizer: CLIPTokenizer
     vae: AutoencoderKL
     noise_scheduler: DDPMScheduler  # the forward (noising) process used by the loss
+
+    def freeze(self, device, mixed_precision: str = "no") -> "Components":
+        """No gradients for the pretrained weights, which move to ``device`` in the dtype of
+        ``mixed_precision`` (half the memory in fp16/bf16; LoRA weights added later stay fp32)."""
+        for module in (self.unet, self.text_encoder, self.vae):
+            module.requires_grad_(False).to(device, dtype=WEIGHT_DTYPES[mixed_precision])
+        return self
 
 
 def load_components(config: ModelConfig) -> Components:

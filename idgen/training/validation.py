@@ -30,7 +30,7 @@ class ValidationSet:
 
 def prepare_validation(photos: FaceFolder, config: ValidationConfig, evaluator: FaceAnalyzer) -> ValidationSet:
     keep = min(config.num_identities, len(photos.files))
-    photos = FaceFolder(photos.files[:keep], photos.id_embeds[:keep], photos.skipped)
+    photos = FaceFolder(photos.files[:keep], photos.id_embeds[:keep], photos.landmarks[:keep], photos.skipped)
     targets = np.stack([evaluator.get_face(path).embedding for path in photos.files])
     return ValidationSet(photos, targets)
 
@@ -60,12 +60,13 @@ def score(renders: np.ndarray, valset: ValidationSet, evaluator: FaceAnalyzer, p
     return {"id_similarity": float(np.mean(sims)), "face_detected": float(np.mean(found))}
 
 
-def grid(renders: np.ndarray, valset: ValidationSet, per_identity: int) -> np.ndarray:
-    """One row per identity: the real photo, then its renders."""
+def grid(renders: np.ndarray, valset: ValidationSet, per_identity: int, face_scale: float) -> np.ndarray:
+    """One row per identity: the real photo (aligned like the training photos), then its renders."""
     size = renders.shape[1]
     rows = []
     for i, path in enumerate(valset.photos.files):
-        photo = ((load_training_image(path, size).permute(1, 2, 0).numpy() + 1) * 127.5).round().astype(np.uint8)
+        crop = load_training_image(path, size, valset.photos.landmarks[i].numpy(), face_scale)
+        photo = ((crop.permute(1, 2, 0).numpy() + 1) * 127.5).round().astype(np.uint8)
         rows.append(np.concatenate([photo, *renders[i * per_identity:(i + 1) * per_identity]], axis=1))
     return np.concatenate(rows, axis=0)
 
