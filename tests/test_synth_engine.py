@@ -143,3 +143,44 @@ def test_resuming_with_other_settings_is_refused(reference, mobilefacenet_path):
     changed = overrides(reference[0], mobilefacenet_path) + ["filter.threshold=0.6"]
     with pytest.raises(ConfigError, match="other settings"):
         generate_dataset(SynthConfig.load(None, changed))
+
+
+def test_filtering_overlaps_the_next_generator_batch(tmp_path):
+    """The worker analyses batch 1 while the main thread generates batch 2: the filter's first call
+    waits until the generator has been called again, which a serial loop would never do."""
+    import threading
+
+    import torch
+    from PIL import Image
+
+    from idgen.identity import random_identities
+    from idgen.synth import SynthConfig
+    from idgen.synth.consistency import KeepAll
+    from idgen.synth.engine import DatasetEngine
+    from idgen.synth.journal import Journal
+
+    second_batch, calls, overlapped = threading.Event(), [], []
+
+    def generator(id_embeds, generators, **conditions):
+        calls.append(len(id_embeds))
+        if len(calls) == 2:
+            second_batch.set()
+        return [Image.new("RGB", (16, 16), (int(torch.rand(1, generator=g) * 255),) * 3) for g in generators]
+
+    class WaitingFilter(KeepAll):
+        def embed(self, images):
+            if not overlapped:
+                overlapped.append(second_batch.wait(timeout=60))
+            return super().embed(images)
+
+    config = SynthConfig.from_dict({
+        "output": str(tmp_path), "identities": {"count": 4}, "variation": {"images_per_identity": 2},
+        "runtime": {"batch_size": 4, "queue_size": 2, "progress": False},
+    })
+    engine = DatasetEngine(config, generator, WaitingFilter())
+    engine.targets = random_identities(4, 16, generator=torch.Generator().manual_seed(0))
+    journal = Journal(tmp_path / "journal").open()
+    engine.run_shard(journal, set())
+    journal.close()
+    assert overlapped == [True]
+    assert calls == [4, 4] and len(Journal(tmp_path / "journal").entries()) == 4

@@ -5,7 +5,7 @@ import pytest
 import torch
 
 from idgen.identity import random_identities
-from idgen.synth.identities import (GaussianPrior, nearest_neighbors, perturb_within_cosine, sample_identities,
+from idgen.synth.identities import (GaussianPrior, perturb_within_cosine, sample_identities, scan_pairs,
                                     similarity_stats)
 
 
@@ -38,16 +38,28 @@ def test_sampling_is_deterministic_per_seed():
     assert not torch.equal(a, c)
 
 
-def test_chunked_neighbours_match_brute_force():
+def test_chunked_pair_scan_matches_brute_force():
     x = random_identities(300, 24, generator=torch.Generator().manual_seed(1))
-    values, indices = nearest_neighbors(x, 5, chunk=64)
     gram = x @ x.T
     gram.fill_diagonal_(-2)
-    expected = gram.topk(5, dim=1)
-    assert torch.allclose(values, expected.values, atol=1e-6)
-    assert torch.equal(indices, expected.indices)
-    stats = similarity_stats(x, chunk=64)
-    assert stats.mean_nearest_cosine == pytest.approx(float(expected.values[:, 0].mean()), abs=1e-6)
+    threshold = 0.45
+    close = (gram > threshold).nonzero()
+    expected = set(map(tuple, close.tolist()))
+    assert len(expected) > 40 and int((gram > threshold).sum(1).max()) > 2
+    pairs, stats = scan_pairs(x, threshold, neighbors=300, chunk=64)
+    assert set(map(tuple, pairs.T.tolist())) == expected and pairs.shape[1] == len(expected)
+    true_max, true_mean = gram_max_mean(x)
+    assert stats.max_cosine == pytest.approx(true_max, abs=1e-6)
+    assert stats.mean_cosine == pytest.approx(true_mean, abs=1e-6)
+    assert stats.mean_nearest_cosine == pytest.approx(float(gram.max(1).values.mean()), abs=1e-6)
+    assert similarity_stats(x, chunk=64).max_cosine == stats.max_cosine
+    # a partner list is capped at `neighbors`, closest first
+    capped, _ = scan_pairs(x, threshold, neighbors=2, chunk=64)
+    sources, counts = torch.unique_consecutive(capped[0], return_counts=True)
+    assert counts.max() == 2 and set(map(tuple, capped.T.tolist())) <= expected
+    for i in sources.tolist():
+        partners = capped[1][capped[0] == i]
+        assert (gram[i, partners][:-1] >= gram[i, partners][1:]).all()
 
 
 def test_perturbation_stays_inside_the_cosine_radius():

@@ -77,9 +77,10 @@ def generate_dataset(config, *, generator=None, analyzer=None) -> dict | None:
     _check_output_folder(config, out, state.is_main_process)
     state.wait_for_everyone()
     device = config.runtime.device or state.device
-    engine = DatasetEngine(config, generator or build_generator(config.generator, device),
+    engine = DatasetEngine(config, generator or build_generator(config.generator, device, config.identities.dim),
                            build_filter(config, analyzer), state.process_index, state.num_processes)
     identity_stats = engine.sample_or_load_identities(state)
+    engine.load_pose_bank(state)
     journal = Journal(out / "journal", state.process_index, state.num_processes)
     finished = set(journal.entries())
     journal.open()
