@@ -50,8 +50,10 @@ def _check_output_folder(config: SynthConfig, out: Path, is_main: bool) -> None:
             raise ConfigError(f"{out} holds a dataset made with other settings (see {saved}); "
                               "use a new output folder or restore those settings")
     elif is_main:
+        settings = {k: v for k, v in config.to_dict().items() if k != "output"}
+        # keys sorted all the way down: the same settings written in any order give the same bytes
         write_json_atomic(saved, {"fingerprint": config.fingerprint(),
-                                  "config": {k: v for k, v in config.to_dict().items() if k != "output"}})
+                                  "config": json.loads(json.dumps(settings, sort_keys=True))})
 
 
 def _has_accelerator() -> bool:
