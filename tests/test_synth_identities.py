@@ -1,5 +1,7 @@
 """Identity sampling: packing on the hypersphere meets its similarity target, checked by brute force."""
 
+from pathlib import Path
+
 import numpy as np
 import pytest
 import torch
@@ -7,6 +9,8 @@ import torch
 from idgen.identity import random_identities
 from idgen.synth.identities import (GaussianPrior, perturb_within_cosine, sample_identities, scan_pairs,
                                     similarity_stats)
+
+ROOT = Path(__file__).resolve().parents[1]
 
 
 def gram_max_mean(x):
@@ -81,3 +85,25 @@ def test_prior_draws_identities_where_real_embeddings_are():
     assert float((drawn @ centre).mean()) > 0.5
     assert abs(float((uniform @ centre).mean())) < 0.1
     assert stats.max_cosine <= 0.95 + 1e-5
+
+
+def test_dataset_identities_are_drawn_near_the_configured_prior(tmp_path):
+    """``identities.prior`` names a safetensors file of real embeddings (as ``idgen embed`` writes)."""
+    from safetensors.torch import load_file, save_file
+
+    from idgen.synth import SynthConfig, generate_dataset
+
+    generator = torch.Generator().manual_seed(0)
+    centre = random_identities(1, 32, generator=generator)[0]
+    real = torch.nn.functional.normalize(centre + 0.15 * torch.randn(100, 32, generator=generator), dim=1)
+    save_file({"normed": real}, str(tmp_path / "real.safetensors"))
+    config = SynthConfig.from_dict({
+        "output": str(tmp_path / "ds"), "generator": {"type": "photo", "photos": str(ROOT / "tests" / "data" / "faces")},
+        "identities": {"count": 6, "dim": 32, "max_cosine": 0.9, "prior": str(tmp_path / "real.safetensors")},
+        "variation": {"images_per_identity": 1}, "filter": {"enabled": False}, "writers": {"formats": ["imagefolder"]},
+        "runtime": {"progress": False, "device": "cpu"},
+    })
+    stats = generate_dataset(config)
+    identities = load_file(str(tmp_path / "ds" / "identities.safetensors"))["identities"]
+    assert float((identities @ centre).min()) > 0.5
+    assert stats["identities"]["max_cosine"] <= 0.9 and stats["images"] == 6
