@@ -106,7 +106,7 @@ def test_kill_and_resume_gives_identical_files(reference, tmp_path, mobilefacene
     argv, env = command(*overrides(output, mobilefacenet_path))
     process = subprocess.Popen(argv, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     journal = output / "journal" / "rank-0-of-1.jsonl"
-    deadline = time.time() + 120
+    deadline = time.time() + 600  # generous: the shared CI machine can be slow to start the run
     while time.time() < deadline and process.poll() is None:
         if journal.exists() and journal.read_bytes().count(b"\n") >= 3:
             break
@@ -143,3 +143,79 @@ def test_resuming_with_other_settings_is_refused(reference, mobilefacenet_path):
     changed = overrides(reference[0], mobilefacenet_path) + ["filter.threshold=0.6"]
     with pytest.raises(ConfigError, match="other settings"):
         generate_dataset(SynthConfig.load(None, changed))
+
+
+def run_engine(folder, generator, image_filter, count=4, per_identity=2, **settings):
+    """``DatasetEngine.run_shard`` on its own (no models): returns the journal entries."""
+    import torch
+
+    from idgen.identity import random_identities
+    from idgen.synth import SynthConfig
+    from idgen.synth.engine import DatasetEngine
+    from idgen.synth.journal import Journal
+
+    config = SynthConfig.from_dict({
+        "output": str(folder), "identities": {"count": count}, "variation": {"images_per_identity": per_identity},
+        **settings, "runtime": {"batch_size": 4, "queue_size": 2, "progress": False},
+    })
+    engine = DatasetEngine(config, generator, image_filter)
+    engine.targets = random_identities(count, 16, generator=torch.Generator().manual_seed(0))
+    journal = Journal(folder / "journal").open()
+    engine.run_shard(journal, set())
+    journal.close()
+    return Journal(folder / "journal").entries()
+
+
+def grey_images(id_embeds, generators, **conditions):
+    import torch
+    from PIL import Image
+
+    return [Image.new("RGB", (16, 16), (int(torch.rand(1, generator=g) * 255),) * 3) for g in generators]
+
+
+def test_filtering_overlaps_the_next_generator_batch(tmp_path):
+    """The worker analyses batch 1 while the main thread generates batch 2: the filter's first call
+    waits until the generator has been called again, which a serial loop would never do."""
+    import threading
+
+    from idgen.synth.consistency import KeepAll
+
+    second_batch, calls, overlapped = threading.Event(), [], []
+
+    def generator(id_embeds, generators, **conditions):
+        calls.append(len(id_embeds))
+        if len(calls) == 2:
+            second_batch.set()
+        return grey_images(id_embeds, generators)
+
+    class WaitingFilter(KeepAll):
+        def embed(self, images):
+            if not overlapped:
+                overlapped.append(second_batch.wait(timeout=60))
+            return super().embed(images)
+
+    entries = run_engine(tmp_path, generator, WaitingFilter())
+    assert overlapped == [True]
+    assert calls == [4, 4] and len(entries) == 4
+
+
+def test_rejected_images_are_regenerated_at_most_max_retries_times(tmp_path):
+    from idgen.synth.consistency import KeepAll, Verdict
+
+    seen = []
+
+    class RejectAll(KeepAll):
+        def judge(self, embeddings, reference, kept=()):
+            return [Verdict(False, "no_face", None, None) for _ in embeddings]
+
+    def generator(id_embeds, generators, **conditions):
+        seen.extend(g.initial_seed() for g in generators)
+        return grey_images(id_embeds, generators)
+
+    entries = run_engine(tmp_path, generator, RejectAll(), count=3, per_identity=2, filter={"max_retries": 2})
+    assert len(seen) == 3 * 2 * 3 and len(set(seen)) == len(seen)  # 1 try + 2 retries per image, new seeds
+    for entry in entries.values():
+        assert entry["images"] == []
+        assert entry["counts"]["generated"] == entry["counts"]["no_face"] == 6
+        assert entry["counts"]["dropped"] == 2
+    assert not (tmp_path / "images").exists()

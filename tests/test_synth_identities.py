@@ -1,12 +1,16 @@
 """Identity sampling: packing on the hypersphere meets its similarity target, checked by brute force."""
 
+from pathlib import Path
+
 import numpy as np
 import pytest
 import torch
 
 from idgen.identity import random_identities
-from idgen.synth.identities import (GaussianPrior, nearest_neighbors, perturb_within_cosine, sample_identities,
+from idgen.synth.identities import (GaussianPrior, perturb_within_cosine, sample_identities, scan_pairs,
                                     similarity_stats)
+
+ROOT = Path(__file__).resolve().parents[1]
 
 
 def gram_max_mean(x):
@@ -38,16 +42,28 @@ def test_sampling_is_deterministic_per_seed():
     assert not torch.equal(a, c)
 
 
-def test_chunked_neighbours_match_brute_force():
+def test_chunked_pair_scan_matches_brute_force():
     x = random_identities(300, 24, generator=torch.Generator().manual_seed(1))
-    values, indices = nearest_neighbors(x, 5, chunk=64)
     gram = x @ x.T
     gram.fill_diagonal_(-2)
-    expected = gram.topk(5, dim=1)
-    assert torch.allclose(values, expected.values, atol=1e-6)
-    assert torch.equal(indices, expected.indices)
-    stats = similarity_stats(x, chunk=64)
-    assert stats.mean_nearest_cosine == pytest.approx(float(expected.values[:, 0].mean()), abs=1e-6)
+    threshold = 0.45
+    close = (gram > threshold).nonzero()
+    expected = set(map(tuple, close.tolist()))
+    assert len(expected) > 40 and int((gram > threshold).sum(1).max()) > 2
+    pairs, stats = scan_pairs(x, threshold, neighbors=300, chunk=64)
+    assert set(map(tuple, pairs.T.tolist())) == expected and pairs.shape[1] == len(expected)
+    true_max, true_mean = gram_max_mean(x)
+    assert stats.max_cosine == pytest.approx(true_max, abs=1e-6)
+    assert stats.mean_cosine == pytest.approx(true_mean, abs=1e-6)
+    assert stats.mean_nearest_cosine == pytest.approx(float(gram.max(1).values.mean()), abs=1e-6)
+    assert similarity_stats(x, chunk=64).max_cosine == stats.max_cosine
+    # a partner list is capped at `neighbors`, closest first
+    capped, _ = scan_pairs(x, threshold, neighbors=2, chunk=64)
+    sources, counts = torch.unique_consecutive(capped[0], return_counts=True)
+    assert counts.max() == 2 and set(map(tuple, capped.T.tolist())) <= expected
+    for i in sources.tolist():
+        partners = capped[1][capped[0] == i]
+        assert (gram[i, partners][:-1] >= gram[i, partners][1:]).all()
 
 
 def test_perturbation_stays_inside_the_cosine_radius():
@@ -69,3 +85,25 @@ def test_prior_draws_identities_where_real_embeddings_are():
     assert float((drawn @ centre).mean()) > 0.5
     assert abs(float((uniform @ centre).mean())) < 0.1
     assert stats.max_cosine <= 0.95 + 1e-5
+
+
+def test_dataset_identities_are_drawn_near_the_configured_prior(tmp_path):
+    """``identities.prior`` names a safetensors file of real embeddings (as ``idgen embed`` writes)."""
+    from safetensors.torch import load_file, save_file
+
+    from idgen.synth import SynthConfig, generate_dataset
+
+    generator = torch.Generator().manual_seed(0)
+    centre = random_identities(1, 32, generator=generator)[0]
+    real = torch.nn.functional.normalize(centre + 0.15 * torch.randn(100, 32, generator=generator), dim=1)
+    save_file({"normed": real}, str(tmp_path / "real.safetensors"))
+    config = SynthConfig.from_dict({
+        "output": str(tmp_path / "ds"), "generator": {"type": "photo", "photos": str(ROOT / "tests" / "data" / "faces")},
+        "identities": {"count": 6, "dim": 32, "max_cosine": 0.9, "prior": str(tmp_path / "real.safetensors")},
+        "variation": {"images_per_identity": 1}, "filter": {"enabled": False}, "writers": {"formats": ["imagefolder"]},
+        "runtime": {"progress": False, "device": "cpu"},
+    })
+    stats = generate_dataset(config)
+    identities = load_file(str(tmp_path / "ds" / "identities.safetensors"))["identities"]
+    assert float((identities @ centre).min()) > 0.5
+    assert stats["identities"]["max_cosine"] <= 0.9 and stats["images"] == 6

@@ -1,13 +1,11 @@
 """Tiny random SDXL / SD 1.5 parts built in code (the shapes diffusers' own SDXL tests use), a tiny CLIP
 vocabulary, and InstantID / FaceID adapter state dicts in their ORIGINAL published key layouts.
 
-The SDXL / InstantID parts live in :mod:`idgen.demo.tiny` (the demo's ``--tiny`` mode uses them);
-this module re-exports them for the tests."""
+The SDXL and InstantID parts live in the package (:mod:`idgen.pipelines.tiny_instantid`, behind the
+dataset engine's offline preset) and are re-exported here for the tests."""
 
 from __future__ import annotations
 
-import json
-import string
 from pathlib import Path
 
 import pytest
@@ -15,9 +13,9 @@ import torch
 from diffusers import UNet2DConditionModel
 from transformers import CLIPTokenizer
 
-from idgen.demo.tiny import RESAMPLER, instantid_state_dict, tiny_controlnet  # noqa: F401  (re-exported)
-from idgen.demo.tiny import tiny_scheduler, tiny_text_encoder, tiny_vae
-from idgen.demo.tiny import tiny_sdxl_components as _tiny_sdxl_components
+from idgen.pipelines.tiny_instantid import (RESAMPLER, characters_tokenizer, instantid_state_dict,  # noqa: F401
+                                            tiny_controlnet, tiny_scheduler, tiny_text_encoder, tiny_vae)
+from idgen.pipelines.tiny_instantid import tiny_sdxl_components as sdxl_components
 
 
 @pytest.fixture(scope="module")
@@ -31,18 +29,14 @@ def one_thread():
 
 
 def tiny_tokenizer(folder: Path) -> CLIPTokenizer:
-    """A CLIP BPE tokenizer with a letters-and-digits vocabulary and no merges (one token a char)."""
-    chars = list(string.ascii_lowercase + string.digits)
-    tokens = chars + [c + "</w>" for c in chars] + ["<|startoftext|>", "<|endoftext|>"]
-    folder.mkdir(parents=True, exist_ok=True)
-    (folder / "vocab.json").write_text(json.dumps({t: i for i, t in enumerate(tokens)}))
-    (folder / "merges.txt").write_text("#version: 0.2\n")
-    return CLIPTokenizer(str(folder / "vocab.json"), str(folder / "merges.txt"), model_max_length=77)
+    """The package's letters-and-digits CLIP tokenizer, round-tripped through its files in ``folder``."""
+    characters_tokenizer().save_pretrained(folder)
+    return CLIPTokenizer.from_pretrained(folder)
 
 
 def tiny_sdxl_components(folder: Path, controlnet=None) -> dict:
-    """The demo's tiny SDXL parts with the file-based letters-and-digits tokenizer under ``folder``."""
-    return _tiny_sdxl_components(tiny_tokenizer(folder / "tokenizer"), controlnet)
+    """Everything ``StableDiffusionXLControlNetPipeline`` needs, random but seeded; 64 px images."""
+    return sdxl_components(tiny_tokenizer(folder / "tokenizer"), controlnet)
 
 
 def tiny_sd15_components(folder: Path) -> dict:

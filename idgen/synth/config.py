@@ -34,7 +34,7 @@ class VariationConfig:
     images_per_identity: int = 4
     min_cosine: float = 1.0          # perturb each image's identity vector to cosine ≥ this (1 = off)
     prompts: list = field(default_factory=list)   # passed per image as ``prompt`` when non-empty
-    poses: list = field(default_factory=list)     # pose-bank entries, passed per image as ``pose``
+    poses: Any = None   # pose bank, passed per image as ``pose``: "default", a photo folder, a file (idgen.synth.poses)
 
 
 @dataclass

@@ -50,8 +50,10 @@ def _check_output_folder(config: SynthConfig, out: Path, is_main: bool) -> None:
             raise ConfigError(f"{out} holds a dataset made with other settings (see {saved}); "
                               "use a new output folder or restore those settings")
     elif is_main:
+        settings = {k: v for k, v in config.to_dict().items() if k != "output"}
+        # keys sorted all the way down: the same settings written in any order give the same bytes
         write_json_atomic(saved, {"fingerprint": config.fingerprint(),
-                                  "config": {k: v for k, v in config.to_dict().items() if k != "output"}})
+                                  "config": json.loads(json.dumps(settings, sort_keys=True))})
 
 
 def _has_accelerator() -> bool:
@@ -77,9 +79,10 @@ def generate_dataset(config, *, generator=None, analyzer=None) -> dict | None:
     _check_output_folder(config, out, state.is_main_process)
     state.wait_for_everyone()
     device = config.runtime.device or state.device
-    engine = DatasetEngine(config, generator or build_generator(config.generator, device),
+    engine = DatasetEngine(config, generator or build_generator(config.generator, device, config.identities.dim),
                            build_filter(config, analyzer), state.process_index, state.num_processes)
     identity_stats = engine.sample_or_load_identities(state)
+    engine.load_pose_bank(state)
     journal = Journal(out / "journal", state.process_index, state.num_processes)
     finished = set(journal.entries())
     journal.open()

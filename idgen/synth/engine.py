@@ -2,10 +2,12 @@
 
 How a run flows (one process of ``accelerate launch -m idgen.synth``, or the only one):
 
-1. Identities are sampled once (process 0) into ``identities.safetensors``.
+1. Identities are sampled once (process 0) into ``identities.safetensors``, and the pose bank, if
+   any, is resolved once into ``poses.json``.
 2. This process takes identities ``rank, rank + world, ...`` that the journal does not list as
    finished. Each image *slot* ``(identity, n)`` and each *try* at it has its own seed derived from
-   ``(seed, identity, n, try)``, so an image never depends on batch or process count.
+   ``(seed, identity, n, try)``, and its prompt and pose come from ``(seed, identity, n)``, so an
+   image never depends on batch or process count.
 3. The main thread fills generator batches with slots from several identities and hands each
    batch to a worker thread through a bounded queue, then goes straight on to the next batch. The
    worker analyses, filters and writes the images, and sends rejected slots back for another try.
@@ -21,6 +23,7 @@ dropped, and assembly is simply redone.
 
 from __future__ import annotations
 
+import functools
 import json
 import queue
 import random
@@ -38,16 +41,20 @@ from ..errors import ConfigError
 from ..io import write_bytes_atomic, write_json_atomic
 from .config import SynthConfig
 from .consistency import ConsistencyFilter, KeepAll, Verdict
-from .generators import build_generator, derive_seed
+from .generators import derive_seed
 from .identities import GaussianPrior, perturb_within_cosine, sample_identities
 from .journal import Journal
+from .poses import PoseBank, resolve_pose_bank
 
 REASONS = ("kept", "no_face", "low_similarity", "duplicate")
 
 
 @dataclass
 class Slot:
-    """One image to generate: the ``index``-th image of ``identity``, at try ``attempt``."""
+    """One image to generate: the ``index``-th image of ``identity``, at try ``attempt``.
+
+    ``conditions`` go to the generator (``prompt``, ``pose``); ``choices`` go to the manifest
+    (``prompt_index``, ``prompt``, ``pose_index``)."""
 
     identity: int
     index: int
@@ -56,6 +63,7 @@ class Slot:
     vector: torch.Tensor
     perturbation: float
     conditions: dict
+    choices: dict
 
 
 @dataclass
@@ -82,6 +90,7 @@ class DatasetEngine:
         self.generator = generator
         self.filter = image_filter
         self.targets: Optional[torch.Tensor] = None
+        self.poses: Optional[PoseBank] = None
 
     # ------------------------------------------------------------------ identities
     def sample_or_load_identities(self, state) -> dict:
@@ -105,20 +114,45 @@ class DatasetEngine:
         self.targets = load_file(str(path))["identities"]
         return json.loads((self.out / "identities.json").read_text())
 
+    def load_pose_bank(self, state) -> None:
+        """The pose bank ``variation.poses`` names, resolved once (process 0) into ``poses.json``."""
+        if self.config.variation.poses is None:
+            return
+        path = self.out / "poses.json"
+        if state.is_main_process and not path.exists():
+            def analyzer():
+                from ..faces import FaceAnalyzer
+
+                settings = self.config.filter
+                return FaceAnalyzer.from_backend(settings.detector, None, det_size=settings.det_size)
+
+            resolve_pose_bank(self.config.variation.poses, analyzer, self.config.runtime.progress).save(path)
+        state.wait_for_everyone()
+        self.poses = PoseBank.load(path)
+
     # ------------------------------------------------------------------ slots
+    def _choice(self, identity: int, index: int, kind: str, count: int) -> int:
+        """Which of ``count`` prompts (or poses) image ``index`` of ``identity`` uses: the identity
+        walks its own shuffle of the list, so it repeats an entry only after using them all, and a
+        retry keeps the prompt and pose of its image (only the noise changes)."""
+        return _shuffled(self.config.seed, identity, kind, count)[index % count]
+
     def make_slot(self, identity: int, index: int, attempt: int) -> Slot:
         seed = derive_seed(self.config.seed, identity, index, attempt)
         target = self.targets[identity]
         variation = self.config.variation
         vector = perturb_within_cosine(target[None], variation.min_cosine,
                                        torch.Generator().manual_seed(seed ^ 0x5EED))[0]
-        choose = random.Random(seed)
-        conditions = {}
+        conditions, choices = {}, {}
         if variation.prompts:
-            conditions["prompt"] = choose.choice(variation.prompts)
-        if variation.poses:
-            conditions["pose"] = choose.choice(variation.poses)
-        return Slot(identity, index, attempt, seed, vector, float(vector @ target), conditions)
+            chosen = self._choice(identity, index, "prompt", len(variation.prompts))
+            conditions["prompt"] = variation.prompts[chosen]
+            choices.update(prompt_index=chosen, prompt=variation.prompts[chosen])
+        if self.poses is not None:
+            chosen = self._choice(identity, index, "pose", len(self.poses))
+            conditions["pose"] = self.poses.keypoints[chosen]
+            choices["pose_index"] = chosen
+        return Slot(identity, index, attempt, seed, vector, float(vector @ target), conditions, choices)
 
     def generate(self, slots: list[Slot]) -> list:
         conditions = {key: [s.conditions[key] for s in slots] for key in slots[0].conditions}
@@ -171,7 +205,7 @@ class DatasetEngine:
             "identity": identity_name(slot.identity, self.config.identities.count), "index": slot.index,
             "seed": slot.seed, "attempt": slot.attempt, "perturbation": round(slot.perturbation, 6),
             "similarity": None if verdict.similarity is None else round(verdict.similarity, 6),
-            "sha256": hashlib.sha256(data).hexdigest(), **slot.conditions,
+            "sha256": hashlib.sha256(data).hexdigest(), **slot.choices,
         }
         return record
 
@@ -253,6 +287,11 @@ class DatasetEngine:
             bar.close()
         while not feedback.empty():
             handle(feedback.get())
+
+
+@functools.lru_cache(maxsize=4096)
+def _shuffled(seed: int, identity: int, kind: str, count: int) -> list[int]:
+    return random.Random(derive_seed(seed, identity, kind)).sample(range(count), count)
 
 
 def _load_embeddings(path: str) -> torch.Tensor:

@@ -6,9 +6,10 @@ out whatever batch it lands in, on however many processes):
 
     generator(id_embeds: Tensor[B, D], generators: list[torch.Generator], **conditions) -> list[PIL.Image]
 
-``conditions`` holds per-image lists such as ``prompt`` and ``pose`` when the variation config
-sets them (InstantID-style pipelines use them). Any diffusers pipeline fits behind a few-line
-adapter like :class:`Arc2FaceGenerator`; :func:`build_generator` also accepts
+``conditions`` holds per-image lists such as ``prompt`` (from ``variation.prompts``) and ``pose``
+(five keypoints as fractions of width and height, from the pose bank ``variation.poses``) when the
+variation config sets them; :class:`InstantIDGenerator` uses both. Any diffusers pipeline fits
+behind a few-line adapter like :class:`Arc2FaceGenerator`; :func:`build_generator` also accepts
 ``"package.module:factory"`` for your own.
 """
 
@@ -24,7 +25,7 @@ import torch
 from PIL import Image, ImageEnhance
 
 from ..errors import ConfigError
-from ..identity import random_identities
+from ..identity import normalize, random_identities
 
 
 class ImageGenerator(Protocol):
@@ -57,6 +58,75 @@ class Arc2FaceGenerator:
         unet = self.pipeline.unet
         result = self.pipeline(
             id_embeds=id_embeds.to(unet.device, unet.dtype), num_images_per_prompt=1, generator=generators,
+            output_type="pil", **self.call_kwargs, **conditions,
+        )
+        return result.images
+
+
+class InstantIDGenerator:
+    """Adapter for an InstantID-style diffusers pipeline (``idgen.pipelines.InstantIDPipeline``).
+
+    Per image it takes a text prompt (the ``prompt`` condition, else ``default_prompt``) and a pose
+    (the ``pose`` condition: five keypoints as fractions of width and height, else the frontal
+    ArcFace template), which it draws as the IdentityNet's keypoint image at the output size; one
+    pipeline call makes the whole batch, each image with its own ``torch.Generator``. InstantID's
+    face adapter was trained on insightface's raw (un-normalised) embeddings, whose entries have
+    a standard deviation of about 1, so the unit identity vector is scaled to ``embedding_norm``
+    (default √D) before it goes in.
+    """
+
+    def __init__(self, pipeline, *, default_prompt: str = "a photo of a person", embedding_norm: float | None = None,
+                 height: int | None = None, width: int | None = None, num_inference_steps: int = 30,
+                 guidance_scale: float = 5.0, **call_kwargs):
+        self.pipeline = pipeline
+        self.default_prompt = default_prompt
+        self.embedding_norm = embedding_norm
+        native = pipeline.unet.config.sample_size * pipeline.vae_scale_factor
+        self.height, self.width = height or native, width or native
+        self.call_kwargs = dict(num_inference_steps=num_inference_steps, guidance_scale=guidance_scale, **call_kwargs)
+
+    @classmethod
+    def from_pretrained(cls, path: str = "InstantX/InstantID", base: str = "stabilityai/stable-diffusion-xl-base-1.0",
+                        device=None, torch_dtype: str | None = None, **settings) -> "InstantIDGenerator":
+        """InstantID's IdentityNet (``path/ControlNetModel``) and face adapter (``path/ip-adapter.bin``)
+        on an SDXL base, each a hub id or a local folder."""
+        from diffusers import ControlNetModel
+
+        from ..pipelines import InstantIDPipeline
+
+        dtype = getattr(torch, torch_dtype) if torch_dtype else None
+        identitynet = ControlNetModel.from_pretrained(path, subfolder="ControlNetModel", torch_dtype=dtype)
+        pipeline = InstantIDPipeline.from_pretrained(base, controlnet=identitynet, torch_dtype=dtype)
+        pipeline.load_instantid_adapter(path)
+        if device is not None:
+            pipeline.to(device)
+        pipeline.set_progress_bar_config(disable=True)
+        return cls(pipeline, **settings)
+
+    @classmethod
+    def tiny(cls, embedding_dim: int = 512, seed: int = 0, device=None, **settings) -> "InstantIDGenerator":
+        """The offline preset: a tiny random InstantID pipeline (64 px noise, not faces; see
+        :mod:`idgen.pipelines.tiny_instantid`), for trying the engine without any download."""
+        from ..pipelines.tiny_instantid import tiny_instantid
+
+        pipeline = tiny_instantid(embedding_dim, seed)
+        if device is not None:
+            pipeline.to(device)
+        return cls(pipeline, **{"num_inference_steps": 2, **settings})
+
+    def __call__(self, id_embeds, generators, prompt=None, pose=None, **conditions):
+        from ..faces import ARCFACE_TEMPLATE
+        from ..pipelines.keypoints import draw_keypoints
+
+        count = len(id_embeds)
+        prompts = list(prompt) if prompt is not None else [self.default_prompt] * count
+        poses = list(pose) if pose is not None else [ARCFACE_TEMPLATE / 112.0] * count
+        size = np.array([self.width, self.height])
+        keypoint_images = [draw_keypoints(np.asarray(p) * size, (self.width, self.height)) for p in poses]
+        norm = self.embedding_norm or id_embeds.shape[-1] ** 0.5
+        result = self.pipeline(
+            prompts, face_embedding=normalize(id_embeds.float().cpu()) * norm, image=keypoint_images,
+            height=self.height, width=self.width, num_images_per_prompt=1, generator=generators,
             output_type="pil", **self.call_kwargs, **conditions,
         )
         return result.images
@@ -123,12 +193,16 @@ def _scramble(image: Image.Image, generator: torch.Generator, tile: int = 16) ->
     return Image.fromarray(np.ascontiguousarray(out)).resize(image.size)
 
 
-def build_generator(spec: dict, device=None) -> ImageGenerator:
+def build_generator(spec: dict, device=None, identity_dim: int | None = None) -> ImageGenerator:
     """A generator from the config's ``generator`` mapping.
 
     ``type: photo`` (:class:`PhotoJitterGenerator`, needs ``photos``), ``type: arc2face``
-    (:meth:`Arc2FaceGenerator.from_pretrained`, needs ``path``), or ``type: "pkg.module:factory"``
-    called as ``factory(device=device, **rest)``.
+    (:meth:`Arc2FaceGenerator.from_pretrained`, needs ``path``), ``type: instantid``
+    (:meth:`InstantIDGenerator.from_pretrained`, needs ``path``; ``base`` is the SDXL model),
+    ``type: instantid-tiny`` (:meth:`InstantIDGenerator.tiny`, offline; its adapter takes
+    ``identity_dim``-d vectors unless ``embedding_dim`` says otherwise), or
+    ``type: "pkg.module:factory"`` called as ``factory(device=device, **rest)``. Every other key is
+    passed on (e.g. ``num_inference_steps``, ``guidance_scale``, ``default_prompt``).
     """
     spec = dict(spec)
     kind = spec.pop("type", None)
@@ -136,19 +210,25 @@ def build_generator(spec: dict, device=None) -> ImageGenerator:
         if "photos" not in spec:
             raise ConfigError("generator type 'photo' needs generator.photos: <folder of face photos>")
         return PhotoJitterGenerator(**spec)
-    if kind == "arc2face":
+    if kind in ("arc2face", "instantid"):
         if "path" not in spec:
-            raise ConfigError("generator type 'arc2face' needs generator.path: <hub id or folder>")
-        return Arc2FaceGenerator.from_pretrained(spec.pop("path"), device=device, **spec)
+            raise ConfigError(f"generator type {kind!r} needs generator.path: <hub id or folder>")
+        adapter = Arc2FaceGenerator if kind == "arc2face" else InstantIDGenerator
+        return adapter.from_pretrained(spec.pop("path"), device=device, **spec)
+    if kind == "instantid-tiny":
+        if identity_dim is not None:
+            spec.setdefault("embedding_dim", identity_dim)
+        return InstantIDGenerator.tiny(device=device, **spec)
     if isinstance(kind, str) and ":" in kind:
         module, name = kind.split(":", 1)
         return getattr(importlib.import_module(module), name)(device=device, **spec)
-    raise ConfigError(f"unknown generator type {kind!r}; use 'photo', 'arc2face' or 'package.module:factory'")
+    raise ConfigError(f"unknown generator type {kind!r}; use 'photo', 'arc2face', 'instantid', 'instantid-tiny' "
+                      "or 'package.module:factory'")
 
 
-def derive_seed(*keys: int) -> int:
-    """A 63-bit seed from a tuple of integers (run seed, identity, image, try), so an image's
-    randomness depends on what it is, never on its batch or process."""
+def derive_seed(*keys: int | str) -> int:
+    """A 63-bit seed from a tuple of keys (run seed, identity, image, try, or a name such as
+    ``"pose"``), so an image's randomness depends on what it is, never on its batch or process."""
     import hashlib
 
     digest = hashlib.sha256(",".join(map(str, keys)).encode()).digest()

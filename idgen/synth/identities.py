@@ -3,10 +3,14 @@
 A face-recognition training set needs identities that a recogniser can tell apart, so the identity
 vectors fed to the generator are spread over the hypersphere with every pairwise cosine below a
 target (HyperFace-style packing). :func:`sample_identities` starts from random (or prior-drawn)
-points and pushes apart every pair that is too close. Nothing ever forms the full N×N matrix: each
-point only looks at its ``neighbors`` nearest others, found chunk by chunk, so 100K × 512 fits in a
-few hundred MB and the cost per step is O(N·k·d) between the occasional O(N²·d) neighbour search
-(a matrix product, fast on a GPU).
+points and pushes apart every pair that is too close.
+
+Nothing ever forms the full N×N matrix. A *scan* (:func:`scan_pairs`) multiplies one block of rows
+with all points at a time and keeps only the pairs above a threshold (each point's ``neighbors``
+closest among them), plus the statistics of the whole set. Between scans only the points in such
+pairs move, each against its own short partner list, so a step costs O(active points · k · d) and
+memory stays at one block of the Gram matrix, a few hundred MB for 100K × 512. The scans, O(N²·d)
+matrix products, are the cost that grows with N; a run typically needs two or three.
 
 Single-vector operations (normalising, random directions, a perturbation at an exact cosine) live
 in :mod:`idgen.identity`; :func:`perturb_within_cosine` only draws *how far* to perturb.
@@ -61,24 +65,6 @@ class GaussianPrior:
         return normalize(self.mean + z @ self.scale.T)
 
 
-def nearest_neighbors(x: torch.Tensor, k: int, chunk: int = 2048) -> tuple[torch.Tensor, torch.Tensor]:
-    """The ``k`` most similar other rows of ``x`` for every row: (cosines, indices), both N×k.
-
-    Computed one block of rows at a time, so memory is ``chunk × N`` rather than ``N × N``.
-    """
-    n = x.shape[0]
-    k = min(k, n - 1)
-    values, indices = [], []
-    for start in range(0, n, chunk):
-        block = x[start:start + chunk] @ x.T
-        rows = torch.arange(block.shape[0], device=x.device)
-        block[rows, rows + start] = -math.inf  # a point is not its own neighbour
-        top = block.topk(k, dim=1)
-        values.append(top.values)
-        indices.append(top.indices)
-    return torch.cat(values), torch.cat(indices)
-
-
 @dataclass
 class SimilarityStats:
     """Achieved inter-identity similarity of a set of unit vectors."""
@@ -92,16 +78,70 @@ class SimilarityStats:
         return {k: round(v, 6) if isinstance(v, float) else v for k, v in self.__dict__.items()}
 
 
-def similarity_stats(x: torch.Tensor, chunk: int = 2048, iterations: int = 0) -> SimilarityStats:
-    """Max, mean and mean-nearest pairwise cosine without forming the N×N matrix.
+def scan_pairs(x: torch.Tensor, threshold: float, neighbors: int = 16, chunk: int = 1024,
+               progress: bool = False) -> tuple[torch.Tensor, SimilarityStats]:
+    """One pass over all pairs of the rows of ``x`` (unit vectors), a block of ``chunk`` rows at a time.
 
-    The mean over all pairs comes from the sum vector: Σ_{i≠j} x_i·x_j = |Σ x_i|² − N.
+    Each block is multiplied only with the rows from its own first row on (the upper triangle of
+    the Gram matrix: every pair once, half the work). Returns the directed pairs ``(i, j)`` (a 2×P
+    tensor, both directions, grouped by ``i``, closest first) whose cosine is above ``threshold``,
+    at most ``neighbors`` per ``i``, and the exact :class:`SimilarityStats` of ``x`` (the mean over
+    all pairs comes from the sum vector: Σ_{i≠j} x_i·x_j = |Σ x_i|² − N). Memory: ``chunk × N``
+    similarities at a time.
     """
+    from tqdm.auto import tqdm
+
     n = x.shape[0]
-    nearest, _ = nearest_neighbors(x, 1, chunk)
+    nearest = torch.full((n,), -math.inf, device=x.device, dtype=x.dtype)
+    firsts, seconds, values = [], [], []
+    for start in tqdm(range(0, n, chunk), desc="pairs", unit="block", leave=False, disable=not progress):
+        stop = min(start + chunk, n)
+        block = x[start:stop] @ x[start:].T  # rows start..stop, columns start..n
+        square = block[:, :stop - start]
+        square.masked_fill_(torch.ones_like(square, dtype=torch.bool).tril(), -math.inf)  # self and repeats
+        nearest[start:stop] = torch.maximum(nearest[start:stop], block.max(dim=1).values)
+        nearest[start:] = torch.maximum(nearest[start:], block.max(dim=0).values)
+        close = (block > threshold).any(dim=1).nonzero()[:, 0]
+        k = min(neighbors, block.shape[1])
+        if len(close) and k > 0:
+            top = block[close].topk(k, dim=1)
+            keep = top.values > threshold
+            firsts.append((close[:, None] + start).expand(-1, k)[keep])
+            seconds.append(top.indices[keep] + start)
+            values.append(top.values[keep])
     total = x.double().sum(0)
     mean = (float(total @ total) - float((x.double() ** 2).sum())) / (n * (n - 1))
-    return SimilarityStats(float(nearest.max()), mean, float(nearest.mean()), iterations)
+    stats = SimilarityStats(float(nearest.max()), mean, float(nearest.mean()))
+    if not firsts:
+        return torch.zeros(2, 0, dtype=torch.long, device=x.device), stats
+    first, second, value = torch.cat(firsts), torch.cat(seconds), torch.cat(values)
+    source, target, value = torch.cat([first, second]), torch.cat([second, first]), torch.cat([value, value])
+    order = torch.argsort(value, descending=True, stable=True)
+    order = order[torch.argsort(source[order], stable=True)]  # by source, closest first
+    source, target = source[order], target[order]
+    _, counts = torch.unique_consecutive(source, return_counts=True)
+    rank = torch.arange(len(source), device=x.device) - torch.repeat_interleave(torch.cumsum(counts, 0) - counts, counts)
+    keep = rank < neighbors
+    return torch.stack([source[keep], target[keep]]), stats
+
+
+def similarity_stats(x: torch.Tensor, chunk: int = 1024, iterations: int = 0) -> SimilarityStats:
+    """Max, mean and mean-nearest pairwise cosine without forming the N×N matrix."""
+    _, stats = scan_pairs(x, math.inf, 0, chunk)
+    stats.iterations = iterations
+    return stats
+
+
+def _partner_lists(pairs: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Directed pairs (sorted by source) → the distinct sources (A) and their partners, padded
+    with -1 to an A×k matrix (k = the longest list)."""
+    sources, counts = torch.unique_consecutive(pairs[0], return_counts=True)
+    row = torch.repeat_interleave(torch.arange(len(sources), device=pairs.device), counts)
+    first = torch.cumsum(counts, 0) - counts
+    column = torch.arange(pairs.shape[1], device=pairs.device) - first[row]
+    partners = torch.full((len(sources), int(counts.max())), -1, dtype=torch.long, device=pairs.device)
+    partners[row, column] = pairs[1]
+    return sources, partners
 
 
 def sample_identities(
@@ -115,18 +155,21 @@ def sample_identities(
     steps: int = 500,
     refresh_every: int = 10,
     step_size: float = 0.5,
+    slack: float = 0.02,
     device: str | torch.device = "cpu",
-    chunk: int = 2048,
+    chunk: int = 1024,
     progress: bool = False,
 ) -> tuple[torch.Tensor, SimilarityStats]:
     """``n`` unit vectors whose pairwise cosines are all ≤ ``max_cosine`` (when reachable).
 
-    Repulsion: every point is pushed away from each neighbour it is too close to, by
-    ``step_size × (cosine − max_cosine + margin)`` along that neighbour, then put back on the
-    sphere. Neighbour lists are refreshed every ``refresh_every`` steps; the loop stops at the
-    first refresh that finds no pair above the target, so the reported maximum is exact. Returns
-    the vectors (float32, on CPU) and the achieved :class:`SimilarityStats` (over all pairs).
-    Deterministic for a given ``seed`` and device.
+    Repulsion: a scan finds every pair closer than ``max_cosine − slack`` (each point's
+    ``neighbors`` closest of them); for up to ``refresh_every`` steps each point of those pairs is
+    pushed away from each partner it is too close to, by ``step_size × (cosine − max_cosine + margin)``
+    along that partner, then put back on the sphere. Points in no close pair do not move. The next
+    scan finds the pairs the moves created. The loop stops at the first scan that finds no pair
+    above the target (or after ``steps`` steps), so the reported maximum is exact. Returns the
+    vectors (float32, on CPU) and the achieved :class:`SimilarityStats` (over all pairs), both from
+    that last scan. Deterministic for a given ``seed`` and device.
     """
     from tqdm.auto import tqdm
 
@@ -134,21 +177,28 @@ def sample_identities(
     x = prior.sample(n, generator) if prior is not None else random_identities(n, dim, generator=generator)
     x = x.to(device)
     margin = 0.01  # aim slightly below the target so points settle under it, not on it
-    neighbor_idx = None
     iterations = 0
     bar = tqdm(total=steps, desc="identities", unit="step", disable=not progress)
-    for iterations in range(steps + 1):
-        if iterations % refresh_every == 0:
-            nearest, neighbor_idx = nearest_neighbors(x, neighbors, chunk)
-            worst = float(nearest[:, 0].max())
-            bar.set_postfix(max_cos=f"{worst:.4f}")
-            if worst <= max_cosine or iterations == steps:
+    while True:
+        pairs, stats = scan_pairs(x, max_cosine - slack, neighbors, chunk, progress)
+        bar.set_postfix(max_cos=f"{stats.max_cosine:.4f}", pairs=pairs.shape[1])
+        if stats.max_cosine <= max_cosine or iterations >= steps or pairs.shape[1] == 0:
+            break
+        active, partners = _partner_lists(pairs)
+        present = (partners >= 0).to(x.dtype)
+        for _ in range(min(refresh_every, steps - iterations)):
+            moved, pushed = [], False
+            for rows in torch.split(torch.arange(len(active), device=x.device), chunk):
+                points, others = x[active[rows]], x[partners[rows].clamp_min(0)]  # B × d, B × k × d
+                cosines = torch.einsum("bd,bkd->bk", points, others)
+                excess = (cosines - max_cosine + margin).clamp_min(0) * present[rows]
+                pushed = pushed or bool(excess.any())
+                moved.append(normalize(points - step_size * torch.einsum("bk,bkd->bd", excess, others)))
+            if not pushed:
                 break
-        others = x[neighbor_idx]  # N × k × d
-        cosines = torch.einsum("nd,nkd->nk", x, others)
-        excess = (cosines - max_cosine + margin).clamp_min(0)
-        x = normalize(x - step_size * torch.einsum("nk,nkd->nd", excess, others))
-        bar.update(1)
+            x[active] = torch.cat(moved)
+            iterations += 1
+            bar.update(1)
     bar.close()
-    x = x.float().cpu()
-    return x, similarity_stats(x, chunk, iterations)
+    stats.iterations = iterations
+    return x.float().cpu(), stats

@@ -4,8 +4,8 @@ The images themselves are written once, as ``images/<identity>/<n>.jpg`` (the Im
 while they are generated. Every other format is assembled from those JPEG bytes at the end, in a
 fixed order with fixed metadata, so the same dataset always gives byte-identical files:
 
-- ``manifest.jsonl`` — one line per image (identity, seed, perturbation, similarity, parameters,
-  sha256 of the file);
+- ``manifest.jsonl`` — one line per image (identity, seed, perturbation, similarity, prompt and
+  pose indices when they vary, parameters, sha256 of the file);
 - ``data/train-XXXXX-of-YYYYY.parquet`` — Hugging Face ``datasets`` parquet shards (an ``image``
   column of JPEG bytes plus the manifest fields), read by ``datasets.load_dataset``;
 - ``webdataset/train-XXXXXX.tar`` — WebDataset shards: ``<key>.jpg``, ``<key>.cls``, ``<key>.json``.
@@ -26,6 +26,8 @@ FORMATS = ("imagefolder", "parquet", "webdataset")
 #: Manifest fields copied into the parquet columns (besides ``image``).
 PARQUET_COLUMNS = {"label": "int64", "identity": "string", "index": "int32", "seed": "int64",
                    "attempt": "int32", "similarity": "float32", "perturbation": "float32"}
+#: Columns present when the run varies prompts or poses (every record then has them).
+CHOICE_COLUMNS = {"prompt_index": "int32", "prompt": "string", "pose_index": "int32"}
 
 
 def write_manifest(records: Sequence[dict], path: Path) -> None:
@@ -49,13 +51,13 @@ def write_parquet(records: Sequence[dict], read: Callable[[dict], bytes], folder
     import pyarrow as pa
     import pyarrow.parquet as pq
 
-    features = datasets.Features({"image": datasets.Image(),
-                                  **{k: datasets.Value(v) for k, v in PARQUET_COLUMNS.items()}})
+    present = {**PARQUET_COLUMNS, **{k: v for k, v in CHOICE_COLUMNS.items() if records and k in records[0]}}
+    features = datasets.Features({"image": datasets.Image(), **{k: datasets.Value(v) for k, v in present.items()}})
     shards = _shards(records, shard_size)
     paths = [folder / f"train-{i:05d}-of-{len(shards):05d}.parquet" for i in range(len(shards))]
     for shard, path in zip(shards, paths):
         columns = {"image": [{"bytes": read(r), "path": r["file"].split("/", 1)[1]} for r in shard]}
-        for name in PARQUET_COLUMNS:
+        for name in present:
             columns[name] = [r.get(name) for r in shard]
         table = pa.Table.from_pydict(columns, schema=features.arrow_schema)
         with atomic_path(path) as tmp:
