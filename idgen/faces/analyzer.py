@@ -77,9 +77,9 @@ class FaceAnalyzer:
         elif str(recognizer) == "dlib":
             rec = DlibRecognizer()
         elif os.path.isfile(os.path.join(str(recognizer), "model.safetensors")):  # an `idgen fr train` folder
-            from ..fr import TorchRecognizer
+            from ..fr import TrainedRecognizer
 
-            rec = TorchRecognizer(recognizer)
+            rec = TrainedRecognizer(recognizer)
         elif str(recognizer).startswith("mobilefacenet:"):
             rec = OnnxRecognizer.mobilefacenet(str(recognizer).split(":", 1)[1])
         elif os.path.isfile(str(recognizer)):

@@ -1,8 +1,10 @@
-"""Compact face recognisers (MobileFaceNet + ArcFace/CosFace heads) trained on idgen datasets."""
+"""Compact face recognisers (MobileFaceNet + ArcFace/CosFace margin heads) trained on idgen face sets."""
 
-from .data import FaceSet
+from .data import LabelledImages, align_images, read_face_set
 from .heads import MarginHead
 from .mobilefacenet import MobileFaceNet
-from .train import TorchRecognizer, TrainConfig, train_recognizer
+from .recognizer import TrainedRecognizer, is_trained_recognizer
+from .train import TrainConfig, train_recognizer
 
-__all__ = ["FaceSet", "MarginHead", "MobileFaceNet", "TorchRecognizer", "TrainConfig", "train_recognizer"]
+__all__ = ["LabelledImages", "MarginHead", "MobileFaceNet", "TrainConfig", "TrainedRecognizer", "align_images",
+           "is_trained_recognizer", "read_face_set", "train_recognizer"]

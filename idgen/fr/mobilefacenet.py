@@ -13,8 +13,11 @@ import torch
 from torch import nn
 
 
-def conv_bn(cin: int, cout: int, kernel: int = 1, stride: int = 1, groups: int = 1, act: bool = True) -> nn.Sequential:
-    layers = [nn.Conv2d(cin, cout, kernel, stride, kernel // 2 if kernel > 1 else 0, groups=groups, bias=False),
+def conv_bn(cin: int, cout: int, kernel: int = 1, stride: int = 1, groups: int = 1, act: bool = True,
+            padding: int | None = None) -> nn.Sequential:
+    """Convolution (``same`` padding unless given), batch norm, and PReLU when ``act``."""
+    padding = kernel // 2 if padding is None else padding
+    layers = [nn.Conv2d(cin, cout, kernel, stride, padding, groups=groups, bias=False),
               nn.BatchNorm2d(cout)]
     if act:
         layers.append(nn.PReLU(cout))
@@ -52,9 +55,8 @@ class MobileFaceNet(nn.Module):
                 cin = c(cout)
         layers.append(conv_bn(cin, c(512)))
         side = input_size // 16
-        layers.append(conv_bn(c(512), c(512), side, groups=c(512), act=False))  # global depthwise conv
+        layers.append(conv_bn(c(512), c(512), side, groups=c(512), act=False, padding=0))  # global depthwise conv
         self.features = nn.Sequential(*layers)
-        self.features[-1][0].padding = (0, 0)
         self.embedding = nn.Sequential(nn.Flatten(), nn.Linear(c(512), embedding_size, bias=False),
                                        nn.BatchNorm1d(embedding_size))
 

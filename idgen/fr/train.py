@@ -1,12 +1,14 @@
 """Train a compact face recogniser with a margin head, on one device or many (accelerate).
 
-Saves ``model.safetensors`` (the embedding network only) and ``config.json``; load it back with
-:class:`TorchRecognizer` and use it as any other ``idgen.faces`` recogniser.
+The face set is aligned once (cached), held in memory as uint8 crops, and fed in shuffled
+batches with random horizontal flips. SGD with Nesterov momentum; the learning rate rises
+linearly over the first ``warmup`` fraction of the steps and then follows a cosine to zero.
+The output folder holds ``model.safetensors`` (the embedding network; the margin head's class
+centres are training-only) and ``config.json``; it is a recogniser for :mod:`idgen.faces`.
 """
 
 from __future__ import annotations
 
-import json
 import math
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -14,55 +16,81 @@ from typing import Optional
 
 import numpy as np
 import torch
+import torch.nn.functional as F
 from tqdm.auto import tqdm
 
 from ..io import save_safetensors_atomic, write_json_atomic
-from .data import FaceSet, to_tensor
+from .data import align_images, read_face_set
 from .heads import MarginHead
 from .mobilefacenet import MobileFaceNet
+from .recognizer import to_tensor
 
 
 @dataclass
 class TrainConfig:
     data: str
     output: str
+    format: str = "auto"            # imagefolder, parquet, webdataset (auto: by the files)
+    align: str = "dlib"             # dlib landmarks, or "box" for already aligned faces
+    box: float = 0.42               # centred box (fraction of the shorter side) for "box" / dlib misses
+    upsample: int = 0               # dlib detector upsampling (as `idgen eval verify --upsample`)
+    cache_dir: Optional[str] = ".cache/faces"
     head: str = "arcface"           # or "cosface"
     margin: Optional[float] = None  # default 0.5 (ArcFace) / 0.35 (CosFace)
     scale: float = 32.0
     width: float = 1.0
     input_size: int = 112
     embedding_size: int = 128
-    crop: float = 1.0               # centred square of this fraction of the shorter side
     epochs: int = 10
     batch_size: int = 128
     lr: float = 0.1
+    warmup: float = 0.05
     weight_decay: float = 5e-4
-    workers: int = 0
     seed: int = 0
     progress: bool = True
 
 
+def warmup_cosine(total: int, warmup: float):
+    """LR multiplier per step: linear from 0 to 1 over ``warmup × total`` steps, then a cosine to 0."""
+    ramp = max(1, round(warmup * total))
+    return lambda step: (step + 1) / ramp if step < ramp else 0.5 * (1 + math.cos(math.pi * (step - ramp) / max(1, total - ramp)))
+
+
+def random_flip(images: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
+    """Mirror a random half of N×C×H×W images."""
+    flip = torch.rand(len(images), generator=generator) < 0.5
+    return torch.where(flip[:, None, None, None].to(images.device), images.flip(-1), images)
+
+
 def train_recognizer(config: TrainConfig) -> dict:
     from accelerate import Accelerator
+    from accelerate.utils import set_seed
 
-    torch.manual_seed(config.seed)
     accelerator = Accelerator()
-    data = FaceSet(config.data, config.input_size, config.crop)
-    loader = torch.utils.data.DataLoader(data, batch_size=config.batch_size, shuffle=True, drop_last=len(data) > config.batch_size,
-                                         num_workers=config.workers, generator=torch.Generator().manual_seed(config.seed))
+    set_seed(config.seed)
+    faces = read_face_set(config.data, config.format)
+    with accelerator.main_process_first():  # one process aligns and caches, the others read the cache
+        crops = align_images(faces.images, config.input_size, config.align, config.box, config.upsample, config.cache_dir,
+                             progress=config.progress and accelerator.is_main_process)
+    dataset = torch.utils.data.TensorDataset(torch.from_numpy(crops), torch.from_numpy(faces.labels))
+    loader = torch.utils.data.DataLoader(dataset, batch_size=config.batch_size, shuffle=True,
+                                         drop_last=len(dataset) > config.batch_size,
+                                         generator=torch.Generator().manual_seed(config.seed))
     model = MobileFaceNet(config.embedding_size, config.width, config.input_size)
-    head = MarginHead(config.embedding_size, data.classes, config.head, config.scale, config.margin)
+    head = MarginHead(config.embedding_size, len(faces.names), config.head, config.scale, config.margin)
     optimizer = torch.optim.SGD([*model.parameters(), *head.parameters()], lr=config.lr, momentum=0.9,
-                                weight_decay=config.weight_decay, nesterov=True)
-    total = config.epochs * math.ceil(len(data) / config.batch_size)
-    schedule = torch.optim.lr_scheduler.OneCycleLR(optimizer, config.lr, total_steps=total, pct_start=0.1)
+                                nesterov=True, weight_decay=config.weight_decay)
+    total = config.epochs * len(loader)
+    schedule = torch.optim.lr_scheduler.LambdaLR(optimizer, warmup_cosine(total, config.warmup))
     model, head, optimizer, loader, schedule = accelerator.prepare(model, head, optimizer, loader, schedule)
-    bar = tqdm(total=total, desc="train", disable=not (config.progress and accelerator.is_main_process))
+    flips = torch.Generator().manual_seed(config.seed + accelerator.process_index)
+
     losses = []
+    bar = tqdm(total=total, desc="training", disable=not (config.progress and accelerator.is_main_process))
+    model.train()
     for _ in range(config.epochs):
-        model.train()
         for images, labels in loader:
-            loss = torch.nn.functional.cross_entropy(head(model(images), labels), labels)
+            loss = F.cross_entropy(head(model(random_flip(to_tensor(images), flips)), labels), labels)
             optimizer.zero_grad()
             accelerator.backward(loss)
             optimizer.step()
@@ -71,37 +99,16 @@ def train_recognizer(config: TrainConfig) -> dict:
             bar.update(1)
             bar.set_postfix(loss=f"{np.mean(losses[-20:]):.3f}")
     bar.close()
-    summary = {"images": len(data), "classes": data.classes, "steps": len(losses),
-               "first_loss": losses[0], "final_loss": float(np.mean(losses[-10:]))}
+
+    window = max(1, min(10, len(losses) // 5))
+    summary = {"images": len(dataset), "identities": len(faces.names), "steps": len(losses),
+               "first_loss": float(np.mean(losses[:window])), "final_loss": float(np.mean(losses[-window:]))}
     if accelerator.is_main_process:
+        network = accelerator.unwrap_model(model)
         out = Path(config.output)
-        weights = {k: v.detach().cpu().contiguous() for k, v in accelerator.unwrap_model(model).state_dict().items()}
-        save_safetensors_atomic(weights, out / "model.safetensors")
-        write_json_atomic(out / "config.json", {"architecture": "mobilefacenet",
-                                                 **accelerator.unwrap_model(model).config,
-                                                 "crop": config.crop, "train": asdict(config), "summary": summary})
+        save_safetensors_atomic({k: v.detach().cpu().contiguous() for k, v in network.state_dict().items()},
+                                out / "model.safetensors")
+        write_json_atomic(out / "config.json", {"architecture": "mobilefacenet", "model": network.config,
+                                                "train": asdict(config), "summary": summary})
+    accelerator.wait_for_everyone()
     return summary
-
-
-class TorchRecognizer:
-    """A recogniser trained by :func:`train_recognizer`, behind the ``idgen.faces`` recogniser API."""
-
-    def __init__(self, folder: str | Path, device: str = "cpu"):
-        from safetensors.torch import load_file
-
-        folder = Path(folder)
-        config = json.loads((folder / "config.json").read_text())
-        self.model = MobileFaceNet(config["embedding_size"], config["width"], config["input_size"])
-        self.model.load_state_dict(load_file(str(folder / "model.safetensors")))
-        self.model.eval().to(device)
-        self.device, self.input_size = device, config["input_size"]
-        self.embedding_size = config["embedding_size"]
-
-    def crop(self, image: np.ndarray, landmarks: np.ndarray, bbox: np.ndarray) -> np.ndarray:
-        from ..faces import align_face
-
-        return align_face(image, landmarks, self.input_size)
-
-    @torch.no_grad()
-    def embed(self, crops: np.ndarray) -> np.ndarray:
-        return self.model(to_tensor(np.asarray(crops)).to(self.device)).cpu().numpy()
