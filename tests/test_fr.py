@@ -174,7 +174,8 @@ def people_of(path: Path) -> dict:
 def test_training_on_lfw_dev_train_people_verifies_dev_test_pairs(lfw_dir, tmp_path):
     """LFW View 1: train on people of peopleDevTrain.txt only (≥ 8 photos, at most 12 each; the
     deep-funneled photos are already aligned, so the ArcFace template is placed in a centred box),
-    then the LFW 10-fold protocol on all 1,000 pairsDevTest.txt pairs, whose people are never trained on."""
+    then the LFW 10-fold protocol on all 1,000 pairsDevTest.txt pairs, whose people are never trained on.
+    An untrained network reaches about 65 % there; training must add at least 5 points and reach 70 %."""
     from idgen.eval import evaluate_scores, read_pairs
     from idgen.fr import TrainConfig, TrainedRecognizer, train_recognizer
     from idgen.fr.recognizer import to_tensor
@@ -191,20 +192,29 @@ def test_training_on_lfw_dev_train_people_verifies_dev_test_pairs(lfw_dir, tmp_p
             (data / name / f"{name}_{k:04d}.jpg").symlink_to(lfw_dir / "images" / name / f"{name}_{k:04d}.jpg")
 
     config = TrainConfig(data=str(data), output=str(tmp_path / "model"), align="box", box=0.5, cache_dir=None,
-                         input_size=32, width=0.5, head="cosface", scale=30.0, epochs=4, batch_size=64,
+                         input_size=32, width=0.5, head="cosface", scale=30.0, epochs=8, batch_size=64,
                          lr=0.1, progress=False)
     summary = train_recognizer(config)
-    trained = {Path(p).parent.name for p in read_face_set(data).images}
-    assert trained == set(train_people) and not trained & test_people
+    trained_on = {Path(p).parent.name for p in read_face_set(data).images}
+    assert trained_on == set(train_people) and not trained_on & test_people
 
     files = sorted({str(p) for pair in pairs for p in (pair.first, pair.second)})
-    crops = align_images(files, 32, "box", 0.5, progress=False)
-    model = TrainedRecognizer(tmp_path / "model").model
-    with torch.no_grad():  # flip test-time augmentation
-        embeddings = torch.nn.functional.normalize(model(to_tensor(crops)) + model(to_tensor(crops[:, :, ::-1])))
+    crops = to_tensor(align_images(files, 32, "box", 0.5, progress=False))
     index = {name: k for k, name in enumerate(files)}
-    scores = np.array([float(embeddings[index[str(p.first)]] @ embeddings[index[str(p.second)]]) for p in pairs])
-    result = evaluate_scores(scores, np.array([p.same for p in pairs]), np.array([p.fold for p in pairs]))
-    print(f"LFW View 1 DevTest accuracy {result['accuracy']:.4f} AUC {result['auc']:.4f} ({summary})")
+
+    def dev_test(model):
+        """LFW 10-fold protocol on the DevTest pairs, cosine of flip-augmented embeddings."""
+        with torch.no_grad():
+            embeddings = torch.nn.functional.normalize(model.eval()(crops) + model(crops.flip(-1)))
+        scores = [float(embeddings[index[str(p.first)]] @ embeddings[index[str(p.second)]]) for p in pairs]
+        return evaluate_scores(np.array(scores), np.array([p.same for p in pairs]), np.array([p.fold for p in pairs]))
+
+    # random convolutional features already separate some pairs (same photo conditions): the bar is
+    # the untrained network, not 50 %
+    torch.manual_seed(config.seed)
+    untrained = dev_test(MobileFaceNet(128, 0.5, 32))
+    trained = dev_test(TrainedRecognizer(tmp_path / "model").model)
+    print(f"LFW View 1 DevTest accuracy {trained['accuracy']:.4f} AUC {trained['auc']:.4f}, untrained "
+          f"{untrained['accuracy']:.4f} AUC {untrained['auc']:.4f} ({summary})")
     assert summary["final_loss"] < 0.8 * summary["first_loss"]
-    assert result["accuracy"] >= 0.65
+    assert trained["accuracy"] >= 0.70 and trained["accuracy"] >= untrained["accuracy"] + 0.05

@@ -11,7 +11,7 @@ def add_face_options(parser: argparse.ArgumentParser) -> None:
                        help="'dlib', or an insightface pack name/folder such as 'antelopev2' (default: dlib)")
     group.add_argument("--recognizer", default="dlib",
                        help="'dlib', 'mobilefacenet:PATH', an ONNX file, a file inside the insightface pack "
-                            "(e.g. arcface.onnx), or 'pack' (default: dlib)")
+                            "(e.g. arcface.onnx), 'pack', or a folder written by `idgen fr train` (default: dlib)")
     group.add_argument("--insightface-root", default="~/.insightface", help="insightface model root")
     group.add_argument("--det-size", type=int, default=640, help="insightface detector input size")
     group.add_argument("--upsample", type=int, default=0, help="dlib detector upsampling (1 finds smaller faces)")
