@@ -122,6 +122,18 @@ def test_every_synth_format_reads_as_the_same_face_set(synth_folder):
             assert len(faces.images) == 2 and pairs(faces) <= expected
 
 
+def test_unreadable_face_sets_are_config_errors_naming_the_path(tmp_path):
+    from idgen.errors import ConfigError
+
+    with pytest.raises(ConfigError, match="missing: no such file"):
+        read_face_set(tmp_path / "missing")
+    (tmp_path / "empty" / "person").mkdir(parents=True)
+    with pytest.raises(ConfigError, match="empty: no labelled images"):
+        read_face_set(tmp_path / "empty")
+    with pytest.raises(ConfigError, match="no parquet shards"):
+        read_face_set(tmp_path / "empty", "parquet")
+
+
 def test_aligned_crops_are_cached_atomically(synth_folder, tmp_path):
     from idgen.faces import ARCFACE_TEMPLATE, align_face, load_image
 
@@ -192,7 +204,7 @@ def test_training_on_lfw_dev_train_people_verifies_dev_test_pairs(lfw_dir, tmp_p
             (data / name / f"{name}_{k:04d}.jpg").symlink_to(lfw_dir / "images" / name / f"{name}_{k:04d}.jpg")
 
     config = TrainConfig(data=str(data), output=str(tmp_path / "model"), align="box", box=0.5, cache_dir=None,
-                         input_size=32, width=0.5, head="cosface", scale=30.0, epochs=8, batch_size=64,
+                         input_size=32, width=0.5, head="cosface", scale=16.0, margin=0.2, epochs=8, batch_size=64,
                          lr=0.1, progress=False)
     summary = train_recognizer(config)
     trained_on = {Path(p).parent.name for p in read_face_set(data).images}

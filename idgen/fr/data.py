@@ -69,7 +69,10 @@ def read_parquet(files: list[Path]) -> LabelledImages:
             raise ConfigError(f"{path}: a face set needs 'image' and 'label' columns, found {table.column_names}")
         batch_labels = table.column("label").to_pylist()
         for cell in table.column("image").to_pylist():
-            images.append(cell["bytes"] if cell.get("bytes") else path.parent / cell["path"])
+            if not cell or not cell.get("bytes"):
+                raise ConfigError(f"{path}: an image cell holds no bytes; write the shards with embedded images "
+                                  "(as `idgen dataset generate` and `datasets.Dataset.to_parquet` do)")
+            images.append(cell["bytes"])
         if "identity" in table.column_names:
             names.update(zip(batch_labels, table.column("identity").to_pylist()))
         labels += batch_labels
