@@ -15,7 +15,8 @@ import torch
 from PIL import Image
 from tiny_models import one_thread  # noqa: F401  (a fixture)
 
-from idgen.fr import MarginHead, MobileFaceNet, align_images, read_face_set
+from idgen.fr import MobileFaceNet, align_images, read_face_set
+from idgen.recognition import MarginHead
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
@@ -30,43 +31,37 @@ def test_mobilefacenet_shapes_and_parameter_count():
 
 
 def margin_logits_reference(embeddings, centres, labels, kind, s, m):
-    """The margin-head logits written out row by row with Python's math module."""
+    """The margin-head logits written out row by row with Python's math module (ArcFace's angle
+    θ + m stops at π, so the true-class logit never rises again)."""
     out = np.zeros((len(embeddings), len(centres)))
     for i, (e, label) in enumerate(zip(embeddings, labels)):
         for j, c in enumerate(centres):
             cos = min(1.0, max(-1.0, float(np.dot(e, c) / np.linalg.norm(e) / np.linalg.norm(c))))
             if j == label:
-                theta = math.acos(cos)
-                if kind == "cosface":
-                    cos = cos - m
-                elif theta + m < math.pi:
-                    cos = math.cos(theta + m)
-                else:
-                    cos = cos - m * math.sin(m)
+                cos = cos - m if kind == "cosface" else math.cos(min(math.acos(cos) + m, math.pi))
             out[i, j] = s * cos
     return out
 
 
 @pytest.mark.parametrize("kind", ["arcface", "cosface"])
-def test_margin_heads_match_the_formula(kind):
+def test_margin_head_used_for_training_matches_the_formula(kind):
+    """idgen.fr trains with idgen.recognition's head; checked here where θ + m passes π too."""
     torch.manual_seed(0)
-    head = MarginHead(8, 5, kind, s=10.0, m=0.3)
+    head = MarginHead(8, 5, kind, scale=10.0, margin=0.3).double()
     embeddings = torch.randn(5, 8, dtype=torch.float64)
-    embeddings[4] = -head.weight[2].detach()  # θ = π for its true class: ArcFace's fallback branch
+    embeddings[4] = -head.weight[2].detach()  # θ = π for its true class
     labels = torch.tensor([0, 3, 1, 4, 2])
-    logits = head.double()(embeddings, labels)
+    logits = head(embeddings, labels).detach().numpy()
     expected = margin_logits_reference(embeddings.numpy(), head.weight.detach().numpy(), labels.tolist(), kind, 10.0, 0.3)
-    assert np.allclose(logits.detach().numpy(), expected, atol=1e-5)
-    # the margin lowers the true-class logit only
-    plain = 10.0 * torch.nn.functional.normalize(embeddings) @ torch.nn.functional.normalize(head.weight).T
-    changed = ~np.isclose(logits.detach().numpy(), plain.detach().numpy())
-    assert (changed == np.eye(5, dtype=bool)[labels.numpy()]).all()
+    assert np.allclose(logits, expected, atol=1e-5)
+    changed = ~np.isclose(logits, head(embeddings).detach().numpy())  # the margin moves the true class only
+    assert (changed[:4] == np.eye(5, dtype=bool)[labels[:4].numpy()]).all()  # (row 4 is at cos π already)
 
 
 def test_a_few_steps_lower_the_loss_on_a_fixed_batch():
     torch.manual_seed(0)
     model = MobileFaceNet(32, width=0.25, input_size=32)
-    head = MarginHead(32, 4, "arcface", s=16.0)
+    head = MarginHead(32, 4, "arcface", scale=16.0, margin=0.5)
     optimizer = torch.optim.SGD([*model.parameters(), *head.parameters()], lr=0.05, momentum=0.9)
     images, labels = torch.randn(16, 3, 32, 32), torch.arange(16) % 4
     losses = []

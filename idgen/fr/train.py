@@ -19,11 +19,16 @@ import torch
 import torch.nn.functional as F
 from tqdm.auto import tqdm
 
+from ..errors import ConfigError
 from ..io import save_safetensors_atomic, write_json_atomic
+from ..recognition import MarginHead
 from .data import align_images, read_face_set
-from .heads import MarginHead
 from .mobilefacenet import MobileFaceNet
 from .recognizer import to_tensor
+
+
+#: Margins of the ArcFace (angle) and CosFace (cosine) papers.
+DEFAULT_MARGIN = {"arcface": 0.5, "cosface": 0.35}
 
 
 @dataclass
@@ -48,6 +53,10 @@ class TrainConfig:
     weight_decay: float = 5e-4
     seed: int = 0
     progress: bool = True
+
+    def __post_init__(self):
+        if self.head not in DEFAULT_MARGIN:
+            raise ConfigError(f"unknown margin head {self.head!r}; use one of {sorted(DEFAULT_MARGIN)}")
 
 
 def warmup_cosine(total: int, warmup: float):
@@ -77,7 +86,8 @@ def train_recognizer(config: TrainConfig) -> dict:
                                          drop_last=len(dataset) > config.batch_size,
                                          generator=torch.Generator().manual_seed(config.seed))
     model = MobileFaceNet(config.embedding_size, config.width, config.input_size)
-    head = MarginHead(config.embedding_size, len(faces.names), config.head, config.scale, config.margin)
+    margin = DEFAULT_MARGIN[config.head] if config.margin is None else config.margin
+    head = MarginHead(config.embedding_size, len(faces.names), config.head, config.scale, margin)
     optimizer = torch.optim.SGD([*model.parameters(), *head.parameters()], lr=config.lr, momentum=0.9,
                                 nesterov=True, weight_decay=config.weight_decay)
     total = config.epochs * len(loader)
