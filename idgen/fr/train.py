@@ -1,8 +1,9 @@
 """Train a compact face recogniser with a margin head, on one device or many (accelerate).
 
-The face set is aligned once (cached), held in memory as uint8 crops, and fed in shuffled
-batches with random horizontal flips. SGD with Nesterov momentum; the learning rate rises
-linearly over the first ``warmup`` fraction of the steps and then follows a cosine to zero.
+The face set is aligned once (cached), held in memory as uint8 crops (37 KB a face at 112 px:
+about 2 GB for 50K images), and fed in shuffled batches with random horizontal flips. SGD with
+Nesterov momentum; the learning rate rises linearly over the first ``warmup`` fraction of the
+steps and then follows a cosine to zero.
 The output folder holds ``model.safetensors`` (the embedding network; the margin head's class
 centres are training-only) and ``config.json``; it is a recogniser for :mod:`idgen.faces`.
 """
@@ -57,6 +58,8 @@ class TrainConfig:
     def __post_init__(self):
         if self.head not in DEFAULT_MARGIN:
             raise ConfigError(f"unknown margin head {self.head!r}; use one of {sorted(DEFAULT_MARGIN)}")
+        if self.epochs < 1 or self.batch_size < 1:
+            raise ConfigError(f"epochs and batch_size must be ≥ 1, got {self.epochs} and {self.batch_size}")
 
 
 def warmup_cosine(total: int, warmup: float):
