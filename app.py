@@ -8,9 +8,8 @@ from __future__ import annotations
 import argparse
 
 
-def main(argv=None) -> None:
-    from idgen.demo import ModelHub, build_demo, launch
-    from idgen.demo.models import add_model_arguments, settings_from_args
+def build_parser() -> argparse.ArgumentParser:
+    from idgen.demo.models import add_model_arguments
 
     parser = argparse.ArgumentParser(description="idgen Gradio demo")
     add_model_arguments(parser, demo=True)
@@ -20,7 +19,14 @@ def main(argv=None) -> None:
     server.add_argument("--concurrency", type=int, default=1, help="generations running at once")
     server.add_argument("--max-queue", type=int, default=16, help="requests waiting at most")
     server.add_argument("--max-file-size", default="10mb", help="largest accepted upload")
-    args = parser.parse_args(argv)
+    return parser
+
+
+def main(argv=None) -> None:
+    from idgen.demo import ModelHub, build_demo, launch
+    from idgen.demo.models import settings_from_args
+
+    args = build_parser().parse_args(argv)
     demo = build_demo(ModelHub(settings_from_args(args)))
     launch(demo, host=args.host, port=args.port, concurrency=args.concurrency, max_queue=args.max_queue,
            max_file_size=args.max_file_size)

@@ -23,14 +23,14 @@ import numpy as np
 import PIL.Image
 import torch
 import torch.nn.functional as F
-from diffusers import (DPMSolverMultistepScheduler, LCMScheduler, StableDiffusionPipeline,
-                       UNet2DConditionModel)
+from diffusers import DPMSolverMultistepScheduler, StableDiffusionPipeline, UNet2DConditionModel
 from diffusers.utils import BaseOutput, USE_PEFT_BACKEND, scale_lora_layers, unscale_lora_layers
 from transformers import CLIPTextModel
 
 from idgen.identity import normalize
 
 from .face_input import FaceInputMixin
+from .lcm import LCMLoRAMixin
 
 #: The prompt Arc2Face was trained with; the word ``id`` marks where the identity goes.
 ARC2FACE_PROMPT = "photo of a id person"
@@ -62,7 +62,7 @@ class Arc2FacePipelineOutput(BaseOutput):
     id_embeds: torch.Tensor
 
 
-class Arc2FaceMixin(FaceInputMixin):
+class Arc2FaceMixin(LCMLoRAMixin, FaceInputMixin):
     """Arc2Face's identity conditioning, for any Stable Diffusion 1.5 pipeline class.
 
     Put it first among the bases of a diffusers SD 1.5 pipeline (text-to-image, img2img, inpaint):
@@ -75,6 +75,9 @@ class Arc2FaceMixin(FaceInputMixin):
     folder layout. Photos are turned into embeddings by the analyser set with
     :meth:`set_face_analyzer` (Arc2Face uses insightface ``antelopev2`` + its own ``arcface.onnx``).
     """
+
+    lcm_lora_default = LCM_LORA_SD15
+    lcm_preset = LCM_PRESET
 
     # ------------------------------------------------------------------ loading
     @classmethod
@@ -213,22 +216,6 @@ class Arc2FaceMixin(FaceInputMixin):
                                       id_embeds=per_image)
 
     # ------------------------------------------------------------------ speed
-    def enable_lcm_lora(self, lora: Union[str, os.PathLike, dict] = LCM_LORA_SD15, adapter_name: str = "lcm",
-                        **kwargs) -> dict:
-        """Fast preset: load an LCM-LoRA (SD 1.5's by default) with the stock ``load_lora_weights``
-        and switch to :class:`~diffusers.LCMScheduler`. Returns the call settings it is meant for
-        (``{"num_inference_steps": 4, "guidance_scale": 1.0}``) to splat into ``pipe(...)``.
-        Undo with :meth:`disable_lcm_lora`."""
-        self.load_lora_weights(lora, adapter_name=adapter_name, **kwargs)
-        self._scheduler_before_lcm = self.scheduler
-        self.scheduler = LCMScheduler.from_config(self.scheduler.config)
-        return dict(LCM_PRESET)
-
-    def disable_lcm_lora(self, adapter_name: str = "lcm") -> None:
-        """Remove the LCM-LoRA and restore the scheduler that was in use before :meth:`enable_lcm_lora`."""
-        self.delete_adapters(adapter_name)
-        self.scheduler = self._scheduler_before_lcm
-
     def compile_unet(self, **compile_kwargs) -> None:
         """Opt-in ``torch.compile`` of the UNet (in place, so saving and LoRA loading still see a
         normal module), in ``channels_last`` memory format, which convolutions prefer on GPUs. The

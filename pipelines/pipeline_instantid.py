@@ -24,7 +24,7 @@ from typing import Optional, Sequence, Union
 
 import numpy as np
 import torch
-from diffusers import ControlNetModel, LCMScheduler, StableDiffusionXLControlNetPipeline
+from diffusers import ControlNetModel, StableDiffusionXLControlNetPipeline
 from diffusers.models.controlnets.multicontrolnet import MultiControlNetModel
 from diffusers.models.embeddings import IPAdapterPlusImageProjection, MultiIPAdapterImageProjection
 
@@ -34,6 +34,7 @@ from idgen.io import save_safetensors_atomic
 
 from .face_input import FaceInputMixin
 from .keypoints import draw_keypoints
+from .lcm import LCMLoRAMixin
 
 #: Defaults of the reference implementation.
 DEFAULT_IP_ADAPTER_SCALE = 0.8
@@ -58,7 +59,7 @@ def convert_instantid_adapter(source: Union[str, os.PathLike], target: Union[str
     save_safetensors_atomic(flat, target)
 
 
-class InstantIDMixin(FaceInputMixin):
+class InstantIDMixin(LCMLoRAMixin, FaceInputMixin):
     """InstantID's identity and pose conditioning, for any SDXL ControlNet pipeline class.
 
     Put it first among the bases of a diffusers SDXL ControlNet pipeline (text-to-image, img2img,
@@ -70,6 +71,8 @@ class InstantIDMixin(FaceInputMixin):
 
     #: The name under which the parent pipeline takes the ControlNet condition image(s).
     control_image_argument = "image"
+    lcm_lora_default = LCM_LORA_SDXL
+    lcm_preset = LCM_PRESET
 
     # ------------------------------------------------------------------ loading
     def load_instantid_adapter(self, pretrained_model_name_or_path_or_dict="InstantX/InstantID", *,
@@ -90,13 +93,6 @@ class InstantIDMixin(FaceInputMixin):
             ) from error
         self._face_resampler()  # fail now, not at the first call, if this was not a Resampler adapter
         self.set_ip_adapter_scale(scale)
-
-    def enable_lcm_lora(self, lora=LCM_LORA_SDXL, adapter_name: str = "lcm", **kwargs) -> dict:
-        """Fast preset: load LCM-LoRA SDXL, switch to ``LCMScheduler``, and return the call arguments
-        that go with it (``pipe(prompt, face_image=..., **pipe.enable_lcm_lora())``)."""
-        self.load_lora_weights(lora, adapter_name=adapter_name, **kwargs)
-        self.scheduler = LCMScheduler.from_config(self.scheduler.config)
-        return dict(LCM_PRESET)
 
     # ------------------------------------------------------------------ helpers
     def _face_resampler(self) -> IPAdapterPlusImageProjection:

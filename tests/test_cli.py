@@ -50,3 +50,72 @@ def test_errors_are_one_line(tmp_path):
                           capture_output=True, text=True)
     assert done.returncode == 1
     assert done.stderr.strip() == f"idgen: error: {tmp_path / 'nope'}: not a folder"
+
+
+def _subcommands(parser=None):
+    """Every leaf parser (``idgen embed``, ``idgen eval verify``, ...) with its full name."""
+    parser = parser or build_parser()
+    for action in parser._subparsers._group_actions if parser._subparsers else []:
+        for name, child in action.choices.items():
+            if child._subparsers:
+                yield from ((f"{name} {sub}", leaf) for sub, leaf in _subcommands(child))
+            else:
+                yield name, child
+
+
+def test_shared_options_have_one_name_and_one_default(monkeypatch):
+    import argparse
+
+    import app
+
+    for variable in ("IDGEN_DETECTOR", "IDGEN_RECOGNIZER", "IDGEN_INSIGHTFACE_ROOT", "IDGEN_DEVICE", "IDGEN_DTYPE"):
+        monkeypatch.delenv(variable, raising=False)
+    parsers = dict(_subcommands(), app=app.build_parser())
+    seen: dict = {}
+    for name, parser in parsers.items():
+        for action in parser._actions:
+            for flag in action.option_strings:
+                seen.setdefault(flag, {})[name] = (action.default, action.help)
+    # Every shared option (idgen.cli.common + the model options) is the same everywhere: same default, same help.
+    from idgen.cli import common
+    from idgen.demo.models import add_model_arguments
+
+    scratch = argparse.ArgumentParser()
+    for add in (common.add_embedding_options, common.add_sampling_options):
+        add(scratch)
+    add_model_arguments(scratch, demo=True)  # brings add_face_options and add_device_options
+    shared = {flag for action in scratch._actions for flag in action.option_strings} - {"-h", "--help"}
+    for flag in shared:
+        assert len({default for default, _ in seen[flag].values()}) == 1, (flag, seen[flag])
+    expected = {"--detector": "auto", "--recognizer": "auto", "--insightface-root": "~/.insightface",
+                "--device": None, "--seed": 0, "--steps": None, "--guidance": None}
+    for flag, default in expected.items():
+        assert {default} == {d for d, _ in seen[flag].values()}, flag
+    for command in ("embed", "eval verify", "edit replace", "edit restyle", "generate", "app"):
+        assert command in seen["--detector"], command
+    for command in ("edit replace", "edit restyle", "generate", "app"):
+        assert {"--device", "--tiny", "--model", "--instantid-base", "--lcm-lora"} <= {
+            flag for flag, users in seen.items() if command in users}, command
+
+
+def test_auto_face_backends_depend_on_the_command():
+    from idgen.cli.common import resolve_face_backends
+
+    assert resolve_face_backends("auto", "auto", "analysis") == ("dlib", "dlib")
+    assert resolve_face_backends("auto", "auto", "generation") == ("antelopev2", "arcface.onnx")
+    assert resolve_face_backends("dlib", "mobilefacenet:m.onnx", "generation") == ("dlib", "mobilefacenet:m.onnx")
+
+
+def test_failures_are_one_line_with_a_reason(tmp_path, faces_dir, capsys):
+    photo = str(faces_dir / "Aaron_Peirsol_0001.jpg")
+    cases = [
+        (["eval", "verify", "--pairs", str(tmp_path / "pairs.txt"), "--images", str(tmp_path)], "pairs.txt"),
+        (["edit", "restyle", "--photo", photo, "--out", str(tmp_path / "x.png"), "--model", str(tmp_path / "nothing"),
+          "--detector", "dlib", "--recognizer", "dlib"], "cannot load the arc2face model"),
+        (["generate", "--random-identity", "--style", "instantid", "--tiny", "--out", str(tmp_path / "o")],
+         "InstantID needs a face photo"),
+    ]
+    for argv, reason in cases:
+        assert main(argv) == 1, argv
+        errors = [line for line in capsys.readouterr().err.splitlines() if line.startswith("idgen: error:")]
+        assert len(errors) == 1 and reason in errors[0], (argv, errors)  # (library warnings may precede it)

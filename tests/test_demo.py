@@ -59,10 +59,17 @@ def _error_of(call) -> str:
     return str(caught.value)
 
 
-def _generate(client, photos, *, use_random=False, seed=0, count=2, steps=2):
+def _generate(client, photos, *, use_random=False, seed=0, count=2, steps=2, style="arc2face", prompt="",
+              negative="", pose=None):
     files = [handle_file(str(p)) for p in photos]
-    return client.predict(files, use_random, "arc2face", "", "", None, seed, steps, 3.0, count, False,
+    pose = handle_file(str(pose)) if pose else None
+    return client.predict(files, use_random, style, prompt, negative, pose, seed, steps, 3.0, count, False,
                           api_name="/generate")
+
+
+def _pixels(item_or_path) -> np.ndarray:
+    path = item_or_path if isinstance(item_or_path, str) else _image_path(item_or_path)
+    return np.asarray(Image.open(path).convert("RGB"))
 
 
 def test_page_is_labelled_tiny_and_loads_nothing_up_front():
@@ -192,3 +199,190 @@ def test_forget_without_a_folder(served, tmp_path):
     _, client = served
     message = _error_of(lambda: client.predict(str(tmp_path / "missing"), "", 1, 2, 2, api_name="/forget"))
     assert "face folder" in message and "not found" in message
+
+
+# ---------------------------------------------------------------------------- InstantID style
+def test_instantid_style_with_prompt_negative_prompt_and_pose(served, faces_dir):
+    hub, client = served
+    photo, pose = faces_dir / "Aaron_Peirsol_0001.jpg", faces_dir / "Abdullah_Gul_0001.jpg"
+    gallery, detected, archive, status = _generate(client, [photo], style="instantid", prompt="a watercolour",
+                                                   negative="blurry", seed=4, count=2)
+    assert "instantid" in hub.loaded() and len(gallery) == 2 and "Aaron_Peirsol_0001.jpg" in status
+    for item in gallery:
+        assert item["caption"] == "no face found in the result" or item["caption"].startswith("identity similarity")
+        assert _pixels(item).shape == (64, 64, 3)
+    source = np.asarray(Image.open(photo).convert("RGB"))
+    assert _pixels(detected).shape == source.shape and (_pixels(detected) != source).any()  # box + keypoints drawn
+    # Independent path: the raw dlib embedding and the photo's pose straight into the pipeline.
+    face = hub.analyzer().get_face(photo)
+    expected = hub.instantid()("a watercolour", negative_prompt="blurry", face_embedding=face.embedding[None],
+                               pose_image=str(photo), num_inference_steps=2, guidance_scale=3.0, num_images_per_prompt=2,
+                               generator=[torch.Generator().manual_seed(4 + k) for k in range(2)]).images
+    for item, image in zip(gallery, expected):
+        assert np.array_equal(_pixels(item), np.asarray(image))
+    # A pose photo: its keypoints drive IdentityNet (different image, same seed) and its detection is shown too.
+    posed, detected_pose, _, _ = _generate(client, [photo], style="instantid", prompt="a watercolour",
+                                           negative="blurry", seed=4, count=1, pose=pose)
+    assert not np.array_equal(_pixels(posed[0]), _pixels(gallery[0]))
+    shown = _pixels(detected_pose)
+    assert shown.shape[0] == source.shape[0] and shown.shape[1] > source.shape[1]  # identity | pose side by side
+
+
+def test_instantid_needs_a_photo_and_a_face_in_the_pose(served, faces_dir, bad_photos):
+    _, client = served
+    assert "needs a face photo" in _error_of(lambda: client.predict(
+        [], True, "instantid", "", "", None, 0, 1, 3.0, 1, False, api_name="/generate"))
+    message = _error_of(lambda: _generate(client, [faces_dir / "Aaron_Peirsol_0001.jpg"], style="instantid",
+                                          count=1, steps=1, pose=bad_photos / "blank.png"))
+    assert "no face" in message.lower() and "blank.png" in message
+
+
+# ---------------------------------------------------------------------------- fast preset
+@pytest.fixture(scope="module")
+def lcm_lora_folder(tmp_path_factory):
+    """A random LoRA for the tiny UNet, saved as a published LCM-LoRA is (diffusers format)."""
+    from peft import LoraConfig
+    from peft.utils import get_peft_model_state_dict
+    from diffusers.utils import convert_state_dict_to_diffusers
+
+    from idgen.demo.tiny import tiny_arc2face
+    from idgen.pipelines import Arc2FacePipeline
+
+    donor = tiny_arc2face().unet
+    torch.manual_seed(0)
+    donor.add_adapter(LoraConfig(r=4, lora_alpha=4, init_lora_weights=False, target_modules=["to_k", "to_v"]))
+    folder = tmp_path_factory.mktemp("lcm-lora")
+    Arc2FacePipeline.save_lora_weights(folder, unet_lora_layers=convert_state_dict_to_diffusers(
+        get_peft_model_state_dict(donor)))
+    return folder
+
+
+def test_fast_preset_loads_the_lcm_lora_and_scheduler_and_undoes_them(lcm_lora_folder, faces_dir):
+    from diffusers import LCMScheduler
+
+    from idgen.demo.tiny import tiny_arc2face
+
+    hub = ModelHub(ModelSettings(tiny=True, lcm_lora=str(lcm_lora_folder)))
+    identity = actions.identity_from_photos(hub, [faces_dir / "Aaron_Peirsol_0001.jpg"])
+    plain = actions.generate_images(hub, identity, seed=2, steps=2, guidance=3.0)[0][0]
+    scheduler = type(hub.arc2face().scheduler)
+    fast = actions.generate_images(hub, identity, seed=2, steps=2, guidance=3.0, fast=True)[0][0]
+    assert isinstance(hub.arc2face().scheduler, LCMScheduler)
+    # Independent path: a fresh tiny pipeline with the LoRA, the LCM scheduler, 4 steps at guidance 1.
+    reference = tiny_arc2face()
+    reference.load_lora_weights(str(lcm_lora_folder))
+    reference.scheduler = LCMScheduler.from_config(reference.scheduler.config)
+    expected = reference(id_embeds=identity.vector[None], num_inference_steps=4, guidance_scale=1.0,
+                         generator=torch.Generator().manual_seed(2)).images[0]
+    assert np.abs(np.asarray(fast, float) - np.asarray(expected, float)).max() <= 1
+    assert not np.array_equal(np.asarray(fast), np.asarray(plain))
+    # Switching the preset off removes the LoRA and restores the scheduler: the plain image again.
+    again = actions.generate_images(hub, identity, seed=2, steps=2, guidance=3.0)[0][0]
+    assert type(hub.arc2face().scheduler) is scheduler and not hub.arc2face().get_list_adapters()
+    assert np.array_equal(np.asarray(again), np.asarray(plain))
+
+
+def test_tiny_page_says_what_the_fast_preset_does():
+    import gradio as gr
+
+    demo = build_demo(ModelHub(ModelSettings(tiny=True)))
+    texts = [str(block.value) for block in demo.blocks.values() if isinstance(block, gr.Markdown)]
+    presets = [text for text in texts if text.startswith("Fast preset")]
+    assert len(presets) == 2  # under the Generate and the Mix controls
+    assert all("4 steps at guidance 1" in text and "No LCM-LoRA" in text and "--lcm-lora" in text for text in presets)
+    assert ModelSettings(tiny=True).lcm_lora is None  # the published SD 1.5 LCM-LoRA is not fetched for random weights
+    assert ModelSettings().lcm_lora == "latent-consistency/lcm-lora-sdv1-5"
+
+
+# ---------------------------------------------------------------------------- forgetting in the generator
+def test_forget_in_the_generator(served, faces_dir, tmp_path):
+    from idgen.demo.tiny import tiny_arc2face
+
+    hub, client = served
+    photo = faces_dir / "Aaron_Peirsol_0001.jpg"
+    renders, text, archive = client.predict([handle_file(str(photo))], 1, 30, 0.5, 2, api_name="/forget_generator")
+    assert [r["caption"].split(":")[0] for r in renders] == ["before", "after"]
+    with zipfile.ZipFile(archive) as z:
+        z.extractall(tmp_path / "lora")
+    report = __import__("json").loads((tmp_path / "lora" / "forgetting.json").read_text())
+    for name, value in report["metrics"].items():  # the page shows the result's metrics
+        assert f"| `{name}` |" in text and f"{value:.3f}" in text
+    assert "Aaron_Peirsol_0001.jpg" in text
+    # Independent check with the saved LoRA on a fresh copy of the tiny generator.
+    person = actions.identity_from_photos(hub, [photo]).vector[None]
+    others = torch.nn.functional.normalize(torch.randn(16, person.shape[1], generator=torch.Generator().manual_seed(9)), dim=1)
+    original, edited = tiny_arc2face(), tiny_arc2face()
+    edited.load_lora_weights(str(tmp_path / "lora"))
+    with torch.no_grad():
+        def moved(ids):
+            before, after = original.encode_identity(ids).flatten(1), edited.encode_identity(ids).flatten(1)
+            return ((after - before).norm(dim=1) / before.norm(dim=1)).mean().item()
+        assert moved(person) > 2 * moved(others)
+        # The demo's own generator is untouched (the edit went into a copy).
+        assert torch.equal(hub.arc2face().encode_identity(person), original.encode_identity(person))
+    render = lambda pipe: np.asarray(pipe(id_embeds=person, num_inference_steps=2,  # noqa: E731
+                                          generator=torch.Generator().manual_seed(1)).images[0], float)
+    assert np.array_equal(_pixels(renders[0]), render(original))
+    assert np.abs(_pixels(renders[1]) - render(edited)).max() <= 2  # LoRA loaded vs fused: float rounding
+    assert np.abs(_pixels(renders[1]) - _pixels(renders[0])).mean() > 1
+
+
+def test_forget_in_the_generator_refuses_a_photo_without_a_face(served, bad_photos):
+    _, client = served
+    message = _error_of(lambda: client.predict([handle_file(str(bad_photos / "blank.png"))], 0, 10, 0.5, 1,
+                                               api_name="/forget_generator"))
+    assert "no face" in message.lower() and "Traceback" not in message
+
+
+# ---------------------------------------------------------------------------- serving
+def test_queue_runs_one_generation_at_a_time(served, faces_dir, monkeypatch):
+    import threading
+    import time
+
+    hub, client = served
+    running, peak, lock = [0], [0], threading.Lock()
+    generate = actions.generate_images
+
+    def tracked(*args, **kwargs):
+        with lock:
+            running[0] += 1
+            peak[0] = max(peak[0], running[0])
+        try:
+            time.sleep(0.3)  # long enough for the other requests to arrive while this one runs
+            return generate(*args, **kwargs)
+        finally:
+            with lock:
+                running[0] -= 1
+
+    monkeypatch.setattr(actions, "generate_images", tracked)
+    photo = handle_file(str(faces_dir / "Aaron_Peirsol_0001.jpg"))
+    jobs = [client.submit([photo], False, "arc2face", "", "", None, k, 1, 3.0, 1, False, api_name="/generate")
+            for k in range(3)]
+    assert all(len(job.result(timeout=120)[0]) == 1 for job in jobs)
+    assert peak[0] == 1  # launch(concurrency=1): requests wait in the queue instead of running together
+
+
+def test_generation_reports_progress_per_step(faces_dir):
+    hub = ModelHub(ModelSettings(tiny=True))
+    identity = actions.random_identity(hub, 0)
+    updates = []
+    actions.generate_images(hub, identity, steps=3, guidance=3.0, progress=lambda f, desc=None: updates.append((f, desc)))
+    fractions = [f for f, _ in updates]
+    assert fractions == sorted(fractions) and fractions[-1] == 1.0
+    assert [d for _, d in updates if "step" in d] == [f"denoising 1 image(s): step {k}/3" for k in (1, 2, 3)]
+
+
+def test_models_come_from_flags_then_environment_then_defaults(monkeypatch):
+    import app
+
+    monkeypatch.setenv("IDGEN_ARC2FACE", "/models/arc2face")
+    monkeypatch.setenv("IDGEN_INSTANTID", "InstantX/InstantID")
+    monkeypatch.setenv("IDGEN_LCM_LORA", "/models/lcm-lora")
+    from idgen.demo.models import settings_from_args
+
+    settings = settings_from_args(app.build_parser().parse_args(["--arc2face", "/flag/arc2face", "--device", "cpu"]))
+    assert settings.arc2face == "/flag/arc2face"  # the flag wins over $IDGEN_ARC2FACE
+    assert settings.instantid == "InstantX/InstantID" and settings.lcm_lora == "/models/lcm-lora"  # environment
+    assert settings.base == "stable-diffusion-v1-5/stable-diffusion-v1-5" and settings.device == "cpu"
+    hub = ModelHub(settings)
+    assert hub.instantid_available and hub.loaded() == []  # named, not loaded

@@ -169,9 +169,9 @@ def test_cli_replace_and_restyle(pipe, faces_dir, tmp_path, capsys):
     model = tmp_path / "model"
     pipe.save_pretrained(model)
     out = tmp_path / "replaced.png"
-    common = ["--model", str(model), "--steps", "2", "--seed", "3"]
+    common = ["--model", str(model), "--steps", "2", "--seed", "3", "--detector", "dlib", "--recognizer", "dlib"]
     assert main(["edit", "replace", "--photo", str(faces_dir / PHOTO), "--identity", str(faces_dir / TARGET),
-                 "--face", "0", "--out", str(out), *common]) == 0
+                 "--face-index", "0", "--out", str(out), *common]) == 0
     printed = capsys.readouterr().out
     assert "face 0: similarity to target" in printed and "to original person" in printed
     replaced = np.asarray(Image.open(out))
@@ -253,11 +253,13 @@ def test_cli_replace_with_an_instantid_checkpoint_folder(faces_dir, tmp_path, ca
     torch.save(instantid_state_dict(parts["unet"], 128), checkpoint / "ip-adapter.bin")  # the published layout
     out = tmp_path / "replaced.png"
     assert main(["edit", "replace", "--photo", str(faces_dir / PHOTO), "--identity", str(faces_dir / TARGET),
-                 "--instantid", str(checkpoint), "--base", str(base), "--prompt", "a portrait", "--steps", "2",
-                 "--out", str(out)]) == 0
+                 "--instantid", str(checkpoint), "--instantid-base", str(base), "--prompt", "a portrait", "--steps", "2",
+                 "--detector", "dlib", "--recognizer", "dlib", "--out", str(out)]) == 0
     assert "face 0: similarity to target" in capsys.readouterr().out
     replaced, original = np.asarray(Image.open(out)), load_image(faces_dir / PHOTO)
     assert replaced.shape == original.shape and not np.array_equal(replaced, original)
     assert main(["edit", "replace", "--photo", str(faces_dir / PHOTO), "--identity", str(faces_dir / TARGET),
-                 "--out", str(out)]) == 1
-    assert "pass one of --model" in capsys.readouterr().err
+                 "--instantid", str(tmp_path / "missing"), "--instantid-base", str(base), "--detector", "dlib",
+                 "--recognizer", "dlib", "--out", str(out)]) == 1
+    error = capsys.readouterr().err.strip()
+    assert error.startswith("idgen: error: cannot load the instantid model") and "\n" not in error

@@ -1,4 +1,4 @@
-"""Tiny random SD 1.5-shaped components for fast pipeline tests.
+"""Tiny random SD 1.5-shaped components for fast pipeline tests (the shapes of ``idgen.demo.tiny``).
 
 The text encoder is 128 wide so that 128-d dlib embeddings fit, and keeps CLIP's 49,408-token
 vocabulary so the real CLIP tokenizer (``../shared/models/clip-tokenizer``) can drive it. Without the
@@ -11,30 +11,11 @@ from __future__ import annotations
 from conftest import CLIP_TOKENIZER
 from transformers import CLIPTokenizer
 
+from idgen.demo.tiny import IMAGE_SIZE, TEXT_WIDTH, TINY_TEXT, TINY_UNET, TINY_VAE  # noqa: F401 (re-exported)
 from idgen.demo.tiny import letters_tokenizer as tiny_clip_tokenizer
 from idgen.pipelines import Arc2FacePipeline
 from idgen.pipelines.sd15_architecture import random_sd15_components
 
-TEXT_WIDTH = 128
-IMAGE_SIZE = 32  # VAE factor 2 → 16×16 latents
-
-TINY_UNET = {
-    "block_out_channels": [32, 64],
-    "down_block_types": ["CrossAttnDownBlock2D", "DownBlock2D"],
-    "up_block_types": ["UpBlock2D", "CrossAttnUpBlock2D"],
-    "layers_per_block": 1,
-    "cross_attention_dim": TEXT_WIDTH,
-    "sample_size": IMAGE_SIZE // 2,
-}
-TINY_VAE = {
-    "block_out_channels": [32, 64],
-    "down_block_types": ["DownEncoderBlock2D"] * 2,
-    "up_block_types": ["UpDecoderBlock2D"] * 2,
-    "layers_per_block": 1,
-    "sample_size": IMAGE_SIZE,
-}
-TINY_TEXT = {"hidden_size": TEXT_WIDTH, "intermediate_size": 256, "num_attention_heads": 4,
-             "num_hidden_layers": 2, "projection_dim": TEXT_WIDTH}
 
 def tokenizer():
     """The real SD 1.5 CLIP tokenizer when ../shared is there, else the tiny one."""

@@ -1,20 +1,44 @@
-"""Options shared by several subcommands, so every command spells them the same way."""
+"""Options shared by the subcommands and ``python app.py``: each is defined once, here, so every
+command spells it the same way and has the same default (an ``IDGEN_*`` variable overrides it)."""
 
 from __future__ import annotations
 
 import argparse
+import os
+
+#: What ``--detector auto`` / ``--recognizer auto`` (the default) mean for each kind of command.
+#: Generators condition on the embedding of the recogniser they were trained with (Arc2Face: its
+#: ``arcface.onnx`` in the antelopev2 folder; InstantID: antelopev2's), so generation needs those;
+#: the analysis commands default to dlib, which runs offline with nothing to download.
+AUTO_FACE_BACKENDS = {"generation": ("antelopev2", "arcface.onnx"), "analysis": ("dlib", "dlib")}
+
+
+def resolve_face_backends(detector: str | None, recognizer: str | None, purpose: str) -> tuple[str, str]:
+    """``(detector, recognizer)`` with ``"auto"`` (or ``None``) replaced by the choice for ``purpose``."""
+    auto_detector, auto_recognizer = AUTO_FACE_BACKENDS[purpose]
+    return (auto_detector if detector in (None, "auto") else detector,
+            auto_recognizer if recognizer in (None, "auto") else recognizer)
 
 
 def add_face_options(parser: argparse.ArgumentParser) -> None:
+    """Which face detector and recogniser to use (every command that looks at faces)."""
     group = parser.add_argument_group("face analysis")
-    group.add_argument("--detector", default="dlib",
-                       help="'dlib', or an insightface pack name/folder such as 'antelopev2' (default: dlib)")
-    group.add_argument("--recognizer", default="dlib",
+    group.add_argument("--detector", default=os.environ.get("IDGEN_DETECTOR", "auto"),
+                       help="'dlib', or an insightface pack name/folder such as 'antelopev2' ($IDGEN_DETECTOR; "
+                            "default auto: antelopev2 for generate/edit/the demo, dlib for embed/eval)")
+    group.add_argument("--recognizer", default=os.environ.get("IDGEN_RECOGNIZER", "auto"),
                        help="'dlib', 'mobilefacenet:PATH', an ONNX file, a file inside the insightface pack "
-                            "(e.g. arcface.onnx), 'pack', or a folder written by `idgen fr train` (default: dlib)")
-    group.add_argument("--insightface-root", default="~/.insightface", help="insightface model root")
-    group.add_argument("--det-size", type=int, default=640, help="insightface detector input size")
+                            "(e.g. arcface.onnx), 'pack', or a folder written by `idgen fr train` ($IDGEN_RECOGNIZER; default auto: arcface.onnx "
+                            "for generate/edit/the demo, dlib for embed/eval)")
+    group.add_argument("--insightface-root", default=os.environ.get("IDGEN_INSIGHTFACE_ROOT", "~/.insightface"),
+                       help="insightface model root ($IDGEN_INSIGHTFACE_ROOT; default ~/.insightface)")
+    group.add_argument("--det-size", type=int, default=640, help="insightface detector input size (default 640)")
     group.add_argument("--upsample", type=int, default=0, help="dlib detector upsampling (1 finds smaller faces)")
+
+
+def add_embedding_options(parser: argparse.ArgumentParser) -> None:
+    """How embeddings are computed in bulk (embed, eval)."""
+    group = parser.add_argument_group("embedding")
     group.add_argument("--flip", action="store_true", help="add the embedding of the mirrored face")
     group.add_argument("--fallback-box", type=float, default=None,
                        help="for pre-cropped sets: when no face is detected use a centred box of this "
@@ -22,10 +46,31 @@ def add_face_options(parser: argparse.ArgumentParser) -> None:
     group.add_argument("--batch-size", type=int, default=64, help="faces per recogniser batch")
 
 
-def analyzer_from_args(args):
+def add_device_options(parser: argparse.ArgumentParser) -> None:
+    """Where and in which precision models run (every command that runs a diffusion model)."""
+    group = parser.add_argument_group("device")
+    group.add_argument("--device", default=os.environ.get("IDGEN_DEVICE"),
+                       help="torch device ($IDGEN_DEVICE; default: cuda when available, else cpu)")
+    group.add_argument("--dtype", choices=["float32", "float16", "bfloat16"], default=os.environ.get("IDGEN_DTYPE"),
+                       help="weights dtype ($IDGEN_DTYPE; default: float16 on GPU, float32 on CPU)")
+
+
+def add_sampling_options(parser: argparse.ArgumentParser) -> None:
+    """Denoising settings (generate, edit); ``None`` means the pipeline's own default."""
+    group = parser.add_argument_group("sampling")
+    group.add_argument("--prompt", default="", help="text prompt (InstantID only; Arc2Face's only condition is the identity)")
+    group.add_argument("--seed", type=int, default=0, help="random seed (image k of a batch uses seed + k)")
+    group.add_argument("--steps", type=int, default=None,
+                       help="denoising steps (default: the pipeline's, 25 for Arc2Face, 30 for InstantID)")
+    group.add_argument("--guidance", type=float, default=None,
+                       help="guidance scale (default: the pipeline's, 3.0 for Arc2Face, 5.0 for InstantID)")
+
+
+def analyzer_from_args(args, purpose: str = "analysis"):
     from ..faces import FaceAnalyzer
 
+    detector, recognizer = resolve_face_backends(args.detector, args.recognizer, purpose)
     return FaceAnalyzer.from_backend(
-        args.detector, args.recognizer, root=args.insightface_root, det_size=args.det_size,
-        upsample=args.upsample, flip=args.flip, fallback_box=args.fallback_box,
+        detector, recognizer, root=args.insightface_root, det_size=args.det_size, upsample=args.upsample,
+        flip=getattr(args, "flip", False), fallback_box=getattr(args, "fallback_box", None),
     )

@@ -5,10 +5,9 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 
-import numpy as np
 
 from ..errors import ConfigError
-from .common import add_face_options, analyzer_from_args
+from .common import add_embedding_options, add_face_options, analyzer_from_args
 
 
 def register(subparsers) -> None:
@@ -20,6 +19,7 @@ def register(subparsers) -> None:
     parser.add_argument("folder", help="folder of images (searched recursively)")
     parser.add_argument("--out", required=True, help="output .safetensors file; the index goes beside it as .json")
     add_face_options(parser)
+    add_embedding_options(parser)
     parser.set_defaults(handler=run)
 
 

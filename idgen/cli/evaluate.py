@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 
-from .common import add_face_options, analyzer_from_args
+from .common import add_embedding_options, add_face_options, analyzer_from_args
 
 
 def register(subparsers) -> None:
@@ -19,6 +19,7 @@ def register(subparsers) -> None:
     verify.add_argument("--images", required=True, help="image root: <root>/<Name>/<Name>_<NNNN>.jpg")
     verify.add_argument("--json", action="store_true", help="print the result as JSON")
     add_face_options(verify)
+    add_embedding_options(verify)
     verify.set_defaults(handler=run_verify)
     parser.set_defaults(handler=lambda args: parser.print_help() or 2)
 

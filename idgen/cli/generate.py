@@ -10,6 +10,7 @@ from ..errors import ConfigError
 
 def register(subparsers) -> None:
     from ..demo.models import add_model_arguments
+    from .common import add_sampling_options
 
     parser = subparsers.add_parser(
         "generate", help="generate images of a person from face photos (or of a random identity)",
@@ -20,16 +21,15 @@ def register(subparsers) -> None:
                         help="a photo of the person (repeat for several photos of the same person)")
     source.add_argument("--random-identity", action="store_true", help="a random identity instead of a photo")
     parser.add_argument("--out", required=True, help="output folder (images + similarities.json)")
-    parser.add_argument("--prompt", default="", help="text prompt (InstantID style only; Arc2Face takes none)")
     parser.add_argument("--negative-prompt", default="", help="negative prompt (InstantID style only)")
     parser.add_argument("--pose", default=None, help="photo whose face pose to copy (InstantID style only)")
     parser.add_argument("--style", choices=["arc2face", "instantid"], default=None,
                         help="default: instantid when --instantid is set, else arc2face")
     parser.add_argument("--count", type=int, default=4, help="images to generate")
-    parser.add_argument("--seed", type=int, default=0, help="image k uses seed + k")
-    parser.add_argument("--steps", type=int, default=25, help="denoising steps")
-    parser.add_argument("--guidance", type=float, default=3.0, help="guidance scale")
-    parser.add_argument("--fast", action="store_true", help="LCM-LoRA preset: 4 steps at guidance 1")
+    parser.add_argument("--fast", action="store_true",
+                        help="LCM-LoRA preset: the LCM-LoRA (--lcm-lora / --lcm-lora-sdxl) and the LCM scheduler, "
+                             "4 steps at guidance 1 (Arc2Face) or 5 at 1.5 (InstantID)")
+    add_sampling_options(parser)
     add_model_arguments(parser)
     parser.set_defaults(handler=run)
 
@@ -42,7 +42,7 @@ def run(args) -> int:
     from ..io import write_json_atomic
 
     hub = ModelHub(settings_from_args(args))
-    style = args.style or ("instantid" if hub.instantid_available else "arc2face")
+    style = args.style or ("instantid" if hub.settings.instantid else "arc2face")
     if style == "arc2face" and (args.prompt or args.negative_prompt or args.pose):
         raise ConfigError("--prompt/--negative-prompt/--pose need the InstantID style (--instantid FOLDER); "
                           "Arc2Face's only condition is the identity")
@@ -52,17 +52,16 @@ def run(args) -> int:
         identity = actions.random_identity(hub, args.seed)
     else:
         identity = actions.identity_from_photos(hub, args.face)
-    bar = tqdm(total=100, desc=f"{style}: {args.count} image(s)", unit="%")
+    with tqdm(total=100, desc=f"{style}: {args.count} image(s)", unit="%") as bar:  # closed (own line) on errors too
 
-    def progress(fraction, desc=None):
-        bar.update(int(fraction * 100) - bar.n)
-        if desc:
-            bar.set_postfix_str(desc, refresh=False)
+        def progress(fraction, desc=None):
+            bar.update(int(fraction * 100) - bar.n)
+            if desc:
+                bar.set_postfix_str(desc, refresh=False)
 
-    results = actions.generate_images(hub, identity, style=style, count=args.count, seed=args.seed, steps=args.steps,
-                                      guidance=args.guidance, fast=args.fast, prompt=args.prompt,
-                                      negative_prompt=args.negative_prompt, pose_photo=args.pose, progress=progress)
-    bar.close()
+        results = actions.generate_images(hub, identity, style=style, count=args.count, seed=args.seed,
+                                          steps=args.steps, guidance=args.guidance, fast=args.fast, prompt=args.prompt,
+                                          negative_prompt=args.negative_prompt, pose_photo=args.pose, progress=progress)
     paths = actions.save_images([image for image, _ in results], out)
     records = [{"file": path.name, "seed": args.seed + k, "identity_similarity": similarity}
                for k, (path, (_, similarity)) in enumerate(zip(paths, results))]

@@ -24,10 +24,6 @@ from .models import ModelHub
 
 Progress = Callable[..., None]
 
-#: The LCM-LoRA preset's settings; in tiny mode only these numbers apply (there is no LoRA to load).
-FAST_PRESET = {"num_inference_steps": 4, "guidance_scale": 1.0}
-
-
 def _no_progress(fraction, desc=None):
     pass
 
@@ -46,6 +42,21 @@ def draw_faces(image: np.ndarray, faces) -> np.ndarray:
     return canvas
 
 
+def annotated_photo(hub: ModelHub, photo) -> np.ndarray:
+    """``photo`` with its one face's box and keypoints drawn (errors name the photo)."""
+    from ..faces import load_image
+
+    return draw_faces(load_image(photo), [hub.analyzer().get_face(photo, policy="single")])
+
+
+def side_by_side(left: np.ndarray, right: np.ndarray) -> np.ndarray:
+    """Two RGB images next to each other, the right one scaled to the left one's height."""
+    height = left.shape[0]
+    width = max(1, round(right.shape[1] * height / right.shape[0]))
+    scaled = np.asarray(Image.fromarray(right).resize((width, height), Image.BILINEAR))
+    return np.concatenate([left, scaled], axis=1)
+
+
 @dataclass
 class IdentityInput:
     """The identity to generate: a unit vector, and the photos and faces it came from (if any)."""
@@ -54,6 +65,7 @@ class IdentityInput:
     faces: list = field(default_factory=list)
     annotated: Optional[np.ndarray] = None
     source: str = "random identity"
+    photos: list = field(default_factory=list)
 
 
 def identity_dim(hub: ModelHub) -> int:
@@ -78,7 +90,7 @@ def identity_from_photos(hub: ModelHub, photos: Sequence) -> IdentityInput:
     first_image = load_image(photos[0])
     vector = normalize(torch.from_numpy(np.stack([f.normed_embedding for f in faces]).astype(np.float32)).mean(0))
     names = ", ".join(Path(str(p)).name for p in photos)
-    return IdentityInput(vector, faces, draw_faces(first_image, faces[:1]), source=names)
+    return IdentityInput(vector, faces, draw_faces(first_image, faces[:1]), source=names, photos=list(photos))
 
 
 def random_identity(hub: ModelHub, seed: int) -> IdentityInput:
@@ -100,62 +112,85 @@ def caption(similarity: Optional[float]) -> str:
     return "no face found in the result" if similarity is None else f"identity similarity {similarity:.3f}"
 
 
-def _step_callback(progress: Progress, steps: int, images: int):
+def _step_callback(progress: Progress, images: int):
     def on_step_end(pipe, step, timestep, callback_kwargs):
+        steps = pipe.num_timesteps
         progress((step + 1) / steps, desc=f"denoising {images} image(s): step {step + 1}/{steps}")
         return callback_kwargs
 
     return on_step_end
 
 
-def _arc2face_with_preset(hub: ModelHub, fast: bool):
-    """The Arc2Face pipeline with the LCM-LoRA loaded exactly when ``fast`` asks for it."""
-    pipe = hub.arc2face()
-    if not hub.settings.tiny and fast != getattr(pipe, "_demo_fast", False):
-        pipe.enable_lcm_lora() if fast else pipe.disable_lcm_lora()
-        pipe._demo_fast = fast
-    return pipe
+def fast_preset_description(hub: ModelHub) -> str:
+    """What the fast preset does with ``hub``'s settings, in one sentence for the page."""
+    from ..pipelines.pipeline_arc2face import LCM_PRESET as ARC2FACE
+    from ..pipelines.pipeline_instantid import LCM_PRESET as INSTANTID
+
+    s = hub.settings
+    numbers = (f"{ARC2FACE['num_inference_steps']} steps at guidance {ARC2FACE['guidance_scale']:g} (Arc2Face), "
+               f"{INSTANTID['num_inference_steps']} at {INSTANTID['guidance_scale']:g} (InstantID)")
+    loras = [f"`{lora}` into {name}" for name, lora in (("Arc2Face", s.lcm_lora), ("InstantID", s.lcm_lora_sdxl)) if lora]
+    missing = [name for name, lora in (("Arc2Face", s.lcm_lora), ("InstantID", s.lcm_lora_sdxl)) if not lora]
+    text = f"Fast preset: {numbers}"
+    if loras:
+        text += f", with the LCM-LoRA {' and '.join(loras)} and the LCM scheduler"
+    if missing:
+        text += (f". No LCM-LoRA for {' and '.join(missing)}"
+                 + (" (none fits tiny random weights; name a folder with --lcm-lora / --lcm-lora-sdxl)" if s.tiny else "")
+                 + ": there the preset only sets those steps and guidance")
+    return text + "."
+
+
+def pipeline_with_preset(hub: ModelHub, style: str, fast: bool):
+    """The ``style`` pipeline, with its LCM-LoRA and ``LCMScheduler`` loaded exactly when ``fast``
+    asks for them, and the call settings the preset imposes (``{}`` when not fast).
+
+    Without a configured LCM-LoRA (tiny mode by default) only the preset's steps and guidance apply."""
+    if style not in ("arc2face", "instantid"):
+        raise ConfigError(f"unknown style {style!r}; choose 'arc2face' or 'instantid'")
+    pipe = hub.arc2face() if style == "arc2face" else hub.instantid()
+    lora = hub.settings.lcm_lora if style == "arc2face" else hub.settings.lcm_lora_sdxl
+    if lora and fast != getattr(pipe, "_demo_lcm_lora", False):
+        pipe.enable_lcm_lora(lora) if fast else pipe.disable_lcm_lora()
+        pipe._demo_lcm_lora = fast
+    return pipe, (dict(pipe.lcm_preset) if fast else {})
 
 
 def generate_images(hub: ModelHub, identity: IdentityInput, *, style: str = "arc2face", count: int = 1,
-                    seed: int = 0, steps: int = 25, guidance: float = 3.0, fast: bool = False,
+                    seed: int = 0, steps: Optional[int] = None, guidance: Optional[float] = None, fast: bool = False,
                     prompt: str = "", negative_prompt: str = "", pose_photo=None,
                     progress: Progress = _no_progress) -> list[tuple[Image.Image, Optional[float]]]:
     """``count`` images of ``identity``, each with its identity similarity to the input.
 
     Image ``k`` uses the generator seeded ``seed + k``, so it does not change with ``count``.
+    ``steps`` / ``guidance`` default to the pipeline's own; ``fast`` replaces them by the LCM-LoRA
+    preset's (:func:`pipeline_with_preset`). InstantID takes the face's pose from ``pose_photo``,
+    else from the (first) identity photo.
     """
     if count < 1:
         raise ConfigError("count must be at least 1")
-    if fast:
-        steps, guidance = FAST_PRESET["num_inference_steps"], FAST_PRESET["guidance_scale"]
-    generators = [torch.Generator().manual_seed(int(seed) + k) for k in range(count)]
-    callback = _step_callback(progress, int(steps), count)
+    if style == "instantid" and not identity.faces:
+        raise ConfigError("InstantID needs a face photo (it uses the face's keypoints); upload one")
+    progress(0.0, desc=f"loading {style}")
+    pipe, preset = pipeline_with_preset(hub, style, fast)
+    settings = {"num_inference_steps": None if steps is None else int(steps),
+                "guidance_scale": None if guidance is None else float(guidance)}
+    settings = {k: v for k, v in {**settings, **preset}.items() if v is not None}
+    common = dict(num_images_per_prompt=count, generator=[torch.Generator().manual_seed(int(seed) + k) for k in range(count)],
+                  callback_on_step_end=_step_callback(progress, count), **settings)
     if style == "arc2face":
-        progress(0.0, desc="loading Arc2Face")
-        pipe = _arc2face_with_preset(hub, fast)
-        images = pipe(id_embeds=identity.vector[None], num_images_per_prompt=count, generator=generators,
-                      num_inference_steps=int(steps), guidance_scale=float(guidance),
-                      callback_on_step_end=callback).images
-    elif style == "instantid":
-        if not identity.faces:
-            raise ConfigError("InstantID needs a face photo (it uses the face's keypoints); upload one")
-        progress(0.0, desc="loading InstantID")
-        pipe = hub.instantid()
-        raw = torch.from_numpy(np.asarray(identity.faces[0].embedding, dtype=np.float32))[None]
-        images = pipe(prompt or "a portrait photo", negative_prompt=negative_prompt or None, face_embedding=raw,
-                      keypoints=None if pose_photo is not None else identity.faces[0].landmarks,
-                      pose_image=pose_photo, num_images_per_prompt=count, generator=generators,
-                      num_inference_steps=int(steps), guidance_scale=float(guidance),
-                      callback_on_step_end=callback).images
+        images = pipe(id_embeds=identity.vector[None], **common).images
     else:
-        raise ConfigError(f"unknown style {style!r}; choose 'arc2face' or 'instantid'")
+        # InstantID was trained on the raw (un-normalised) recogniser embedding: average the photos' raw ones.
+        raw = torch.from_numpy(np.stack([f.embedding for f in identity.faces]).astype(np.float32)).mean(0, keepdim=True)
+        images = pipe(prompt or "a portrait photo", negative_prompt=negative_prompt or None, face_embedding=raw,
+                      pose_image=pose_photo if pose_photo is not None else identity.photos[0], **common).images
     progress(1.0, desc="measuring identity similarity")
     return [(image, similarity_to(hub, image, identity.vector)) for image in images]
 
 
-def mix_identities(hub: ModelHub, photo_a, photo_b, t: float, *, seed: int = 0, steps: int = 25,
-                   guidance: float = 3.0, fast: bool = False, progress: Progress = _no_progress):
+def mix_identities(hub: ModelHub, photo_a, photo_b, t: float, *, seed: int = 0, steps: Optional[int] = None,
+                   guidance: Optional[float] = None, fast: bool = False, progress: Progress = _no_progress):
     """An image of the identity a fraction ``t`` of the way (on the sphere) from A to B.
 
     Returns the image and its similarity to A and to B (``None`` where no face is found)."""
@@ -258,3 +293,58 @@ def forget_identities(hub: ModelHub, data_root, *, identities: Sequence[str] = (
     progress(1.0, desc="done")
     return {"report": report, "markdown": (run / "report.md").read_text(), "plot": run / "groups.png",
             "folder": run}
+
+
+def _with_own_text_encoder(pipe):
+    """A pipeline sharing every component of ``pipe`` but a private copy of its text encoder, the only
+    part that generator forgetting edits: the edit never leaks into the other tabs."""
+    import copy
+
+    return type(pipe)(**{**pipe.components, "text_encoder": copy.deepcopy(pipe.text_encoder)},
+                      requires_safety_checker=pipe.config.get("requires_safety_checker", False))
+
+
+def _metrics_table(metrics: dict) -> str:
+    """Markdown table of the forgetting metrics; the "before" column follows from their definition
+    (``*_to_neutral`` is 1 and ``*_change*`` is 0 for the unedited encoder)."""
+    def before(name):
+        return "1" if name.endswith("_to_neutral") else "0" if "change" in name else ""
+
+    rows = "\n".join(f"| `{name}` | {before(name)} | {value:.3f} |" for name, value in metrics.items())
+    return ("| conditioning metric | before | after |\n|---|---|---|\n" + rows + "\n\n"
+            "`*_to_neutral`: distance to the neutral identity's conditioning relative to the original "
+            "(1 untouched, 0 forgotten); `*_change`: how far the conditioning moved (0 untouched). "
+            "`forgotten` are the people chosen, `nearby` unseen vectors around them, `random` other people.")
+
+
+def forget_in_generator(hub: ModelHub, photos: Sequence = (), *, seed: int = 0, steps: int = 300,
+                        radius: float = 0.5, render_steps: Optional[int] = None, workdir: Optional[Path] = None,
+                        progress: Progress = _no_progress) -> dict:
+    """Make a copy of the Arc2Face generator forget the person in ``photos`` (or a random identity
+    drawn from ``seed``) with :func:`idgen.unlearn.generator.forget_identities`, and show the effect.
+
+    The hub's pipeline is left as it was (the edit goes into a private copy of its text encoder).
+    Returns the forgetting result (its ``metrics`` compare the conditioning before and after), a
+    Markdown table of them, one render of the person before and one after (same seed) with their
+    identity similarity to the person, and a zip of the LoRA folder (``load_lora_weights`` reads it).
+    """
+    from ..unlearn.generator import forget_identities as forget_in_encoder
+
+    identity = identity_from_photos(hub, photos) if photos else random_identity(hub, seed)
+    progress(0.0, desc="loading Arc2Face")
+    original, _ = pipeline_with_preset(hub, "arc2face", fast=False)
+    edited = _with_own_text_encoder(original)
+    run = Path(workdir or tempfile.mkdtemp(prefix="idgen-demo-forget-generator-"))
+    progress(0.1, desc=f"forgetting {identity.source}: {int(steps)} steps")
+    result = forget_in_encoder(edited, identity.vector[None], radius=float(radius), steps=int(steps),
+                               save_dir=run / "lora")  # its tqdm bar shows in the page (track_tqdm)
+    renders = []
+    for name, pipe in (("before", original), ("after", edited)):
+        progress(0.8 if name == "before" else 0.9, desc=f"rendering the person {name} forgetting")
+        settings = {} if render_steps is None else {"num_inference_steps": int(render_steps)}
+        image = pipe(id_embeds=identity.vector[None], generator=torch.Generator().manual_seed(int(seed)),
+                     **settings).images[0]
+        renders.append((name, image, similarity_to(hub, image, identity.vector)))
+    progress(1.0, desc="done")
+    return {"result": result, "identity": identity, "renders": renders, "markdown": _metrics_table(result.metrics),
+            "folder": run / "lora", "zip": zip_folder(run / "lora", run / "forget_lora.zip")}

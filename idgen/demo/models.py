@@ -20,13 +20,19 @@ ENVIRONMENT = {
     "arc2face": ("IDGEN_ARC2FACE", "FoivosPar/Arc2Face"),
     "instantid": ("IDGEN_INSTANTID", None),
     "instantid_base": ("IDGEN_INSTANTID_BASE", "stabilityai/stable-diffusion-xl-base-1.0"),
-    "detector": ("IDGEN_DETECTOR", "antelopev2"),
-    "recognizer": ("IDGEN_RECOGNIZER", "arcface.onnx"),
+    "detector": ("IDGEN_DETECTOR", "auto"),  # idgen.cli.common.AUTO_FACE_BACKENDS: antelopev2
+    "recognizer": ("IDGEN_RECOGNIZER", "auto"),  # and Arc2Face's arcface.onnx
     "insightface_root": ("IDGEN_INSIGHTFACE_ROOT", "~/.insightface"),
+    "lcm_lora": ("IDGEN_LCM_LORA", "latent-consistency/lcm-lora-sdv1-5"),
+    "lcm_lora_sdxl": ("IDGEN_LCM_LORA_SDXL", "latent-consistency/lcm-lora-sdxl"),
     "forget_data": ("IDGEN_FORGET_DATA", None),
     "device": ("IDGEN_DEVICE", None),
     "dtype": ("IDGEN_DTYPE", None),
 }
+
+#: The flags that choose each model of :class:`ModelHub` (for error messages).
+MODEL_FLAGS = {"analyzer": "--detector / --recognizer / --insightface-root",
+               "arc2face": "--model, or --base and --arc2face", "instantid": "--instantid and --instantid-base"}
 
 
 @dataclass
@@ -37,6 +43,11 @@ class ModelSettings:
     ``base`` + ``arc2face``. ``instantid`` is the InstantID folder or hub id (``InstantX/InstantID``: ``ControlNetModel/``
     and ``ip-adapter.bin``); leave it unset to hide the InstantID style. ``tiny`` replaces every
     model by a tiny random one built in code (dlib for faces) so the demo runs offline.
+
+    ``lcm_lora`` / ``lcm_lora_sdxl`` are the LCM-LoRAs of the fast preset for Arc2Face (SD 1.5) and
+    InstantID (SDXL). In tiny mode the published ones are dropped (no LoRA distilled from SD fits a
+    random model): the preset then only sets its few steps and low guidance, unless a LoRA folder
+    is named explicitly.
     """
 
     model: Optional[str] = None
@@ -44,13 +55,23 @@ class ModelSettings:
     arc2face: str = ENVIRONMENT["arc2face"][1]
     instantid: Optional[str] = None
     instantid_base: str = ENVIRONMENT["instantid_base"][1]
+    lcm_lora: Optional[str] = ENVIRONMENT["lcm_lora"][1]
+    lcm_lora_sdxl: Optional[str] = ENVIRONMENT["lcm_lora_sdxl"][1]
     detector: str = ENVIRONMENT["detector"][1]
     recognizer: str = ENVIRONMENT["recognizer"][1]
     insightface_root: str = ENVIRONMENT["insightface_root"][1]
+    det_size: int = 640
+    upsample: int = 0
     forget_data: Optional[str] = None
     device: Optional[str] = None
     dtype: Optional[str] = None
     tiny: bool = False
+
+    def __post_init__(self):
+        if self.tiny:  # the published LCM-LoRAs do not fit random weights; only a named folder is used
+            for name in ("lcm_lora", "lcm_lora_sdxl"):
+                if getattr(self, name) == ENVIRONMENT[name][1]:
+                    setattr(self, name, None)
 
     @classmethod
     def from_environment(cls, **overrides) -> "ModelSettings":
@@ -78,34 +99,47 @@ class ModelHub:
     """Lazily built, shared models for the demo's tabs (thread-safe: the queue runs handlers in
     worker threads, and two first clicks must not load a checkpoint twice)."""
 
-    def __init__(self, settings: ModelSettings):
-        self.settings = settings
+    def __init__(self, settings: Optional[ModelSettings] = None):
+        self.settings = settings or ModelSettings.from_environment()
         self._cache: dict = {}
         self._lock = threading.RLock()  # arc2face() builds analyzer() inside the lock
 
     @property
     def instantid_available(self) -> bool:
-        return self.settings.instantid is not None and not self.settings.tiny
+        return self.settings.tiny or self.settings.instantid is not None
 
     def loaded(self) -> list[str]:
         """Names of the models built so far (the tests check that tabs load only what they need)."""
         return sorted(self._cache)
 
     def _get(self, name: str, build):
+        """``build()`` once. A checkpoint that cannot be found or read (offline, wrong folder) becomes
+        a one-line :class:`~idgen.errors.ModelFilesMissingError` naming the flags that choose it."""
+        from ..errors import IdgenError, ModelFilesMissingError
+
         with self._lock:
             if name not in self._cache:
-                self._cache[name] = build()
+                try:
+                    self._cache[name] = build()
+                except IdgenError:
+                    raise
+                except (OSError, ValueError) as error:  # what from_pretrained raises for a bad id or folder
+                    reason = (str(error).strip().splitlines() or [type(error).__name__])[0]
+                    raise ModelFilesMissingError(f"cannot load the {name} model: {reason} (choose it with "
+                                                 f"{MODEL_FLAGS[name]}, or run with --tiny)") from error
             return self._cache[name]
 
     def analyzer(self):
         """The face analyser: dlib in tiny mode, else the configured detector and recogniser."""
+        from ..cli.common import resolve_face_backends
         from ..faces import FaceAnalyzer
 
         s = self.settings
         if s.tiny:
             return self._get("analyzer", lambda: FaceAnalyzer.from_backend("dlib", "dlib"))
-        return self._get("analyzer", lambda: FaceAnalyzer.from_backend(s.detector, s.recognizer,
-                                                                         root=s.insightface_root))
+        detector, recognizer = resolve_face_backends(s.detector, s.recognizer, "generation")
+        return self._get("analyzer", lambda: FaceAnalyzer.from_backend(
+            detector, recognizer, root=s.insightface_root, det_size=s.det_size, upsample=s.upsample))
 
     def arc2face(self):
         """The Arc2Face pipeline, with the face analyser attached."""
@@ -141,6 +175,12 @@ class ModelHub:
             from ..pipelines import InstantIDPipeline
 
             s = self.settings
+            if s.tiny:
+                from .tiny import tiny_instantid
+
+                pipe = tiny_instantid()
+                pipe.set_face_analyzer(self.analyzer())
+                return pipe
             controlnet = ControlNetModel.from_pretrained(s.instantid, subfolder="ControlNetModel",
                                                          torch_dtype=s.torch_dtype())
             pipe = InstantIDPipeline.from_pretrained(s.instantid_base, controlnet=controlnet,
@@ -154,32 +194,33 @@ class ModelHub:
 
 
 def add_model_arguments(parser, demo: bool = False) -> None:
-    """The model flags shared by ``python app.py`` and ``idgen generate`` (each defaults to its
-    ``IDGEN_*`` variable, then to the built-in default). ``demo`` adds the page-only ``--forget-data``."""
+    """The model flags of ``python app.py``, ``idgen generate`` and ``idgen edit`` (each defaults to
+    its ``IDGEN_*`` variable, then to the built-in default), with the shared face and device options
+    of :mod:`idgen.cli.common`. ``demo`` adds the page-only ``--forget-data``."""
+    from ..cli.common import add_device_options, add_face_options
+
+    def env(name):
+        variable, default = ENVIRONMENT[name]
+        return f"${variable}" + (f"; default {default}" if default else "")
+
     group = parser.add_argument_group("models (hub ids or local folders)")
-    group.add_argument("--base", help=f"SD 1.5 base for Arc2Face (${ENVIRONMENT['base'][0]}; "
-                                      f"default {ENVIRONMENT['base'][1]})")
-    group.add_argument("--model", help=f"a saved idgen Arc2Face pipeline folder, instead of --base/--arc2face "
-                                       f"(${ENVIRONMENT['model'][0]})")
-    group.add_argument("--arc2face",
-                       help=f"Arc2Face checkpoint with arc2face/ and encoder/ (${ENVIRONMENT['arc2face'][0]}; "
-                            f"default {ENVIRONMENT['arc2face'][1]})")
+    group.add_argument("--base", help=f"SD 1.5 base for Arc2Face ({env('base')})")
+    group.add_argument("--model", help=f"a saved idgen Arc2Face pipeline folder, instead of --base/--arc2face ({env('model')})")
+    group.add_argument("--arc2face", help=f"Arc2Face checkpoint with arc2face/ and encoder/ ({env('arc2face')})")
     group.add_argument("--instantid", help=f"InstantID folder or hub id, e.g. InstantX/InstantID "
-                                           f"(${ENVIRONMENT['instantid'][0]}; default: InstantID off)")
-    group.add_argument("--instantid-base", help=f"SDXL base for InstantID (${ENVIRONMENT['instantid_base'][0]})")
-    group.add_argument("--detector", help=f"face detector (${ENVIRONMENT['detector'][0]}; default antelopev2)")
-    group.add_argument("--recognizer", help=f"face recogniser (${ENVIRONMENT['recognizer'][0]}; default arcface.onnx)")
-    group.add_argument("--insightface-root", help=f"insightface model root (${ENVIRONMENT['insightface_root'][0]})")
+                                           f"({env('instantid')}; default: InstantID off)")
+    group.add_argument("--instantid-base", help=f"SDXL base for InstantID ({env('instantid_base')})")
+    group.add_argument("--lcm-lora", help=f"LCM-LoRA of the fast preset for Arc2Face, hub id or folder ({env('lcm_lora')})")
+    group.add_argument("--lcm-lora-sdxl", help=f"LCM-LoRA of the fast preset for InstantID ({env('lcm_lora_sdxl')})")
     if demo:
         group.add_argument("--forget-data", help=f"face folder for the Forget tab, one sub-folder per person "
-                                                 f"(${ENVIRONMENT['forget_data'][0]})")
-    group.add_argument("--device", help="torch device (default: cuda when available, else cpu)")
-    group.add_argument("--dtype", choices=["float32", "float16", "bfloat16"],
-                       help="weights dtype (default: float16 on GPU, float32 on CPU)")
+                                                 f"({env('forget_data')})")
     group.add_argument("--tiny", action="store_true", default=None,
                        help="tiny random models built in code, offline (for trying things out and tests)")
+    add_face_options(parser)
+    add_device_options(parser)
 
 
 def settings_from_args(args) -> ModelSettings:
     return ModelSettings.from_environment(**{name: getattr(args, name, None) for name in ENVIRONMENT},
-                                          tiny=args.tiny)
+                                          det_size=args.det_size, upsample=args.upsample, tiny=args.tiny)

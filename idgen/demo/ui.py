@@ -50,12 +50,13 @@ def _paths(files) -> list[str]:
     return [str(f) for f in (files if isinstance(files, list) else [files])]
 
 
-def _sampling_controls(default_steps: int):
+def _sampling_controls(default_steps: int, fast_info: str):
     with gr.Row():
         seed = gr.Number(value=0, precision=0, label="seed")
         steps = gr.Slider(1, 50, value=default_steps, step=1, label="steps")
         guidance = gr.Slider(1.0, 10.0, value=3.0, step=0.5, label="guidance")
-        fast = gr.Checkbox(value=False, label="fast preset (LCM-LoRA: 4 steps, guidance 1)")
+        fast = gr.Checkbox(value=False, label="fast preset (LCM-LoRA)")
+    gr.Markdown(fast_info)
     return seed, steps, guidance, fast
 
 
@@ -64,6 +65,7 @@ def build_demo(hub: ModelHub) -> gr.Blocks:
     tiny = hub.settings.tiny
     default_steps = 2 if tiny else 25
     styles = [("Arc2Face", "arc2face")] + ([("InstantID", "instantid")] if hub.instantid_available else [])
+    fast_info = actions.fast_preset_description(hub)
 
     @friendly_errors
     def generate(photos, use_random, style, prompt, negative, pose, seed, steps, guidance, count, fast,
@@ -77,6 +79,10 @@ def build_demo(hub: ModelHub) -> gr.Blocks:
             progress(0.0, desc="finding the face")
             identity = actions.identity_from_photos(hub, photos)
         pose_path = _paths(pose)[0] if pose else None
+        detected = identity.annotated
+        if style == "instantid" and pose_path:
+            progress(0.0, desc="finding the pose")
+            detected = actions.side_by_side(detected, actions.annotated_photo(hub, pose_path))
         results = actions.generate_images(
             hub, identity, style=style, count=int(count), seed=int(seed), steps=int(steps), guidance=float(guidance),
             fast=bool(fast), prompt=prompt, negative_prompt=negative, pose_photo=pose_path, progress=progress)
@@ -84,7 +90,7 @@ def build_demo(hub: ModelHub) -> gr.Blocks:
         paths = actions.save_images([image for image, _ in results], folder / "images")
         archive = actions.zip_folder(folder / "images", folder / "images.zip")
         gallery = [(str(path), actions.caption(similarity)) for path, (_, similarity) in zip(paths, results)]
-        return gallery, identity.annotated, str(archive), f"{len(results)} image(s) of {identity.source}"
+        return gallery, detected, str(archive), f"{len(results)} image(s) of {identity.source}"
 
     @friendly_errors
     def mix(photo_a, photo_b, t, seed, steps, guidance, fast, progress=gr.Progress()):
@@ -107,7 +113,15 @@ def build_demo(hub: ModelHub) -> gr.Blocks:
                 str(result["folder"] / "images"))
 
     @friendly_errors
-    def forget(folder, names, count, base_epochs, epochs, progress=gr.Progress()):
+    def forget_generator(photos, seed, steps, radius, render_steps, progress=gr.Progress(track_tqdm=True)):
+        result = actions.forget_in_generator(hub, _paths(photos), seed=int(seed), steps=int(steps),
+                                             radius=float(radius), render_steps=int(render_steps), progress=progress)
+        gallery = [(image, f"{name}: {actions.caption(similarity)}") for name, image, similarity in result["renders"]]
+        text = f"Forgot **{result['identity'].source}** in a copy of the generator.\n\n{result['markdown']}"
+        return gallery, text, str(result["zip"])
+
+    @friendly_errors
+    def forget(folder, names, count, base_epochs, epochs, progress=gr.Progress(track_tqdm=True)):
         result = actions.forget_identities(hub, folder, identities=(names or "").split(","), count=int(count),
                                            base_epochs=int(base_epochs), epochs=int(epochs), progress=progress)
         return result["markdown"], str(result["plot"])
@@ -126,7 +140,7 @@ def build_demo(hub: ModelHub) -> gr.Blocks:
                     prompt = gr.Textbox(label="prompt (InstantID)", placeholder="a portrait photo, studio light")
                     negative = gr.Textbox(label="negative prompt (InstantID)")
                     pose = gr.File(label="pose photo (InstantID, optional)", file_count="single")
-                    seed, steps, guidance, fast = _sampling_controls(default_steps)
+                    seed, steps, guidance, fast = _sampling_controls(default_steps, fast_info)
                     count = gr.Slider(1, 8, value=2, step=1, label="images")
                     go = gr.Button("Generate", variant="primary", elem_id="generate")
                 with gr.Column():
@@ -142,7 +156,7 @@ def build_demo(hub: ModelHub) -> gr.Blocks:
                 photo_a = gr.File(label="face A", file_count="single")
                 photo_b = gr.File(label="face B", file_count="single")
             t = gr.Slider(0.0, 1.0, value=0.5, step=0.05, label="from A (0) to B (1), on the identity sphere")
-            seed_m, steps_m, guidance_m, fast_m = _sampling_controls(default_steps)
+            seed_m, steps_m, guidance_m, fast_m = _sampling_controls(default_steps, fast_info)
             mixed = gr.Image(label="mixed identity", format="png")
             mix_status = gr.Markdown()
             gr.Button("Mix", variant="primary").click(
@@ -159,20 +173,41 @@ def build_demo(hub: ModelHub) -> gr.Blocks:
             summary = gr.Markdown()
             dataset_button = gr.Button("Generate dataset", variant="primary")
         with gr.Tab("Forget"):
-            gr.Markdown("Train a small face recogniser on a folder (one sub-folder of photos per person), then "
-                        "make it forget some people with GS-LoRA and compare accuracies before and after. "
-                        "A dataset made in the Dataset tab fills in the folder.")
-            with gr.Row():
-                folder = gr.Textbox(label="face folder", value=hub.settings.forget_data or "")
-                names = gr.Textbox(label="people to forget (folder names, comma-separated; empty = draw)")
-                count_f = gr.Number(value=1, precision=0, label="how many to draw")
-            with gr.Row():
-                base_epochs = gr.Slider(1, 60, value=5 if tiny else 40, step=1, label="recogniser training epochs")
-                epochs_f = gr.Slider(1, 30, value=2 if tiny else 10, step=1, label="forgetting epochs")
-            report = gr.Markdown()
-            groups = gr.Image(label="LoRA group norms")
-            gr.Button("Forget", variant="primary").click(
-                forget, [folder, names, count_f, base_epochs, epochs_f], [report, groups], api_name="forget")
+            with gr.Tab("Recogniser"):
+                gr.Markdown("Train a small face recogniser on a folder (one sub-folder of photos per person), then "
+                            "make it forget some people with GS-LoRA and compare accuracies before and after. "
+                            "A dataset made in the Dataset tab fills in the folder.")
+                with gr.Row():
+                    folder = gr.Textbox(label="face folder", value=hub.settings.forget_data or "")
+                    names = gr.Textbox(label="people to forget (folder names, comma-separated; empty = draw)")
+                    count_f = gr.Number(value=1, precision=0, label="how many to draw")
+                with gr.Row():
+                    base_epochs = gr.Slider(1, 60, value=5 if tiny else 40, step=1, label="recogniser training epochs")
+                    epochs_f = gr.Slider(1, 30, value=2 if tiny else 10, step=1, label="forgetting epochs")
+                report = gr.Markdown()
+                groups = gr.Image(label="LoRA group norms")
+                gr.Button("Forget", variant="primary").click(
+                    forget, [folder, names, count_f, base_epochs, epochs_f], [report, groups], api_name="forget")
+            with gr.Tab("Generator"):
+                gr.Markdown("Make a copy of the Arc2Face generator forget a person (GS-LoRA on its identity "
+                            "encoder): their conditioning moves to a neutral identity while other people's stays. "
+                            "The other tabs keep the original generator.")
+                with gr.Row():
+                    forget_photos = gr.File(file_count="multiple", label="photo(s) of the person to forget "
+                                                                         "(none: a random identity)")
+                    with gr.Column():
+                        seed_g = gr.Number(value=0, precision=0, label="seed (random identity, renders)")
+                        steps_g = gr.Slider(10, 1000, value=40 if tiny else 300, step=10, label="forgetting steps")
+                        radius_g = gr.Slider(0.0, 0.95, value=0.5, step=0.05,
+                                             label="radius (cosine: vectors this close to the person are forgotten too)")
+                        render_g = gr.Slider(1, 50, value=default_steps, step=1, label="render steps")
+                renders = gr.Gallery(label="the person before and after (caption: identity similarity)",
+                                     elem_id="forget-renders", format="png")
+                metrics = gr.Markdown()
+                lora = gr.File(label="the forgetting LoRA (zip; pipe.load_lora_weights reads the folder)")
+                gr.Button("Forget in the generator", variant="primary").click(
+                    forget_generator, [forget_photos, seed_g, steps_g, radius_g, render_g], [renders, metrics, lora],
+                    api_name="forget_generator")
         dataset_button.click(dataset, [n_ids, per_id, seed_d, steps_d], [samples, plot, archive, summary, folder],
                              api_name="dataset")
     return demo
