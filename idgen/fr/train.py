@@ -48,7 +48,7 @@ class TrainConfig:
     input_size: int = 112
     embedding_size: int = 128
     epochs: int = 10
-    batch_size: int = 128
+    batch_size: int = 64
     lr: float = 0.1
     warmup: float = 0.05
     weight_decay: float = 5e-4
