@@ -180,7 +180,8 @@ def people_of(path: Path) -> dict:
 @pytest.mark.slow
 def test_training_on_lfw_dev_train_people_verifies_dev_test_pairs(lfw_dir, tmp_path):
     """LFW View 1: train on people of peopleDevTrain.txt only (≥ 8 photos, at most 12 each; the
-    deep-funneled photos are already aligned, so the ArcFace template is placed in a centred box),
+    deep-funneled photos are already aligned, so the ArcFace template is placed in a centred box of
+    half the image, about where dlib's landmarks put it),
     then the LFW 10-fold protocol on all 1,000 pairsDevTest.txt pairs, whose people are never trained on.
     An untrained network reaches about 65 % there; training must add at least 5 points and reach 70 %."""
     from idgen.eval import evaluate_scores, read_pairs
