@@ -23,6 +23,7 @@ COMMANDS = [
     "idgen.cli.forget",
     "idgen.cli.dataset",
     "idgen.cli.generate",
+    "idgen.cli.fr",
 ]
 
 

@@ -28,8 +28,8 @@ def add_face_options(parser: argparse.ArgumentParser) -> None:
                             "default auto: antelopev2 for generate/edit/the demo, dlib for embed/eval)")
     group.add_argument("--recognizer", default=os.environ.get("IDGEN_RECOGNIZER", "auto"),
                        help="'dlib', 'mobilefacenet:PATH', an ONNX file, a file inside the insightface pack "
-                            "(e.g. arcface.onnx), or 'pack' ($IDGEN_RECOGNIZER; default auto: arcface.onnx "
-                            "for generate/edit/the demo, dlib for embed/eval)")
+                            "(e.g. arcface.onnx), 'pack', or a folder written by `idgen fr train` "
+                            "($IDGEN_RECOGNIZER; default auto: arcface.onnx for generate/edit/the demo, dlib for embed/eval)")
     group.add_argument("--insightface-root", default=os.environ.get("IDGEN_INSIGHTFACE_ROOT", "~/.insightface"),
                        help="insightface model root ($IDGEN_INSIGHTFACE_ROOT; default ~/.insightface)")
     group.add_argument("--det-size", type=int, default=640, help="insightface detector input size (default 640)")

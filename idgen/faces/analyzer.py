@@ -64,7 +64,8 @@ class FaceAnalyzer:
         ``detector``: ``"dlib"``, or an insightface pack name / folder (``"antelopev2"``,
         ``"buffalo_l"``). ``recognizer``: ``"dlib"``, ``"mobilefacenet:<path>"``, the path of an
         ONNX recogniser, a file name inside the insightface pack (e.g. Arc2Face's
-        ``"arcface.onnx"``), ``"pack"`` for the pack's own recogniser, or ``None``.
+        ``"arcface.onnx"``), ``"pack"`` for the pack's own recogniser, a folder written by
+        ``idgen fr train``, or ``None``.
         """
         if detector == "dlib":
             det = DlibDetector(upsample=upsample)
@@ -75,6 +76,10 @@ class FaceAnalyzer:
             pass
         elif str(recognizer) == "dlib":
             rec = DlibRecognizer()
+        elif os.path.isfile(os.path.join(str(recognizer), "model.safetensors")):  # an `idgen fr train` folder
+            from ..fr import TrainedRecognizer
+
+            rec = TrainedRecognizer(recognizer)
         elif str(recognizer).startswith("mobilefacenet:"):
             rec = OnnxRecognizer.mobilefacenet(str(recognizer).split(":", 1)[1])
         elif os.path.isfile(str(recognizer)):
