@@ -3,9 +3,10 @@
 Every check recomputes the conditioning itself with ``pipe.encode_identity`` on an untouched copy
 of the same tiny pipeline, instead of trusting the metrics the training function reports.
 
-Training is cut to a few dozen steps so the module fits the CPU budget; at that length the edit is
-partial, so the quality checks compare forgotten against retained identities (ratios) rather than
-demanding a complete forgetting (see the README section for what is and is not verified).
+Training is cut to a few dozen steps so the module fits the CPU budget; the thresholds are what
+that length reaches on this random 2-layer encoder across seeds, with margin (README section
+"Forgetting identities in the generator" has the measured numbers). With the forgetting term
+switched off (``beta=0``) the forgetting checks fail.
 """
 
 from __future__ import annotations
@@ -16,12 +17,19 @@ from tiny_sd import TEXT_WIDTH, tiny_pipeline
 
 from idgen.errors import ConfigError
 from idgen.identity import perturb, random_identities
-from idgen.unlearn.generator import LORA_WEIGHTS_NAME, REPORT_NAME, GeneratorForgetConfig, forget_identities
+from idgen.unlearn.generator import (LORA_WEIGHTS_NAME, PLOT_NAME, REPORT_NAME, GeneratorForgetConfig,
+                                     forget_identities, swap_identity)
 
 DIM = TEXT_WIDTH  # 128-d identities, as from dlib
 RADIUS = 0.5
-SETTINGS = dict(steps=40, lr=1e-2, warmup_steps=20, nearby_per_identity=4, random_per_step=8, radius=RADIUS,
+SETTINGS = dict(steps=60, lr=1e-2, warmup_steps=30, nearby_per_identity=4, random_per_step=8, radius=RADIUS,
                 show_progress=False)
+# Upper bounds at that length; measured (README): forgotten ≤ 0.36, nearby 0.9: ≤ 0.43, 0.7: ≤ 0.61,
+# retained change ≤ 0.25, unseen random change ≤ 0.25, empty prompt ≤ 0.042 over three seeds.
+FORGOTTEN_MAX = 0.45                  # to_neutral of the forgotten identities (1 = untouched)
+NEARBY_MAX = {0.9: 0.5, 0.7: 0.7}     # mean to_neutral of unseen vectors at that cosine to one
+RETAINED_MAX = RANDOM_MAX = 0.3       # mean change, in units of the distance to neutral
+EMPTY_MAX = 0.05                      # relative change of the empty-prompt conditioning
 
 
 def identities(n: int, seed: int) -> torch.Tensor:
@@ -65,31 +73,42 @@ def to_neutral(after, before, neutral):
     return (after - neutral).norm(dim=1) / (before - neutral).norm(dim=1)
 
 
+def test_swap_identity_moves_only_the_forgotten_component():
+    f, n, w = torch.eye(DIM)[:3]
+    swapped = swap_identity(torch.stack([f, 0.6 * f + 0.8 * w, w]), f.expand(3, -1), n)
+    torch.testing.assert_close(swapped, torch.stack([n, 0.6 * n + 0.8 * w, w]))
+
+
+def test_forgotten_identities_take_the_neutral_conditioning(original, first_request):
+    pipe, result, forget, _ = first_request
+    neutral = conditioning(original, result.neutral)
+    assert to_neutral(conditioning(pipe, forget), conditioning(original, forget), neutral).max() < FORGOTTEN_MAX
+
+
 def test_forgetting_generalises_to_unseen_nearby_vectors(original, first_request):
     pipe, result, forget, retain = first_request
     neutral = conditioning(original, result.neutral)
     kept = relative(conditioning(pipe, retain), conditioning(original, retain), neutral).mean()
     generator = torch.Generator().manual_seed(1234)  # not a seed the training used
-    for cosine in (0.7, 0.9):
+    for cosine, most in NEARBY_MAX.items():
         nearby = perturb(forget.repeat_interleave(5, 0), cosine, generator=generator)
         before, after = conditioning(original, nearby), conditioning(pipe, nearby)
-        assert to_neutral(after, before, neutral).mean() < 0.75, cosine
+        assert to_neutral(after, before, neutral).mean() < most, cosine
         assert relative(after, before, neutral).mean() > 2 * kept, cosine
 
 
-def test_other_identities_change_much_less_than_forgotten_ones(original, first_request):
+def test_other_identities_keep_their_conditioning(original, first_request):
     pipe, result, forget, retain = first_request
     neutral = conditioning(original, result.neutral)
-    forgotten = relative(conditioning(pipe, forget), conditioning(original, forget), neutral).mean()
     unseen_random = identities(30, seed=99)
-    for ids in (retain, unseen_random):
+    for ids, most in ((retain, RETAINED_MAX), (unseen_random, RANDOM_MAX)):
         change = relative(conditioning(pipe, ids), conditioning(original, ids), neutral)
-        assert change.mean() < 0.35 * forgotten, (change.mean(), forgotten)
+        assert change.mean() < most, (change.mean(), most)
     # The negative (empty-prompt) conditioning of classifier-free guidance is kept.
     tokens = pipe.tokenizer([""], padding="max_length", max_length=77, return_tensors="pt").input_ids
     with torch.no_grad():
         empty_after, empty_before = pipe.text_encoder(tokens)[0], original.text_encoder(tokens)[0]
-    assert (empty_after - empty_before).norm() / empty_before.norm() < 0.05
+    assert (empty_after - empty_before).norm() / empty_before.norm() < EMPTY_MAX
 
 
 def test_report_and_lora_files(original, first_request, tmp_path):
@@ -104,6 +123,9 @@ def test_report_and_lora_files(original, first_request, tmp_path):
                                       for name in ffn for m in ("down", "up")}
     folder = result.save(tmp_path / "saved")
     assert (folder / LORA_WEIGHTS_NAME).is_file() and (folder / REPORT_NAME).is_file()
+    assert (folder / PLOT_NAME).read_bytes().startswith(b"\x89PNG")
+    assert set(result.to_neutral) == {"forgotten", "nearby", "random", "retained"}
+    assert len(result.to_neutral["nearby"]) == 8 * len(result.identities)
     # The adapter is fused: the text encoder is plain CLIP again, ready for the next request.
     assert not any("lora" in name for name, _ in pipe.text_encoder.named_modules())
 
