@@ -3,6 +3,7 @@ goes, trainable share, merging, prototypes, config checking, and a tiny end-to-e
 
 from __future__ import annotations
 
+import copy
 import math
 
 import pytest
@@ -12,7 +13,7 @@ from torch import nn
 from idgen.errors import ConfigError
 from idgen.recognition import FaceRecognizer, FaceSet, model_config
 from idgen.unlearn import (add_task_lora, class_prototypes, find_ffn_linears, forgetting_loss, group_lasso,
-                           gs_lora_task, load_config, lora_groups, merge_task_lora)
+                           group_soft_threshold, gs_lora_task, load_config, lora_groups, merge_task_lora)
 from idgen.unlearn.config import ForgetConfig, LoraConfig
 
 
@@ -36,6 +37,22 @@ def test_group_lasso_gradient_is_finite_for_a_zero_group():
     zero = torch.zeros(4, requires_grad=True)   # LoRA B starts at zero
     group_lasso([[a], [zero]]).backward()
     assert torch.isfinite(zero.grad).all() and torch.isfinite(a.grad).all()
+
+
+def test_group_soft_threshold_matches_independent_computation():
+    torch.manual_seed(2)
+    groups = [[torch.randn(3, 4), torch.randn(5)], [torch.full((2, 2), 0.1)], [torch.zeros(3)], [torch.randn(6)]]
+    before = [[t.clone() for t in g] for g in groups]
+    threshold = 0.5
+    norms = group_soft_threshold(groups, threshold)
+    for group, original, norm_after in zip(groups, before, norms):
+        norm = math.sqrt(sum(float(x) ** 2 for t in original for x in t.flatten()))
+        factor = max(0.0, 1 - threshold / norm) if norm else 0.0   # prox of threshold·||w||: shrink the norm
+        for t, o in zip(group, original):
+            assert torch.allclose(t, o * factor, atol=1e-6)
+        assert norm_after == pytest.approx(max(0.0, norm - threshold), abs=1e-6)
+    assert float(groups[1][0].abs().sum()) == 0.0 and float(groups[2][0].abs().sum()) == 0.0   # norm 0.2, 0
+    assert all(float(t.abs().sum()) > 0 for t in groups[0])
 
 
 def test_forgetting_loss_is_bounded_and_zero_past_the_bound():
@@ -144,6 +161,25 @@ def test_gs_lora_task_forgets_and_keeps_on_toy_data():
     assert float((pred[data.labels != 0] == data.labels[data.labels != 0]).float().mean()) > 0.9
     assert stats["trainable_params"] == 3 * 2 * 2 * (32 + 64) and stats["num_groups"] == 3
     assert not any(p.requires_grad is False for p in edited.parameters())
+
+
+def test_proximal_group_lasso_sets_whole_groups_exactly_to_zero():
+    """With the proximal step, a large α zeroes every group exactly (the merged model is the base);
+    the plain subgradient term with the same α leaves every group non-zero."""
+    data = _toy_faces()
+    model = tiny()   # untrained is fine: only where the LoRA weights end up matters here
+    forget, retain = data.of_classes([0]), data.of_classes(range(1, 6))
+    x = torch.randn(2, 3, 16, 16)
+    reference = model.embed(x).detach()
+    zero_tol = 1e-3
+    for proximal, expect_zero in ((True, 3), (False, 0)):
+        config = ForgetConfig(epochs=2, batch_size=24, forget_batch_size=8, lr=1e-2, alpha=1000.0, warmup_epochs=1,
+                              proximal=proximal, augment=False, lora=LoraConfig(rank=2, zero_tol=zero_tol))
+        edited, stats = gs_lora_task(copy.deepcopy(model), forget, retain, config)
+        zero = [name for name, norm in stats["group_norms"].items() if norm == 0.0]
+        assert len(zero) == expect_zero and stats["nonzero_groups"] == 3 - expect_zero
+        if proximal:
+            assert torch.allclose(edited.embed(x), reference, atol=1e-6)
 
 
 def test_config_rejects_unknown_keys_by_name(tmp_path):
