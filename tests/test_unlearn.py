@@ -241,3 +241,37 @@ def test_run_forgetting_continual_few_shot_missing_classes(tmp_path):
         assert (tmp_path / "out" / name).is_file()
     # a second run loads the saved base model instead of training again
     assert run_forgetting({**config, "output_dir": str(tmp_path / "out2")})["base"]["trained"] is False
+
+
+def test_learning_rates_chosen_on_a_validation_split_of_training_images(tmp_path):
+    """selection: the last training image of each person is held out of all training; each candidate
+    lr is scored on those images and the best one is the one used for the reported run."""
+    from PIL import Image
+
+    from idgen.unlearn import run_forgetting
+
+    data = _toy_faces(num_classes=5, per_class=6)
+    for i, (image, label) in enumerate(zip(data.images, data.labels)):
+        folder = tmp_path / "faces" / f"person{int(label)}"
+        folder.mkdir(parents=True, exist_ok=True)
+        Image.fromarray(image.permute(1, 2, 0).numpy()).save(folder / f"{i:03d}.png")
+    config = {
+        "data": {"root": str(tmp_path / "faces"), "align": "resize", "image_size": 16, "test_fraction": 0.34},
+        "model": {"path": str(tmp_path / "base"), "preset": None,
+                  "overrides": {"patch_size": 8, "dim": 32, "depth": 2, "heads": 4, "mlp_dim": 64, "embedding_dim": 16},
+                  "train": {"epochs": 4, "batch_size": 16, "lr": 3e-3, "warmup_epochs": 1}},
+        "tasks": {"num_tasks": 1, "classes_per_task": 1, "seed": 0},
+        "forget": {"epochs": 1, "batch_size": 8, "forget_batch_size": 2, "warmup_epochs": 0, "lora": {"rank": 2}},
+        "baselines": {"methods": ["finetune"]},
+        "selection": {"val_per_class": 1, "gs_lora_lrs": [1e-4, 3e-2], "finetune_lrs": ["1e-5", 1e-3]},
+        "output_dir": str(tmp_path / "out"), "save_model": False,
+    }
+    report = run_forgetting(config)
+    assert report["data"] == {"identities": 5, "train_images": 5 * 3, "test_images": 5 * 2, "validation_images": 5}
+    for method, key in (("gs-lora", ("forget", "lr")), ("finetune", ("baselines", "finetune_lr"))):
+        scores = report["selection"][method]["val_h_mean"]
+        assert len(scores) == 2
+        best = max(scores, key=scores.get)
+        assert report["selection"][method]["chosen_lr"] == float(best)
+        assert report["config"][key[0]][key[1]] == float(best)
+    assert "chosen on the validation split (5 training images held out)" in (tmp_path / "out" / "report.md").read_text()
