@@ -205,23 +205,30 @@ def test_save_and_load_recognizer_roundtrip(tmp_path):
     assert torch.equal(loaded(x), model(x)) and loaded.class_names[5] == "id5"
 
 
-def test_run_forgetting_continual_few_shot_missing_classes(tmp_path):
-    """Two GS-LoRA++ tasks on a synthetic face folder, 3 images per class, a quarter of the retained
-    classes without any data: the report has every metric, the files are written."""
+def _toy_run(tmp_path, num_classes: int, train_epochs: int) -> dict:
+    """A synthetic face folder (6 images per person) and the data/model part of a run config."""
     from PIL import Image
 
-    from idgen.unlearn import run_forgetting
-
-    data = _toy_faces(num_classes=8, per_class=6)
+    data = _toy_faces(num_classes=num_classes, per_class=6)
     for i, (image, label) in enumerate(zip(data.images, data.labels)):
         folder = tmp_path / "faces" / f"person{int(label)}"
         folder.mkdir(parents=True, exist_ok=True)
         Image.fromarray(image.permute(1, 2, 0).numpy()).save(folder / f"{i:03d}.png")
-    config = {
+    return {
         "data": {"root": str(tmp_path / "faces"), "align": "resize", "image_size": 16, "test_fraction": 0.34},
         "model": {"path": str(tmp_path / "base"), "preset": None,
                   "overrides": {"patch_size": 8, "dim": 32, "depth": 2, "heads": 4, "mlp_dim": 64, "embedding_dim": 16},
-                  "train": {"epochs": 6, "batch_size": 16, "lr": 3e-3, "warmup_epochs": 1}},
+                  "train": {"epochs": train_epochs, "batch_size": 16, "lr": 3e-3, "warmup_epochs": 1}},
+    }
+
+
+def test_run_forgetting_continual_few_shot_missing_classes(tmp_path):
+    """Two GS-LoRA++ tasks on a synthetic face folder, 3 images per class, a quarter of the retained
+    classes without any data: the report has every metric, the files are written."""
+    from idgen.unlearn import run_forgetting
+
+    config = {
+        **_toy_run(tmp_path, num_classes=8, train_epochs=6),
         "method": "gs-lora++",
         "tasks": {"num_tasks": 2, "classes_per_task": 1, "seed": 3, "shots": 3, "missing_fraction": 0.25},
         "forget": {"epochs": 2, "batch_size": 16, "forget_batch_size": 4, "prototype_weight": 0.5,
@@ -246,20 +253,10 @@ def test_run_forgetting_continual_few_shot_missing_classes(tmp_path):
 def test_learning_rates_chosen_on_a_validation_split_of_training_images(tmp_path):
     """selection: the last training image of each person is held out of all training; each candidate
     lr is scored on those images and the best one is the one used for the reported run."""
-    from PIL import Image
-
     from idgen.unlearn import run_forgetting
 
-    data = _toy_faces(num_classes=5, per_class=6)
-    for i, (image, label) in enumerate(zip(data.images, data.labels)):
-        folder = tmp_path / "faces" / f"person{int(label)}"
-        folder.mkdir(parents=True, exist_ok=True)
-        Image.fromarray(image.permute(1, 2, 0).numpy()).save(folder / f"{i:03d}.png")
     config = {
-        "data": {"root": str(tmp_path / "faces"), "align": "resize", "image_size": 16, "test_fraction": 0.34},
-        "model": {"path": str(tmp_path / "base"), "preset": None,
-                  "overrides": {"patch_size": 8, "dim": 32, "depth": 2, "heads": 4, "mlp_dim": 64, "embedding_dim": 16},
-                  "train": {"epochs": 4, "batch_size": 16, "lr": 3e-3, "warmup_epochs": 1}},
+        **_toy_run(tmp_path, num_classes=5, train_epochs=4),
         "tasks": {"num_tasks": 1, "classes_per_task": 1, "seed": 0},
         "forget": {"epochs": 1, "batch_size": 8, "forget_batch_size": 2, "warmup_epochs": 0, "lora": {"rank": 2}},
         "baselines": {"methods": ["finetune"]},
