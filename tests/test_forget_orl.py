@@ -25,15 +25,17 @@ def test_orl_preset_forgets_and_beats_baselines(orl_dir, tmp_path):
     gs, = report["methods"]["gs-lora"]
     retrain, = report["methods"]["retrain"]
     finetune, = report["methods"]["finetune"]
+    # the targets, at the configured learning rates (chosen on ORL's validation split:
+    # GS-LoRA 3e-2, fine-tune 1e-5). Measured: Acc_r 57.41 = base, Acc_f 66.67 → 0, H-Mean 61.69 =
+    # ideal, 1.61 % trainable, 3 of 4 groups exactly zero; fine-tune 60.56, retrain 33.33.
     assert gs["acc_f_before"] >= 50          # the base model did know these people
-    assert gs["acc_f"] <= 10                 # ... and no longer does
-    assert gs["acc_r"] >= gs["acc_r_base"] - 3   # the targets (measured: 0.9 and 0.5 points)
+    assert gs["acc_f"] <= 2                  # ... and no longer does
+    assert gs["acc_r"] >= gs["acc_r_base"] - 3
     assert gs["h_mean"] >= gs["h_mean_ideal"] - 3
     assert gs["trainable_share"] <= 2.0
-    # Fine-tuning here uses GS-LoRA's own learning rate (1e-2), at which full fine-tuning collapses;
-    # at lr 1e-4 fine-tuning is slightly ahead of GS-LoRA on ORL (README table), so this only shows
-    # GS-LoRA beating the same-settings baselines.
     assert gs["h_mean"] > retrain["h_mean"] and gs["h_mean"] > finetune["h_mean"]
+    assert gs["nonzero_groups"] < gs["num_groups"]          # the proximal group lasso zeroed whole blocks
+    assert min(gs["group_norms"].values()) == 0.0
     assert (out / "report.md").read_text().count("| gs-lora |") == 1
     assert (out / "groups.png").read_bytes()[:4] == b"\x89PNG"
     edited = FaceRecognizer.from_pretrained(out / "model")

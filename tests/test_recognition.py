@@ -12,7 +12,7 @@ from PIL import Image
 
 from idgen.cli import main
 from idgen.errors import ConfigError
-from idgen.recognition import FaceDataConfig, FaceRecognizer, MarginHead, load_face_folder, model_config
+from idgen.recognition import FaceDataConfig, FaceRecognizer, FaceSet, MarginHead, load_face_folder, model_config
 
 
 def test_cosface_and_arcface_margins_match_formulas():
@@ -66,3 +66,78 @@ def test_train_recognizer_command(tmp_path, capsys):
     assert code == 0 and "test accuracy" in capsys.readouterr().out
     model = FaceRecognizer.from_pretrained(tmp_path / "model")
     assert model.config.num_classes == 3 and model.class_names == ["p0", "p1", "p2"]
+
+
+def _toy_set(num_classes=4, per_class=8, seed=0, label_offset=0):
+    g = torch.Generator().manual_seed(seed)
+    patterns = torch.rand(num_classes, 3, 16, 16, generator=g) * 255
+    labels = torch.arange(num_classes).repeat_interleave(per_class)
+    images = (patterns[labels] + torch.randn(len(labels), 3, 16, 16, generator=g) * 40).clamp(0, 255).to(torch.uint8)
+    return FaceSet(images, labels + label_offset, [f"id{i}" for i in range(num_classes)])
+
+
+def test_distillation_pulls_embeddings_to_the_teacher():
+    """With teacher embeddings attached, training makes the student's embeddings match them (also on
+    the unlabelled extra images); without, they stay unrelated."""
+    from idgen.recognition import TrainConfig, embed, train_recognizer
+
+    train = _toy_set()
+    extra = _toy_set(seed=1, label_offset=-100)
+    extra.labels[:] = -1
+    g = torch.Generator().manual_seed(5)   # the teacher: one direction per person, plus a little noise
+    people = torch.randn(8, 16, generator=g)
+    train.teacher = torch.nn.functional.normalize(people[train.labels] + 0.1 * torch.randn(len(train), 16, generator=g), dim=-1)
+    extra.teacher = torch.nn.functional.normalize(people[4 + torch.arange(4).repeat_interleave(8)], dim=-1)
+
+    def cos_to_teacher(model, data):
+        return float(torch.nn.functional.cosine_similarity(embed(model, data), data.teacher).mean())
+
+    results = {}
+    for distill in (True, False):
+        torch.manual_seed(0)
+        model = FaceRecognizer(model_config(None, image_size=16, patch_size=8, dim=32, depth=2, heads=4, mlp_dim=64,
+                                            embedding_dim=16, num_classes=4))
+        data = train if distill else FaceSet(train.images, train.labels, train.class_names)
+        config = TrainConfig(epochs=20, batch_size=16, lr=3e-3, warmup_epochs=1, augment=False,
+                             distill_weight=10.0, distill_batch_size=16)
+        train_recognizer(model, data, config, progress=False, extra=extra if distill else None)
+        results[distill] = cos_to_teacher(model, train), cos_to_teacher(model, extra)
+    # measured: 0.65 / 0.79 with distillation, −0.12 / 0.11 without
+    assert results[True][0] > 0.5 and results[True][1] > 0.5
+    assert abs(results[False][0]) < 0.3 and abs(results[False][1]) < 0.3
+
+
+def test_extra_distillation_photos_skip_the_recognisers_classes(tmp_path):
+    from idgen.recognition.distill import extra_face_files
+
+    _write_folder(tmp_path / "faces", people=4, per_person=3)       # p0 … p3
+    files = extra_face_files(str(tmp_path / "faces"), {"p0", "p2"}, max_images=100)
+    assert sorted({f.parent.name for f in files}) == ["p1", "p3"] and len(files) == 6
+    assert len(extra_face_files(str(tmp_path / "faces"), {"p0"}, max_images=4, seed=1)) == 4
+    with pytest.raises(ConfigError, match="no photos"):
+        extra_face_files(str(tmp_path / "faces"), {"p0", "p1", "p2", "p3"}, max_images=4)
+
+
+def test_train_recognizer_command_distils_mobilefacenet(tmp_path, capsys, mobilefacenet_path):
+    from idgen.recognition.distill import teacher_embeddings
+
+    _write_folder(tmp_path / "faces", people=3, per_person=4)
+    _write_folder(tmp_path / "others", people=5, per_person=2)     # p0–p2 are classes: skipped
+    code = main(["train-recognizer", str(tmp_path / "faces"), "--out", str(tmp_path / "model"),
+                 "--preset", "cpu-tiny", "--image-size", "16", "--align", "resize", "--epochs", "2",
+                 "--cache-dir", str(tmp_path / "cache"), "--distill-from", f"mobilefacenet:{mobilefacenet_path}",
+                 "--distill-images", str(tmp_path / "others"), "--distill-max-images", "3"])
+    assert code == 0 and "test accuracy" in capsys.readouterr().out
+    cached = sorted(p.name for p in (tmp_path / "cache").iterdir() if p.name.startswith("teacher-"))
+    assert len(cached) == 2          # the training photos and the 3 extra photos (p3, p4 only)
+    # the cached teacher embeddings are MobileFaceNet's own (flip-summed, normalised) embeddings
+    from idgen.faces import FaceAnalyzer
+    from idgen.recognition.data import FaceDataConfig, load_aligned
+
+    data = FaceDataConfig(root=str(tmp_path / "faces"), align="resize", image_size=16, cache_dir=str(tmp_path / "cache"))
+    files = sorted((tmp_path / "faces" / "p1").glob("*.png"))[:2]
+    got = teacher_embeddings(files, data, f"mobilefacenet:{mobilefacenet_path}")
+    crops = load_aligned(files, FaceDataConfig(root=data.root, align="resize", image_size=112))
+    rec = FaceAnalyzer.from_backend("dlib", f"mobilefacenet:{mobilefacenet_path}").recognizer
+    expected = torch.from_numpy(rec.embed(crops) + rec.embed(np.ascontiguousarray(crops[:, :, ::-1])))
+    assert torch.allclose(got, torch.nn.functional.normalize(expected, dim=-1), atol=1e-5)

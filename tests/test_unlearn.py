@@ -3,6 +3,7 @@ goes, trainable share, merging, prototypes, config checking, and a tiny end-to-e
 
 from __future__ import annotations
 
+import copy
 import math
 
 import pytest
@@ -12,7 +13,7 @@ from torch import nn
 from idgen.errors import ConfigError
 from idgen.recognition import FaceRecognizer, FaceSet, model_config
 from idgen.unlearn import (add_task_lora, class_prototypes, find_ffn_linears, forgetting_loss, group_lasso,
-                           gs_lora_task, load_config, lora_groups, merge_task_lora)
+                           group_soft_threshold, gs_lora_task, load_config, lora_groups, merge_task_lora)
 from idgen.unlearn.config import ForgetConfig, LoraConfig
 
 
@@ -36,6 +37,22 @@ def test_group_lasso_gradient_is_finite_for_a_zero_group():
     zero = torch.zeros(4, requires_grad=True)   # LoRA B starts at zero
     group_lasso([[a], [zero]]).backward()
     assert torch.isfinite(zero.grad).all() and torch.isfinite(a.grad).all()
+
+
+def test_group_soft_threshold_matches_independent_computation():
+    torch.manual_seed(2)
+    groups = [[torch.randn(3, 4), torch.randn(5)], [torch.full((2, 2), 0.1)], [torch.zeros(3)], [torch.randn(6)]]
+    before = [[t.clone() for t in g] for g in groups]
+    threshold = 0.5
+    norms = group_soft_threshold(groups, threshold)
+    for group, original, norm_after in zip(groups, before, norms):
+        norm = math.sqrt(sum(float(x) ** 2 for t in original for x in t.flatten()))
+        factor = max(0.0, 1 - threshold / norm) if norm else 0.0   # prox of threshold·||w||: shrink the norm
+        for t, o in zip(group, original):
+            assert torch.allclose(t, o * factor, atol=1e-6)
+        assert norm_after == pytest.approx(max(0.0, norm - threshold), abs=1e-6)
+    assert float(groups[1][0].abs().sum()) == 0.0 and float(groups[2][0].abs().sum()) == 0.0   # norm 0.2, 0
+    assert all(float(t.abs().sum()) > 0 for t in groups[0])
 
 
 def test_forgetting_loss_is_bounded_and_zero_past_the_bound():
@@ -146,6 +163,25 @@ def test_gs_lora_task_forgets_and_keeps_on_toy_data():
     assert not any(p.requires_grad is False for p in edited.parameters())
 
 
+def test_proximal_group_lasso_sets_whole_groups_exactly_to_zero():
+    """With the proximal step, a large α zeroes every group exactly (the merged model is the base);
+    the plain subgradient term with the same α leaves every group non-zero."""
+    data = _toy_faces()
+    model = tiny()   # untrained is fine: only where the LoRA weights end up matters here
+    forget, retain = data.of_classes([0]), data.of_classes(range(1, 6))
+    x = torch.randn(2, 3, 16, 16)
+    reference = model.embed(x).detach()
+    zero_tol = 1e-3
+    for proximal, expect_zero in ((True, 3), (False, 0)):
+        config = ForgetConfig(epochs=2, batch_size=24, forget_batch_size=8, lr=1e-2, alpha=1000.0, warmup_epochs=1,
+                              proximal=proximal, augment=False, lora=LoraConfig(rank=2, zero_tol=zero_tol))
+        edited, stats = gs_lora_task(copy.deepcopy(model), forget, retain, config)
+        zero = [name for name, norm in stats["group_norms"].items() if norm == 0.0]
+        assert len(zero) == expect_zero and stats["nonzero_groups"] == 3 - expect_zero
+        if proximal:
+            assert torch.allclose(edited.embed(x), reference, atol=1e-6)
+
+
 def test_config_rejects_unknown_keys_by_name(tmp_path):
     good = {"data": {"root": "x"}, "model": {"path": "m"}, "output_dir": "o"}
     assert load_config(good).forget.lora.rank == 8
@@ -169,23 +205,30 @@ def test_save_and_load_recognizer_roundtrip(tmp_path):
     assert torch.equal(loaded(x), model(x)) and loaded.class_names[5] == "id5"
 
 
-def test_run_forgetting_continual_few_shot_missing_classes(tmp_path):
-    """Two GS-LoRA++ tasks on a synthetic face folder, 3 images per class, a quarter of the retained
-    classes without any data: the report has every metric, the files are written."""
+def _toy_run(tmp_path, num_classes: int, train_epochs: int) -> dict:
+    """A synthetic face folder (6 images per person) and the data/model part of a run config."""
     from PIL import Image
 
-    from idgen.unlearn import run_forgetting
-
-    data = _toy_faces(num_classes=8, per_class=6)
+    data = _toy_faces(num_classes=num_classes, per_class=6)
     for i, (image, label) in enumerate(zip(data.images, data.labels)):
         folder = tmp_path / "faces" / f"person{int(label)}"
         folder.mkdir(parents=True, exist_ok=True)
         Image.fromarray(image.permute(1, 2, 0).numpy()).save(folder / f"{i:03d}.png")
-    config = {
+    return {
         "data": {"root": str(tmp_path / "faces"), "align": "resize", "image_size": 16, "test_fraction": 0.34},
         "model": {"path": str(tmp_path / "base"), "preset": None,
                   "overrides": {"patch_size": 8, "dim": 32, "depth": 2, "heads": 4, "mlp_dim": 64, "embedding_dim": 16},
-                  "train": {"epochs": 6, "batch_size": 16, "lr": 3e-3, "warmup_epochs": 1}},
+                  "train": {"epochs": train_epochs, "batch_size": 16, "lr": 3e-3, "warmup_epochs": 1}},
+    }
+
+
+def test_run_forgetting_continual_few_shot_missing_classes(tmp_path):
+    """Two GS-LoRA++ tasks on a synthetic face folder, 3 images per class, a quarter of the retained
+    classes without any data: the report has every metric, the files are written."""
+    from idgen.unlearn import run_forgetting
+
+    config = {
+        **_toy_run(tmp_path, num_classes=8, train_epochs=6),
         "method": "gs-lora++",
         "tasks": {"num_tasks": 2, "classes_per_task": 1, "seed": 3, "shots": 3, "missing_fraction": 0.25},
         "forget": {"epochs": 2, "batch_size": 16, "forget_batch_size": 4, "prototype_weight": 0.5,
@@ -205,3 +248,27 @@ def test_run_forgetting_continual_few_shot_missing_classes(tmp_path):
         assert (tmp_path / "out" / name).is_file()
     # a second run loads the saved base model instead of training again
     assert run_forgetting({**config, "output_dir": str(tmp_path / "out2")})["base"]["trained"] is False
+
+
+def test_learning_rates_chosen_on_a_validation_split_of_training_images(tmp_path):
+    """selection: the last training image of each person is held out of all training; each candidate
+    lr is scored on those images and the best one is the one used for the reported run."""
+    from idgen.unlearn import run_forgetting
+
+    config = {
+        **_toy_run(tmp_path, num_classes=5, train_epochs=4),
+        "tasks": {"num_tasks": 1, "classes_per_task": 1, "seed": 0},
+        "forget": {"epochs": 1, "batch_size": 8, "forget_batch_size": 2, "warmup_epochs": 0, "lora": {"rank": 2}},
+        "baselines": {"methods": ["finetune"]},
+        "selection": {"val_per_class": 1, "gs_lora_lrs": [1e-4, 3e-2], "finetune_lrs": ["1e-5", 1e-3]},
+        "output_dir": str(tmp_path / "out"), "save_model": False,
+    }
+    report = run_forgetting(config)
+    assert report["data"] == {"identities": 5, "train_images": 5 * 3, "test_images": 5 * 2, "validation_images": 5}
+    for method, key in (("gs-lora", ("forget", "lr")), ("finetune", ("baselines", "finetune_lr"))):
+        scores = report["selection"][method]["val_h_mean"]
+        assert len(scores) == 2
+        best = max(scores, key=scores.get)
+        assert report["selection"][method]["chosen_lr"] == float(best)
+        assert report["config"][key[0]][key[1]] == float(best)
+    assert "chosen on the validation split (5 training images held out)" in (tmp_path / "out" / "report.md").read_text()

@@ -28,12 +28,14 @@ from ..io import save_safetensors_atomic
 
 @dataclass
 class FaceSet:
-    """Images (N×C×S×S uint8) with integer labels indexing ``class_names``."""
+    """Images (N×C×S×S uint8) with integer labels indexing ``class_names`` (−1: unlabelled), and
+    optionally a teacher recogniser's embedding of each image (for distillation)."""
 
     images: torch.Tensor
     labels: torch.Tensor
     class_names: list[str]
     files: list[str] = field(default_factory=list)
+    teacher: torch.Tensor | None = None
 
     def __len__(self) -> int:
         return len(self.labels)
@@ -41,10 +43,18 @@ class FaceSet:
     def subset(self, mask: torch.Tensor) -> "FaceSet":
         index = mask.nonzero().flatten()
         return FaceSet(self.images[index], self.labels[index], self.class_names,
-                       [self.files[i] for i in index.tolist()] if self.files else [])
+                       [self.files[i] for i in index.tolist()] if self.files else [],
+                       None if self.teacher is None else self.teacher[index])
 
     def of_classes(self, classes) -> "FaceSet":
         return self.subset(torch.isin(self.labels, torch.as_tensor(list(classes), dtype=torch.long)))
+
+    def hold_out(self, k: int) -> tuple["FaceSet", "FaceSet"]:
+        """(the rest, the last ``k`` images of every class): a validation split carved from training images."""
+        held = torch.zeros(len(self), dtype=torch.bool)
+        for c in self.labels.unique():
+            held[(self.labels == c).nonzero().flatten()[-k:] if k else []] = True
+        return self.subset(~held), self.subset(held)
 
     def few_shot(self, k: int) -> "FaceSet":
         """The first ``k`` images of every class (deterministic)."""

@@ -1,4 +1,5 @@
-"""Training a Face Transformer recogniser from scratch on an identity-labelled face folder."""
+"""Training a Face Transformer recogniser from scratch on an identity-labelled face folder,
+optionally distilling a pretrained recogniser's embeddings (:mod:`idgen.recognition.distill`)."""
 
 from __future__ import annotations
 
@@ -23,31 +24,66 @@ class TrainConfig:
     warmup_epochs: int = 2
     augment: bool = True
     seed: int = 0
+    # distillation (off unless distill_from is set): teacher spec, e.g. "mobilefacenet:PATH"
+    distill_from: str | None = None
+    distill_weight: float = 10.0           # weight of 1 − cos(student, teacher)
+    distill_images: str | None = None      # extra <identity>/<image> photos (other people) to distil on
+    distill_max_images: int = 0            # how many of them (a seeded draw)
+    distill_batch_size: int = 32           # extra images per step
 
 
-def iterate_batches(data: FaceSet, batch_size: int, generator: torch.Generator, shuffle: bool = True):
-    order = torch.randperm(len(data), generator=generator) if shuffle else torch.arange(len(data))
-    for start in range(0, len(order), batch_size):
-        index = order[start: start + batch_size]
-        yield data.images[index], data.labels[index]
+def _batch_indices(n: int, batch_size: int, generator: torch.Generator):
+    order = torch.randperm(n, generator=generator)
+    for start in range(0, n, batch_size):
+        yield order[start: start + batch_size]
 
 
-def train_recognizer(model: FaceRecognizer, train: FaceSet, config: TrainConfig, progress: bool = True) -> dict:
-    """AdamW with linear warm-up then cosine decay on the margin loss; returns a small log."""
+def _cycle(data: FaceSet, batch_size: int, generator: torch.Generator):
+    while True:
+        yield from _batch_indices(len(data), batch_size, generator)
+
+
+def _distill_loss(embeddings: torch.Tensor, teacher: torch.Tensor, projection) -> torch.Tensor:
+    student = embeddings if projection is None else projection(embeddings)
+    return (1 - F.cosine_similarity(student, teacher, dim=-1)).mean()
+
+
+def train_recognizer(model: FaceRecognizer, train: FaceSet, config: TrainConfig, progress: bool = True,
+                     extra: FaceSet | None = None) -> dict:
+    """AdamW with linear warm-up then cosine decay on the margin loss; returns a small log.
+
+    When ``train.teacher`` holds teacher embeddings, ``config.distill_weight · (1 − cos)`` to them is
+    added, also on a batch of ``extra`` (unlabelled, with teacher embeddings) per step. A linear
+    projection maps the student's embedding to the teacher's width when they differ; it is used only
+    during training."""
     generator = torch.Generator().manual_seed(config.seed)
     torch.manual_seed(config.seed)
-    optimizer = torch.optim.AdamW(model.parameters(), lr=config.lr, weight_decay=config.weight_decay)
+    distill = train.teacher is not None
+    projection = None
+    if distill and train.teacher.shape[1] != model.config.embedding_dim:
+        projection = torch.nn.Linear(model.config.embedding_dim, train.teacher.shape[1], bias=False)
+    params = list(model.parameters()) + (list(projection.parameters()) if projection is not None else [])
+    optimizer = torch.optim.AdamW(params, lr=config.lr, weight_decay=config.weight_decay)
     steps_per_epoch = -(-len(train) // config.batch_size)
     total, warmup = config.epochs * steps_per_epoch, config.warmup_epochs * steps_per_epoch
     schedule = torch.optim.lr_scheduler.LambdaLR(  # linear warm-up, then cosine decay to zero
         optimizer, lambda step: min(1.0, (step + 1) / max(1, warmup))
         * 0.5 * (1 + math.cos(math.pi * min(1.0, step / max(1, total)))))
+    extra_batches = _cycle(extra, config.distill_batch_size, generator) if distill and extra is not None else None
     model.train()
     start, losses = time.perf_counter(), []
     for _ in tqdm(range(config.epochs), desc="training recogniser", disable=not progress):
         epoch_loss = 0.0
-        for images, labels in iterate_batches(train, config.batch_size, generator):
-            loss = F.cross_entropy(model(to_model_input(images, config.augment), labels), labels)
+        for index in _batch_indices(len(train), config.batch_size, generator):
+            images, labels = train.images[index], train.labels[index]
+            embeddings = model.embed(to_model_input(images, config.augment))
+            loss = F.cross_entropy(model.head(embeddings, labels), labels)
+            if distill:
+                loss = loss + config.distill_weight * _distill_loss(embeddings, train.teacher[index], projection)
+            if extra_batches is not None:
+                extra_index = next(extra_batches)
+                extra_emb = model.embed(to_model_input(extra.images[extra_index], config.augment))
+                loss = loss + config.distill_weight * _distill_loss(extra_emb, extra.teacher[extra_index], projection)
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             optimizer.step()

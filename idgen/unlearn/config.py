@@ -33,6 +33,7 @@ class ForgetConfig:
     beta: float = 0.15                # weight of the forgetting loss
     bound: float = 40.0               # BND of ReLU(BND − CE_forget)
     alpha: float = 0.01               # weight of the group-lasso structure loss
+    proximal: bool = True             # apply it as a group soft-threshold step (exact zeros), else as a loss term
     warmup_epochs: int = 2            # epochs with alpha = 0
     prototype_weight: float = 0.0     # > 0 turns GS-LoRA into GS-LoRA++
     prototype_bound: float = 40.0
@@ -69,6 +70,18 @@ class BaselinesConfig:
 
 
 @dataclass
+class SelectionConfig:
+    """Learning rates chosen by one rule for every method: the last ``val_per_class`` training images
+    of each identity are held out of all training (base model included) as a validation split; each
+    listed lr runs the whole task sequence on the rest and is scored by its mean H-Mean on the
+    validation images; the best one is used for the reported run on the test images."""
+
+    val_per_class: int = 0            # 0: no validation split, lrs as configured
+    gs_lora_lrs: list = field(default_factory=list)    # candidates for forget.lr
+    finetune_lrs: list = field(default_factory=list)   # candidates for baselines.finetune_lr
+
+
+@dataclass
 class RunConfig:
     data: FaceDataConfig
     model: ModelConfig
@@ -76,6 +89,7 @@ class RunConfig:
     forget: ForgetConfig = field(default_factory=ForgetConfig)
     tasks: TasksConfig = field(default_factory=TasksConfig)
     baselines: BaselinesConfig = field(default_factory=BaselinesConfig)
+    selection: SelectionConfig = field(default_factory=SelectionConfig)
     method: str = "gs-lora"            # "gs-lora" or "gs-lora++"
     task: str = "forget"               # lets training/train.py route this config here
     seed: int = 0
@@ -130,6 +144,12 @@ def load_config(source: str | os.PathLike | dict, overrides: list[str] = ()) -> 
     config.output_dir = str(_resolve(base, config.output_dir))
     if config.data.cache_dir:
         config.data.cache_dir = str(_resolve(base, config.data.cache_dir))
+    train = config.model.train
+    if train.distill_from:
+        kind, sep, teacher = train.distill_from.rpartition(":")   # "mobilefacenet:PATH" or a path
+        train.distill_from = f"{kind}{sep}{_resolve(base, teacher)}"
+    if train.distill_images:
+        train.distill_images = str(_resolve(base, train.distill_images))
     return config
 
 

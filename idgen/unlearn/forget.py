@@ -21,11 +21,12 @@ from tqdm.auto import tqdm
 
 from ..errors import ConfigError
 from ..recognition.data import FaceSet, load_face_folder, to_model_input
+from ..recognition.distill import prepare_distillation
 from ..recognition.model import FaceRecognizer, model_config
 from ..recognition.train import TrainConfig, embed, predict, train_recognizer
 from .config import ForgetConfig, RunConfig, load_config
 from .lora import add_task_lora, lora_groups, merge_task_lora
-from .losses import class_prototypes, forgetting_loss, group_lasso, prototype_loss
+from .losses import class_prototypes, forgetting_loss, group_lasso, group_soft_threshold, prototype_loss
 from .metrics import accuracy, task_metrics
 
 
@@ -39,7 +40,9 @@ def _cycle_batches(data: FaceSet, batch_size: int, generator: torch.Generator):
 
 def _forgetting_epochs(model, params, forget: FaceSet, retain: FaceSet, config: ForgetConfig, lr: float,
                        groups=None, prototypes=None, desc: str = "forgetting", seed: int = 0) -> list[dict]:
-    """Optimise L_remain + β·L_forget (+ α·L_structure after warm-up) (+ γ·L_prototype)."""
+    """Optimise L_remain + β·L_forget (+ α·L_structure after warm-up) (+ γ·L_prototype). With
+    ``config.proximal`` the structure term is not differentiated but applied after every optimiser
+    step as the group soft-threshold with threshold lr·α (proximal gradient)."""
     generator = torch.Generator().manual_seed(seed)
     optimizer = torch.optim.Adam(params, lr=lr)
     retain_batches = _cycle_batches(retain, config.batch_size, generator)
@@ -63,7 +66,8 @@ def _forgetting_epochs(model, params, forget: FaceSet, retain: FaceSet, config: 
             loss = remain + config.beta * forget_term
             if alpha:
                 structure = group_lasso([g.parameters for g in groups])
-                loss = loss + alpha * structure
+                if not config.proximal:
+                    loss = loss + alpha * structure
                 totals["structure"] += structure.item()
             if prototypes is not None:
                 proto = prototype_loss(embeddings[:n], r_lab, embeddings[n:], f_lab, *prototypes,
@@ -73,6 +77,8 @@ def _forgetting_epochs(model, params, forget: FaceSet, retain: FaceSet, config: 
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             optimizer.step()
+            if alpha and config.proximal:
+                group_soft_threshold([g.parameters for g in groups], lr * alpha)
             totals["remain"] += remain.item()
             totals["forget"] += forget_term.item()
         log.append({"epoch": epoch, **{k: v / steps for k, v in totals.items()}})
@@ -119,13 +125,14 @@ def finetune_task(model: FaceRecognizer, forget: FaceSet, retain: FaceSet, confi
 
 
 def retrain_task(model: FaceRecognizer, retain: FaceSet, train_config: TrainConfig, epochs: int,
-                 seed: int = 0) -> tuple[FaceRecognizer, dict]:
-    """Baseline: a fresh recogniser of the same size trained on the retained data only."""
+                 seed: int = 0, extra: FaceSet | None = None) -> tuple[FaceRecognizer, dict]:
+    """Baseline: a fresh recogniser of the same size trained on the retained data only, with the base
+    model's recipe (distillation included, when the base was distilled)."""
     torch.manual_seed(seed)
     fresh = FaceRecognizer(model.config)
     config = TrainConfig(**{**asdict(train_config), "epochs": epochs, "seed": seed,
                             "warmup_epochs": min(train_config.warmup_epochs, max(0, epochs - 1))})
-    log = train_recognizer(fresh, retain, config, progress=False)
+    log = train_recognizer(fresh, retain, config, progress=False, extra=extra)
     n = fresh.num_parameters()
     return fresh, {"trainable_params": n, "total_params": n, "trainable_share": 100.0, "log": log["losses"]}
 
@@ -150,7 +157,8 @@ def resolve_tasks(config: RunConfig, class_names: list[str]) -> list[list[int]]:
             for i in range(tasks.num_tasks)]
 
 
-def load_or_train_base(config: RunConfig, train: FaceSet, test: FaceSet) -> tuple[FaceRecognizer, dict]:
+def load_or_train_base(config: RunConfig, train: FaceSet, test: FaceSet,
+                       extra: FaceSet | None = None) -> tuple[FaceRecognizer, dict]:
     path = Path(config.model.path)
     if (path / "model.safetensors").is_file():
         model = FaceRecognizer.from_pretrained(path)
@@ -162,7 +170,7 @@ def load_or_train_base(config: RunConfig, train: FaceSet, test: FaceSet) -> tupl
     mc = model_config(config.model.preset, **{"image_size": config.data.image_size, **config.model.overrides,
                                              "num_classes": len(train.class_names)})
     model = FaceRecognizer(mc)
-    log = train_recognizer(model, train, config.model.train)
+    log = train_recognizer(model, train, config.model.train, extra=extra)
     model.save_pretrained(path, train.class_names)
     acc = accuracy(predict(model, test), test.labels, range(len(train.class_names)))
     return model, {"trained": True, "wall_seconds": log["wall_seconds"], "test_accuracy": acc}
@@ -174,7 +182,7 @@ def _available(train: FaceSet, classes, shots: int | None) -> FaceSet:
 
 
 def run_method(method: str, base: FaceRecognizer, train: FaceSet, test: FaceSet, tasks: list[list[int]],
-               config: RunConfig, base_predictions: torch.Tensor) -> list[dict]:
+               config: RunConfig, base_predictions: torch.Tensor, extra: FaceSet | None = None) -> list[dict]:
     """Run the task sequence with one method; metrics after every task."""
     model = copy.deepcopy(base)
     all_classes = set(range(len(train.class_names)))
@@ -200,7 +208,7 @@ def run_method(method: str, base: FaceRecognizer, train: FaceSet, test: FaceSet,
                                          config.baselines.finetune_lr or config.forget.lr, t, seed)
         elif method == "retrain":
             epochs = config.baselines.retrain_epochs or config.forget.epochs
-            model, stats = retrain_task(model, retain_data, config.model.train, epochs, seed)
+            model, stats = retrain_task(model, retain_data, config.model.train, epochs, seed, extra)
         else:
             raise ConfigError(f"unknown method {method!r}; use gs-lora, gs-lora++, retrain or finetune")
         wall = time.perf_counter() - start
@@ -217,10 +225,41 @@ def run_method(method: str, base: FaceRecognizer, train: FaceSet, test: FaceSet,
     return results
 
 
+def _with_lr(config: RunConfig, method: str, lr: float) -> RunConfig:
+    if method == "finetune":
+        return dataclasses.replace(config, baselines=dataclasses.replace(config.baselines, finetune_lr=lr))
+    return dataclasses.replace(config, forget=dataclasses.replace(config.forget, lr=lr))
+
+
+def select_learning_rates(config: RunConfig, base: FaceRecognizer, fit: FaceSet, val: FaceSet,
+                          tasks: list[list[int]]) -> tuple[RunConfig, dict]:
+    """Every candidate lr of every method runs the task sequence on ``fit`` and is scored on ``val``
+    (mean H-Mean over the tasks); returns the config with the winners and the scores."""
+    candidates = {config.method: config.selection.gs_lora_lrs, "finetune": config.selection.finetune_lrs}
+    val_predictions = predict(base, val)
+    scores = {}
+    for method, lrs in candidates.items():
+        if not lrs or (method == "finetune" and method not in config.baselines.methods):
+            continue
+        scores[method] = {}
+        for lr in map(float, lrs):
+            results = run_method(method, base, fit, val, tasks, _with_lr(config, method, lr), val_predictions)
+            results[-1].pop("model")
+            scores[method][lr] = sum(r["h_mean"] for r in results) / len(results)
+        best = max(scores[method], key=scores[method].get)
+        config = _with_lr(config, method, best)
+    return config, {m: {"val_h_mean": {str(lr): v for lr, v in s.items()}, "chosen_lr": max(s, key=s.get)}
+                    for m, s in scores.items()}
+
+
 def run_forgetting(config: RunConfig | dict | str) -> dict:
     """Run a configured forgetting experiment end to end and write its outputs to ``output_dir``:
     ``model/`` (the edited recogniser, safetensors), ``report.json``, ``report.md`` and
-    ``groups.png``. Returns the report (a JSON-ready dict)."""
+    ``groups.png``. Returns the report (a JSON-ready dict).
+
+    With ``selection.val_per_class`` > 0 the last images of every identity's training split are a
+    validation split, held out of all training; learning rates are chosen on it
+    (:func:`select_learning_rates`) before the reported run on the test images."""
     from .report import write_report
 
     if not isinstance(config, RunConfig):
@@ -229,20 +268,32 @@ def run_forgetting(config: RunConfig | dict | str) -> dict:
         raise ConfigError(f"method must be 'gs-lora' or 'gs-lora++', not {config.method!r}")
     torch.manual_seed(config.seed)
     train, test = load_face_folder(config.data)
-    base, base_info = load_or_train_base(config, train, test)
+    train, val = train.hold_out(config.selection.val_per_class)
+    extra = None
+    needs_training = not (Path(config.model.path) / "model.safetensors").is_file()
+    if config.model.train.distill_from and (needs_training or "retrain" in config.baselines.methods):
+        t = config.model.train
+        train, extra = prepare_distillation(train, config.data, t.distill_from, t.distill_images,
+                                            t.distill_max_images, t.seed)
+    base, base_info = load_or_train_base(config, train, test, extra)
     tasks = resolve_tasks(config, train.class_names)
+    selection = {}
+    if len(val):
+        config, selection = select_learning_rates(config, base, train, val, tasks)
     base_predictions = predict(base, test)
     report = {
         "config": asdict(config),
-        "data": {"identities": len(train.class_names), "train_images": len(train), "test_images": len(test)},
+        "data": {"identities": len(train.class_names), "train_images": len(train), "test_images": len(test),
+                 "validation_images": len(val)},
         "base": {**base_info, "accuracy": accuracy(base_predictions, test.labels, range(len(train.class_names))),
                  "parameters": base.num_parameters(), "model_config": asdict(base.config)},
         "tasks": [[train.class_names[c] for c in task] for task in tasks],
+        "selection": selection,
         "methods": {},
     }
     edited = None
     for method in [config.method, *config.baselines.methods]:
-        results = run_method(method, base, train, test, tasks, config, base_predictions)
+        results = run_method(method, base, train, test, tasks, config, base_predictions, extra)
         model = results[-1].pop("model")
         if method == config.method:
             edited = model

@@ -6,7 +6,10 @@ loss = L_remain + β·L_forget + α·L_structure (+ γ·L_prototype for GS-LoRA+
 * L_forget: ReLU(BND − CE on forgotten classes): raise the forgotten classes' loss until it passes
   the bound, then stop, so the model is not driven to arbitrary (and damaging) extremes.
 * L_structure: group lasso Σ_g sqrt(Σ_{W∈g} ||W||²) over LoRA groups: whole groups go to zero, so
-  only a few blocks change.
+  only a few blocks change. Its (sub)gradient alone never lands a group exactly on zero (the
+  optimiser overshoots and oscillates around it), so by default the term is applied as a proximal
+  step instead (:func:`group_soft_threshold` after each optimiser step), which sets a group to
+  exactly zero whenever one step would shrink it past zero.
 * L_prototype (GS-LoRA++): prototypes are class means of the *frozen* model's normalised
   embeddings. Retained samples are classified against the prototypes (cross-entropy on
   ``scale·cos(e, P)``), pulling them to their own prototype; forgotten samples get the same bounded
@@ -23,6 +26,21 @@ import torch.nn.functional as F
 def group_lasso(groups: list[list[torch.Tensor]]) -> torch.Tensor:
     """Σ over groups of the L2 norm of all the group's entries."""
     return sum(torch.linalg.vector_norm(torch.cat([p.flatten() for p in group])) for group in groups)
+
+
+@torch.no_grad()
+def group_soft_threshold(groups: list[list[torch.Tensor]], threshold: float) -> list[float]:
+    """The proximal operator of ``threshold · Σ_g ||w_g||``, in place: every group is scaled by
+    ``max(0, 1 − threshold / ||w_g||)`` (a group whose norm is at most ``threshold`` becomes exactly
+    zero). Returns the group norms after the step."""
+    norms = []
+    for group in groups:
+        norm = float(torch.linalg.vector_norm(torch.cat([p.flatten() for p in group])))
+        factor = max(0.0, 1.0 - threshold / norm) if norm > 0 else 0.0
+        for p in group:
+            p.mul_(factor)
+        norms.append(norm * factor)
+    return norms
 
 
 def forgetting_loss(logits: torch.Tensor, labels: torch.Tensor, bound: float) -> torch.Tensor:
