@@ -155,7 +155,7 @@ def test_cli_trained_folder_is_a_recognizer_for_the_analyzer(synth_folder, tmp_p
     from idgen.fr.recognizer import to_tensor
 
     out = tmp_path / "model"
-    assert main(["fr", "train", "--data", str(synth_folder[0] / "data"), "--output", str(out), "--epochs", "2",
+    assert main(["fr", "train", "--data", str(synth_folder[0] / "data"), "--out", str(out), "--epochs", "2",
                  "--batch-size", "4", "--width", "0.25", "--input-size", "32", "--embedding-size", "16",
                  "--cache-dir", str(tmp_path / "cache"), "--no-progress"]) == 0
     summary = json.loads(capsys.readouterr().out.split("\nsaved")[0])

@@ -30,11 +30,11 @@ def register(subparsers) -> None:
     train = commands.add_parser(
         "train", help="train MobileFaceNet with an ArcFace/CosFace margin head",
         description="Train on a face set (ImageFolder, parquet shards or WebDataset shards, e.g. the output of "
-                    "`idgen dataset generate`). Writes model.safetensors + config.json to --output; evaluate with "
+                    "`idgen dataset generate`). Writes model.safetensors + config.json to --out; evaluate with "
                     "`idgen eval verify --recognizer <output>`. Several GPUs: `accelerate launch -m idgen.cli fr train ...`.",
     )
     train.add_argument("--data", required=True, help="ImageFolder, parquet file/folder, or WebDataset .tar/folder")
-    train.add_argument("--output", required=True, help="folder for model.safetensors and config.json")
+    train.add_argument("--out", dest="output", required=True, help="folder for model.safetensors and config.json")
     for field in fields(TrainConfig):
         if field.name in ("data", "output", "progress"):
             continue
