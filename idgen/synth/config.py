@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 from typing import Any, Optional
 
 
-from ..config import apply_overrides, read_yaml_mapping
+from ..config import apply_overrides, build_dataclass, read_yaml_mapping
 from ..errors import ConfigError
 
 
@@ -88,7 +88,10 @@ class SynthConfig:
 
     @classmethod
     def from_dict(cls, data: dict, source: str = "config") -> "SynthConfig":
-        return _build(cls, data or {}, source)
+        try:
+            return build_dataclass(cls, data or {})
+        except ConfigError as exc:
+            raise ConfigError(f"{source}: {exc}") from None
 
     @classmethod
     def load(cls, path: str | os.PathLike | None = None, overrides: list[str] | None = None) -> "SynthConfig":
@@ -96,20 +99,3 @@ class SynthConfig:
         data = read_yaml_mapping(path) if path is not None else {}
         apply_overrides(data, overrides or [])
         return cls.from_dict(data, str(path) if path else "overrides")
-
-
-def _build(kind, data: Any, where: str):
-    if not dataclasses.is_dataclass(kind):
-        return data
-    if not isinstance(data, dict):
-        raise ConfigError(f"{where}: expected a mapping, got {data!r}")
-    known = {f.name: f for f in dataclasses.fields(kind)}
-    unknown = sorted(set(data) - set(known))
-    if unknown:
-        raise ConfigError(f"{where}: unknown setting(s) {', '.join(unknown)}; known: {', '.join(known)}")
-    values = {}
-    for name, value in data.items():
-        nested = known[name].type
-        sub = globals().get(nested) if isinstance(nested, str) else nested
-        values[name] = _build(sub, value, f"{where}: {name}") if dataclasses.is_dataclass(sub) else value
-    return kind(**values)

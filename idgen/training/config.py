@@ -10,10 +10,10 @@ from __future__ import annotations
 import dataclasses
 import os
 from dataclasses import dataclass, field
-from typing import Any, Optional, Sequence
+from typing import Optional, Sequence
 
 
-from ..config import apply_overrides, read_yaml_mapping
+from ..config import apply_overrides, build_dataclass, read_yaml_mapping
 from ..errors import ConfigError
 
 TASKS = ("id-adapter", "personalize")
@@ -139,51 +139,11 @@ class TrainConfig:
         return dataclasses.asdict(self)
 
 
-def _check_type(name: str, value: Any, default: Any, annotation: str) -> Any:
-    if value is None:
-        if "Optional" in annotation:
-            return None
-        raise ConfigError(f"config key {name!r} may not be null")
-    if isinstance(value, bool) and "str" in annotation:  # YAML 1.1 reads a bare no/yes as a boolean
-        return "yes" if value else "no"
-    if isinstance(default, bool) or annotation == "bool":
-        if not isinstance(value, bool):
-            raise ConfigError(f"config key {name!r} must be true or false, got {value!r}")
-    elif "float" in annotation and not isinstance(value, bool):
-        try:  # YAML 1.1 reads 1e-4 (no dot) as a string
-            return float(value)
-        except (TypeError, ValueError):
-            raise ConfigError(f"config key {name!r} must be a number, got {value!r}") from None
-    elif "int" in annotation and not isinstance(value, int):
-        raise ConfigError(f"config key {name!r} must be an integer, got {value!r}")
-    elif "str" in annotation and not isinstance(value, str):
-        raise ConfigError(f"config key {name!r} must be a string, got {value!r}")
-    elif annotation == "list" and not isinstance(value, list):
-        raise ConfigError(f"config key {name!r} must be a list, got {value!r}")
-    return value
-
-
-def _fill(instance: Any, values: dict, prefix: str = "") -> None:
-    fields = {f.name: f for f in dataclasses.fields(instance)}
-    for key, value in values.items():
-        name = f"{prefix}{key}"
-        if key not in fields:
-            raise ConfigError(f"unknown config key {name!r}; known keys here: {', '.join(sorted(fields))}")
-        current = getattr(instance, key)
-        if dataclasses.is_dataclass(current):
-            if not isinstance(value, dict):
-                raise ConfigError(f"config key {name!r} is a section; give it a mapping of keys")
-            _fill(current, value, prefix=f"{name}.")
-        else:
-            setattr(instance, key, _check_type(name, value, current, str(fields[key].type)))
-
-
 def load_config(path: Optional[str | os.PathLike] = None, overrides: Sequence[str] = ()) -> TrainConfig:
     """Read a YAML config and apply ``section.key=value`` overrides (values parsed as YAML)."""
     values = read_yaml_mapping(path) if path is not None else {}
     apply_overrides(values, overrides)
-    config = TrainConfig()
-    _fill(config, values)
+    config = build_dataclass(TrainConfig, values)
     if config.task not in TASKS:
         raise ConfigError(f"unknown task {config.task!r}; choose one of {', '.join(TASKS)}")
     if config.model.conditioning not in ("arc2face", "sd"):

@@ -3,13 +3,11 @@ names it (a typo must never silently fall back to a default)."""
 
 from __future__ import annotations
 
-import dataclasses
 import os
-import typing
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from ..config import apply_overrides, read_yaml_mapping
+from ..config import apply_overrides, build_dataclass, read_yaml_mapping
 from ..errors import ConfigError
 from ..recognition.data import FaceDataConfig
 from ..recognition.train import TrainConfig
@@ -96,48 +94,17 @@ class RunConfig:
     save_model: bool = True
 
 
-def _build(cls, values, where: str):
-    if not isinstance(values, dict):
-        raise ConfigError(f"{where or 'config'}: expected a mapping, got {type(values).__name__}")
-    hints = typing.get_type_hints(cls)
-    known = {f.name: f for f in dataclasses.fields(cls)}
-    for key in values:
-        if key not in known:
-            raise ConfigError(f"unknown config key {where + '.' if where else ''}{key}; known keys: {sorted(known)}")
-    kwargs = {}
-    for key, value in values.items():
-        hint, name = hints[key], f"{where}.{key}" if where else key
-        kwargs[key] = _build(hint, value or {}, name) if dataclasses.is_dataclass(hint) else _number(value, hint, name)
-    missing = [f.name for f in known.values() if f.name not in kwargs
-               and f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING]
-    if missing:
-        raise ConfigError(f"config {where or 'top level'} is missing required key(s) {missing}")
-    return cls(**kwargs)
-
-
-def _number(value, hint, name: str):
-    """Numbers written as strings ("1e-4": YAML 1.1 reads it as text) become numbers; a non-number
-    where a number belongs is an error naming the key."""
-    allowed = typing.get_args(hint) or (hint,)
-    if value is None or isinstance(value, bool) or not ({int, float} & set(allowed)):
-        return value
-    try:
-        return float(value) if float in allowed else int(value)
-    except (TypeError, ValueError):
-        raise ConfigError(f"config key {name} must be a number, not {value!r}") from None
-
-
 def load_config(source: str | os.PathLike | dict, overrides: list[str] = ()) -> RunConfig:
     """A :class:`RunConfig` from a YAML file or a dict, with optional ``key.sub=value`` overrides.
     Relative paths in a file are relative to it."""
     if isinstance(source, dict):
-        return _build(RunConfig, apply_overrides(dict(source), list(overrides)), "")
+        return build_dataclass(RunConfig, apply_overrides(dict(source), list(overrides)))
     path = Path(source)
     values = apply_overrides(read_yaml_mapping(path), overrides)
     try:
-        config = _build(RunConfig, values, "")
-    except TypeError as exc:
-        raise ConfigError(f"{path}: {exc}") from exc
+        config = build_dataclass(RunConfig, values)
+    except ConfigError as exc:
+        raise ConfigError(f"{path}: {exc}") from None
     base = path.parent
     config.data.root = str(_resolve(base, config.data.root))
     config.model.path = str(_resolve(base, config.model.path))
