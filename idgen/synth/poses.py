@@ -27,7 +27,7 @@ import numpy as np
 from ..errors import ConfigError
 from ..io import write_json_atomic
 
-DEFAULT_BANK = Path(__file__).with_name("data") / "poses_lfw.json"
+DEFAULT_BANK = Path(__file__).with_name("poses_lfw.json")
 
 
 @dataclass
