@@ -4,6 +4,8 @@ import json
 import shutil
 import subprocess
 import sys
+from collections import Counter
+from pathlib import Path
 
 import numpy as np
 from PIL import Image
@@ -43,6 +45,27 @@ def test_embed_folder_reports_skipped_files(tmp_path, faces_dir, dlib_analyzer):
     expected = dlib_analyzer.get_face(faces_dir / "Aaron_Peirsol_0001.jpg").embedding
     assert np.allclose(tensors["embeddings"][row], expected, atol=1e-5)
     assert "skipped broken.jpg" in done.stderr
+
+
+def test_embed_folder_reads_each_file_once(tmp_path, faces_dir, dlib_analyzer, monkeypatch):
+    """The reason a file was skipped comes from the analysis itself, not from reading the file again."""
+    import idgen.faces.image
+    from idgen.faces.embedding_index import embed_folder
+
+    reads = Counter()
+    read_image_bytes = idgen.faces.image.read_image_bytes
+    monkeypatch.setattr(idgen.faces.image, "read_image_bytes",
+                        lambda path: reads.update([Path(path).name]) or read_image_bytes(path))
+    photos = tmp_path / "photos"
+    photos.mkdir()
+    shutil.copy(faces_dir / "Aaron_Peirsol_0001.jpg", photos)
+    (photos / "broken.jpg").write_bytes(b"not a jpeg")
+    Image.fromarray(np.full((200, 200, 3), 80, np.uint8)).save(photos / "wall.png")
+    files = sorted(str(p) for p in photos.iterdir())
+    index = embed_folder(dlib_analyzer, files, tmp_path / "emb.safetensors", root=photos)
+    assert index["files"] == ["Aaron_Peirsol_0001.jpg"]
+    assert [s["file"] for s in index["skipped"]] == ["broken.jpg", "wall.png"]
+    assert reads == {"Aaron_Peirsol_0001.jpg": 1, "broken.jpg": 1, "wall.png": 1}
 
 
 def test_errors_are_one_line(tmp_path):

@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from idgen.errors import ModelFilesMissingError, MultipleFacesError, NoFaceError
+from idgen.errors import ImageReadError, ModelFilesMissingError, MultipleFacesError, NoFaceError
 from idgen.faces import FaceAnalyzer, InsightFaceDetector, cosine_similarity, load_image
 
 
@@ -50,6 +50,18 @@ def test_batched_path_equals_one_at_a_time(mfn_analyzer, faces_dir):
         single = mfn_analyzer.get_face(path)
         assert np.allclose(face.embedding, single.embedding, atol=1e-4)
         assert np.allclose(face.bbox, single.bbox)
+
+
+def test_analyze_many_can_report_why_an_image_gave_no_face(dlib_analyzer, faces_dir, tmp_path):
+    broken = tmp_path / "broken.jpg"
+    broken.write_bytes(b"not a jpeg")
+    wall = np.full((200, 200, 3), 80, np.uint8)
+    photo = faces_dir / "Aaron_Peirsol_0001.jpg"
+    results = dlib_analyzer.analyze_many([broken, wall, photo], on_missing="report", progress=False)
+    assert isinstance(results[0], ImageReadError) and f"{broken}: not an image file" in str(results[0])
+    assert isinstance(results[1], NoFaceError)
+    assert np.allclose(results[2].embedding, dlib_analyzer.get_face(photo).embedding, atol=1e-5)
+    assert dlib_analyzer.analyze_many([broken, wall], progress=False) == [None, None]  # the default: skip
 
 
 def _two_faces(faces_dir):

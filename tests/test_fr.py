@@ -3,6 +3,7 @@ set written by idgen.synth's writers, training steps that lower the loss, a trai
 as an `idgen.faces` recogniser, and (slow) a short CPU training on real LFW View 1 training people
 that must verify the held-out View 1 DevTest pairs clearly better than chance."""
 
+import hashlib
 import io
 import json
 import math
@@ -129,20 +130,52 @@ def test_unreadable_face_sets_are_config_errors_naming_the_path(tmp_path):
         read_face_set(tmp_path / "empty", "parquet")
 
 
+def _box_crop(rgb, size, box):
+    """The "box" alignment written out: the ArcFace template in the centred square of box × shorter side."""
+    from idgen.faces import ARCFACE_TEMPLATE, align_face
+
+    side = box * min(rgb.shape[:2])
+    corner = np.array([rgb.shape[1] - side, rgb.shape[0] - side]) / 2
+    return align_face(rgb, corner + ARCFACE_TEMPLATE / 112 * side, size)
+
+
 def test_aligned_crops_are_cached_atomically(synth_folder, tmp_path):
-    from idgen.faces import ARCFACE_TEMPLATE, align_face, load_image
+    from safetensors.numpy import load_file, save_file
+
+    from idgen.faces import load_image
 
     faces = read_face_set(synth_folder[0] / "data")
     crops = align_images(faces.images, 32, "box", 0.5, cache_dir=tmp_path / "cache", progress=False)
     assert crops.shape == (len(faces.images), 32, 32, 3) and crops.dtype == np.uint8
-    rgb = load_image(Image.open(io.BytesIO(faces.images[0])))
-    side = 0.5 * min(rgb.shape[:2])
-    corner = np.array([rgb.shape[1] - side, rgb.shape[0] - side]) / 2
-    assert np.array_equal(crops[0], align_face(rgb, corner + ARCFACE_TEMPLATE / 112 * side, 32))
+    assert np.array_equal(crops[0], _box_crop(load_image(Image.open(io.BytesIO(faces.images[0]))), 32, 0.5))
     cached = list((tmp_path / "cache").iterdir())
-    assert len(cached) == 1 and cached[0].suffix == ".npy"  # no temporary files left behind
-    np.save(cached[0], crops[::-1])  # a second call must read the cache, not recompute
-    assert np.array_equal(align_images(faces.images, 32, "box", 0.5, cache_dir=tmp_path / "cache", progress=False), crops[::-1])
+    assert len(cached) == 1 and cached[0].suffix == ".safetensors"  # no temporary files left behind
+    stored = load_file(str(cached[0]))  # one crop per image, named by the SHA-256 of its bytes
+    keys = [hashlib.sha256(image).hexdigest() for image in faces.images]
+    assert set(stored) == set(keys) and all(np.array_equal(stored[k], c) for k, c in zip(keys, crops))
+    save_file({k: 255 - v for k, v in stored.items()}, str(cached[0]))  # a second call must read the cache
+    assert np.array_equal(align_images(faces.images, 32, "box", 0.5, cache_dir=tmp_path / "cache", progress=False),
+                          255 - crops)
+
+
+def test_an_edited_photo_is_aligned_again_not_served_from_the_cache(synth_folder, tmp_path):
+    """Same path, new bytes: the photo is aligned again; the unchanged photos still come from the cache."""
+    from safetensors.numpy import load_file, save_file
+
+    from idgen.faces import load_image
+
+    files = read_face_set(synth_folder[0]).images  # paths: images/<identity>/<n>.jpg
+    cache = tmp_path / "cache"
+    first = align_images(files, 32, "box", 0.5, cache_dir=cache, progress=False)
+    [store] = cache.iterdir()
+    save_file({k: 255 - v for k, v in load_file(str(store)).items()}, str(store))  # mark what the cache serves
+    mirrored = np.ascontiguousarray(load_image(files[0])[:, ::-1])
+    Image.fromarray(mirrored).save(files[0], quality=95)
+    again = align_images(files, 32, "box", 0.5, cache_dir=cache, progress=False)
+    assert np.array_equal(again[0], _box_crop(load_image(files[0]), 32, 0.5))
+    assert not np.array_equal(again[0], first[0]) and not np.array_equal(again[0], 255 - first[0])
+    assert np.array_equal(again[1:], 255 - first[1:])
+    assert [p.name for p in cache.iterdir()] == [store.name]  # the new crop joined the same file
 
 
 def test_cli_trained_folder_is_a_recognizer_for_the_analyzer(synth_folder, tmp_path, capsys):

@@ -58,6 +58,20 @@ def test_face_folder_split_is_fixed_per_identity(tmp_path):
     assert torch.equal(again.images, train.images) and len(list((tmp_path / "cache").iterdir())) == 1
 
 
+def test_an_edited_photo_is_read_again_not_served_from_the_crop_cache(tmp_path):
+    _write_folder(tmp_path / "faces")
+    config = FaceDataConfig(root=str(tmp_path / "faces"), align="resize", image_size=16, test_fraction=0.4,
+                            cache_dir=str(tmp_path / "cache"))
+    before, _ = load_face_folder(config)
+    edited = np.random.default_rng(1).integers(0, 255, (20, 24, 3), dtype=np.uint8)
+    Image.fromarray(edited).save(tmp_path / "faces" / "p0" / "0.png")  # same path, new bytes
+    after, _ = load_face_folder(config)
+    assert after.files[0] == "p0/0.png"
+    expected = np.asarray(Image.fromarray(edited).resize((16, 16), Image.BILINEAR))
+    assert np.array_equal(after.images[0].permute(1, 2, 0).numpy(), expected)
+    assert not torch.equal(after.images[0], before.images[0]) and torch.equal(after.images[1:], before.images[1:])
+
+
 def test_train_recognizer_command(tmp_path, capsys):
     _write_folder(tmp_path / "faces")
     code = main(["train-recognizer", str(tmp_path / "faces"), "--out", str(tmp_path / "model"),

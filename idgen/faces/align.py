@@ -25,6 +25,12 @@ ARCFACE_TEMPLATE = np.array(
 )
 
 
+def template_in_box(box: np.ndarray) -> np.ndarray:
+    """The five template points placed in a square ``box`` (x1, y1, x2, y2): where the landmarks of a
+    face filling the box would be. Used for faces that are known to be there but not detected."""
+    return box[:2] + ARCFACE_TEMPLATE / 112.0 * (box[2] - box[0])
+
+
 def similarity_transform(src: np.ndarray, dst: np.ndarray) -> np.ndarray:
     """Least-squares similarity transform (Umeyama, 1991) taking ``src`` points onto ``dst``.
 

@@ -9,7 +9,7 @@ import numpy as np
 from tqdm.auto import tqdm
 
 from ..errors import IdgenError, MultipleFacesError, NoFaceError
-from .align import ARCFACE_TEMPLATE, align_face
+from .align import align_face, template_in_box
 from .detectors import Detection, Detector, DlibDetector, InsightFaceDetector
 from .image import ImageInput, describe, load_image
 from .models import insightface_files
@@ -124,9 +124,8 @@ class FaceAnalyzer:
         box = _center_box(*rgb.shape[:2], self.fallback_box)
         if hasattr(self.detector, "landmarks_in_box"):
             landmarks = self.detector.landmarks_in_box(rgb, box)
-        else:  # place the template points in the box
-            side = box[2] - box[0]
-            landmarks = (box[:2] + ARCFACE_TEMPLATE / 112.0 * side).astype(np.float32)
+        else:
+            landmarks = template_in_box(box).astype(np.float32)
         return Detection(box, FALLBACK_SCORE, landmarks)
 
     # ------------------------------------------------------------------ recognition
@@ -176,14 +175,16 @@ class FaceAnalyzer:
         return face
 
     def analyze_many(self, images: Sequence[ImageInput], *, policy: Policy = "largest",
-                     batch_size: int = 64, on_missing: Literal["skip", "raise"] = "skip",
-                     progress: bool = True) -> list[Optional[Face]]:
+                     batch_size: int = 64, on_missing: Literal["skip", "report", "raise"] = "skip",
+                     progress: bool = True) -> list[Face | IdgenError | None]:
         """One face per image for many images; the recogniser runs on batches of crops.
 
         With ``on_missing='skip'`` an image with no face, or one that cannot be read, gives ``None``
-        in its place; with ``'raise'`` the first such image raises.
+        in its place; with ``'report'`` the error saying why (an :class:`ImageReadError`, a
+        :class:`NoFaceError`, ...) takes its place, so no caller has to read the image again to find
+        out; with ``'raise'`` the first such image raises.
         """
-        results: list[Optional[Face]] = [None] * len(images)
+        results: list[Face | IdgenError | None] = [None] * len(images)
         pending: list[tuple[int, np.ndarray, Face]] = []
 
         def flush():
@@ -197,9 +198,11 @@ class FaceAnalyzer:
                 rgb = load_image(image)
                 name = describe(image)
                 face = self._select(self._detect_rgb(rgb, name), name, rgb.shape, policy)
-            except IdgenError:
+            except IdgenError as exc:
                 if on_missing == "raise":
                     raise
+                if on_missing == "report":
+                    results[index] = exc
                 continue
             pending.append((index, rgb, face))
             if len(pending) >= batch_size:

@@ -7,9 +7,9 @@ from pathlib import Path
 
 import numpy as np
 
-from ..errors import IdgenError
+from ..errors import NoFaceError
 from ..io import save_safetensors_atomic, write_json_atomic
-from .image import load_image
+from .types import Face
 
 
 def embed_folder(analyzer, files: list[str], out: str | os.PathLike, root=None, batch_size: int = 64) -> dict:
@@ -20,20 +20,15 @@ def embed_folder(analyzer, files: list[str], out: str | os.PathLike, root=None, 
     with the reason.
     """
     out = Path(out)
-    faces = analyzer.analyze_many(files, batch_size=batch_size)
+    results = analyzer.analyze_many(files, batch_size=batch_size, on_missing="report")
     kept, skipped, rows = [], [], []
-    for path, face in zip(files, faces):
+    for path, result in zip(files, results):
         name = os.path.relpath(path, root) if root else str(path)
-        if face is not None:
+        if isinstance(result, Face):
             kept.append(name)
-            rows.append(face.embedding)
-            continue
-        try:  # say why: unreadable or no face
-            load_image(path)
-            reason = "no face found"
-        except IdgenError as exc:
-            reason = str(exc)
-        skipped.append({"file": name, "reason": reason})
+            rows.append(result.embedding)
+        else:  # the file was read but holds no face, or could not be read: the error says which
+            skipped.append({"file": name, "reason": "no face found" if isinstance(result, NoFaceError) else str(result)})
     index = {"files": kept, "skipped": skipped}
     if rows:
         embeddings = np.stack(rows).astype(np.float32)

@@ -7,6 +7,7 @@ that normalises them, and turns unreadable files into an :class:`ImageReadError`
 
 from __future__ import annotations
 
+import io
 import os
 from pathlib import Path
 from typing import Union
@@ -84,19 +85,36 @@ def load_image(source: ImageInput) -> np.ndarray:
         return np.asarray(pil_to_rgb(ImageOps.exif_transpose(source)))
     if not isinstance(source, (str, os.PathLike)):
         raise ImageReadError(f"cannot use {type(source).__name__} as an image; pass a path, PIL image or array")
-    path = Path(source)
+    return decode_image(read_image_bytes(source), str(source))
+
+
+def read_image_bytes(path: str | os.PathLike) -> bytes:
+    """The bytes of an image file, or an :class:`ImageReadError` naming it when there is none."""
+    path = Path(path)
     if not path.is_file():
         raise ImageReadError(f"{path}: no such file; check the path")
     try:
-        with Image.open(path) as image:
+        return path.read_bytes()
+    except OSError as exc:
+        raise ImageReadError(f"{path}: cannot be read ({exc}); check its permissions") from None
+
+
+def decode_image(data: bytes, name: str) -> np.ndarray:
+    """Encoded image bytes (JPEG, PNG, ... as read from a file or a dataset shard) as an upright
+    H×W×3 uint8 RGB array; ``name`` says where they came from in error messages.
+
+    Callers that also need the bytes (to hash them, say) read a file once and decode it from here.
+    """
+    try:
+        with Image.open(io.BytesIO(data)) as image:
             image.load()
             upright = ImageOps.exif_transpose(image)
             return np.asarray(pil_to_rgb(upright))
     except UnidentifiedImageError:
         raise ImageReadError(
-            f"{path}: not an image file PIL can read; convert it to JPEG or PNG"
+            f"{name}: not an image file PIL can read; convert it to JPEG or PNG"
         ) from None
     except (OSError, SyntaxError, ValueError) as exc:
         raise ImageReadError(
-            f"{path}: the image is truncated or corrupt ({exc}); re-export or re-download it"
+            f"{name}: the image is truncated or corrupt ({exc}); re-export or re-download it"
         ) from None

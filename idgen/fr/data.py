@@ -8,26 +8,21 @@
 Every image is aligned once to the ArcFace template with :mod:`idgen.faces` — by detected
 landmarks (``align="dlib"``) or, for sets that are already aligned (LFW deep-funneled, generator
 outputs), by placing the template in a centred box (``align="box"``) — and the uint8 crops are
-cached in one ``.npy`` file keyed by the images' bytes and the alignment settings.
+cached by :mod:`idgen.faces.cache`, keyed by each image's bytes and the alignment settings.
 """
 
 from __future__ import annotations
 
-import hashlib
-import io
 import json
 import tarfile
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
-from PIL import Image
-from tqdm.auto import tqdm
 
-from ..errors import ConfigError, ImageReadError
-from ..faces import ARCFACE_TEMPLATE, align_face, iter_image_files, load_image
-from ..faces.analyzer import _center_box
-from ..io import atomic_path
+from ..errors import ConfigError
+from ..faces import iter_image_files
+from ..faces.cache import Alignment, aligned_crops
 
 FORMATS = ("auto", "imagefolder", "parquet", "webdataset")
 ALIGNMENTS = ("dlib", "box")
@@ -132,21 +127,6 @@ def read_face_set(source: str | Path, format: str = "auto") -> LabelledImages:
     return read_parquet(files) if format == "parquet" else read_webdataset(files)
 
 
-def _decode(item) -> np.ndarray:
-    if isinstance(item, bytes):
-        try:
-            return load_image(Image.open(io.BytesIO(item)))
-        except OSError as exc:
-            raise ImageReadError(f"an image in the face set cannot be decoded ({exc}); regenerate the shard") from None
-    return load_image(item)
-
-
-def box_landmarks(height: int, width: int, box: float) -> np.ndarray:
-    """The ArcFace template placed in a centred square of ``box`` × the shorter side."""
-    corner = _center_box(height, width, box)
-    return corner[:2] + ARCFACE_TEMPLATE / 112.0 * (corner[2] - corner[0])
-
-
 def align_images(images: list, size: int, align: str = "dlib", box: float = 0.42, upsample: int = 0,
                  cache_dir: str | Path | None = None, progress: bool = True) -> np.ndarray:
     """N×size×size×3 uint8 crops aligned to the ArcFace template (scaled to ``size``).
@@ -154,31 +134,8 @@ def align_images(images: list, size: int, align: str = "dlib", box: float = 0.42
     ``align="dlib"``: dlib landmarks, and where dlib finds no face its landmarks inside the
     centred ``box`` (see ``FaceAnalyzer(fallback_box=...)``), detected after ``upsample`` doublings
     (0, the idgen default, is enough for faces over ~80 px); ``align="box"``: the template in that box.
+    The crops are cached in ``cache_dir`` by :mod:`idgen.faces.cache`.
     """
     if align not in ALIGNMENTS:
         raise ConfigError(f"unknown alignment {align!r}; use one of {ALIGNMENTS}")
-    cache = None
-    if cache_dir is not None:
-        digest = hashlib.sha256(json.dumps([align, size, box] + ([upsample] if align == "dlib" else [])).encode())
-        for item in images:
-            digest.update(hashlib.sha256(item if isinstance(item, bytes) else Path(item).read_bytes()).digest())
-        cache = Path(cache_dir) / f"fr-{align}-{size}-{digest.hexdigest()[:24]}.npy"
-        if cache.is_file():
-            return np.load(cache)
-    analyzer = None
-    if align == "dlib":
-        from ..faces import FaceAnalyzer
-
-        analyzer = FaceAnalyzer.from_backend("dlib", None, fallback_box=box, upsample=upsample)
-    crops = np.empty((len(images), size, size, 3), np.uint8)
-    for k, item in enumerate(tqdm(images, desc=f"aligning faces ({align})", disable=not progress)):
-        rgb = _decode(item)
-        if analyzer is None:
-            landmarks = box_landmarks(*rgb.shape[:2], box)
-        else:
-            landmarks = analyzer.detect(rgb)[0].landmarks  # never empty: fallback_box is set
-        crops[k] = align_face(rgb, landmarks, size)
-    if cache is not None:
-        with atomic_path(cache) as tmp, open(tmp, "wb") as handle:
-            np.save(handle, crops)
-    return crops
+    return aligned_crops(images, Alignment(align, size, box, upsample), cache_dir, progress=progress)

@@ -2,8 +2,9 @@
 
 A face folder has the ImageFolder layout ``<identity>/<image>``. Photos are aligned with
 :mod:`idgen.faces` (dlib detector, 5-point similarity transform to the ArcFace template) or, for
-pre-cropped sets such as ORL, simply resized. The aligned uint8 crops are cached as safetensors
-keyed by the folder, the file list and the alignment settings, so a second run starts in seconds.
+pre-cropped sets such as ORL, simply resized. The aligned uint8 crops are cached by
+:mod:`idgen.faces.cache`, keyed by each photo's bytes and the alignment settings, so a second run
+starts in seconds.
 
 The train/test split is fixed and per identity: each identity's files are sorted by name, the last
 ``test_fraction`` of them (at least ``min_test``, at most ``max_test``) are the test images and up
@@ -12,18 +13,15 @@ to ``max_train`` of the rest are the training images.
 
 from __future__ import annotations
 
-import hashlib
-import json
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 import torch
-from tqdm.auto import tqdm
 
-from ..errors import ConfigError, ImageReadError
-from ..io import save_safetensors_atomic
+from ..errors import ConfigError
+from ..faces.cache import Alignment, aligned_crops
 
 
 @dataclass
@@ -97,63 +95,19 @@ def list_identities(root: Path, min_images: int) -> dict[str, list[Path]]:
     return people
 
 
-def _read_resized(path: Path, size: int) -> np.ndarray:
-    from PIL import Image
-
-    from ..faces import load_image
-
-    rgb = load_image(path)
-    return np.asarray(Image.fromarray(rgb).resize((size, size), Image.BILINEAR))
-
-
-def align_files(files: list[Path], config: FaceDataConfig) -> np.ndarray:
-    """N×S×S×3 uint8 crops: resized photos, or 112×112 dlib-aligned faces (S = 112)."""
-    analyzer = None
-    if config.align == "dlib":
-        from ..faces import FaceAnalyzer
-
-        analyzer = FaceAnalyzer.from_backend("dlib", None, fallback_box=config.fallback_box)
-    crops = []
-    for path in tqdm(files, desc="aligning faces", leave=False):
-        if analyzer is None:
-            crops.append(_read_resized(path, config.image_size))
-            continue
-        faces = analyzer.detect(path)
-        if not faces:
-            raise ImageReadError(f"no face found in {path}; set data.fallback_box or remove the photo")
-        crops.append(faces[0].aligned)
-    return np.stack(crops)
-
-
-def _cache_key(files: list[Path], config: FaceDataConfig) -> str:
-    size = config.image_size if config.align == "resize" else "aligned-112"
-    description = json.dumps({"files": [str(f) for f in files], "align": config.align, "size": size,
-                              "fallback": config.fallback_box}, sort_keys=True)
-    return hashlib.sha1(description.encode()).hexdigest()[:16]
-
-
 def load_aligned(files: list[Path], config: FaceDataConfig) -> np.ndarray:
-    """N×S×S×3 uint8 crops at ``config.image_size``; the 112×112 alignments are cached."""
-    crops = _load_or_align(files, config)
+    """N×S×S×3 uint8 crops at ``config.image_size`` (S): resized photos, or 112×112 dlib-aligned
+    faces resized to S; the crops are cached in ``config.cache_dir`` by :mod:`idgen.faces.cache`."""
+    if config.align == "resize":
+        alignment = Alignment("resize", config.image_size)
+    else:
+        alignment = Alignment("dlib", 112, config.fallback_box)
+    crops = aligned_crops(files, alignment, config.cache_dir or None)
     if crops.shape[1] != config.image_size:
         from PIL import Image
 
         crops = np.stack([np.asarray(Image.fromarray(c).resize((config.image_size,) * 2, Image.BILINEAR))
                           for c in crops])
-    return crops
-
-
-def _load_or_align(files: list[Path], config: FaceDataConfig) -> np.ndarray:
-    cache = None
-    if config.cache_dir:
-        cache = Path(config.cache_dir) / f"aligned-{_cache_key(files, config)}.safetensors"
-        if cache.is_file():
-            from safetensors.numpy import load_file
-
-            return load_file(str(cache))["crops"]
-    crops = align_files(files, config)
-    if cache is not None:
-        save_safetensors_atomic({"crops": crops}, cache)
     return crops
 
 

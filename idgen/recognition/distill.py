@@ -9,7 +9,7 @@ classes of the recogniser, so nothing about the test images leaks in); ``train_r
 ``distill_weight · (1 − cos(student, teacher))`` to the margin loss.
 
 The teacher sees the 112×112 aligned crop (plus its mirror image, summed), the student the same crop
-at its own size. Teacher embeddings are cached next to the aligned crops.
+at its own size. Teacher embeddings are cached next to the aligned crops, keyed by the crops.
 """
 
 from __future__ import annotations
@@ -26,7 +26,7 @@ from tqdm.auto import tqdm
 
 from ..errors import ConfigError
 from ..io import save_safetensors_atomic
-from .data import FaceDataConfig, FaceSet, _cache_key, list_identities, load_aligned
+from .data import FaceDataConfig, FaceSet, list_identities, load_aligned
 
 TEACHER_SIZE = 112
 
@@ -40,15 +40,16 @@ def load_teacher(spec: str):
 
 def teacher_embeddings(files: list[Path], data: FaceDataConfig, spec: str, batch_size: int = 64) -> torch.Tensor:
     """N×D L2-normalised teacher embeddings (crop + mirrored crop) of ``files``, cached."""
+    crops = load_aligned(files, dataclasses.replace(data, image_size=TEACHER_SIZE))
     cache = None
-    if data.cache_dir:
-        key = hashlib.sha1(f"{spec}|{_cache_key(files, data)}".encode()).hexdigest()[:16]
-        cache = Path(data.cache_dir) / f"teacher-{key}.safetensors"
+    if data.cache_dir:  # keyed by what the teacher sees: its spec and the crops
+        digest = hashlib.sha256(spec.encode())
+        digest.update(crops)
+        cache = Path(data.cache_dir) / f"teacher-{digest.hexdigest()[:16]}.safetensors"
         if cache.is_file():
             from safetensors.torch import load_file
 
             return load_file(str(cache))["embeddings"]
-    crops = load_aligned(files, dataclasses.replace(data, image_size=TEACHER_SIZE))
     teacher = load_teacher(spec)
     out = []
     for start in tqdm(range(0, len(crops), batch_size), desc="teacher embeddings", leave=False):
