@@ -9,7 +9,9 @@ the real CLIP tokenizer from ``../shared/models/clip-tokenizer`` when it is ther
 vector's original distance from the neutral conditioning: ``to_neutral`` of the forgotten
 identities (max) and of unseen vectors at cosine 0.9 / 0.7 to them (mean; 1 = untouched, 0 = the
 neutral identity), the change of the retained and of 30 unseen random identities (mean, and max for
-the random ones), and the relative change of the empty-prompt conditioning.
+the random ones), the part of the random identities' change that is one shift shared by all of them
+(``random shared``: the norm of their mean change, same units), and the relative change of the
+empty-prompt conditioning.
 
 Two references, both measured on the unedited encoder, in the same units as the changes:
 
@@ -87,6 +89,8 @@ def measure(seed: int, steps: int, lr: float, beta: float) -> dict[str, float]:
         row[f"nearby {cosine}"] = to_neutral(perturb(forget.repeat_interleave(5, 0), cosine, generator=generator)).mean()
     row["retained"] = change(retain).mean()
     row["random"], row["random max"] = change(unseen).mean(), change(unseen).max()
+    moves = conditioning(pipe, unseen) - conditioning(original, unseen)
+    row["random shared"] = moves.mean(0).norm() / (conditioning(original, unseen) - neutral).norm(dim=1).mean()
     tokens = pipe.tokenizer([""], padding="max_length", max_length=77, return_tensors="pt").input_ids
     with torch.no_grad():
         after, before = pipe.text_encoder(tokens)[0], original.text_encoder(tokens)[0]
