@@ -66,6 +66,15 @@ def linear_swap(ids: torch.Tensor, forget: torch.Tensor, neutral: torch.Tensor) 
     return ids
 
 
+def input_space_floor(dim: int, forgotten: int = 2, samples: int = 20_000) -> float:
+    """The linear swap's mean change of random identities in identity space, ``||Σ cos(v, f)·(n − f)||
+    / ||v − n||``: the floor without the encoder, for any width (512 for ArcFace)."""
+    vectors = random_identities(forgotten + 1 + samples, dim, generator=torch.Generator().manual_seed(dim))
+    forget, neutral, others = vectors[:forgotten], vectors[forgotten], vectors[forgotten + 1:]
+    moved = (others @ forget.T) @ (neutral - forget)
+    return float((moved.norm(dim=1) / (others - neutral).norm(dim=1)).mean())
+
+
 def measure(seed: int, steps: int, lr: float, beta: float) -> dict[str, float]:
     original, pipe = tiny_pipeline(), tiny_pipeline()
     forget, retain = identities(2, 1 + 10 * seed), identities(6, 2 + 10 * seed)
@@ -120,6 +129,8 @@ def main():
     print("| seed | " + " | ".join(names) + " |")
     for seed, row in zip(args.seeds, rows):
         print(f"| {seed} | " + " | ".join(f"{row[n]:.3f}" if n != "seconds" else f"{row[n]:.0f}" for n in names) + " |")
+    for dim in (TINY_TEXT["hidden_size"], 512):
+        print(f"linear-swap floor in identity space, 2 forgotten, {dim}-d: {input_space_floor(dim):.3f}")
 
 
 if __name__ == "__main__":

@@ -29,8 +29,8 @@ RADIUS = 0.5
 STEPS = 120
 SETTINGS = dict(steps=STEPS, lr=1e-2, warmup_steps=STEPS // 2, nearby_per_identity=4, random_per_step=8,
                 radius=RADIUS, show_progress=False)
-# Upper bounds at that length; measured over three seeds (README, `python benchmarks/generator_forgetting.py
-# --steps 120`): forgotten ≤ 0.37, nearby 0.9: ≤ 0.47, 0.7: ≤ 0.63, retained change ≤ 0.082, unseen random
+# Upper bounds at that length; measured over three seeds (README, `python benchmarks/generator_forgetting.py`,
+# 120 steps): forgotten ≤ 0.37, nearby 0.9: ≤ 0.47, 0.7: ≤ 0.63, retained change ≤ 0.082, unseen random
 # change ≤ 0.14 (max 0.35), empty prompt ≤ 0.011; same-person yardstick 0.335–0.353.
 FORGOTTEN_MAX = 0.45                  # to_neutral of the forgotten identities (1 = untouched)
 NEARBY_MAX = {0.9: 0.5, 0.7: 0.7}     # mean to_neutral of unseen vectors at that cosine to one
