@@ -69,7 +69,8 @@ class GeneratorForgetConfig:
     distance to neutral on all three benchmark seeds (0.08–0.09) while the forgotten identities still
     reach ``to_neutral`` < 0.3 (0.26–0.28); ``beta`` 1 forgets more (0.20–0.23) but lets random
     identities drift 0.10–0.14. Rank 16, a cosine lr decay, 32 instead of 8 random identities per
-    step, and LoRA on fc1 or fc2 alone gave no gain there. Not yet checked on real Arc2Face weights."""
+    step, and LoRA on fc1 or fc2 alone gave no gain there (tried with the earlier squared retention
+    loss). Not yet checked on real Arc2Face weights."""
 
     rank: int = 4                   # LoRA rank; alpha = rank, so the saved weights need no metadata
     steps: int = 300
