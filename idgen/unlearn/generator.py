@@ -18,9 +18,15 @@ linears of every encoder block (found by structure, as for the recogniser) and t
   encoder: README, "Forgetting identities in the generator");
 * the conditioning of every other identity — the retained ones given by the caller plus fresh
   random identities every step — and of the empty prompt (the negative conditioning of
-  classifier-free guidance) stays what it was. Both terms are squared distances to the frozen
-  encoder's output in units of a typical identity's squared distance from the neutral one, so
-  ``beta`` weighs like against like;
+  classifier-free guidance) stays what it was. Distances are to the frozen encoder's output, in
+  units of a typical identity's distance from the neutral one, so ``beta`` weighs like against
+  like. The forgetting term averages *squared* distances, the retention term plain distances: a
+  squared retention penalty has a vanishing gradient for small drifts, so it tolerates a small
+  change of every identity (mostly one shift shared by all of them) as the price of forgetting
+  better; the plain distance, like the ``*_change`` metrics, keeps pushing each drift to zero.
+  On the tiny test encoder (with ``beta`` 0.5) this halved the drift of retained and unseen
+  random identities, taking the latter below what the exact linear edit "swap f for n" would
+  cause (README, "Forgetting identities in the generator");
 * the group lasso over per-block LoRA groups, switched on after a warm-up, drives whole blocks'
   LoRAs to zero so the edit stays small and local.
 
@@ -51,22 +57,30 @@ from .losses import group_lasso
 LORA_WEIGHTS_NAME = "pytorch_lora_weights.safetensors"
 REPORT_NAME = "forgetting.json"
 PLOT_NAME = "to_neutral.png"
+#: Cosine between two photos of one person for :func:`same_person_yardstick` (a close re-photograph).
+SAME_PERSON_COSINE = 0.9
 
 
 @dataclass
 class GeneratorForgetConfig:
-    """Settings of one forgetting request. The tests use 60 steps at lr 1e-2 on a tiny encoder; these
-    defaults are not yet checked on real Arc2Face weights."""
+    """Settings of one forgetting request. ``lr``, ``warmup_steps`` and ``beta`` are what
+    ``benchmarks/generator_forgetting.py --steps 300`` measured on the tiny encoder (lr 3e-3 had not
+    been measured). ``beta`` 0.5 keeps unseen random identities' mean change below 0.1 of their
+    distance to neutral on all three benchmark seeds (0.08–0.09) while the forgotten identities still
+    reach ``to_neutral`` < 0.3 (0.26–0.28); ``beta`` 1 forgets more (0.20–0.23) but lets random
+    identities drift 0.10–0.14. Rank 16, a cosine lr decay, 32 instead of 8 random identities per
+    step, and LoRA on fc1 or fc2 alone gave no gain there (tried with the earlier squared retention
+    loss). Not yet checked on real Arc2Face weights."""
 
     rank: int = 4                   # LoRA rank; alpha = rank, so the saved weights need no metadata
     steps: int = 300
-    lr: float = 3e-3
+    lr: float = 1e-2
     radius: float = 0.5             # forget every vector with cosine >= radius to a forgotten identity
     nearby_per_identity: int = 8    # perturbed copies of each forgotten identity per step
     random_per_step: int = 32       # fresh random identities per step in the retention term
-    beta: float = 1.0               # weight of the forgetting term
+    beta: float = 0.5               # weight of the forgetting term
     alpha: float = 1e-3             # weight of the group lasso
-    warmup_steps: int = 100         # steps with alpha = 0
+    warmup_steps: int = 150         # steps with alpha = 0
     grouping: str = "block"         # group-lasso groups: "block", "lora" or "matrix"
     seed: int = 0
 
@@ -129,8 +143,26 @@ def _relative_distance(a: torch.Tensor, b: torch.Tensor, scale: torch.Tensor) ->
 
 
 @torch.no_grad()
+def same_person_yardstick(pipe, identities: torch.Tensor, neutral_reference: torch.Tensor, *,
+                          cosine: float = SAME_PERSON_COSINE, generator: Optional[torch.Generator] = None) -> float:
+    """How far the conditioning moves when the *input* moves to another photo of the same person.
+
+    Mean ``||c(v') − c(v)|| / ||c(v) − c(n)||`` over ``identities`` ``v``, with ``v'`` a random vector
+    at ``cosine`` to ``v`` (:func:`~idgen.identity.perturb`), on the encoder as it is now (call it
+    before the edit). A retained identity whose conditioning the edit moves by less than this is
+    indistinguishable from the same person photographed again: the yardstick for "within a small
+    tolerance" (``*_change`` metrics are in the same units).
+    """
+    before = _conditioning(pipe, identities)[:-1]
+    other_photo = _conditioning(pipe, perturb(identities, cosine, generator=generator))[:-1]
+    scale = (before.flatten(1) - neutral_reference.flatten(1)).norm(dim=1)
+    return float(_relative_distance(other_photo, before, scale).mean())
+
+
+@torch.no_grad()
 def conditioning_metrics(pipe, reference: dict[str, tuple[torch.Tensor, torch.Tensor]],
-                         neutral_reference: torch.Tensor) -> tuple[dict[str, float], dict[str, list[float]]]:
+                         neutral_reference: torch.Tensor, yardstick: Optional[float] = None,
+                         ) -> tuple[dict[str, float], dict[str, list[float]]]:
     """Compare the pipeline's conditioning now with ``reference``: ``{set name: (identities,
     their conditioning before the edit)}``, as built by :func:`_conditioning`.
 
@@ -141,7 +173,9 @@ def conditioning_metrics(pipe, reference: dict[str, tuple[torch.Tensor, torch.Te
       replaced by the neutral identity (what forgotten identities should reach);
     * ``{name}_change`` (mean) and ``{name}_change_max``: ``||c'(v) − c(v)|| / ||c(v) − c(n)||`` —
       0 untouched (what retained identities should keep);
-    * ``empty_prompt_change``: relative change of the negative (empty-prompt) conditioning.
+    * ``empty_prompt_change``: relative change of the negative (empty-prompt) conditioning;
+    * ``same_person_yardstick``: ``yardstick`` when given (:func:`same_person_yardstick` on the
+      unedited encoder), the tolerance ``*_change`` of other identities should stay below.
 
     Returns the metrics and, per set, every vector's ``to_neutral`` (for :func:`plot_to_neutral`).
     """
@@ -157,6 +191,8 @@ def conditioning_metrics(pipe, reference: dict[str, tuple[torch.Tensor, torch.Te
     empty_before, empty_after = before[-1:], after[-1:]
     metrics["empty_prompt_change"] = float(_relative_distance(empty_after, empty_before,
                                                               empty_before.flatten(1).norm(dim=1)))
+    if yardstick is not None:
+        metrics["same_person_yardstick"] = yardstick
     return metrics, to_neutral
 
 
@@ -291,6 +327,7 @@ def forget_identities(pipe, identities, *, retain=None, neutral=None,
     with torch.no_grad():
         reference = {name: (ids, _conditioning(pipe, ids)) for name, ids in eval_sets.items()}
         neutral_target = _conditioning(pipe, neutral)[:1]
+        yardstick = same_person_yardstick(pipe, eval_sets["random"], neutral_target, generator=eval_generator)
         # Squared distance of a typical identity from the neutral one: the unit of both loss terms.
         scale = (reference["random"][1][:-1] - neutral_target).flatten(1).pow(2).sum(1).mean()
 
@@ -326,9 +363,9 @@ def forget_identities(pipe, identities, *, retain=None, neutral=None,
             target = _conditioning(pipe, wanted)
             text_encoder.enable_adapters()
         out = _conditioning(pipe, batch)
-        error = (out - target).flatten(1).pow(2).sum(1) / scale
+        error = (out - target).flatten(1).pow(2).sum(1) / scale  # squared, in units of `scale`
         forget_loss = error[:len(forget_batch)].mean()
-        retain_loss = error[len(forget_batch):].mean()
+        retain_loss = (error[len(forget_batch):] + 1e-12).sqrt().mean()  # plain distances (module docstring)
         alpha = config.alpha if step >= config.warmup_steps else 0.0
         structure = group_lasso([g.parameters for g in groups])
         loss = retain_loss + config.beta * forget_loss + alpha * structure
@@ -343,7 +380,7 @@ def forget_identities(pipe, identities, *, retain=None, neutral=None,
     state = _adapter_state_dict(text_encoder, adapter_name)
     group_norms = {group.name: group.norm() for group in groups}
     _fuse_and_remove(text_encoder, adapter_name)
-    metrics, to_neutral = conditioning_metrics(pipe, reference, neutral_target)
+    metrics, to_neutral = conditioning_metrics(pipe, reference, neutral_target, yardstick)
     result = GeneratorForgetResult(adapter_name=adapter_name, identities=forget, neutral=neutral[0],
                                    lora_state_dict=state, metrics=metrics, group_norms=group_norms,
                                    config=config, to_neutral=to_neutral, log=log)
