@@ -250,9 +250,9 @@ def test_run_forgetting_continual_few_shot_missing_classes(tmp_path):
     assert run_forgetting({**config, "output_dir": str(tmp_path / "out2")})["base"]["trained"] is False
 
 
-def test_learning_rates_chosen_on_a_validation_split_of_training_images(tmp_path):
+def test_learning_rates_and_bounds_chosen_on_a_validation_split_of_training_images(tmp_path):
     """selection: the last training image of each person is held out of all training; each candidate
-    lr is scored on those images and the best one is the one used for the reported run."""
+    (lr, BND) is scored on those images and the best one is the one used for the reported run."""
     from idgen.unlearn import run_forgetting
 
     config = {
@@ -260,15 +260,19 @@ def test_learning_rates_chosen_on_a_validation_split_of_training_images(tmp_path
         "tasks": {"num_tasks": 1, "classes_per_task": 1, "seed": 0},
         "forget": {"epochs": 1, "batch_size": 8, "forget_batch_size": 2, "warmup_epochs": 0, "lora": {"rank": 2}},
         "baselines": {"methods": ["finetune"]},
-        "selection": {"val_per_class": 1, "gs_lora_lrs": [1e-4, 3e-2], "finetune_lrs": ["1e-5", 1e-3]},
+        "selection": {"val_per_class": 1, "gs_lora_lrs": [1e-4, 3e-2], "finetune_lrs": ["1e-5", 1e-3],
+                      "bounds": [5, 40]},
         "output_dir": str(tmp_path / "out"), "save_model": False,
     }
     report = run_forgetting(config)
     assert report["data"] == {"identities": 5, "train_images": 5 * 3, "test_images": 5 * 2, "validation_images": 5}
-    for method, key in (("gs-lora", ("forget", "lr")), ("finetune", ("baselines", "finetune_lr"))):
-        scores = report["selection"][method]["val_h_mean"]
-        assert len(scores) == 2
-        best = max(scores, key=scores.get)
-        assert report["selection"][method]["chosen_lr"] == float(best)
-        assert report["config"][key[0]][key[1]] == float(best)
+    for method, (section, lr_key, bound_key) in (("gs-lora", ("forget", "lr", "bound")),
+                                                 ("finetune", ("baselines", "finetune_lr", "finetune_bound"))):
+        candidates = report["selection"][method]["candidates"]
+        lrs = {"gs-lora": (1e-4, 3e-2), "finetune": (1e-5, 1e-3)}[method]
+        assert {(c["lr"], c["bound"]) for c in candidates} == {(lr, b) for lr in lrs for b in (5.0, 40.0)}
+        best = max(candidates, key=lambda c: c["val_h_mean"])
+        assert report["selection"][method]["chosen"] == {"lr": best["lr"], "bound": best["bound"]}
+        assert report["config"][section][lr_key] == best["lr"]
+        assert report["config"][section][bound_key] == best["bound"]
     assert "chosen on the validation split (5 training images held out)" in (tmp_path / "out" / "report.md").read_text()

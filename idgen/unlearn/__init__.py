@@ -5,7 +5,7 @@
 """
 
 from .config import RunConfig, load_config
-from .forget import finetune_task, gs_lora_task, retrain_task, run_forgetting, select_learning_rates
+from .forget import finetune_task, gs_lora_task, retrain_task, run_forgetting, select_hyperparameters
 from .generator import GeneratorForgetConfig, forget_identities  # the Arc2Face generator (idgen.unlearn.generator)
 from .lora import add_task_lora, find_ffn_linears, find_transformer_blocks, lora_groups, merge_task_lora
 from .losses import class_prototypes, forgetting_loss, group_lasso, group_soft_threshold, prototype_loss
@@ -14,6 +14,6 @@ from .metrics import h_mean, task_metrics
 __all__ = [
     "RunConfig", "add_task_lora", "class_prototypes", "find_ffn_linears", "find_transformer_blocks",
     "finetune_task", "forgetting_loss", "group_lasso", "group_soft_threshold", "gs_lora_task", "h_mean", "load_config",
-    "lora_groups", "merge_task_lora", "prototype_loss", "retrain_task", "run_forgetting", "select_learning_rates",
+    "lora_groups", "merge_task_lora", "prototype_loss", "retrain_task", "run_forgetting", "select_hyperparameters",
     "task_metrics",
 ]

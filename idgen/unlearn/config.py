@@ -65,18 +65,21 @@ class BaselinesConfig:
     methods: list = field(default_factory=lambda: ["retrain", "finetune"])
     retrain_epochs: int | None = None   # None = forget.epochs (the same training budget)
     finetune_lr: float | None = None    # None = forget.lr (same hyper-parameters, all weights trainable)
+    finetune_bound: float | None = None  # None = forget.bound
 
 
 @dataclass
 class SelectionConfig:
-    """Learning rates chosen by one rule for every method: the last ``val_per_class`` training images
-    of each identity are held out of all training (base model included) as a validation split; each
-    listed lr runs the whole task sequence on the rest and is scored by its mean H-Mean on the
-    validation images; the best one is used for the reported run on the test images."""
+    """Learning rates (and BND) chosen by one rule for every method: the last ``val_per_class``
+    training images of each identity are held out of all training (base model included) as a
+    validation split; each listed lr, crossed with each listed bound, runs the whole task sequence
+    on the rest and is scored by its mean H-Mean on the validation images; the best one is used for
+    the reported run on the test images."""
 
     val_per_class: int = 0            # 0: no validation split, lrs as configured
     gs_lora_lrs: list = field(default_factory=list)    # candidates for forget.lr
     finetune_lrs: list = field(default_factory=list)   # candidates for baselines.finetune_lr
+    bounds: list = field(default_factory=list)         # candidates for BND (forget.bound, baselines.finetune_bound)
 
 
 @dataclass

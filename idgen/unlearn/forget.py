@@ -204,7 +204,9 @@ def run_method(method: str, base: FaceRecognizer, train: FaceSet, test: FaceSet,
                 forget_config = dataclasses.replace(config.forget, prototype_weight=0.0)
             model, stats = gs_lora_task(model, forget_data, retain_data, forget_config, t, seed)
         elif method == "finetune":
-            model, stats = finetune_task(model, forget_data, retain_data, config.forget,
+            bound = config.baselines.finetune_bound or config.forget.bound
+            model, stats = finetune_task(model, forget_data, retain_data,
+                                         dataclasses.replace(config.forget, bound=bound),
                                          config.baselines.finetune_lr or config.forget.lr, t, seed)
         elif method == "retrain":
             epochs = config.baselines.retrain_epochs or config.forget.epochs
@@ -225,31 +227,40 @@ def run_method(method: str, base: FaceRecognizer, train: FaceSet, test: FaceSet,
     return results
 
 
-def _with_lr(config: RunConfig, method: str, lr: float) -> RunConfig:
+def _with_choice(config: RunConfig, method: str, lr: float, bound: float) -> RunConfig:
+    """``config`` with ``method``'s learning rate and BND set (the fine-tune baseline has its own)."""
     if method == "finetune":
-        return dataclasses.replace(config, baselines=dataclasses.replace(config.baselines, finetune_lr=lr))
-    return dataclasses.replace(config, forget=dataclasses.replace(config.forget, lr=lr))
+        return dataclasses.replace(config, baselines=dataclasses.replace(
+            config.baselines, finetune_lr=lr, finetune_bound=bound))
+    return dataclasses.replace(config, forget=dataclasses.replace(config.forget, lr=lr, bound=bound))
 
 
-def select_learning_rates(config: RunConfig, base: FaceRecognizer, fit: FaceSet, val: FaceSet,
-                          tasks: list[list[int]]) -> tuple[RunConfig, dict]:
-    """Every candidate lr of every method runs the task sequence on ``fit`` and is scored on ``val``
-    (mean H-Mean over the tasks); returns the config with the winners and the scores."""
-    candidates = {config.method: config.selection.gs_lora_lrs, "finetune": config.selection.finetune_lrs}
+def select_hyperparameters(config: RunConfig, base: FaceRecognizer, fit: FaceSet, val: FaceSet,
+                           tasks: list[list[int]]) -> tuple[RunConfig, dict]:
+    """Every candidate (lr, BND) of every method runs the task sequence on ``fit`` and is scored on
+    ``val`` (mean H-Mean over the tasks); returns the config with the winners and the scores.
+
+    BND candidates (``selection.bounds``) are tried with every lr of both methods (the fine-tune
+    baseline uses the same losses, with its own chosen BND); without them ``forget.bound`` is kept."""
+    lrs = {config.method: config.selection.gs_lora_lrs, "finetune": config.selection.finetune_lrs}
+    bounds = [float(b) for b in config.selection.bounds] or [config.forget.bound]
     val_predictions = predict(base, val)
-    scores = {}
-    for method, lrs in candidates.items():
-        if not lrs or (method == "finetune" and method not in config.baselines.methods):
+    report = {}
+    for method, candidates in lrs.items():
+        if not candidates or (method == "finetune" and method not in config.baselines.methods):
             continue
-        scores[method] = {}
-        for lr in map(float, lrs):
-            results = run_method(method, base, fit, val, tasks, _with_lr(config, method, lr), val_predictions)
-            results[-1].pop("model")
-            scores[method][lr] = sum(r["h_mean"] for r in results) / len(results)
-        best = max(scores[method], key=scores[method].get)
-        config = _with_lr(config, method, best)
-    return config, {m: {"val_h_mean": {str(lr): v for lr, v in s.items()}, "chosen_lr": max(s, key=s.get)}
-                    for m, s in scores.items()}
+        scored = []
+        for lr in map(float, candidates):
+            for bound in bounds:
+                results = run_method(method, base, fit, val, tasks, _with_choice(config, method, lr, bound),
+                                     val_predictions)
+                results[-1].pop("model")
+                scored.append({"lr": lr, "bound": bound,
+                               "val_h_mean": sum(r["h_mean"] for r in results) / len(results)})
+        best = max(scored, key=lambda c: c["val_h_mean"])
+        config = _with_choice(config, method, best["lr"], best["bound"])
+        report[method] = {"candidates": scored, "chosen": {"lr": best["lr"], "bound": best["bound"]}}
+    return config, report
 
 
 def run_forgetting(config: RunConfig | dict | str) -> dict:
@@ -259,7 +270,7 @@ def run_forgetting(config: RunConfig | dict | str) -> dict:
 
     With ``selection.val_per_class`` > 0 the last images of every identity's training split are a
     validation split, held out of all training; learning rates are chosen on it
-    (:func:`select_learning_rates`) before the reported run on the test images."""
+    (:func:`select_hyperparameters`) before the reported run on the test images."""
     from .report import write_report
 
     if not isinstance(config, RunConfig):
@@ -279,7 +290,7 @@ def run_forgetting(config: RunConfig | dict | str) -> dict:
     tasks = resolve_tasks(config, train.class_names)
     selection = {}
     if len(val):
-        config, selection = select_learning_rates(config, base, train, val, tasks)
+        config, selection = select_hyperparameters(config, base, train, val, tasks)
     base_predictions = predict(base, test)
     report = {
         "config": asdict(config),

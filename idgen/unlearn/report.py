@@ -28,10 +28,12 @@ def markdown_report(report: dict) -> str:
         "All numbers in percent except wall time (s). `acc_previously_forgotten`: accuracy on classes "
         "forgotten by earlier tasks; `cum_*`: over every class forgotten so far.", "",
     ]
-    for method, chosen in report.get("selection", {}).items():
-        scores = ", ".join(f"{lr}: {v:.2f}" for lr, v in chosen["val_h_mean"].items())
-        lines += [f"Learning rate of {method} chosen on the validation split ({report['data']['validation_images']} "
-                  f"training images held out): {chosen['chosen_lr']:g} (validation H-Mean per lr: {scores}).", ""]
+    for method, selection in report.get("selection", {}).items():
+        scores = ", ".join(f"lr {c['lr']:g} BND {c['bound']:g}: {c['val_h_mean']:.2f}" for c in selection["candidates"])
+        chosen = selection["chosen"]
+        lines += [f"Learning rate and BND of {method} chosen on the validation split "
+                  f"({report['data']['validation_images']} training images held out): lr {chosen['lr']:g}, "
+                  f"BND {chosen['bound']:g} (validation H-Mean: {scores}).", ""]
     header = ["method", *COLUMNS, "cum_acc_f", "cum_h_mean", "nonzero_groups"]
     lines += ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     for method, results in report["methods"].items():
