@@ -25,6 +25,14 @@ ARCFACE_TEMPLATE = np.array(
 )
 
 
+def center_box(height: int, width: int, fraction: float) -> np.ndarray:
+    """The centred square (x1, y1, x2, y2) whose side is ``fraction`` of the image's shorter side:
+    where a face sits in a pre-centred photo (LFW) when the detector misses it."""
+    side = fraction * min(height, width)
+    cx, cy = width / 2.0, height / 2.0
+    return np.array([cx - side / 2, cy - side / 2, cx + side / 2, cy + side / 2], dtype=np.float32)
+
+
 def template_in_box(box: np.ndarray) -> np.ndarray:
     """The five template points placed in a square ``box`` (x1, y1, x2, y2): where the landmarks of a
     face filling the box would be. Used for faces that are known to be there but not detected."""

@@ -9,7 +9,7 @@ import numpy as np
 from tqdm.auto import tqdm
 
 from ..errors import IdgenError, MultipleFacesError, NoFaceError
-from .align import align_face, template_in_box
+from .align import align_face, center_box, template_in_box
 from .detectors import Detection, Detector, DlibDetector, InsightFaceDetector
 from .image import ImageInput, describe, load_image
 from .models import insightface_files
@@ -23,12 +23,6 @@ FALLBACK_SCORE = -1.0
 
 #: Smallest image side (pixels) worth running a detector on.
 MIN_IMAGE_SIDE = 32
-
-
-def _center_box(height: int, width: int, fraction: float) -> np.ndarray:
-    side = fraction * min(height, width)
-    cx, cy = width / 2.0, height / 2.0
-    return np.array([cx - side / 2, cy - side / 2, cx + side / 2, cy + side / 2], dtype=np.float32)
 
 
 class FaceAnalyzer:
@@ -121,7 +115,7 @@ class FaceAnalyzer:
         return sorted(faces, key=lambda f: f.area, reverse=True)
 
     def _fallback_detection(self, rgb: np.ndarray) -> Detection:
-        box = _center_box(*rgb.shape[:2], self.fallback_box)
+        box = center_box(*rgb.shape[:2], self.fallback_box)
         if hasattr(self.detector, "landmarks_in_box"):
             landmarks = self.detector.landmarks_in_box(rgb, box)
         else:

@@ -30,8 +30,7 @@ from tqdm.auto import tqdm
 
 from ..errors import ConfigError, ImageReadError
 from ..io import save_safetensors_atomic
-from .align import align_face, template_in_box
-from .analyzer import _center_box
+from .align import align_face, center_box, template_in_box
 from .image import decode_image, read_image_bytes
 
 METHODS = ("dlib", "box", "resize")
@@ -73,7 +72,7 @@ class Alignment:
         if self.method == "resize":
             return lambda rgb, name: np.asarray(Image.fromarray(rgb).resize((size, size), Image.BILINEAR))
         if self.method == "box":
-            return lambda rgb, name: align_face(rgb, template_in_box(_center_box(*rgb.shape[:2], self.box)), size)
+            return lambda rgb, name: align_face(rgb, template_in_box(center_box(*rgb.shape[:2], self.box)), size)
         from .analyzer import FaceAnalyzer
 
         analyzer = FaceAnalyzer.from_backend("dlib", None, fallback_box=self.box, upsample=self.upsample)
