@@ -54,3 +54,16 @@ def dlib_analyzer():
     from idgen.faces import FaceAnalyzer
 
     return FaceAnalyzer.from_backend("dlib", "dlib")
+
+
+@pytest.fixture(scope="module")
+def one_thread():
+    """Tiny models gain nothing from threads, and on a busy 2-core machine OpenMP threads waiting for
+    each other made them 10–15× slower; the previous setting is restored after the module. Use it
+    with ``pytestmark = pytest.mark.usefixtures("one_thread")``."""
+    import torch
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)

@@ -22,14 +22,7 @@ STEPS = 2
 RUN = dict(num_inference_steps=STEPS, height=IMAGE_SIZE, width=IMAGE_SIZE, output_type="np")
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """Tiny models gain nothing from threads, and on a shared CI machine OpenMP spin-waits make
-    two threads ~10× slower than one."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_thread")  # conftest.py: tiny matrices run fastest on one thread
 
 
 @pytest.fixture(scope="module")

@@ -23,8 +23,7 @@ from idgen.identity import slerp  # noqa: E402
 
 
 @pytest.fixture(scope="module")
-def served():
-    torch.set_num_threads(1)
+def served(one_thread):
     hub = ModelHub(ModelSettings(tiny=True))
     demo = build_demo(hub)
     launch(demo, prevent_thread_lock=True, quiet=True, max_file_size="1mb")

@@ -6,7 +6,6 @@ import numpy as np
 import pytest
 import torch
 from PIL import Image
-from tiny_models import one_thread  # noqa: F401  (a fixture, used through pytestmark)
 from tiny_sd import tiny_pipeline
 
 from idgen.cli import main

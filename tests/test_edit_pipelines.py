@@ -6,7 +6,6 @@ import pytest
 import torch
 from diffusers import StableDiffusionImg2ImgPipeline, StableDiffusionInpaintPipeline
 from PIL import Image
-from tiny_models import one_thread  # noqa: F401  (a fixture, used through pytestmark)
 from tiny_sd import IMAGE_SIZE, TEXT_WIDTH, tiny_pipeline
 
 from idgen.identity import random_identities

@@ -11,7 +11,6 @@ from diffusers import StableDiffusionPipeline
 from idgen.errors import NoFaceError
 from idgen.pipelines.faceid import faceid_embeds
 from tiny_models import faceid_state_dict, tiny_sd15_components
-from tiny_models import one_thread  # noqa: F401  (a fixture, used through pytestmark)
 
 EMBED_DIM = 128  # dlib's embedding size, so real photos drive the tiny adapter
 

@@ -7,14 +7,12 @@ import hashlib
 import io
 import json
 import math
-import shutil
 from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
 from PIL import Image
-from tiny_models import one_thread  # noqa: F401  (a fixture)
 
 from idgen.fr import MobileFaceNet, align_images, read_face_set
 from idgen.recognition import MarginHead

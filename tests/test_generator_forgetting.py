@@ -56,14 +56,7 @@ def relative(after, before, neutral):
     return (after - before).norm(dim=1) / (before - neutral).norm(dim=1)
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    """The tiny encoder's matrices gain nothing from threads; on a busy 2-core machine two threads
-    waiting for each other made this module about 15 times slower."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")  # conftest.py: tiny matrices run fastest on one thread
 
 
 @pytest.fixture(scope="module")

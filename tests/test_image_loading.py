@@ -1,6 +1,5 @@
 """Every kind of photo a user may pass loads as upright 8-bit RGB, or fails naming the file."""
 
-import io
 
 import numpy as np
 import pytest

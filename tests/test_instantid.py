@@ -18,7 +18,6 @@ from idgen.pipelines import InstantIDPipeline
 from idgen.pipelines.keypoints import draw_keypoints
 from idgen.pipelines.pipeline_instantid import convert_instantid_adapter
 from tiny_models import RESAMPLER, instantid_state_dict, tiny_controlnet, tiny_sdxl_components
-from tiny_models import one_thread  # noqa: F401  (a fixture, used through pytestmark)
 
 EMBED_DIM = 128  # the tiny adapter takes 128-d embeddings, so dlib's real embeddings fit it
 KPS = [(18, 20), (46, 20), (32, 34), (20, 50), (44, 50)]  # a frontal face in a 64×64 image

@@ -3,7 +3,6 @@
 import numpy as np
 import torch
 from PIL import Image
-from tiny_models import one_thread  # noqa: F401  (a fixture)
 
 from idgen.synth.generators import Arc2FaceGenerator, PhotoJitterGenerator, derive_seed
 from idgen.identity import random_identities

@@ -9,7 +9,6 @@ import numpy as np
 import pytest
 import torch
 from PIL import Image
-from tiny_models import one_thread  # noqa: F401  (a fixture)
 
 from idgen.synth.generators import derive_seed
 from idgen.synth.poses import DEFAULT_BANK, PoseBank, resolve_pose_bank

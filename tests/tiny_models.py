@@ -8,7 +8,6 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import pytest
 import torch
 from diffusers import UNet2DConditionModel
 from transformers import CLIPTokenizer
@@ -16,16 +15,6 @@ from transformers import CLIPTokenizer
 from idgen.pipelines.tiny_instantid import (RESAMPLER, characters_tokenizer, instantid_state_dict,  # noqa: F401
                                             tiny_controlnet, tiny_scheduler, tiny_text_encoder, tiny_vae)
 from idgen.pipelines.tiny_instantid import tiny_sdxl_components as sdxl_components
-
-
-@pytest.fixture(scope="module")
-def one_thread():
-    """Tiny models run ~10× faster on one thread than on an oversubscribed shared CPU; use with
-    ``pytestmark = pytest.mark.usefixtures("one_thread")`` after importing it."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
 
 
 def tiny_tokenizer(folder: Path) -> CLIPTokenizer:

@@ -40,7 +40,7 @@ from tqdm.auto import tqdm
 from ..errors import ConfigError
 from ..io import write_bytes_atomic, write_json_atomic
 from .config import SynthConfig
-from .consistency import ConsistencyFilter, KeepAll, Verdict
+from .consistency import Verdict
 from .generators import derive_seed
 from .identities import GaussianPrior, perturb_within_cosine, sample_identities
 from .journal import Journal

@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import importlib
 import os
-from pathlib import Path
 from typing import Protocol, Sequence
 
 import numpy as np

@@ -12,8 +12,8 @@ from .losses import class_prototypes, forgetting_loss, group_lasso, group_soft_t
 from .metrics import h_mean, task_metrics
 
 __all__ = [
-    "RunConfig", "add_task_lora", "class_prototypes", "find_ffn_linears", "find_transformer_blocks",
-    "finetune_task", "forgetting_loss", "group_lasso", "group_soft_threshold", "gs_lora_task", "h_mean", "load_config",
+    "GeneratorForgetConfig", "RunConfig", "add_task_lora", "class_prototypes", "find_ffn_linears", "find_transformer_blocks",
+    "finetune_task", "forget_identities", "forgetting_loss", "group_lasso", "group_soft_threshold", "gs_lora_task", "h_mean", "load_config",
     "lora_groups", "merge_task_lora", "prototype_loss", "retrain_task", "run_forgetting", "select_hyperparameters",
     "task_metrics",
 ]
