@@ -250,9 +250,10 @@ def test_run_forgetting_continual_few_shot_missing_classes(tmp_path):
     assert run_forgetting({**config, "output_dir": str(tmp_path / "out2")})["base"]["trained"] is False
 
 
-def test_learning_rates_and_bounds_chosen_on_a_validation_split_of_training_images(tmp_path):
+def test_hyperparameters_chosen_on_a_validation_split_of_training_images(tmp_path):
     """selection: the last training image of each person is held out of all training; each candidate
-    (lr, BND) is scored on those images and the best one is the one used for the reported run."""
+    (lr, BND, and α for GS-LoRA) is scored on those images and the best one is the one used for the
+    reported run."""
     from idgen.unlearn import run_forgetting
 
     config = {
@@ -261,18 +262,115 @@ def test_learning_rates_and_bounds_chosen_on_a_validation_split_of_training_imag
         "forget": {"epochs": 1, "batch_size": 8, "forget_batch_size": 2, "warmup_epochs": 0, "lora": {"rank": 2}},
         "baselines": {"methods": ["finetune"]},
         "selection": {"val_per_class": 1, "gs_lora_lrs": [1e-4, 3e-2], "finetune_lrs": ["1e-5", 1e-3],
-                      "bounds": [5, 40]},
+                      "bounds": [5, 40], "alphas": [0, 10]},
         "output_dir": str(tmp_path / "out"), "save_model": False,
     }
     report = run_forgetting(config)
     assert report["data"] == {"identities": 5, "train_images": 5 * 3, "test_images": 5 * 2, "validation_images": 5}
+    grids = {"gs-lora": {(lr, b, a) for lr in (1e-4, 3e-2) for b in (5.0, 40.0) for a in (0.0, 10.0)},
+             "finetune": {(lr, b, None) for lr in (1e-5, 1e-3) for b in (5.0, 40.0)}}   # no groups: no α
     for method, (section, lr_key, bound_key) in (("gs-lora", ("forget", "lr", "bound")),
                                                  ("finetune", ("baselines", "finetune_lr", "finetune_bound"))):
         candidates = report["selection"][method]["candidates"]
-        lrs = {"gs-lora": (1e-4, 3e-2), "finetune": (1e-5, 1e-3)}[method]
-        assert {(c["lr"], c["bound"]) for c in candidates} == {(lr, b) for lr in lrs for b in (5.0, 40.0)}
+        assert {(c["lr"], c["bound"], c.get("alpha")) for c in candidates} == grids[method]
         best = max(candidates, key=lambda c: c["val_h_mean"])
-        assert report["selection"][method]["chosen"] == {"lr": best["lr"], "bound": best["bound"]}
+        assert report["selection"][method]["chosen"] == {k: v for k, v in best.items() if k != "val_h_mean"}
         assert report["config"][section][lr_key] == best["lr"]
         assert report["config"][section][bound_key] == best["bound"]
+    assert report["config"]["forget"]["alpha"] == max(report["selection"]["gs-lora"]["candidates"],
+                                                      key=lambda c: c["val_h_mean"])["alpha"]
     assert "chosen on the validation split (5 training images held out)" in (tmp_path / "out" / "report.md").read_text()
+
+
+def test_a_configuration_gives_the_same_result_whatever_ran_before_it(tmp_path):
+    """Selection runs many candidates before the reported run; the reported numbers must be those
+    the chosen configuration gets on its own (same metrics, same edited weights)."""
+    import dataclasses
+
+    from idgen.recognition import TrainConfig, predict, train_recognizer
+    from idgen.unlearn.forget import run_method
+
+    data = _toy_faces(per_class=8)
+    model = tiny()
+    train_recognizer(model, data, TrainConfig(epochs=2, batch_size=24, lr=3e-3, warmup_epochs=0), progress=False)
+    config = load_config({**_toy_run(tmp_path, num_classes=6, train_epochs=1), "output_dir": str(tmp_path),
+                          "tasks": {"num_tasks": 1, "classes_per_task": 1},
+                          "forget": {"epochs": 1, "batch_size": 16, "forget_batch_size": 4, "lora": {"rank": 2}}})
+    base_predictions = predict(model, data)
+
+    def run(lr):
+        run_config = dataclasses.replace(config, forget=dataclasses.replace(config.forget, lr=lr))
+        return run_method("gs-lora", model, data, data, [[0]], run_config, base_predictions)[-1]
+
+    alone = run(1e-2)
+    torch.rand(5)             # the global generator moves, as other candidates and methods move it
+    run(3e-2)
+    again = run(1e-2)
+    assert again["h_mean"] == alone["h_mean"] and again["acc_r"] == alone["acc_r"]
+    assert all(torch.equal(a, b) for a, b in zip(alone["model"].state_dict().values(),
+                                                 again["model"].state_dict().values()))
+
+
+def test_gallery_accuracy_is_nearest_class_mean_of_the_edited_models_embeddings(tmp_path):
+    """gallery_acc_f / gallery_acc_r: test photos identified by the nearest class mean (cosine) of the
+    training photos' embeddings, all embedded by the edited model; checked against a plain loop."""
+    from idgen.recognition import TrainConfig, predict, train_recognizer
+    from idgen.recognition.data import to_model_input
+    from idgen.unlearn.forget import run_method
+
+    data = _toy_faces(per_class=8)
+    train, test = data.hold_out(3)
+    model = tiny()
+    train_recognizer(model, train, TrainConfig(epochs=3, batch_size=24, lr=3e-3, warmup_epochs=0), progress=False)
+    config = load_config({**_toy_run(tmp_path, num_classes=6, train_epochs=1), "output_dir": str(tmp_path),
+                          "tasks": {"num_tasks": 1, "classes_per_task": 2},
+                          "forget": {"epochs": 2, "batch_size": 16, "forget_batch_size": 4, "lr": 3e-2,
+                                     "lora": {"rank": 2}}})
+    result = run_method("gs-lora", model, train, test, [[0, 1]], config, predict(model, test))[-1]
+
+    def by_loop(edited):
+        with torch.no_grad():
+            gallery = edited.eval().embed(to_model_input(train.images))
+            queries = edited.embed(to_model_input(test.images))
+        means = torch.stack([torch.nn.functional.normalize(gallery[train.labels == c], dim=1).mean(0) for c in range(6)])
+        found = [max(range(6), key=lambda c: float(torch.nn.functional.cosine_similarity(q, means[c], dim=0)))
+                 for q in queries]
+        right = [f == int(label) for f, label in zip(found, test.labels)]
+        forgotten = [r for r, label in zip(right, test.labels) if int(label) in (0, 1)]
+        kept = [r for r, label in zip(right, test.labels) if int(label) not in (0, 1)]
+        return 100 * sum(forgotten) / len(forgotten), 100 * sum(kept) / len(kept)
+
+    assert (result["gallery_acc_f"], result["gallery_acc_r"]) == pytest.approx(by_loop(result["model"]), abs=1e-4)
+    assert result["gallery_acc_f_before"] == pytest.approx(by_loop(model)[0], abs=1e-4)
+
+
+def test_repeats_report_the_mean_and_spread_of_single_seed_runs(tmp_path):
+    """``repeats: 2``: every reported metric is the mean of two runs that each equal a run made on
+    its own with that seed; the Markdown table shows mean ± standard deviation."""
+    import statistics
+
+    from idgen.unlearn import run_forgetting
+
+    config = {
+        **_toy_run(tmp_path, num_classes=5, train_epochs=10),
+        "tasks": {"num_tasks": 2, "classes_per_task": 1, "seed": 1},
+        "forget": {"epochs": 1, "batch_size": 8, "forget_batch_size": 2, "warmup_epochs": 0, "lr": 1e-2,
+                   "lora": {"rank": 2}},
+        "baselines": {"methods": []}, "save_model": False, "seed": 4,
+    }
+    repeated = run_forgetting({**config, "repeats": 2, "output_dir": str(tmp_path / "both")})
+    singles = [run_forgetting({**config, "seed": seed, "output_dir": str(tmp_path / f"seed{seed}")})
+               for seed in (4, 5)]
+    for t, row in enumerate(repeated["methods"]["gs-lora"]):
+        own = [single["methods"]["gs-lora"][t] for single in singles]
+        assert [r["seed"] for r in row["runs"]] == [4, 5]
+        for key in ("acc_f", "acc_r", "h_mean"):
+            assert [r[key] for r in row["runs"]] == [o[key] for o in own]
+            assert row[key] == pytest.approx(statistics.mean(o[key] for o in own))
+            assert row["spread"][key] == pytest.approx(statistics.stdev(o[key] for o in own))
+        assert row["cumulative"]["h_mean"] == pytest.approx(statistics.mean(o["cumulative"]["h_mean"] for o in own))
+    assert any(row["spread"][key] > 0 for row in repeated["methods"]["gs-lora"] for key in ("acc_r", "h_mean"))
+    first = repeated["methods"]["gs-lora"][0]
+    table = (tmp_path / "both" / "report.md").read_text()
+    assert "mean over 2 training seeds" in table
+    assert f"{first['h_mean']:.2f} ± {first['spread']['h_mean']:.2f}" in table

@@ -70,16 +70,17 @@ class BaselinesConfig:
 
 @dataclass
 class SelectionConfig:
-    """Learning rates (and BND) chosen by one rule for every method: the last ``val_per_class``
-    training images of each identity are held out of all training (base model included) as a
-    validation split; each listed lr, crossed with each listed bound, runs the whole task sequence
-    on the rest and is scored by its mean H-Mean on the validation images; the best one is used for
-    the reported run on the test images."""
+    """Learning rates, BND (and GS-LoRA's α) chosen by one rule for every method: the last
+    ``val_per_class`` training images of each identity are held out of all training (base model
+    included) as a validation split; each listed lr, crossed with each listed bound (and α), runs
+    the whole task sequence on the rest and is scored by its mean H-Mean on the validation images;
+    the best one is used for the reported run on the test images."""
 
     val_per_class: int = 0            # 0: no validation split, lrs as configured
     gs_lora_lrs: list = field(default_factory=list)    # candidates for forget.lr
     finetune_lrs: list = field(default_factory=list)   # candidates for baselines.finetune_lr
     bounds: list = field(default_factory=list)         # candidates for BND (forget.bound, baselines.finetune_bound)
+    alphas: list = field(default_factory=list)         # candidates for forget.alpha (GS-LoRA only)
 
 
 @dataclass
@@ -94,6 +95,7 @@ class RunConfig:
     method: str = "gs-lora"            # "gs-lora" or "gs-lora++"
     task: str = "forget"               # lets training/train.py route this config here
     seed: int = 0
+    repeats: int = 1                   # training seeds per run (seed, seed + 1, …): reports mean ± spread
     save_model: bool = True
 
 

@@ -26,7 +26,8 @@ from ..recognition.model import FaceRecognizer, model_config
 from ..recognition.train import TrainConfig, embed, predict, train_recognizer
 from .config import ForgetConfig, RunConfig, load_config
 from .lora import add_task_lora, lora_groups, merge_task_lora
-from .losses import class_prototypes, forgetting_loss, group_lasso, group_soft_threshold, prototype_loss
+from .losses import (class_prototypes, forgetting_loss, group_lasso, group_soft_threshold, prototype_logits,
+                     prototype_loss)
 from .metrics import accuracy, task_metrics
 
 
@@ -137,6 +138,16 @@ def retrain_task(model: FaceRecognizer, retain: FaceSet, train_config: TrainConf
     return fresh, {"trainable_params": n, "total_params": n, "trainable_share": 100.0, "log": log["losses"]}
 
 
+@torch.no_grad()
+def gallery_predictions(model: FaceRecognizer, gallery: FaceSet, queries: FaceSet) -> torch.Tensor:
+    """Each query photo's identity as a deployed recogniser finds it: the nearest (cosine) class
+    mean of the gallery photos' embeddings, everything embedded by ``model``. People are enrolled
+    again after the edit, so someone the classifier head no longer names, but whose photos still
+    cluster together, is found here."""
+    prototypes, present = class_prototypes(embed(model, gallery), gallery.labels, model.config.num_classes)
+    return prototype_logits(embed(model, queries), prototypes, present, scale=1.0).argmax(1)
+
+
 # ---------------------------------------------------------------------- the whole run
 def resolve_tasks(config: RunConfig, class_names: list[str]) -> list[list[int]]:
     tasks = config.tasks
@@ -196,7 +207,12 @@ def run_method(method: str, base: FaceRecognizer, train: FaceSet, test: FaceSet,
         forget_data = _available(train, task, config.tasks.shots)
         retain_data = _available(train, replay_classes, config.tasks.shots)
         acc_f_before = accuracy(predict(model, test), test.labels, task)
+        gallery_acc_f_before = accuracy(gallery_predictions(model, train, test), test.labels, task)
         seed = config.seed + t
+        # every (method, task) starts from the same random state whatever ran before it (selection
+        # candidates, other methods), so a configuration's result does not depend on the grid it
+        # was chosen from: LoRA initialisation and augmentation draw from the global generator
+        torch.manual_seed(seed)
         start = time.perf_counter()
         if method in ("gs-lora", "gs-lora++"):
             forget_config = config.forget
@@ -219,6 +235,9 @@ def run_method(method: str, base: FaceRecognizer, train: FaceSet, test: FaceSet,
             predictions, test.labels, forget_now=task, forgotten_before=forgotten, retained=retained,
             acc_f_before=acc_f_before, base_acc_r=accuracy(base_predictions, test.labels, retained),
             base_acc_f_all=accuracy(base_predictions, test.labels, set(task) | set(forgotten)))
+        gallery = gallery_predictions(model, train, test)
+        metrics.update(gallery_acc_f_before=gallery_acc_f_before, gallery_acc_f=accuracy(gallery, test.labels, task),
+                       gallery_acc_r=accuracy(gallery, test.labels, retained))
         results.append({"task": t + 1, "forgotten": [train.class_names[c] for c in task], **metrics,
                         "wall_seconds": wall, "forget_images": len(forget_data), "retain_images": len(retain_data),
                         "missing_classes": len(retained) - len(replay_classes), **stats})
@@ -227,39 +246,87 @@ def run_method(method: str, base: FaceRecognizer, train: FaceSet, test: FaceSet,
     return results
 
 
-def _with_choice(config: RunConfig, method: str, lr: float, bound: float) -> RunConfig:
-    """``config`` with ``method``'s learning rate and BND set (the fine-tune baseline has its own)."""
+AVERAGED = ("acc_f_before", "acc_f", "acc_r", "drop", "h_mean", "h_mean_ideal", "acc_previously_forgotten",
+            "gallery_acc_f_before", "gallery_acc_f", "gallery_acc_r", "wall_seconds")
+
+
+def _mean_and_spread(values: list) -> tuple:
+    if values[0] is None:
+        return None, None
+    t = torch.tensor(values, dtype=torch.float64)
+    return float(t.mean()), float(t.std()) if len(values) > 1 else 0.0
+
+
+def run_repeated(method: str, base: FaceRecognizer, train: FaceSet, test: FaceSet, tasks: list[list[int]],
+                 config: RunConfig, base_predictions: torch.Tensor, extra: FaceSet | None = None) -> list[dict]:
+    """:func:`run_method` once per training seed (``config.seed``, +1, … ``config.repeats`` of them).
+
+    On a few hundred test photos one seed's numbers move by a point or two (LoRA initialisation,
+    batch order, augmentation), as much as the gaps between methods; the mean says which method is
+    ahead. Per task the metrics are the means over seeds, ``spread`` holds their standard deviations
+    and ``runs`` every seed's own numbers. Trainable share, group norms, logs and the returned model
+    are the first seed's."""
+    runs = [run_method(method, base, train, test, tasks, dataclasses.replace(config, seed=config.seed + k),
+                       base_predictions, extra) for k in range(config.repeats)]
+    if len(runs) == 1:
+        return runs[0]
+    for other in runs[1:]:
+        other[-1].pop("model")
+    merged = []
+    for t, first in enumerate(runs[0]):
+        row, spread = dict(first), {}
+        for key in AVERAGED:
+            row[key], spread[key] = _mean_and_spread([run[t][key] for run in runs])
+        row["cumulative"] = {}
+        for key in first["cumulative"]:
+            row["cumulative"][key], spread[f"cum_{key}"] = _mean_and_spread([run[t]["cumulative"][key] for run in runs])
+        row["spread"] = spread
+        row["runs"] = [{"seed": config.seed + k, **{key: run[t][key] for key in AVERAGED},
+                        "cum_h_mean": run[t]["cumulative"]["h_mean"]} for k, run in enumerate(runs)]
+        merged.append(row)
+    return merged
+
+
+def _with_choice(config: RunConfig, method: str, choice: dict) -> RunConfig:
+    """``config`` with ``method``'s chosen ``lr``, ``bound`` (and, for GS-LoRA, ``alpha``) set; the
+    fine-tune baseline has its own lr and BND and no groups to shrink."""
     if method == "finetune":
         return dataclasses.replace(config, baselines=dataclasses.replace(
-            config.baselines, finetune_lr=lr, finetune_bound=bound))
-    return dataclasses.replace(config, forget=dataclasses.replace(config.forget, lr=lr, bound=bound))
+            config.baselines, finetune_lr=choice["lr"], finetune_bound=choice["bound"]))
+    return dataclasses.replace(config, forget=dataclasses.replace(config.forget, **choice))
+
+
+def _candidates(config: RunConfig, method: str) -> list[dict]:
+    """The selection grid of one method: lr × BND (× α for GS-LoRA); an empty list of bounds or
+    alphas keeps the configured value."""
+    selection = config.selection
+    lrs = selection.finetune_lrs if method == "finetune" else selection.gs_lora_lrs
+    bounds = selection.bounds or [config.forget.bound]
+    alphas = [None] if method == "finetune" else (selection.alphas or [config.forget.alpha])
+    return [{"lr": float(lr), "bound": float(bound), **({} if alpha is None else {"alpha": float(alpha)})}
+            for lr in lrs for bound in bounds for alpha in alphas]
 
 
 def select_hyperparameters(config: RunConfig, base: FaceRecognizer, fit: FaceSet, val: FaceSet,
                            tasks: list[list[int]]) -> tuple[RunConfig, dict]:
-    """Every candidate (lr, BND) of every method runs the task sequence on ``fit`` and is scored on
-    ``val`` (mean H-Mean over the tasks); returns the config with the winners and the scores.
-
-    BND candidates (``selection.bounds``) are tried with every lr of both methods (the fine-tune
-    baseline uses the same losses, with its own chosen BND); without them ``forget.bound`` is kept."""
-    lrs = {config.method: config.selection.gs_lora_lrs, "finetune": config.selection.finetune_lrs}
-    bounds = [float(b) for b in config.selection.bounds] or [config.forget.bound]
+    """Every candidate of every method (:func:`_candidates`) runs the task sequence on ``fit``
+    (once per seed, ``config.repeats``) and is scored on ``val`` (mean H-Mean over the tasks and
+    seeds); returns the config with the winners and the scores."""
     val_predictions = predict(base, val)
     report = {}
-    for method, candidates in lrs.items():
+    for method in (config.method, "finetune"):
+        candidates = _candidates(config, method)
         if not candidates or (method == "finetune" and method not in config.baselines.methods):
             continue
         scored = []
-        for lr in map(float, candidates):
-            for bound in bounds:
-                results = run_method(method, base, fit, val, tasks, _with_choice(config, method, lr, bound),
-                                     val_predictions)
-                results[-1].pop("model")
-                scored.append({"lr": lr, "bound": bound,
-                               "val_h_mean": sum(r["h_mean"] for r in results) / len(results)})
+        for choice in candidates:
+            results = run_repeated(method, base, fit, val, tasks, _with_choice(config, method, choice), val_predictions)
+            results[-1].pop("model")
+            scored.append({**choice, "val_h_mean": sum(r["h_mean"] for r in results) / len(results)})
         best = max(scored, key=lambda c: c["val_h_mean"])
-        config = _with_choice(config, method, best["lr"], best["bound"])
-        report[method] = {"candidates": scored, "chosen": {"lr": best["lr"], "bound": best["bound"]}}
+        chosen = {key: value for key, value in best.items() if key != "val_h_mean"}
+        config = _with_choice(config, method, chosen)
+        report[method] = {"candidates": scored, "chosen": chosen}
     return config, report
 
 
@@ -270,13 +337,17 @@ def run_forgetting(config: RunConfig | dict | str) -> dict:
 
     With ``selection.val_per_class`` > 0 the last images of every identity's training split are a
     validation split, held out of all training; learning rates are chosen on it
-    (:func:`select_hyperparameters`) before the reported run on the test images."""
+    (:func:`select_hyperparameters`) before the reported run on the test images. With ``repeats`` > 1
+    every run is repeated with that many training seeds and the report holds means and spreads
+    (:func:`run_repeated`)."""
     from .report import write_report
 
     if not isinstance(config, RunConfig):
         config = load_config(config)
     if config.method not in ("gs-lora", "gs-lora++"):
         raise ConfigError(f"method must be 'gs-lora' or 'gs-lora++', not {config.method!r}")
+    if config.repeats < 1:
+        raise ConfigError(f"repeats must be at least 1, not {config.repeats}")
     torch.manual_seed(config.seed)
     train, test = load_face_folder(config.data)
     train, val = train.hold_out(config.selection.val_per_class)
@@ -304,7 +375,7 @@ def run_forgetting(config: RunConfig | dict | str) -> dict:
     }
     edited = None
     for method in [config.method, *config.baselines.methods]:
-        results = run_method(method, base, train, test, tasks, config, base_predictions, extra)
+        results = run_repeated(method, base, train, test, tasks, config, base_predictions, extra)
         model = results[-1].pop("model")
         if method == config.method:
             edited = model

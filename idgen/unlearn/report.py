@@ -8,13 +8,23 @@ from pathlib import Path
 from ..io import atomic_path, write_bytes_atomic, write_json_atomic
 
 COLUMNS = ("task", "acc_f_before", "acc_f", "acc_r_base", "acc_r", "drop", "h_mean", "h_mean_ideal",
-           "acc_previously_forgotten", "trainable_share", "wall_seconds")
+           "acc_previously_forgotten", "gallery_acc_f_before", "gallery_acc_f", "gallery_acc_r", "trainable_share",
+           "wall_seconds")
 
 
-def _fmt(value) -> str:
+SPREAD_SHOWN = ("acc_f", "acc_r", "h_mean", "gallery_acc_f", "gallery_acc_r", "cum_h_mean")   # the columns that get "± std" with repeats
+
+
+def _fmt(value, spread: float | None = None) -> str:
     if value is None:
         return "–"
-    return f"{value:.2f}" if isinstance(value, float) else str(value)
+    text = f"{value:.2f}" if isinstance(value, float) else str(value)
+    return text if spread is None else f"{text} ± {spread:.2f}"
+
+
+def _choice(candidate: dict) -> str:
+    names = {"lr": "lr", "bound": "BND", "alpha": "α"}
+    return " ".join(f"{names[k]} {candidate[k]:g}" for k in names if k in candidate)
 
 
 def markdown_report(report: dict) -> str:
@@ -26,21 +36,28 @@ def markdown_report(report: dict) -> str:
         f"test accuracy {base['accuracy']:.2f} %.", "",
         "Tasks: " + "; ".join(f"{i + 1}: {', '.join(t)}" for i, t in enumerate(report["tasks"])), "",
         "All numbers in percent except wall time (s). `acc_previously_forgotten`: accuracy on classes "
-        "forgotten by earlier tasks; `cum_*`: over every class forgotten so far.", "",
+        "forgotten by earlier tasks; `cum_*`: over every class forgotten so far; `gallery_*`: the same "
+        "test photos identified by the nearest class mean of the training photos' embeddings, all embedded "
+        "by the edited model (a deployed recogniser that enrols people again), not by the classifier head.", "",
     ]
     for method, selection in report.get("selection", {}).items():
-        scores = ", ".join(f"lr {c['lr']:g} BND {c['bound']:g}: {c['val_h_mean']:.2f}" for c in selection["candidates"])
-        chosen = selection["chosen"]
-        lines += [f"Learning rate and BND of {method} chosen on the validation split "
-                  f"({report['data']['validation_images']} training images held out): lr {chosen['lr']:g}, "
-                  f"BND {chosen['bound']:g} (validation H-Mean: {scores}).", ""]
+        scores = ", ".join(f"{_choice(c)}: {c['val_h_mean']:.2f}" for c in selection["candidates"])
+        lines += [f"Hyper-parameters of {method} chosen on the validation split "
+                  f"({report['data']['validation_images']} training images held out): {_choice(selection['chosen'])} "
+                  f"(validation H-Mean: {scores}).", ""]
+    repeats = report["config"].get("repeats", 1)
+    if repeats > 1:
+        lines += [f"Every number is the mean over {repeats} training seeds (seed {report['config']['seed']} on), "
+                  "± the standard deviation where shown; group counts are the first seed's. Each seed's own "
+                  "numbers are in report.json (`runs`).", ""]
     header = ["method", *COLUMNS, "cum_acc_f", "cum_h_mean", "nonzero_groups"]
     lines += ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     for method, results in report["methods"].items():
         for r in results:
             groups = f"{r['nonzero_groups']}/{r['num_groups']}" if "num_groups" in r else "–"
-            row = [method, *(_fmt(r[c]) for c in COLUMNS), _fmt(r["cumulative"]["acc_f"]),
-                   _fmt(r["cumulative"]["h_mean"]), groups]
+            spread = {k: v for k, v in r.get("spread", {}).items() if k in SPREAD_SHOWN}
+            row = [method, *(_fmt(r[c], spread.get(c)) for c in COLUMNS), _fmt(r["cumulative"]["acc_f"]),
+                   _fmt(r["cumulative"]["h_mean"], spread.get("cum_h_mean")), groups]
             lines.append("| " + " | ".join(row) + " |")
     return "\n".join(lines) + "\n"
 
