@@ -200,14 +200,16 @@ def run_method(method: str, base: FaceRecognizer, train: FaceSet, test: FaceSet,
     missing_rng = random.Random(config.tasks.seed + 1)
     forgotten: list[int] = []
     results = []
+    # what the model predicts before each task: the base's, then whatever the previous task left
+    predictions, gallery = base_predictions, gallery_predictions(model, train, test)
     for t, task in enumerate(tasks):
         retained = sorted(all_classes - set(forgotten) - set(task))
         n_missing = round(config.tasks.missing_fraction * len(retained))
         replay_classes = sorted(set(retained) - set(missing_rng.sample(retained, n_missing)))
         forget_data = _available(train, task, config.tasks.shots)
         retain_data = _available(train, replay_classes, config.tasks.shots)
-        acc_f_before = accuracy(predict(model, test), test.labels, task)
-        gallery_acc_f_before = accuracy(gallery_predictions(model, train, test), test.labels, task)
+        acc_f_before = accuracy(predictions, test.labels, task)
+        gallery_acc_f_before = accuracy(gallery, test.labels, task)
         seed = config.seed + t
         # every (method, task) starts from the same random state whatever ran before it (selection
         # candidates, other methods), so a configuration's result does not depend on the grid it
@@ -254,7 +256,7 @@ def _mean_and_spread(values: list) -> tuple:
     if values[0] is None:
         return None, None
     t = torch.tensor(values, dtype=torch.float64)
-    return float(t.mean()), float(t.std()) if len(values) > 1 else 0.0
+    return float(t.mean()), float(t.std())
 
 
 def run_repeated(method: str, base: FaceRecognizer, train: FaceSet, test: FaceSet, tasks: list[list[int]],
