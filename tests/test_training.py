@@ -122,11 +122,25 @@ def test_unknown_config_key_is_named(tmp_path):
 
 
 # ---------------------------------------------------------------- data
-def test_bad_photos_skipped_and_counted_and_cache_reused(folders, dlib_analyzer, tmp_path):
+def test_bad_photos_skipped_and_counted_and_cache_reused(folders, dlib_analyzer, tmp_path, monkeypatch):
     from idgen.training import IdentityCache, scan_faces
 
+    import builtins
+    import io
+
+    reads, real_open = [], io.open
+
+    def counting_open(file, *args, **kwargs):   # every way a file gets opened: open(), Path.open/read_bytes
+        if Path(str(file)).parent == Path(folders["train"]):
+            reads.append(Path(str(file)).name)
+        return real_open(file, *args, **kwargs)
+
+    monkeypatch.setattr(builtins, "open", counting_open)
+    monkeypatch.setattr(io, "open", counting_open)
     cache_path = tmp_path / "cache.safetensors"
     first = scan_faces(folders["train"], dlib_analyzer, IdentityCache(cache_path))
+    # every file is read from disk once, hashed and (on a cache miss) decoded from the same bytes
+    assert sorted(reads) == sorted(set(reads)) and len(reads) == 5
     assert [Path(f).name for f in first.files] == ["Aaron_Peirsol_0001.jpg", "Aaron_Peirsol_0002.jpg",
                                                     "Abdullah_Gul_0001.jpg"]
     assert sorted(Path(f).name for f in first.skipped) == ["corrupt.jpg", "wall.png"]

@@ -159,11 +159,12 @@ class FaceAnalyzer:
             raise ValueError(f"unknown face policy {policy!r}; use 'largest' or 'single'")
         return faces[0]
 
-    def get_face(self, image: ImageInput, policy: Policy = "largest") -> Face:
+    def get_face(self, image: ImageInput, policy: Policy = "largest", *, name: str | None = None) -> Face:
         """The one face of ``image``: the largest, or an error when ``policy='single'`` and
-        several are found. Raises :class:`NoFaceError` naming the image when none is."""
+        several are found. Raises :class:`NoFaceError` naming the image when none is (``name``:
+        what to call it, e.g. the file an already decoded array came from)."""
         rgb = load_image(image)
-        name = describe(image)
+        name = name or describe(image)
         face = self._select(self._detect_rgb(rgb, name), name, rgb.shape, policy)
         self._embed_faces([(rgb, face)])
         return face

@@ -21,18 +21,11 @@ import numpy as np
 import torch
 from PIL import Image
 
-from ..errors import ConfigError, IdgenError, NoFaceError
+from ..errors import ConfigError, IdgenError, ImageReadError, NoFaceError
 from ..faces import FaceAnalyzer, align_face, iter_image_files, load_image
+from ..faces.image import decode_image, read_image_bytes
 from ..io import save_safetensors_atomic
 from .randomness import example_generator
-
-
-def file_hash(path: str | os.PathLike) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        for chunk in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
 
 
 def default_cache_path(detector: str, recognizer: str) -> Path:
@@ -97,17 +90,18 @@ def scan_faces(folder: str | os.PathLike, analyzer: FaceAnalyzer, cache: Optiona
     files, vectors, landmarks, skipped, analysed = [], [], [], {}, 0
     for path in iter_image_files(folder):
         try:
-            key = file_hash(path)
-        except OSError as exc:
-            skipped[path] = f"unreadable: {exc}"
+            data = read_image_bytes(path)   # read once: hashed here, decoded below on a cache miss
+        except ImageReadError as exc:
+            skipped[path] = str(exc)
             continue
+        key = hashlib.sha256(data).hexdigest()
         if key in cache.no_face:
             skipped[path] = "no face (cached)"
             continue
         if key not in cache:
             analysed += 1
             try:
-                face = analyzer.get_face(path)
+                face = analyzer.get_face(decode_image(data, str(path)), name=str(path))
             except IdgenError as exc:
                 skipped[path] = str(exc)
                 if isinstance(exc, NoFaceError):
