@@ -6,6 +6,7 @@ that must verify the held-out View 1 DevTest pairs clearly better than chance.""
 import hashlib
 import io
 import json
+import os
 import math
 from pathlib import Path
 
@@ -257,3 +258,33 @@ def test_training_on_lfw_dev_train_people_verifies_dev_test_pairs(lfw_dir, tmp_p
           f"{untrained['accuracy']:.4f} AUC {untrained['auc']:.4f} ({summary})")
     assert summary["final_loss"] < 0.8 * summary["first_loss"]
     assert trained["accuracy"] >= 0.70 and trained["accuracy"] >= untrained["accuracy"] + 0.05
+
+
+@pytest.mark.slow
+def test_two_process_training_splits_the_batches_and_saves_once(synth_folder, tmp_path):
+    """`ACCELERATE_USE_CPU=1 accelerate launch --multi_gpu --num_processes 2 -m idgen.cli fr train`
+    (two CPU processes over gloo, as the README says): each process takes half of
+    every epoch (5 photos, batch 2: one whole batch each instead of two), one process aligns and
+    caches while the other waits, and only the main process writes the model and reports."""
+    import re
+    import subprocess
+    import sys
+
+    pytest.importorskip("dlib")
+    out = tmp_path / "model"
+    command = [sys.executable, "-m", "accelerate.commands.launch", "--multi_gpu", "--num_processes", "2",
+               "--num_machines", "1", "--mixed_precision", "no", "--dynamo_backend", "no",
+               "-m", "idgen.cli", "fr", "train", "--data", str(synth_folder[0] / "data"), "--out", str(out),
+               "--epochs", "2", "--batch-size", "2", "--width", "0.25", "--input-size", "32",
+               "--embedding-size", "16", "--cache-dir", str(tmp_path / "cache"), "--no-progress"]
+    done = subprocess.run(command, capture_output=True, text=True, timeout=600,
+                          env={**os.environ, "OMP_NUM_THREADS": "1", "ACCELERATE_USE_CPU": "1"})
+    assert done.returncode == 0, done.stderr[-3000:]
+    summary, = [json.loads(block) for block in re.findall(r"^\{$.*?^\}$", done.stdout, re.S | re.M)]  # printed once
+    assert summary["processes"] == 2 and summary["steps"] == 2   # one process alone: 4
+    assert done.stdout.count("saved ") == 1
+    assert sorted(p.name for p in out.iterdir()) == ["config.json", "model.safetensors"]
+    from idgen.fr import TrainedRecognizer
+
+    model = TrainedRecognizer(out).model
+    assert torch.isfinite(torch.cat([p.flatten() for p in model.parameters()])).all()

@@ -51,6 +51,10 @@ def run_train(args) -> int:
 
     config = TrainConfig(**{f.name: getattr(args, f.name) for f in fields(TrainConfig)})
     summary = train_recognizer(config)
+    from accelerate import PartialState
+
+    if not PartialState().is_main_process:   # under `accelerate launch` every process trains; one reports
+        return 0
     print(json.dumps(summary, indent=2))
     print(f"saved {config.output}/model.safetensors, config.json; evaluate with "
           f"`idgen eval verify --recognizer {config.output} ...`")

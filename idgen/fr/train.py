@@ -114,7 +114,8 @@ def train_recognizer(config: TrainConfig) -> dict:
     bar.close()
 
     window = max(1, min(10, len(losses) // 5))
-    summary = {"images": len(dataset), "identities": len(faces.names), "steps": len(losses),
+    summary = {"images": len(dataset), "identities": len(faces.names), "processes": accelerator.num_processes,
+               "steps": len(losses),  # per process: each takes its share of every epoch
                "first_loss": float(np.mean(losses[:window])), "final_loss": float(np.mean(losses[-window:]))}
     if accelerator.is_main_process:
         network = accelerator.unwrap_model(model)
