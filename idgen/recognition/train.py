@@ -96,11 +96,12 @@ def train_recognizer(model: FaceRecognizer, train: FaceSet, config: TrainConfig,
 
 
 @torch.no_grad()
-def predict(model: FaceRecognizer, data: FaceSet, batch_size: int = 256) -> torch.Tensor:
-    """Arg-max class over all classes (no margin) for every image."""
+def predict(model: FaceRecognizer, data: FaceSet, batch_size: int = 256, exclude=()) -> torch.Tensor:
+    """Arg-max class (no margin) for every image, over all classes but those in ``exclude``."""
     was_training = model.training
     model.eval()
-    out = torch.cat([model(to_model_input(data.images[i: i + batch_size])).argmax(1)
+    excluded = torch.as_tensor(sorted(exclude), dtype=torch.long)
+    out = torch.cat([model(to_model_input(data.images[i: i + batch_size])).index_fill(1, excluded, float("-inf")).argmax(1)
                      for i in range(0, len(data), batch_size)])
     model.train(was_training)
     return out

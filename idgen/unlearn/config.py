@@ -62,7 +62,7 @@ class ModelConfig:
 
 @dataclass
 class BaselinesConfig:
-    methods: list = field(default_factory=lambda: ["retrain", "finetune"])
+    methods: list = field(default_factory=lambda: ["retrain", "finetune"])   # and/or "drop-classes"
     retrain_epochs: int | None = None   # None = forget.epochs (the same training budget)
     finetune_lr: float | None = None    # None = forget.lr (same hyper-parameters, all weights trainable)
     finetune_bound: float | None = None  # None = forget.bound

@@ -12,14 +12,11 @@ COLUMNS = ("task", "acc_f_before", "acc_f", "acc_r_base", "acc_r", "drop", "h_me
            "wall_seconds")
 
 
-SPREAD_SHOWN = ("acc_f", "acc_r", "h_mean", "gallery_acc_f", "gallery_acc_r", "cum_h_mean")   # the columns that get "± std" with repeats
-
-
 def _fmt(value, spread: float | None = None) -> str:
     if value is None:
         return "–"
     text = f"{value:.2f}" if isinstance(value, float) else str(value)
-    return text if spread is None else f"{text} ± {spread:.2f}"
+    return f"{text} ± {spread:.2f}" if spread else text   # no ± where every seed gave the same number
 
 
 def _choice(candidate: dict) -> str:
@@ -48,15 +45,16 @@ def markdown_report(report: dict) -> str:
     repeats = report["config"].get("repeats", 1)
     if repeats > 1:
         lines += [f"Every number is the mean over {repeats} training seeds (seed {report['config']['seed']} on), "
-                  "± the standard deviation where shown; group counts are the first seed's. Each seed's own "
+                  "± the standard deviation where the seeds differ; group counts are the first seed's. Each seed's own "
                   "numbers are in report.json (`runs`).", ""]
     header = ["method", *COLUMNS, "cum_acc_f", "cum_h_mean", "nonzero_groups"]
     lines += ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     for method, results in report["methods"].items():
         for r in results:
             groups = f"{r['nonzero_groups']}/{r['num_groups']}" if "num_groups" in r else "–"
-            spread = {k: v for k, v in r.get("spread", {}).items() if k in SPREAD_SHOWN}
-            row = [method, *(_fmt(r[c], spread.get(c)) for c in COLUMNS), _fmt(r["cumulative"]["acc_f"]),
+            spread = r.get("spread", {})   # any averaged column may differ between seeds
+            row = [method, *(_fmt(r[c], spread.get(c)) for c in COLUMNS),
+                   _fmt(r["cumulative"]["acc_f"], spread.get("cum_acc_f")),
                    _fmt(r["cumulative"]["h_mean"], spread.get("cum_h_mean")), groups]
             lines.append("| " + " | ".join(row) + " |")
     return "\n".join(lines) + "\n"
