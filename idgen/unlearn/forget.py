@@ -11,6 +11,7 @@ from __future__ import annotations
 import copy
 import dataclasses
 import random
+import statistics
 import time
 from dataclasses import asdict
 from pathlib import Path
@@ -238,7 +239,7 @@ def run_method(method: str, base: FaceRecognizer, train: FaceSet, test: FaceSet,
         elif method == "drop-classes":
             stats = {"trainable_params": 0, "total_params": model.num_parameters(), "trainable_share": 0.0}
         else:
-            raise ConfigError(f"unknown method {method!r}; use gs-lora, gs-lora++, retrain, finetune or drop-classes")
+            raise ConfigError(f"unknown method {method!r}; use gs-lora, gs-lora++ or one of {list(BASELINES)}")
         wall = time.perf_counter() - start
         # drop-classes: no training, every class forgotten so far is taken out of the head's arg-max
         predictions = predict(model, test, exclude=forgotten + task if method == "drop-classes" else ())
@@ -262,11 +263,11 @@ AVERAGED = ("acc_f_before", "acc_f", "acc_r", "drop", "h_mean", "h_mean_ideal", 
 
 
 def _mean_and_spread(values: list) -> tuple:
+    """Mean and sample standard deviation, computed exactly (``statistics`` works in fractions), so
+    seeds that agree have a spread of exactly zero."""
     if values[0] is None:
         return None, None
-    t = torch.tensor(values, dtype=torch.float64)
-    # seeds that agree have no spread (not the 1e-15 that rounding in the mean would leave)
-    return float(t.mean()), 0.0 if min(values) == max(values) else float(t.std())
+    return statistics.mean(values), statistics.stdev(values)
 
 
 def run_repeated(method: str, base: FaceRecognizer, train: FaceSet, test: FaceSet, tasks: list[list[int]],
