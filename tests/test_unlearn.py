@@ -428,3 +428,74 @@ def test_seeds_that_agree_have_exactly_zero_spread():
     value = 53.93442622950819   # the LFW-62 ideal H-Mean: rounding makes torch's std 8.7e-15 here
     assert _mean_and_spread([value] * 3) == (pytest.approx(value), 0.0)
     assert _mean_and_spread([1.0, 2.0, 4.0])[1] == pytest.approx(statistics.stdev([1.0, 2.0, 4.0]))
+
+
+class _Killed(Exception):
+    """Stands in for the process being killed in the middle of a forgetting run."""
+
+
+def _without_wall_times(value):
+    """``value`` with every ``wall_seconds`` dropped (the only numbers that differ between runs)."""
+    if isinstance(value, dict):
+        return {k: _without_wall_times(v) for k, v in value.items() if k != "wall_seconds"}
+    if isinstance(value, list):
+        return [_without_wall_times(v) for v in value]
+    return value
+
+
+def test_a_killed_run_resumes_and_reports_what_an_uninterrupted_run_reports(tmp_path, monkeypatch):
+    """Selection (3 candidates) and the reported runs of 3 methods, 2 seeds each, are 12 runs. Killed
+    in the 9th, the run leaves 8 in output_dir/journal (only the reported GS-LoRA run's first seed
+    with its model); the same call then runs only the 4 missing ones, and its report and saved model are those of a
+    run that was never interrupted. The journal is gone afterwards."""
+    import json
+
+    from safetensors.torch import load_file
+
+    from idgen.unlearn import forget as forget_module
+    from idgen.unlearn import run_forgetting
+
+    config = {
+        **_toy_run(tmp_path, num_classes=5, train_epochs=3),
+        "tasks": {"num_tasks": 2, "classes_per_task": 1, "seed": 0},
+        "forget": {"epochs": 1, "batch_size": 8, "forget_batch_size": 2, "warmup_epochs": 0, "lora": {"rank": 2}},
+        "baselines": {"methods": ["finetune", "drop-classes"]},
+        "selection": {"val_per_class": 1, "gs_lora_lrs": [1e-3, 3e-2], "finetune_lrs": [1e-3]},
+        "repeats": 2,
+    }
+    uninterrupted = run_forgetting({**config, "output_dir": str(tmp_path / "whole")})   # trains the base too
+
+    real_run_method, calls = forget_module.run_method, []
+
+    def run_method(method, *args, **kwargs):
+        calls.append(method)
+        if kill_at is not None and len(calls) == kill_at:
+            raise _Killed
+        return real_run_method(method, *args, **kwargs)
+
+    monkeypatch.setattr(forget_module, "run_method", run_method)
+    out = tmp_path / "resumed"
+    kill_at = 9
+    with pytest.raises(_Killed):
+        run_forgetting({**config, "output_dir": str(out)})
+    assert calls == ["gs-lora"] * 4 + ["finetune"] * 2 + ["gs-lora"] * 2 + ["finetune"]   # selection, reported
+    assert len(list((out / "journal").glob("*.json"))) == 8
+    assert len(list((out / "journal").glob("*.safetensors"))) == 1
+    assert not (out / "report.json").exists()
+
+    calls.clear()
+    kill_at = None
+    resumed = run_forgetting({**config, "output_dir": str(out)})
+    assert calls == ["finetune"] * 2 + ["drop-classes"] * 2
+    for key in ("selection", "methods", "config"):
+        expected, got = _without_wall_times(uninterrupted[key]), _without_wall_times(resumed[key])
+        if key == "config":
+            expected["output_dir"] = got["output_dir"]
+        assert got == expected, key
+    # the run's own JSON round trip is exact too
+    assert _without_wall_times(json.loads((out / "report.json").read_text())["methods"]) == \
+        _without_wall_times(json.loads((tmp_path / "whole" / "report.json").read_text())["methods"])
+    saved, expected = load_file(str(out / "model" / "model.safetensors")), \
+        load_file(str(tmp_path / "whole" / "model" / "model.safetensors"))
+    assert saved.keys() == expected.keys() and all(torch.equal(saved[k], expected[k]) for k in saved)
+    assert not (out / "journal").exists()

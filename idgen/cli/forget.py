@@ -8,7 +8,8 @@ def register(subparsers) -> None:
         "forget", help="forget identities in a face recogniser (GS-LoRA / GS-LoRA++)",
         description="Run the forgetting tasks of a YAML config (see training/configs/forget_*.yaml) with "
                     "GS-LoRA and the configured baselines; writes the edited model (safetensors), "
-                    "report.json, report.md and groups.png to the config's output_dir.",
+                    "report.json, report.md and groups.png to the config's output_dir. Killed, the same "
+                    "command resumes: finished runs are kept in output_dir/journal until the report is written.",
     )
     parser.add_argument("--config", required=True, help="YAML config file")
     parser.add_argument("--output-dir", help="override the config's output_dir")

@@ -26,6 +26,7 @@ from ..recognition.distill import prepare_distillation
 from ..recognition.model import FaceRecognizer, model_config
 from ..recognition.train import TrainConfig, embed, predict, train_recognizer
 from .config import ForgetConfig, RunConfig, load_config
+from .journal import RunJournal
 from .lora import add_task_lora, lora_groups, merge_task_lora
 from .losses import (class_prototypes, forgetting_loss, group_lasso, group_soft_threshold, prototype_logits,
                      prototype_loss)
@@ -271,20 +272,32 @@ def _mean_and_spread(values: list) -> tuple:
 
 
 def run_repeated(method: str, base: FaceRecognizer, train: FaceSet, test: FaceSet, tasks: list[list[int]],
-                 config: RunConfig, base_predictions: torch.Tensor, extra: FaceSet | None = None) -> list[dict]:
+                 config: RunConfig, base_predictions: torch.Tensor, extra: FaceSet | None = None,
+                 journal: RunJournal | None = None, keep_model: bool = True) -> list[dict]:
     """:func:`run_method` once per training seed (``config.seed``, +1, … ``config.repeats`` of them).
 
     On a few hundred test photos one seed's numbers move by a point or two (LoRA initialisation,
     batch order, augmentation), as much as the gaps between methods; the mean says which method is
     ahead. Per task the metrics are the means over seeds, ``spread`` holds their standard deviations
     and ``runs`` every seed's own numbers. Trainable share, group norms, logs and the returned model
-    are the first seed's."""
-    runs = [run_method(method, base, train, test, tasks, dataclasses.replace(config, seed=config.seed + k),
-                       base_predictions, extra) for k in range(config.repeats)]
+    are the first seed's; the model only with ``keep_model``. With a ``journal``, seeds that already
+    finished are read from it and new ones written to it as they finish."""
+    runs = []
+    for k in range(config.repeats):
+        seed_config = dataclasses.replace(config, seed=config.seed + k)
+        with_model = keep_model and k == 0
+        results = None
+        if journal is not None:
+            results = journal.load(method, seed_config, base, train, test, extra, with_model)
+        if results is None:
+            results = run_method(method, base, train, test, tasks, seed_config, base_predictions, extra)
+            if journal is not None:
+                journal.save(method, seed_config, base, train, test, extra, results, with_model)
+        if not with_model:
+            results[-1].pop("model", None)
+        runs.append(results)
     if len(runs) == 1:
         return runs[0]
-    for other in runs[1:]:
-        other[-1].pop("model")
     merged = []
     for t, first in enumerate(runs[0]):
         row, spread = dict(first), {}
@@ -321,7 +334,7 @@ def _candidates(config: RunConfig, method: str) -> list[dict]:
 
 
 def select_hyperparameters(config: RunConfig, base: FaceRecognizer, fit: FaceSet, val: FaceSet,
-                           tasks: list[list[int]]) -> tuple[RunConfig, dict]:
+                           tasks: list[list[int]], journal: RunJournal | None = None) -> tuple[RunConfig, dict]:
     """Every candidate of every method (:func:`_candidates`) runs the task sequence on ``fit``
     (once per seed, ``config.repeats``) and is scored on ``val`` (mean H-Mean over the tasks and
     seeds); returns the config with the winners and the scores."""
@@ -333,8 +346,8 @@ def select_hyperparameters(config: RunConfig, base: FaceRecognizer, fit: FaceSet
             continue
         scored = []
         for choice in candidates:
-            results = run_repeated(method, base, fit, val, tasks, _with_choice(config, method, choice), val_predictions)
-            results[-1].pop("model")
+            results = run_repeated(method, base, fit, val, tasks, _with_choice(config, method, choice),
+                                   val_predictions, journal=journal, keep_model=False)
             scored.append({**choice, "val_h_mean": sum(r["h_mean"] for r in results) / len(results)})
         best = max(scored, key=lambda c: c["val_h_mean"])
         chosen = {key: value for key, value in best.items() if key != "val_h_mean"}
@@ -352,7 +365,9 @@ def run_forgetting(config: RunConfig | dict | str) -> dict:
     validation split, held out of all training; learning rates are chosen on it
     (:func:`select_hyperparameters`) before the reported run on the test images. With ``repeats`` > 1
     every run is repeated with that many training seeds and the report holds means and spreads
-    (:func:`run_repeated`)."""
+    (:func:`run_repeated`). Every finished run is recorded in ``output_dir/journal/``
+    (:class:`~idgen.unlearn.journal.RunJournal`): killed, the same call resumes where it stopped and
+    reports the same numbers; the journal is removed when the report is written."""
     from .report import write_report
 
     if not isinstance(config, RunConfig):
@@ -375,9 +390,12 @@ def run_forgetting(config: RunConfig | dict | str) -> dict:
                                             t.distill_max_images, t.seed)
     base, base_info = load_or_train_base(config, train, test, extra)
     tasks = resolve_tasks(config, train.class_names)
+    journal = RunJournal(Path(config.output_dir) / "journal")
+    if journal.finished():
+        tqdm.write(f"idgen forget: resuming, {journal.finished()} finished runs in {journal.folder} are reused")
     selection = {}
     if len(val):
-        config, selection = select_hyperparameters(config, base, train, val, tasks)
+        config, selection = select_hyperparameters(config, base, train, val, tasks, journal)
     base_predictions = predict(base, test)
     report = {
         "config": asdict(config),
@@ -389,14 +407,12 @@ def run_forgetting(config: RunConfig | dict | str) -> dict:
         "selection": selection,
         "methods": {},
     }
-    edited = None
     for method in [config.method, *config.baselines.methods]:
-        results = run_repeated(method, base, train, test, tasks, config, base_predictions, extra)
-        model = results[-1].pop("model")
-        if method == config.method:
-            edited = model
-        report["methods"][method] = results
+        report["methods"][method] = run_repeated(method, base, train, test, tasks, config, base_predictions, extra,
+                                                 journal, keep_model=method == config.method)
+    edited = report["methods"][config.method][-1].pop("model")
     if config.save_model:
         edited.save_pretrained(Path(config.output_dir) / "model", train.class_names)
     write_report(report, Path(config.output_dir))
+    journal.remove()
     return report
