@@ -26,7 +26,7 @@ from ..recognition.distill import prepare_distillation
 from ..recognition.model import FaceRecognizer, model_config
 from ..recognition.train import TrainConfig, embed, predict, train_recognizer
 from .config import ForgetConfig, RunConfig, load_config
-from .journal import RunJournal
+from .journal import RunJournal, fingerprint
 from .lora import add_task_lora, lora_groups, merge_task_lora
 from .losses import (class_prototypes, forgetting_loss, group_lasso, group_soft_threshold, prototype_logits,
                      prototype_loss)
@@ -282,17 +282,17 @@ def run_repeated(method: str, base: FaceRecognizer, train: FaceSet, test: FaceSe
     and ``runs`` every seed's own numbers. Trainable share, group norms, logs and the returned model
     are the first seed's; the model only with ``keep_model``. With a ``journal``, seeds that already
     finished are read from it and new ones written to it as they finish."""
+    data = fingerprint(base, train, test, extra) if journal is not None else None   # hashed once, not per seed
     runs = []
     for k in range(config.repeats):
         seed_config = dataclasses.replace(config, seed=config.seed + k)
         with_model = keep_model and k == 0
-        results = None
-        if journal is not None:
-            results = journal.load(method, seed_config, base, train, test, extra, with_model)
+        name = journal.name(method, seed_config, data) if journal is not None else None
+        results = journal.load(name, base, with_model) if name else None
         if results is None:
             results = run_method(method, base, train, test, tasks, seed_config, base_predictions, extra)
-            if journal is not None:
-                journal.save(method, seed_config, base, train, test, extra, results, with_model)
+            if name:
+                journal.save(name, results, with_model)
         if not with_model:
             results[-1].pop("model", None)
         runs.append(results)
@@ -391,8 +391,9 @@ def run_forgetting(config: RunConfig | dict | str) -> dict:
     base, base_info = load_or_train_base(config, train, test, extra)
     tasks = resolve_tasks(config, train.class_names)
     journal = RunJournal(Path(config.output_dir) / "journal")
-    if journal.finished():
-        tqdm.write(f"idgen forget: resuming, {journal.finished()} finished runs in {journal.folder} are reused")
+    finished = journal.finished()
+    if finished:
+        tqdm.write(f"idgen forget: resuming, {finished} finished runs in {journal.folder} are reused")
     selection = {}
     if len(val):
         config, selection = select_hyperparameters(config, base, train, val, tasks, journal)

@@ -1,7 +1,7 @@
 """The run journal: the finished runs of an ``idgen forget`` experiment, so a killed one resumes.
 
 An experiment is many independent runs, one per selection candidate and per method, each repeated
-per training seed: about 40 runs and 35–100 minutes on two CPU cores for the LFW-62 configs. Each
+per training seed: 48 runs and 35–85 minutes on two CPU cores for the LFW-62 configs. Each
 run's results (and, for the one run whose edited model is kept, that model) are written to
 ``<output_dir>/journal/`` the moment it ends, atomically and the JSON last, so it marks a complete
 entry. The file name hashes
@@ -35,12 +35,14 @@ _NOT_RESULTS = ("output_dir", "repeats", "save_model", "selection")
 def _tensor_digest(digest, tensor: torch.Tensor) -> None:
     tensor = tensor.detach().contiguous().cpu()
     digest.update(f"{tensor.dtype}{tuple(tensor.shape)}".encode())
-    digest.update(tensor.view(torch.uint8).numpy().tobytes() if tensor.numel() else b"")
+    digest.update(tensor.reshape(-1).view(torch.uint8).numpy().tobytes())
 
 
-def _fingerprint(model: FaceRecognizer, *datasets: FaceSet | None) -> str:
+def fingerprint(base: FaceRecognizer, *datasets: FaceSet | None) -> str:
+    """SHA-256 of the base recogniser's weights and of the photos and labels of ``datasets``: what a
+    run starts from and is trained and scored on."""
     digest = hashlib.sha256()
-    for name, tensor in model.state_dict().items():
+    for name, tensor in base.state_dict().items():
         digest.update(name.encode())
         _tensor_digest(digest, tensor)
     for data in datasets:
@@ -52,8 +54,8 @@ def _fingerprint(model: FaceRecognizer, *datasets: FaceSet | None) -> str:
 
 
 class RunJournal:
-    """The finished runs in ``folder``: :meth:`load` one (``None`` if it has not finished),
-    :meth:`save` one, count them (:meth:`finished`), :meth:`remove` them all."""
+    """The finished runs in ``folder``, each under a :meth:`name`: :meth:`load` one (``None`` if it
+    has not finished), :meth:`save` one, count them (:meth:`finished`), :meth:`remove` them all."""
 
     def __init__(self, folder: str | Path):
         self.folder = Path(folder)
@@ -62,19 +64,18 @@ class RunJournal:
         """How many runs it holds."""
         return len(list(self.folder.glob("*.json"))) if self.folder.is_dir() else 0
 
-    def _name(self, method: str, config, base: FaceRecognizer, train: FaceSet, test: FaceSet,
-              extra: FaceSet | None) -> str:
+    @staticmethod
+    def name(method: str, config, data: str) -> str:
+        """The entry of ``method`` run with ``config`` (its seed included) on ``data`` (a
+        :func:`fingerprint`)."""
         settings = {k: v for k, v in asdict(config).items() if k not in _NOT_RESULTS}
         settings["val_per_class"] = config.selection.val_per_class
-        key = json.dumps({"method": method, "config": settings,
-                          "data": _fingerprint(base, train, test, extra)}, sort_keys=True)
+        key = json.dumps({"method": method, "config": settings, "data": data}, sort_keys=True)
         return f"{method}-seed{config.seed}-{hashlib.sha256(key.encode()).hexdigest()[:20]}"
 
-    def load(self, method: str, config, base: FaceRecognizer, train: FaceSet, test: FaceSet,
-             extra: FaceSet | None = None, with_model: bool = False) -> list[dict] | None:
-        """The results of a finished run, or None; ``with_model``: with its edited model in
-        ``results[-1]["model"]`` (None if it was saved without one)."""
-        name = self._name(method, config, base, train, test, extra)
+    def load(self, name: str, base: FaceRecognizer, with_model: bool = False) -> list[dict] | None:
+        """The results of a finished run, or None; ``with_model``: with its edited model (``base``'s
+        architecture) in ``results[-1]["model"]`` (None if it was saved without one)."""
         entry, weights = self.folder / f"{name}.json", self.folder / f"{name}.safetensors"
         if not entry.is_file() or (with_model and not weights.is_file()):
             return None
@@ -87,11 +88,9 @@ class RunJournal:
             results[-1]["model"] = model.eval()
         return results
 
-    def save(self, method: str, config, base: FaceRecognizer, train: FaceSet, test: FaceSet,
-             extra: FaceSet | None, results: list[dict], with_model: bool = False) -> None:
+    def save(self, name: str, results: list[dict], with_model: bool = False) -> None:
         """Record a finished run; ``with_model``: its edited model too (only the runs whose model is
         used are saved with it: a paper-size recogniser is hundreds of megabytes)."""
-        name = self._name(method, config, base, train, test, extra)
         if with_model:
             model = results[-1]["model"]
             save_safetensors_atomic({k: v.detach().contiguous().cpu() for k, v in model.state_dict().items()},
