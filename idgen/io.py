@@ -2,7 +2,9 @@
 
 Every output of idgen (embeddings, images, manifests, checkpoints) goes through these helpers:
 data is written to a temporary file in the same folder and renamed over the target, which is
-atomic on POSIX and Windows.
+atomic on POSIX and Windows. The file ends up with the permissions ``open()`` would have given it
+(0666 less the umask), not the owner-only 0600 of a temporary file, so a dataset or model written
+on a shared machine is readable by the people it was made for.
 """
 
 from __future__ import annotations
@@ -12,6 +14,9 @@ import os
 import tempfile
 from contextlib import contextmanager
 from pathlib import Path
+
+_UMASK = os.umask(0)   # the umask can only be read by setting it: read once, put straight back
+os.umask(_UMASK)
 
 
 @contextmanager
@@ -23,6 +28,7 @@ def atomic_path(target: str | os.PathLike):
     os.close(fd)
     try:
         yield Path(tmp)
+        os.chmod(tmp, 0o666 & ~_UMASK)   # after writing: some writers (safetensors) recreate the file
         os.replace(tmp, target)
     finally:
         if os.path.exists(tmp):

@@ -1,0 +1,33 @@
+"""Atomic writes: all or nothing, with the permissions a plain open() would give."""
+
+import stat
+
+import pytest
+
+from idgen.io import atomic_path, save_safetensors_atomic, write_json_atomic
+
+
+def _mode(path) -> int:
+    return stat.S_IMODE(path.stat().st_mode)
+
+
+def test_atomic_writes_get_the_permissions_open_gives(tmp_path):
+    """A temporary file is created owner-only (0600); the finished output must not stay that way,
+    or a dataset written on a shared machine is unreadable to everyone else."""
+    plain = tmp_path / "plain.json"
+    plain.write_text("{}")
+    write_json_atomic(tmp_path / "report.json", {"a": 1})
+    save_safetensors_atomic({"x": __import__("torch").zeros(2)}, tmp_path / "w.safetensors")
+    assert _mode(tmp_path / "report.json") == _mode(plain)
+    assert _mode(tmp_path / "w.safetensors") == _mode(plain)
+
+
+def test_a_failed_write_leaves_the_old_file_and_no_temporary(tmp_path):
+    target = tmp_path / "report.json"
+    write_json_atomic(target, {"version": 1})
+    with pytest.raises(RuntimeError):
+        with atomic_path(target) as tmp:
+            tmp.write_text('{"version": 2, "half')
+            raise RuntimeError("killed mid-write")
+    assert target.read_text() == '{\n  "version": 1\n}\n'
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["report.json"]
