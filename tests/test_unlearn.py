@@ -285,7 +285,8 @@ def test_hyperparameters_chosen_on_a_validation_split_of_training_images(tmp_pat
 
 def test_a_configuration_gives_the_same_result_whatever_ran_before_it(tmp_path):
     """Selection runs many candidates before the reported run; the reported numbers must be those
-    the chosen configuration gets on its own (same metrics, same edited weights)."""
+    the chosen configuration gets on its own (same metrics, same edited weights). A run seeds the
+    global generator for itself and leaves the caller's state as it found it."""
     import dataclasses
 
     from idgen.recognition import TrainConfig, predict, train_recognizer
@@ -303,7 +304,9 @@ def test_a_configuration_gives_the_same_result_whatever_ran_before_it(tmp_path):
         run_config = dataclasses.replace(config, forget=dataclasses.replace(config.forget, lr=lr))
         return run_method("gs-lora", model, data, data, [[0]], run_config, base_predictions)[-1]
 
+    state = torch.get_rng_state()
     alone = run(1e-2)
+    assert torch.equal(torch.get_rng_state(), state)
     torch.rand(5)             # the global generator moves, as other candidates and methods move it
     run(3e-2)
     again = run(1e-2)
@@ -343,6 +346,12 @@ def test_gallery_accuracy_is_nearest_class_mean_of_the_edited_models_embeddings(
 
     assert (result["gallery_acc_f"], result["gallery_acc_r"]) == pytest.approx(by_loop(result["model"]), abs=1e-4)
     assert result["gallery_acc_f_before"] == pytest.approx(by_loop(model)[0], abs=1e-4)
+    # selection skips the gallery (it scores the head's H-Mean only); nothing else changes
+    skipped = run_method("gs-lora", model, train, test, [[0, 1]], config, predict(model, test), gallery_metrics=False)[-1]
+    gallery_keys = ("gallery_acc_f_before", "gallery_acc_f", "gallery_acc_r")
+    assert all(skipped[key] is None for key in gallery_keys)
+    ignored = gallery_keys + ("model", "wall_seconds", "log")
+    assert {k: v for k, v in skipped.items() if k not in ignored} == {k: v for k, v in result.items() if k not in ignored}
 
 
 def test_repeats_report_the_mean_and_spread_of_single_seed_runs(tmp_path):
@@ -357,7 +366,7 @@ def test_repeats_report_the_mean_and_spread_of_single_seed_runs(tmp_path):
         "tasks": {"num_tasks": 2, "classes_per_task": 1, "seed": 1},
         "forget": {"epochs": 1, "batch_size": 8, "forget_batch_size": 2, "warmup_epochs": 0, "lr": 1e-2,
                    "lora": {"rank": 2}},
-        "baselines": {"methods": []}, "save_model": False, "seed": 4,
+        "baselines": {"methods": ["drop-classes"]}, "save_model": False, "seed": 4,
     }
     repeated = run_forgetting({**config, "repeats": 2, "output_dir": str(tmp_path / "both")})
     singles = [run_forgetting({**config, "seed": seed, "output_dir": str(tmp_path / f"seed{seed}")})
@@ -370,6 +379,10 @@ def test_repeats_report_the_mean_and_spread_of_single_seed_runs(tmp_path):
             assert row[key] == pytest.approx(statistics.mean(o[key] for o in own))
             assert row["spread"][key] == pytest.approx(statistics.stdev(o[key] for o in own))
         assert row["cumulative"]["h_mean"] == pytest.approx(statistics.mean(o["cumulative"]["h_mean"] for o in own))
+    # drop-classes draws nothing at random: it runs once, its rows have no spread and are one seed's
+    dropped = repeated["methods"]["drop-classes"]
+    assert all("spread" not in row and "runs" not in row for row in dropped)
+    assert _without_wall_times(dropped) == _without_wall_times(singles[0]["methods"]["drop-classes"])
     first, second = repeated["methods"]["gs-lora"]
     table = (tmp_path / "both" / "report.md").read_text()
     assert "mean over 2 training seeds" in table
@@ -444,9 +457,9 @@ def _without_wall_times(value):
 
 
 def test_a_killed_run_resumes_and_reports_what_an_uninterrupted_run_reports(tmp_path, monkeypatch):
-    """Selection (3 candidates) and the reported runs of 3 methods, 2 seeds each, are 12 runs. Killed
-    in the 9th, the run leaves 8 in output_dir/journal (only the reported GS-LoRA run's first seed
-    with its model); the same call then runs only the 4 missing ones, and its report and saved model are those of a
+    """Selection (3 candidates) and the reported runs of 3 methods, 2 seeds each (drop-classes
+    once: it draws nothing at random), are 11 runs. Killed in the 9th, the run leaves 8 in output_dir/journal (only the reported GS-LoRA run's first seed
+    with its model); the same call then runs only the 3 missing ones, and its report and saved model are those of a
     run that was never interrupted. The journal is gone afterwards."""
     import json
 
@@ -486,7 +499,7 @@ def test_a_killed_run_resumes_and_reports_what_an_uninterrupted_run_reports(tmp_
     calls.clear()
     kill_at = None
     resumed = run_forgetting({**config, "output_dir": str(out)})
-    assert calls == ["finetune"] * 2 + ["drop-classes"] * 2
+    assert calls == ["finetune"] * 2 + ["drop-classes"]
     for key in ("selection", "methods", "config"):
         expected, got = _without_wall_times(uninterrupted[key]), _without_wall_times(resumed[key])
         if key == "config":

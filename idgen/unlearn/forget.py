@@ -155,6 +155,8 @@ def gallery_predictions(model: FaceRecognizer, gallery: FaceSet, queries: FaceSe
 #: fine-tuned with GS-LoRA's losses; and no training at all, the forgotten classes only dropped from
 #: the classifier head's arg-max (what the head metrics alone cannot tell from forgetting).
 BASELINES = ("retrain", "finetune", "drop-classes")
+#: Methods that draw nothing at random: they run once, whatever ``repeats`` says.
+SEED_FREE = ("drop-classes",)
 
 
 def resolve_tasks(config: RunConfig, class_names: list[str]) -> list[list[int]]:
@@ -200,16 +202,40 @@ def _available(train: FaceSet, classes, shots: int | None) -> FaceSet:
     return data.few_shot(shots) if shots else data
 
 
+def _edit(method: str, model: FaceRecognizer, forget_data: FaceSet, retain_data: FaceSet, config: RunConfig,
+          task_index: int, seed: int, extra: FaceSet | None) -> tuple[FaceRecognizer, dict]:
+    """One forgetting task with ``method``: the edited model and the task's statistics."""
+    if method in ("gs-lora", "gs-lora++"):
+        forget_config = config.forget
+        if method == "gs-lora":
+            forget_config = dataclasses.replace(config.forget, prototype_weight=0.0)
+        return gs_lora_task(model, forget_data, retain_data, forget_config, task_index, seed)
+    if method == "finetune":
+        bound = config.baselines.finetune_bound or config.forget.bound
+        return finetune_task(model, forget_data, retain_data, dataclasses.replace(config.forget, bound=bound),
+                             config.baselines.finetune_lr or config.forget.lr, task_index, seed)
+    if method == "retrain":
+        epochs = config.baselines.retrain_epochs or config.forget.epochs
+        return retrain_task(model, retain_data, config.model.train, epochs, seed, extra)
+    if method == "drop-classes":   # no training: predictions leave the forgotten classes out (run_method)
+        return model, {"trainable_params": 0, "total_params": model.num_parameters(), "trainable_share": 0.0}
+    raise ConfigError(f"unknown method {method!r}; use gs-lora, gs-lora++ or one of {list(BASELINES)}")
+
+
 def run_method(method: str, base: FaceRecognizer, train: FaceSet, test: FaceSet, tasks: list[list[int]],
-               config: RunConfig, base_predictions: torch.Tensor, extra: FaceSet | None = None) -> list[dict]:
-    """Run the task sequence with one method; metrics after every task."""
+               config: RunConfig, base_predictions: torch.Tensor, extra: FaceSet | None = None,
+               gallery_metrics: bool = True) -> list[dict]:
+    """Run the task sequence with one method; metrics after every task. ``gallery_metrics=False``
+    skips the gallery columns (None): they re-embed every training photo after each task, and
+    hyper-parameter selection does not score them."""
     model = copy.deepcopy(base)
     all_classes = set(range(len(train.class_names)))
     missing_rng = random.Random(config.tasks.seed + 1)
     forgotten: list[int] = []
     results = []
     # what the model predicts before each task: the base's, then whatever the previous task left
-    predictions, gallery = base_predictions, gallery_predictions(model, train, test)
+    predictions = base_predictions
+    gallery = gallery_predictions(model, train, test) if gallery_metrics else None
     for t, task in enumerate(tasks):
         retained = sorted(all_classes - set(forgotten) - set(task))
         n_missing = round(config.tasks.missing_fraction * len(retained))
@@ -217,40 +243,27 @@ def run_method(method: str, base: FaceRecognizer, train: FaceSet, test: FaceSet,
         forget_data = _available(train, task, config.tasks.shots)
         retain_data = _available(train, replay_classes, config.tasks.shots)
         acc_f_before = accuracy(predictions, test.labels, task)
-        gallery_acc_f_before = accuracy(gallery, test.labels, task)
+        gallery_acc_f_before = accuracy(gallery, test.labels, task) if gallery_metrics else None
         seed = config.seed + t
         # every (method, task) starts from the same random state whatever ran before it (selection
         # candidates, other methods), so a configuration's result does not depend on the grid it
-        # was chosen from: LoRA initialisation and augmentation draw from the global generator
-        torch.manual_seed(seed)
-        start = time.perf_counter()
-        if method in ("gs-lora", "gs-lora++"):
-            forget_config = config.forget
-            if method == "gs-lora":
-                forget_config = dataclasses.replace(config.forget, prototype_weight=0.0)
-            model, stats = gs_lora_task(model, forget_data, retain_data, forget_config, t, seed)
-        elif method == "finetune":
-            bound = config.baselines.finetune_bound or config.forget.bound
-            model, stats = finetune_task(model, forget_data, retain_data,
-                                         dataclasses.replace(config.forget, bound=bound),
-                                         config.baselines.finetune_lr or config.forget.lr, t, seed)
-        elif method == "retrain":
-            epochs = config.baselines.retrain_epochs or config.forget.epochs
-            model, stats = retrain_task(model, retain_data, config.model.train, epochs, seed, extra)
-        elif method == "drop-classes":
-            stats = {"trainable_params": 0, "total_params": model.num_parameters(), "trainable_share": 0.0}
-        else:
-            raise ConfigError(f"unknown method {method!r}; use gs-lora, gs-lora++ or one of {list(BASELINES)}")
-        wall = time.perf_counter() - start
+        # was chosen from: LoRA initialisation and augmentation draw from the global generator,
+        # which is seeded here and handed back to the caller as it was
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(seed)
+            start = time.perf_counter()
+            model, stats = _edit(method, model, forget_data, retain_data, config, t, seed, extra)
+            wall = time.perf_counter() - start
         # drop-classes: no training, every class forgotten so far is taken out of the head's arg-max
         predictions = predict(model, test, exclude=forgotten + task if method == "drop-classes" else ())
         metrics = task_metrics(
             predictions, test.labels, forget_now=task, forgotten_before=forgotten, retained=retained,
             acc_f_before=acc_f_before, base_acc_r=accuracy(base_predictions, test.labels, retained),
             base_acc_f_all=accuracy(base_predictions, test.labels, set(task) | set(forgotten)))
-        gallery = gallery_predictions(model, train, test)
-        metrics.update(gallery_acc_f_before=gallery_acc_f_before, gallery_acc_f=accuracy(gallery, test.labels, task),
-                       gallery_acc_r=accuracy(gallery, test.labels, retained))
+        gallery = gallery_predictions(model, train, test) if gallery_metrics else None
+        metrics.update(gallery_acc_f_before=gallery_acc_f_before,
+                       gallery_acc_f=accuracy(gallery, test.labels, task) if gallery_metrics else None,
+                       gallery_acc_r=accuracy(gallery, test.labels, retained) if gallery_metrics else None)
         results.append({"task": t + 1, "forgotten": [train.class_names[c] for c in task], **metrics,
                         "wall_seconds": wall, "forget_images": len(forget_data), "retain_images": len(retain_data),
                         "missing_classes": len(retained) - len(replay_classes), **stats})
@@ -273,7 +286,7 @@ def _mean_and_spread(values: list) -> tuple:
 
 def run_repeated(method: str, base: FaceRecognizer, train: FaceSet, test: FaceSet, tasks: list[list[int]],
                  config: RunConfig, base_predictions: torch.Tensor, extra: FaceSet | None = None,
-                 journal: RunJournal | None = None, keep_model: bool = True) -> list[dict]:
+                 journal: RunJournal | None = None, keep_model: bool = True, gallery_metrics: bool = True) -> list[dict]:
     """:func:`run_method` once per training seed (``config.seed``, +1, … ``config.repeats`` of them).
 
     On a few hundred test photos one seed's numbers move by a point or two (LoRA initialisation,
@@ -281,16 +294,18 @@ def run_repeated(method: str, base: FaceRecognizer, train: FaceSet, test: FaceSe
     ahead. Per task the metrics are the means over seeds, ``spread`` holds their standard deviations
     and ``runs`` every seed's own numbers. Trainable share, group norms, logs and the returned model
     are the first seed's; the model only with ``keep_model``. With a ``journal``, seeds that already
-    finished are read from it and new ones written to it as they finish."""
+    finished are read from it and new ones written to it as they finish. A :data:`SEED_FREE` method
+    runs once (its numbers have no spread)."""
     data = fingerprint(base, train, test, extra) if journal is not None else None   # hashed once, not per seed
     runs = []
-    for k in range(config.repeats):
+    for k in range(1 if method in SEED_FREE else config.repeats):
         seed_config = dataclasses.replace(config, seed=config.seed + k)
         with_model = keep_model and k == 0
         name = journal.name(method, seed_config, data) if journal is not None else None
         results = journal.load(name, base, with_model) if name else None
         if results is None:
-            results = run_method(method, base, train, test, tasks, seed_config, base_predictions, extra)
+            results = run_method(method, base, train, test, tasks, seed_config, base_predictions, extra,
+                                 gallery_metrics)
             if name:
                 journal.save(name, results, with_model)
         if not with_model:
@@ -347,7 +362,7 @@ def select_hyperparameters(config: RunConfig, base: FaceRecognizer, fit: FaceSet
         scored = []
         for choice in candidates:
             results = run_repeated(method, base, fit, val, tasks, _with_choice(config, method, choice),
-                                   val_predictions, journal=journal, keep_model=False)
+                                   val_predictions, journal=journal, keep_model=False, gallery_metrics=False)
             scored.append({**choice, "val_h_mean": sum(r["h_mean"] for r in results) / len(results)})
         best = max(scored, key=lambda c: c["val_h_mean"])
         chosen = {key: value for key, value in best.items() if key != "val_h_mean"}

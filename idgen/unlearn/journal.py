@@ -1,7 +1,7 @@
 """The run journal: the finished runs of an ``idgen forget`` experiment, so a killed one resumes.
 
 An experiment is many independent runs, one per selection candidate and per method, each repeated
-per training seed: 48 runs and 35–85 minutes on two CPU cores for the LFW-62 configs. Each
+per training seed: 46 runs and 35–85 minutes on two CPU cores for the LFW-62 configs. Each
 run's results (and, for the one run whose edited model is kept, that model) are written to
 ``<output_dir>/journal/`` the moment it ends, atomically and the JSON last, so it marks a complete
 entry. The file name hashes
