@@ -125,6 +125,37 @@ def test_merge_after_task_keeps_outputs_and_removes_adapters():
                (dict(merged.named_modules())[n] for names in blocks2.values() for n in names))
 
 
+def test_a_named_weight_gets_its_own_lora_group_and_merges_to_base_plus_b_a():
+    """``target_parameters=["head.weight"]``: the classifier head gets a LoRA (A: r×D, B: C×r) as one
+    more group, whatever the grouping; merged, the head weight is exactly W + B·A and nothing but the
+    FFN linears and the head changed. An unknown name is refused with the weights one could name."""
+    model = tiny()
+    base = {n: p.detach().clone() for n, p in model.named_parameters()}
+    peft_model, blocks = add_task_lora(model, "t0", rank=2, target_parameters=["head.weight"])
+    for grouping, count in (("block", 3 + 1), ("matrix", 12 + 1)):
+        groups = lora_groups(model, blocks, "t0", grouping, ["head.weight"])
+        assert len(groups) == count and groups[-1].name == "head.weight"
+        assert sum(p.numel() for g in groups for p in g.parameters) == \
+            sum(p.numel() for p in model.parameters() if p.requires_grad) == 3 * 2 * 2 * (32 + 64) + 2 * (16 + 6)
+    a, b = groups[-1].parameters
+    assert a.shape == (2, 16) and b.shape == (6, 2)
+    with torch.no_grad():
+        for g in groups:
+            for p in g.parameters:
+                p.add_(0.1 * torch.randn_like(p))
+        expected_head = base["head.weight"] + b @ a
+        x = torch.randn(4, 3, 16, 16)
+        with_lora = model(x)
+    merged = merge_task_lora(peft_model)
+    after = dict(merged.named_parameters())
+    assert torch.allclose(after["head.weight"], expected_head, atol=1e-6)
+    assert torch.allclose(merged(x), with_lora, atol=1e-4)
+    changed = {n for n in base if not torch.equal(after[n], base[n])}
+    assert changed == {"head.weight"} | {f"{n}.weight" for names in blocks.values() for n in names}
+    with pytest.raises(ConfigError, match=r"no 2-D weight 'head.bias'.*'head.weight'"):
+        add_task_lora(tiny(), "t0", rank=2, target_parameters=["head.bias"])
+
+
 def test_class_prototypes_are_normalised_class_means():
     emb = torch.tensor([[3.0, 0.0], [0.0, 2.0], [1.0, 1.0], [5.0, 5.0]])
     labels = torch.tensor([0, 0, 2, 2])

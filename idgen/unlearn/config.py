@@ -19,6 +19,7 @@ class LoraConfig:
     alpha: float | None = None        # LoRA scaling numerator; None = rank (scale 1)
     grouping: str = "block"           # "block", "lora" (A+B of one linear) or "matrix"
     target_pattern: str | None = None  # regex over module names; None = FFN linears found by structure
+    target_parameters: list = field(default_factory=list)  # more weights, each its own group (["head.weight"])
     zero_tol: float = 1e-3            # a group counts as zero when its norm is below this
 
 

@@ -101,8 +101,8 @@ def gs_lora_task(model: FaceRecognizer, forget: FaceSet, retain: FaceSet, config
         prototypes = class_prototypes(embed(model, both), both.labels, model.config.num_classes)
     adapter = f"task{task_index}"
     peft_model, blocks = add_task_lora(model, adapter, config.lora.rank, config.lora.alpha,
-                                       config.lora.target_pattern)
-    groups = lora_groups(model, blocks, adapter, config.lora.grouping)
+                                       config.lora.target_pattern, config.lora.target_parameters)
+    groups = lora_groups(model, blocks, adapter, config.lora.grouping, config.lora.target_parameters)
     params = [p for g in groups for p in g.parameters]
     trainable = sum(p.numel() for p in params)
     log = _forgetting_epochs(model, params, forget, retain, config, config.lr, groups, prototypes,

@@ -7,6 +7,10 @@ that attention module. This finds ``mlp.fc1``/``mlp.fc2`` in our Face Transforme
 ``intermediate.dense``/``output.dense`` in BERT/ViT-style layers, without knowing any of those names.
 A regular expression (``target_pattern``) can replace the rule for unusual models.
 
+``target_parameters`` names further weights that get a LoRA of their own, each its own group (peft's
+``target_parameters``): ``["head.weight"]`` lets GS-LoRA edit a recogniser's classifier head, which the
+paper keeps frozen (README: on LFW-62 the frozen head is what keeps GS-LoRA behind fine-tuning).
+
 The adapters themselves are peft LoRA layers; each forgetting task adds its own adapter set and
 merges it into the base weights when the task ends (:func:`merge_task_lora`).
 """
@@ -15,6 +19,7 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass
+from typing import Sequence
 
 import torch
 from torch import nn
@@ -81,8 +86,9 @@ class LoraGroup:
 
 
 def add_task_lora(model: nn.Module, adapter_name: str, rank: int = 8, alpha: float | None = None,
-                  target_pattern: str | None = None):
-    """Freeze ``model`` and add a fresh LoRA set (named ``adapter_name``) to every FFN linear.
+                  target_pattern: str | None = None, target_parameters: Sequence[str] = ()):
+    """Freeze ``model`` and add a fresh LoRA set (named ``adapter_name``) to every FFN linear and to
+    each weight named in ``target_parameters``.
 
     The layers are replaced in place, so ``model`` itself (``model.embed``, ``model(x)``) runs
     with the adapters. Returns the peft wrapper (needed to merge) and the block → targets map."""
@@ -90,16 +96,27 @@ def add_task_lora(model: nn.Module, adapter_name: str, rank: int = 8, alpha: flo
 
     blocks = find_ffn_linears(model, target_pattern)
     targets = [name for names in blocks.values() for name in names]
+    weights = dict(model.named_parameters())
+    for name in target_parameters:
+        if name not in weights or weights[name].dim() != 2:
+            raise ConfigError(f"lora.target_parameters: {type(model).__name__} has no 2-D weight {name!r} "
+                              f"(2-D weights outside the blocks: {_other_matrices(weights, targets)})")
+    extra = {"target_parameters": list(target_parameters)} if target_parameters else {}
     config = LoraConfig(r=rank, lora_alpha=alpha if alpha is not None else rank, lora_dropout=0.0,
-                        target_modules=targets, bias="none")
+                        target_modules=targets, bias="none", **extra)
     peft_model = get_peft_model(model, config, adapter_name=adapter_name)
     return peft_model, blocks
 
 
+def _other_matrices(weights: dict[str, torch.Tensor], ffn_linears: list[str]) -> list[str]:
+    return [name for name, w in weights.items() if w.dim() == 2 and name.rsplit(".", 1)[0] not in ffn_linears]
+
+
 def lora_groups(model: nn.Module, blocks: dict[str, list[str]], adapter_name: str,
-                grouping: str = "block") -> list[LoraGroup]:
+                grouping: str = "block", target_parameters: Sequence[str] = ()) -> list[LoraGroup]:
     """The LoRA parameters of ``adapter_name`` grouped per block, per adapted linear ("lora": its A
-    and B) or per matrix (A and B separately)."""
+    and B) or per matrix (A and B separately); then one group per weight of ``target_parameters``
+    (its A and B, whatever the grouping)."""
     if grouping not in GROUPINGS:
         raise ConfigError(f"lora.grouping must be one of {GROUPINGS}, not {grouping!r}")
     modules = dict(model.named_modules())
@@ -116,6 +133,9 @@ def lora_groups(model: nn.Module, blocks: dict[str, list[str]], adapter_name: st
             groups += [LoraGroup(t, [a, b]) for t, a, b in per_target]
         else:
             groups += [LoraGroup(f"{t}.{m}", [p]) for t, a, b in per_target for m, p in (("A", a), ("B", b))]
+    for name in target_parameters:
+        owner = modules[name.rsplit(".", 1)[0]]
+        groups.append(LoraGroup(name, [owner.lora_A[adapter_name].weight, owner.lora_B[adapter_name].weight]))
     return groups
 
 
