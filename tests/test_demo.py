@@ -7,6 +7,7 @@ seeds, identity arithmetic, files, counts, and error messages.
 
 from __future__ import annotations
 
+import time
 import zipfile
 from pathlib import Path
 import numpy as np
@@ -189,9 +190,15 @@ def test_dataset_then_forget(served):
     # The Forget tab takes the dataset's identity folders: forget one named person.
     people = sorted(p.name for p in Path(images_folder).iterdir())
     assert len(people) == 3
-    report, groups = client.predict(images_folder, people[1], 1, 2, 2, api_name="/forget")
+    job = client.submit(images_folder, people[1], 1, 2, 30, api_name="/forget")
+    bars = set()
+    while not job.done():   # the page shows the run's own tqdm bars (track_tqdm): collect them as they come
+        bars |= {(unit.desc, unit.length) for unit in job.status().progress_data or []}
+        time.sleep(0.02)
+    report, groups = job.result()
     assert people[1] in report and "gs-lora" in report
     assert Image.open(groups).format == "PNG"
+    assert ("GS-LoRA task 1", 30) in bars   # one step per forgetting epoch, as many as asked for
 
 
 def test_forget_without_a_folder(served, tmp_path):
