@@ -222,6 +222,10 @@ def _edit(method: str, model: FaceRecognizer, forget_data: FaceSet, retain_data:
     raise ConfigError(f"unknown method {method!r}; use gs-lora, gs-lora++ or one of {list(BASELINES)}")
 
 
+def _gallery_accuracy(predictions: torch.Tensor | None, labels: torch.Tensor, classes) -> float | None:
+    return None if predictions is None else accuracy(predictions, labels, classes)
+
+
 def run_method(method: str, base: FaceRecognizer, train: FaceSet, test: FaceSet, tasks: list[list[int]],
                config: RunConfig, base_predictions: torch.Tensor, extra: FaceSet | None = None,
                gallery_metrics: bool = True) -> list[dict]:
@@ -243,7 +247,7 @@ def run_method(method: str, base: FaceRecognizer, train: FaceSet, test: FaceSet,
         forget_data = _available(train, task, config.tasks.shots)
         retain_data = _available(train, replay_classes, config.tasks.shots)
         acc_f_before = accuracy(predictions, test.labels, task)
-        gallery_acc_f_before = accuracy(gallery, test.labels, task) if gallery_metrics else None
+        gallery_acc_f_before = _gallery_accuracy(gallery, test.labels, task)
         seed = config.seed + t
         # every (method, task) starts from the same random state whatever ran before it (selection
         # candidates, other methods), so a configuration's result does not depend on the grid it
@@ -262,8 +266,8 @@ def run_method(method: str, base: FaceRecognizer, train: FaceSet, test: FaceSet,
             base_acc_f_all=accuracy(base_predictions, test.labels, set(task) | set(forgotten)))
         gallery = gallery_predictions(model, train, test) if gallery_metrics else None
         metrics.update(gallery_acc_f_before=gallery_acc_f_before,
-                       gallery_acc_f=accuracy(gallery, test.labels, task) if gallery_metrics else None,
-                       gallery_acc_r=accuracy(gallery, test.labels, retained) if gallery_metrics else None)
+                       gallery_acc_f=_gallery_accuracy(gallery, test.labels, task),
+                       gallery_acc_r=_gallery_accuracy(gallery, test.labels, retained))
         results.append({"task": t + 1, "forgotten": [train.class_names[c] for c in task], **metrics,
                         "wall_seconds": wall, "forget_images": len(forget_data), "retain_images": len(retain_data),
                         "missing_classes": len(retained) - len(replay_classes), **stats})
@@ -286,7 +290,8 @@ def _mean_and_spread(values: list) -> tuple:
 
 def run_repeated(method: str, base: FaceRecognizer, train: FaceSet, test: FaceSet, tasks: list[list[int]],
                  config: RunConfig, base_predictions: torch.Tensor, extra: FaceSet | None = None,
-                 journal: RunJournal | None = None, keep_model: bool = True, gallery_metrics: bool = True) -> list[dict]:
+                 journal: RunJournal | None = None, keep_model: bool = True,
+                 gallery_metrics: bool = True) -> list[dict]:
     """:func:`run_method` once per training seed (``config.seed``, +1, … ``config.repeats`` of them).
 
     On a few hundred test photos one seed's numbers move by a point or two (LoRA initialisation,
