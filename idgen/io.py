@@ -47,6 +47,13 @@ def write_json_atomic(target: str | os.PathLike, obj) -> None:
     write_bytes_atomic(target, (json.dumps(obj, indent=2, sort_keys=False) + "\n").encode())
 
 
+def save_module_weights(module, target: str | os.PathLike, metadata: dict | None = None) -> None:
+    """A torch module's state dict as safetensors, atomically (detached, contiguous and on the CPU,
+    as safetensors needs)."""
+    save_safetensors_atomic({k: v.detach().contiguous().cpu() for k, v in module.state_dict().items()},
+                            target, metadata)
+
+
 def save_safetensors_atomic(tensors: dict, target: str | os.PathLike, metadata: dict | None = None) -> None:
     """Save a dict of torch tensors or numpy arrays as safetensors, atomically."""
     import numpy as np

@@ -22,6 +22,16 @@ def test_atomic_writes_get_the_permissions_open_gives(tmp_path):
     assert _mode(tmp_path / "w.safetensors") == _mode(plain)
 
 
+def test_atomic_writes_follow_the_umask(tmp_path, monkeypatch):
+    """The same, independent of the umask this test runs under (with 077 the check above could not
+    tell 0600 from the umask): under 022 the file is 0644, group and others may read it."""
+    import idgen.io
+
+    monkeypatch.setattr(idgen.io, "_UMASK", 0o022)
+    write_json_atomic(tmp_path / "report.json", {"a": 1})
+    assert _mode(tmp_path / "report.json") == 0o644
+
+
 def test_a_failed_write_leaves_the_old_file_and_no_temporary(tmp_path):
     target = tmp_path / "report.json"
     write_json_atomic(target, {"version": 1})

@@ -21,7 +21,7 @@ import torch.nn.functional as F
 from tqdm.auto import tqdm
 
 from ..errors import ConfigError
-from ..io import save_safetensors_atomic, write_json_atomic
+from ..io import save_module_weights, write_json_atomic
 from ..recognition import MarginHead
 from .data import align_images, read_face_set
 from .mobilefacenet import MobileFaceNet
@@ -120,8 +120,7 @@ def train_recognizer(config: TrainConfig) -> dict:
     if accelerator.is_main_process:
         network = accelerator.unwrap_model(model)
         out = Path(config.output)
-        save_safetensors_atomic({k: v.detach().cpu().contiguous() for k, v in network.state_dict().items()},
-                                out / "model.safetensors")
+        save_module_weights(network, out / "model.safetensors")
         write_json_atomic(out / "config.json", {"architecture": "mobilefacenet", "model": network.config,
                                                 "train": asdict(config), "summary": summary})
     accelerator.wait_for_everyone()

@@ -23,7 +23,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..errors import ConfigError, ModelFilesMissingError
-from ..io import save_safetensors_atomic, write_json_atomic
+from ..io import save_module_weights, write_json_atomic
 
 
 @dataclass
@@ -180,8 +180,7 @@ class FaceRecognizer(nn.Module):
         if class_names is not None:
             config["class_names"] = list(class_names)
         write_json_atomic(folder / "config.json", config)
-        state = {k: v.detach().contiguous().cpu() for k, v in self.state_dict().items()}
-        save_safetensors_atomic(state, folder / "model.safetensors", metadata={"format": "pt"})
+        save_module_weights(self, folder / "model.safetensors", metadata={"format": "pt"})
 
     @classmethod
     def from_pretrained(cls, folder: str | os.PathLike) -> "FaceRecognizer":

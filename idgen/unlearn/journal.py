@@ -24,11 +24,12 @@ from pathlib import Path
 
 import torch
 
-from ..io import save_safetensors_atomic, write_json_atomic
+from ..io import save_module_weights, write_json_atomic
 from ..recognition.data import FaceSet
 from ..recognition.model import FaceRecognizer
 
-#: Configuration fields that do not change a run's results.
+#: Configuration fields that do not change a run's results (``selection.val_per_class`` does, by
+#: changing the photos, which the data fingerprint covers).
 _NOT_RESULTS = ("output_dir", "repeats", "save_model", "selection")
 
 
@@ -69,7 +70,6 @@ class RunJournal:
         """The entry of ``method`` run with ``config`` (its seed included) on ``data`` (a
         :func:`fingerprint`)."""
         settings = {k: v for k, v in asdict(config).items() if k not in _NOT_RESULTS}
-        settings["val_per_class"] = config.selection.val_per_class
         key = json.dumps({"method": method, "config": settings, "data": data}, sort_keys=True)
         return f"{method}-seed{config.seed}-{hashlib.sha256(key.encode()).hexdigest()[:20]}"
 
@@ -92,9 +92,7 @@ class RunJournal:
         """Record a finished run; ``with_model``: its edited model too (only the runs whose model is
         used are saved with it: a paper-size recogniser is hundreds of megabytes)."""
         if with_model:
-            model = results[-1]["model"]
-            save_safetensors_atomic({k: v.detach().contiguous().cpu() for k, v in model.state_dict().items()},
-                                    self.folder / f"{name}.safetensors")
+            save_module_weights(results[-1]["model"], self.folder / f"{name}.safetensors")
         write_json_atomic(self.folder / f"{name}.json",
                           [{k: v for k, v in row.items() if k != "model"} for row in results])
 
