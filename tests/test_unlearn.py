@@ -14,7 +14,8 @@ from torch import nn
 from idgen.errors import ConfigError
 from idgen.recognition import FaceRecognizer, FaceSet, model_config
 from idgen.unlearn import (add_task_lora, class_prototypes, find_ffn_linears, forgetting_loss, group_lasso,
-                           group_soft_threshold, gs_lora_task, load_config, lora_groups, merge_task_lora)
+                           group_soft_threshold, gs_lora_task, load_config, lora_groups, merge_task_lora,
+                           prototype_loss)
 from idgen.unlearn.config import ForgetConfig, LoraConfig
 
 
@@ -312,6 +313,54 @@ def test_hyperparameters_chosen_on_a_validation_split_of_training_images(tmp_pat
     assert report["config"]["forget"]["alpha"] == max(report["selection"]["gs-lora"]["candidates"],
                                                       key=lambda c: c["val_h_mean"])["alpha"]
     assert "chosen on the validation split (5 training images held out)" in (tmp_path / "out" / "report.md").read_text()
+
+
+def test_gs_lora_plus_plus_chooses_its_prototype_weight_on_validation_too(tmp_path):
+    """GS-LoRA++'s grid crosses lr, BND and α with the prototype weight γ; the best γ is the one
+    the reported run uses. Plain GS-LoRA has no prototypes: a γ grid for it is refused by name."""
+    from idgen.unlearn import run_forgetting
+
+    config = {
+        **_toy_run(tmp_path, num_classes=5, train_epochs=4), "method": "gs-lora++",
+        "tasks": {"num_tasks": 1, "classes_per_task": 1, "seed": 0},
+        "forget": {"epochs": 1, "batch_size": 8, "forget_batch_size": 2, "warmup_epochs": 0, "alpha": 10,
+                   "lora": {"rank": 2}},
+        "baselines": {"methods": []},
+        "selection": {"val_per_class": 1, "gs_lora_lrs": [3e-2], "bounds": [5, 40], "prototype_weights": [0.1, 3]},
+        "output_dir": str(tmp_path / "out"), "save_model": False,
+    }
+    report = run_forgetting(config)
+    candidates = report["selection"]["gs-lora++"]["candidates"]
+    assert [(c["lr"], c["bound"], c["alpha"], c["prototype_weight"]) for c in candidates] == [
+        (3e-2, b, 10.0, g) for b in (5.0, 40.0) for g in (0.1, 3.0)]
+    best = max(candidates, key=lambda c: c["val_h_mean"])
+    assert report["config"]["forget"]["prototype_weight"] == best["prototype_weight"]
+    assert report["config"]["forget"]["bound"] == best["bound"]
+    assert f"γ {best['prototype_weight']:g}" in (tmp_path / "out" / "report.md").read_text()
+    with pytest.raises(ConfigError, match="selection.prototype_weights.*method: gs-lora\\+\\+"):
+        run_forgetting({**config, "method": "gs-lora"})
+
+
+def test_prototype_bound_defaults_to_the_forgetting_bound(monkeypatch):
+    """Prototype logits have the head's scale, so unless ``prototype_bound`` is set, the push-away
+    on them uses the same BND as the head's forgetting loss."""
+    from idgen.unlearn import forget as forget_module
+
+    seen = []
+
+    def recording(*args, bound, **kwargs):
+        seen.append(bound)
+        return prototype_loss(*args, bound=bound, **kwargs)
+
+    monkeypatch.setattr(forget_module, "prototype_loss", recording)
+    data = _toy_faces()
+    forget, retain = data.of_classes([0]), data.of_classes(range(1, 6))
+    for prototype_bound, expected in ((None, 7.0), (3.0, 3.0)):
+        seen.clear()
+        config = ForgetConfig(epochs=1, batch_size=24, forget_batch_size=8, bound=7.0, prototype_weight=1.0,
+                              prototype_bound=prototype_bound, augment=False, lora=LoraConfig(rank=2))
+        gs_lora_task(tiny(), forget, retain, config)
+        assert seen and set(seen) == {expected}
 
 
 def test_a_configuration_gives_the_same_result_whatever_ran_before_it(tmp_path):

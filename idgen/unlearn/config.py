@@ -35,7 +35,7 @@ class ForgetConfig:
     proximal: bool = True             # apply it as a group soft-threshold step (exact zeros), else as a loss term
     warmup_epochs: int = 2            # epochs with alpha = 0
     prototype_weight: float = 0.0     # > 0 turns GS-LoRA into GS-LoRA++
-    prototype_bound: float = 40.0
+    prototype_bound: float | None = None   # the push-away bound on prototype logits; None = ``bound``
     augment: bool = True
     lora: LoraConfig = field(default_factory=LoraConfig)
 
@@ -71,7 +71,7 @@ class BaselinesConfig:
 
 @dataclass
 class SelectionConfig:
-    """Learning rates, BND (and GS-LoRA's α) chosen by one rule for every method: the last
+    """Learning rates, BND (and GS-LoRA's α, GS-LoRA++'s prototype weight γ) chosen by one rule for every method: the last
     ``val_per_class`` training images of each identity are held out of all training (base model
     included) as a validation split; each listed lr, crossed with each listed bound (and α), runs
     the whole task sequence on the rest and is scored by its mean H-Mean on the validation images;
@@ -82,6 +82,7 @@ class SelectionConfig:
     finetune_lrs: list = field(default_factory=list)   # candidates for baselines.finetune_lr
     bounds: list = field(default_factory=list)         # candidates for BND (forget.bound, baselines.finetune_bound)
     alphas: list = field(default_factory=list)         # candidates for forget.alpha (GS-LoRA only)
+    prototype_weights: list = field(default_factory=list)  # candidates for forget.prototype_weight (GS-LoRA++ only)
 
 
 @dataclass

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import copy
 import dataclasses
+import itertools
 import random
 import statistics
 import time
@@ -51,6 +52,8 @@ def _forgetting_epochs(model, params, forget: FaceSet, retain: FaceSet, config: 
     retain_batches = _cycle_batches(retain, config.batch_size, generator)
     forget_batches = _cycle_batches(forget, config.forget_batch_size, generator)
     steps = max(1, -(-len(retain) // config.batch_size))
+    # prototype logits have the head's scale, so by default the head's bound carries over
+    prototype_bound = config.bound if config.prototype_bound is None else config.prototype_bound
     model.train()
     log = []
     for epoch in tqdm(range(config.epochs), desc=desc, leave=False):
@@ -74,7 +77,7 @@ def _forgetting_epochs(model, params, forget: FaceSet, retain: FaceSet, config: 
                 totals["structure"] += structure.item()
             if prototypes is not None:
                 proto = prototype_loss(embeddings[:n], r_lab, embeddings[n:], f_lab, *prototypes,
-                                       scale=model.config.scale, bound=config.prototype_bound)
+                                       scale=model.config.scale, bound=prototype_bound)
                 loss = loss + config.prototype_weight * proto
                 totals["prototype"] += proto.item()
             optimizer.zero_grad(set_to_none=True)
@@ -334,8 +337,9 @@ def run_repeated(method: str, base: FaceRecognizer, train: FaceSet, test: FaceSe
 
 
 def _with_choice(config: RunConfig, method: str, choice: dict) -> RunConfig:
-    """``config`` with ``method``'s chosen ``lr``, ``bound`` (and, for GS-LoRA, ``alpha``) set; the
-    fine-tune baseline has its own lr and BND and no groups to shrink."""
+    """``config`` with ``method``'s chosen ``lr``, ``bound`` (and, for GS-LoRA, ``alpha``, for
+    GS-LoRA++ also ``prototype_weight``) set; the fine-tune baseline has its own lr and BND and no
+    groups to shrink."""
     if method == "finetune":
         return dataclasses.replace(config, baselines=dataclasses.replace(
             config.baselines, finetune_lr=choice["lr"], finetune_bound=choice["bound"]))
@@ -343,14 +347,16 @@ def _with_choice(config: RunConfig, method: str, choice: dict) -> RunConfig:
 
 
 def _candidates(config: RunConfig, method: str) -> list[dict]:
-    """The selection grid of one method: lr × BND (× α for GS-LoRA); an empty list of bounds or
-    alphas keeps the configured value."""
-    selection = config.selection
-    lrs = selection.finetune_lrs if method == "finetune" else selection.gs_lora_lrs
-    bounds = selection.bounds or [config.forget.bound]
-    alphas = [None] if method == "finetune" else (selection.alphas or [config.forget.alpha])
-    return [{"lr": float(lr), "bound": float(bound), **({} if alpha is None else {"alpha": float(alpha)})}
-            for lr in lrs for bound in bounds for alpha in alphas]
+    """The selection grid of one method: lr × BND (× α for GS-LoRA, × γ for GS-LoRA++); an empty
+    list of bounds, alphas or prototype weights keeps the configured value."""
+    selection, forget = config.selection, config.forget
+    axes = {"lr": selection.finetune_lrs if method == "finetune" else selection.gs_lora_lrs,
+            "bound": selection.bounds or [forget.bound]}
+    if method != "finetune":
+        axes["alpha"] = selection.alphas or [forget.alpha]
+    if method == "gs-lora++":
+        axes["prototype_weight"] = selection.prototype_weights or [forget.prototype_weight]
+    return [dict(zip(axes, map(float, values))) for values in itertools.product(*axes.values())]
 
 
 def select_hyperparameters(config: RunConfig, base: FaceRecognizer, fit: FaceSet, val: FaceSet,
@@ -399,6 +405,9 @@ def run_forgetting(config: RunConfig | dict | str) -> dict:
         raise ConfigError(f"baselines.methods: unknown {unknown}; choose from {list(BASELINES)}")
     if config.repeats < 1:
         raise ConfigError(f"repeats must be at least 1, not {config.repeats}")
+    if config.selection.prototype_weights and config.method != "gs-lora++":
+        raise ConfigError("selection.prototype_weights are GS-LoRA++'s prototype weights; "
+                          "set method: gs-lora++ or leave the list empty")
     torch.manual_seed(config.seed)
     train, test = load_face_folder(config.data)
     train, val = train.hold_out(config.selection.val_per_class)
