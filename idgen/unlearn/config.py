@@ -71,11 +71,11 @@ class BaselinesConfig:
 
 @dataclass
 class SelectionConfig:
-    """Learning rates, BND (and GS-LoRA's α, GS-LoRA++'s prototype weight γ) chosen by one rule for every method: the last
-    ``val_per_class`` training images of each identity are held out of all training (base model
-    included) as a validation split; each listed lr, crossed with each listed bound (and α), runs
-    the whole task sequence on the rest and is scored by its mean H-Mean on the validation images;
-    the best one is used for the reported run on the test images."""
+    """Learning rates, BND (and GS-LoRA's α, GS-LoRA++'s prototype weight γ) chosen by one rule for
+    every method: the last ``val_per_class`` training images of each identity are held out of all
+    training (base model included) as a validation split; each listed lr, crossed with each listed
+    bound (and α, γ), runs the whole task sequence on the rest and is scored by its mean H-Mean on
+    the validation images; the best one is used for the reported run on the test images."""
 
     val_per_class: int = 0            # 0: no validation split, lrs as configured
     gs_lora_lrs: list = field(default_factory=list)    # candidates for forget.lr
