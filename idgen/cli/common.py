@@ -1,5 +1,8 @@
 """Options shared by the subcommands and ``python app.py``: each is defined once, here, so every
-command spells it the same way and has the same default (an ``IDGEN_*`` variable overrides it)."""
+command spells it the same way and has the same default (an ``IDGEN_*`` variable overrides it).
+
+Nothing here imports :mod:`idgen.demo` (whose package imports gradio): building the ``idgen`` parser,
+``idgen --help`` and every subcommand but the demo's own run step stay gradio-free."""
 
 from __future__ import annotations
 
@@ -64,6 +67,49 @@ def add_sampling_options(parser: argparse.ArgumentParser) -> None:
                        help="denoising steps (default: the pipeline's, 25 for Arc2Face, 30 for InstantID)")
     group.add_argument("--guidance", type=float, default=None,
                        help="guidance scale (default: the pipeline's, 3.0 for Arc2Face, 5.0 for InstantID)")
+
+
+#: The model flags' ``IDGEN_*`` variables and built-in defaults, as :data:`idgen.demo.models.ENVIRONMENT`
+#: has them (``ModelSettings`` resolves the values; here they only go into the help text). Kept here so
+#: that the parser needs no demo import; tests/test_cli_imports.py checks that the two agree.
+MODEL_ENVIRONMENT = {
+    "model": ("IDGEN_MODEL", None),
+    "base": ("IDGEN_BASE", "stable-diffusion-v1-5/stable-diffusion-v1-5"),
+    "arc2face": ("IDGEN_ARC2FACE", "FoivosPar/Arc2Face"),
+    "instantid": ("IDGEN_INSTANTID", None),
+    "instantid_base": ("IDGEN_INSTANTID_BASE", "stabilityai/stable-diffusion-xl-base-1.0"),
+    "lcm_lora": ("IDGEN_LCM_LORA", "latent-consistency/lcm-lora-sdv1-5"),
+    "lcm_lora_sdxl": ("IDGEN_LCM_LORA_SDXL", "latent-consistency/lcm-lora-sdxl"),
+    "forget_data": ("IDGEN_FORGET_DATA", None),
+}
+
+
+def add_model_arguments(parser, demo: bool = False) -> None:
+    """The model flags of ``python app.py``, ``idgen generate`` and ``idgen edit`` (each defaults to
+    its ``IDGEN_*`` variable, then to the built-in default), with the shared face and device options.
+    ``demo`` adds the page-only ``--forget-data``. Values become settings with
+    :func:`idgen.demo.models.settings_from_args`."""
+
+    def env(name):
+        variable, default = MODEL_ENVIRONMENT[name]
+        return f"${variable}" + (f"; default {default}" if default else "")
+
+    group = parser.add_argument_group("models (hub ids or local folders)")
+    group.add_argument("--base", help=f"SD 1.5 base for Arc2Face ({env('base')})")
+    group.add_argument("--model", help=f"a saved idgen Arc2Face pipeline folder, instead of --base/--arc2face ({env('model')})")
+    group.add_argument("--arc2face", help=f"Arc2Face checkpoint with arc2face/ and encoder/ ({env('arc2face')})")
+    group.add_argument("--instantid", help=f"InstantID folder or hub id, e.g. InstantX/InstantID "
+                                           f"({env('instantid')}; default: InstantID off)")
+    group.add_argument("--instantid-base", help=f"SDXL base for InstantID ({env('instantid_base')})")
+    group.add_argument("--lcm-lora", help=f"LCM-LoRA of the fast preset for Arc2Face, hub id or folder ({env('lcm_lora')})")
+    group.add_argument("--lcm-lora-sdxl", help=f"LCM-LoRA of the fast preset for InstantID ({env('lcm_lora_sdxl')})")
+    if demo:
+        group.add_argument("--forget-data", help=f"face folder for the Forget tab, one sub-folder per person "
+                                                 f"({env('forget_data')})")
+    group.add_argument("--tiny", action="store_true", default=None,
+                       help="tiny random models built in code, offline (for trying things out and tests)")
+    add_face_options(parser)
+    add_device_options(parser)
 
 
 def analyzer_from_args(args, purpose: str = "analysis"):

@@ -8,7 +8,7 @@ from PIL import Image
 
 from ..errors import ConfigError
 from ..io import atomic_path
-from .common import add_sampling_options
+from .common import add_model_arguments, add_sampling_options
 
 
 def register(subparsers) -> None:
@@ -31,8 +31,6 @@ def register(subparsers) -> None:
     restyle.add_argument("--face-index", default=None, help="whose identity to keep when there are several faces (index)")
     restyle.add_argument("--strength", type=float, default=0.5, help="how much of the photo is re-drawn (0–1)")
     restyle.set_defaults(handler=run_restyle)
-
-    from ..demo.models import add_model_arguments
 
     for action in (replace, restyle):
         action.add_argument("--photo", required=True, help="the photo to edit")

@@ -6,12 +6,10 @@ from __future__ import annotations
 from tqdm import tqdm
 
 from ..errors import ConfigError
+from .common import add_model_arguments, add_sampling_options
 
 
 def register(subparsers) -> None:
-    from ..demo.models import add_model_arguments
-    from .common import add_sampling_options
-
     parser = subparsers.add_parser(
         "generate", help="generate images of a person from face photos (or of a random identity)",
         description="Generate images of the identity in --face (one person, one or more photos) with "
@@ -37,7 +35,7 @@ def register(subparsers) -> None:
 def run(args) -> int:
     from pathlib import Path
 
-    from ..demo import actions
+    from ..demo import actions  # the demo's tab actions, shared with the page (imported only to run)
     from ..demo.models import ModelHub, settings_from_args
     from ..io import write_json_atomic
 
