@@ -9,7 +9,7 @@ import argparse
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from idgen.demo.models import add_model_arguments
+    from idgen.cli.common import add_model_arguments
 
     parser = argparse.ArgumentParser(description="idgen Gradio demo")
     add_model_arguments(parser, demo=True)

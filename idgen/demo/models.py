@@ -193,34 +193,6 @@ class ModelHub:
         return self._get("instantid", build)
 
 
-def add_model_arguments(parser, demo: bool = False) -> None:
-    """The model flags of ``python app.py``, ``idgen generate`` and ``idgen edit`` (each defaults to
-    its ``IDGEN_*`` variable, then to the built-in default), with the shared face and device options
-    of :mod:`idgen.cli.common`. ``demo`` adds the page-only ``--forget-data``."""
-    from ..cli.common import add_device_options, add_face_options
-
-    def env(name):
-        variable, default = ENVIRONMENT[name]
-        return f"${variable}" + (f"; default {default}" if default else "")
-
-    group = parser.add_argument_group("models (hub ids or local folders)")
-    group.add_argument("--base", help=f"SD 1.5 base for Arc2Face ({env('base')})")
-    group.add_argument("--model", help=f"a saved idgen Arc2Face pipeline folder, instead of --base/--arc2face ({env('model')})")
-    group.add_argument("--arc2face", help=f"Arc2Face checkpoint with arc2face/ and encoder/ ({env('arc2face')})")
-    group.add_argument("--instantid", help=f"InstantID folder or hub id, e.g. InstantX/InstantID "
-                                           f"({env('instantid')}; default: InstantID off)")
-    group.add_argument("--instantid-base", help=f"SDXL base for InstantID ({env('instantid_base')})")
-    group.add_argument("--lcm-lora", help=f"LCM-LoRA of the fast preset for Arc2Face, hub id or folder ({env('lcm_lora')})")
-    group.add_argument("--lcm-lora-sdxl", help=f"LCM-LoRA of the fast preset for InstantID ({env('lcm_lora_sdxl')})")
-    if demo:
-        group.add_argument("--forget-data", help=f"face folder for the Forget tab, one sub-folder per person "
-                                                 f"({env('forget_data')})")
-    group.add_argument("--tiny", action="store_true", default=None,
-                       help="tiny random models built in code, offline (for trying things out and tests)")
-    add_face_options(parser)
-    add_device_options(parser)
-
-
 def settings_from_args(args) -> ModelSettings:
     return ModelSettings.from_environment(**{name: getattr(args, name, None) for name in ENVIRONMENT},
                                           det_size=args.det_size, upsample=args.upsample, tiny=args.tiny)
