@@ -147,3 +147,19 @@ def test_arc2face_recogniser_file_named_when_missing(tmp_path):
     (pack / "scrfd_10g_bnkps.onnx").write_bytes(b"")
     with pytest.raises(ModelFilesMissingError, match=r"arcface\.onnx.*FoivosPar/Arc2Face"):
         FaceAnalyzer.from_backend("antelopev2", "arcface.onnx", root=tmp_path)
+
+
+def test_the_shipped_mobilefacenet_is_the_reference_model(mfn_analyzer, faces_dir):
+    """``recognizer="mobilefacenet"`` loads the copy inside the package (no path needed, offline), and
+    it embeds exactly like the reference file; flip test-time augmentation adds the mirrored crop."""
+    import numpy as np
+
+    from idgen.faces import FaceAnalyzer
+    from idgen.faces.models import MOBILEFACENET_ONNX
+
+    assert MOBILEFACENET_ONNX.is_file() and (MOBILEFACENET_ONNX.parent / "LICENSE.md").is_file()
+    photo = faces_dir / "Aaron_Peirsol_0001.jpg"
+    shipped = FaceAnalyzer.from_backend("dlib", "mobilefacenet").get_face(photo).embedding
+    np.testing.assert_array_equal(shipped, mfn_analyzer.get_face(photo).embedding)
+    flipped = FaceAnalyzer.from_backend("dlib", "mobilefacenet", flip=True).get_face(photo).embedding
+    assert not np.allclose(flipped, shipped) and np.allclose(np.linalg.norm(flipped), 2 * np.linalg.norm(shipped), rtol=0.2)

@@ -12,7 +12,7 @@ from ..errors import IdgenError, MultipleFacesError, NoFaceError
 from .align import align_face, center_box, template_in_box
 from .detectors import Detection, Detector, DlibDetector, InsightFaceDetector
 from .image import ImageInput, describe, load_image
-from .models import insightface_files
+from .models import MOBILEFACENET_ONNX, insightface_files
 from .recognizers import DlibRecognizer, OnnxRecognizer, Recognizer
 from .types import Face
 
@@ -56,7 +56,8 @@ class FaceAnalyzer:
         """Build an analyzer from backend names.
 
         ``detector``: ``"dlib"``, or an insightface pack name / folder (``"antelopev2"``,
-        ``"buffalo_l"``). ``recognizer``: ``"dlib"``, ``"mobilefacenet:<path>"``, the path of an
+        ``"buffalo_l"``). ``recognizer``: ``"dlib"``, ``"mobilefacenet"`` (the copy shipped with
+        idgen, see :data:`~idgen.faces.models.MOBILEFACENET_ONNX`), ``"mobilefacenet:<path>"``, the path of an
         ONNX recogniser, a file name inside the insightface pack (e.g. Arc2Face's
         ``"arcface.onnx"``), ``"pack"`` for the pack's own recogniser, a folder written by
         ``idgen fr train``, or ``None``.
@@ -74,6 +75,8 @@ class FaceAnalyzer:
             from ..fr import TrainedRecognizer
 
             rec = TrainedRecognizer(recognizer)
+        elif str(recognizer) == "mobilefacenet":
+            rec = OnnxRecognizer.mobilefacenet(MOBILEFACENET_ONNX)
         elif str(recognizer).startswith("mobilefacenet:"):
             rec = OnnxRecognizer.mobilefacenet(str(recognizer).split(":", 1)[1])
         elif os.path.isfile(str(recognizer)):

@@ -8,6 +8,10 @@ from pathlib import Path
 
 from ..errors import ModelFilesMissingError
 
+#: MobileFaceNet (Apache-2.0, 128-d), shipped inside the package: the recogniser the embedded mini
+#: model is conditioned on, so photo inputs work offline with the dlib detector.
+MOBILEFACENET_ONNX = Path(__file__).resolve().parent.parent / "weights" / "mobilefacenet" / "MobileFaceNet.onnx"
+
 #: insightface model packs: file name of each task's model inside ``<root>/models/<pack>/``.
 INSIGHTFACE_PACKS = {
     "antelopev2": {"detection": "scrfd_10g_bnkps.onnx", "recognition": "glintr100.onnx"},
