@@ -64,3 +64,21 @@ def save_safetensors_atomic(tensors: dict, target: str | os.PathLike, metadata: 
         else:
             from safetensors.torch import save_file
         save_file({k: v for k, v in tensors.items()}, str(tmp), metadata=metadata)
+
+
+def save_pretrained_atomic(model, folder: str | os.PathLike, index_file: str | None = None) -> None:
+    """``model.save_pretrained`` into a temporary folder beside ``folder``, then each entry moved
+    into ``folder`` (replacing what was there), ``index_file`` (e.g. a pipeline's
+    ``model_index.json``) last, so an interrupted save never leaves a loadable-looking half folder."""
+    import shutil
+
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(dir=folder, prefix=".save-") as tmp:
+        model.save_pretrained(tmp)
+        entries = sorted(Path(tmp).iterdir(), key=lambda p: p.name == index_file)
+        for entry in entries:
+            target = folder / entry.name
+            if target.is_dir():
+                shutil.rmtree(target)
+            os.replace(entry, target)

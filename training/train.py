@@ -1,20 +1,27 @@
-"""Train identity conditioning (``id-adapter``), a one-person LoRA (``personalize``), or make a
-recogniser forget identities (``forget``, GS-LoRA: :func:`idgen.unlearn.run_forgetting`).
+"""Train identity conditioning (``id-adapter``), a one-person LoRA (``personalize``), a whole
+Arc2Face-style model (``vae``, then ``id-model``), or make a recogniser forget identities
+(``forget``, GS-LoRA: :func:`idgen.unlearn.run_forgetting`).
 
     accelerate launch training/train.py --config training/configs/id_adapter.yaml [section.key=value ...]
     accelerate launch --cpu training/train.py --config ... --resume latest
 
     ACCELERATE_USE_CPU=1 accelerate launch --multi_gpu --num_processes 2 training/train.py --config ...  # 2 CPU processes
 
-One loop for every task; the pieces live in :mod:`idgen.training`. Which examples micro-step ``k``
-uses, and all their randomness (noise, timesteps, flips, guidance dropout), are a function of
-(seed, k, position of the example), so ``--resume latest`` continues with exactly the losses of an
+One loop for every task; the pieces live in :mod:`idgen.training`. LoRA tasks train adapters on
+frozen weights and save ``pytorch_lora_weights.safetensors``; ``vae`` trains an ``AutoencoderKL``
+on aligned crops and saves ``vae/``; ``id-model`` trains the UNet and the text encoder on that
+VAE's latents, conditioned exactly as :class:`~idgen.pipelines.Arc2FacePipeline` conditions, and
+saves the whole pipeline (``Arc2FacePipeline.from_pretrained(output_dir)`` loads it).
+
+Which examples micro-step ``k`` uses, and all their randomness (noise, timesteps, flips, guidance
+dropout), are a function of (seed, k, position of the example), so ``--resume latest`` continues with exactly the losses of an
 uninterrupted run, and P processes with batch b train like one process with batch P·b.
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import sys
 import time
@@ -25,16 +32,19 @@ import yaml
 from accelerate import Accelerator
 from accelerate.utils import ProjectConfiguration, set_seed
 from diffusers.optimization import get_scheduler
+from diffusers.training_utils import EMAModel
 from tqdm.auto import tqdm
 
 from idgen.config import read_yaml_mapping
 from idgen.errors import ConfigError, IdgenError
 from idgen.faces import FaceAnalyzer
-from idgen.io import atomic_path, write_json_atomic
+from idgen.io import atomic_path, save_pretrained_atomic, write_json_atomic
 from idgen.training import (Conditioning, FaceDataset, IdentityCache, SeededBatches, add_training_lora,
-                            build_pipeline, default_cache_path, latent_diffusion_loss, latest_checkpoint,
-                            load_components, load_config, make_optimizer, prune_checkpoints,
-                            register_trainable_state, save_lora_weights, scan_faces)
+                            build_pipeline, default_cache_path, fit_scaling_factor, full_training_groups,
+                            latent_diffusion_loss, latest_checkpoint, load_components, load_config, make_optimizer,
+                            new_components, prune_checkpoints, read_people, register_trainable_state,
+                            save_lora_weights, scan_faces, vae_loss)
+from idgen.training.config import FULL_TASKS
 from idgen.training import validation
 from idgen.training.checkpoints import checkpoint_step
 from idgen.training.distributed import average_gradients, check_launch, replica_spread
@@ -69,6 +79,20 @@ def forget(args) -> None:
     print(f"report -> {Path(report['config']['output_dir']) / 'report.md'}")
 
 
+@contextlib.contextmanager
+def averaged_weights(ema, params):
+    """Inside: the EMA weights in the model (for validation and saving); after: the trained ones."""
+    if ema is None:
+        yield
+        return
+    ema.store(params)
+    ema.copy_to(params)
+    try:
+        yield
+    finally:
+        ema.restore(params)
+
+
 def main(argv=None) -> None:
     args = parse_args(argv)
     if config_task(args.config) == "forget":
@@ -83,11 +107,14 @@ def main(argv=None) -> None:
 
     # Data first: bad folders fail before any model loads. The main process analyses; the rest read its cache.
     analyzer = FaceAnalyzer.from_backend(cfg.data.detector, cfg.data.recognizer, det_size=cfg.data.det_size,
-                                         upsample=cfg.data.upsample)
-    cache_path = cfg.data.identity_cache or default_cache_path(cfg.data.detector, cfg.data.recognizer)
+                                         upsample=cfg.data.upsample, flip=cfg.data.recognizer_flip)
+    cache_path = cfg.data.identity_cache or default_cache_path(cfg.data.detector, cfg.data.recognizer,
+                                                               cfg.data.recognizer_flip)
     with accelerator.main_process_first():
-        train_faces = scan_faces(cfg.data.faces_dir, analyzer, IdentityCache(cache_path))
-        val_faces = (scan_faces(cfg.validation.faces_dir, analyzer, IdentityCache(cache_path), what="validation.faces_dir")
+        train_faces = scan_faces(cfg.data.faces_dir, analyzer, IdentityCache(cache_path),
+                                 exclude=read_people(cfg.data.exclude_people))
+        val_faces = (scan_faces(cfg.validation.faces_dir, analyzer, IdentityCache(cache_path), what="validation.faces_dir",
+                                only=read_people(cfg.validation.people) if cfg.validation.people else None)
                      if cfg.validation.faces_dir else None)
     report = {"train": train_faces.report(), "validation": val_faces.report() if val_faces else None}
     if main_process:
@@ -96,9 +123,14 @@ def main(argv=None) -> None:
               f"({train_faces.analysed} analysed now, the rest cached) -> {out / 'data_report.json'}")
 
     set_seed(cfg.seed)
-    parts = load_components(cfg.model).freeze(device, cfg.optim.mixed_precision)
-    pipe = build_pipeline(parts, cfg.model.conditioning)
-    conditioning = Conditioning(pipe, cfg.model.conditioning)
+    full = cfg.task in FULL_TASKS
+    if full:
+        parts = new_components(cfg.model, cfg.task)
+        groups, trainable = full_training_groups(parts, cfg.task, cfg.optim, device)
+    else:
+        parts = load_components(cfg.model).freeze(device, cfg.optim.mixed_precision)
+    pipe = build_pipeline(parts, cfg.model.conditioning) if parts.unet is not None else None
+    conditioning = Conditioning(pipe, cfg.model.conditioning) if pipe is not None else None
     prompt = cfg.data.instance_prompt if cfg.task == "personalize" else ""
     dataset = FaceDataset(train_faces.files, train_faces.id_embeds, cfg.data.resolution, prompt,
                           train_faces.landmarks, cfg.data.face_scale)
@@ -113,11 +145,13 @@ def main(argv=None) -> None:
         prior_batches = SeededBatches(prior_set, cfg.optim.batch_size, cfg.seed + 1,
                                       accelerator.num_processes, accelerator.process_index)
 
-    groups, trainable = add_training_lora(parts, cfg.lora, cfg.optim)
+    if not full:
+        groups, trainable = add_training_lora(parts, cfg.lora, cfg.optim)
+    trained = [m for m in trainable.values() if m is not None]
     params = [p for group in groups for p in group["params"]]
-    if cfg.optim.gradient_checkpointing:
+    if cfg.optim.gradient_checkpointing and parts.unet is not None:
         parts.unet.enable_gradient_checkpointing()
-        if cfg.lora.text_encoder:
+        if trainable.get("text_encoder") is not None:
             parts.text_encoder.gradient_checkpointing_enable()
     optimizer = make_optimizer(groups, cfg.optim, device)
     accelerator.print(f"optimizer: {type(optimizer).__name__}, {accelerator.num_processes} process(es), "
@@ -127,12 +161,20 @@ def main(argv=None) -> None:
                                  num_training_steps=cfg.optim.max_steps * accelerator.num_processes)
     optimizer, lr_scheduler = accelerator.prepare(optimizer, lr_scheduler)
     register_trainable_state(accelerator, trainable)
+    ema = None
+    if cfg.optim.ema_decay is not None:
+        ema = EMAModel(params, decay=cfg.optim.ema_decay)
+        ema.to(device)
+        accelerator.register_for_checkpointing(ema)
 
     evaluator = valset = None
-    if val_faces is not None:
+    if val_faces is not None and cfg.task == "vae":
+        valset = val_faces
+    elif val_faces is not None:
         evaluator = FaceAnalyzer.from_backend(cfg.validation.detector or cfg.data.detector,
                                               cfg.validation.recognizer or cfg.data.recognizer,
-                                              det_size=cfg.data.det_size, fallback_box=cfg.validation.fallback_box)
+                                              det_size=cfg.data.det_size, fallback_box=cfg.validation.fallback_box,
+                                              upsample=cfg.validation.upsample)
         valset = validation.prepare_validation(val_faces, cfg.validation, evaluator)
 
     start = 0
@@ -156,20 +198,28 @@ def main(argv=None) -> None:
     def validate(step: int) -> dict:
         if valset is None or not main_process:
             return {}
-        parts.unet.eval()
-        with accelerator.autocast():
-            renders = validation.render(pipe, cfg.model.conditioning, valset, cfg.validation,
-                                        cfg.data.resolution, cfg.seed, prompt)
-        parts.unet.train()
-        metrics = validation.score(renders, valset, evaluator, cfg.validation.images_per_identity)
-        image = validation.grid(renders, valset, cfg.validation.images_per_identity, cfg.data.face_scale)
+        for model in trained:
+            model.eval()
+        with averaged_weights(ema, params), accelerator.autocast():
+            if cfg.task == "vae":
+                metrics, image = validation.reconstructions(parts.vae, valset, cfg.validation.num_identities,
+                                                            cfg.data.resolution, cfg.data.face_scale)
+            else:
+                renders = validation.render(pipe, cfg.model.conditioning, valset, cfg.validation,
+                                            cfg.data.resolution, cfg.seed, prompt)
+        for model in trained:
+            model.train()
+        if cfg.task != "vae":
+            metrics = validation.score(renders, valset, evaluator, cfg.validation.images_per_identity)
+            image = validation.grid(renders, valset, cfg.validation.images_per_identity, cfg.data.face_scale)
         validation.save_grid(image, out / "validation" / f"step-{step:06d}.png")
         accelerator.get_tracker("tensorboard").writer.add_image("validation/grid", image, step, dataformats="HWC")
         metrics = {f"val/{k}": v for k, v in metrics.items()}
         accelerator.log(metrics, step=step)
         return metrics
 
-    parts.unet.train()
+    for model in trained:
+        model.train()
     accum, started, losses, metrics = cfg.optim.gradient_accumulation_steps, time.time(), [], {}
     bar = tqdm(total=cfg.optim.max_steps, initial=start, desc=cfg.task, disable=not main_process, unit="step")
     for step in range(start, cfg.optim.max_steps):
@@ -180,11 +230,16 @@ def main(argv=None) -> None:
             flip = rand(batch["generators"]) < cfg.data.flip
             batch["pixel_values"] = torch.where(flip[:, None, None, None], batch["pixel_values"].flip(-1),
                                                 batch["pixel_values"])
-            drop = rand(batch["generators"]) < cfg.optim.cfg_dropout if cfg.task == "id-adapter" else None
+            learns_identity = cfg.task in ("id-adapter", "id-model")
+            drop = rand(batch["generators"]) < cfg.optim.cfg_dropout if learns_identity else None
             with accelerator.accumulate(), accelerator.autocast():
-                per_sample = latent_diffusion_loss(parts.unet, parts.vae, parts.noise_scheduler, batch["pixel_values"],
-                                                   conditioning(batch, device, drop), batch["generators"],
-                                                   noise_offset=cfg.optim.noise_offset, snr_gamma=cfg.optim.snr_gamma)
+                if cfg.task == "vae":
+                    per_sample = vae_loss(parts.vae, batch["pixel_values"], batch["generators"], cfg.optim.kl_weight)
+                else:
+                    per_sample = latent_diffusion_loss(parts.unet, parts.vae, parts.noise_scheduler,
+                                                       batch["pixel_values"], conditioning(batch, device, drop),
+                                                       batch["generators"], noise_offset=cfg.optim.noise_offset,
+                                                       snr_gamma=cfg.optim.snr_gamma)
                 loss = per_sample.mean()
                 if prior_batches is not None:
                     prior = prior_batches.batch(k)
@@ -201,6 +256,8 @@ def main(argv=None) -> None:
                 optimizer.zero_grad(set_to_none=True)
             step_loss += accelerator.gather(loss.detach().float()).mean().item() / accum
             examples += accelerator.gather(torch.tensor(batch["indices"], device=device)).tolist()
+        if ema is not None:
+            ema.step(params)
         losses.append(step_loss)
         done = step + 1
         bar.update(1)
@@ -221,7 +278,17 @@ def main(argv=None) -> None:
     accelerator.wait_for_everyone()
     spread = replica_spread(accelerator, params)
     if main_process:
-        lora_file = save_lora_weights(out, parts.unet, trainable["text_encoder"])
+        with averaged_weights(ema, params):
+            if cfg.task == "vae":
+                scale = fit_scaling_factor(parts.vae, (batches.batch(k)["pixel_values"] for k in range(4)))
+                parts.vae.register_to_config(scaling_factor=scale)
+                save_pretrained_atomic(parts.vae, out / "vae")
+                saved = out / "vae"
+            elif cfg.task == "id-model":
+                save_pretrained_atomic(pipe, out, index_file="model_index.json")
+                saved = out / "model_index.json"
+            else:
+                saved = save_lora_weights(out, parts.unet, trainable["text_encoder"])
         tail = losses[-10:]
         write_json_atomic(out / "metrics.json", {
             "task": cfg.task, "steps": cfg.optim.max_steps, "resumed_from": start,
@@ -231,7 +298,7 @@ def main(argv=None) -> None:
             "mixed_precision": accelerator.mixed_precision, "optimizer": type(optimizer.optimizer).__name__,
             "data": {"train_used": len(train_faces.files), "train_skipped": len(train_faces.skipped)},
         })
-        print(f"saved {lora_file} and {out / 'metrics.json'}")
+        print(f"saved {saved} and {out / 'metrics.json'}")
     accelerator.end_training()
 
 

@@ -16,7 +16,9 @@ from typing import Optional, Sequence
 from ..config import apply_overrides, build_dataclass, read_yaml_mapping
 from ..errors import ConfigError
 
-TASKS = ("id-adapter", "personalize")
+TASKS = ("id-adapter", "personalize", "vae", "id-model")
+#: Tasks that train whole networks (from scratch or a checkpoint) rather than LoRA adapters.
+FULL_TASKS = ("vae", "id-model")
 
 
 @dataclass
@@ -29,6 +31,22 @@ class ModelConfig:
     arc2face: Optional[str] = None
     #: ``arc2face``: condition on identity vectors; ``sd``: plain text prompts (``personalize`` only).
     conditioning: str = "arc2face"
+    #: ``vae`` / ``id-model`` from scratch: the constructor arguments of each new network
+    #: (``AutoencoderKL``, ``UNet2DConditionModel``, ``CLIPTextConfig``, ``DDPMScheduler``).
+    vae_config: dict = field(default_factory=dict)
+    unet_config: dict = field(default_factory=dict)
+    text_encoder_config: dict = field(default_factory=dict)
+    scheduler_config: dict = field(default_factory=dict)
+    #: ``id-model``: the trained VAE, kept frozen (the ``vae/`` folder a ``task: vae`` run writes).
+    vae: Optional[str] = None
+    #: ``id-model``: start the UNet and text encoder from this Arc2Face pipeline folder (one that an
+    #: earlier ``id-model`` run saved) instead of from scratch.
+    init: Optional[str] = None
+    #: ``id-model`` from scratch: the CLIP tokenizer (hub id or folder), and whether to keep only the
+    #: tokens of Arc2Face's prompt plus CLIP's 512 byte tokens (a 500-odd-row embedding table
+    #: instead of 49,408 rows; every text still tokenises, the prompt exactly as before).
+    tokenizer: str = "openai/clip-vit-large-patch14"
+    reduced_vocabulary: bool = True
 
 
 @dataclass
@@ -47,6 +65,11 @@ class DataConfig:
     face_scale: float = 0.8
     #: probability of mirroring a training photo (faces are nearly symmetric; the identity is kept).
     flip: float = 0.5
+    #: identity vectors with flip test-time augmentation (the embedding of the mirrored crop added).
+    recognizer_flip: bool = False
+    #: people to leave out: files in LFW's ``people*.txt`` / ``pairs*.txt`` format (any whitespace-
+    #: separated names); a photo is left out when its folder is named after one of them.
+    exclude_people: list = field(default_factory=list)
     #: ``personalize`` with ``conditioning: sd``: the prompt naming the new identity, and the class.
     instance_prompt: str = "photo of sks person"
     class_prompt: str = "photo of a person"
@@ -79,6 +102,11 @@ class OptimConfig:
     optimizer: str = "auto"
     mixed_precision: str = "no"
     gradient_checkpointing: bool = False
+    #: exponential moving average of the trained weights (``vae`` / ``id-model``), e.g. 0.999; the
+    #: saved model and validation use the average. ``null``: no EMA.
+    ema_decay: Optional[float] = None
+    #: ``vae``: weight of the KL term next to the L1 reconstruction loss (SD's VAE used about 1e-6).
+    kl_weight: float = 1.0e-6
     #: min-SNR-gamma loss weighting (Hang et al. 2023; 5.0 is their choice); ``null`` = plain MSE.
     snr_gamma: Optional[float] = None
     noise_offset: float = 0.0
@@ -110,6 +138,8 @@ class LoggingConfig:
 class ValidationConfig:
     #: folder of held-out face photos (one identity per photo); ``null`` disables validation.
     faces_dir: Optional[str] = None
+    #: only these people's photos (files in the format of ``data.exclude_people``); empty: all.
+    people: list = field(default_factory=list)
     every: int = 500
     num_identities: int = 4
     images_per_identity: int = 2
@@ -120,6 +150,8 @@ class ValidationConfig:
     recognizer: Optional[str] = None
     #: renders where no face is detected are scored on a centred box this fraction of the image.
     fallback_box: float = 0.8
+    #: dlib detector upsampling for the evaluation analyser (1 finds the faces of 64-pixel renders).
+    upsample: int = 0
 
 
 @dataclass
@@ -148,8 +180,14 @@ def load_config(path: Optional[str | os.PathLike] = None, overrides: Sequence[st
         raise ConfigError(f"unknown task {config.task!r}; choose one of {', '.join(TASKS)}")
     if config.model.conditioning not in ("arc2face", "sd"):
         raise ConfigError(f"model.conditioning must be 'arc2face' or 'sd', got {config.model.conditioning!r}")
-    if config.task == "id-adapter" and config.model.conditioning != "arc2face":
-        raise ConfigError("task id-adapter learns identity conditioning: set model.conditioning: arc2face")
+    if config.task in ("id-adapter", "id-model") and config.model.conditioning != "arc2face":
+        raise ConfigError(f"task {config.task} learns identity conditioning: set model.conditioning: arc2face")
+    if config.task == "id-model" and not config.model.vae:
+        raise ConfigError("task id-model needs model.vae: the vae/ folder of a `task: vae` run (or any "
+                          "diffusers AutoencoderKL folder)")
+    if config.task == "id-model" and not config.model.init and not config.model.unet_config:
+        raise ConfigError("task id-model from scratch needs model.unet_config (UNet2DConditionModel arguments), "
+                          "or model.init: an Arc2Face pipeline folder to continue from")
     if config.optim.mixed_precision not in ("no", "fp16", "bf16"):
         raise ConfigError(f"optim.mixed_precision must be no, fp16 or bf16, got {config.optim.mixed_precision!r}")
     if config.optim.optimizer not in ("auto", "adamw", "adamw8bit"):

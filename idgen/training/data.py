@@ -28,9 +28,11 @@ from ..io import save_safetensors_atomic
 from .randomness import example_generator
 
 
-def default_cache_path(detector: str, recognizer: str) -> Path:
+def default_cache_path(detector: str, recognizer: str, flip: bool = False) -> Path:
+    """One cache file per analyser: detector, recogniser and flip test-time augmentation (which
+    changes every vector) each name a different file."""
     root = Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "idgen" / "identities"
-    slug = re.sub(r"[^A-Za-z0-9._-]+", "_", f"{detector}--{recognizer}")[-120:]
+    slug = re.sub(r"[^A-Za-z0-9._-]+", "_", f"{detector}--{recognizer}" + ("--flip" if flip else ""))[-120:]
     return root / f"{slug}.safetensors"
 
 
@@ -79,9 +81,27 @@ class FaceFolder:
                 "skipped_files": self.skipped}
 
 
+def read_people(paths: list) -> set[str]:
+    """The names in people lists such as LFW's ``peopleDevTest.txt`` (``name count``) and
+    ``pairsDevTest.txt`` (``name i j`` / ``name1 i name2 j``): every field that is not a number."""
+    names = set()
+    for path in paths:
+        try:
+            text = Path(path).read_text()
+        except OSError as exc:
+            raise ConfigError(f"people list {path}: {exc.strerror}; give a readable text file of names") from exc
+        names.update(field for field in text.split() if not field.lstrip("-").isdigit())
+    return names
+
+
 def scan_faces(folder: str | os.PathLike, analyzer: FaceAnalyzer, cache: Optional[IdentityCache] = None,
-               *, what: str = "data.faces_dir") -> FaceFolder:
-    """Identity vectors for every photo in ``folder`` with a face (the largest one per photo)."""
+               *, what: str = "data.faces_dir", exclude: set[str] = frozenset(),
+               only: Optional[set[str]] = None) -> FaceFolder:
+    """Identity vectors for every photo in ``folder`` with a face (the largest one per photo).
+
+    Photos whose parent folder is named in ``exclude``, or (with ``only``) not named in ``only``,
+    are left out before they are read: held-out people never reach training.
+    """
     if folder is None:
         raise ConfigError(f"{what} is not set; point it at a folder of face photos")
     if not Path(folder).is_dir():
@@ -89,6 +109,9 @@ def scan_faces(folder: str | os.PathLike, analyzer: FaceAnalyzer, cache: Optiona
     cache = cache or IdentityCache()
     files, vectors, landmarks, skipped, analysed = [], [], [], {}, 0
     for path in iter_image_files(folder):
+        person = Path(path).parent.name
+        if person in exclude or (only is not None and person not in only):
+            continue
         try:
             data = read_image_bytes(path)   # read once: hashed here, decoded below on a cache miss
         except ImageReadError as exc:

@@ -69,3 +69,16 @@ def latent_diffusion_loss(unet, vae, noise_scheduler, pixel_values: torch.Tensor
     prediction = unet(noisy, timesteps, prompt_embeds.to(unet.dtype)).sample
     return denoising_loss(prediction, training_target(noise_scheduler, latents, noise, timesteps), timesteps,
                           noise_scheduler, snr_gamma)
+
+
+def vae_loss(vae, pixel_values: torch.Tensor, generators: list[torch.Generator], kl_weight: float) -> torch.Tensor:
+    """Per-sample autoencoder loss: L1 between the photo and the decoding of a posterior sample
+    (drawn with each example's generator), plus ``kl_weight`` × the KL divergence to N(0, I) per
+    latent element. No perceptual term: the ones in use (LPIPS) need downloaded network weights."""
+    pixels = pixel_values.to(vae.device)
+    posterior = vae.encode(pixels).latent_dist
+    eps = randn(tuple(posterior.mean.shape), generators).to(posterior.mean.device, posterior.mean.dtype)
+    reconstruction = vae.decode(posterior.mean + posterior.std * eps).sample
+    l1 = (reconstruction.float() - pixels.float()).abs().mean(dim=(1, 2, 3))
+    kl = posterior.kl().float() / posterior.mean[0].numel()
+    return l1 + kl_weight * kl

@@ -14,10 +14,12 @@ from typing import Optional
 import torch
 from diffusers import (AutoencoderKL, DDPMScheduler, DPMSolverMultistepScheduler, StableDiffusionPipeline,
                        UNet2DConditionModel)
-from transformers import CLIPTextModel, CLIPTokenizer
+from transformers import CLIPTextConfig, CLIPTextModel, CLIPTokenizer
 
 from ..pipelines import Arc2FacePipeline
-from .config import ModelConfig
+from ..pipelines.pipeline_arc2face import ARC2FACE_PROMPT
+from .config import ModelConfig, OptimConfig
+from .tokenizer import reduced_clip_tokenizer
 
 
 #: ``optim.mixed_precision`` → the dtype the frozen weights are kept in.
@@ -26,11 +28,11 @@ WEIGHT_DTYPES = {"no": torch.float32, "fp16": torch.float16, "bf16": torch.bfloa
 
 @dataclass
 class Components:
-    unet: UNet2DConditionModel
-    text_encoder: CLIPTextModel
-    tokenizer: CLIPTokenizer
+    unet: Optional[UNet2DConditionModel]  # None for ``task: vae``, which trains the VAE alone
+    text_encoder: Optional[CLIPTextModel]
+    tokenizer: Optional[CLIPTokenizer]
     vae: AutoencoderKL
-    noise_scheduler: DDPMScheduler  # the forward (noising) process used by the loss
+    noise_scheduler: Optional[DDPMScheduler]  # the forward (noising) process used by the loss
 
     def freeze(self, device, mixed_precision: str = "no") -> "Components":
         """No gradients for the pretrained weights, which move to ``device`` in the dtype of
@@ -52,6 +54,56 @@ def load_components(config: ModelConfig) -> Components:
                       tokenizer=CLIPTokenizer.from_pretrained(base, subfolder="tokenizer"),
                       vae=AutoencoderKL.from_pretrained(base, subfolder="vae"),
                       noise_scheduler=DDPMScheduler.from_pretrained(base, subfolder="scheduler"))
+
+
+def new_components(config: ModelConfig, task: str) -> Components:
+    """The networks a full-training task starts from: ``vae`` a fresh ``AutoencoderKL``;
+    ``id-model`` a frozen trained VAE with a fresh (or ``init``-loaded) UNet and text encoder."""
+    if task == "vae":
+        return Components(unet=None, text_encoder=None, tokenizer=None, vae=AutoencoderKL(**config.vae_config),
+                          noise_scheduler=None)
+    vae = AutoencoderKL.from_pretrained(config.vae)
+    if config.init:
+        return Components(unet=UNet2DConditionModel.from_pretrained(config.init, subfolder="unet"),
+                          text_encoder=CLIPTextModel.from_pretrained(config.init, subfolder="text_encoder"),
+                          tokenizer=CLIPTokenizer.from_pretrained(config.init, subfolder="tokenizer"), vae=vae,
+                          noise_scheduler=DDPMScheduler.from_pretrained(config.init, subfolder="scheduler"))
+    tokenizer = CLIPTokenizer.from_pretrained(config.tokenizer)
+    if config.reduced_vocabulary:
+        tokenizer = reduced_clip_tokenizer(tokenizer, ARC2FACE_PROMPT.split())
+    text_config = CLIPTextConfig(vocab_size=len(tokenizer), max_position_embeddings=tokenizer.model_max_length,
+                                 bos_token_id=tokenizer.bos_token_id, eos_token_id=tokenizer.eos_token_id,
+                                 pad_token_id=tokenizer.pad_token_id, **config.text_encoder_config)
+    unet = UNet2DConditionModel(**{"cross_attention_dim": text_config.hidden_size, **config.unet_config})
+    return Components(unet=unet, text_encoder=CLIPTextModel(text_config), tokenizer=tokenizer, vae=vae,
+                      noise_scheduler=DDPMScheduler(**config.scheduler_config))
+
+
+def fit_scaling_factor(vae: AutoencoderKL, pixel_batches) -> float:
+    """``1 / std`` of the VAE's latent means over some training batches, the way SD's 0.18215 was
+    chosen: the diffusion model trained on ``latents × scaling_factor`` then sees unit variance."""
+    with torch.no_grad():
+        latents = torch.cat([vae.encode(x.to(vae.device, vae.dtype)).latent_dist.mean.float().flatten()
+                             for x in pixel_batches])
+    return float(1.0 / latents.std())
+
+
+def full_training_groups(parts: Components, task: str, optim: OptimConfig, device) -> tuple[list[dict], dict]:
+    """Every weight of the networks a full task trains, in fp32 on ``device`` (mixed precision comes
+    from autocast): the optimizer's parameter groups and the trained models by name. For
+    ``id-model`` the VAE stays frozen in fp32; its latents are the UNet's data."""
+    if task == "vae":
+        models = {"vae": parts.vae}
+        groups = [{"params": list(parts.vae.parameters()), "lr": optim.learning_rate}]
+    else:
+        parts.vae.requires_grad_(False).to(device)
+        models = {"unet": parts.unet, "text_encoder": parts.text_encoder}
+        groups = [{"params": list(parts.unet.parameters()), "lr": optim.learning_rate},
+                  {"params": list(parts.text_encoder.parameters()),
+                   "lr": optim.text_encoder_learning_rate or optim.learning_rate}]
+    for model in models.values():
+        model.requires_grad_(True).to(device)
+    return groups, models
 
 
 def build_pipeline(parts: Components, conditioning: str) -> StableDiffusionPipeline:

@@ -71,6 +71,21 @@ def grid(renders: np.ndarray, valset: ValidationSet, per_identity: int, face_sca
     return np.concatenate(rows, axis=0)
 
 
+def reconstructions(vae, photos: FaceFolder, count: int, resolution: int, face_scale: float) -> tuple[dict, np.ndarray]:
+    """``task: vae``: PSNR (dB, on 0..255 pixels) of the first ``count`` held-out photos decoded from
+    their posterior means, and a grid: photos on the top row, reconstructions below."""
+    crops = torch.stack([load_training_image(path, resolution, photos.landmarks[i].numpy(), face_scale)
+                         for i, path in enumerate(photos.files[:count])])
+    with torch.no_grad():
+        decoded = vae.decode(vae.encode(crops.to(vae.device, vae.dtype)).latent_dist.mean).sample
+    real, fake = (((x.float().cpu().clamp(-1, 1) + 1) * 127.5).round().permute(0, 2, 3, 1).numpy()
+                  for x in (crops, decoded))
+    mse = ((real - fake) ** 2).reshape(len(real), -1).mean(axis=1)
+    psnr = float(np.mean(10 * np.log10(255.0 ** 2 / np.maximum(mse, 1e-10))))
+    grid_image = np.concatenate([np.concatenate(list(real), axis=1), np.concatenate(list(fake), axis=1)], axis=0)
+    return {"psnr": psnr}, grid_image.astype(np.uint8)
+
+
 def save_grid(image: np.ndarray, path) -> None:
     with atomic_path(path) as tmp:
         Image.fromarray(image).save(tmp, format="PNG")
