@@ -27,6 +27,12 @@ def sample_noise(latents: torch.Tensor, generators: list[torch.Generator], noise
     return noise.to(latents.device, latents.dtype)
 
 
+def sample_posterior(posterior, generators: list[torch.Generator]) -> torch.Tensor:
+    """A draw from the VAE's diagonal Gaussian posterior, example ``i``'s noise from ``generators[i]``."""
+    eps = randn(tuple(posterior.mean.shape), generators).to(posterior.mean.device, posterior.mean.dtype)
+    return posterior.mean + posterior.std * eps
+
+
 def training_target(scheduler, latents: torch.Tensor, noise: torch.Tensor, timesteps: torch.Tensor) -> torch.Tensor:
     """What the UNet must predict under the scheduler's parameterisation."""
     kind = scheduler.config.prediction_type
@@ -61,8 +67,7 @@ def latent_diffusion_loss(unet, vae, noise_scheduler, pixel_values: torch.Tensor
     anything drawn before it and of how the examples are split into batches."""
     with torch.no_grad():
         posterior = vae.encode(pixel_values.to(vae.device, vae.dtype)).latent_dist
-        eps = randn(tuple(posterior.mean.shape), generators).to(posterior.mean.device, posterior.mean.dtype)
-        latents = (posterior.mean + posterior.std * eps) * vae.config.scaling_factor
+        latents = sample_posterior(posterior, generators) * vae.config.scaling_factor
     noise = sample_noise(latents, generators, noise_offset)
     timesteps = randint(noise_scheduler.config.num_train_timesteps, generators).to(latents.device)
     noisy = noise_scheduler.add_noise(latents, noise, timesteps)
@@ -77,8 +82,7 @@ def vae_loss(vae, pixel_values: torch.Tensor, generators: list[torch.Generator],
     latent element. No perceptual term: the ones in use (LPIPS) need downloaded network weights."""
     pixels = pixel_values.to(vae.device)
     posterior = vae.encode(pixels).latent_dist
-    eps = randn(tuple(posterior.mean.shape), generators).to(posterior.mean.device, posterior.mean.dtype)
-    reconstruction = vae.decode(posterior.mean + posterior.std * eps).sample
+    reconstruction = vae.decode(sample_posterior(posterior, generators)).sample
     l1 = (reconstruction.float() - pixels.float()).abs().mean(dim=(1, 2, 3))
     kl = posterior.kl().float() / posterior.mean[0].numel()
     return l1 + kl_weight * kl
