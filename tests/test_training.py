@@ -167,6 +167,26 @@ def test_bad_photos_skipped_and_counted_and_cache_reused(folders, dlib_analyzer,
         scan_faces(tmp_path / "empty", dlib_analyzer)
 
 
+def test_an_interrupted_scan_keeps_what_it_analysed(folders, dlib_analyzer, tmp_path):
+    from idgen.training import IdentityCache, scan_faces
+
+    class StopsAfterTwo:   # the real analyser, interrupted (as by Ctrl-C) on its third photo
+        calls = 0
+
+        def get_face(self, image, **kwargs):
+            StopsAfterTwo.calls += 1
+            if StopsAfterTwo.calls == 3:
+                raise KeyboardInterrupt
+            return dlib_analyzer.get_face(image, **kwargs)
+
+    cache_path = tmp_path / "cache.safetensors"
+    with pytest.raises(KeyboardInterrupt):
+        scan_faces(folders["train"], StopsAfterTwo(), IdentityCache(cache_path), save_every=1)
+    assert len(IdentityCache(cache_path).vectors) == 2   # saved before the interruption
+    resumed = scan_faces(folders["train"], dlib_analyzer, IdentityCache(cache_path), save_every=1)
+    assert resumed.analysed == 3 and len(resumed.files) == 3   # only the photos not yet analysed
+
+
 def test_training_crops_put_the_eyes_on_the_template(faces_dir, dlib_analyzer, tmp_path):
     """Each vendored photo, as is and rotated by 15° off-centre in a bigger frame: in its 256² training
     crop, the eyes that dlib finds anew sit where the template puts them. The template is fitted to

@@ -20,6 +20,7 @@ from typing import Optional
 import numpy as np
 import torch
 from PIL import Image
+from tqdm import tqdm
 
 from ..errors import ConfigError, IdgenError, ImageReadError, NoFaceError
 from ..faces import FaceAnalyzer, align_face, iter_image_files, load_image
@@ -96,11 +97,12 @@ def read_people(paths: list) -> set[str]:
 
 def scan_faces(folder: str | os.PathLike, analyzer: FaceAnalyzer, cache: Optional[IdentityCache] = None,
                *, what: str = "data.faces_dir", exclude: set[str] = frozenset(),
-               only: Optional[set[str]] = None) -> FaceFolder:
+               only: Optional[set[str]] = None, save_every: int = 500) -> FaceFolder:
     """Identity vectors for every photo in ``folder`` with a face (the largest one per photo).
 
     Photos whose parent folder is named in ``exclude``, or (with ``only``) not named in ``only``,
-    are left out before they are read: held-out people never reach training.
+    are left out before they are read: held-out people never reach training. The cache is saved
+    every ``save_every`` newly analysed photos, so an interrupted scan resumes where it stopped.
     """
     if folder is None:
         raise ConfigError(f"{what} is not set; point it at a folder of face photos")
@@ -108,10 +110,9 @@ def scan_faces(folder: str | os.PathLike, analyzer: FaceAnalyzer, cache: Optiona
         raise ConfigError(f"{what}: {folder} is not a folder")
     cache = cache or IdentityCache()
     files, vectors, landmarks, skipped, analysed = [], [], [], {}, 0
-    for path in iter_image_files(folder):
-        person = Path(path).parent.name
-        if person in exclude or (only is not None and person not in only):
-            continue
+    wanted = [path for path in iter_image_files(folder)
+              if Path(path).parent.name not in exclude and (only is None or Path(path).parent.name in only)]
+    for path in tqdm(wanted, desc=f"analysing {what}", unit="photo", disable=len(wanted) < 200):
         try:
             data = read_image_bytes(path)   # read once: hashed here, decoded below on a cache miss
         except ImageReadError as exc:
@@ -134,6 +135,8 @@ def scan_faces(folder: str | os.PathLike, analyzer: FaceAnalyzer, cache: Optiona
             cache.vectors[key] = torch.from_numpy(np.asarray(face.embedding, dtype=np.float32))
             cache.landmarks[key] = torch.from_numpy(np.asarray(face.landmarks, dtype=np.float32))
             cache.dirty = True
+            if analysed % save_every == 0:  # an interrupted scan keeps what it analysed
+                cache.save()
         files.append(path)
         vectors.append(cache.vectors[key])
         landmarks.append(cache.landmarks[key])
