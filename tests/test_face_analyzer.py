@@ -124,6 +124,23 @@ def test_large_image_detected_on_downscaled_copy(faces_dir):
     assert cosine_similarity(face.embedding, reference.embedding) > 0.95
 
 
+def test_small_image_detected_on_upscaled_copy(faces_dir):
+    pytest.importorskip("dlib")
+    photo = Image.open(faces_dir / "Aaron_Peirsol_0001.jpg")
+    small = photo.crop((60, 60, 190, 190)).resize((64, 64), Image.Resampling.LANCZOS)  # a 64² face, as rendered
+    assert FaceAnalyzer.from_backend("dlib", "dlib").analyze(small) == []  # dlib's detector misses it
+    analyzer = FaceAnalyzer.from_backend("dlib", "dlib", min_side=192)
+    calls = []
+    detect = analyzer.detector.detect
+    analyzer.detector.detect = lambda image: calls.append(image.shape) or detect(image)
+    face = analyzer.get_face(small)
+    assert calls == [(192, 192, 3)]
+    reference = FaceAnalyzer.from_backend("dlib", "dlib").get_face(photo)
+    expected = (reference.landmarks - 60) * 64 / 130   # the photo's landmarks, in the small image
+    assert np.abs(face.landmarks - expected).max() < 2.5   # mapped back to the 64 px image
+    assert cosine_similarity(face.embedding, reference.embedding) > 0.8
+
+
 def test_fallback_box_for_precropped_sets(tmp_path):
     pytest.importorskip("dlib")
     blank = np.full((250, 250, 3), 90, np.uint8)

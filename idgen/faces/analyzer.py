@@ -34,6 +34,8 @@ class FaceAnalyzer:
             ``None`` for detection and alignment only.
         max_side: images larger than this are detected on a downscaled copy; boxes and
             landmarks are mapped back and crops are cut from the full-resolution image.
+        min_side: images whose shorter side is below this are detected on an upscaled copy (dlib's
+            detector misses faces under about 80 pixels, e.g. in 64×64 renders); 0: never.
         flip: add the embedding of the mirrored crop (flip test-time augmentation).
         fallback_box: when set (a fraction of the shorter side), images where no face is
             detected get a centred square box of that size instead of an error; meant for
@@ -41,10 +43,10 @@ class FaceAnalyzer:
     """
 
     def __init__(self, detector: Detector, recognizer: Optional[Recognizer] = None, *,
-                 max_side: int = 1600, flip: bool = False, fallback_box: Optional[float] = None):
+                 max_side: int = 1600, min_side: int = 0, flip: bool = False, fallback_box: Optional[float] = None):
         self.detector = detector
         self.recognizer = recognizer
-        self.max_side = max_side
+        self.max_side, self.min_side = max_side, min_side
         self.flip = flip
         self.fallback_box = fallback_box
 
@@ -100,13 +102,16 @@ class FaceAnalyzer:
         if min(height, width) < MIN_IMAGE_SIDE:
             return []
         scale = min(1.0, self.max_side / max(height, width))
-        small = rgb
-        if scale < 1.0:
+        if self.min_side and min(height, width) < self.min_side:
+            scale = self.min_side / min(height, width)
+        resized = rgb
+        if scale != 1.0:
             import cv2
 
-            small = cv2.resize(rgb, (round(width * scale), round(height * scale)), interpolation=cv2.INTER_AREA)
+            resized = cv2.resize(rgb, (round(width * scale), round(height * scale)),
+                                 interpolation=cv2.INTER_AREA if scale < 1.0 else cv2.INTER_CUBIC)
         detections = [
-            Detection(d.bbox / scale, d.score, d.landmarks / scale) for d in self.detector.detect(small)
+            Detection(d.bbox / scale, d.score, d.landmarks / scale) for d in self.detector.detect(resized)
         ]
         if not detections and self.fallback_box:
             detections = [self._fallback_detection(rgb)]
