@@ -57,6 +57,7 @@ def _load_pipeline(args):
     from ..demo.models import ModelHub, settings_from_args
 
     hub = ModelHub(settings_from_args(args))
+    print(f"idgen: {'InstantID ' + args.instantid if args.instantid else hub.settings.describe()}")
     pipe = hub.instantid() if args.instantid else hub.arc2face()
     return pipe, hub.analyzer()
 

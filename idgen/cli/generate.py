@@ -45,7 +45,7 @@ def run(args) -> int:
         raise ConfigError("--prompt/--negative-prompt/--pose need the InstantID style (--instantid FOLDER); "
                           "Arc2Face's only condition is the identity")
     out = Path(args.out)
-    print(f"idgen: loading the face analyser{' (tiny mode: random models)' if hub.settings.tiny else ''}")
+    print(f"idgen: {style}: {hub.settings.describe() if style == 'arc2face' else hub.settings.instantid}")
     if args.random_identity:
         identity = actions.random_identity(hub, args.seed)
     else:

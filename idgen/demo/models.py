@@ -39,8 +39,10 @@ MODEL_FLAGS = {"analyzer": "--detector / --recognizer / --insightface-root",
 class ModelSettings:
     """Checkpoints and devices of the demo; see :data:`ENVIRONMENT` for the variables and defaults.
 
-    ``model`` is a saved idgen Arc2Face pipeline (``save_pretrained`` layout); when set it replaces
-    ``base`` + ``arc2face``. ``instantid`` is the InstantID folder or hub id (``InstantX/InstantID``: ``ControlNetModel/``
+    ``model`` is a saved idgen Arc2Face pipeline (``save_pretrained`` layout) or ``"mini"`` (the
+    embedded model, :mod:`idgen.pipelines.mini`); when set it replaces ``base`` + ``arc2face``. With
+    neither set and the default ``base`` + ``arc2face`` not on this machine, the mini model runs
+    (:meth:`arc2face_source`), so the demo makes faces offline. ``instantid`` is the InstantID folder or hub id (``InstantX/InstantID``: ``ControlNetModel/``
     and ``ip-adapter.bin``); leave it unset to hide the InstantID style. ``tiny`` replaces every
     model by a tiny random one built in code (dlib for faces) so the demo runs offline.
 
@@ -66,6 +68,9 @@ class ModelSettings:
     device: Optional[str] = None
     dtype: Optional[str] = None
     tiny: bool = False
+    #: Use the embedded mini model when the default Arc2Face checkpoints are not on this machine.
+    #: :meth:`from_environment` turns it off when ``--base``/``--arc2face`` (or their variables) name one.
+    mini_fallback: bool = True
 
     def __post_init__(self):
         if self.tiny:  # the published LCM-LoRAs do not fit random weights; only a named folder is used
@@ -79,8 +84,38 @@ class ModelSettings:
         values = {name: os.environ.get(variable, default) for name, (variable, default) in ENVIRONMENT.items()}
         values["tiny"] = os.environ.get("IDGEN_TINY", "") not in ("", "0")
         values.update({k: v for k, v in overrides.items() if v is not None})
+        named = any(name in overrides and overrides[name] is not None or ENVIRONMENT[name][0] in os.environ
+                    for name in ("base", "arc2face"))
+        values.setdefault("mini_fallback", not named)
         known = {f.name for f in fields(cls)}
         return cls(**{k: v for k, v in values.items() if k in known})
+
+    def arc2face_source(self) -> str:
+        """Which identity-only generator runs: ``"tiny"``, ``"mini"`` (the embedded model:
+        ``--model mini``, or the default checkpoints are not on this machine), ``"model"`` (a saved
+        pipeline folder) or ``"arc2face"`` (``base`` + ``arc2face``)."""
+        if self.tiny:
+            return "tiny"
+        if self.model == "mini":
+            return "mini"
+        if self.model:
+            return "model"
+        defaults = (self.base, self.arc2face) == (ENVIRONMENT["base"][1], ENVIRONMENT["arc2face"][1])
+        if defaults and self.mini_fallback and not published_arc2face_present(self.base, self.arc2face):
+            return "mini"
+        return "arc2face"
+
+    def describe(self) -> str:
+        """One line saying which generator runs, for the page and the CLI."""
+        source = self.arc2face_source()
+        if source == "tiny":
+            return "tiny random models (noise, not faces)"
+        if source == "mini":
+            reason = "" if self.model == "mini" else f" ({self.arc2face} is not downloaded on this machine)"
+            return f"the embedded mini model: 64×64 faces, trained on LFW, offline{reason}"
+        if source == "model":
+            return f"the Arc2Face pipeline in {self.model}"
+        return f"Arc2Face {self.arc2face} on {self.base}"
 
     def resolved_device(self) -> str:
         import torch
@@ -93,6 +128,19 @@ class ModelSettings:
         if self.dtype:
             return getattr(torch, self.dtype)
         return torch.float16 if self.resolved_device().startswith("cuda") else None
+
+
+def published_arc2face_present(base: str, arc2face: str) -> bool:
+    """Whether the SD 1.5 base and the Arc2Face checkpoint are local folders or already in the hub
+    cache (looked up on disk only: deciding which model to run never touches the network)."""
+    from huggingface_hub import try_to_load_from_cache
+
+    def present(repo: str, filename: str) -> bool:
+        if os.path.isdir(repo):
+            return os.path.isfile(os.path.join(repo, filename))
+        return isinstance(try_to_load_from_cache(repo, filename), str)
+
+    return present(base, "model_index.json") and present(arc2face, "arc2face/config.json")
 
 
 class ModelHub:
@@ -137,6 +185,10 @@ class ModelHub:
         s = self.settings
         if s.tiny:
             return self._get("analyzer", lambda: FaceAnalyzer.from_backend("dlib", "dlib"))
+        if s.arc2face_source() == "mini" and (s.detector, s.recognizer) == ("auto", "auto"):
+            from ..pipelines.mini import mini_face_analyzer   # the analysis the mini model was trained with
+
+            return self._get("analyzer", lambda: mini_face_analyzer(upsample=s.upsample))
         detector, recognizer = resolve_face_backends(s.detector, s.recognizer, "generation")
         return self._get("analyzer", lambda: FaceAnalyzer.from_backend(
             detector, recognizer, root=s.insightface_root, det_size=s.det_size, upsample=s.upsample))
@@ -144,14 +196,19 @@ class ModelHub:
     def arc2face(self):
         """The Arc2Face pipeline, with the face analyser attached."""
         def build():
-            if self.settings.tiny:
+            s = self.settings
+            source = s.arc2face_source()
+            if source == "tiny":
                 from .tiny import tiny_arc2face
 
                 pipe = tiny_arc2face()
+            elif source == "mini":
+                from ..pipelines.mini import load_mini_pipeline
+
+                pipe = load_mini_pipeline(s.resolved_device(), s.torch_dtype())
             else:
                 from ..pipelines import Arc2FacePipeline
 
-                s = self.settings
                 if s.model:
                     pipe = Arc2FacePipeline.from_pretrained(s.model, torch_dtype=s.torch_dtype())
                 else:

@@ -131,6 +131,7 @@ def build_demo(hub: ModelHub) -> gr.Blocks:
         gr.Markdown(f"# {title}\nIdentity-preserving face generation, synthetic datasets and identity mixing,\nidentity forgetting.")
         if tiny:
             gr.Markdown(TINY_BANNER, elem_id="tiny-banner")
+        gr.Markdown(f"Identity generator: {hub.settings.describe()}.", elem_id="model-line")
         with gr.Tab("Generate"):
             with gr.Row():
                 with gr.Column():

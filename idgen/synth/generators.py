@@ -53,6 +53,16 @@ class Arc2FaceGenerator:
         pipeline.set_progress_bar_config(disable=True)
         return cls(pipeline, **call_kwargs)
 
+    @classmethod
+    def mini(cls, device=None, torch_dtype: str | None = None, **call_kwargs) -> "Arc2FaceGenerator":
+        """The embedded mini model (:mod:`idgen.pipelines.mini`): 64×64 faces offline, conditioned
+        on 128-d MobileFaceNet identities."""
+        from ..pipelines.mini import load_mini_pipeline
+
+        pipeline = load_mini_pipeline(device, getattr(torch, torch_dtype) if torch_dtype else None)
+        pipeline.set_progress_bar_config(disable=True)
+        return cls(pipeline, **call_kwargs)
+
     def __call__(self, id_embeds, generators, **conditions):
         unet = self.pipeline.unet
         result = self.pipeline(
@@ -198,6 +208,7 @@ def build_generator(spec: dict, device=None, identity_dim: int | None = None) ->
     ``type: photo`` (:class:`PhotoJitterGenerator`, needs ``photos``), ``type: arc2face``
     (:meth:`Arc2FaceGenerator.from_pretrained`, needs ``path``), ``type: instantid``
     (:meth:`InstantIDGenerator.from_pretrained`, needs ``path``; ``base`` is the SDXL model),
+    ``type: mini`` (:meth:`Arc2FaceGenerator.mini`, the embedded model, offline, 128-d identities),
     ``type: instantid-tiny`` (:meth:`InstantIDGenerator.tiny`, offline; its adapter takes
     ``identity_dim``-d vectors unless ``embedding_dim`` says otherwise), or
     ``type: "pkg.module:factory"`` called as ``factory(device=device, **rest)``. Every other key is
@@ -214,6 +225,14 @@ def build_generator(spec: dict, device=None, identity_dim: int | None = None) ->
             raise ConfigError(f"generator type {kind!r} needs generator.path: <hub id or folder>")
         adapter = Arc2FaceGenerator if kind == "arc2face" else InstantIDGenerator
         return adapter.from_pretrained(spec.pop("path"), device=device, **spec)
+    if kind == "mini":
+        from ..pipelines.mini import MINI_IDENTITY_DIM
+
+        if identity_dim not in (None, MINI_IDENTITY_DIM):
+            raise ConfigError(f"generator type 'mini' conditions on {MINI_IDENTITY_DIM}-d MobileFaceNet identities, "
+                              f"but identities.dim is {identity_dim}; set identities.dim: {MINI_IDENTITY_DIM} "
+                              "(and filter.recognizer: mobilefacenet)")
+        return Arc2FaceGenerator.mini(device=device, **spec)
     if kind == "instantid-tiny":
         if identity_dim is not None:
             spec.setdefault("embedding_dim", identity_dim)
@@ -221,7 +240,7 @@ def build_generator(spec: dict, device=None, identity_dim: int | None = None) ->
     if isinstance(kind, str) and ":" in kind:
         module, name = kind.split(":", 1)
         return getattr(importlib.import_module(module), name)(device=device, **spec)
-    raise ConfigError(f"unknown generator type {kind!r}; use 'photo', 'arc2face', 'instantid', 'instantid-tiny' "
+    raise ConfigError(f"unknown generator type {kind!r}; use 'photo', 'arc2face', 'mini', 'instantid', 'instantid-tiny' "
                       "or 'package.module:factory'")
 
 
