@@ -24,7 +24,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv=None) -> None:
     from idgen.demo import ModelHub, build_demo, launch
-    from idgen.demo.models import settings_from_args
+    from idgen.application import settings_from_args
 
     args = build_parser().parse_args(argv)
     demo = build_demo(ModelHub(settings_from_args(args)))

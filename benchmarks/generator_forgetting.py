@@ -34,7 +34,7 @@ from pathlib import Path
 import torch
 from transformers import CLIPTokenizer
 
-from idgen.demo.tiny import TINY_TEXT, TINY_UNET, TINY_VAE, letters_tokenizer
+from idgen.testing.tiny_arc2face import TINY_TEXT, TINY_UNET, TINY_VAE, letters_tokenizer
 from idgen.identity import perturb, random_identities
 from idgen.pipelines import Arc2FacePipeline
 from idgen.pipelines.sd15_architecture import random_sd15_components

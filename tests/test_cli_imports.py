@@ -53,11 +53,19 @@ def test_running_analysis_commands_does_not_import_gradio(tmp_path):
     assert loaded == dict.fromkeys(HEAVY, False), loaded
 
 
-def test_the_cli_model_flags_name_the_demos_variables_and_defaults():
-    """The model flags live in :mod:`idgen.cli.common` (``idgen generate``/``edit`` and ``python app.py``
-    all use them; no demo import); their help quotes :data:`idgen.demo.models.ENVIRONMENT`, which
-    resolves the values, so the two tables must agree."""
-    from idgen.cli import common
-    from idgen.demo import models
+def test_the_model_flags_help_quotes_the_one_table_of_variables_and_defaults():
+    """``idgen generate``/``edit`` and ``python app.py`` take their model flags from
+    :mod:`idgen.cli.common`, whose help is written from :data:`idgen.application.models.ENVIRONMENT`
+    (the table that resolves the values): the help cannot drift from what the flags do."""
+    import argparse
 
-    assert common.MODEL_ENVIRONMENT == {name: models.ENVIRONMENT[name] for name in common.MODEL_ENVIRONMENT}
+    from idgen.application.models import ENVIRONMENT
+    from idgen.cli.common import add_model_arguments
+
+    parser = argparse.ArgumentParser()
+    add_model_arguments(parser, demo=True)
+    helps = {action.dest: action.help for action in parser._actions}
+    for name in ("model", "base", "arc2face", "instantid", "instantid_base", "lcm_lora", "lcm_lora_sdxl", "forget_data"):
+        variable, default = ENVIRONMENT[name]
+        assert f"${variable}" in helps[name], name
+        assert default is None or f"default {default}" in helps[name], name

@@ -19,7 +19,7 @@ gradio_client = pytest.importorskip("gradio_client")
 from gradio_client import Client, handle_file  # noqa: E402
 
 from idgen.demo import ModelHub, ModelSettings, build_demo, launch  # noqa: E402
-from idgen.demo import actions  # noqa: E402
+from idgen.application import actions  # noqa: E402
 from idgen.identity import slerp  # noqa: E402
 
 
@@ -251,7 +251,7 @@ def lcm_lora_folder(tmp_path_factory):
     from peft.utils import get_peft_model_state_dict
     from diffusers.utils import convert_state_dict_to_diffusers
 
-    from idgen.demo.tiny import tiny_arc2face
+    from idgen.testing.tiny_arc2face import tiny_arc2face
     from idgen.pipelines import Arc2FacePipeline
 
     donor = tiny_arc2face().unet
@@ -266,7 +266,7 @@ def lcm_lora_folder(tmp_path_factory):
 def test_fast_preset_loads_the_lcm_lora_and_scheduler_and_undoes_them(lcm_lora_folder, faces_dir):
     from diffusers import LCMScheduler
 
-    from idgen.demo.tiny import tiny_arc2face
+    from idgen.testing.tiny_arc2face import tiny_arc2face
 
     hub = ModelHub(ModelSettings(tiny=True, lcm_lora=str(lcm_lora_folder)))
     identity = actions.identity_from_photos(hub, [faces_dir / "Aaron_Peirsol_0001.jpg"])
@@ -302,7 +302,7 @@ def test_tiny_page_says_what_the_fast_preset_does():
 
 # ---------------------------------------------------------------------------- forgetting in the generator
 def test_forget_in_the_generator(served, faces_dir, tmp_path):
-    from idgen.demo.tiny import tiny_arc2face
+    from idgen.testing.tiny_arc2face import tiny_arc2face
 
     hub, client = served
     photo = faces_dir / "Aaron_Peirsol_0001.jpg"
@@ -384,7 +384,7 @@ def test_models_come_from_flags_then_environment_then_defaults(monkeypatch):
     monkeypatch.setenv("IDGEN_ARC2FACE", "/models/arc2face")
     monkeypatch.setenv("IDGEN_INSTANTID", "InstantX/InstantID")
     monkeypatch.setenv("IDGEN_LCM_LORA", "/models/lcm-lora")
-    from idgen.demo.models import settings_from_args
+    from idgen.application import settings_from_args
 
     settings = settings_from_args(app.build_parser().parse_args(["--arc2face", "/flag/arc2face", "--device", "cpu"]))
     assert settings.arc2face == "/flag/arc2face"  # the flag wins over $IDGEN_ARC2FACE

@@ -184,7 +184,7 @@ def test_cli_trained_folder_is_a_recognizer_for_the_analyzer(synth_folder, tmp_p
     from idgen.cli import main
     from idgen.faces import FaceAnalyzer, align_face, load_image
     from idgen.fr import TrainedRecognizer
-    from idgen.fr.recognizer import to_tensor
+    from idgen.models import to_tensor
 
     out = tmp_path / "model"
     assert main(["fr", "train", "--data", str(synth_folder[0] / "data"), "--out", str(out), "--epochs", "2",
@@ -218,7 +218,7 @@ def test_training_on_lfw_dev_train_people_verifies_dev_test_pairs(lfw_dir, tmp_p
     An untrained network reaches about 65 % there; training must add at least 5 points and reach 70 %."""
     from idgen.eval import evaluate_scores, read_pairs
     from idgen.fr import TrainConfig, TrainedRecognizer, train_recognizer
-    from idgen.fr.recognizer import to_tensor
+    from idgen.models import to_tensor
 
     train_people = {name: count for name, count in people_of(lfw_dir / "peopleDevTrain.txt").items() if count >= 8}
     pairs = read_pairs(lfw_dir / "pairsDevTest.txt", lfw_dir / "images")

@@ -155,3 +155,12 @@ def test_train_recognizer_command_distils_mobilefacenet(tmp_path, capsys, mobile
     rec = FaceAnalyzer.from_backend("dlib", f"mobilefacenet:{mobilefacenet_path}").recognizer
     expected = torch.from_numpy(rec.embed(crops) + rec.embed(np.ascontiguousarray(crops[:, :, ::-1])))
     assert torch.allclose(got, torch.nn.functional.normalize(expected, dim=-1), atol=1e-5)
+
+
+def test_a_face_transformer_folder_given_as_an_analyser_recogniser_is_refused_by_name(tmp_path):
+    from idgen.errors import ModelFilesMissingError
+    from idgen.faces import FaceAnalyzer
+
+    FaceRecognizer(model_config("cpu-tiny", num_classes=3)).save_pretrained(tmp_path / "ft", ["a", "b", "c"])
+    with pytest.raises(ModelFilesMissingError, match="Face Transformer recogniser.*idgen fr train"):
+        FaceAnalyzer.from_backend("dlib", str(tmp_path / "ft"))

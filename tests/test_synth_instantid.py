@@ -80,7 +80,7 @@ def test_images_equal_direct_pipeline_calls_with_the_recorded_prompt_and_pose(da
 
     from idgen.pipelines.keypoints import draw_keypoints
     from idgen.identity import normalize
-    from idgen.pipelines.tiny_instantid import tiny_instantid
+    from idgen.testing.tiny_instantid import tiny_instantid
 
     output, _ = dataset
     records = [json.loads(line) for line in (output / "manifest.jsonl").read_text().splitlines()]

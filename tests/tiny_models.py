@@ -1,7 +1,7 @@
 """Tiny random SDXL / SD 1.5 parts built in code (the shapes diffusers' own SDXL tests use), a tiny CLIP
 vocabulary, and InstantID / FaceID adapter state dicts in their ORIGINAL published key layouts.
 
-The SDXL and InstantID parts live in the package (:mod:`idgen.pipelines.tiny_instantid`, behind the
+The SDXL and InstantID parts live in the package (:mod:`idgen.testing.tiny_instantid`, behind the
 dataset engine's offline preset) and are re-exported here for the tests."""
 
 from __future__ import annotations
@@ -12,9 +12,9 @@ import torch
 from diffusers import UNet2DConditionModel
 from transformers import CLIPTokenizer
 
-from idgen.pipelines.tiny_instantid import (RESAMPLER, characters_tokenizer, instantid_state_dict,  # noqa: F401
+from idgen.testing.tiny_instantid import (RESAMPLER, characters_tokenizer, instantid_state_dict,  # noqa: F401
                                             tiny_controlnet, tiny_scheduler, tiny_text_encoder, tiny_vae)
-from idgen.pipelines.tiny_instantid import tiny_sdxl_components as sdxl_components
+from idgen.testing.tiny_instantid import tiny_sdxl_components as sdxl_components
 
 
 def tiny_tokenizer(folder: Path) -> CLIPTokenizer:

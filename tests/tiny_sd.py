@@ -1,4 +1,4 @@
-"""Tiny random SD 1.5-shaped components for fast pipeline tests (the shapes of ``idgen.demo.tiny``).
+"""Tiny random SD 1.5-shaped components for fast pipeline tests (the shapes of ``idgen.testing.tiny_arc2face``).
 
 The text encoder is 128 wide so that 128-d dlib embeddings fit, and keeps CLIP's 49,408-token
 vocabulary so the real CLIP tokenizer (``../shared/models/clip-tokenizer``) can drive it. Without the
@@ -11,8 +11,8 @@ from __future__ import annotations
 from conftest import CLIP_TOKENIZER
 from transformers import CLIPTokenizer
 
-from idgen.demo.tiny import IMAGE_SIZE, TEXT_WIDTH, TINY_TEXT, TINY_UNET, TINY_VAE  # noqa: F401 (re-exported)
-from idgen.demo.tiny import letters_tokenizer as tiny_clip_tokenizer
+from idgen.testing.tiny_arc2face import IMAGE_SIZE, TEXT_WIDTH, TINY_TEXT, TINY_UNET, TINY_VAE  # noqa: F401 (re-exported)
+from idgen.testing.tiny_arc2face import letters_tokenizer as tiny_clip_tokenizer
 from idgen.pipelines import Arc2FacePipeline
 from idgen.pipelines.sd15_architecture import random_sd15_components
 

@@ -2,26 +2,15 @@
 command spells it the same way and has the same default (an ``IDGEN_*`` variable overrides it).
 
 Nothing here imports :mod:`idgen.demo` (whose package imports gradio): building the ``idgen`` parser,
-``idgen --help`` and every subcommand but the demo's own run step stay gradio-free."""
+``idgen --help`` and every subcommand but the demo's own run step stay gradio-free. The defaults
+and ``IDGEN_*`` variables come from :data:`idgen.application.models.ENVIRONMENT`, which resolves them."""
 
 from __future__ import annotations
 
 import argparse
 import os
 
-#: What ``--detector auto`` / ``--recognizer auto`` (the default) mean for each kind of command.
-#: Generators condition on the embedding of the recogniser they were trained with (Arc2Face: its
-#: ``arcface.onnx`` in the antelopev2 folder; InstantID: antelopev2's), so generation needs those;
-#: the analysis commands default to dlib, which runs offline with nothing to download.
-AUTO_FACE_BACKENDS = {"generation": ("antelopev2", "arcface.onnx"), "analysis": ("dlib", "dlib")}
-
-
-def resolve_face_backends(detector: str | None, recognizer: str | None, purpose: str) -> tuple[str, str]:
-    """``(detector, recognizer)`` with ``"auto"`` (or ``None``) replaced by the choice for ``purpose``."""
-    auto_detector, auto_recognizer = AUTO_FACE_BACKENDS[purpose]
-    return (auto_detector if detector in (None, "auto") else detector,
-            auto_recognizer if recognizer in (None, "auto") else recognizer)
-
+from ..application.models import ENVIRONMENT, resolve_face_backends
 
 def add_face_options(parser: argparse.ArgumentParser) -> None:
     """Which face detector and recogniser to use (every command that looks at faces)."""
@@ -69,29 +58,14 @@ def add_sampling_options(parser: argparse.ArgumentParser) -> None:
                        help="guidance scale (default: the pipeline's, 3.0 for Arc2Face, 5.0 for InstantID)")
 
 
-#: The model flags' ``IDGEN_*`` variables and built-in defaults, as :data:`idgen.demo.models.ENVIRONMENT`
-#: has them (``ModelSettings`` resolves the values; here they only go into the help text). Kept here so
-#: that the parser needs no demo import; tests/test_cli_imports.py checks that the two agree.
-MODEL_ENVIRONMENT = {
-    "model": ("IDGEN_MODEL", None),
-    "base": ("IDGEN_BASE", "stable-diffusion-v1-5/stable-diffusion-v1-5"),
-    "arc2face": ("IDGEN_ARC2FACE", "FoivosPar/Arc2Face"),
-    "instantid": ("IDGEN_INSTANTID", None),
-    "instantid_base": ("IDGEN_INSTANTID_BASE", "stabilityai/stable-diffusion-xl-base-1.0"),
-    "lcm_lora": ("IDGEN_LCM_LORA", "latent-consistency/lcm-lora-sdv1-5"),
-    "lcm_lora_sdxl": ("IDGEN_LCM_LORA_SDXL", "latent-consistency/lcm-lora-sdxl"),
-    "forget_data": ("IDGEN_FORGET_DATA", None),
-}
-
-
 def add_model_arguments(parser, demo: bool = False) -> None:
     """The model flags of ``python app.py``, ``idgen generate`` and ``idgen edit`` (each defaults to
     its ``IDGEN_*`` variable, then to the built-in default), with the shared face and device options.
     ``demo`` adds the page-only ``--forget-data``. Values become settings with
-    :func:`idgen.demo.models.settings_from_args`."""
+    :func:`idgen.application.settings_from_args`."""
 
     def env(name):
-        variable, default = MODEL_ENVIRONMENT[name]
+        variable, default = ENVIRONMENT[name]
         return f"${variable}" + (f"; default {default}" if default else "")
 
     group = parser.add_argument_group("models (hub ids or local folders)")

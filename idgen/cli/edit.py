@@ -54,7 +54,7 @@ def _load_pipeline(args):
     """The text-to-image pipeline and face analyser the shared model options name: InstantID when
     ``--instantid`` is set, else Arc2Face (``--model`` or ``--base`` + ``--arc2face``); the edits
     derive their img2img / inpaint variant from it."""
-    from ..demo.models import ModelHub, settings_from_args
+    from ..application import ModelHub, settings_from_args
 
     hub = ModelHub(settings_from_args(args))
     print(f"idgen: {'InstantID ' + args.instantid if args.instantid else hub.settings.describe()}")

@@ -35,8 +35,7 @@ def register(subparsers) -> None:
 def run(args) -> int:
     from pathlib import Path
 
-    from ..demo import actions  # the demo's tab actions, shared with the page (imported only to run)
-    from ..demo.models import ModelHub, settings_from_args
+    from ..application import ModelHub, actions, settings_from_args
     from ..io import write_json_atomic
 
     hub = ModelHub(settings_from_args(args))

@@ -5,7 +5,7 @@ first use; ``--tiny`` swaps in tiny random models that run offline.
 >>> launch(build_demo(ModelHub(ModelSettings.from_environment(tiny=True))))
 """
 
-from .models import ModelHub, ModelSettings
+from ..application import ModelHub, ModelSettings
 from .ui import build_demo, friendly_errors, launch
 
 __all__ = ["ModelHub", "ModelSettings", "build_demo", "friendly_errors", "launch"]

@@ -1,4 +1,4 @@
-"""The Gradio page: one tab per task, each a thin wrapper around :mod:`idgen.demo.actions`.
+"""The Gradio page: one tab per task, each a thin wrapper around :mod:`idgen.application.actions`.
 
 Every handler goes through :func:`friendly_errors`, so a photo without a face, a group photo or a
 file that is not an image shows a one-line message in the page instead of a traceback.
@@ -13,9 +13,8 @@ from pathlib import Path
 
 import gradio as gr
 
+from ..application import ModelHub, actions
 from ..errors import IdgenError
-from . import actions
-from .models import ModelHub
 
 logger = logging.getLogger(__name__)
 

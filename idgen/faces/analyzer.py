@@ -13,6 +13,7 @@ from .align import align_face, center_box, template_in_box
 from .detectors import Detection, Detector, DlibDetector, InsightFaceDetector
 from .image import ImageInput, describe, load_image
 from .models import MOBILEFACENET_ONNX, insightface_files
+from .trained import TrainedRecognizer
 from .recognizers import DlibRecognizer, OnnxRecognizer, Recognizer
 from .types import Face
 
@@ -74,8 +75,6 @@ class FaceAnalyzer:
         elif str(recognizer) == "dlib":
             rec = DlibRecognizer()
         elif os.path.isfile(os.path.join(str(recognizer), "model.safetensors")):  # an `idgen fr train` folder
-            from ..fr import TrainedRecognizer
-
             rec = TrainedRecognizer(recognizer)
         elif str(recognizer) == "mobilefacenet":
             rec = OnnxRecognizer.mobilefacenet(MOBILEFACENET_ONNX)

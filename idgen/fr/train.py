@@ -22,10 +22,8 @@ from tqdm.auto import tqdm
 
 from ..errors import ConfigError
 from ..io import save_module_weights, write_json_atomic
-from ..recognition import MarginHead
+from ..models import MarginHead, MobileFaceNet, to_tensor
 from .data import align_images, read_face_set
-from .mobilefacenet import MobileFaceNet
-from .recognizer import to_tensor
 
 
 #: Margins of the ArcFace (angle) and CosFace (cosine) papers.

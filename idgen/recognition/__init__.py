@@ -2,7 +2,7 @@
 
 from .data import FaceDataConfig, FaceSet, load_face_folder, to_model_input
 from .distill import prepare_distillation
-from .model import PRESETS, FaceRecognizer, FaceTransformerConfig, MarginHead, model_config
+from ..models import PRESETS, FaceRecognizer, FaceTransformerConfig, MarginHead, model_config
 from .train import TrainConfig, embed, predict, train_recognizer
 
 __all__ = [

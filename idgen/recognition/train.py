@@ -12,7 +12,7 @@ import torch.nn.functional as F
 from tqdm.auto import tqdm
 
 from .data import FaceSet, to_model_input
-from .model import FaceRecognizer
+from ..models import FaceRecognizer
 
 
 @dataclass

@@ -115,8 +115,8 @@ class InstantIDGenerator:
     @classmethod
     def tiny(cls, embedding_dim: int = 512, seed: int = 0, device=None, **settings) -> "InstantIDGenerator":
         """The offline preset: a tiny random InstantID pipeline (64 px noise, not faces; see
-        :mod:`idgen.pipelines.tiny_instantid`), for trying the engine without any download."""
-        from ..pipelines.tiny_instantid import tiny_instantid
+        :mod:`idgen.testing.tiny_instantid`), for trying the engine without any download."""
+        from ..testing import tiny_instantid
 
         pipeline = tiny_instantid(embedding_dim, seed)
         if device is not None:

@@ -24,7 +24,7 @@ from tqdm.auto import tqdm
 from ..errors import ConfigError
 from ..recognition.data import FaceSet, load_face_folder, to_model_input
 from ..recognition.distill import prepare_distillation
-from ..recognition.model import FaceRecognizer, model_config
+from ..models import FaceRecognizer, model_config
 from ..recognition.train import TrainConfig, embed, predict, train_recognizer
 from .config import ForgetConfig, RunConfig, load_config
 from .journal import RunJournal, fingerprint

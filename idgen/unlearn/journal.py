@@ -26,7 +26,7 @@ import torch
 
 from ..io import save_module_weights, write_json_atomic
 from ..recognition.data import FaceSet
-from ..recognition.model import FaceRecognizer
+from ..models import FaceRecognizer
 
 #: Configuration fields that do not change a run's results (``selection.val_per_class`` does, by
 #: changing the photos, which the data fingerprint covers).

@@ -14,20 +14,18 @@ import numpy as np
 import torch
 
 from ..errors import ModelFilesMissingError
-from .mobilefacenet import MobileFaceNet
-
-
-def to_tensor(crops) -> torch.Tensor:
-    """N×S×S×3 uint8 (numpy or torch) -> N×3×S×S float in [-1, 1]."""
-    crops = torch.as_tensor(np.ascontiguousarray(crops)) if isinstance(crops, np.ndarray) else crops
-    return crops.permute(0, 3, 1, 2).float().div(127.5).sub(1.0)
+from ..models import MobileFaceNet, to_tensor
+from .align import align_face
 
 
 def is_trained_recognizer(path: str | os.PathLike) -> bool:
+    """A recogniser folder (``config.json`` + ``model.safetensors``), of either trainer."""
     return (Path(path) / "config.json").is_file() and (Path(path) / "model.safetensors").is_file()
 
 
 class TrainedRecognizer:
+    """A MobileFaceNet folder written by ``idgen fr train``, as a recogniser (``crop`` + ``embed``)."""
+
     def __init__(self, folder: str | os.PathLike, device: str = "cpu"):
         from safetensors.torch import load_file
 
@@ -35,6 +33,10 @@ class TrainedRecognizer:
         if not is_trained_recognizer(folder):
             raise ModelFilesMissingError(f"{folder}: expected config.json and model.safetensors from `idgen fr train`")
         self.config = json.loads((folder / "config.json").read_text())
+        if "model" not in self.config:  # FaceRecognizer.save_pretrained writes the same two file names
+            raise ModelFilesMissingError(
+                f"{folder} holds a Face Transformer recogniser (`idgen train-recognizer`), which classifies the "
+                "people it was trained on; face analysis embeds with MobileFaceNet folders from `idgen fr train`")
         model = self.config["model"]
         self.model = MobileFaceNet(model["embedding_size"], model["width"], model["input_size"])
         self.model.load_state_dict(load_file(str(folder / "model.safetensors")))
@@ -42,8 +44,6 @@ class TrainedRecognizer:
         self.device, self.input_size = device, model["input_size"]
 
     def crop(self, image: np.ndarray, landmarks: np.ndarray, bbox: np.ndarray) -> np.ndarray:
-        from ..faces import align_face
-
         return align_face(image, landmarks, self.input_size)
 
     @torch.no_grad()

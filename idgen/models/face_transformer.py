@@ -13,7 +13,6 @@ saved as ``config.json`` + ``model.safetensors`` in a folder (:meth:`FaceRecogni
 from __future__ import annotations
 
 import json
-import math
 import os
 from dataclasses import asdict, dataclass, fields
 from pathlib import Path
@@ -24,6 +23,7 @@ from torch import nn
 
 from ..errors import ConfigError, ModelFilesMissingError
 from ..io import save_module_weights, write_json_atomic
+from .heads import MarginHead
 
 
 @dataclass
@@ -117,33 +117,6 @@ class Block(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         x = x + self.attn(self.norm1(x))
         return x + self.mlp(self.norm2(x))
-
-
-class MarginHead(nn.Module):
-    """Normalised class weights; CosFace (cos θ − m) or ArcFace (cos(θ + m)) margin on the true class.
-
-    ``forward(embeddings)`` gives the test-time logits ``s·cos θ``; ``forward(embeddings, labels)``
-    applies the margin to each row's label (used for training)."""
-
-    def __init__(self, embedding_dim: int, num_classes: int, kind: str, scale: float, margin: float):
-        super().__init__()
-        self.weight = nn.Parameter(torch.randn(num_classes, embedding_dim) * 0.01)
-        self.kind, self.scale, self.margin = kind, scale, margin
-
-    def cosine(self, embeddings: torch.Tensor) -> torch.Tensor:
-        return F.linear(F.normalize(embeddings, dim=-1), F.normalize(self.weight, dim=-1))
-
-    def forward(self, embeddings: torch.Tensor, labels: torch.Tensor | None = None) -> torch.Tensor:
-        cos = self.cosine(embeddings)
-        if labels is None or self.margin == 0:
-            return self.scale * cos
-        target = F.one_hot(labels, cos.shape[1]).bool()
-        if self.kind == "cosface":
-            adjusted = cos - self.margin
-        else:
-            theta = torch.acos(cos.clamp(-1 + 1e-6, 1 - 1e-6))
-            adjusted = torch.cos((theta + self.margin).clamp(max=math.pi))
-        return self.scale * torch.where(target, adjusted, cos)
 
 
 class FaceRecognizer(nn.Module):

@@ -1,6 +1,6 @@
-"""What each tab does, as plain functions of a :class:`~idgen.demo.models.ModelHub` and inputs.
+"""What each task does, as plain functions of a :class:`~idgen.application.models.ModelHub` and inputs.
 
-They know nothing about Gradio, so the CLI and the tests call them directly; the page wraps them
+They know nothing about Gradio, so the CLI and the tests call them directly; the demo page wraps them
 (:mod:`idgen.demo.ui`). ``progress`` is any ``callable(fraction, desc=...)`` (``gr.Progress`` is
 one). Bad inputs raise :mod:`idgen.errors` exceptions whose message names the file and the fix.
 """

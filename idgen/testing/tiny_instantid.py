@@ -18,6 +18,8 @@ import torch
 from diffusers import AutoencoderKL, ControlNetModel, EulerDiscreteScheduler, UNet2DConditionModel
 from transformers import CLIPTextConfig, CLIPTextModel, CLIPTextModelWithProjection, CLIPTokenizer
 
+from ..pipelines import InstantIDPipeline
+
 CROSS_DIM = 64  # two 32-wide text encoders, concatenated
 #: The face Resampler of the tiny adapter (InstantID's: dim 1280, 20 heads, 16 queries).
 RESAMPLER = dict(dim=32, heads=1, dim_head=64, queries=4, depth=4, ff_mult=4)
@@ -122,7 +124,6 @@ def instantid_state_dict(unet, embedding_dim: int, seed: int = 0) -> dict:
 def tiny_instantid(embedding_dim: int = 512, seed: int = 0):
     """A ready InstantID pipeline (64 px images) whose face adapter takes ``embedding_dim``-d
     embeddings; weights depend only on ``seed``, and the global RNG is left as it was."""
-    from .pipeline_instantid import InstantIDPipeline
 
     with torch.random.fork_rng():
         pipe = InstantIDPipeline(**tiny_sdxl_components(controlnet=tiny_controlnet(seed + 1)))

@@ -1,4 +1,4 @@
-"""Which models the demo uses, and loading each one only when a tab first needs it.
+"""Which models the demo and the CLI use, and loading each one only when first needed.
 
 :class:`ModelSettings` names the checkpoints (hub ids or local folders) and comes from command-line
 flags or ``IDGEN_*`` environment variables. :class:`ModelHub` turns settings into objects on first
@@ -20,7 +20,7 @@ ENVIRONMENT = {
     "arc2face": ("IDGEN_ARC2FACE", "FoivosPar/Arc2Face"),
     "instantid": ("IDGEN_INSTANTID", None),
     "instantid_base": ("IDGEN_INSTANTID_BASE", "stabilityai/stable-diffusion-xl-base-1.0"),
-    "detector": ("IDGEN_DETECTOR", "auto"),  # idgen.cli.common.AUTO_FACE_BACKENDS: antelopev2
+    "detector": ("IDGEN_DETECTOR", "auto"),  # AUTO_FACE_BACKENDS: antelopev2
     "recognizer": ("IDGEN_RECOGNIZER", "auto"),  # and Arc2Face's arcface.onnx
     "insightface_root": ("IDGEN_INSIGHTFACE_ROOT", "~/.insightface"),
     "lcm_lora": ("IDGEN_LCM_LORA", "latent-consistency/lcm-lora-sdv1-5"),
@@ -29,6 +29,21 @@ ENVIRONMENT = {
     "device": ("IDGEN_DEVICE", None),
     "dtype": ("IDGEN_DTYPE", None),
 }
+
+#: What ``--detector auto`` / ``--recognizer auto`` (the default) mean for each kind of command.
+#: Generators condition on the embedding of the recogniser they were trained with (Arc2Face: its
+#: ``arcface.onnx`` in the antelopev2 folder; InstantID: antelopev2's), so generation needs those
+#: (the embedded mini model brings its own, :data:`idgen.pipelines.mini.MINI_FACE_BACKENDS`); the
+#: analysis commands default to dlib, which runs offline with nothing to download.
+AUTO_FACE_BACKENDS = {"generation": ("antelopev2", "arcface.onnx"), "analysis": ("dlib", "dlib")}
+
+
+def resolve_face_backends(detector: str | None, recognizer: str | None, purpose: str) -> tuple[str, str]:
+    """``(detector, recognizer)`` with ``"auto"`` (or ``None``) replaced by the choice for ``purpose``."""
+    auto_detector, auto_recognizer = AUTO_FACE_BACKENDS[purpose]
+    return (auto_detector if detector in (None, "auto") else detector,
+            auto_recognizer if recognizer in (None, "auto") else recognizer)
+
 
 #: The flags that choose each model of :class:`ModelHub` (for error messages).
 MODEL_FLAGS = {"analyzer": "--detector / --recognizer / --insightface-root",
@@ -179,7 +194,6 @@ class ModelHub:
 
     def analyzer(self):
         """The face analyser: dlib in tiny mode, else the configured detector and recogniser."""
-        from ..cli.common import resolve_face_backends
         from ..faces import FaceAnalyzer
 
         s = self.settings
@@ -199,7 +213,7 @@ class ModelHub:
             s = self.settings
             source = s.arc2face_source()
             if source == "tiny":
-                from .tiny import tiny_arc2face
+                from ..testing import tiny_arc2face
 
                 pipe = tiny_arc2face()
             elif source == "mini":
@@ -233,9 +247,10 @@ class ModelHub:
 
             s = self.settings
             if s.tiny:
-                from .tiny import tiny_instantid
+                from ..testing import TEXT_WIDTH, tiny_instantid
 
-                pipe = tiny_instantid()
+                pipe = tiny_instantid(embedding_dim=TEXT_WIDTH)   # dlib's 128-d embeddings in tiny mode
+                pipe.set_progress_bar_config(disable=False)
                 pipe.set_face_analyzer(self.analyzer())
                 return pipe
             controlnet = ControlNetModel.from_pretrained(s.instantid, subfolder="ControlNetModel",

@@ -1,12 +1,10 @@
-"""Tiny random models for ``--tiny``: every tab runs offline in seconds, producing noise.
+"""A tiny random Arc2Face pipeline (``--tiny``, the tests): every tab runs offline in seconds, producing noise.
 
-Nothing here is trained. The Arc2Face pipeline has Stable Diffusion 1.5's architecture shrunk to
+Nothing here is trained. The pipeline has Stable Diffusion 1.5's architecture shrunk to
 two 32/64-wide blocks and a 128-wide text encoder (so dlib's 128-d embeddings fit), and a CLIP BPE
-tokenizer that knows only the letters and the words of the Arc2Face prompt. The InstantID pipeline
-is SDXL shrunk the same way (the shapes diffusers' own SDXL tests use: two 32-wide text encoders,
-64-pixel images) with a random IdentityNet and a random face adapter in InstantID's published
-``ip-adapter.bin`` layout, taking dlib's 128-d embeddings. The page says "tiny random models" in
-its title whenever these are in use.
+tokenizer that knows only the letters and the words of the Arc2Face prompt. Its InstantID
+counterpart is :mod:`idgen.testing.tiny_instantid`. The demo page says "tiny random models" in its
+title whenever these are in use.
 """
 
 from __future__ import annotations
@@ -14,10 +12,9 @@ from __future__ import annotations
 import torch
 from transformers import CLIPTokenizer
 
-from ..pipelines import Arc2FacePipeline, InstantIDPipeline
+from ..pipelines import Arc2FacePipeline
 from ..pipelines.pipeline_arc2face import ARC2FACE_PROMPT
 from ..pipelines.sd15_architecture import random_sd15_components
-from ..pipelines.tiny_instantid import tiny_instantid as _tiny_instantid
 
 TEXT_WIDTH = 128
 IMAGE_SIZE = 32  # the VAE downsamples twice → 16×16 latents
@@ -57,10 +54,3 @@ def tiny_arc2face(seed: int = 0) -> Arc2FacePipeline:
     return Arc2FacePipeline(**parts, tokenizer=letters_tokenizer(), safety_checker=None, feature_extractor=None,
                             image_encoder=None, requires_safety_checker=False)
 
-
-def tiny_instantid(embedding_dim: int = TEXT_WIDTH) -> InstantIDPipeline:
-    """The package's tiny random InstantID pipeline (:mod:`idgen.pipelines.tiny_instantid`, 64×64
-    images) taking ``embedding_dim``-d raw face embeddings (128: dlib's), with its progress bar on."""
-    pipe = _tiny_instantid(embedding_dim)
-    pipe.set_progress_bar_config(disable=False)
-    return pipe
