@@ -26,14 +26,16 @@ POINT_RADIUS = 10
 
 def draw_keypoints(keypoints: Sequence[Sequence[float]], size: tuple[int, int]) -> Image.Image:
     """Draw 5 face keypoints (pixels, ``x, y``) on a black RGB image of ``size = (width, height)``."""
-    points = np.asarray(keypoints, dtype=np.float64).reshape(5, 2)
+    # The arithmetic stays in the caller's dtype (insightface's float32), as InstantID's own drawing
+    # does: a float32 midpoint can truncate to a different pixel than the float64 one.
+    points = np.asarray(keypoints).reshape(5, 2)
     width, height = size
     limbs = np.zeros((height, width, 3), dtype=np.float64)
     for outer, nose in LIMBS:
-        (x0, y0), (x1, y1) = points[outer], points[nose]
-        centre = (int((x0 + x1) / 2), int((y0 + y1) / 2))
-        half_length = int(math.hypot(x0 - x1, y0 - y1) / 2)
-        angle = int(math.degrees(math.atan2(y0 - y1, x0 - x1)))
+        xs, ys = points[[outer, nose], 0], points[[outer, nose], 1]
+        centre = (int(np.mean(xs)), int(np.mean(ys)))
+        half_length = int(((xs[0] - xs[1]) ** 2 + (ys[0] - ys[1]) ** 2) ** 0.5 / 2)
+        angle = int(math.degrees(math.atan2(ys[0] - ys[1], xs[0] - xs[1])))
         outline = cv2.ellipse2Poly(centre, (half_length, LIMB_HALF_WIDTH), angle, 0, 360, 1)
         cv2.fillConvexPoly(limbs, outline, KEYPOINT_COLORS[outer])
     canvas = (limbs * LIMB_BRIGHTNESS).astype(np.uint8)

@@ -112,6 +112,28 @@ def test_keypoint_image_pixels():
     assert set(map(tuple, image.reshape(-1, 3))) == {(0, 0, 0), *colours, *map(dim, colours[:2] + colours[3:])}
 
 
+def test_float32_keypoints_take_float32_midpoints():
+    """insightface gives float32 keypoints and InstantID's drawing takes the limb midpoints in float32;
+    here the float32 mean of the left eye's and the nose's x is 624.0 where the float64 mean truncates
+    to 623, so the limb ellipse sits 1 px further right than a float64 drawing puts it."""
+    import cv2
+
+    kps = np.array([(722.9678, 500), (1200, 700), (525.03217, 700), (500, 1100), (700, 1100)], dtype=np.float32)
+    x_eye, x_nose = kps[0, 0], kps[2, 0]
+    assert int(np.mean(kps[[0, 2], 0])) == 624 and int((float(x_eye) + float(x_nose)) / 2) == 623
+    size = (1280, 1280)
+    drawn = np.asarray(draw_keypoints(kps, size))
+    assert not np.array_equal(drawn, np.asarray(draw_keypoints(kps.astype(np.float64), size)))
+    # the left-eye limb, drawn independently around the float32 centre, matches pixel for pixel
+    dx, dy = kps[0] - kps[2]
+    length = int(np.sqrt(dx * dx + dy * dy) / 2)
+    angle = int(np.degrees(np.arctan2(dy, dx)))
+    limb = np.zeros((1280, 1280, 3))
+    cv2.fillConvexPoly(limb, cv2.ellipse2Poly((624, 600), (length, 4), angle, 0, 360, 1), (255, 0, 0))
+    window = np.s_[540:660, 560:690]   # between the eye's and the nose's discs; no other limb passes here
+    np.testing.assert_array_equal(drawn[window], (limb * 0.6).astype(np.uint8)[window])
+
+
 # ---------------------------------------------------------------------------- checkpoint layout
 def test_resampler_loaded_from_original_layout_matches_reference(make_pipe):
     pipe = make_pipe()
