@@ -188,7 +188,9 @@ class InstantIDMixin(LCMLoRAMixin, FaceInputMixin):
         source_height, source_width = load_image(source).shape[:2]
         if width is None or height is None:
             width, height = self._default_size(source_width, source_height)
-        scaled = np.asarray(landmarks, dtype=np.float64) * [width / source_width, height / source_height]
+        landmarks = np.asarray(landmarks)   # scaled in their own float dtype (insightface: float32), as drawn
+        dtype = landmarks.dtype if np.issubdtype(landmarks.dtype, np.floating) else np.float64
+        scaled = landmarks.astype(dtype) * np.asarray([width / source_width, height / source_height], dtype=dtype)
         return draw_keypoints(scaled, (width, height)), width, height
 
     # ------------------------------------------------------------------ generation

@@ -134,6 +134,20 @@ def test_float32_keypoints_take_float32_midpoints():
     np.testing.assert_array_equal(drawn[window], (limb * 0.6).astype(np.uint8)[window])
 
 
+def test_photo_keypoints_keep_their_float32_midpoints(make_pipe):
+    """A face found in a photo at the output size draws exactly as its float32 keypoints do."""
+    from idgen.faces import Face
+
+    kps = np.array([(722.9678, 500), (1200, 700), (525.03217, 700), (500, 1100), (700, 1100)], dtype=np.float32)
+    face = Face(bbox=np.array([400, 400, 1250, 1150], np.float32), det_score=0.9, landmarks=kps)
+    photo = np.zeros((1280, 1280, 3), np.uint8)
+    image, width, height = make_pipe(adapter=False)._keypoint_image(face, photo, None, None, 1280, 1280)
+    assert (width, height) == (1280, 1280)
+    np.testing.assert_array_equal(np.asarray(image), np.asarray(draw_keypoints(kps, (1280, 1280))))
+    halved, *_ = make_pipe(adapter=False)._keypoint_image(face, photo, None, None, 640, 640)
+    np.testing.assert_array_equal(np.asarray(halved), np.asarray(draw_keypoints(kps * np.float32(0.5), (640, 640))))
+
+
 # ---------------------------------------------------------------------------- checkpoint layout
 def test_resampler_loaded_from_original_layout_matches_reference(make_pipe):
     pipe = make_pipe()
