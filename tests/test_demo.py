@@ -21,6 +21,7 @@ from gradio_client import Client, handle_file  # noqa: E402
 from idgen.demo import ModelHub, ModelSettings, build_demo, launch  # noqa: E402
 from idgen.application import actions  # noqa: E402
 from idgen.identity import slerp  # noqa: E402
+from hostile_files import png_claiming  # noqa: E402
 
 
 @pytest.fixture(scope="module")
@@ -45,6 +46,8 @@ def bad_photos(tmp_path_factory, faces_dir):
     group.save(folder / "two_people.png")
     (folder / "notes.txt").write_text("not an image")
     np.save(folder / "big.npy", np.random.default_rng(0).random((400, 400)))  # 1.3 MB > 1mb limit
+    png_claiming(folder / "bomb.png", 9000, 9000)   # 70 bytes that would decode to 81 megapixels
+    (folder / "truncated.jpg").write_bytes((faces_dir / "Aaron_Peirsol_0001.jpg").read_bytes()[:3000])
     return folder
 
 
@@ -120,6 +123,8 @@ def test_random_identity_needs_no_photo(served):
     ("blank.png", "No face"),
     ("two_people.png", "faces"),
     ("notes.txt", "notes.txt"),
+    ("bomb.png", "more than idgen decodes"),
+    ("truncated.jpg", "truncated or corrupt"),
 ])
 def test_bad_photos_give_a_friendly_message(served, bad_photos, name, expected):
     _, client = served

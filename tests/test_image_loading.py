@@ -7,6 +7,7 @@ from PIL import Image
 
 from idgen.errors import ImageReadError
 from idgen.faces import load_image
+from hostile_files import png_claiming
 
 
 @pytest.fixture
@@ -98,3 +99,27 @@ def test_arrays_and_pil_accepted(photo):
     assert grey.shape == (10, 12, 3)
     with pytest.raises(ImageReadError, match="shape"):
         load_image(np.zeros((3, 4, 5, 6)))
+
+
+def test_too_many_pixels_refused_from_the_header(tmp_path, monkeypatch):
+    from idgen.faces.image import MAX_IMAGE_PIXELS
+
+    path = png_claiming(tmp_path / "claims-9000x9000.png", 9000, 9000)   # 81 MP: over idgen's cap, under PIL's own bomb limit
+    decoded = []
+    monkeypatch.setattr(Image.Image, "load", lambda self: decoded.append(self) or None)
+    assert 9000 * 9000 > MAX_IMAGE_PIXELS
+    with pytest.raises(ImageReadError, match=r"claims-9000x9000.png: 9000×9000 pixels is more than idgen decodes.*downscale"):
+        load_image(path)
+    assert decoded == []   # refused before any pixel was decoded
+    monkeypatch.undo()
+    with pytest.raises(ImageReadError, match=r"claims-30000x30000.png: .*(decompression bomb|more than idgen decodes)"):
+        load_image(png_claiming(tmp_path / "claims-30000x30000.png", 30000, 30000))
+
+
+def test_animated_gif_gives_its_first_frame_and_the_content_decides_the_format(tmp_path):
+    frames = [Image.new("RGB", (40, 40), colour) for colour in ((200, 0, 0), (0, 0, 200))]
+    frames[0].save(tmp_path / "moving.gif", save_all=True, append_images=frames[1:], duration=100, loop=0)
+    first = load_image(tmp_path / "moving.gif")
+    assert first.shape == (40, 40, 3) and first[..., 0].mean() > 150 and first[..., 2].mean() < 50
+    Image.new("RGB", (30, 20), (0, 128, 0)).save(tmp_path / "really-a-png.jpg", format="PNG")
+    assert load_image(tmp_path / "really-a-png.jpg")[0, 0].tolist() == [0, 128, 0]

@@ -19,6 +19,11 @@ from ..errors import ImageReadError
 
 ImageInput = Union[str, os.PathLike, Image.Image, np.ndarray]
 
+#: The most pixels idgen decodes from a file (64 megapixels: an 8000×8000 scan). Read from the file's
+#: header before any pixel is decoded, so a small file that would expand to gigabytes (a
+#: decompression bomb) is refused without the memory it asks for.
+MAX_IMAGE_PIXELS = 64_000_000
+
 
 def describe(source) -> str:
     """A short name for an image input, used in error messages."""
@@ -104,16 +109,27 @@ def decode_image(data: bytes, name: str) -> np.ndarray:
     H×W×3 uint8 RGB array; ``name`` says where they came from in error messages.
 
     Callers that also need the bytes (to hash them, say) read a file once and decode it from here.
+    Files over :data:`MAX_IMAGE_PIXELS` are refused before decoding; of a multi-frame file (animated
+    GIF, multi-page TIFF) the first frame is used. The format comes from the content, not the name.
     """
     try:
-        with Image.open(io.BytesIO(data)) as image:
-            image.load()
+        with Image.open(io.BytesIO(data)) as image:   # reads the header only
+            width, height = image.size
+            if width * height > MAX_IMAGE_PIXELS:
+                raise ImageReadError(
+                    f"{name}: {width}×{height} pixels is more than idgen decodes ({MAX_IMAGE_PIXELS:,}); "
+                    "downscale it (a face needs far fewer)")
+            image.load()   # the first frame of an animated GIF or a multi-page TIFF
             upright = ImageOps.exif_transpose(image)
             return np.asarray(pil_to_rgb(upright))
+    except ImageReadError:
+        raise
     except UnidentifiedImageError:
         raise ImageReadError(
             f"{name}: not an image file PIL can read; convert it to JPEG or PNG"
         ) from None
+    except Image.DecompressionBombError as exc:
+        raise ImageReadError(f"{name}: refused as a decompression bomb ({exc}); downscale it") from None
     except (OSError, SyntaxError, ValueError) as exc:
         raise ImageReadError(
             f"{name}: the image is truncated or corrupt ({exc}); re-export or re-download it"
