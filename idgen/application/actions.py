@@ -172,19 +172,20 @@ def generate_images(hub: ModelHub, identity: IdentityInput, *, style: str = "arc
     if style == "instantid" and not identity.faces:
         raise ConfigError("InstantID needs a face photo (it uses the face's keypoints); upload one")
     progress(0.0, desc=f"loading {style}")
-    pipe, preset = pipeline_with_preset(hub, style, fast)
-    settings = {"num_inference_steps": None if steps is None else int(steps),
-                "guidance_scale": None if guidance is None else float(guidance)}
-    settings = {k: v for k, v in {**settings, **preset}.items() if v is not None}
-    common = dict(num_images_per_prompt=count, generator=[torch.Generator().manual_seed(int(seed) + k) for k in range(count)],
-                  callback_on_step_end=_step_callback(progress, count), **settings)
-    if style == "arc2face":
-        images = pipe(id_embeds=identity.vector[None], **common).images
-    else:
-        # InstantID was trained on the raw (un-normalised) recogniser embedding: average the photos' raw ones.
-        raw = torch.from_numpy(np.stack([f.embedding for f in identity.faces]).astype(np.float32)).mean(0, keepdim=True)
-        images = pipe(prompt or "a portrait photo", negative_prompt=negative_prompt or None, face_embedding=raw,
-                      pose_image=pose_photo if pose_photo is not None else identity.photos[0], **common).images
+    with hub.exclusive(style):
+        pipe, preset = pipeline_with_preset(hub, style, fast)
+        settings = {"num_inference_steps": None if steps is None else int(steps),
+                    "guidance_scale": None if guidance is None else float(guidance)}
+        settings = {k: v for k, v in {**settings, **preset}.items() if v is not None}
+        common = dict(num_images_per_prompt=count, callback_on_step_end=_step_callback(progress, count),
+                      generator=[torch.Generator().manual_seed(int(seed) + k) for k in range(count)], **settings)
+        if style == "arc2face":
+            images = pipe(id_embeds=identity.vector[None], **common).images
+        else:
+            # InstantID was trained on the raw (un-normalised) recogniser embedding: average the photos' raw ones.
+            raw = torch.from_numpy(np.stack([f.embedding for f in identity.faces]).astype(np.float32)).mean(0, keepdim=True)
+            images = pipe(prompt or "a portrait photo", negative_prompt=negative_prompt or None, face_embedding=raw,
+                          pose_image=pose_photo if pose_photo is not None else identity.photos[0], **common).images
     progress(1.0, desc="measuring identity similarity")
     return [(image, similarity_to(hub, image, identity.vector)) for image in images]
 
@@ -246,7 +247,8 @@ def make_dataset(hub: ModelHub, *, identities: int = 4, images_per_identity: int
         "runtime": {"progress": False, "batch_size": 4, "device": "cpu" if hub.settings.tiny else None},
     }, "demo dataset")
     progress(0.1, desc=f"generating {identities}×{images_per_identity} images")
-    stats = generate_dataset(config, generator=generator, analyzer=hub.analyzer())
+    with hub.exclusive("arc2face"):
+        stats = generate_dataset(config, generator=generator, analyzer=hub.analyzer())
     progress(0.9, desc="zipping")
     samples = sorted((out / "images").rglob("*.jpg"))[:8]
     return {"stats": stats, "folder": out, "plot": out / "plots" / "similarity.png", "samples": samples,
@@ -332,19 +334,20 @@ def forget_in_generator(hub: ModelHub, photos: Sequence = (), *, seed: int = 0, 
 
     identity = identity_from_photos(hub, photos) if photos else random_identity(hub, seed)
     progress(0.0, desc="loading Arc2Face")
-    original, _ = pipeline_with_preset(hub, "arc2face", fast=False)
-    edited = _with_own_text_encoder(original)
     run = Path(workdir or tempfile.mkdtemp(prefix="idgen-demo-forget-generator-"))
-    progress(0.1, desc=f"forgetting {identity.source}: {int(steps)} steps")
-    result = forget_in_encoder(edited, identity.vector[None], radius=float(radius), steps=int(steps),
-                               save_dir=run / "lora")  # its tqdm bar shows in the page (track_tqdm)
-    renders = []
-    for name, pipe in (("before", original), ("after", edited)):
-        progress(0.8 if name == "before" else 0.9, desc=f"rendering the person {name} forgetting")
-        settings = {} if render_steps is None else {"num_inference_steps": int(render_steps)}
-        image = pipe(id_embeds=identity.vector[None], generator=torch.Generator().manual_seed(int(seed)),
-                     **settings).images[0]
-        renders.append((name, image, similarity_to(hub, image, identity.vector)))
+    images = {}
+    with hub.exclusive("arc2face"):   # the copy shares the UNet, VAE and scheduler with the hub's pipeline
+        original, _ = pipeline_with_preset(hub, "arc2face", fast=False)
+        edited = _with_own_text_encoder(original)
+        progress(0.1, desc=f"forgetting {identity.source}: {int(steps)} steps")
+        result = forget_in_encoder(edited, identity.vector[None], radius=float(radius), steps=int(steps),
+                                   save_dir=run / "lora")  # its tqdm bar shows in the page (track_tqdm)
+        for name, pipe in (("before", original), ("after", edited)):
+            progress(0.8 if name == "before" else 0.9, desc=f"rendering the person {name} forgetting")
+            settings = {} if render_steps is None else {"num_inference_steps": int(render_steps)}
+            images[name] = pipe(id_embeds=identity.vector[None], generator=torch.Generator().manual_seed(int(seed)),
+                                **settings).images[0]
+    renders = [(name, image, similarity_to(hub, image, identity.vector)) for name, image in images.items()]
     progress(1.0, desc="done")
     return {"result": result, "identity": identity, "renders": renders, "markdown": _metrics_table(result.metrics),
             "folder": run / "lora", "zip": zip_folder(run / "lora", run / "forget_lora.zip")}

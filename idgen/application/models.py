@@ -166,10 +166,19 @@ class ModelHub:
         self.settings = settings or ModelSettings.from_environment()
         self._cache: dict = {}
         self._lock = threading.RLock()  # arc2face() builds analyzer() inside the lock
+        self._in_use: dict[str, threading.Lock] = {}
 
     @property
     def instantid_available(self) -> bool:
         return self.settings.tiny or self.settings.instantid is not None
+
+    def exclusive(self, name: str) -> threading.Lock:
+        """Hold this while using model ``name`` (``"arc2face"``, ``"instantid"``): a diffusers pipeline
+        keeps per-call state (its scheduler's step index), so two requests must never run one
+        pipeline at once. With ``--concurrency`` above 1 a second request waits here while other work
+        (face analysis, another model) goes on."""
+        with self._lock:
+            return self._in_use.setdefault(name, threading.Lock())
 
     def loaded(self) -> list[str]:
         """Names of the models built so far (the tests check that tabs load only what they need)."""
