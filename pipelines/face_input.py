@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import warnings
 from typing import Optional, Sequence
 
 from idgen.errors import IdgenError
@@ -27,3 +28,15 @@ class FaceInputMixin:
                 "FaceAnalyzer.from_backend(...)) or pass identity embeddings instead of photos"
             )
         return [self.face_analyzer.get_face(image, policy=policy) for image in images]
+
+
+def renamed_argument(kwargs: dict, old: str, new: str, value):
+    """``value``, or ``kwargs[old]`` (removed from ``kwargs``) with a ``FutureWarning`` that ``old``
+    is now ``new``; both given is a ``ValueError``."""
+    if old not in kwargs:
+        return value
+    if value is not None:
+        raise ValueError(f"pass {new} only ({old} is its old name)")
+    warnings.warn(f"`{old}` is deprecated; pass `{new}` (the same argument, named as in every idgen pipeline)",
+                  FutureWarning, stacklevel=3)
+    return kwargs.pop(old)

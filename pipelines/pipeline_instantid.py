@@ -32,7 +32,7 @@ from idgen.errors import ConfigError, IdgenError, ModelFilesMissingError
 from idgen.faces import load_image
 from idgen.io import save_safetensors_atomic
 
-from .face_input import FaceInputMixin
+from .face_input import FaceInputMixin, renamed_argument
 from .keypoints import draw_keypoints
 from .lcm import LCMLoRAMixin
 
@@ -161,17 +161,20 @@ class InstantIDMixin(LCMLoRAMixin, FaceInputMixin):
             for processor, scales in zip(processors, saved):
                 processor.scale = scales
 
-    def _identity(self, face_image, face_embedding):
-        """The identity embedding(s) (N × D) and, for a photo, its face (for a default pose)."""
-        if (face_image is None) == (face_embedding is None):
-            raise IdgenError("pass exactly one of face_image (a photo) and face_embedding (N × 512)")
-        if face_image is not None:
-            face = self.analyze_faces([face_image])[0]
-            return torch.as_tensor(np.asarray(face.embedding, dtype=np.float32))[None], face, face_image
-        embedding = torch.as_tensor(np.asarray(face_embedding, dtype=np.float32))
+    def _identity(self, face_images, id_embeds):
+        """The identity embeddings (N × D) and, for photos, the first one's face and photo (for a
+        default pose)."""
+        if (face_images is None) == (id_embeds is None):
+            raise ValueError("pass exactly one of face_images (photos) and id_embeds (N × 512 raw embeddings)")
+        if face_images is not None:
+            photos = list(face_images) if isinstance(face_images, (list, tuple)) else [face_images]
+            faces = self.analyze_faces(photos)
+            embeddings = torch.from_numpy(np.stack([face.embedding for face in faces]).astype(np.float32))
+            return embeddings, faces[0], photos[0]
+        embedding = torch.as_tensor(np.asarray(id_embeds, dtype=np.float32))
         return embedding.reshape(-1, embedding.shape[-1]), None, None
 
-    def _keypoint_image(self, face, face_image, pose_image, keypoints, width, height):
+    def _keypoint_image(self, face, photo, pose_image, keypoints, width, height):
         """Draw the IdentityNet's condition image at the output size, or return ``None`` when there
         is no pose source (then the caller's ``image`` is the ready-made keypoint image)."""
         if keypoints is not None:
@@ -182,7 +185,7 @@ class InstantIDMixin(LCMLoRAMixin, FaceInputMixin):
             landmarks = self.analyze_faces([pose_image])[0].landmarks
             source = pose_image
         elif face is not None:
-            landmarks, source = face.landmarks, face_image
+            landmarks, source = face.landmarks, photo
         else:
             return None, width, height
         source_height, source_width = load_image(source).shape[:2]
@@ -196,30 +199,35 @@ class InstantIDMixin(LCMLoRAMixin, FaceInputMixin):
     # ------------------------------------------------------------------ generation
     @torch.no_grad()
     def __call__(self, prompt: Union[str, list[str], None] = None, *,
-                 face_image=None, face_embedding=None, pose_image=None,
+                 id_embeds=None, face_images=None, pose_image=None,
                  keypoints: Optional[Sequence[Sequence[float]]] = None,
                  ip_adapter_scale=None,
                  controlnet_conditioning_scale: Union[float, list[float]] = DEFAULT_CONTROLNET_SCALE,
                  num_inference_steps: int = DEFAULT_STEPS, guidance_scale: float = 5.0,
                  height: Optional[int] = None, width: Optional[int] = None,
                  num_images_per_prompt: int = 1, **kwargs):
-        """Generate images of the identity in ``face_image`` (a photo; needs ``set_face_analyzer``)
-        or ``face_embedding`` (the raw, un-normalised insightface embedding, 512-d, one row per
-        prompt or one for all).
+        """Generate images of the identity in ``face_images`` (a photo, or a list of photos, one
+        identity each; needs ``set_face_analyzer``) or ``id_embeds`` (the raw, un-normalised
+        insightface embedding, 512-d, one row per prompt or one for all) — the identity arguments of
+        :class:`Arc2FacePipeline` too. ``face_image`` / ``face_embedding``, the names of earlier
+        releases, still work and warn.
 
         The pose comes from ``keypoints`` (5×2 pixels in the output image), else from the face in
-        ``pose_image``, else from the face in ``face_image``; with none of these, ``image`` is used as
+        ``pose_image``, else from the face in the (first) photo; with none of these, ``image`` is used as
         the ready-made keypoint image. With a multi-ControlNet, ``image`` holds the condition images
         of the ControlNets after the IdentityNet. (``image`` here means :attr:`control_image_argument`:
         ``control_image`` in the img2img / inpaint variants.) ``ip_adapter_scale`` applies to this call only
         (``None`` keeps the scale set by ``set_ip_adapter_scale``; the loader sets 0.8). All other
-        arguments are those of :class:`~diffusers.StableDiffusionXLControlNetPipeline`.
+        arguments are those of :class:`~diffusers.StableDiffusionXLControlNetPipeline`. Argument
+        mistakes raise ``ValueError``, as in diffusers.
         """
+        id_embeds = renamed_argument(kwargs, "face_embedding", "id_embeds", id_embeds)
+        face_images = renamed_argument(kwargs, "face_image", "face_images", face_images)
         image = kwargs.pop(self.control_image_argument, None)
-        embeddings, face, face_source = self._identity(face_image, face_embedding)
+        embeddings, face, face_source = self._identity(face_images, id_embeds)
         expected = self._face_resampler().proj_in.in_features
         if embeddings.shape[-1] != expected:
-            raise ConfigError(
+            raise ValueError(
                 f"the face embedding has {embeddings.shape[-1]} values but the adapter expects {expected}; "
                 "InstantID needs insightface antelopev2 embeddings (FaceAnalyzer.from_backend('antelopev2', 'pack'))"
             )
@@ -227,12 +235,12 @@ class InstantIDMixin(LCMLoRAMixin, FaceInputMixin):
         multi = isinstance(self.controlnet, MultiControlNetModel)
         if kps_image is not None:
             if image is not None and not multi:
-                raise IdgenError("pass either a pose (keypoints / pose_image / face_image) or "
+                raise ValueError("pass either a pose (keypoints / pose_image / face_images) or "
                                  f"{self.control_image_argument}, not both")
             extra = [] if image is None else image if isinstance(image, list) else [image]
             image = [kps_image, *extra] if multi else kps_image
         elif image is None:
-            raise IdgenError("no pose: pass keypoints, pose_image, face_image, or a keypoint image as "
+            raise ValueError("no pose: pass keypoints, pose_image, face_images, or a keypoint image as "
                              f"{self.control_image_argument}")
 
         if prompt is None:
@@ -240,9 +248,9 @@ class InstantIDMixin(LCMLoRAMixin, FaceInputMixin):
         else:
             batch_size = 1 if isinstance(prompt, str) else len(prompt)
         if len(embeddings) not in (1, batch_size):
-            raise IdgenError(f"{len(embeddings)} face embeddings for {batch_size} prompts; pass one or one per prompt")
+            raise ValueError(f"{len(embeddings)} identities for {batch_size} prompts; pass one or one per prompt")
         if len(embeddings) > 1 and num_images_per_prompt > 1:
-            raise IdgenError("one face per prompt works with num_images_per_prompt=1; pass a single face instead")
+            raise ValueError("one identity per prompt works with num_images_per_prompt=1; pass a single one instead")
         embeddings = embeddings.expand(batch_size, -1)
 
         negative, positive = self._face_tokens(embeddings)
@@ -270,7 +278,7 @@ class InstantIDPipeline(InstantIDMixin, StableDiffusionXLControlNetPipeline):
     ...                                          controlnet=identitynet, torch_dtype=torch.float16)
     >>> pipe.load_instantid_adapter("InstantX/InstantID")          # ip-adapter.bin
     >>> pipe.set_face_analyzer(FaceAnalyzer.from_backend("antelopev2", "pack"))
-    >>> image = pipe("a watercolour portrait", face_image="me.jpg", pose_image="pose.jpg").images[0]
+    >>> image = pipe("a watercolour portrait", face_images="me.jpg", pose_image="pose.jpg").images[0]
 
     ``controlnet`` may be a list: the first entry is the IdentityNet, the others are ordinary SDXL
     ControlNets whose condition images are passed as ``image``.

@@ -7,7 +7,7 @@ tokens, IP-Adapter embeddings and keypoint image, with the keypoint image passed
 ``padding_mask_crop`` … are diffusers' own.
 
 >>> edit = InstantIDInpaintPipeline.from_pipe(instantid_pipe)   # shares the loaded weights
->>> edit("a portrait", face_embedding=vector, keypoints=face.landmarks, image=photo, mask_image=mask).images[0]
+>>> edit("a portrait", id_embeds=vector, keypoints=face.landmarks, image=photo, mask_image=mask).images[0]
 """
 
 from __future__ import annotations

@@ -226,7 +226,7 @@ def test_instantid_style_with_prompt_negative_prompt_and_pose(served, faces_dir)
     assert _pixels(detected).shape == source.shape and (_pixels(detected) != source).any()  # box + keypoints drawn
     # Independent path: the raw dlib embedding and the photo's pose straight into the pipeline.
     face = hub.analyzer().get_face(photo)
-    expected = hub.instantid()("a watercolour", negative_prompt="blurry", face_embedding=face.embedding[None],
+    expected = hub.instantid()("a watercolour", negative_prompt="blurry", id_embeds=face.embedding[None],
                                pose_image=str(photo), num_inference_steps=2, guidance_scale=3.0, num_images_per_prompt=2,
                                generator=[torch.Generator().manual_seed(4 + k) for k in range(2)]).images
     for item, image in zip(gallery, expected):

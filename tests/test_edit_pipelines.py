@@ -165,7 +165,7 @@ def test_instantid_variants_feed_unet_and_identitynet_the_text_to_image_conditio
                    pipe.controlnet.register_forward_hook(controlnet_hook(name), with_kwargs=True)]
         steps_run[name] = []
         try:
-            pipe("a portrait", face_embedding=face, keypoints=SDXL_KPS, num_inference_steps=STEPS, height=64,
+            pipe("a portrait", id_embeds=face, keypoints=SDXL_KPS, num_inference_steps=STEPS, height=64,
                  width=64, generator=gen(), output_type="latent",
                  callback_on_step_end=lambda p, i, t, k, name=name: steps_run[name].append(i) or k, **extra)
         finally:
@@ -187,7 +187,7 @@ def test_instantid_inpaint_with_padding_mask_crop_returns_the_full_photo(instant
     pipe = variant(InstantIDInpaintPipeline, instantid)
     face = 20 * torch.randn(TEXT_WIDTH, generator=torch.Generator().manual_seed(7))
     image = photo(96, 80, seed=8)
-    out = pipe("a portrait", face_embedding=face, keypoints=SDXL_KPS, image=image, mask_image=box_mask(96, 80),
+    out = pipe("a portrait", id_embeds=face, keypoints=SDXL_KPS, image=image, mask_image=box_mask(96, 80),
                padding_mask_crop=4, num_inference_steps=STEPS, height=64, width=64, generator=gen(),
                output_type="pil").images[0]
     assert out.size == image.size

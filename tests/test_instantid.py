@@ -49,7 +49,7 @@ def faces(n=2, seed=0):
 
 def run(pipe, embedding, seed=0, **kwargs):
     args = {**ARGS, "keypoints": KPS, **kwargs}
-    return pipe("a portrait", face_embedding=embedding, generator=torch.Generator().manual_seed(seed), **args).images
+    return pipe("a portrait", id_embeds=embedding, generator=torch.Generator().manual_seed(seed), **args).images
 
 
 # ---------------------------------------------------------------------------- reference maths
@@ -232,13 +232,27 @@ def test_prompt_and_image_batches(make_pipe):
         lambda m, a, kw, out: seen.append(kw["encoder_hidden_states"].shape), with_kwargs=True)
     a, b = faces(2)
     two_prompts = dict(prompt=["a portrait", "a painting"], keypoints=KPS, **ARGS)
-    images = pipe(face_embedding=a, num_images_per_prompt=2, **two_prompts).images
+    images = pipe(id_embeds=a, num_images_per_prompt=2, **two_prompts).images
     assert images.shape == (4, 64, 64, 3) and seen[-1] == (8, RESAMPLER["queries"], 64)
-    assert pipe(face_embedding=torch.stack([a, b]), **two_prompts).images.shape == (2, 64, 64, 3)
-    with pytest.raises(IdgenError, match="num_images_per_prompt=1"):
-        pipe(face_embedding=torch.stack([a, b]), num_images_per_prompt=2, **two_prompts)
-    with pytest.raises(IdgenError, match="3 face embeddings for 2 prompts"):
-        pipe(face_embedding=torch.stack([a, b, a]), **two_prompts)
+    assert pipe(id_embeds=torch.stack([a, b]), **two_prompts).images.shape == (2, 64, 64, 3)
+    with pytest.raises(ValueError, match="num_images_per_prompt=1"):
+        pipe(id_embeds=torch.stack([a, b]), num_images_per_prompt=2, **two_prompts)
+    with pytest.raises(ValueError, match="3 identities for 2 prompts"):
+        pipe(id_embeds=torch.stack([a, b, a]), **two_prompts)
+    with pytest.raises(ValueError, match="exactly one of face_images"):
+        pipe(**two_prompts)
+
+
+def test_the_old_identity_argument_names_still_work_and_warn(make_pipe):
+    pipe = make_pipe()
+    face = faces(1)[0]
+    new = run(pipe, face)
+    with pytest.warns(FutureWarning, match="`face_embedding` is deprecated; pass `id_embeds`"):
+        old = pipe("a portrait", face_embedding=face, keypoints=KPS, generator=torch.Generator().manual_seed(0),
+                   **ARGS).images
+    np.testing.assert_array_equal(old, new)
+    with pytest.raises(ValueError, match="pass id_embeds only"):
+        pipe("a portrait", id_embeds=face, face_embedding=face, keypoints=KPS, **ARGS)
 
 
 def test_deterministic_with_seed(make_pipe):
@@ -275,7 +289,7 @@ def test_unload_and_missing_adapter_errors(make_pipe, tmp_path):
     with pytest.raises(IdgenError, match="ip-adapter.bin"):
         pipe.load_instantid_adapter(tmp_path / "nowhere")
     pipe.load_instantid_adapter(instantid_state_dict(pipe.unet, EMBED_DIM))
-    with pytest.raises(IdgenError, match="expects 128"):
+    with pytest.raises(ValueError, match="expects 128"):
         run(pipe, torch.zeros(512))
 
 
@@ -283,7 +297,7 @@ def test_face_photo_end_to_end_and_no_face_error(make_pipe, dlib_analyzer, faces
     pipe = make_pipe()
     pipe.set_face_analyzer(dlib_analyzer)
     photo = faces_dir / "Aaron_Peirsol_0001.jpg"
-    image = pipe("a portrait", face_image=photo, generator=torch.Generator().manual_seed(0),
+    image = pipe("a portrait", face_images=photo, generator=torch.Generator().manual_seed(0),
                  num_inference_steps=2, output_type="np").images
     assert image.shape == (1, 64, 64, 3)  # 250×250 photo → the tiny base's native 64×64
     face = dlib_analyzer.get_face(photo)
@@ -291,9 +305,9 @@ def test_face_photo_end_to_end_and_no_face_error(make_pipe, dlib_analyzer, faces
     np.testing.assert_allclose(image, same, atol=1e-6)
     blank = np.full((128, 128, 3), 127, np.uint8)
     with pytest.raises(NoFaceError, match="no face found"):
-        pipe("a portrait", face_image=blank, **ARGS)
+        pipe("a portrait", face_images=blank, **ARGS)
     with pytest.raises(NoFaceError, match="no face found"):
-        pipe("a portrait", face_image=photo, pose_image=blank, **ARGS)
+        pipe("a portrait", face_images=photo, pose_image=blank, **ARGS)
 
 
 def test_multi_controlnet_identitynet_first(make_pipe):

@@ -88,7 +88,7 @@ def test_images_equal_direct_pipeline_calls_with_the_recorded_prompt_and_pose(da
     bank = PoseBank.load(output / "poses.json")
     target = load_file(str(output / "identities.safetensors"))["identities"][1]
     pipe = tiny_instantid(embedding_dim=32)
-    images = pipe([r["prompt"] for r in batch], face_embedding=normalize(target).expand(4, -1) * 32 ** 0.5,
+    images = pipe([r["prompt"] for r in batch], id_embeds=normalize(target).expand(4, -1) * 32 ** 0.5,
                   image=[draw_keypoints(bank.keypoints[r["pose_index"]] * 64, (64, 64)) for r in batch],
                   generator=[torch.Generator().manual_seed(r["seed"]) for r in batch],
                   num_inference_steps=2, height=64, width=64, output_type="pil").images

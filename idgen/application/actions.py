@@ -184,7 +184,7 @@ def generate_images(hub: ModelHub, identity: IdentityInput, *, style: str = "arc
         else:
             # InstantID was trained on the raw (un-normalised) recogniser embedding: average the photos' raw ones.
             raw = torch.from_numpy(np.stack([f.embedding for f in identity.faces]).astype(np.float32)).mean(0, keepdim=True)
-            images = pipe(prompt or "a portrait photo", negative_prompt=negative_prompt or None, face_embedding=raw,
+            images = pipe(prompt or "a portrait photo", negative_prompt=negative_prompt or None, id_embeds=raw,
                           pose_image=pose_photo if pose_photo is not None else identity.photos[0], **common).images
     progress(1.0, desc="measuring identity similarity")
     return [(image, similarity_to(hub, image, identity.vector)) for image in images]

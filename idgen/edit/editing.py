@@ -165,7 +165,7 @@ def _identity_arguments(pipe, target: np.ndarray, prompt: Optional[str], keypoin
     """The identity arguments of one pipeline call: the embedding, and for InstantID the prompt
     and the pose (the face's landmarks in the pixels of the generated image)."""
     if _is_instantid(pipe):
-        return {"prompt": prompt or DEFAULT_PROMPT, "face_embedding": torch.from_numpy(target),
+        return {"prompt": prompt or DEFAULT_PROMPT, "id_embeds": torch.from_numpy(target),
                 "keypoints": np.asarray(keypoints, dtype=np.float64)}
     return {"id_embeds": torch.from_numpy(target)}
 

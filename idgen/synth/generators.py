@@ -134,7 +134,7 @@ class InstantIDGenerator:
         keypoint_images = [draw_keypoints(np.asarray(p) * size, (self.width, self.height)) for p in poses]
         norm = self.embedding_norm or id_embeds.shape[-1] ** 0.5
         result = self.pipeline(
-            prompts, face_embedding=normalize(id_embeds.float().cpu()) * norm, image=keypoint_images,
+            prompts, id_embeds=normalize(id_embeds.float().cpu()) * norm, image=keypoint_images,
             height=self.height, width=self.width, num_images_per_prompt=1, generator=generators,
             output_type="pil", **self.call_kwargs, **conditions,
         )
