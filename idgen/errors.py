@@ -29,3 +29,8 @@ class ModelFilesMissingError(IdgenError, FileNotFoundError):
 
 class ConfigError(IdgenError, ValueError):
     """A configuration file or option is invalid."""
+
+
+class DataError(IdgenError, ValueError):
+    """The data a command was pointed at cannot be used: a folder without one usable face photo, a
+    malformed pairs or people list, a face set without the columns it needs."""

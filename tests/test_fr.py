@@ -117,15 +117,15 @@ def test_every_synth_format_reads_as_the_same_face_set(synth_folder):
             assert len(faces.images) == 2 and pairs(faces) <= expected
 
 
-def test_unreadable_face_sets_are_config_errors_naming_the_path(tmp_path):
-    from idgen.errors import ConfigError
+def test_unreadable_face_sets_are_data_errors_naming_the_path(tmp_path):
+    from idgen.errors import DataError
 
-    with pytest.raises(ConfigError, match="missing: no such file"):
+    with pytest.raises(DataError, match="missing: no such file"):
         read_face_set(tmp_path / "missing")
     (tmp_path / "empty" / "person").mkdir(parents=True)
-    with pytest.raises(ConfigError, match="empty: no labelled images"):
+    with pytest.raises(DataError, match="empty: no labelled images"):
         read_face_set(tmp_path / "empty")
-    with pytest.raises(ConfigError, match="no parquet shards"):
+    with pytest.raises(DataError, match="no parquet shards"):
         read_face_set(tmp_path / "empty", "parquet")
 
 

@@ -21,7 +21,7 @@ import pytest
 import torch
 from PIL import Image
 
-from idgen.errors import ConfigError
+from idgen.errors import ConfigError, DataError
 
 pytest.importorskip("dlib")
 pytest.importorskip("tensorboard")
@@ -160,10 +160,10 @@ def test_bad_photos_skipped_and_counted_and_cache_reused(folders, dlib_analyzer,
     bad.mkdir()
     shutil.copy(folders["train"] / "corrupt.jpg", bad)
     shutil.copy(folders["train"] / "wall.png", bad)
-    with pytest.raises(ConfigError, match="no usable face photo.*corrupt.jpg"):
+    with pytest.raises(DataError, match="no usable face photo.*corrupt.jpg"):
         scan_faces(bad, dlib_analyzer)
     (tmp_path / "empty").mkdir()
-    with pytest.raises(ConfigError, match="no usable face photo"):
+    with pytest.raises(DataError, match="no usable face photo"):
         scan_faces(tmp_path / "empty", dlib_analyzer)
 
 

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ..errors import ConfigError
+from ..errors import DataError
 from ..faces.analyzer import FALLBACK_SCORE
 
 
@@ -38,14 +38,14 @@ def read_pairs(pairs_file: str | os.PathLike, image_root: str | os.PathLike, fol
     """
     pairs_file, root = Path(pairs_file), Path(image_root)
     if not pairs_file.is_file():
-        raise ConfigError(f"{pairs_file}: pairs file not found")
+        raise DataError(f"{pairs_file}: pairs file not found")
     lines = [line.split() for line in pairs_file.read_text().splitlines() if line.strip()]
     header, body = lines[0], lines[1:]
     if not header or not all(h.isdigit() for h in header) or len(header) > 2:
-        raise ConfigError(f"{pairs_file}: first line must be '<sets> <pairs per set>' or '<pairs>' (LFW format)")
+        raise DataError(f"{pairs_file}: first line must be '<sets> <pairs per set>' or '<pairs>' (LFW format)")
     sets, per_set = (int(header[0]), int(header[1])) if len(header) == 2 else (1, int(header[0]))
     if len(body) != sets * 2 * per_set:
-        raise ConfigError(f"{pairs_file}: header promises {sets * 2 * per_set} pairs, found {len(body)} lines")
+        raise DataError(f"{pairs_file}: header promises {sets * 2 * per_set} pairs, found {len(body)} lines")
     pairs = []
     for number, fields in enumerate(body):
         if len(fields) == 3:
@@ -53,7 +53,7 @@ def read_pairs(pairs_file: str | os.PathLike, image_root: str | os.PathLike, fol
         elif len(fields) == 4:
             pair = (_lfw_path(root, fields[0], fields[1]), _lfw_path(root, fields[2], fields[3]), False)
         else:
-            raise ConfigError(f"{pairs_file}:{number + 2}: expected 3 or 4 fields, got {len(fields)}")
+            raise DataError(f"{pairs_file}:{number + 2}: expected 3 or 4 fields, got {len(fields)}")
         fold = number // (2 * per_set) if sets > 1 else number % folds
         pairs.append(Pair(*pair, fold))
     return pairs

@@ -20,7 +20,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ..errors import ConfigError
+from ..errors import ConfigError, DataError
 from ..faces import iter_image_files
 from ..faces.cache import Alignment, aligned_crops
 
@@ -39,7 +39,7 @@ class LabelledImages:
 
 def _labelled(images: list, labels: list, names: dict, source: Path) -> LabelledImages:
     if not images:
-        raise ConfigError(f"{source}: no labelled images found")
+        raise DataError(f"{source}: no labelled images found")
     used, index = np.unique(np.asarray(labels), return_inverse=True)  # labels 0..C-1 even if some are unused
     return LabelledImages(images, index.astype(np.int64), [names.get(int(u), str(u)) for u in used])
 
@@ -61,11 +61,11 @@ def read_parquet(files: list[Path]) -> LabelledImages:
     for path in files:
         table = pq.read_table(path)
         if "image" not in table.column_names or "label" not in table.column_names:
-            raise ConfigError(f"{path}: a face set needs 'image' and 'label' columns, found {table.column_names}")
+            raise DataError(f"{path}: a face set needs 'image' and 'label' columns, found {table.column_names}")
         batch_labels = table.column("label").to_pylist()
         for cell in table.column("image").to_pylist():
             if not cell or not cell.get("bytes"):
-                raise ConfigError(f"{path}: an image cell holds no bytes; write the shards with embedded images "
+                raise DataError(f"{path}: an image cell holds no bytes; write the shards with embedded images "
                                   "(as `idgen dataset generate` and `datasets.Dataset.to_parquet` do)")
             images.append(cell["bytes"])
         if "identity" in table.column_names:
@@ -101,7 +101,7 @@ def read_face_set(source: str | Path, format: str = "auto") -> LabelledImages:
     if format not in FORMATS:
         raise ConfigError(f"unknown face-set format {format!r}; use one of {FORMATS}")
     if not path.exists():
-        raise ConfigError(f"{path}: no such file or folder")
+        raise DataError(f"{path}: no such file or folder")
 
     def shards(pattern: str, subfolder: str) -> list[Path]:
         if path.is_file():
@@ -119,11 +119,11 @@ def read_face_set(source: str | Path, format: str = "auto") -> LabelledImages:
             format = "imagefolder"
     if format == "imagefolder":
         if not path.is_dir():
-            raise ConfigError(f"{path}: an ImageFolder face set is a folder of <identity>/<image> folders")
+            raise DataError(f"{path}: an ImageFolder face set is a folder of <identity>/<image> folders")
         return read_image_folder(path)
     files = shards("*.parquet", "data") if format == "parquet" else shards("*.tar", "webdataset")
     if not files:
-        raise ConfigError(f"{path}: no {format} shards found")
+        raise DataError(f"{path}: no {format} shards found")
     return read_parquet(files) if format == "parquet" else read_webdataset(files)
 
 

@@ -20,7 +20,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from ..errors import ConfigError
+from ..errors import ConfigError, DataError
 from ..faces.cache import Alignment, aligned_crops
 
 
@@ -84,14 +84,14 @@ def list_identities(root: Path, min_images: int) -> dict[str, list[Path]]:
     from ..faces import iter_image_files
 
     if not root.is_dir():
-        raise ConfigError(f"{root}: not a folder; expected <identity>/<image> sub-folders")
+        raise DataError(f"{root}: not a folder; expected <identity>/<image> sub-folders")
     people = {}
     for person in sorted(p for p in root.iterdir() if p.is_dir()):
         files = sorted(Path(f) for f in iter_image_files(person))
         if len(files) >= min_images:
             people[person.name] = files
     if len(people) < 2:
-        raise ConfigError(f"{root}: found {len(people)} identity folder(s) with ≥ {min_images} images; need at least 2")
+        raise DataError(f"{root}: found {len(people)} identity folder(s) with ≥ {min_images} images; need at least 2")
     return people
 
 
@@ -118,7 +118,7 @@ def load_face_folder(config: FaceDataConfig) -> tuple[FaceSet, FaceSet]:
     for label, files in enumerate(people.values()):
         n_test = int(min(config.max_test, max(config.min_test, round(config.test_fraction * len(files)))))
         if n_test >= len(files):
-            raise ConfigError(f"identity {list(people)[label]!r} has {len(files)} images: too few for a test split")
+            raise DataError(f"identity {list(people)[label]!r} has {len(files)} images: too few for a test split")
         train = files[: len(files) - n_test][: config.max_train]
         test_files += files[len(files) - n_test:]
         train_files += train

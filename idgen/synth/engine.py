@@ -37,7 +37,7 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
-from ..errors import ConfigError
+from ..errors import ConfigError, DataError
 from ..io import write_bytes_atomic, write_json_atomic
 from .config import SynthConfig
 from .consistency import Verdict
@@ -298,6 +298,6 @@ def _load_embeddings(path: str) -> torch.Tensor:
     from safetensors.torch import load_file
 
     if not Path(path).is_file():
-        raise ConfigError(f"{path}: embeddings file for the identity prior not found (make one with `idgen embed`)")
+        raise DataError(f"{path}: embeddings file for the identity prior not found (make one with `idgen embed`)")
     tensors = load_file(path)
     return tensors.get("normed", next(iter(tensors.values()))).float()

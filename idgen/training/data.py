@@ -4,7 +4,7 @@ A folder of photos is scanned once per recogniser. Each file is identified by th
 bytes, so renaming or moving photos keeps their cached vectors and editing a photo invalidates
 only that photo. The five landmarks of the face are cached too: training crops are aligned on them,
 as Arc2Face's training faces were. Files that cannot be read or hold no face are skipped and reported, never fatal;
-a folder with nothing usable is a :class:`~idgen.errors.ConfigError` before any model is loaded.
+a folder with nothing usable is a :class:`~idgen.errors.DataError` before any model is loaded.
 """
 
 from __future__ import annotations
@@ -22,7 +22,7 @@ import torch
 from PIL import Image
 from tqdm import tqdm
 
-from ..errors import ConfigError, IdgenError, ImageReadError, NoFaceError
+from ..errors import ConfigError, DataError, IdgenError, ImageReadError, NoFaceError
 from ..faces import FaceAnalyzer, align_face, iter_image_files, load_image
 from ..faces.image import decode_image, read_image_bytes
 from ..io import save_safetensors_atomic
@@ -90,7 +90,7 @@ def read_people(paths: list) -> set[str]:
         try:
             text = Path(path).read_text()
         except OSError as exc:
-            raise ConfigError(f"people list {path}: {exc.strerror}; give a readable text file of names") from exc
+            raise DataError(f"people list {path}: {exc.strerror}; give a readable text file of names") from exc
         names.update(field for field in text.split() if not field.lstrip("-").isdigit())
     return names
 
@@ -107,7 +107,7 @@ def scan_faces(folder: str | os.PathLike, analyzer: FaceAnalyzer, cache: Optiona
     if folder is None:
         raise ConfigError(f"{what} is not set; point it at a folder of face photos")
     if not Path(folder).is_dir():
-        raise ConfigError(f"{what}: {folder} is not a folder")
+        raise DataError(f"{what}: {folder} is not a folder")
     cache = cache or IdentityCache()
     files, vectors, landmarks, skipped, analysed = [], [], [], {}, 0
     wanted = [path for path in iter_image_files(folder)
@@ -143,7 +143,7 @@ def scan_faces(folder: str | os.PathLike, analyzer: FaceAnalyzer, cache: Optiona
     cache.save()
     if not files:
         reasons = "; ".join(f"{Path(p).name}: {r}" for p, r in list(skipped.items())[:3]) or "no image files"
-        raise ConfigError(f"{what}: no usable face photo in {folder} ({reasons}); add photos with one visible face")
+        raise DataError(f"{what}: no usable face photo in {folder} ({reasons}); add photos with one visible face")
     return FaceFolder(files, torch.stack(vectors), torch.stack(landmarks), skipped, analysed)
 
 
