@@ -153,7 +153,7 @@ def test_vae_loss_falls_on_a_fixed_batch(people):
     assert history[-1] < 0.7 * history[0], history
 
 
-def test_vae_run_saves_a_loadable_vae_with_its_latent_scale(vae_run, people):
+def test_vae_run_saves_a_loadable_vae_with_standardised_latents(vae_run, people):
     from diffusers import AutoencoderKL
 
     from idgen.training.data import load_training_image
@@ -166,8 +166,10 @@ def test_vae_run_saves_a_loadable_vae_with_its_latent_scale(vae_run, people):
     photos = [p for p in sorted(people["images"].rglob("*.jpg")) if "Angelina" not in p.name]
     with torch.no_grad():
         latents = vae.encode(torch.stack([load_training_image(p, RESOLUTION) for p in photos])).latent_dist.mean
-    assert vae.config.scaling_factor != AutoencoderKL().config.scaling_factor
-    assert 0.7 < vae.config.scaling_factor * latents.std().item() < 1.4
+    # standardised per channel on the run's batches of these 3 photos, folded into the VAE
+    assert vae.config.scaling_factor == 1.0
+    assert latents.mean(dim=(0, 2, 3)).abs().max().item() < 0.35
+    assert 0.7 < latents.std(dim=(0, 2, 3)).min().item() and latents.std(dim=(0, 2, 3)).max().item() < 1.4
     grid = np.asarray(Image.open(vae_run / "validation" / "step-000003.png"))
     assert grid.shape == (2 * RESOLUTION, RESOLUTION, 3)  # the held-out photo over its reconstruction
 
@@ -252,3 +254,26 @@ def test_reduced_tokenizer_tokenises_like_clip(clip_tokenizer_dir):
         assert small.convert_ids_to_tokens(small(text).input_ids) == clip.convert_ids_to_tokens(clip(text).input_ids)
     assert small.decode(small("an astronaut").input_ids, skip_special_tokens=True) == "an astronaut"  # bytes
     assert len(small) == 525 and small("id", add_special_tokens=False).input_ids == [small.convert_tokens_to_ids("id</w>")]
+
+
+def test_standardize_latents_whitens_each_channel_and_keeps_reconstructions():
+    from diffusers import AutoencoderKL
+
+    from idgen.training.models import standardize_latents
+
+    torch.manual_seed(0)
+    vae = AutoencoderKL(**TINY_VAE).eval()
+    pixels = torch.rand(6, 3, RESOLUTION, RESOLUTION) * 2 - 1
+    with torch.no_grad():
+        before = vae.encode(pixels).latent_dist
+        reconstruction = vae.decode(before.mean).sample
+    standardize_latents(vae, [pixels[:3], pixels[3:]])
+    with torch.no_grad():
+        after = vae.encode(pixels).latent_dist
+        assert torch.allclose(vae.decode(after.mean).sample, reconstruction, atol=1e-5)
+    assert vae.config.scaling_factor == 1.0
+    assert torch.allclose(after.mean.mean(dim=(0, 2, 3)), torch.zeros(4), atol=1e-5)
+    assert torch.allclose(after.mean.std(dim=(0, 2, 3)), torch.ones(4), atol=1e-5)
+    # the same affine map on every latent: the posterior noise is rescaled with its channel
+    spread = before.mean.std(dim=(0, 2, 3))[None, :, None, None]
+    assert torch.allclose(after.std, before.std / spread, rtol=1e-4)

@@ -40,9 +40,9 @@ from idgen.errors import ConfigError, IdgenError
 from idgen.faces import FaceAnalyzer
 from idgen.io import atomic_path, save_pretrained_atomic, write_json_atomic
 from idgen.training import (Conditioning, FaceDataset, IdentityCache, SeededBatches, add_training_lora,
-                            build_pipeline, default_cache_path, fit_scaling_factor, full_training_groups,
+                            build_pipeline, default_cache_path, full_training_groups,
                             latent_diffusion_loss, latest_checkpoint, load_components, load_config, make_optimizer,
-                            new_components, prune_checkpoints, read_people, register_trainable_state,
+                            new_components, prune_checkpoints, read_people, register_trainable_state, standardize_latents,
                             save_lora_weights, scan_faces, vae_loss)
 from idgen.training.config import FULL_TASKS
 from idgen.training import validation
@@ -280,8 +280,7 @@ def main(argv=None) -> None:
     if main_process:
         with averaged_weights(ema, params):
             if cfg.task == "vae":
-                scale = fit_scaling_factor(parts.vae, (batches.batch(k)["pixel_values"] for k in range(4)))
-                parts.vae.register_to_config(scaling_factor=scale)
+                standardize_latents(parts.vae, (batches.batch(k)["pixel_values"] for k in range(4)))
                 save_pretrained_atomic(parts.vae, out / "vae")
                 saved = out / "vae"
             elif cfg.task == "id-model":

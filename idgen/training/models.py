@@ -79,13 +79,30 @@ def new_components(config: ModelConfig, task: str) -> Components:
                       noise_scheduler=DDPMScheduler(**config.scheduler_config))
 
 
-def fit_scaling_factor(vae: AutoencoderKL, pixel_batches) -> float:
-    """``1 / std`` of the VAE's latent means over some training batches, the way SD's 0.18215 was
-    chosen: the diffusion model trained on ``latents × scaling_factor`` then sees unit variance."""
+def standardize_latents(vae: AutoencoderKL, pixel_batches) -> None:
+    """Make the VAE's latents zero-mean and unit-variance per channel, with ``scaling_factor`` 1.
+
+    One ``1 / std`` for all channels (SD's 0.18215) is not enough for a VAE trained from scratch:
+    its channels can differ threefold in spread and sit far from zero, so the diffusion noise drowns
+    some channels long before others and the sampler starts off-centre (a colour cast). The per-channel
+    affine map is folded into the 1×1 ``quant_conv`` (encoder side) and ``post_quant_conv`` (decoder
+    side), so ``decode(encode(x))`` is unchanged and any ``StableDiffusionPipeline`` uses the VAE as is.
+    """
+    if not (vae.config.use_quant_conv and vae.config.use_post_quant_conv):
+        raise ValueError("standardize_latents needs an AutoencoderKL with use_quant_conv and use_post_quant_conv")
     with torch.no_grad():
-        latents = torch.cat([vae.encode(x.to(vae.device, vae.dtype)).latent_dist.mean.float().flatten()
+        latents = torch.cat([vae.encode(x.to(vae.device, vae.dtype)).latent_dist.mean.float()
                              for x in pixel_batches])
-    return float(1.0 / latents.std())
+        mean = latents.mean(dim=(0, 2, 3))
+        std = latents.std(dim=(0, 2, 3))
+        channels = mean.numel()
+        quant, post = vae.quant_conv, vae.post_quant_conv  # quant: features → (mean, logvar); post: latent → features
+        quant.weight[:channels] /= std[:, None, None, None]  # new latent = (latent − mean) / std
+        quant.bias[:channels] = (quant.bias[:channels] - mean) / std
+        quant.bias[channels:] -= 2 * torch.log(std)  # the posterior's log-variance scales with it
+        post.bias += post.weight[:, :, 0, 0] @ mean  # the decoder sees latent × std + mean again
+        post.weight *= std[None, :, None, None]
+    vae.register_to_config(scaling_factor=1.0)
 
 
 def full_training_groups(parts: Components, task: str, optim: OptimConfig, device) -> tuple[list[dict], dict]:
