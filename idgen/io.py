@@ -35,6 +35,28 @@ def atomic_path(target: str | os.PathLike):
             os.unlink(tmp)
 
 
+@contextmanager
+def atomic_folder(target: str | os.PathLike):
+    """Yield an empty staging folder next to ``target`` (hidden: ``.NAME.*.partial``); when the block
+    finishes it is renamed to ``target`` in one step, when it raises (a cancelled job included) it is
+    deleted. So ``target`` either does not exist or holds a finished result, never a half-written one;
+    a process killed mid-way leaves only the hidden staging folder. ``target`` must not exist yet."""
+    import shutil
+
+    target = Path(target)
+    if target.exists():
+        raise FileExistsError(f"{target} already exists; write a finished folder to a new path")
+    target.parent.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(prefix=f".{target.name}.", suffix=".partial", dir=target.parent))
+    try:
+        yield staging
+        os.chmod(staging, 0o777 & ~_UMASK)   # a folder made by mkdir, not mkdtemp's owner-only 0700
+        os.rename(staging, target)
+    finally:
+        if staging.exists():
+            shutil.rmtree(staging, ignore_errors=True)
+
+
 def write_bytes_atomic(target: str | os.PathLike, data: bytes) -> None:
     with atomic_path(target) as tmp:
         with open(tmp, "wb") as handle:

@@ -3,10 +3,16 @@
 They know nothing about Gradio, so the CLI and the tests call them directly; the demo page wraps them
 (:mod:`idgen.demo.ui`). ``progress`` is any ``callable(fraction, desc=...)`` (``gr.Progress`` is
 one). Bad inputs raise :mod:`idgen.errors` exceptions whose message names the file and the fix.
+
+The long jobs (:func:`make_dataset`, :func:`forget_identities`, :func:`forget_in_generator`) take a
+``cancel`` token (:mod:`.jobs`): cancelled, they stop at the next network call with
+:class:`~idgen.application.jobs.JobCancelled` and leave no output behind; their folders appear
+(one rename) only when finished.
 """
 
 from __future__ import annotations
 
+import shutil
 import tempfile
 import zipfile
 from dataclasses import dataclass, field
@@ -19,7 +25,8 @@ from PIL import Image
 
 from ..errors import ConfigError, ImageReadError
 from ..identity import normalize, random_identities, slerp
-from ..io import atomic_path
+from ..io import atomic_folder, atomic_path
+from .jobs import CancelToken, checked, checkpoints
 from .models import ModelHub
 
 Progress = Callable[..., None]
@@ -223,20 +230,47 @@ def zip_folder(folder: Path, target: Path) -> Path:
     return target
 
 
+def _own_workdir(workdir: Optional[Path], prefix: str) -> tuple[Path, bool]:
+    """``workdir``, or a new temporary folder (and True: the job made it, so a failed job removes it)."""
+    return (Path(workdir), False) if workdir else (Path(tempfile.mkdtemp(prefix=prefix)), True)
+
+
 def make_dataset(hub: ModelHub, *, identities: int = 4, images_per_identity: int = 2, seed: int = 0,
                  steps: int = 25, guidance: float = 3.0, workdir: Optional[Path] = None,
-                 progress: Progress = _no_progress) -> dict:
+                 progress: Progress = _no_progress, cancel: Optional[CancelToken] = None) -> dict:
     """A small synthetic dataset with :func:`idgen.synth.generate_dataset` and the demo's models.
 
     In tiny mode the consistency filter is off (random models make no faces to check). Returns the
-    statistics, the dataset folder, its similarity plot, a few sample images and the zip path.
+    statistics, the dataset folder (``workdir/dataset``), its similarity plot, a few sample images and
+    the zip path (``workdir/dataset.zip``). The dataset is made in a hidden staging folder and renamed
+    to ``workdir/dataset`` when finished, the zip written after that; cancelled through ``cancel`` (or
+    failing), the job deletes the staging folder, and ``workdir`` too when it made it.
     """
-    from ..synth import Arc2FaceGenerator, SynthConfig, generate_dataset
+    from ..synth import Arc2FaceGenerator
 
-    workdir = Path(workdir or tempfile.mkdtemp(prefix="idgen-demo-dataset-"))
+    workdir, made = _own_workdir(workdir, "idgen-demo-dataset-")
+    report = checked(progress, cancel)
+    try:
+        report(0.0, desc="loading models")
+        generator = Arc2FaceGenerator(hub.arc2face(), num_inference_steps=int(steps), guidance_scale=float(guidance))
+        with atomic_folder(workdir / "dataset") as staging:
+            stats = _dataset_into(staging, hub, generator, identities, images_per_identity, seed, report, cancel)
+            report(0.9, desc="publishing")   # the last checkpoint: from here on the job runs to its end
+    except BaseException:
+        if made:
+            shutil.rmtree(workdir, ignore_errors=True)
+        raise
     out = workdir / "dataset"
-    progress(0.0, desc="loading models")
-    generator = Arc2FaceGenerator(hub.arc2face(), num_inference_steps=int(steps), guidance_scale=float(guidance))
+    progress(0.9, desc="zipping")
+    samples = sorted((out / "images").rglob("*.jpg"))[:8]
+    return {"stats": stats, "folder": out, "plot": out / "plots" / "similarity.png", "samples": samples,
+            "zip": zip_folder(out, workdir / "dataset.zip")}
+
+
+def _dataset_into(out: Path, hub: ModelHub, generator, identities: int, images_per_identity: int, seed: int,
+                  report: Progress, cancel: Optional[CancelToken]) -> dict:
+    from ..synth import SynthConfig, generate_dataset
+
     config = SynthConfig.from_dict({
         "output": str(out), "seed": int(seed),
         "identities": {"count": int(identities), "dim": identity_dim(hub), "steps": 50},
@@ -246,25 +280,27 @@ def make_dataset(hub: ModelHub, *, identities: int = 4, images_per_identity: int
         "writers": {"formats": ["imagefolder"]},
         "runtime": {"progress": False, "batch_size": 4, "device": "cpu" if hub.settings.tiny else None},
     }, "demo dataset")
-    progress(0.1, desc=f"generating {identities}×{images_per_identity} images")
-    with hub.exclusive("arc2face"):
-        stats = generate_dataset(config, generator=generator, analyzer=hub.analyzer())
-    progress(0.9, desc="zipping")
-    samples = sorted((out / "images").rglob("*.jpg"))[:8]
-    return {"stats": stats, "folder": out, "plot": out / "plots" / "similarity.png", "samples": samples,
-            "zip": zip_folder(out, workdir / "dataset.zip")}
+    report(0.1, desc=f"generating {identities}×{images_per_identity} images")
+    with hub.exclusive("arc2face"), checkpoints(cancel):
+        return generate_dataset(config, generator=generator, analyzer=hub.analyzer())
 
 
 def forget_identities(hub: ModelHub, data_root, *, identities: Sequence[str] = (), count: int = 1,
                       base_epochs: int = 20, epochs: int = 5, workdir: Optional[Path] = None,
-                      progress: Progress = _no_progress) -> dict:
+                      progress: Progress = _no_progress, cancel: Optional[CancelToken] = None) -> dict:
     """Forget identities in a small face recogniser with GS-LoRA (:func:`idgen.unlearn.run_forgetting`).
 
     ``data_root`` holds one folder of face crops per person (e.g. the Dataset tab's ``images/``
     folder, or ORL). The recogniser (the ``cpu-tiny`` Face Transformer) is trained on it first and
     kept next to the run, keyed by the folder, so later runs reuse it. ``identities`` names the folders
     to forget; when empty, ``count`` of them are drawn. Returns the report (before/after accuracies
-    per method), the Markdown report and the group-norm plot.
+    per method), the Markdown report, the group-norm plot and the run's folder (``workdir/forgetting``:
+    the edited model, ``report.json``, ``report.md``, ``groups.png``).
+
+    The run is made in a hidden staging folder renamed to ``workdir/forgetting`` when finished;
+    cancelled through ``cancel`` (or failing), the job deletes it (and ``workdir`` when it made it).
+    The cached recogniser is written only once trained (its weights file last), so a cancelled
+    training leaves none, and one finished before the cancel is kept for the next run.
     """
     import hashlib
 
@@ -276,7 +312,7 @@ def forget_identities(hub: ModelHub, data_root, *, identities: Sequence[str] = (
                            "photos per person (or make a dataset in the Dataset tab first)")
     key = hashlib.sha1(str(root.resolve()).encode()).hexdigest()[:12]
     cache = Path(tempfile.gettempdir()) / "idgen-demo-forget" / key
-    run = Path(workdir or tempfile.mkdtemp(prefix="idgen-demo-forget-"))
+    workdir, made = _own_workdir(workdir, "idgen-demo-forget-")
     names = [name.strip() for name in identities if name.strip()]
     tasks = {"identities": [names]} if names else {"num_tasks": 1, "classes_per_task": int(count)}
     config = {
@@ -288,10 +324,18 @@ def forget_identities(hub: ModelHub, data_root, *, identities: Sequence[str] = (
         "forget": {"epochs": int(epochs), "warmup_epochs": min(2, int(epochs) - 1), "lr": 1e-2,
                    "lora": {"rank": 2, "grouping": "block"}},
         "baselines": {"methods": []},
-        "output_dir": str(run),
     }
-    progress(0.05, desc="training the recogniser (first run on this folder) and forgetting")
-    report = run_forgetting(config)
+    run = workdir / "forgetting"
+    try:
+        with atomic_folder(run) as staging:
+            checked(progress, cancel)(0.05, desc="training the recogniser (first run on this folder) and forgetting")
+            with checkpoints(cancel):
+                report = run_forgetting({**config, "output_dir": str(staging)})
+            checked(progress, cancel)(0.95, desc="publishing")   # the last checkpoint
+    except BaseException:
+        if made:
+            shutil.rmtree(workdir, ignore_errors=True)
+        raise
     progress(1.0, desc="done")
     return {"report": report, "markdown": (run / "report.md").read_text(), "plot": run / "groups.png",
             "folder": run}
@@ -321,7 +365,7 @@ def _metrics_table(metrics: dict) -> str:
 
 def forget_in_generator(hub: ModelHub, photos: Sequence = (), *, seed: int = 0, steps: int = 300,
                         radius: float = 0.5, render_steps: Optional[int] = None, workdir: Optional[Path] = None,
-                        progress: Progress = _no_progress) -> dict:
+                        progress: Progress = _no_progress, cancel: Optional[CancelToken] = None) -> dict:
     """Make a copy of the Arc2Face generator forget the person in ``photos`` (or a random identity
     drawn from ``seed``) with :func:`idgen.unlearn.generator.forget_identities`, and show the effect.
 
@@ -329,24 +373,36 @@ def forget_in_generator(hub: ModelHub, photos: Sequence = (), *, seed: int = 0, 
     Returns the forgetting result (its ``metrics`` compare the conditioning before and after), a
     Markdown table of them, one render of the person before and one after (same seed) with their
     identity similarity to the person, and a zip of the LoRA folder (``load_lora_weights`` reads it).
+
+    The LoRA is saved into a hidden staging folder renamed to ``workdir/lora`` once the renders are
+    done; cancelled through ``cancel`` (or failing), the job deletes it (and ``workdir`` when it made it).
     """
     from ..unlearn.generator import forget_identities as forget_in_encoder
 
     identity = identity_from_photos(hub, photos) if photos else random_identity(hub, seed)
-    progress(0.0, desc="loading Arc2Face")
-    run = Path(workdir or tempfile.mkdtemp(prefix="idgen-demo-forget-generator-"))
+    report = checked(progress, cancel)
+    report(0.0, desc="loading Arc2Face")
+    run, made = _own_workdir(workdir, "idgen-demo-forget-generator-")
     images = {}
-    with hub.exclusive("arc2face"):   # the copy shares the UNet, VAE and scheduler with the hub's pipeline
-        original, _ = pipeline_with_preset(hub, "arc2face", fast=False)
-        edited = _with_own_text_encoder(original)
-        progress(0.1, desc=f"forgetting {identity.source}: {int(steps)} steps")
-        result = forget_in_encoder(edited, identity.vector[None], radius=float(radius), steps=int(steps),
-                                   save_dir=run / "lora")  # its tqdm bar shows in the page (track_tqdm)
-        for name, pipe in (("before", original), ("after", edited)):
-            progress(0.8 if name == "before" else 0.9, desc=f"rendering the person {name} forgetting")
-            settings = {} if render_steps is None else {"num_inference_steps": int(render_steps)}
-            images[name] = pipe(id_embeds=identity.vector[None], generator=torch.Generator().manual_seed(int(seed)),
-                                **settings).images[0]
+    try:
+        with atomic_folder(run / "lora") as staging:
+            # the copy shares the UNet, VAE and scheduler with the hub's pipeline
+            with hub.exclusive("arc2face"), checkpoints(cancel):
+                original, _ = pipeline_with_preset(hub, "arc2face", fast=False)
+                edited = _with_own_text_encoder(original)
+                report(0.1, desc=f"forgetting {identity.source}: {int(steps)} steps")
+                result = forget_in_encoder(edited, identity.vector[None], radius=float(radius), steps=int(steps),
+                                           save_dir=staging)  # its tqdm bar shows in the page (track_tqdm)
+                for name, pipe in (("before", original), ("after", edited)):
+                    report(0.8 if name == "before" else 0.9, desc=f"rendering the person {name} forgetting")
+                    settings = {} if render_steps is None else {"num_inference_steps": int(render_steps)}
+                    images[name] = pipe(id_embeds=identity.vector[None],
+                                        generator=torch.Generator().manual_seed(int(seed)), **settings).images[0]
+            report(0.95, desc="publishing")   # the last checkpoint
+    except BaseException:
+        if made:
+            shutil.rmtree(run, ignore_errors=True)
+        raise
     renders = [(name, image, similarity_to(hub, image, identity.vector)) for name, image in images.items()]
     progress(1.0, desc="done")
     return {"result": result, "identity": identity, "renders": renders, "markdown": _metrics_table(result.metrics),

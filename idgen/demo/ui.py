@@ -1,11 +1,15 @@
 """The Gradio page: one tab per task, each a thin wrapper around :mod:`idgen.application.actions`.
 
 Every handler goes through :func:`friendly_errors`, so a photo without a face, a group photo or a
-file that is not an image shows a one-line message in the page instead of a traceback.
+file that is not an image shows a one-line message in the page instead of a traceback. The long jobs
+(Dataset, both Forget tabs) also go through :func:`cancellable`: their Cancel button stops them at the
+next network call, and they leave no half-written output (:mod:`idgen.application.jobs`).
 """
 
 from __future__ import annotations
 
+import asyncio
+import contextvars
 import functools
 import logging
 import tempfile
@@ -14,6 +18,7 @@ from pathlib import Path
 import gradio as gr
 
 from ..application import ModelHub, actions
+from ..application.jobs import CancelToken, JobCancelled
 from ..errors import IdgenError
 
 logger = logging.getLogger(__name__)
@@ -31,7 +36,7 @@ def friendly_errors(handler):
     def wrapper(*args, **kwargs):
         try:
             return handler(*args, **kwargs)
-        except gr.Error:
+        except (gr.Error, JobCancelled):
             raise
         except IdgenError as error:
             raise gr.Error(str(error), print_exception=False) from None
@@ -41,6 +46,45 @@ def friendly_errors(handler):
                            "The details are in the server log.", print_exception=False) from None
 
     return wrapper
+
+
+_cancel_token: contextvars.ContextVar[CancelToken | None] = contextvars.ContextVar("idgen_cancel", default=None)
+
+
+def cancel_token() -> CancelToken | None:
+    """The token of the :func:`cancellable` job running in this thread (None outside one)."""
+    return _cancel_token.get()
+
+
+def cancellable(handler):
+    """``handler`` as an async Gradio handler that runs it in a worker thread with a fresh
+    :class:`CancelToken` (:func:`cancel_token` inside it).
+
+    Gradio cancels an event (``cancels=[...]``, the client's ``job.cancel()``) by cancelling the
+    asyncio task awaiting it; a plain function would run on to its end in its thread. Here the
+    cancellation sets the token, the job stops at its next checkpoint and removes its staging folder,
+    and only then does the task end: when the cancel request returns, no half-written output is left
+    and the job's queue place is free again."""
+
+    @functools.wraps(handler)
+    async def run(*args, **kwargs):
+        token = CancelToken()
+        context = contextvars.copy_context()   # keeps Gradio's progress tracker (track_tqdm) for the thread
+        context.run(_cancel_token.set, token)
+        future = asyncio.get_running_loop().run_in_executor(
+            None, functools.partial(context.run, handler, *args, **kwargs))
+        try:
+            return await asyncio.shield(future)
+        except asyncio.CancelledError:
+            token.cancel()
+            try:
+                await asyncio.shield(future)   # wait for the job to stop and clean up
+            except BaseException:  # noqa: BLE001 - JobCancelled, or whatever it ended with: nobody waits for it
+                pass
+            logger.info("demo job %s cancelled", handler.__name__)
+            raise
+
+    return run
 
 
 def _paths(files) -> list[str]:
@@ -101,28 +145,33 @@ def build_demo(hub: ModelHub) -> gr.Blocks:
         fmt = lambda s: "no face found" if s is None else f"{s:.3f}"  # noqa: E731
         return image, f"similarity to A: {fmt(to_a)} · similarity to B: {fmt(to_b)}"
 
+    @cancellable
     @friendly_errors
     def dataset(identities, per_identity, seed, steps, progress=gr.Progress()):
         result = actions.make_dataset(hub, identities=int(identities), images_per_identity=int(per_identity),
-                                      seed=int(seed), steps=int(steps), progress=progress)
+                                      seed=int(seed), steps=int(steps), progress=progress, cancel=cancel_token())
         stats = result["stats"]
         summary = (f"{stats['images']} images of {stats['identities_with_images']} identities · "
                    f"counts: {stats['counts']}")
         return ([str(p) for p in result["samples"]], str(result["plot"]), str(result["zip"]), summary,
                 str(result["folder"] / "images"))
 
+    @cancellable
     @friendly_errors
     def forget_generator(photos, seed, steps, radius, render_steps, progress=gr.Progress(track_tqdm=True)):
         result = actions.forget_in_generator(hub, _paths(photos), seed=int(seed), steps=int(steps),
-                                             radius=float(radius), render_steps=int(render_steps), progress=progress)
+                                             radius=float(radius), render_steps=int(render_steps), progress=progress,
+                                             cancel=cancel_token())
         gallery = [(image, f"{name}: {actions.caption(similarity)}") for name, image, similarity in result["renders"]]
         text = f"Forgot **{result['identity'].source}** in a copy of the generator.\n\n{result['markdown']}"
         return gallery, text, str(result["zip"])
 
+    @cancellable
     @friendly_errors
     def forget(folder, names, count, base_epochs, epochs, progress=gr.Progress(track_tqdm=True)):
         result = actions.forget_identities(hub, folder, identities=(names or "").split(","), count=int(count),
-                                           base_epochs=int(base_epochs), epochs=int(epochs), progress=progress)
+                                           base_epochs=int(base_epochs), epochs=int(epochs), progress=progress,
+                                           cancel=cancel_token())
         return result["markdown"], str(result["plot"])
 
     title = "idgen demo" + (" (tiny random models)" if tiny else "")
@@ -171,7 +220,9 @@ def build_demo(hub: ModelHub) -> gr.Blocks:
             plot = gr.Image(label="identity similarity statistics")
             archive = gr.File(label="dataset (zip)")
             summary = gr.Markdown()
-            dataset_button = gr.Button("Generate dataset", variant="primary")
+            with gr.Row():
+                dataset_button = gr.Button("Generate dataset", variant="primary")
+                dataset_cancel = gr.Button("Cancel", variant="stop", elem_id="dataset-cancel")
         with gr.Tab("Forget"):
             with gr.Tab("Recogniser"):
                 gr.Markdown("Train a small face recogniser on a folder (one sub-folder of photos per person), then "
@@ -186,8 +237,12 @@ def build_demo(hub: ModelHub) -> gr.Blocks:
                     epochs_f = gr.Slider(1, 30, value=2 if tiny else 10, step=1, label="forgetting epochs")
                 report = gr.Markdown()
                 groups = gr.Image(label="LoRA group norms")
-                gr.Button("Forget", variant="primary").click(
+                with gr.Row():
+                    forget_button = gr.Button("Forget", variant="primary")
+                    forget_cancel = gr.Button("Cancel", variant="stop", elem_id="forget-cancel")
+                forget_event = forget_button.click(
                     forget, [folder, names, count_f, base_epochs, epochs_f], [report, groups], api_name="forget")
+                forget_cancel.click(None, cancels=[forget_event])
             with gr.Tab("Generator"):
                 gr.Markdown("Make a copy of the Arc2Face generator forget a person (GS-LoRA on its identity "
                             "encoder): their conditioning moves to a neutral identity while other people's stays. "
@@ -205,11 +260,16 @@ def build_demo(hub: ModelHub) -> gr.Blocks:
                                      elem_id="forget-renders", format="png")
                 metrics = gr.Markdown()
                 lora = gr.File(label="the forgetting LoRA (zip; pipe.load_lora_weights reads the folder)")
-                gr.Button("Forget in the generator", variant="primary").click(
+                with gr.Row():
+                    forget_g_button = gr.Button("Forget in the generator", variant="primary")
+                    forget_g_cancel = gr.Button("Cancel", variant="stop", elem_id="forget-generator-cancel")
+                forget_g_event = forget_g_button.click(
                     forget_generator, [forget_photos, seed_g, steps_g, radius_g, render_g], [renders, metrics, lora],
                     api_name="forget_generator")
-        dataset_button.click(dataset, [n_ids, per_id, seed_d, steps_d], [samples, plot, archive, summary, folder],
-                             api_name="dataset")
+                forget_g_cancel.click(None, cancels=[forget_g_event])
+        dataset_event = dataset_button.click(dataset, [n_ids, per_id, seed_d, steps_d],
+                                             [samples, plot, archive, summary, folder], api_name="dataset")
+        dataset_cancel.click(None, cancels=[dataset_event])
     return demo
 
 
