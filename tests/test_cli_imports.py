@@ -34,8 +34,8 @@ def test_every_subcommand_help_does_not_import_gradio():
     from idgen.cli import COMMANDS
 
     assert COMMANDS  # every registered command, including generate and edit (which take the model flags)
-    commands = [["embed"], ["eval", "verify"], ["edit", "replace"], ["edit", "restyle"], ["train-recognizer"],
-                ["forget"], ["dataset", "generate"], ["generate"], ["fr", "train"]]
+    commands = [["embed"], ["eval", "verify"], ["edit", "replace"], ["edit", "restyle"], ["recognizer", "train"],
+                ["train-recognizer"], ["forget"], ["dataset", "generate"], ["generate"], ["fr", "train"]]
     loaded = _loaded_after(
         "from idgen.cli import main\n"
         f"for argv in {commands!r}:\n"

@@ -178,8 +178,9 @@ def test_an_edited_photo_is_aligned_again_not_served_from_the_cache(synth_folder
 
 
 def test_cli_trained_folder_is_a_recognizer_for_the_analyzer(synth_folder, tmp_path, capsys):
-    """`idgen fr train` on the tiny parquet set writes a folder that `FaceAnalyzer.from_backend`
-    (hence `idgen eval verify --recognizer`) loads, and its embeddings are the model's own."""
+    """`idgen recognizer train --arch mobilefacenet` on the tiny parquet set writes a folder that
+    `FaceAnalyzer.from_backend` (hence `idgen eval verify --recognizer`) loads, and its embeddings are the
+    model's own."""
     pytest.importorskip("dlib")
     from idgen.cli import main
     from idgen.faces import FaceAnalyzer, align_face, load_image
@@ -187,7 +188,8 @@ def test_cli_trained_folder_is_a_recognizer_for_the_analyzer(synth_folder, tmp_p
     from idgen.models import to_tensor
 
     out = tmp_path / "model"
-    assert main(["fr", "train", "--data", str(synth_folder[0] / "data"), "--out", str(out), "--epochs", "2",
+    assert main(["recognizer", "train", "--arch", "mobilefacenet", "--data", str(synth_folder[0] / "data"),
+                 "--out", str(out), "--epochs", "2",
                  "--batch-size", "4", "--width", "0.25", "--input-size", "32", "--embedding-size", "16",
                  "--cache-dir", str(tmp_path / "cache"), "--no-progress"]) == 0
     summary = json.loads(capsys.readouterr().out.split("\nsaved")[0])
@@ -262,7 +264,7 @@ def test_training_on_lfw_dev_train_people_verifies_dev_test_pairs(lfw_dir, tmp_p
 
 @pytest.mark.slow
 def test_two_process_training_splits_the_batches_and_saves_once(synth_folder, tmp_path):
-    """`ACCELERATE_USE_CPU=1 accelerate launch --multi_gpu --num_processes 2 -m idgen.cli fr train`
+    """`ACCELERATE_USE_CPU=1 accelerate launch --multi_gpu --num_processes 2 -m idgen.cli recognizer train`
     (two CPU processes over gloo, as the README says): each process takes half of
     every epoch (5 photos, batch 2: one whole batch each instead of two), one process aligns and
     caches while the other waits, and only the main process writes the model and reports."""
@@ -274,7 +276,8 @@ def test_two_process_training_splits_the_batches_and_saves_once(synth_folder, tm
     out = tmp_path / "model"
     command = [sys.executable, "-m", "accelerate.commands.launch", "--multi_gpu", "--num_processes", "2",
                "--num_machines", "1", "--mixed_precision", "no", "--dynamo_backend", "no",
-               "-m", "idgen.cli", "fr", "train", "--data", str(synth_folder[0] / "data"), "--out", str(out),
+               "-m", "idgen.cli", "recognizer", "train", "--arch", "mobilefacenet",
+               "--data", str(synth_folder[0] / "data"), "--out", str(out),
                "--epochs", "2", "--batch-size", "2", "--width", "0.25", "--input-size", "32",
                "--embedding-size", "16", "--cache-dir", str(tmp_path / "cache"), "--no-progress"]
     done = subprocess.run(command, capture_output=True, text=True, timeout=600,

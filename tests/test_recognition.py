@@ -1,5 +1,5 @@
 """Face Transformer recogniser: margin heads vs independent formulas, the face-folder split, and the
-``idgen train-recognizer`` command on a tiny synthetic folder."""
+``idgen recognizer train --arch face-transformer`` command on a tiny synthetic folder."""
 
 from __future__ import annotations
 
@@ -74,8 +74,8 @@ def test_an_edited_photo_is_read_again_not_served_from_the_crop_cache(tmp_path):
 
 def test_train_recognizer_command(tmp_path, capsys):
     _write_folder(tmp_path / "faces")
-    code = main(["train-recognizer", str(tmp_path / "faces"), "--out", str(tmp_path / "model"),
-                 "--preset", "cpu-tiny", "--image-size", "16", "--align", "resize", "--epochs", "1",
+    code = main(["recognizer", "train", "--arch", "face-transformer", "--data", str(tmp_path / "faces"),
+                 "--out", str(tmp_path / "model"), "--preset", "cpu-tiny", "--input-size", "16", "--align", "resize", "--epochs", "1",
                  "--cache-dir", str(tmp_path / "cache")])
     assert code == 0 and "test accuracy" in capsys.readouterr().out
     model = FaceRecognizer.from_pretrained(tmp_path / "model")
@@ -137,8 +137,8 @@ def test_train_recognizer_command_distils_mobilefacenet(tmp_path, capsys, mobile
 
     _write_folder(tmp_path / "faces", people=3, per_person=4)
     _write_folder(tmp_path / "others", people=5, per_person=2)     # p0–p2 are classes: skipped
-    code = main(["train-recognizer", str(tmp_path / "faces"), "--out", str(tmp_path / "model"),
-                 "--preset", "cpu-tiny", "--image-size", "16", "--align", "resize", "--epochs", "2",
+    code = main(["recognizer", "train", "--arch", "face-transformer", "--data", str(tmp_path / "faces"),
+                 "--out", str(tmp_path / "model"), "--preset", "cpu-tiny", "--input-size", "16", "--align", "resize", "--epochs", "2",
                  "--cache-dir", str(tmp_path / "cache"), "--distill-from", f"mobilefacenet:{mobilefacenet_path}",
                  "--distill-images", str(tmp_path / "others"), "--distill-max-images", "3"])
     assert code == 0 and "test accuracy" in capsys.readouterr().out
@@ -162,5 +162,5 @@ def test_a_face_transformer_folder_given_as_an_analyser_recogniser_is_refused_by
     from idgen.faces import FaceAnalyzer
 
     FaceRecognizer(model_config("cpu-tiny", num_classes=3)).save_pretrained(tmp_path / "ft", ["a", "b", "c"])
-    with pytest.raises(ModelFilesMissingError, match="Face Transformer recogniser.*idgen fr train"):
+    with pytest.raises(ModelFilesMissingError, match="Face Transformer recogniser.*--arch mobilefacenet"):
         FaceAnalyzer.from_backend("dlib", str(tmp_path / "ft"))

@@ -19,11 +19,10 @@ COMMANDS = [
     "idgen.cli.embed",
     "idgen.cli.evaluate",
     "idgen.cli.edit",
-    "idgen.cli.train_recognizer",
+    "idgen.cli.recognizer",        # also registers the old names `fr train` and `train-recognizer`
     "idgen.cli.forget",
     "idgen.cli.dataset",
     "idgen.cli.generate",
-    "idgen.cli.fr",
 ]
 
 

@@ -20,7 +20,7 @@ def add_face_options(parser: argparse.ArgumentParser) -> None:
                             "default auto: antelopev2 for generate/edit/the demo, dlib for embed/eval)")
     group.add_argument("--recognizer", default=os.environ.get("IDGEN_RECOGNIZER", "auto"),
                        help="'dlib', 'mobilefacenet:PATH', an ONNX file, a file inside the insightface pack "
-                            "(e.g. arcface.onnx), 'pack', or a folder written by `idgen fr train` "
+                            "(e.g. arcface.onnx), 'pack', or a folder written by `idgen recognizer train --arch mobilefacenet` "
                             "($IDGEN_RECOGNIZER; default auto: arcface.onnx for generate/edit/the demo, dlib for embed/eval)")
     group.add_argument("--insightface-root", default=os.environ.get("IDGEN_INSIGHTFACE_ROOT", "~/.insightface"),
                        help="insightface model root ($IDGEN_INSIGHTFACE_ROOT; default ~/.insightface)")

@@ -63,7 +63,7 @@ class FaceAnalyzer:
         idgen, see :data:`~idgen.faces.models.MOBILEFACENET_ONNX`), ``"mobilefacenet:<path>"``, the path of an
         ONNX recogniser, a file name inside the insightface pack (e.g. Arc2Face's
         ``"arcface.onnx"``), ``"pack"`` for the pack's own recogniser, a folder written by
-        ``idgen fr train``, or ``None``.
+        ``idgen recognizer train --arch mobilefacenet``, or ``None``.
         """
         if detector == "dlib":
             det = DlibDetector(upsample=upsample)
@@ -74,7 +74,7 @@ class FaceAnalyzer:
             pass
         elif str(recognizer) == "dlib":
             rec = DlibRecognizer()
-        elif os.path.isfile(os.path.join(str(recognizer), "model.safetensors")):  # an `idgen fr train` folder
+        elif os.path.isfile(os.path.join(str(recognizer), "model.safetensors")):  # an `idgen recognizer train` folder
             rec = TrainedRecognizer(recognizer)
         elif str(recognizer) == "mobilefacenet":
             rec = OnnxRecognizer.mobilefacenet(MOBILEFACENET_ONNX)

@@ -1,6 +1,6 @@
 """Aligned face crops of a face set, cached on disk by what the photos contain.
 
-Every recogniser trainer (``idgen fr train``, ``idgen train-recognizer``, ``idgen forget``) starts
+Every recogniser trainer (``idgen recognizer train`` for both backbones, ``idgen forget``) starts
 by aligning each photo to the ArcFace template, which with dlib means one detection per photo:
 minutes for LFW. They all get their crops from :func:`aligned_crops`, which keeps them in one
 safetensors file per :class:`Alignment` in ``cache_dir``, one tensor per photo named by the SHA-256

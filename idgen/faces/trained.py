@@ -1,4 +1,5 @@
-"""A recogniser written by ``idgen fr train``, behind the :mod:`idgen.faces` recogniser API.
+"""A recogniser written by ``idgen recognizer train --arch mobilefacenet``, behind the :mod:`idgen.faces`
+recogniser API.
 
 ``FaceAnalyzer.from_backend(detector, "<folder>")`` (hence ``idgen eval verify --recognizer <folder>``)
 loads it: faces are aligned to the ArcFace template at the model's input size, exactly as in training.
@@ -24,19 +25,22 @@ def is_trained_recognizer(path: str | os.PathLike) -> bool:
 
 
 class TrainedRecognizer:
-    """A MobileFaceNet folder written by ``idgen fr train``, as a recogniser (``crop`` + ``embed``)."""
+    """A MobileFaceNet folder written by ``idgen recognizer train --arch mobilefacenet``, as a recogniser
+    (``crop`` + ``embed``)."""
 
     def __init__(self, folder: str | os.PathLike, device: str = "cpu"):
         from safetensors.torch import load_file
 
         folder = Path(folder)
         if not is_trained_recognizer(folder):
-            raise ModelFilesMissingError(f"{folder}: expected config.json and model.safetensors from `idgen fr train`")
+            raise ModelFilesMissingError(f"{folder}: expected config.json and model.safetensors from "
+                                         "`idgen recognizer train --arch mobilefacenet`")
         self.config = json.loads((folder / "config.json").read_text())
         if "model" not in self.config:  # FaceRecognizer.save_pretrained writes the same two file names
             raise ModelFilesMissingError(
-                f"{folder} holds a Face Transformer recogniser (`idgen train-recognizer`), which classifies the "
-                "people it was trained on; face analysis embeds with MobileFaceNet folders from `idgen fr train`")
+                f"{folder} holds a Face Transformer recogniser (`idgen recognizer train --arch face-transformer`), "
+                "which classifies the people it was trained on; face analysis embeds with MobileFaceNet folders "
+                "from `idgen recognizer train --arch mobilefacenet`")
         model = self.config["model"]
         self.model = MobileFaceNet(model["embedding_size"], model["width"], model["input_size"])
         self.model.load_state_dict(load_file(str(folder / "model.safetensors")))

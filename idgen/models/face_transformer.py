@@ -163,7 +163,7 @@ class FaceRecognizer(nn.Module):
         for name in ("config.json", "model.safetensors"):
             if not (folder / name).is_file():
                 raise ModelFilesMissingError(
-                    f"{folder / name} is missing; train a recogniser with `idgen train-recognizer` first")
+                    f"{folder / name} is missing; train one with `idgen recognizer train --arch face-transformer` first")
         config = json.loads((folder / "config.json").read_text())
         class_names = config.pop("class_names", None)
         model = cls(FaceTransformerConfig.from_dict(config))
