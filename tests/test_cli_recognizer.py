@@ -42,8 +42,8 @@ def test_old_and_new_names_make_the_same_request(old, new):
 
 
 def test_the_defaults_are_each_backbones_own():
-    from idgen.fr import TrainConfig as MobileConfig
     from idgen.recognition import FaceDataConfig, TrainConfig
+    from idgen.recognition import MobileFaceNetTrainConfig as MobileConfig
 
     parser = build_parser()
     arch, options = train_options(parser.parse_args(["recognizer", "train", "--arch", "mobilefacenet",

@@ -1,5 +1,6 @@
-"""`idgen fr`: margin heads against an independent computation, the face-set readers on a tiny
-set written by idgen.synth's writers, training steps that lower the loss, a trained folder used
+"""MobileFaceNet recognisers (`idgen.recognition`, formerly `idgen.fr`): margin heads against an
+independent computation, the one learning-rate schedule, the face-set readers on a tiny set written
+by idgen.synth's writers, training steps that lower the loss, a trained folder used
 as an `idgen.faces` recogniser, and (slow) a short CPU training on real LFW View 1 training people
 that must verify the held-out View 1 DevTest pairs clearly better than chance."""
 
@@ -15,8 +16,7 @@ import pytest
 import torch
 from PIL import Image
 
-from idgen.fr import MobileFaceNet, align_images, read_face_set
-from idgen.recognition import MarginHead
+from idgen.recognition import MarginHead, MobileFaceNet, align_images, read_face_set
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
@@ -28,6 +28,56 @@ def test_mobilefacenet_shapes_and_parameter_count():
     assert MobileFaceNet(64, width=0.5, input_size=64).eval()(torch.zeros(1, 3, 64, 64)).shape == (1, 64)
     with pytest.raises(ValueError, match="multiple of 16"):
         MobileFaceNet(input_size=50)
+
+
+def test_the_old_module_names_still_work():
+    """``idgen.fr`` (and its ``data`` / ``train`` modules) name the same objects as ``idgen.recognition``, with a
+    FutureWarning that says where they went."""
+    import importlib
+    import sys
+    import warnings
+
+    import idgen.recognition as recognition
+
+    sys.modules.pop("idgen.fr", None)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        fr = importlib.import_module("idgen.fr")
+    assert any("idgen.fr is now idgen.recognition" in str(w.message) for w in caught)
+    assert fr.TrainConfig is recognition.MobileFaceNetTrainConfig and fr.train_recognizer is recognition.train_mobilefacenet
+    assert fr.read_face_set is recognition.read_face_set and fr.TrainedRecognizer is recognition.TrainedRecognizer
+    from idgen.fr.data import align_images
+    from idgen.fr.train import TrainConfig
+
+    assert align_images is recognition.align_images and TrainConfig is recognition.MobileFaceNetTrainConfig
+
+
+def warmup_cosine_reference(total, warmup_steps, decay_from_start):
+    """The two schedules as the trainers wrote them before they shared one function."""
+    if decay_from_start:   # the Face Transformer's: rise × cosine over all steps
+        return [min(1.0, (step + 1) / max(1, warmup_steps)) * 0.5 * (1 + math.cos(math.pi * min(1.0, step / max(1, total))))
+                for step in range(total + 1)]
+    ramp = max(1, warmup_steps)    # MobileFaceNet's: rise, then cosine over the rest
+    return [(step + 1) / ramp if step < ramp else 0.5 * (1 + math.cos(math.pi * (step - ramp) / max(1, total - ramp)))
+            for step in range(total + 1)]
+
+
+@pytest.mark.parametrize("decay_from_start", [False, True])
+def test_one_schedule_gives_both_trainers_their_learning_rates(decay_from_start):
+    """Every learning rate either trainer applies (float32, as the optimizers use it) is the one it used
+    before: the Face Transformer's bit for bit, MobileFaceNet's up to the last bit of a double."""
+    from idgen.recognition import warmup_cosine
+
+    for total in (1, 2, 7, 40, 333, 1246):
+        for warmup in (0, 1, 5, round(0.05 * total), total):
+            schedule = warmup_cosine(total, warmup, decay_from_start)
+            got = np.array([schedule(step) for step in range(total + 1)])
+            expected = np.array(warmup_cosine_reference(total, warmup, decay_from_start))
+            if decay_from_start:
+                assert np.array_equal(got, expected)
+            assert np.allclose(got, expected, rtol=1e-15, atol=1e-16)
+            for lr in (0.1, 1e-3, 3e-2):
+                assert np.array_equal(np.float32(lr * got), np.float32(lr * expected)), (total, warmup, lr)
 
 
 def margin_logits_reference(embeddings, centres, labels, kind, s, m):
@@ -45,7 +95,7 @@ def margin_logits_reference(embeddings, centres, labels, kind, s, m):
 
 @pytest.mark.parametrize("kind", ["arcface", "cosface"])
 def test_margin_head_used_for_training_matches_the_formula(kind):
-    """idgen.fr trains with idgen.recognition's head; checked here where θ + m passes π too."""
+    """MobileFaceNet trains with the Face Transformer's head; checked here where θ + m passes π too."""
     torch.manual_seed(0)
     head = MarginHead(8, 5, kind, scale=10.0, margin=0.3).double()
     embeddings = torch.randn(5, 8, dtype=torch.float64)
@@ -184,8 +234,8 @@ def test_cli_trained_folder_is_a_recognizer_for_the_analyzer(synth_folder, tmp_p
     pytest.importorskip("dlib")
     from idgen.cli import main
     from idgen.faces import FaceAnalyzer, align_face, load_image
-    from idgen.fr import TrainedRecognizer
     from idgen.models import to_tensor
+    from idgen.recognition import TrainedRecognizer
 
     out = tmp_path / "model"
     assert main(["recognizer", "train", "--arch", "mobilefacenet", "--data", str(synth_folder[0] / "data"),
@@ -219,8 +269,8 @@ def test_training_on_lfw_dev_train_people_verifies_dev_test_pairs(lfw_dir, tmp_p
     then the LFW 10-fold protocol on all 1,000 pairsDevTest.txt pairs, whose people are never trained on.
     An untrained network reaches about 65 % there; training must add at least 5 points and reach 70 %."""
     from idgen.eval import evaluate_scores, read_pairs
-    from idgen.fr import TrainConfig, TrainedRecognizer, train_recognizer
     from idgen.models import to_tensor
+    from idgen.recognition import MobileFaceNetTrainConfig, TrainedRecognizer, train_mobilefacenet
 
     train_people = {name: count for name, count in people_of(lfw_dir / "peopleDevTrain.txt").items() if count >= 8}
     pairs = read_pairs(lfw_dir / "pairsDevTest.txt", lfw_dir / "images")
@@ -233,10 +283,10 @@ def test_training_on_lfw_dev_train_people_verifies_dev_test_pairs(lfw_dir, tmp_p
         for k in range(1, min(count, 12) + 1):
             (data / name / f"{name}_{k:04d}.jpg").symlink_to(lfw_dir / "images" / name / f"{name}_{k:04d}.jpg")
 
-    config = TrainConfig(data=str(data), output=str(tmp_path / "model"), align="box", box=0.5, cache_dir=None,
-                         input_size=32, width=0.5, head="cosface", scale=16.0, margin=0.2, epochs=8, batch_size=64,
-                         lr=0.1, progress=False)
-    summary = train_recognizer(config)
+    config = MobileFaceNetTrainConfig(data=str(data), output=str(tmp_path / "model"), align="box", box=0.5,
+                                      cache_dir=None, input_size=32, width=0.5, head="cosface", scale=16.0, margin=0.2,
+                                      epochs=8, batch_size=64, lr=0.1, progress=False)
+    summary = train_mobilefacenet(config)
     trained_on = {Path(p).parent.name for p in read_face_set(data).images}
     assert trained_on == set(train_people) and not trained_on & test_people
 
@@ -287,7 +337,7 @@ def test_two_process_training_splits_the_batches_and_saves_once(synth_folder, tm
     assert summary["processes"] == 2 and summary["steps"] == 2   # one process alone: 4
     assert done.stdout.count("saved ") == 1
     assert sorted(p.name for p in out.iterdir()) == ["config.json", "model.safetensors"]
-    from idgen.fr import TrainedRecognizer
+    from idgen.recognition import TrainedRecognizer
 
     model = TrainedRecognizer(out).model
     assert torch.isfinite(torch.cat([p.flatten() for p in model.parameters()])).all()

@@ -16,7 +16,8 @@ LAYERS = [
     {"idgen", "io", "config", "identity"},              # core: atomic files, config loading, identity maths
     {"models"},                                         # network definitions (recogniser backbones, heads)
     {"faces"},                                          # detect, align, embed
-    {"pipelines", "recognition", "fr"},                 # diffusers pipelines; recogniser data and trainers
+    {"pipelines", "recognition"},                       # diffusers pipelines; recogniser data and trainers
+    {"fr"},                                             # old name of idgen.recognition's MobileFaceNet part
     {"testing"},                                        # tiny random models for tests, --tiny and *-tiny presets
     {"training", "synth", "unlearn", "edit", "eval", "guard"},
     {"application"},                                    # what the CLI and the demo share (no gradio)

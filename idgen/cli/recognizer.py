@@ -67,9 +67,9 @@ TRANSFORMER_OPTIONS = [
 def defaults(arch: str) -> dict:
     """Every option of ``arch`` with its default (``data`` and ``output`` are required)."""
     if arch == "mobilefacenet":
-        from ..fr.train import TrainConfig
+        from ..recognition import MobileFaceNetTrainConfig
 
-        return {f.name: f.default for f in fields(TrainConfig) if f.name not in ("data", "output")}
+        return {f.name: f.default for f in fields(MobileFaceNetTrainConfig) if f.name not in ("data", "output")}
     return dict(FACE_TRANSFORMER_DEFAULTS)
 
 
@@ -121,12 +121,12 @@ def register(subparsers) -> None:
 
 
 def _mobilefacenet_fields():
-    """The MobileFaceNet-only fields of its TrainConfig (the shared ones are defined above)."""
-    from ..fr.train import TrainConfig
+    """The MobileFaceNet-only fields of its config (the shared ones are defined above)."""
+    from ..recognition import MobileFaceNetTrainConfig
 
     shared = {"data", "output", "progress", "epochs", "batch_size", "lr", "weight_decay", "seed", "align",
               "input_size", "cache_dir"}
-    return [f for f in fields(TrainConfig) if f.name not in shared]
+    return [f for f in fields(MobileFaceNetTrainConfig) if f.name not in shared]
 
 
 def _add(group, name: str, default, text: str, shown, **extra) -> None:
@@ -135,7 +135,7 @@ def _add(group, name: str, default, text: str, shown, **extra) -> None:
 
 
 def _add_field(group, field, default) -> None:
-    """The flag of a MobileFaceNet TrainConfig field (its help names the field's default)."""
+    """The flag of a MobileFaceNetTrainConfig field (its help names the field's default)."""
     kind = float if field.name in ("margin", "box") else str if field.default is None else type(field.default)
     _add(group, field.name, default, HELP.get(field.name, field.name.replace("_", " ")), field.default, type=kind,
          choices=CHOICES.get(field.name))
@@ -153,7 +153,7 @@ NOTES = {
 
 
 def _register_aliases(subparsers) -> None:
-    from ..fr.train import TrainConfig
+    from ..recognition import MobileFaceNetTrainConfig
 
     parser = subparsers.add_parser("fr", help="old name of `idgen recognizer` (MobileFaceNet)")
     commands = parser.add_subparsers(dest="fr_command", metavar="FR_COMMAND", required=True)
@@ -166,7 +166,7 @@ def _register_aliases(subparsers) -> None:
     )
     train.add_argument("--data", required=True, help="ImageFolder, parquet file/folder, or WebDataset .tar/folder")
     train.add_argument("--out", dest="output", required=True, help="folder for model.safetensors and config.json")
-    for field in fields(TrainConfig):
+    for field in fields(MobileFaceNetTrainConfig):
         if field.name not in ("data", "output", "progress"):
             _add_field(train, field, field.default)
     train.add_argument("--no-progress", dest="progress", action="store_false", help="no progress bars")
@@ -228,10 +228,10 @@ def run(args) -> int:
 
 
 def train_mobilefacenet(options: dict) -> int:
-    from ..fr import TrainConfig, train_recognizer
+    from ..recognition import MobileFaceNetTrainConfig, train_mobilefacenet
 
-    config = TrainConfig(**options)
-    summary = train_recognizer(config)
+    config = MobileFaceNetTrainConfig(**options)
+    summary = train_mobilefacenet(config)
     from accelerate import PartialState
 
     if not PartialState().is_main_process:   # under `accelerate launch` every process trains; one reports

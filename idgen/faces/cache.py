@@ -10,8 +10,8 @@ photo shared by two face sets is aligned once. Each photo is read once: its byte
 on a miss, decoded from the same bytes. New crops are added by rewriting the file atomically
 (:mod:`idgen.io`), so a killed run never leaves a half-written cache.
 
-This module lives in :mod:`idgen.faces` so that :mod:`idgen.fr` and :mod:`idgen.recognition`
-both import it without importing each other.
+This module lives in :mod:`idgen.faces` so that :mod:`idgen.recognition` (both trainers) and
+the face analysis share it.
 """
 
 from __future__ import annotations

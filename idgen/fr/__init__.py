@@ -1,10 +1,16 @@
-"""Compact face recognisers (MobileFaceNet + the ArcFace/CosFace head of :mod:`idgen.recognition`)
-trained on idgen face sets."""
+"""Old home of the MobileFaceNet trainer, kept so that old imports work: everything is in
+:mod:`idgen.recognition` now (``TrainConfig`` is ``MobileFaceNetTrainConfig``, ``train_recognizer`` is
+``train_mobilefacenet``), and ``idgen fr train`` is ``idgen recognizer train --arch mobilefacenet``."""
 
-from ..faces.trained import TrainedRecognizer, is_trained_recognizer
-from ..models import MobileFaceNet
-from .data import LabelledImages, align_images, read_face_set
-from .train import TrainConfig, train_recognizer
+import warnings
+
+from ..recognition import (LabelledImages, MobileFaceNet, TrainedRecognizer, align_images, is_trained_recognizer,
+                           read_face_set)
+from ..recognition import MobileFaceNetTrainConfig as TrainConfig
+from ..recognition import train_mobilefacenet as train_recognizer
+
+warnings.warn("idgen.fr is now idgen.recognition (TrainConfig → MobileFaceNetTrainConfig, train_recognizer → "
+              "train_mobilefacenet)", FutureWarning, stacklevel=2)
 
 __all__ = ["LabelledImages", "MobileFaceNet", "TrainConfig", "TrainedRecognizer", "align_images",
            "is_trained_recognizer", "read_face_set", "train_recognizer"]

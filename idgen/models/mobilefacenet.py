@@ -9,15 +9,8 @@ class gives the full model (112 px, width 1) and tiny ones for CPU tests.
 
 from __future__ import annotations
 
-import numpy as np
 import torch
 from torch import nn
-
-
-def to_tensor(crops) -> torch.Tensor:
-    """Aligned crops, N×S×S×3 uint8 (numpy or torch), as MobileFaceNet's input: N×3×S×S float in [-1, 1]."""
-    crops = torch.as_tensor(np.ascontiguousarray(crops)) if isinstance(crops, np.ndarray) else crops
-    return crops.permute(0, 3, 1, 2).float().div(127.5).sub(1.0)
 
 
 def conv_bn(cin: int, cout: int, kernel: int = 1, stride: int = 1, groups: int = 1, act: bool = True,

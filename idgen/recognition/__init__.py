@@ -1,12 +1,20 @@
-"""Face Transformer recognisers: model, identity-labelled face folders, training (with optional distillation)."""
+"""Face recognisers, both backbones: one data layer (:mod:`.data`: face sets in every format
+``idgen dataset generate`` writes, identity folders with a fixed split), the MobileFaceNet trainer
+(:mod:`.mobilefacenet`, accelerate) and the Face Transformer trainer (:mod:`.train`, with optional
+distillation, :mod:`.distill`), which share one learning-rate schedule (:func:`.train.warmup_cosine`)
+and one input convention (:func:`idgen.models.to_tensor`). ``idgen recognizer train --arch …`` runs them."""
 
-from .data import FaceDataConfig, FaceSet, load_face_folder, to_model_input
+from ..faces.trained import TrainedRecognizer, is_trained_recognizer
+from ..models import PRESETS, FaceRecognizer, FaceTransformerConfig, MarginHead, MobileFaceNet, model_config
+from .data import (FaceDataConfig, FaceSet, LabelledImages, align_images, load_face_folder, read_face_set,
+                   to_model_input)
 from .distill import prepare_distillation
-from ..models import PRESETS, FaceRecognizer, FaceTransformerConfig, MarginHead, model_config
-from .train import TrainConfig, embed, predict, train_recognizer
+from .mobilefacenet import MobileFaceNetTrainConfig, train_mobilefacenet
+from .train import TrainConfig, embed, predict, train_recognizer, warmup_cosine
 
 __all__ = [
-    "PRESETS", "FaceDataConfig", "FaceRecognizer", "FaceSet", "FaceTransformerConfig", "MarginHead",
-    "TrainConfig", "embed", "load_face_folder", "model_config", "predict", "prepare_distillation", "to_model_input",
-    "train_recognizer",
+    "PRESETS", "FaceDataConfig", "FaceRecognizer", "FaceSet", "FaceTransformerConfig", "LabelledImages", "MarginHead",
+    "MobileFaceNet", "MobileFaceNetTrainConfig", "TrainConfig", "TrainedRecognizer", "align_images", "embed",
+    "is_trained_recognizer", "load_face_folder", "model_config", "predict", "prepare_distillation", "read_face_set",
+    "to_model_input", "train_mobilefacenet", "train_recognizer", "warmup_cosine",
 ]

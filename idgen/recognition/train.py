@@ -1,5 +1,6 @@
 """Training a Face Transformer recogniser from scratch on an identity-labelled face folder,
-optionally distilling a pretrained recogniser's embeddings (:mod:`idgen.recognition.distill`)."""
+optionally distilling a pretrained recogniser's embeddings (:mod:`idgen.recognition.distill`), and
+the learning-rate schedule every recogniser trainer uses (:func:`warmup_cosine`)."""
 
 from __future__ import annotations
 
@@ -30,6 +31,18 @@ class TrainConfig:
     distill_images: str | None = None      # extra <identity>/<image> photos (other people) to distil on
     distill_max_images: int = 0            # how many of them (a seeded draw)
     distill_batch_size: int = 32           # extra images per step
+
+
+def warmup_cosine(total: int, warmup: int, decay_from_start: bool = False):
+    """The learning-rate schedule of every recogniser trainer, as a multiplier per step for
+    ``LambdaLR``: a linear rise over the first ``warmup`` steps (1 from step ``warmup − 1`` on), times a
+    half cosine from 1 to 0 over the steps after the warm-up, or over all ``total`` steps with
+    ``decay_from_start`` (the Face Transformer's; MobileFaceNet's decays after the warm-up)."""
+    ramp = max(1, warmup)
+    start = 0 if decay_from_start else ramp
+    span = max(1, total - start)
+    return lambda step: (min(1.0, (step + 1) / ramp)
+                         * 0.5 * (1 + math.cos(math.pi * min(1.0, max(0, step - start) / span))))
 
 
 def _batch_indices(n: int, batch_size: int, generator: torch.Generator):
@@ -66,9 +79,7 @@ def train_recognizer(model: FaceRecognizer, train: FaceSet, config: TrainConfig,
     optimizer = torch.optim.AdamW(params, lr=config.lr, weight_decay=config.weight_decay)
     steps_per_epoch = -(-len(train) // config.batch_size)
     total, warmup = config.epochs * steps_per_epoch, config.warmup_epochs * steps_per_epoch
-    schedule = torch.optim.lr_scheduler.LambdaLR(  # linear warm-up, then cosine decay to zero
-        optimizer, lambda step: min(1.0, (step + 1) / max(1, warmup))
-        * 0.5 * (1 + math.cos(math.pi * min(1.0, step / max(1, total)))))
+    schedule = torch.optim.lr_scheduler.LambdaLR(optimizer, warmup_cosine(total, warmup, decay_from_start=True))
     extra_batches = _cycle(extra, config.distill_batch_size, generator) if distill and extra is not None else None
     model.train()
     start, losses = time.perf_counter(), []
