@@ -19,8 +19,9 @@ def add_face_options(parser: argparse.ArgumentParser) -> None:
                        help="'dlib', or an insightface pack name/folder such as 'antelopev2' ($IDGEN_DETECTOR; "
                             "default auto: antelopev2 for generate/edit/the demo, dlib for embed/eval)")
     group.add_argument("--recognizer", default=os.environ.get("IDGEN_RECOGNIZER", "auto"),
-                       help="'dlib', 'mobilefacenet:PATH', an ONNX file, a file inside the insightface pack "
-                            "(e.g. arcface.onnx), 'pack', or a folder written by `idgen recognizer train --arch mobilefacenet` "
+                       help="'dlib', 'mobilefacenet:PATH', 'iresnet:PATH' (an insightface arcface_torch backbone.pth), "
+                            "an ONNX file, a file inside the insightface pack (e.g. arcface.onnx), 'pack', or a folder "
+                            "written by `idgen recognizer train --arch mobilefacenet` (or iresnet) "
                             "($IDGEN_RECOGNIZER; default auto: arcface.onnx for generate/edit/the demo, dlib for embed/eval)")
     group.add_argument("--insightface-root", default=os.environ.get("IDGEN_INSIGHTFACE_ROOT", "~/.insightface"),
                        help="insightface model root ($IDGEN_INSIGHTFACE_ROOT; default ~/.insightface)")

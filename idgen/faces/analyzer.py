@@ -13,7 +13,7 @@ from .align import align_face, center_box, template_in_box
 from .detectors import Detection, Detector, DlibDetector, InsightFaceDetector
 from .image import ImageInput, describe, load_image
 from .models import MOBILEFACENET_ONNX, insightface_files
-from .trained import TrainedRecognizer
+from .trained import IResNetFileRecognizer, TrainedRecognizer
 from .recognizers import DlibRecognizer, OnnxRecognizer, Recognizer
 from .types import Face
 
@@ -63,7 +63,8 @@ class FaceAnalyzer:
         idgen, see :data:`~idgen.faces.models.MOBILEFACENET_ONNX`), ``"mobilefacenet:<path>"``, the path of an
         ONNX recogniser, a file name inside the insightface pack (e.g. Arc2Face's
         ``"arcface.onnx"``), ``"pack"`` for the pack's own recogniser, a folder written by
-        ``idgen recognizer train --arch mobilefacenet``, or ``None``.
+        ``idgen recognizer train --arch mobilefacenet`` or ``--arch iresnet``, ``"iresnet:<path>"`` for an
+        insightface ``arcface_torch`` checkpoint (``backbone.pth``), or ``None``.
         """
         if detector == "dlib":
             det = DlibDetector(upsample=upsample)
@@ -78,6 +79,8 @@ class FaceAnalyzer:
             rec = TrainedRecognizer(recognizer)
         elif str(recognizer) == "mobilefacenet":
             rec = OnnxRecognizer.mobilefacenet(MOBILEFACENET_ONNX)
+        elif str(recognizer).startswith("iresnet:"):
+            rec = IResNetFileRecognizer(str(recognizer).split(":", 1)[1])
         elif str(recognizer).startswith("mobilefacenet:"):
             rec = OnnxRecognizer.mobilefacenet(str(recognizer).split(":", 1)[1])
         elif os.path.isfile(str(recognizer)):

@@ -1,12 +1,16 @@
 """Network definitions, with no face-analysis or training code: the recogniser backbones
-(MobileFaceNet, Face Transformer), the margin heads they train with, and the one input convention of
-both (:func:`to_tensor`). Everything above (:mod:`idgen.faces`, :mod:`idgen.recognition`,
-:mod:`idgen.unlearn`) builds on these."""
+(MobileFaceNet, IResNet, Face Transformer), the margin heads they train with (ArcFace, CosFace,
+AdaFace), and the one input convention of all of them (:func:`to_tensor`). Everything above
+(:mod:`idgen.faces`, :mod:`idgen.recognition`, :mod:`idgen.unlearn`) builds on these."""
 
+from .backbones import BACKBONES, build_backbone
 from .face_transformer import PRESETS, FaceRecognizer, FaceTransformerConfig, model_config
-from .heads import MarginHead
+from .heads import HEADS, AdaFaceHead, MarginHead, margin_head
 from .inputs import to_tensor
+from .iresnet import DEPTHS as IRESNET_DEPTHS
+from .iresnet import IResNet, load_insightface_iresnet
 from .mobilefacenet import MobileFaceNet
 
-__all__ = ["PRESETS", "FaceRecognizer", "FaceTransformerConfig", "MarginHead", "MobileFaceNet", "model_config",
-           "to_tensor"]
+__all__ = ["BACKBONES", "HEADS", "IRESNET_DEPTHS", "PRESETS", "AdaFaceHead", "FaceRecognizer", "FaceTransformerConfig",
+           "IResNet", "MarginHead", "MobileFaceNet", "build_backbone", "load_insightface_iresnet", "margin_head",
+           "model_config", "to_tensor"]
