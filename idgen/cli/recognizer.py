@@ -1,8 +1,10 @@
-"""``idgen recognizer train --arch {mobilefacenet,face-transformer}``: train a face recogniser.
+"""``idgen recognizer train --arch {mobilefacenet,iresnet,face-transformer}``: train a face recogniser.
 
-One command for both backbones. ``--arch mobilefacenet`` trains MobileFaceNet with an ArcFace/CosFace
-margin head on any face set (ImageFolder, parquet or WebDataset shards; accelerate, several
-processes); its folder is an :mod:`idgen.faces` recogniser. ``--arch face-transformer`` trains a
+One command for every backbone. ``--arch mobilefacenet`` trains MobileFaceNet, ``--arch iresnet`` an
+IResNet (``--depth 18|34|50|100``), with an ArcFace, CosFace or AdaFace margin head on any face set
+(ImageFolder, parquet or WebDataset shards; accelerate, several processes; one trainer,
+:func:`idgen.recognition.train_mobilefacenet`); their folders are :mod:`idgen.faces` recognisers.
+``--arch face-transformer`` trains a
 Face Transformer classifier on an ``<identity>/<image>`` folder (a fixed train/test split per
 identity, optional distillation), the recogniser that ``idgen forget`` edits.
 
@@ -19,9 +21,15 @@ import json
 import sys
 from dataclasses import fields
 
-ARCHS = ("mobilefacenet", "face-transformer")
+ARCHS = ("mobilefacenet", "iresnet", "face-transformer")
+#: The backbones of the embedding trainer (:mod:`idgen.recognition.mobilefacenet`).
+EMBEDDING_ARCHS = ("mobilefacenet", "iresnet")
 #: Alignments each backbone's data reader offers.
-ALIGNMENTS = {"mobilefacenet": ("dlib", "box"), "face-transformer": ("dlib", "resize")}
+ALIGNMENTS = {"mobilefacenet": ("dlib", "box"), "iresnet": ("dlib", "box"), "face-transformer": ("dlib", "resize")}
+#: Where ``--arch iresnet``'s defaults differ from MobileFaceNet's (insightface's IResNet recipe).
+IRESNET_DEFAULTS = {"embedding_size": 512, "scale": 64.0}
+#: Config fields that are not flags of ``--arch mobilefacenet`` (``--arch`` itself sets ``backbone``).
+NOT_MOBILEFACENET = ("backbone", "depth")
 
 HELP = {
     "format": "face-set format; auto decides by the files (a synth output folder -> its images/)",
@@ -29,15 +37,17 @@ HELP = {
     "box": "centred box, as a fraction of the shorter side, for --align box and where dlib finds no face",
     "upsample": "dlib detector upsampling; use the same with `idgen eval verify --upsample`",
     "cache_dir": "aligned crops are cached here",
-    "head": "margin head",
-    "margin": "margin; None: 0.5 for ArcFace, 0.35 for CosFace",
+    "head": "margin head (adaface: the margin adapts to each image's feature norm)",
+    "margin": "margin; None: 0.5 for ArcFace, 0.35 for CosFace, 0.4 for AdaFace",
     "scale": "logit scale s of the margin head",
-    "width": "MobileFaceNet channel multiplier",
+    "width": "channel multiplier",
+    "depth": "IResNet depth (IR-18, IR-34, IR-50, IR-100)",
+    "embedding_size": "embedding size",
     "input_size": "crop side in pixels (a multiple of 16)",
     "warmup": "fraction of the steps with a linear learning-rate warm-up (then cosine decay)",
 }
 CHOICES = {"format": ["auto", "imagefolder", "parquet", "webdataset"], "align": ["dlib", "box"],
-           "head": ["arcface", "cosface"]}
+           "head": ["arcface", "cosface", "adaface"], "depth": [18, 34, 50, 100]}
 
 #: ``idgen train-recognizer``'s defaults (the Face Transformer options of ``idgen recognizer train``).
 FACE_TRANSFORMER_DEFAULTS = {
@@ -66,21 +76,24 @@ TRANSFORMER_OPTIONS = [
 
 def defaults(arch: str) -> dict:
     """Every option of ``arch`` with its default (``data`` and ``output`` are required)."""
-    if arch == "mobilefacenet":
+    if arch in EMBEDDING_ARCHS:
         from ..recognition import MobileFaceNetTrainConfig
 
-        return {f.name: f.default for f in fields(MobileFaceNetTrainConfig) if f.name not in ("data", "output")}
+        skip = ("data", "output", "backbone", *(NOT_MOBILEFACENET if arch == "mobilefacenet" else ()))
+        options = {f.name: f.default for f in fields(MobileFaceNetTrainConfig) if f.name not in skip}
+        return {**options, **(IRESNET_DEFAULTS if arch == "iresnet" else {})}
     return dict(FACE_TRANSFORMER_DEFAULTS)
 
 
 # --- idgen recognizer train -----------------------------------------------------------------------
 
 def register(subparsers) -> None:
-    parser = subparsers.add_parser("recognizer", help="train face recognisers (MobileFaceNet, Face Transformer)")
+    parser = subparsers.add_parser("recognizer", help="train face recognisers (MobileFaceNet, IResNet, Face Transformer)")
     commands = parser.add_subparsers(dest="recognizer_command", metavar="RECOGNIZER_COMMAND", required=True)
     train = commands.add_parser(
-        "train", help="train a recogniser: MobileFaceNet or a Face Transformer (--arch)",
-        description="--arch mobilefacenet: MobileFaceNet with an ArcFace/CosFace margin head on a face set "
+        "train", help="train a recogniser: MobileFaceNet, IResNet or a Face Transformer (--arch)",
+        description="--arch mobilefacenet / --arch iresnet (--depth 18|34|50|100): MobileFaceNet or insightface's "
+                    "IResNet with an ArcFace, CosFace or AdaFace margin head on a face set "
                     "(ImageFolder, parquet or WebDataset shards, e.g. the output of `idgen dataset generate`); the "
                     "folder it writes (model.safetensors + config.json) is a recogniser for `idgen eval verify "
                     "--recognizer <output>`; several GPUs: `accelerate launch -m idgen.cli recognizer train ...`. "
@@ -93,26 +106,29 @@ def register(subparsers) -> None:
     s = argparse.SUPPRESS   # unset options whose default differs take the backbone's (see defaults())
     train.add_argument("--arch", required=True, choices=ARCHS, help="which recogniser to train")
     train.add_argument("--data", required=True,
-                       help="mobilefacenet: ImageFolder, parquet file/folder, or WebDataset .tar/folder; "
+                       help="mobilefacenet, iresnet: ImageFolder, parquet file/folder, or WebDataset .tar/folder; "
                             "face-transformer: a face folder, one sub-folder per identity")
     train.add_argument("--out", dest="output", required=True, help="folder for model.safetensors and config.json")
-    both = train.add_argument_group("training (both backbones; defaults: mobilefacenet / face-transformer)")
+    both = train.add_argument_group("training (every backbone; defaults: mobilefacenet and iresnet / face-transformer)")
     both.add_argument("--epochs", type=int, default=s, help="epochs (default: 10 / 30)")
     both.add_argument("--batch-size", type=int, default=64, help="images per step (default: 64)")
     both.add_argument("--lr", type=float, default=s, help="peak learning rate (default: 0.1 SGD / 1e-3 AdamW)")
     both.add_argument("--weight-decay", type=float, default=s, help="weight decay (default: 5e-4 / 0.05)")
     both.add_argument("--seed", type=int, default=0, help="random seed (default: 0)")
     both.add_argument("--align", choices=["dlib", "box", "resize"], default="dlib",
-                      help="dlib: detect landmarks and align (default); box (mobilefacenet): the faces are already "
+                      help="dlib: detect landmarks and align (default); box (mobilefacenet, iresnet): the faces are already "
                            "aligned, template in a centred box; resize (face-transformer): the faces are already "
                            "cropped, resized")
     both.add_argument("--input-size", type=int, default=s,
-                      help="crop side in pixels (default: 112 / the preset's; mobilefacenet: a multiple of 16)")
+                      help="crop side in pixels (default: 112 / the preset's; mobilefacenet, iresnet: a multiple of 16)")
     both.add_argument("--cache-dir", default=".cache/faces", help="aligned crops are cached here (default: .cache/faces)")
     both.add_argument("--no-progress", dest="progress", action="store_false", help="no progress bars")
-    mobile = train.add_argument_group("--arch mobilefacenet only")
+    mobile = train.add_argument_group("--arch mobilefacenet and --arch iresnet")
     for field in _mobilefacenet_fields():
         _add_field(mobile, field, SHARED_DEFAULTS.get(field.name, s))
+    iresnet = train.add_argument_group("--arch iresnet only")
+    for field in _fields("depth"):
+        _add_field(iresnet, field, s)
     transformer = train.add_argument_group("--arch face-transformer only")
     for name, extra, text in TRANSFORMER_OPTIONS:
         _add(transformer, name, s, text, FACE_TRANSFORMER_DEFAULTS[name], **extra)
@@ -120,12 +136,19 @@ def register(subparsers) -> None:
     _register_aliases(subparsers)
 
 
+def _fields(*names):
+    from ..recognition import MobileFaceNetTrainConfig
+
+    return [f for f in fields(MobileFaceNetTrainConfig) if f.name in names]
+
+
 def _mobilefacenet_fields():
-    """The MobileFaceNet-only fields of its config (the shared ones are defined above)."""
+    """The fields of the embedding trainer's config that are flags of --arch mobilefacenet and iresnet
+    (the ones every backbone has are defined above; --arch sets ``backbone``; ``depth`` is IResNet's)."""
     from ..recognition import MobileFaceNetTrainConfig
 
     shared = {"data", "output", "progress", "epochs", "batch_size", "lr", "weight_decay", "seed", "align",
-              "input_size", "cache_dir"}
+              "input_size", "cache_dir", *NOT_MOBILEFACENET}
     return [f for f in fields(MobileFaceNetTrainConfig) if f.name not in shared]
 
 
@@ -134,10 +157,14 @@ def _add(group, name: str, default, text: str, shown, **extra) -> None:
     group.add_argument(f"--{name.replace('_', '-')}", default=default, help=f"{text} (default: {shown})", **extra)
 
 
-def _add_field(group, field, default) -> None:
-    """The flag of a MobileFaceNetTrainConfig field (its help names the field's default)."""
+def _add_field(group, field, default, iresnet: bool = True) -> None:
+    """The flag of a MobileFaceNetTrainConfig field (its help names the field's default, and IResNet's where
+    that differs and ``iresnet``)."""
     kind = float if field.name in ("margin", "box") else str if field.default is None else type(field.default)
-    _add(group, field.name, default, HELP.get(field.name, field.name.replace("_", " ")), field.default, type=kind,
+    shown = field.default
+    if iresnet and field.name in IRESNET_DEFAULTS:
+        shown = f"{field.default}; iresnet: {IRESNET_DEFAULTS[field.name]}"
+    _add(group, field.name, default, HELP.get(field.name, field.name.replace("_", " ")), shown, type=kind,
          choices=CHOICES.get(field.name))
 
 
@@ -160,15 +187,15 @@ def _register_aliases(subparsers) -> None:
     train = commands.add_parser(
         "train", help="old name of `idgen recognizer train --arch mobilefacenet`",
         description="The old name of `idgen recognizer train --arch mobilefacenet`, with the same flags: train "
-                    "MobileFaceNet with an ArcFace/CosFace margin head on a face set (ImageFolder, parquet shards "
+                    "MobileFaceNet with an ArcFace, CosFace or AdaFace margin head on a face set (ImageFolder, parquet shards "
                     "or WebDataset shards, e.g. the output of `idgen dataset generate`). Writes model.safetensors "
                     "+ config.json to --out; evaluate with `idgen eval verify --recognizer <output>`.",
     )
     train.add_argument("--data", required=True, help="ImageFolder, parquet file/folder, or WebDataset .tar/folder")
     train.add_argument("--out", dest="output", required=True, help="folder for model.safetensors and config.json")
     for field in fields(MobileFaceNetTrainConfig):
-        if field.name not in ("data", "output", "progress"):
-            _add_field(train, field, field.default)
+        if field.name not in ("data", "output", "progress", *NOT_MOBILEFACENET):
+            _add_field(train, field, field.default, iresnet=False)
     train.add_argument("--no-progress", dest="progress", action="store_false", help="no progress bars")
     train.set_defaults(handler=run, route="fr train")
 
@@ -224,13 +251,14 @@ def run(args) -> int:
     if args.route in NOTES:
         print(f"idgen: note: {NOTES[args.route]}", file=sys.stderr)
     arch, options = train_options(args)
-    return train_mobilefacenet(options) if arch == "mobilefacenet" else train_face_transformer(options)
+    return train_mobilefacenet(options, arch) if arch in EMBEDDING_ARCHS else train_face_transformer(options)
 
 
-def train_mobilefacenet(options: dict) -> int:
+def train_mobilefacenet(options: dict, arch: str = "mobilefacenet") -> int:
+    """``--arch mobilefacenet`` or ``--arch iresnet``: the embedding trainer with ``backbone=arch``."""
     from ..recognition import MobileFaceNetTrainConfig, train_mobilefacenet
 
-    config = MobileFaceNetTrainConfig(**options)
+    config = MobileFaceNetTrainConfig(**options, backbone=arch)
     summary = train_mobilefacenet(config)
     from accelerate import PartialState
 

@@ -1,11 +1,14 @@
-"""Train MobileFaceNet with a margin head, on one device or many (accelerate).
+"""Train an embedding backbone, MobileFaceNet or IResNet, with a margin head (ArcFace, CosFace or
+AdaFace), on one device or many (accelerate).
 
 The face set is aligned once (cached), held in memory as uint8 crops (37 KB a face at 112 px:
 about 2 GB for 50K images), and fed in shuffled batches with random horizontal flips. SGD with
 Nesterov momentum; the learning rate rises linearly over the first ``warmup`` fraction of the
 steps and then follows a cosine to zero (:func:`idgen.recognition.train.warmup_cosine`).
 The output folder holds ``model.safetensors`` (the embedding network; the margin head's class
-centres are training-only) and ``config.json``; it is a recogniser for :mod:`idgen.faces`.
+centres are training-only) and ``config.json`` (``architecture``: ``mobilefacenet`` or ``iresnet``,
+and the network's arguments); it is a recogniser for :mod:`idgen.faces`. The names say
+MobileFaceNet, the first backbone it trained; ``backbone="iresnet"`` trains an IResNet.
 """
 
 from __future__ import annotations
@@ -21,18 +24,18 @@ from tqdm.auto import tqdm
 
 from ..errors import ConfigError
 from ..io import save_module_weights, write_json_atomic
-from ..models import MarginHead, MobileFaceNet, to_tensor
+from ..models import BACKBONES, HEADS, IRESNET_DEPTHS, build_backbone, margin_head, to_tensor
 from .data import align_images, read_face_set
 from .train import warmup_cosine
 
 
-#: Margins of the ArcFace (angle) and CosFace (cosine) papers.
-DEFAULT_MARGIN = {"arcface": 0.5, "cosface": 0.35}
+#: Margins of the ArcFace (angle), CosFace (cosine) and AdaFace (both, by feature norm) papers.
+DEFAULT_MARGIN = dict(HEADS)
 
 
 @dataclass
 class MobileFaceNetTrainConfig:
-    """A MobileFaceNet training run: ``idgen recognizer train --arch mobilefacenet``'s flags."""
+    """A MobileFaceNet or IResNet training run: ``idgen recognizer train --arch mobilefacenet|iresnet``'s flags."""
 
     data: str
     output: str
@@ -41,12 +44,14 @@ class MobileFaceNetTrainConfig:
     box: float = 0.42               # centred box (fraction of the shorter side) for "box" / dlib misses
     upsample: int = 0               # dlib detector upsampling (as `idgen eval verify --upsample`)
     cache_dir: Optional[str] = ".cache/faces"
-    head: str = "arcface"           # or "cosface"
-    margin: Optional[float] = None  # default 0.5 (ArcFace) / 0.35 (CosFace)
-    scale: float = 32.0
+    backbone: str = "mobilefacenet"  # or "iresnet"
+    depth: int = 50                  # IResNet depth: 18, 34, 50 or 100 (layers [2,2,2,2] … [3,13,30,3])
+    head: str = "arcface"           # or "cosface", "adaface"
+    margin: Optional[float] = None  # default 0.5 (ArcFace) / 0.35 (CosFace) / 0.4 (AdaFace)
+    scale: float = 32.0             # `--arch iresnet`'s default is 64
     width: float = 1.0
     input_size: int = 112
-    embedding_size: int = 128
+    embedding_size: int = 128       # `--arch iresnet`'s default is 512
     epochs: int = 10
     batch_size: int = 64
     lr: float = 0.1
@@ -58,6 +63,10 @@ class MobileFaceNetTrainConfig:
     def __post_init__(self):
         if self.head not in DEFAULT_MARGIN:
             raise ConfigError(f"unknown margin head {self.head!r}; use one of {sorted(DEFAULT_MARGIN)}")
+        if self.backbone not in BACKBONES:
+            raise ConfigError(f"unknown backbone {self.backbone!r}; use one of {sorted(BACKBONES)}")
+        if self.backbone == "iresnet" and self.depth not in IRESNET_DEPTHS:
+            raise ConfigError(f"IResNet depth {self.depth}: use one of {sorted(IRESNET_DEPTHS)}")
         if self.epochs < 1 or self.batch_size < 1:
             raise ConfigError(f"epochs and batch_size must be ≥ 1, got {self.epochs} and {self.batch_size}")
 
@@ -66,6 +75,12 @@ def random_flip(images: torch.Tensor, generator: torch.Generator) -> torch.Tenso
     """Mirror a random half of N×C×H×W images."""
     flip = torch.rand(len(images), generator=generator) < 0.5
     return torch.where(flip[:, None, None, None].to(images.device), images.flip(-1), images)
+
+
+def network_arguments(config: MobileFaceNetTrainConfig) -> dict:
+    """The arguments of ``config.backbone``'s network (what its folder's ``config.json`` records as ``model``)."""
+    shared = {"embedding_size": config.embedding_size, "width": config.width, "input_size": config.input_size}
+    return {"depth": config.depth, **shared} if config.backbone == "iresnet" else shared
 
 
 def train_mobilefacenet(config: MobileFaceNetTrainConfig) -> dict:
@@ -83,9 +98,8 @@ def train_mobilefacenet(config: MobileFaceNetTrainConfig) -> dict:
     loader = torch.utils.data.DataLoader(dataset, batch_size=config.batch_size, shuffle=True,
                                          drop_last=len(dataset) > config.batch_size,
                                          generator=torch.Generator().manual_seed(config.seed))
-    model = MobileFaceNet(config.embedding_size, config.width, config.input_size)
-    margin = DEFAULT_MARGIN[config.head] if config.margin is None else config.margin
-    head = MarginHead(config.embedding_size, len(faces.names), config.head, config.scale, margin)
+    model = build_backbone(config.backbone, network_arguments(config))
+    head = margin_head(config.head, config.embedding_size, len(faces.names), config.scale, config.margin)
     optimizer = torch.optim.SGD([*model.parameters(), *head.parameters()], lr=config.lr, momentum=0.9,
                                 nesterov=True, weight_decay=config.weight_decay)
     total = config.epochs * len(loader)
@@ -116,7 +130,7 @@ def train_mobilefacenet(config: MobileFaceNetTrainConfig) -> dict:
         network = accelerator.unwrap_model(model)
         out = Path(config.output)
         save_module_weights(network, out / "model.safetensors")
-        write_json_atomic(out / "config.json", {"architecture": "mobilefacenet", "model": network.config,
+        write_json_atomic(out / "config.json", {"architecture": config.backbone, "model": network.config,
                                                 "train": asdict(config), "summary": summary})
     accelerator.wait_for_everyone()
     return summary
