@@ -1,4 +1,6 @@
 """The configuration of one synthetic-dataset run: a YAML file plus ``key=value`` overrides.
+Relative paths in the file are relative to the file, those in overrides to the current directory
+(the keys marked with :func:`~idgen.config.path_field`; see :mod:`idgen.config`).
 
 Everything that changes the images is in the config and is recorded with the dataset; the
 ``runtime`` section (batch size, queue depth, progress bars) only changes speed, so a run may be
@@ -15,7 +17,7 @@ from dataclasses import dataclass, field
 from typing import Any, Optional
 
 
-from ..config import apply_overrides, build_dataclass, read_yaml_mapping
+from ..config import MODEL, MODEL_SPEC, PATH, build_dataclass, load_settings, path_field
 from ..errors import ConfigError
 
 
@@ -24,7 +26,7 @@ class IdentityConfig:
     count: int = 100
     dim: int = 512
     max_cosine: float = 0.3          # target for every pair of identity vectors
-    prior: Optional[str] = None      # .safetensors of real embeddings (e.g. from ``idgen embed``)
+    prior: Optional[str] = path_field(None)   # .safetensors of real embeddings (e.g. from ``idgen embed``)
     steps: int = 500
     neighbors: int = 16
 
@@ -34,14 +36,14 @@ class VariationConfig:
     images_per_identity: int = 4
     min_cosine: float = 1.0          # perturb each image's identity vector to cosine ≥ this (1 = off)
     prompts: list = field(default_factory=list)   # passed per image as ``prompt`` when non-empty
-    poses: Any = None   # pose bank, passed per image as ``pose``: "default", a photo folder, a file (idgen.synth.poses)
+    poses: Any = path_field(None, MODEL)   # pose bank, passed per image as ``pose``: "default", a photo folder, a file (idgen.synth.poses)
 
 
 @dataclass
 class FilterConfig:
     enabled: bool = True
-    detector: str = "dlib"
-    recognizer: Optional[str] = "dlib"
+    detector: str = path_field("dlib", MODEL)
+    recognizer: Optional[str] = path_field("dlib", MODEL_SPEC)
     det_size: int = 640
     fallback_box: Optional[float] = None
     threshold: float = 0.5           # keep an image when similarity to the reference ≥ this
@@ -67,9 +69,12 @@ class RuntimeConfig:
 
 @dataclass
 class SynthConfig:
-    output: str = "synthetic-faces"
+    output: str = path_field("synthetic-faces")
     seed: int = 0
-    generator: dict = field(default_factory=lambda: {"type": "photo"})
+    #: the generator factory's settings: ``type`` and that generator's own keys (``photos``: a folder,
+    #: ``path`` and ``base``: hub ids or folders, …; see ``idgen.synth.generators.build_generator``)
+    generator: dict = path_field(default_factory=lambda: {"type": "photo"},
+                                 rule={"photos": PATH, "path": MODEL, "base": MODEL})
     identities: IdentityConfig = field(default_factory=IdentityConfig)
     variation: VariationConfig = field(default_factory=VariationConfig)
     filter: FilterConfig = field(default_factory=FilterConfig)
@@ -95,7 +100,7 @@ class SynthConfig:
 
     @classmethod
     def load(cls, path: str | os.PathLike | None = None, overrides: list[str] | None = None) -> "SynthConfig":
-        """Read a YAML file (optional) and apply ``section.key=value`` overrides (YAML values)."""
-        data = read_yaml_mapping(path) if path is not None else {}
-        apply_overrides(data, overrides or [])
+        """Read a YAML file (optional) and apply ``section.key=value`` overrides (YAML values);
+        relative paths in the file are relative to it, in overrides to the current directory."""
+        data = load_settings(cls, path, overrides or [])
         return cls.from_dict(data, str(path) if path else "overrides")

@@ -1,4 +1,6 @@
-"""Training configuration: one YAML file, typed sections, ``section.key=value`` overrides.
+"""Training configuration: one YAML file, typed sections, ``section.key=value`` overrides. Relative
+paths in the file are relative to the file, those in overrides to the current directory (the keys
+marked with :func:`~idgen.config.path_field`; see :mod:`idgen.config`).
 
 Every key has a default here, so a config file only states what differs. A key this module does not
 know is an error that names it (a typo such as ``lerning_rate`` must not silently train with the
@@ -13,22 +15,21 @@ from dataclasses import dataclass, field
 from typing import Optional, Sequence
 
 
-from ..config import apply_overrides, build_dataclass, read_yaml_mapping
+from ..config import MODEL, MODEL_SPEC, build_dataclass, load_settings, path_field
 from ..errors import ConfigError
 
 TASKS = ("id-adapter", "personalize", "vae", "id-model")
 #: Tasks that train whole networks (from scratch or a checkpoint) rather than LoRA adapters.
 FULL_TASKS = ("vae", "id-model")
 
-
 @dataclass
 class ModelConfig:
     #: diffusers folder or hub id of the Stable Diffusion 1.5 base (VAE, tokenizer, scheduler, and the
     #: UNet/text encoder unless ``arc2face`` is set). A folder saved with ``save_pretrained`` works too.
-    pretrained: str = "stable-diffusion-v1-5/stable-diffusion-v1-5"
+    pretrained: str = path_field("stable-diffusion-v1-5/stable-diffusion-v1-5", MODEL)
     #: Arc2Face checkpoint (hub id or folder with ``arc2face/`` and ``encoder/``); ``null`` trains on
     #: ``pretrained``'s own UNet/text encoder.
-    arc2face: Optional[str] = None
+    arc2face: Optional[str] = path_field(None, MODEL)
     #: ``arc2face``: condition on identity vectors; ``sd``: plain text prompts (``personalize`` only).
     conditioning: str = "arc2face"
     #: ``vae`` / ``id-model`` from scratch: the constructor arguments of each new network
@@ -38,27 +39,27 @@ class ModelConfig:
     text_encoder_config: dict = field(default_factory=dict)
     scheduler_config: dict = field(default_factory=dict)
     #: ``id-model``: the trained VAE, kept frozen (the ``vae/`` folder a ``task: vae`` run writes).
-    vae: Optional[str] = None
+    vae: Optional[str] = path_field(None)
     #: ``id-model``: start the UNet and text encoder from this Arc2Face pipeline folder (one that an
     #: earlier ``id-model`` run saved) instead of from scratch.
-    init: Optional[str] = None
+    init: Optional[str] = path_field(None)
     #: ``id-model`` from scratch: the CLIP tokenizer (hub id or folder), and whether to keep only the
     #: tokens of Arc2Face's prompt plus CLIP's 512 byte tokens (a 500-odd-row embedding table
     #: instead of 49,408 rows; every text still tokenises, the prompt exactly as before).
-    tokenizer: str = "openai/clip-vit-large-patch14"
+    tokenizer: str = path_field("openai/clip-vit-large-patch14", MODEL)
     reduced_vocabulary: bool = True
 
 
 @dataclass
 class DataConfig:
-    faces_dir: Optional[str] = None
-    detector: str = "dlib"
-    recognizer: str = "dlib"
+    faces_dir: Optional[str] = path_field(None)
+    detector: str = path_field("dlib", MODEL)      # "dlib", an insightface pack name or folder
+    recognizer: str = path_field("dlib", MODEL_SPEC)
     det_size: int = 640
     upsample: int = 0
     #: safetensors file of identity vectors keyed by file hash; default: one per recogniser under
     #: ``$XDG_CACHE_HOME/idgen/identities``.
-    identity_cache: Optional[str] = None
+    identity_cache: Optional[str] = path_field(None)
     resolution: int = 512
     #: training crops put the five face landmarks on the ArcFace template shrunk by this factor about
     #: the crop centre: 1.0 is the recognisers' tight crop, 0.8 frames the head like FFHQ portraits.
@@ -69,7 +70,7 @@ class DataConfig:
     recognizer_flip: bool = False
     #: people to leave out: files in LFW's ``people*.txt`` / ``pairs*.txt`` format (any whitespace-
     #: separated names); a photo is left out when its folder is named after one of them.
-    exclude_people: list = field(default_factory=list)
+    exclude_people: list = path_field(default_factory=list)
     #: ``personalize`` with ``conditioning: sd``: the prompt naming the new identity, and the class.
     instance_prompt: str = "photo of sks person"
     class_prompt: str = "photo of a person"
@@ -137,17 +138,17 @@ class LoggingConfig:
 @dataclass
 class ValidationConfig:
     #: folder of held-out face photos (one identity per photo); ``null`` disables validation.
-    faces_dir: Optional[str] = None
+    faces_dir: Optional[str] = path_field(None)
     #: only these people's photos (files in the format of ``data.exclude_people``); empty: all.
-    people: list = field(default_factory=list)
+    people: list = path_field(default_factory=list)
     every: int = 500
     num_identities: int = 4
     images_per_identity: int = 2
     num_inference_steps: int = 25
     guidance_scale: float = 3.0
     #: the independent recogniser that scores renders; ``null`` reuses the data's.
-    detector: Optional[str] = None
-    recognizer: Optional[str] = None
+    detector: Optional[str] = path_field(None, MODEL)
+    recognizer: Optional[str] = path_field(None, MODEL_SPEC)
     #: renders where no face is detected are scored on a centred box this fraction of the image.
     fallback_box: float = 0.8
     #: dlib detector upsampling for the evaluation analyser (1 finds the faces of 64-pixel renders).
@@ -157,7 +158,7 @@ class ValidationConfig:
 @dataclass
 class TrainConfig:
     task: str = "id-adapter"
-    output_dir: str = "runs/idgen"
+    output_dir: str = path_field("runs/idgen")
     seed: int = 0
     model: ModelConfig = field(default_factory=ModelConfig)
     data: DataConfig = field(default_factory=DataConfig)
@@ -172,10 +173,10 @@ class TrainConfig:
 
 
 def load_config(path: Optional[str | os.PathLike] = None, overrides: Sequence[str] = ()) -> TrainConfig:
-    """Read a YAML config and apply ``section.key=value`` overrides (values parsed as YAML)."""
-    values = read_yaml_mapping(path) if path is not None else {}
-    apply_overrides(values, overrides)
-    config = build_dataclass(TrainConfig, values)
+    """Read a YAML config and apply ``section.key=value`` overrides (values parsed as YAML); relative
+    paths in the file are relative to it, those in overrides to the current directory
+    (:func:`idgen.config.load_settings`)."""
+    config = build_dataclass(TrainConfig, load_settings(TrainConfig, path, overrides))
     if config.task not in TASKS:
         raise ConfigError(f"unknown task {config.task!r}; choose one of {', '.join(TASKS)}")
     if config.model.conditioning not in ("arc2face", "sd"):

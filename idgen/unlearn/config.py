@@ -1,13 +1,15 @@
 """The YAML configuration of a forgetting run, checked strictly: an unknown key is an error that
-names it (a typo must never silently fall back to a default)."""
+names it (a typo must never silently fall back to a default). Relative paths in the file are
+relative to the file, those in overrides to the current directory (see :mod:`idgen.config`)."""
 
 from __future__ import annotations
 
+import copy
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from ..config import apply_overrides, build_dataclass, read_yaml_mapping
+from ..config import PATH, PathRule, apply_overrides, build_dataclass, load_settings, path_field
 from ..errors import ConfigError
 from ..recognition.data import FaceDataConfig
 from ..recognition.train import TrainConfig
@@ -55,10 +57,13 @@ class TasksConfig:
 
 @dataclass
 class ModelConfig:
-    path: str                          # recogniser folder: loaded if present, else trained and saved there
+    path: str = path_field()           # recogniser folder: loaded if present, else trained and saved there
     preset: str | None = "cpu-small"
     overrides: dict = field(default_factory=dict)
-    train: TrainConfig = field(default_factory=TrainConfig)
+    #: the recogniser trainer's settings (``idgen.recognition.train.TrainConfig``)
+    train: TrainConfig = path_field(default_factory=TrainConfig, rule={
+        "distill_from": PathRule(prefixed=True),   # "mobilefacenet:PATH" or a path
+        "distill_images": PATH})
 
 
 @dataclass
@@ -87,9 +92,10 @@ class SelectionConfig:
 
 @dataclass
 class RunConfig:
-    data: FaceDataConfig
+    #: the photos (``idgen.recognition.data.FaceDataConfig``)
+    data: FaceDataConfig = path_field(rule={"root": PATH, "cache_dir": PATH})
     model: ModelConfig
-    output_dir: str
+    output_dir: str = path_field()
     forget: ForgetConfig = field(default_factory=ForgetConfig)
     tasks: TasksConfig = field(default_factory=TasksConfig)
     baselines: BaselinesConfig = field(default_factory=BaselinesConfig)
@@ -103,30 +109,13 @@ class RunConfig:
 
 def load_config(source: str | os.PathLike | dict, overrides: list[str] = ()) -> RunConfig:
     """A :class:`RunConfig` from a YAML file or a dict, with optional ``key.sub=value`` overrides.
-    Relative paths in a file are relative to it."""
+    Relative paths in a file are relative to it; in a dict and in overrides, to the current
+    directory (:func:`idgen.config.load_settings`)."""
     if isinstance(source, dict):
-        return build_dataclass(RunConfig, apply_overrides(dict(source), list(overrides)))
+        return build_dataclass(RunConfig, apply_overrides(copy.deepcopy(source), list(overrides), RunConfig))
     path = Path(source)
-    values = apply_overrides(read_yaml_mapping(path), overrides)
+    values = load_settings(RunConfig, path, overrides)
     try:
-        config = build_dataclass(RunConfig, values)
+        return build_dataclass(RunConfig, values)
     except ConfigError as exc:
         raise ConfigError(f"{path}: {exc}") from None
-    base = path.parent
-    config.data.root = str(_resolve(base, config.data.root))
-    config.model.path = str(_resolve(base, config.model.path))
-    config.output_dir = str(_resolve(base, config.output_dir))
-    if config.data.cache_dir:
-        config.data.cache_dir = str(_resolve(base, config.data.cache_dir))
-    train = config.model.train
-    if train.distill_from:
-        kind, sep, teacher = train.distill_from.rpartition(":")   # "mobilefacenet:PATH" or a path
-        train.distill_from = f"{kind}{sep}{_resolve(base, teacher)}"
-    if train.distill_images:
-        train.distill_images = str(_resolve(base, train.distill_images))
-    return config
-
-
-def _resolve(base: Path, value: str) -> Path:
-    value = Path(os.path.expanduser(value))
-    return value if value.is_absolute() else (base / value).resolve()
