@@ -18,8 +18,7 @@ CONFIG = Path(__file__).resolve().parents[1] / "training" / "configs" / "forget_
 def test_orl_preset_forgets_and_beats_baselines(orl_dir, tmp_path):
     out = tmp_path / "run"
     code = main(["forget", "--config", str(CONFIG), "--output-dir", str(out),
-                 "--set", f"data.root={orl_dir}", "--set", f"model.path={tmp_path / 'base'}",
-                 "--set", f"data.cache_dir={tmp_path / 'cache'}"])
+                 f"data.root={orl_dir}", f"model.path={tmp_path / 'base'}", f"data.cache_dir={tmp_path / 'cache'}"])
     assert code == 0
     report = json.loads((out / "report.json").read_text())
     gs, = report["methods"]["gs-lora"]

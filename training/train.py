@@ -54,9 +54,11 @@ from idgen.training.prior import prior_images
 
 def parse_args(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--config", help="YAML config (training/configs/*.yaml)")
+    parser.add_argument("--config", help="YAML config (training/configs/*.yaml); relative paths in it are "
+                                          "relative to the file")
     parser.add_argument("--resume", help="'latest' (newest checkpoint in output_dir, if any) or a checkpoint folder")
-    parser.add_argument("overrides", nargs="*", help="section.key=value, e.g. optim.max_steps=100")
+    parser.add_argument("overrides", nargs="*", help="section.key=value (values parsed as YAML; relative paths "
+                                                     "relative to the current directory), e.g. optim.max_steps=100")
     return parser.parse_args(argv)
 
 
@@ -67,12 +69,21 @@ def config_task(path) -> str:
     return read_yaml_mapping(path).get("task", "id-adapter")
 
 
-def forget(args) -> None:
+def load(args):
+    """The config the command line asks for: a forgetting run's (``task: forget``, the same loader as
+    ``idgen forget``) or a training run's."""
+    if config_task(args.config) == "forget":
+        from idgen.unlearn.config import load_config as load_forget_config
+
+        return load_forget_config(args.config, args.overrides)
+    return load_config(args.config, args.overrides)
+
+
+def forget(config) -> None:
     """``task: forget``: GS-LoRA identity forgetting in a recogniser (see :mod:`idgen.unlearn`)."""
     from idgen.unlearn import run_forgetting
-    from idgen.unlearn.config import load_config as load_forget_config
 
-    report = run_forgetting(load_forget_config(args.config, args.overrides))
+    report = run_forgetting(config)
     for method, tasks in report["methods"].items():
         last = tasks[-1]
         print(f"{method}: Acc_r {last['acc_r']:.2f}  Acc_f {last['acc_f']:.2f}  H-Mean {last['h_mean']:.2f}")
@@ -95,9 +106,9 @@ def averaged_weights(ema, params):
 
 def main(argv=None) -> None:
     args = parse_args(argv)
-    if config_task(args.config) == "forget":
-        return forget(args)
-    cfg = load_config(args.config, args.overrides)
+    cfg = load(args)
+    if cfg.task == "forget":
+        return forget(cfg)
     out = Path(cfg.output_dir)
     accelerator = Accelerator(mixed_precision=cfg.optim.mixed_precision, log_with="tensorboard",
                               gradient_accumulation_steps=cfg.optim.gradient_accumulation_steps,

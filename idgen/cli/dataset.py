@@ -15,17 +15,26 @@ def register(subparsers) -> None:
                     "command after an interruption to resume. Run under `accelerate launch -m idgen.synth` "
                     "to split identities across processes.",
     )
-    generate.add_argument("--config", help="YAML config (see idgen.synth.config for every setting)")
+    generate.add_argument("--config", help="YAML config (see idgen.synth.config for every setting); relative "
+                                           "paths in it are relative to the file")
     generate.add_argument("overrides", nargs="*", metavar="KEY=VALUE",
-                          help="settings on top of the config, e.g. identities.count=1000 output=out/faces")
+                          help="settings on top of the config (values parsed as YAML; relative paths relative "
+                               "to the current directory), e.g. identities.count=1000 output=out/faces")
     generate.set_defaults(handler=run_generate)
     parser.set_defaults(handler=lambda args: parser.print_help() or 2)
 
 
-def run_generate(args) -> int:
-    from ..synth import SynthConfig, generate_dataset
+def load(args):
+    """The :class:`~idgen.synth.SynthConfig` the parsed ``dataset generate`` command line asks for."""
+    from ..synth import SynthConfig
 
-    config = SynthConfig.load(args.config, args.overrides)
+    return SynthConfig.load(args.config, args.overrides)
+
+
+def run_generate(args) -> int:
+    from ..synth import generate_dataset
+
+    config = load(args)
     stats = generate_dataset(config)
     if stats is not None:
         print(json.dumps(stats, indent=2))

@@ -1,6 +1,14 @@
-"""``idgen forget``: make a face recogniser forget identities with GS-LoRA (a YAML-configured run)."""
+"""``idgen forget``: make a face recogniser forget identities with GS-LoRA (a YAML-configured run).
+
+Overrides are positional ``section.key=value`` arguments, as for every YAML-configured command;
+``--set KEY=VALUE``, the old spelling, still works and prints a note.
+"""
 
 from __future__ import annotations
+
+import sys
+
+SET_NOTE = "--set is an old spelling; write the override as a plain section.key=value argument"
 
 
 def register(subparsers) -> None:
@@ -9,22 +17,38 @@ def register(subparsers) -> None:
         description="Run the forgetting tasks of a YAML config (see training/configs/forget_*.yaml) with "
                     "GS-LoRA and the configured baselines; writes the edited model (safetensors), "
                     "report.json, report.md and groups.png to the config's output_dir. Killed, the same "
-                    "command resumes: finished runs are kept in output_dir/journal until the report is written.",
+                    "command resumes: finished runs are kept in output_dir/journal until the report is written. "
+                    "Relative paths in the config are relative to the config file; in overrides and "
+                    "--output-dir, to the current directory.",
     )
     parser.add_argument("--config", required=True, help="YAML config file")
-    parser.add_argument("--output-dir", help="override the config's output_dir")
+    parser.add_argument("--output-dir", help="override the config's output_dir (the same as output_dir=PATH)")
     parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
-                        help="override a config value, e.g. --set tasks.seed=1 (repeatable)")
+                        help="old spelling of a KEY=VALUE override (repeatable); prints a note")
+    parser.add_argument("overrides", nargs="*", metavar="KEY=VALUE",
+                        help="settings on top of the config (values parsed as YAML), e.g. tasks.seed=1 "
+                             "'baselines.methods=[finetune]'")
     parser.set_defaults(handler=run)
 
 
+def load(args):
+    """The :class:`~idgen.unlearn.RunConfig` the parsed command line asks for."""
+    from ..config import resolve_path
+    from ..unlearn import load_config
+
+    if args.set:
+        print(f"idgen: note: {SET_NOTE}", file=sys.stderr)
+    config = load_config(args.config, [*args.set, *args.overrides])
+    if args.output_dir:
+        config.output_dir = resolve_path(args.output_dir)
+    return config
+
+
 def run(args) -> int:
-    from ..unlearn import load_config, run_forgetting
+    from ..unlearn import run_forgetting
     from ..unlearn.report import markdown_report
 
-    config = load_config(args.config, args.set)
-    if args.output_dir:
-        config.output_dir = args.output_dir
+    config = load(args)
     report = run_forgetting(config)
     print(markdown_report(report))
     print(f"wrote {config.output_dir}/report.md, report.json, groups.png" + (", model/" if config.save_model else ""))
