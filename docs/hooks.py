@@ -107,20 +107,26 @@ def _cell(text: str) -> str:
     return "".join(p if p.startswith("`") else p.replace("<", "&lt;") for p in parts).replace("|", "\\|")
 
 
-def _sections(cls, prefix: str = ""):
-    """``(key path, dataclass)`` for ``cls`` and every dataclass-typed field under it."""
-    yield prefix, cls
+def _sections(cls, prefix: str = "", rules: dict | None = None):
+    """``(key path, dataclass, path rules its parent gives its keys)`` for ``cls`` and every
+    dataclass-typed field under it."""
+    from idgen.config import path_rule
+
+    yield prefix, cls, rules or {}
     hints = typing.get_type_hints(cls)
     for field in dataclasses.fields(cls):
         if dataclasses.is_dataclass(hints[field.name]):
-            yield from _sections(hints[field.name], f"{prefix}{field.name}.")
+            sub = path_rule(field)
+            yield from _sections(hints[field.name], f"{prefix}{field.name}.", sub if isinstance(sub, dict) else None)
 
 
 def config_reference(target: str) -> str:
+    from idgen.config import path_rule
+
     module, name = target.split(":")
     root = getattr(importlib.import_module(module), name)
     out = []
-    for prefix, cls in _sections(root):
+    for prefix, cls, rules in _sections(root):
         hints, comments = typing.get_type_hints(cls), _field_comments(cls)
         title = f"`{prefix.rstrip('.')}`" if prefix else cls.__name__
         out.append(f"### {title}\n\n`{cls.__module__}.{cls.__qualname__}`\n")
@@ -135,6 +141,9 @@ def config_reference(target: str) -> str:
                 value = _default(field)
                 default = "required" if value is dataclasses.MISSING else f"`{json.dumps(value, ensure_ascii=False, default=str)}`"
                 kind = field.type if isinstance(field.type, str) else getattr(field.type, "__name__", str(field.type))
+                rule = rules.get(field.name) or path_rule(field)
+                if rule is not None and not isinstance(rule, dict):
+                    kind += " (hub id, name or path)" if rule.if_exists else " (path)"
             out.append(f"| `{prefix}{field.name}` | {_cell(kind)} | {default} | {_cell(comments.get(field.name, ''))} |")
         out.append("")
     return "\n".join(out)
