@@ -205,8 +205,7 @@ def test_eval_verify_bin_scores_the_pairs_as_the_pairs_route_does(tmp_path, face
     assert np.allclose(by_bin["thresholds"], by_pairs["thresholds"], atol=1e-5)   # midpoints of the same scores
     assert by_bin["auc"] > 0.5   # the real recogniser tells Aaron Peirsol from the others
 
-    from idgen.faces import OnnxRecognizer
-    from idgen.faces.models import MOBILEFACENET_ONNX
+    from idgen.faces import FaceAnalyzer
 
-    direct = verify_bin(OnnxRecognizer.mobilefacenet(MOBILEFACENET_ONNX), tmp_path / "set.bin", flip=True, progress=False)
+    direct = verify_bin(FaceAnalyzer.from_backend("dlib", "mobilefacenet", flip=True), tmp_path / "set.bin", progress=False)
     assert direct.accuracy == by_bin["accuracy"] and direct.auc == by_bin["auc"]

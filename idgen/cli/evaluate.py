@@ -42,9 +42,7 @@ def run_verify(args) -> int:
                           "(an insightface verification set)")
     if args.bin:
         pairs = read_bin(args.bin)   # read (and refused, if unsafe) before any model loads
-        analyzer = analyzer_from_args(args)
-        result = verify_bin(analyzer.recognizer, pairs, batch_size=args.batch_size, flip=analyzer.flip,
-                            progress=not args.json)
+        result = verify_bin(analyzer_from_args(args), pairs, batch_size=args.batch_size, progress=not args.json)
     else:
         pairs = read_pairs(args.pairs, args.images)
         result = verify_pairs(analyzer_from_args(args), pairs, batch_size=args.batch_size, progress=not args.json)

@@ -12,8 +12,8 @@ A pickle can run any code while it loads, so these files are never given to ``pi
 Python 3's protocol 2 writes bytes). Anything else, an ``os.system`` say, is refused before it is
 looked up, with a :class:`~idgen.errors.DataError` naming the file.
 
-The pairs are scored as insightface does: images embedded without detection (the template placed on
-the whole crop, as ``--align box`` places it in a box), cosine of the embeddings, and 10 folds of
+The pairs are scored as insightface does: images embedded without detection
+(:meth:`~idgen.faces.FaceAnalyzer.embed_aligned`: the template placed on the whole crop), cosine of the embeddings, and 10 folds of
 consecutive pairs (for ``lfw.bin``, LFW View 2's ten sets of 600 pairs).
 """
 
@@ -29,7 +29,6 @@ import numpy as np
 from tqdm.auto import tqdm
 
 from ..errors import DataError, ImageReadError
-from ..faces.align import center_box, template_in_box
 from ..faces.image import decode_image
 from ..io import write_bytes_atomic
 from .verification import VerificationResult, evaluate_scores
@@ -168,33 +167,22 @@ def write_bin(path: str | os.PathLike, images: list[bytes], same: list[bool]) ->
     write_bytes_atomic(path, buffer.getvalue())
 
 
-def embed_aligned(recognizer, images: list[np.ndarray], batch_size: int = 64, flip: bool = False,
-                  progress: bool = True) -> np.ndarray:
-    """Unit-length embeddings of already aligned face crops, with no detection: each crop is cut by the
-    recogniser (``recognizer.crop``) with the ArcFace template placed on the whole image, as ``--align
-    box`` places it in a box, so a 112×112 aligned crop is used as it is. ``flip`` adds the embedding of
-    the mirrored crop (as ``FaceAnalyzer(flip=True)``)."""
-    out = []
-    for start in tqdm(range(0, len(images), batch_size), desc="embedding", disable=not progress, unit="batch"):
-        crops = []
-        for rgb in images[start: start + batch_size]:
-            box = center_box(*rgb.shape[:2], 1.0)
-            crops.append(recognizer.crop(rgb, template_in_box(box).astype(np.float32), box))
-        crops = np.stack(crops)
-        embeddings = recognizer.embed(crops)
-        if flip:
-            embeddings = embeddings + recognizer.embed(np.ascontiguousarray(crops[:, :, ::-1]))
-        out.append(np.asarray(embeddings, dtype=np.float64))
-    embeddings = np.concatenate(out)
+def embed_aligned(analyzer, images: list[np.ndarray], batch_size: int = 64, progress: bool = True) -> np.ndarray:
+    """Unit-length embeddings of already aligned face crops, in batches, with no detection
+    (:meth:`idgen.faces.FaceAnalyzer.embed_aligned`; the analyser's ``flip`` applies)."""
+    batches = tqdm(range(0, len(images), batch_size), desc="embedding", disable=not progress, unit="batch")
+    embeddings = np.concatenate([np.asarray(analyzer.embed_aligned(images[start: start + batch_size]), dtype=np.float64)
+                                 for start in batches])
     return embeddings / np.maximum(np.linalg.norm(embeddings, axis=1, keepdims=True), 1e-12)
 
 
-def verify_bin(recognizer, source: str | os.PathLike | VerificationSet, batch_size: int = 64, flip: bool = False,
-               folds: int = 10, progress: bool = True) -> VerificationResult:
+def verify_bin(analyzer, source: str | os.PathLike | VerificationSet, batch_size: int = 64, folds: int = 10,
+               progress: bool = True) -> VerificationResult:
     """Verification accuracy (``folds``-fold, threshold from the other folds), AUC and TAR@FAR=1e-3 of a
-    recogniser (anything with ``crop`` and ``embed``, e.g. ``FaceAnalyzer.recognizer``) on a ``.bin``."""
+    :class:`~idgen.faces.FaceAnalyzer`'s recogniser (with its ``flip``) on a ``.bin``, as
+    :func:`~idgen.eval.verify_pairs` scores a pairs file."""
     pairs = source if isinstance(source, VerificationSet) else read_bin(source)
-    embeddings = embed_aligned(recognizer, pairs.images, batch_size, flip, progress)
+    embeddings = embed_aligned(analyzer, pairs.images, batch_size, progress)
     scores = (embeddings[0::2] * embeddings[1::2]).sum(1)
     metrics = evaluate_scores(scores, pairs.same, pairs.folds(folds))
     return VerificationResult(pairs=len(pairs), images=len(pairs.images), missing_faces=0, **metrics)

@@ -146,6 +146,18 @@ class FaceAnalyzer:
         for (_, face), embedding in zip(items, embeddings):
             face.embedding = embedding
 
+    def embed_aligned(self, images: list[np.ndarray]) -> np.ndarray:
+        """Raw embeddings (N×D) of face crops that are already aligned, with no detection: the ArcFace
+        template is placed on the whole image (as ``fallback_box=1.0`` would place it), so a 112×112
+        aligned crop is used as it is; ``flip`` applies as for detected faces. For verification sets
+        of aligned crops (insightface ``.bin`` files)."""
+        faces = []
+        for rgb in images:
+            box = center_box(*rgb.shape[:2], 1.0)
+            faces.append(Face(bbox=box, det_score=FALLBACK_SCORE, landmarks=template_in_box(box).astype(np.float32)))
+        self._embed_faces(list(zip(images, faces)))
+        return np.stack([face.embedding for face in faces])
+
     def analyze(self, image: ImageInput) -> list[Face]:
         """All faces in ``image``, largest first, each with its embedding."""
         rgb = load_image(image)

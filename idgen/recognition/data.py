@@ -269,12 +269,17 @@ def load_face_folder(config: FaceDataConfig) -> tuple[FaceSet, FaceSet]:
             FaceSet(images[n:], torch.tensor(test_labels), names, rel[n:]))
 
 
+def random_flip(images: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
+    """Mirror a random half of N×C×H×W images (the augmentation of every recogniser trainer)."""
+    flip = torch.rand(len(images), generator=generator) < 0.5
+    return torch.where(flip[:, None, None, None].to(images.device), images.flip(-1), images)
+
+
 def to_model_input(images: torch.Tensor, augment: bool = False) -> torch.Tensor:
     """uint8 N×C×S×S → float in [-1, 1]; ``augment`` adds random flips and ±S/16 pixel shifts."""
     x = to_tensor(images, channels_last=False)
     if augment:
-        flip = torch.rand(len(x)) < 0.5
-        x = torch.where(flip[:, None, None, None], x.flip(-1), x)
+        x = random_flip(x)
         pad = max(1, x.shape[-1] // 16)
         padded = torch.nn.functional.pad(x, (pad,) * 4, mode="replicate")
         dx, dy = torch.randint(0, 2 * pad + 1, (2,)).tolist()

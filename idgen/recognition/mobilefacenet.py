@@ -25,12 +25,12 @@ from tqdm.auto import tqdm
 from ..errors import ConfigError
 from ..io import save_module_weights, write_json_atomic
 from ..models import BACKBONES, HEADS, IRESNET_DEPTHS, build_backbone, margin_head, to_tensor
-from .data import align_images, read_face_set
+from .data import align_images, random_flip, read_face_set
 from .train import warmup_cosine
 
 
 #: Margins of the ArcFace (angle), CosFace (cosine) and AdaFace (both, by feature norm) papers.
-DEFAULT_MARGIN = dict(HEADS)
+DEFAULT_MARGIN = HEADS
 
 
 @dataclass
@@ -69,12 +69,6 @@ class MobileFaceNetTrainConfig:
             raise ConfigError(f"IResNet depth {self.depth}: use one of {sorted(IRESNET_DEPTHS)}")
         if self.epochs < 1 or self.batch_size < 1:
             raise ConfigError(f"epochs and batch_size must be ≥ 1, got {self.epochs} and {self.batch_size}")
-
-
-def random_flip(images: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
-    """Mirror a random half of N×C×H×W images."""
-    flip = torch.rand(len(images), generator=generator) < 0.5
-    return torch.where(flip[:, None, None, None].to(images.device), images.flip(-1), images)
 
 
 def network_arguments(config: MobileFaceNetTrainConfig) -> dict:

@@ -22,6 +22,7 @@ TASKS = ("id-adapter", "personalize", "vae", "id-model")
 #: Tasks that train whole networks (from scratch or a checkpoint) rather than LoRA adapters.
 FULL_TASKS = ("vae", "id-model")
 
+
 @dataclass
 class ModelConfig:
     #: diffusers folder or hub id of the Stable Diffusion 1.5 base (VAE, tokenizer, scheduler, and the
