@@ -93,18 +93,19 @@ def _cross_attention_layers(unet):
             yield index, unet.get_submodule(name[: -len(".processor")])
 
 
-def instantid_state_dict(unet, embedding_dim: int, seed: int = 0) -> dict:
-    """An InstantID ``ip-adapter.bin`` payload, original key layout, random values."""
-    g = torch.Generator().manual_seed(seed)
+def original_resampler_state_dict(embedding_dim: int, output_dim: int, *, dim: int, heads: int, dim_head: int,
+                                  queries: int, depth: int, ff_mult: int, generator: torch.Generator) -> dict:
+    """Random tensors in the original IP-Adapter Plus Resampler layout (``layers.i.0.to_kv`` …), which
+    InstantID's ``ip-adapter.bin`` and InfiniteYou's ``image_proj_model.bin`` both use."""
 
     def rand(*shape, base=0.0):
-        return base + 0.3 * torch.randn(*shape, generator=g)
+        return base + 0.3 * torch.randn(*shape, generator=generator)
 
-    dim, inner, queries = RESAMPLER["dim"], RESAMPLER["heads"] * RESAMPLER["dim_head"], RESAMPLER["queries"]
+    inner = heads * dim_head
     proj = {"latents": rand(1, queries, dim), "proj_in.weight": rand(dim, embedding_dim) / embedding_dim**0.5,
-            "proj_in.bias": rand(dim), "proj_out.weight": rand(CROSS_DIM, dim), "proj_out.bias": rand(CROSS_DIM),
-            "norm_out.weight": rand(CROSS_DIM, base=1.0), "norm_out.bias": rand(CROSS_DIM)}
-    for i in range(RESAMPLER["depth"]):
+            "proj_in.bias": rand(dim), "proj_out.weight": rand(output_dim, dim), "proj_out.bias": rand(output_dim),
+            "norm_out.weight": rand(output_dim, base=1.0), "norm_out.bias": rand(output_dim)}
+    for i in range(depth):
         p = f"layers.{i}."
         proj.update({
             p + "0.norm1.weight": rand(dim, base=1.0), p + "0.norm1.bias": rand(dim),
@@ -112,12 +113,21 @@ def instantid_state_dict(unet, embedding_dim: int, seed: int = 0) -> dict:
             p + "0.to_q.weight": rand(inner, dim), p + "0.to_kv.weight": rand(2 * inner, dim),
             p + "0.to_out.weight": rand(dim, inner) / 4,
             p + "1.0.weight": rand(dim, base=1.0), p + "1.0.bias": rand(dim),
-            p + "1.1.weight": rand(dim * RESAMPLER["ff_mult"], dim), p + "1.3.weight": rand(dim, dim * RESAMPLER["ff_mult"]) / 4,
+            p + "1.1.weight": rand(dim * ff_mult, dim), p + "1.3.weight": rand(dim, dim * ff_mult) / 4,
         })
+    return proj
+
+
+def instantid_state_dict(unet, embedding_dim: int, seed: int = 0) -> dict:
+    """An InstantID ``ip-adapter.bin`` payload, original key layout, random values."""
+    g = torch.Generator().manual_seed(seed)
+    proj = original_resampler_state_dict(embedding_dim, CROSS_DIM, dim=RESAMPLER["dim"], heads=RESAMPLER["heads"],
+                                         dim_head=RESAMPLER["dim_head"], queries=RESAMPLER["queries"],
+                                         depth=RESAMPLER["depth"], ff_mult=RESAMPLER["ff_mult"], generator=g)
     ip = {}
     for index, attn in _cross_attention_layers(unet):
         for name in ("to_k_ip", "to_v_ip"):
-            ip[f"{index}.{name}.weight"] = rand(*attn.to_k.weight.shape)
+            ip[f"{index}.{name}.weight"] = 0.3 * torch.randn(*attn.to_k.weight.shape, generator=g)
     return {"image_proj": proj, "ip_adapter": ip}
 
 

@@ -1,0 +1,256 @@
+"""InfiniteYou-style generation on FLUX: identity from one face, a free text prompt, an optional pose.
+
+InfiniteYou (ByteDance) is the InstantID recipe moved to FLUX.1-dev, and it maps onto diffusers'
+Flux ControlNet pipeline without touching its denoising loop:
+
+* the face's 512-d ArcFace embedding, L2-normalised, goes through a Perceiver Resampler
+  (:class:`~idgen.pipelines.infiniteyou_projection.InfiniteYouProjection`) to 8 tokens as wide as
+  FLUX's text states;
+* InfuseNet, a standard :class:`~diffusers.FluxControlNetModel` (4 double- and 10 single-stream
+  blocks), reads those tokens in place of the prompt — with zero text position ids and an embedded
+  guidance of 1 — plus a condition image: the five face keypoints drawn as for InstantID, or black
+  when no pose is asked for. Its residuals are added to the FLUX transformer, which sees only the
+  text. The parent pipeline hands the ControlNet the text states, so for the length of one call a
+  forward pre-hook on InfuseNet swaps them for the identity tokens.
+
+Seeds: like every diffusers ControlNet pipeline, this one samples the condition image's VAE latents
+from ``generator`` before the starting noise, so a seed gives other noise than in plain
+:class:`~diffusers.FluxPipeline`; pass ``latents`` to share noise between the two.
+
+One difference from the reference loop is diffusers', not ours: with ``true_cfg_scale > 1`` and a
+negative prompt, diffusers adds the ControlNet residuals to the negative pass too, where InfiniteYou
+leaves them out.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from dataclasses import dataclass
+from typing import Optional, Sequence, Union
+
+import numpy as np
+import PIL.Image
+import torch
+from diffusers import FluxControlNetModel, FluxControlNetPipeline
+from diffusers.models.controlnets.controlnet_flux import FluxMultiControlNetModel
+from diffusers.utils import BaseOutput
+
+from idgen.errors import IdgenError, ModelFilesMissingError
+from idgen.faces import load_image
+from idgen.identity import normalize
+
+from .face_input import FaceInputMixin
+from .infiniteyou_projection import INFINITEYOU_REPO, InfiniteYouProjection, infiniteyou_subfolder
+from .keypoints import draw_keypoints
+
+#: Defaults of the reference implementation.
+DEFAULT_INFUSENET_SCALE = 1.0
+DEFAULT_GUIDANCE = 3.5
+DEFAULT_STEPS = 30
+#: InfuseNet's own embedded guidance: the reference passes 1.0 whatever FLUX's guidance is.
+INFUSENET_GUIDANCE = 1.0
+
+
+@dataclass
+class InfiniteYouPipelineOutput(BaseOutput):
+    """Result of :class:`InfiniteYouPipeline`.
+
+    Args:
+        images: the generated images (PIL list, NumPy array or tensor, per ``output_type``).
+        id_embeds: ``len(images) × 512`` float32 tensor: the unit identity vector each image was made from.
+    """
+
+    images: Union[list, np.ndarray, torch.Tensor]
+    id_embeds: torch.Tensor
+
+
+def letterbox_keypoints(landmarks, source_size: tuple[int, int], target_size: tuple[int, int]) -> np.ndarray:
+    """Where ``landmarks`` (pixels in a ``source_size = (width, height)`` photo) land when the photo is
+    resized to fill the target's width (portrait or square targets) or height (landscape), keeping its
+    aspect ratio, and centred — the reference's placement of a pose photo on the output canvas."""
+    (source_width, source_height), (width, height) = source_size, target_size
+    if width <= height:
+        new_width, new_height = width, int(width * source_height / source_width)
+    else:
+        new_width, new_height = int(height * source_width / source_height), height
+    scale = np.asarray([new_width / source_width, new_height / source_height])
+    offset = np.asarray([(width - new_width) // 2, (height - new_height) // 2])
+    return np.asarray(landmarks, dtype=np.float64) * scale + offset
+
+
+class InfiniteYouMixin(FaceInputMixin):
+    """InfiniteYou's identity and pose conditioning, for a diffusers Flux ControlNet pipeline class.
+
+    Put it first among the bases: its ``__call__`` turns the face into identity tokens for InfuseNet
+    and a keypoint image, and hands everything else to the diffusers ``__call__`` behind it.
+    """
+
+    # ------------------------------------------------------------------ helpers
+    def _infusenet(self) -> FluxControlNetModel:
+        return self.controlnet.nets[0] if isinstance(self.controlnet, FluxMultiControlNetModel) else self.controlnet
+
+    def _projection(self) -> InfiniteYouProjection:
+        if getattr(self, "identity_projection", None) is None:
+            raise IdgenError("no identity projection; pass identity_projection=InfiniteYouProjection."
+                             "from_infiniteyou('ByteDance/InfiniteYou') to from_pretrained, or use "
+                             "load_infiniteyou_pipeline")
+        return self.identity_projection
+
+    def identity_tokens(self, embeddings: torch.Tensor) -> torch.Tensor:
+        """Identity tokens (N × 8 × 4096) of unit embeddings (N × 512), computed where the projection's
+        weights are (CPU under model offload)."""
+        weight = self._projection().resampler.proj_in.weight
+        return self._projection()(embeddings.to(weight.device, weight.dtype))
+
+    def _identity(self, face_images, id_embeds):
+        """Unit identity embeddings (N × D): one per photo, or the rows of ``id_embeds``."""
+        if (face_images is None) == (id_embeds is None):
+            raise ValueError("pass exactly one of face_images (photos) and id_embeds (N × 512 embeddings)")
+        if face_images is not None:
+            photos = list(face_images) if isinstance(face_images, (list, tuple)) else [face_images]
+            id_embeds = np.stack([face.embedding for face in self.analyze_faces(photos)]).astype(np.float32)
+        embeddings = torch.as_tensor(np.asarray(id_embeds, dtype=np.float32))
+        return normalize(embeddings.reshape(-1, embeddings.shape[-1]))
+
+    def _pose_image(self, pose_image, keypoints, width: int, height: int) -> PIL.Image.Image:
+        """InfuseNet's condition image at the output size: keypoints as given (pixels of the output),
+        else those of the face in ``pose_image`` placed as the reference places the photo, else black.
+        (Unlike InstantID, the identity photo is not a default pose: without one, InfiniteYou draws
+        the face in whatever pose the prompt suggests.)"""
+        if keypoints is not None:
+            return draw_keypoints(keypoints, (width, height))
+        if pose_image is not None:
+            landmarks = self.analyze_faces([pose_image])[0].landmarks
+            source_height, source_width = load_image(pose_image).shape[:2]
+            return draw_keypoints(letterbox_keypoints(landmarks, (source_width, source_height), (width, height)),
+                                  (width, height))
+        return PIL.Image.new("RGB", (width, height))
+
+    @contextlib.contextmanager
+    def _infusenet_sees_identity(self, tokens: torch.Tensor):
+        """For the duration of the block, InfuseNet's ``encoder_hidden_states`` are the identity tokens
+        (one row per image), its text position ids zeros, its embedded guidance 1."""
+
+        def use_identity(module, args, kwargs):
+            text = kwargs["encoder_hidden_states"]
+            kwargs["encoder_hidden_states"] = tokens.to(text.device, text.dtype)
+            kwargs["txt_ids"] = kwargs["txt_ids"].new_zeros(tokens.shape[1], kwargs["txt_ids"].shape[-1])
+            if kwargs.get("guidance") is not None:
+                kwargs["guidance"] = torch.full_like(kwargs["guidance"], INFUSENET_GUIDANCE)
+            return args, kwargs
+
+        handle = self._infusenet().register_forward_pre_hook(use_identity, with_kwargs=True)
+        try:
+            yield
+        finally:
+            handle.remove()
+
+    # ------------------------------------------------------------------ generation
+    @torch.no_grad()
+    def __call__(self, prompt: Union[str, list[str], None] = None, *,
+                 id_embeds=None, face_images=None, pose_image=None,
+                 keypoints: Optional[Sequence[Sequence[float]]] = None,
+                 infusenet_conditioning_scale: Union[float, list[float]] = DEFAULT_INFUSENET_SCALE,
+                 infusenet_guidance_start: float = 0.0, infusenet_guidance_end: float = 1.0,
+                 guidance_scale: float = DEFAULT_GUIDANCE, num_inference_steps: int = DEFAULT_STEPS,
+                 height: Optional[int] = None, width: Optional[int] = None,
+                 num_images_per_prompt: int = 1, **kwargs):
+        """Generate images of the identity in ``face_images`` (a photo, or a list of photos, one
+        identity each; needs ``set_face_analyzer``) or ``id_embeds`` (512-d ArcFace embeddings, one
+        row per prompt or one for all; normalised here) — the identity arguments of every idgen pipeline.
+
+        The pose comes from ``keypoints`` (5×2 pixels in the output image) or from the face in
+        ``pose_image``; with neither, InfuseNet gets a black condition image, as in the reference.
+        ``infusenet_conditioning_scale`` scales InfuseNet's residuals (0 leaves plain FLUX);
+        ``infusenet_guidance_start`` / ``_end`` limit them to part of the schedule. ``guidance_scale``
+        is FLUX.1-dev's embedded guidance. With a :class:`FluxMultiControlNetModel`, InfuseNet comes
+        first and ``control_image`` holds the images of the ControlNets after it. Everything else is
+        :class:`~diffusers.FluxControlNetPipeline`'s (``generator`` — one per image —, ``latents``,
+        ``output_type``, ``joint_attention_kwargs`` with a LoRA ``scale``, …). Returns
+        :class:`InfiniteYouPipelineOutput` (``return_dict=False``: ``(images, id_embeds)``).
+        """
+        embeddings = self._identity(face_images, id_embeds)
+        expected = self._projection().config.embedding_dim
+        if embeddings.shape[-1] != expected:
+            raise ValueError(f"the face embedding has {embeddings.shape[-1]} values but the projection expects "
+                             f"{expected}; InfiniteYou needs 512-d ArcFace embeddings")
+        height = height or self.default_sample_size * self.vae_scale_factor
+        width = width or self.default_sample_size * self.vae_scale_factor
+        pose = self._pose_image(pose_image, keypoints, width, height)
+        extra = kwargs.pop("control_image", None)
+        if isinstance(self.controlnet, FluxMultiControlNetModel):
+            control_image = [pose, *(extra if isinstance(extra, list) else [] if extra is None else [extra])]
+        elif extra is not None:
+            raise ValueError("InfuseNet draws its own condition image; pass keypoints or pose_image, not control_image")
+        else:
+            control_image = pose
+
+        batch_size = kwargs["prompt_embeds"].shape[0] if prompt is None else 1 if isinstance(prompt, str) else len(prompt)
+        if len(embeddings) not in (1, batch_size):
+            raise ValueError(f"{len(embeddings)} identities for {batch_size} prompts; pass one or one per prompt")
+        per_image = embeddings.expand(batch_size, -1).repeat_interleave(num_images_per_prompt, dim=0)
+        tokens = self.identity_tokens(per_image)
+
+        return_dict = kwargs.pop("return_dict", True)
+        with self._infusenet_sees_identity(tokens):
+            output = super().__call__(
+                prompt=prompt, height=height, width=width, control_image=control_image,
+                controlnet_conditioning_scale=infusenet_conditioning_scale,
+                control_guidance_start=infusenet_guidance_start, control_guidance_end=infusenet_guidance_end,
+                guidance_scale=guidance_scale, num_inference_steps=num_inference_steps,
+                num_images_per_prompt=num_images_per_prompt, return_dict=True, **kwargs)
+        if not return_dict:
+            return output.images, per_image
+        return InfiniteYouPipelineOutput(images=output.images, id_embeds=per_image)
+
+
+class InfiniteYouPipeline(InfiniteYouMixin, FluxControlNetPipeline):
+    """FLUX.1-dev + InfuseNet ControlNet + InfiniteYou's identity projection.
+
+    >>> variant = "infu_flux_v1.0/aes_stage2"
+    >>> infusenet = FluxControlNetModel.from_pretrained("ByteDance/InfiniteYou", subfolder=f"{variant}/InfuseNetModel",
+    ...                                                  torch_dtype=torch.bfloat16)
+    >>> projection = InfiniteYouProjection.from_infiniteyou("ByteDance/InfiniteYou", variant="aes_stage2")
+    >>> pipe = InfiniteYouPipeline.from_pretrained("black-forest-labs/FLUX.1-dev", controlnet=infusenet,
+    ...                                            identity_projection=projection, torch_dtype=torch.bfloat16)
+    >>> pipe.set_face_analyzer(FaceAnalyzer.from_backend("antelopev2", "pack"))
+    >>> image = pipe("a portrait in a garden", face_images="me.jpg").images[0]
+
+    :func:`~idgen.pipelines.load_infiniteyou_pipeline` does the above in one call, with optional
+    quantisation. ``save_pretrained`` writes the projection beside the other components.
+    """
+
+    _optional_components = [*FluxControlNetPipeline._optional_components, "identity_projection"]
+
+    def __init__(self, scheduler, vae, text_encoder, tokenizer, text_encoder_2, tokenizer_2, transformer,
+                 controlnet, image_encoder=None, feature_extractor=None,
+                 identity_projection: Optional[InfiniteYouProjection] = None):
+        super().__init__(scheduler=scheduler, vae=vae, text_encoder=text_encoder, tokenizer=tokenizer,
+                         text_encoder_2=text_encoder_2, tokenizer_2=tokenizer_2, transformer=transformer,
+                         controlnet=controlnet, image_encoder=image_encoder, feature_extractor=feature_extractor)
+        self.register_modules(identity_projection=identity_projection)
+
+
+def load_infiniteyou_pipeline(base: str = "black-forest-labs/FLUX.1-dev", infiniteyou: str = INFINITEYOU_REPO, *,
+                              variant: str = "aes_stage2", torch_dtype: torch.dtype = torch.bfloat16,
+                              infusenet_quantization_config=None, **kwargs) -> InfiniteYouPipeline:
+    """FLUX.1-dev with one InfiniteYou variant's InfuseNet and identity projection, each by hub id or
+    local folder, the published files unchanged.
+
+    ``kwargs`` go to :meth:`InfiniteYouPipeline.from_pretrained`; on a consumer card pass diffusers'
+    ``quantization_config=PipelineQuantizationConfig(quant_backend="bitsandbytes_4bit", quant_kwargs=
+    {"load_in_4bit": True, "bnb_4bit_quant_type": "nf4", "bnb_4bit_compute_dtype": torch.bfloat16},
+    components_to_quantize=["transformer", "text_encoder_2"])`` and, for InfuseNet,
+    ``infusenet_quantization_config=BitsAndBytesConfig(...)``.
+    """
+    subfolder = infiniteyou_subfolder(variant)
+    try:
+        infusenet = FluxControlNetModel.from_pretrained(infiniteyou, subfolder=f"{subfolder}/InfuseNetModel",
+                                                        torch_dtype=torch_dtype,
+                                                        quantization_config=infusenet_quantization_config)
+    except OSError as error:
+        raise ModelFilesMissingError(f"cannot load InfuseNet ({subfolder}/InfuseNetModel) from {infiniteyou}: "
+                                     f"{error}; download {INFINITEYOU_REPO} and pass its folder") from error
+    projection = InfiniteYouProjection.from_infiniteyou(infiniteyou, variant=variant).to(dtype=torch_dtype)
+    return InfiniteYouPipeline.from_pretrained(base, controlnet=infusenet, identity_projection=projection,
+                                               torch_dtype=torch_dtype, **kwargs)

@@ -1,0 +1,316 @@
+"""InfiniteYou on tiny random Flux parts: the published projection layout loads and computes what the
+reference Resampler computes, the identity reaches InfuseNet and nothing else, and diffusers' own
+features (scale 0, seeds, batches, save/load, LoRA, offload) keep working."""
+
+import math
+import pickle
+
+import numpy as np
+import pytest
+import torch
+import torch.nn.functional as F
+from diffusers import FluxControlNetModel, FluxPipeline
+from diffusers.models.controlnets.controlnet_flux import FluxMultiControlNetModel
+
+from idgen.errors import ConfigError, IdgenError, ModelFilesMissingError, NoFaceError
+from idgen.pipelines import (InfiniteYouPipeline, InfiniteYouProjection, convert_infiniteyou_projection,
+                             load_infiniteyou_pipeline)
+from idgen.pipelines.keypoints import draw_keypoints
+from idgen.pipelines.pipeline_infiniteyou import letterbox_keypoints
+from idgen.testing.tiny_infiniteyou import (FLUX_BLOCKS, IMAGE_SIZE, PROJECTION, infiniteyou_projection_state_dict,
+                                            tiny_flux_components, tiny_infiniteyou)
+
+STEPS = 2
+
+
+def run(pipe, embedding=None, seed=0, **kwargs):
+    kwargs.setdefault("id_embeds", embedding)
+    return pipe("a photo of a person", height=IMAGE_SIZE, width=IMAGE_SIZE, num_inference_steps=STEPS,
+                generator=torch.Generator().manual_seed(seed), output_type="np", **kwargs).images
+
+
+def identity(seed=0, n=1):
+    return torch.randn(n, 512, generator=torch.Generator().manual_seed(seed)) * 20  # raw, not unit length
+
+
+@pytest.fixture(scope="module")
+def pipe():
+    return tiny_infiniteyou()
+
+
+def reference_resampler(state, x, heads):
+    """The original Resampler, written from its definition: perceiver attention over
+    [inputs; latents] with the scale split between q and k, then a LayerNorm-GELU MLP, residuals."""
+    def layer_norm(t, prefix):
+        return F.layer_norm(t, t.shape[-1:], state[prefix + ".weight"], state[prefix + ".bias"])
+
+    x = x[:, None] @ state["proj_in.weight"].T + state["proj_in.bias"]
+    latents = state["latents"].repeat(len(x), 1, 1)
+    depth = 1 + max(int(k.split(".")[1]) for k in state if k.startswith("layers."))
+    for i in range(depth):
+        p = f"layers.{i}."
+        xs, ls = layer_norm(x, p + "0.norm1"), layer_norm(latents, p + "0.norm2")
+        q = ls @ state[p + "0.to_q.weight"].T
+        k, v = (torch.cat([xs, ls], 1) @ state[p + "0.to_kv.weight"].T).chunk(2, -1)
+        split = lambda t: t.view(t.shape[0], t.shape[1], heads, -1).transpose(1, 2)  # noqa: E731
+        q, k, v = split(q), split(k), split(v)
+        scale = 1 / math.sqrt(math.sqrt(q.shape[-1]))
+        attention = torch.softmax((q * scale) @ (k * scale).transpose(-2, -1), -1) @ v
+        latents = attention.transpose(1, 2).reshape(latents.shape[0], latents.shape[1], -1) @ state[p + "0.to_out.weight"].T + latents
+        hidden = F.gelu(layer_norm(latents, p + "1.0") @ state[p + "1.1.weight"].T)
+        latents = hidden @ state[p + "1.3.weight"].T + latents
+    latents = latents @ state["proj_out.weight"].T + state["proj_out.bias"]
+    return layer_norm(latents, "norm_out")
+
+
+def test_projection_from_published_layout_matches_reference_resampler():
+    state = infiniteyou_projection_state_dict(seed=3)["image_proj"]
+    projection = InfiniteYouProjection.from_original_state_dict(state)
+    assert dict(projection.config).items() >= {"hidden_dim": PROJECTION["dim"], "num_tokens": 8, "depth": PROJECTION["depth"],
+                                               "embedding_dim": 512, "output_dim": FLUX_BLOCKS["joint_attention_dim"]}.items()
+    x = F.normalize(torch.randn(3, 512), dim=-1)
+    expected = reference_resampler(state, x, heads=PROJECTION["heads"])
+    torch.testing.assert_close(projection(x), expected, atol=1e-5, rtol=1e-5)
+
+
+def test_published_projection_size():
+    """The published architecture holds 84,595,968 parameters: the 338 MB float32 image_proj_model.bin."""
+    width, inner, mlp = 1280, 20 * 64, 4 * 1280
+    per_layer = 4 * width + width * inner * 4 + 2 * width + 2 * width * mlp   # norms, q/kv/out, ff norm + MLP
+    expected = 8 * width + 512 * width + width + 4 * per_layer + width * 4096 + 4096 + 2 * 4096
+    with torch.device("meta"):
+        projection = InfiniteYouProjection()
+    assert sum(p.numel() for p in projection.parameters()) == expected == 84_595_968
+
+
+def write_published_layout(root, seed=0):
+    for offset, variant in enumerate(("aes_stage2", "sim_stage1")):
+        folder = root / "infu_flux_v1.0" / variant
+        folder.mkdir(parents=True)
+        torch.save(infiniteyou_projection_state_dict(seed + offset), folder / "image_proj_model.bin")
+
+
+def test_both_variants_load_from_a_folder_and_convert_to_safetensors(tmp_path):
+    write_published_layout(tmp_path)
+    x = F.normalize(torch.randn(2, 512), dim=-1)
+    aes = InfiniteYouProjection.from_infiniteyou(tmp_path)
+    sim = InfiniteYouProjection.from_infiniteyou(tmp_path, variant="sim_stage1")
+    torch.testing.assert_close(aes(x), InfiniteYouProjection.from_original_state_dict(
+        infiniteyou_projection_state_dict(0)["image_proj"])(x))
+    assert (aes(x) - sim(x)).abs().max() > 1e-2
+
+    convert_infiniteyou_projection(tmp_path / "infu_flux_v1.0/sim_stage1/image_proj_model.bin", tmp_path / "converted")
+    assert (tmp_path / "converted" / "diffusion_pytorch_model.safetensors").is_file()
+    torch.testing.assert_close(InfiniteYouProjection.from_pretrained(tmp_path / "converted")(x), sim(x))
+
+
+def test_loading_refuses_pickled_code_missing_files_and_other_layouts(tmp_path):
+    write_published_layout(tmp_path)
+    with pytest.raises(ConfigError, match="unknown InfiniteYou variant"):
+        InfiniteYouProjection.from_infiniteyou(tmp_path, variant="stage3")
+    with pytest.raises(ModelFilesMissingError, match="image_proj_model.bin"):
+        InfiniteYouProjection.from_infiniteyou(tmp_path / "infu_flux_v1.0")
+
+    class Exploit:
+        def __reduce__(self):
+            return (print, ("pwned",))
+
+    hostile = tmp_path / "infu_flux_v1.0" / "aes_stage2" / "image_proj_model.bin"
+    hostile.write_bytes(pickle.dumps({"image_proj": Exploit()}))
+    with pytest.raises(pickle.UnpicklingError):
+        InfiniteYouProjection.from_infiniteyou(tmp_path)
+
+    torch.save({"image_proj": {"proj_in.weight": torch.zeros(4, 4)}}, hostile)
+    with pytest.raises(ConfigError, match="not an InfiniteYou image projection"):
+        InfiniteYouProjection.from_infiniteyou(tmp_path)
+
+
+def test_identity_tokens_reach_only_infusenet_with_zero_ids_and_unit_guidance():
+    components = tiny_flux_components()
+    components["controlnet"] = FluxControlNetModel(**FLUX_BLOCKS, guidance_embeds=True).eval()
+    reference = tiny_infiniteyou()
+    pipe = InfiniteYouPipeline(**components, identity_projection=reference.identity_projection)
+    pipe.set_progress_bar_config(disable=True)
+    seen = {}
+
+    def record(name):
+        def hook(module, args, kwargs):
+            seen.setdefault(name, kwargs)
+        return hook
+
+    pipe.controlnet.register_forward_pre_hook(record("controlnet"), with_kwargs=True)
+    pipe.transformer.register_forward_pre_hook(record("transformer"), with_kwargs=True)
+    raw = identity(1)
+    run(pipe, raw, guidance_scale=3.5)
+
+    expected_tokens = pipe.identity_projection(F.normalize(raw, dim=-1))
+    torch.testing.assert_close(seen["controlnet"]["encoder_hidden_states"], expected_tokens)
+    assert seen["controlnet"]["txt_ids"].shape == (8, 3) and not seen["controlnet"]["txt_ids"].any()
+    assert torch.equal(seen["controlnet"]["guidance"], torch.ones(1))
+    with torch.no_grad():
+        text, _, text_ids = pipe.encode_prompt("a photo of a person", None, max_sequence_length=512)
+    torch.testing.assert_close(seen["transformer"]["encoder_hidden_states"], text)
+    torch.testing.assert_close(seen["transformer"]["txt_ids"], text_ids)
+    assert len(pipe.controlnet._forward_pre_hooks) == 1  # after the call only the test's own hook is left
+
+
+def test_identity_changes_the_image_and_scale_zero_is_plain_flux(pipe):
+    # Reruns are bit-identical, so any difference is the identity's. In this random model it is small
+    # (about 1e-5): the identity tokens are 8 of InfuseNet's 72 keys and AdaLN-Zero's random gates are
+    # near 0.05; the tokens' exact values are checked in the routing test above.
+    first, second = run(pipe, identity(0)), run(pipe, identity(1))
+    assert np.array_equal(first, run(pipe, identity(0)))
+    assert np.abs(first - second).max() > 1e-6
+    components = {k: v for k, v in pipe.components.items() if k in FluxPipeline._get_signature_keys(FluxPipeline)[0]}
+    plain = FluxPipeline(**components)
+    plain.set_progress_bar_config(disable=True)
+    # the same starting noise for both: diffusers' ControlNet pipeline draws the condition image's VAE
+    # sample from the generator before the noise, so equal seeds alone would not give equal latents
+    noise = torch.randn(1, (IMAGE_SIZE // 4) ** 2, FLUX_BLOCKS["in_channels"], generator=torch.Generator().manual_seed(5))
+    flux = plain("a photo of a person", height=IMAGE_SIZE, width=IMAGE_SIZE, num_inference_steps=STEPS,
+                 latents=noise, output_type="np", guidance_scale=3.5).images
+    np.testing.assert_allclose(run(pipe, identity(0), latents=noise, infusenet_conditioning_scale=0.0), flux, atol=1e-6)
+    np.testing.assert_allclose(run(pipe, identity(1), latents=noise, infusenet_guidance_end=0.0), flux, atol=1e-6)
+    assert np.abs(run(pipe, identity(0), latents=noise) - flux).max() > 1e-2  # at scale 1 InfuseNet acts
+
+
+def test_seeds_batches_and_returned_identities(pipe):
+    ids = identity(0, n=2)
+    assert np.array_equal(run(pipe, ids[:1]), run(pipe, ids[:1]))
+    output = pipe(["a photo of a person"] * 2, id_embeds=ids, height=IMAGE_SIZE, width=IMAGE_SIZE,
+                  num_inference_steps=STEPS, output_type="np",
+                  generator=[torch.Generator().manual_seed(0), torch.Generator().manual_seed(0)])
+    np.testing.assert_allclose(output.images[0], run(pipe, ids[:1])[0], atol=1e-4)
+    np.testing.assert_allclose(output.images[1], run(pipe, ids[1:])[0], atol=1e-4)
+    torch.testing.assert_close(output.id_embeds, F.normalize(ids, dim=-1))
+
+    several = pipe("a photo of a person", id_embeds=ids[:1], num_images_per_prompt=3, height=IMAGE_SIZE,
+                   width=IMAGE_SIZE, num_inference_steps=STEPS, output_type="np",
+                   generator=[torch.Generator().manual_seed(s) for s in (0, 1, 0)])
+    assert several.images.shape == (3, IMAGE_SIZE, IMAGE_SIZE, 3) and several.id_embeds.shape == (3, 512)
+    np.testing.assert_allclose(several.images[0], several.images[2], atol=1e-4)
+    assert np.abs(several.images[0] - several.images[1]).max() > 1e-3
+    images, used = pipe("a photo", id_embeds=ids[:1], height=IMAGE_SIZE, width=IMAGE_SIZE,
+                        num_inference_steps=STEPS, output_type="np", return_dict=False)
+    assert images.shape == (1, IMAGE_SIZE, IMAGE_SIZE, 3) and used.shape == (1, 512)
+
+
+def test_argument_mistakes_raise_value_errors(pipe):
+    with pytest.raises(ValueError, match="exactly one"):
+        run(pipe, None)
+    with pytest.raises(ValueError, match="projection expects 512"):
+        run(pipe, torch.randn(1, 128))
+    with pytest.raises(ValueError, match="3 identities for 1 prompts"):
+        run(pipe, identity(0, n=3))
+    with pytest.raises(ValueError, match="not control_image"):
+        run(pipe, identity(0), control_image=draw_keypoints(np.full((5, 2), 16.0), (IMAGE_SIZE, IMAGE_SIZE)))
+
+
+def test_keypoints_are_the_pose_and_letterboxing_follows_the_reference(pipe):
+    kps = np.asarray([[10, 12], [22, 12], [16, 18], [11, 24], [21, 24]], dtype=np.float64)
+    seen = []
+    handle = pipe.controlnet.register_forward_pre_hook(
+        lambda m, a, kw: seen.append(kw["controlnet_cond"]), with_kwargs=True)
+    try:
+        posed, black = run(pipe, identity(0), keypoints=kps), run(pipe, identity(0))
+    finally:
+        handle.remove()
+    assert np.abs(posed - black).max() > 1e-4 and not torch.equal(seen[0], seen[-1])
+
+    # a 200×100 landscape photo on a 64×128 portrait canvas: resized to width 64 (height 32), centred
+    moved = letterbox_keypoints([[100, 50], [0, 0]], (200, 100), (64, 128))
+    np.testing.assert_allclose(moved, [[32, 64], [0, 48]])
+    # on a landscape canvas the height is filled instead
+    np.testing.assert_allclose(letterbox_keypoints([[50, 50]], (100, 100), (128, 64)), [[64, 32]])
+
+
+def test_multi_controlnet_keeps_infusenet_first(pipe):
+    components = dict(pipe.components)
+    other = FluxControlNetModel(**FLUX_BLOCKS)
+    components["controlnet"] = FluxMultiControlNetModel([pipe.controlnet, other])
+    multi = InfiniteYouPipeline(**components)
+    multi.set_progress_bar_config(disable=True)
+    seen = []
+
+    def record(module, args, kwargs):
+        seen.append(kwargs["encoder_hidden_states"])
+
+    other.register_forward_pre_hook(record, with_kwargs=True)
+    extra = draw_keypoints(np.full((5, 2), 16.0), (IMAGE_SIZE, IMAGE_SIZE))
+    noise = torch.randn(1, (IMAGE_SIZE // 4) ** 2, FLUX_BLOCKS["in_channels"], generator=torch.Generator().manual_seed(5))
+    images = run(multi, identity(0), latents=noise, control_image=extra, infusenet_conditioning_scale=[1.0, 0.0])
+    np.testing.assert_allclose(images, run(pipe, identity(0), latents=noise), atol=1e-5)  # noise given: see above
+    assert seen and all(text.shape[1] != 8 for text in seen)  # the second ControlNet reads the text, not the identity
+
+
+def test_save_pretrained_round_trip(pipe, tmp_path):
+    pipe.save_pretrained(tmp_path / "saved")
+    assert (tmp_path / "saved" / "identity_projection" / "config.json").is_file()
+    loaded = InfiniteYouPipeline.from_pretrained(tmp_path / "saved")
+    loaded.set_progress_bar_config(disable=True)
+    assert isinstance(loaded.identity_projection, InfiniteYouProjection)
+    np.testing.assert_allclose(run(loaded, identity(0)), run(pipe, identity(0)), atol=1e-6)
+
+
+def test_loader_reads_a_download_of_flux_and_infiniteyou(pipe, tmp_path):
+    """load_infiniteyou_pipeline on folders laid out as the two hub repositories are."""
+    base = {k: v for k, v in pipe.components.items() if k in FluxPipeline._get_signature_keys(FluxPipeline)[0]}
+    FluxPipeline(**base).save_pretrained(tmp_path / "FLUX.1-dev")
+    variant = tmp_path / "InfiniteYou" / "infu_flux_v1.0" / "sim_stage1"
+    pipe.controlnet.save_pretrained(variant / "InfuseNetModel")
+    torch.save(infiniteyou_projection_state_dict(0), variant / "image_proj_model.bin")
+    loaded = load_infiniteyou_pipeline(tmp_path / "FLUX.1-dev", tmp_path / "InfiniteYou", variant="sim_stage1",
+                                       torch_dtype=torch.float32)
+    loaded.set_progress_bar_config(disable=True)
+    np.testing.assert_allclose(run(loaded, identity(0)), run(pipe, identity(0)), atol=1e-6)
+    with pytest.raises(ModelFilesMissingError, match="aes_stage2/InfuseNetModel"):
+        load_infiniteyou_pipeline(tmp_path / "FLUX.1-dev", tmp_path / "InfiniteYou")
+
+
+def test_lora_loads_into_the_transformer(tmp_path):
+    from diffusers.utils import convert_state_dict_to_diffusers
+    from peft import LoraConfig
+    from peft.utils import get_peft_model_state_dict
+
+    donor = tiny_infiniteyou().transformer
+    donor.add_adapter(LoraConfig(r=4, lora_alpha=4, init_lora_weights=False, target_modules=["to_q", "to_k", "to_v"]))
+    InfiniteYouPipeline.save_lora_weights(
+        tmp_path / "lora", transformer_lora_layers=convert_state_dict_to_diffusers(get_peft_model_state_dict(donor)))
+    pipe = tiny_infiniteyou()
+    before = run(pipe, identity(0))
+    pipe.load_lora_weights(tmp_path / "lora", adapter_name="style")
+    assert np.abs(run(pipe, identity(0)) - before).max() > 1e-3
+    pipe.set_adapters(["style"], adapter_weights=[0.0])
+    np.testing.assert_allclose(run(pipe, identity(0)), before, atol=1e-5)
+
+
+def test_model_cpu_offload_gives_the_same_image():
+    pipe = tiny_infiniteyou()
+    reference = run(pipe, identity(0))
+    pipe.enable_model_cpu_offload(device="cpu")  # exercises accelerate's hooks; no GPU here
+    assert hasattr(pipe.transformer, "_hf_hook") and hasattr(pipe.identity_projection, "_hf_hook")
+    np.testing.assert_allclose(run(pipe, identity(0)), reference, atol=1e-5)
+
+
+def test_missing_projection_is_a_clear_error():
+    bare = InfiniteYouPipeline(**tiny_flux_components())
+    with pytest.raises(IdgenError, match="no identity projection"):
+        run(bare, identity(0))
+
+
+def test_face_photo_end_to_end_and_no_face_error(pipe, dlib_analyzer, faces_dir, tmp_path):
+    photo = sorted(faces_dir.glob("*.jpg"))[0]
+    projection = InfiniteYouProjection(embedding_dim=128, hidden_dim=32, output_dim=FLUX_BLOCKS["joint_attention_dim"],
+                                       depth=1, heads=1, head_dim=64)  # dlib's embeddings are 128-d
+    face_pipe = InfiniteYouPipeline(**{**pipe.components, "identity_projection": projection})
+    face_pipe.set_progress_bar_config(disable=True)
+    face_pipe.set_face_analyzer(dlib_analyzer)
+    output = face_pipe("a photo", face_images=photo, pose_image=photo, height=IMAGE_SIZE, width=IMAGE_SIZE,
+                       num_inference_steps=STEPS, output_type="np")
+    expected = F.normalize(torch.from_numpy(dlib_analyzer.get_face(photo).embedding).float()[None], dim=-1)
+    torch.testing.assert_close(output.id_embeds, expected)
+    blank = tmp_path / "blank.png"
+    from PIL import Image
+    Image.new("RGB", (128, 128), (90, 90, 90)).save(blank)
+    with pytest.raises(NoFaceError, match="blank.png"):
+        face_pipe("a photo", face_images=blank, height=IMAGE_SIZE, width=IMAGE_SIZE, num_inference_steps=STEPS)
