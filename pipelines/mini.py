@@ -3,8 +3,7 @@
 It was trained from scratch by ``training/train.py`` (``training/configs/mini_lfw64_vae.yaml``, then
 ``mini_lfw64.yaml``) on 64×64 aligned crops of LFW, conditioned on the flip-summed 128-d embedding
 of the MobileFaceNet that ships beside it. It draws small, blurry faces with nothing downloaded, but
-this first release does not yet carry identity (its UNet learnt to ignore the conditioning; see the
-Results page of the docs): the offline default of the demo, ``idgen generate``, ``idgen edit``
+barely carries identity yet (held-out AUC 0.53; see the Results page of the docs): the offline default of the demo, ``idgen generate``, ``idgen edit``
 and ``generator.type: mini``. The published Arc2Face checkpoint stays the default wherever it is
 available. ``weights/mini-arc2face/LICENSE.md`` says what the weights may be used for.
 """

@@ -48,9 +48,10 @@ def test_renders_64px_images_of_a_photo_deterministically(mini, faces_dir):
     assert first.std() > 0.05   # an image, not a constant
 
 
-@pytest.mark.xfail(strict=True, reason="the shipped model (1,600 CPU steps) does not yet carry identity: "
-                   "benchmarks/mini_identity.py measures AUC ≈ 0.5 on held-out people (issue 20)")
 def test_renders_look_like_the_person_in_the_photo(mini, faces_dir):
+    """Aaron Peirsol is one of the training people (LFW DevTrain); on held-out people the model barely
+    carries identity (dlib AUC 0.53, benchmarks/mini_identity.py), which this single photo cannot show.
+    Seeds 0-3 give similarities 0.03 / 0.21 / 0.16 / 0.09 against the other person's 0.02."""
     photo = faces_dir / "Aaron_Peirsol_0001.jpg"
     renders = mini(face_images=[photo], num_images_per_prompt=4, num_inference_steps=20,
                    generator=[torch.Generator().manual_seed(k) for k in range(4)], output_type="np").images
