@@ -15,6 +15,11 @@ import tempfile
 from contextlib import contextmanager
 from pathlib import Path
 
+#: The file a LoRA is saved in, in a folder: the name diffusers' ``load_lora_weights(folder)`` reads
+#: (diffusers' ``LORA_WEIGHT_NAME_SAFE``; ``tests/test_io.py`` checks they agree). Every LoRA idgen
+#: writes, trained (:mod:`idgen.training.lora`) or forgetting (:mod:`idgen.unlearn.generator`), uses it.
+LORA_WEIGHT_NAME = "pytorch_lora_weights.safetensors"
+
 _UMASK = os.umask(0)   # the umask can only be read by setting it: read once, put straight back
 os.umask(_UMASK)
 

@@ -21,7 +21,7 @@ from tiny_sd import TEXT_WIDTH, tiny_pipeline
 
 from idgen.errors import ConfigError
 from idgen.identity import perturb, random_identities
-from idgen.unlearn.generator import (LORA_WEIGHTS_NAME, PLOT_NAME, REPORT_NAME, SAME_PERSON_COSINE,
+from idgen.unlearn.generator import (LORA_WEIGHT_NAME, PLOT_NAME, REPORT_NAME, SAME_PERSON_COSINE,
                                      GeneratorForgetConfig, forget_identities, same_person_yardstick, swap_identity)
 
 DIM = TEXT_WIDTH  # 128-d identities, as from dlib
@@ -154,7 +154,7 @@ def test_report_and_lora_files(original, first_request, tmp_path):
     assert len(ffn) == 4 and keys == {f"text_encoder.{name}.lora_linear_layer.{m}.weight"
                                       for name in ffn for m in ("down", "up")}
     folder = result.save(tmp_path / "saved")
-    assert (folder / LORA_WEIGHTS_NAME).is_file() and (folder / REPORT_NAME).is_file()
+    assert (folder / LORA_WEIGHT_NAME).is_file() and (folder / REPORT_NAME).is_file()
     assert (folder / PLOT_NAME).read_bytes().startswith(b"\x89PNG")
     assert set(result.to_neutral) == {"forgotten", "nearby", "random", "retained"}
     assert len(result.to_neutral["nearby"]) == 8 * len(result.identities)

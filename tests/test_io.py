@@ -41,3 +41,13 @@ def test_a_failed_write_leaves_the_old_file_and_no_temporary(tmp_path):
             raise RuntimeError("killed mid-write")
     assert target.read_text() == '{\n  "version": 1\n}\n'
     assert sorted(p.name for p in tmp_path.iterdir()) == ["report.json"]
+
+
+def test_the_lora_file_name_is_the_one_diffusers_loads():
+    """Every LoRA idgen writes (trained or forgetting) is saved under the name that diffusers'
+    ``load_lora_weights(folder)`` looks for; a diffusers that renamed it would fail here, not in use."""
+    from diffusers.loaders.lora_base import LORA_WEIGHT_NAME_SAFE
+
+    from idgen.io import LORA_WEIGHT_NAME
+
+    assert LORA_WEIGHT_NAME == LORA_WEIGHT_NAME_SAFE

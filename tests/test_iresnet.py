@@ -246,20 +246,20 @@ def test_recognizer_train_arch_iresnet_saves_a_folder_that_reloads_with_equal_em
                                                                                          monkeypatch, capsys):
     """A tiny IR-18 with an AdaFace head, a few steps; the in-memory network at the end of training and the
     folder loaded back (as `idgen.faces` does) give the same embeddings."""
-    import idgen.recognition.mobilefacenet as trainer
+    import idgen.recognition.trainer as trainer
     from idgen.cli import main
     from idgen.faces import FaceAnalyzer
     from idgen.models import to_tensor
     from idgen.recognition import TrainedRecognizer, align_images, read_face_set
 
     trained = {}
-    save = trainer.save_module_weights
+    save = trainer.save_recognizer
 
-    def keep(network, target, *args, **kwargs):
+    def keep(folder, architecture, network, *args, **kwargs):
         trained["network"] = network
-        return save(network, target, *args, **kwargs)
+        return save(folder, architecture, network, *args, **kwargs)
 
-    monkeypatch.setattr(trainer, "save_module_weights", keep)
+    monkeypatch.setattr(trainer, "save_recognizer", keep)
     out = tmp_path / "ir18"
     assert main(["recognizer", "train", "--arch", "iresnet", "--depth", "18", "--head", "adaface", "--data",
                  str(face_folder), "--out", str(out), "--align", "box", "--box", "0.5", "--width", "0.125",

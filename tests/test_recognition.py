@@ -157,10 +157,107 @@ def test_train_recognizer_command_distils_mobilefacenet(tmp_path, capsys, mobile
     assert torch.allclose(got, torch.nn.functional.normalize(expected, dim=-1), atol=1e-5)
 
 
-def test_a_face_transformer_folder_given_as_an_analyser_recogniser_is_refused_by_name(tmp_path):
-    from idgen.errors import ModelFilesMissingError
-    from idgen.faces import FaceAnalyzer
+def test_the_face_transformer_trains_through_the_shared_trainer_and_reloads_with_equal_embeddings(
+        tmp_path, monkeypatch, capsys):
+    """`--arch face-transformer` runs the one trainer (the same `_fit` loop and folder format as the
+    other backbones): its folder records architecture face-transformer, the options and a summary, and
+    loads back, as `FaceRecognizer` and as an `idgen.faces` recogniser, with the embeddings the network
+    had at the end of training."""
+    import json
 
-    FaceRecognizer(model_config("cpu-tiny", num_classes=3)).save_pretrained(tmp_path / "ft", ["a", "b", "c"])
-    with pytest.raises(ModelFilesMissingError, match="Face Transformer recogniser.*--arch mobilefacenet"):
-        FaceAnalyzer.from_backend("dlib", str(tmp_path / "ft"))
+    import idgen.recognition.trainer as trainer
+    from idgen.faces import FaceAnalyzer
+    from idgen.models import to_tensor
+    from idgen.recognition import TrainedRecognizer
+
+    calls = {}
+    fit = trainer._fit
+
+    def spy_fit(config, network, *args, **kwargs):
+        calls["fit"], calls["network"] = config.backbone, network
+        return fit(config, network, *args, **kwargs)
+
+    monkeypatch.setattr(trainer, "_fit", spy_fit)
+    _write_folder(tmp_path / "faces")
+    out = tmp_path / "model"
+    assert main(["recognizer", "train", "--arch", "face-transformer", "--data", str(tmp_path / "faces"), "--out",
+                 str(out), "--preset", "cpu-tiny", "--input-size", "16", "--align", "resize", "--epochs", "2",
+                 "--cache-dir", str(tmp_path / "cache"), "--no-progress"]) == 0
+    assert "test accuracy" in capsys.readouterr().out and calls["fit"] == "face-transformer"
+    config = json.loads((out / "config.json").read_text())
+    assert config["architecture"] == "face-transformer" and config["class_names"] == ["p0", "p1", "p2"]
+    assert config["model"]["image_size"] == 16 and config["train"]["backbone"] == "face-transformer"
+    assert config["summary"]["identities"] == 3 and config["summary"]["steps"] == 2
+
+    crops = np.random.default_rng(1).integers(0, 255, (4, 16, 16, 3), dtype=np.uint8)
+    with torch.no_grad():
+        expected = calls["network"].eval().embed(to_tensor(crops)).numpy()
+    reloaded = FaceRecognizer.from_pretrained(out)
+    assert reloaded.class_names == ["p0", "p1", "p2"]
+    with torch.no_grad():
+        assert np.allclose(reloaded.embed(to_tensor(crops)).numpy(), expected, atol=1e-6)
+    recognizer = TrainedRecognizer(out)
+    assert recognizer.architecture == "face-transformer" and recognizer.input_size == 16
+    assert recognizer.embedding_size == 64 and np.allclose(recognizer.embed(crops), expected, atol=1e-6)
+    assert isinstance(FaceAnalyzer.from_backend("dlib", str(out)).recognizer, TrainedRecognizer)
+
+
+def test_a_face_transformer_folder_from_before_the_architecture_field_still_loads(tmp_path):
+    """Folders written before every backbone shared one format kept the options at the top level."""
+    import json
+
+    from idgen.io import save_module_weights
+    from idgen.recognition import TrainedRecognizer
+
+    model = FaceRecognizer(model_config("cpu-tiny", num_classes=3))
+    (tmp_path / "old").mkdir()
+    (tmp_path / "old" / "config.json").write_text(json.dumps(
+        {**__import__("dataclasses").asdict(model.config), "class_names": ["a", "b", "c"]}))
+    save_module_weights(model, tmp_path / "old" / "model.safetensors")
+    loaded = FaceRecognizer.from_pretrained(tmp_path / "old")
+    assert loaded.class_names == ["a", "b", "c"] and loaded.config == model.config
+    assert all(torch.equal(a, b) for a, b in zip(loaded.state_dict().values(), model.state_dict().values()))
+    assert TrainedRecognizer(tmp_path / "old").architecture == "face-transformer"
+
+
+def test_old_and_new_trainer_names_are_the_same_trainer():
+    """The one config and trainer, and the old names that stay importable."""
+    import warnings
+
+    from idgen import recognition
+    from idgen.recognition import RecognizerTrainConfig
+
+    assert recognition.MobileFaceNetTrainConfig is RecognizerTrainConfig
+    assert recognition.train_mobilefacenet is recognition.train and recognition.train_recognizer is recognition.fit
+    old = recognition.TrainConfig(epochs=3, lr=3e-3)
+    assert old == RecognizerTrainConfig(backbone="face-transformer", epochs=3, lr=3e-3)
+    assert (old.weight_decay, old.warmup_epochs, old.augment, old.head) == (0.05, 2, True, None)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", FutureWarning)
+        from idgen.fr import TrainConfig, train_recognizer
+    assert TrainConfig is RecognizerTrainConfig and train_recognizer is recognition.train
+    mobile = RecognizerTrainConfig(data="d", output="o")
+    assert (mobile.backbone, mobile.lr, mobile.epochs, mobile.head, mobile.preset) == ("mobilefacenet", 0.1, 10,
+                                                                                       "arcface", None)
+
+
+@pytest.mark.parametrize("options, message", [
+    ({"backbone": "face-transformer", "head": "adaface"}, "head: not an option of backbone 'face-transformer'"),
+    ({"backbone": "mobilefacenet", "preset": "cpu-tiny", "warmup_epochs": 1},
+     "preset, warmup_epochs: not an option of backbone 'mobilefacenet'"),
+    ({"backbone": "iresnet", "align": "resize"}, "align 'resize': backbone 'iresnet' aligns with dlib or box"),
+    ({"backbone": "face-transformer", "preset": "huge"}, "unknown preset 'huge'"),
+    ({"backbone": "vit"}, "unknown backbone 'vit'"),
+])
+def test_the_trainer_config_refuses_options_of_another_backbone(options, message):
+    from idgen.recognition import RecognizerTrainConfig
+
+    with pytest.raises(ConfigError, match=message):
+        RecognizerTrainConfig(data="d", output="o", **options)
+
+
+def test_fit_trains_only_a_face_transformer_in_memory():
+    from idgen.recognition import RecognizerTrainConfig, fit
+
+    with pytest.raises(ConfigError, match="fit trains a Face Transformer"):
+        fit(FaceRecognizer(model_config("cpu-tiny", num_classes=4)), _toy_set(), RecognizerTrainConfig())

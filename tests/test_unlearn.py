@@ -16,7 +16,7 @@ from idgen.recognition import FaceRecognizer, FaceSet, model_config
 from idgen.unlearn import (add_task_lora, class_prototypes, find_ffn_linears, forgetting_loss, group_lasso,
                            group_soft_threshold, gs_lora_task, load_config, lora_groups, merge_task_lora,
                            prototype_loss)
-from idgen.unlearn.config import ForgetConfig, LoraConfig
+from idgen.unlearn.config import ForgetConfig, GroupSparseLoraConfig
 
 
 def tiny(num_classes=6, depth=3):
@@ -187,7 +187,7 @@ def test_gs_lora_task_forgets_and_keeps_on_toy_data():
     assert float((predict(model, data) == data.labels).float().mean()) > 0.95
     forget, retain = data.of_classes([0]), data.of_classes(range(1, 6))
     config = ForgetConfig(epochs=8, batch_size=24, forget_batch_size=8, lr=1e-2, bound=20.0, augment=False,
-                          prototype_weight=0.5, lora=LoraConfig(rank=2))
+                          prototype_weight=0.5, lora=GroupSparseLoraConfig(rank=2))
     edited, stats = gs_lora_task(model, forget, retain, config)
     pred = predict(edited, data)
     assert float((pred[data.labels == 0] == 0).float().mean()) == 0.0
@@ -207,7 +207,7 @@ def test_proximal_group_lasso_sets_whole_groups_exactly_to_zero():
     zero_tol = 1e-3
     for proximal, expect_zero in ((True, 3), (False, 0)):
         config = ForgetConfig(epochs=2, batch_size=24, forget_batch_size=8, lr=1e-2, alpha=1000.0, warmup_epochs=1,
-                              proximal=proximal, augment=False, lora=LoraConfig(rank=2, zero_tol=zero_tol))
+                              proximal=proximal, augment=False, lora=GroupSparseLoraConfig(rank=2, zero_tol=zero_tol))
         edited, stats = gs_lora_task(copy.deepcopy(model), forget, retain, config)
         zero = [name for name, norm in stats["group_norms"].items() if norm == 0.0]
         assert len(zero) == expect_zero and stats["nonzero_groups"] == 3 - expect_zero
@@ -358,7 +358,7 @@ def test_prototype_bound_defaults_to_the_forgetting_bound(monkeypatch):
     for prototype_bound, expected in ((None, 7.0), (3.0, 3.0)):
         seen.clear()
         config = ForgetConfig(epochs=1, batch_size=24, forget_batch_size=8, bound=7.0, prototype_weight=1.0,
-                              prototype_bound=prototype_bound, augment=False, lora=LoraConfig(rank=2))
+                              prototype_bound=prototype_bound, augment=False, lora=GroupSparseLoraConfig(rank=2))
         gs_lora_task(tiny(), forget, retain, config)
         assert seen and set(seen) == {expected}
 
@@ -592,3 +592,24 @@ def test_a_killed_run_resumes_and_reports_what_an_uninterrupted_run_reports(tmp_
         load_file(str(tmp_path / "whole" / "model" / "model.safetensors"))
     assert saved.keys() == expected.keys() and all(torch.equal(saved[k], expected[k]) for k in saved)
     assert not (out / "journal").exists()
+
+
+def test_the_base_model_section_is_the_face_transformers_fitting_options():
+    """`model.train` is the one recogniser trainer's config, Face Transformer, fitting options only; the
+    two LoRA configs have names that say which LoRA they are, and the old names still work."""
+    from idgen.recognition import RecognizerTrainConfig
+    from idgen.training.config import GeneratorLoraConfig
+    from idgen.training.config import LoraConfig as OldGeneratorName
+    from idgen.unlearn.config import LoraConfig as OldName
+    from idgen.unlearn.config import load_config
+
+    base = {"data": {"root": "faces"}, "model": {"path": "m", "train": {"epochs": 3, "warmup_epochs": 1}},
+            "output_dir": "out"}
+    train = load_config(base).model.train
+    assert train == RecognizerTrainConfig(backbone="face-transformer", epochs=3, warmup_epochs=1)
+    assert load_config({**base, "model": {"path": "m"}}).model.train == RecognizerTrainConfig(backbone="face-transformer")
+    with pytest.raises(ConfigError, match="model.train: data, head not an option of training the base model"):
+        load_config({**base, "model": {"path": "m", "train": {"head": "arcface", "data": "x"}}})
+    with pytest.raises(ConfigError, match="forgetting edits a face-transformer, not 'iresnet'"):
+        load_config({**base, "model": {"path": "m", "train": {"backbone": "iresnet"}}})
+    assert OldName is GroupSparseLoraConfig and OldGeneratorName is GeneratorLoraConfig

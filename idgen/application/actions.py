@@ -4,7 +4,7 @@ They know nothing about Gradio, so the CLI and the tests call them directly; the
 (:mod:`idgen.demo.ui`). ``progress`` is any ``callable(fraction, desc=...)`` (``gr.Progress`` is
 one). Bad inputs raise :mod:`idgen.errors` exceptions whose message names the file and the fix.
 
-The long jobs (:func:`make_dataset`, :func:`forget_identities`, :func:`forget_in_generator`) take a
+The long jobs (:func:`make_dataset`, :func:`forget_in_recognizer`, :func:`forget_in_generator`) take a
 ``cancel`` token (:mod:`.jobs`): cancelled, they stop at the next network call with
 :class:`~idgen.application.jobs.JobCancelled` and leave no output behind; their folders appear
 (one rename) only when finished.
@@ -285,7 +285,7 @@ def _dataset_into(out: Path, hub: ModelHub, generator, identities: int, images_p
         return generate_dataset(config, generator=generator, analyzer=hub.analyzer())
 
 
-def forget_identities(hub: ModelHub, data_root, *, identities: Sequence[str] = (), count: int = 1,
+def forget_in_recognizer(hub: ModelHub, data_root, *, identities: Sequence[str] = (), count: int = 1,
                       base_epochs: int = 20, epochs: int = 5, workdir: Optional[Path] = None,
                       progress: Progress = _no_progress, cancel: Optional[CancelToken] = None) -> dict:
     """Forget identities in a small face recogniser with GS-LoRA (:func:`idgen.unlearn.run_forgetting`).

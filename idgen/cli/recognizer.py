@@ -1,12 +1,13 @@
 """``idgen recognizer train --arch {mobilefacenet,iresnet,face-transformer}``: train a face recogniser.
 
-One command for every backbone. ``--arch mobilefacenet`` trains MobileFaceNet, ``--arch iresnet`` an
-IResNet (``--depth 18|34|50|100``), with an ArcFace, CosFace or AdaFace margin head on any face set
-(ImageFolder, parquet or WebDataset shards; accelerate, several processes; one trainer,
-:func:`idgen.recognition.train_mobilefacenet`); their folders are :mod:`idgen.faces` recognisers.
-``--arch face-transformer`` trains a
-Face Transformer classifier on an ``<identity>/<image>`` folder (a fixed train/test split per
-identity, optional distillation), the recogniser that ``idgen forget`` edits.
+One command and one trainer (:func:`idgen.recognition.train`, its options
+:class:`idgen.recognition.RecognizerTrainConfig` with ``backbone=arch``) for every backbone.
+``--arch mobilefacenet`` trains MobileFaceNet, ``--arch iresnet`` an IResNet (``--depth 18|34|50|100``),
+with an ArcFace, CosFace or AdaFace margin head on any face set (ImageFolder, parquet or WebDataset
+shards; accelerate, several processes). ``--arch face-transformer`` trains a Face Transformer
+classifier on an ``<identity>/<image>`` folder (a fixed train/test split per identity, optional
+distillation), the recogniser that ``idgen forget`` edits. Every backbone writes the same folder
+(``model.safetensors`` + ``config.json`` with its ``architecture``), an :mod:`idgen.faces` recogniser.
 
 The older commands stay as aliases, with their own flags: ``idgen fr train`` is ``--arch
 mobilefacenet`` and ``idgen train-recognizer FOLDER`` is ``--arch face-transformer --data FOLDER``
@@ -22,14 +23,11 @@ import sys
 from dataclasses import fields
 
 ARCHS = ("mobilefacenet", "iresnet", "face-transformer")
-#: The backbones of the embedding trainer (:mod:`idgen.recognition.mobilefacenet`).
-EMBEDDING_ARCHS = ("mobilefacenet", "iresnet")
-#: Alignments each backbone's data reader offers.
-ALIGNMENTS = {"mobilefacenet": ("dlib", "box"), "iresnet": ("dlib", "box"), "face-transformer": ("dlib", "resize")}
-#: Where ``--arch iresnet``'s defaults differ from MobileFaceNet's (insightface's IResNet recipe).
-IRESNET_DEFAULTS = {"embedding_size": 512, "scale": 64.0}
-#: Config fields that are not flags of ``--arch mobilefacenet`` (``--arch`` itself sets ``backbone``).
-NOT_MOBILEFACENET = ("backbone", "depth")
+#: Options of every backbone that are not flags: ``--arch`` sets ``backbone``; the rest are the Face
+#: Transformer's fitting details that a forgetting run's ``model.train`` sets.
+NOT_FLAGS = ("data", "output", "backbone", "warmup_epochs", "augment", "distill_batch_size")
+#: Options every backbone has; their flags are defined once, with each backbone's default in the help.
+COMMON = ("epochs", "batch_size", "lr", "weight_decay", "seed", "align", "input_size", "cache_dir", "progress")
 
 HELP = {
     "format": "face-set format; auto decides by the files (a synth output folder -> its images/)",
@@ -45,44 +43,40 @@ HELP = {
     "embedding_size": "embedding size",
     "input_size": "crop side in pixels (a multiple of 16)",
     "warmup": "fraction of the steps with a linear learning-rate warm-up (then cosine decay)",
+    "preset": "model size: paper, cpu-small, cpu-tiny",
+    "min_images": "skip identities with fewer images",
+    "test_fraction": "share of each identity's images held out as its test images",
+    "max_train": "at most this many training images per identity",
+    "distill_from": "also match a pretrained recogniser's embeddings: mobilefacenet:PATH or an ONNX path",
+    "distill_weight": "weight of 1 − cos(student, teacher)",
+    "distill_images": "extra <identity>/<image> photos to distil on; identities that are classes are skipped",
+    "distill_max_images": "how many extra photos (a seeded draw)",
 }
 CHOICES = {"format": ["auto", "imagefolder", "parquet", "webdataset"], "align": ["dlib", "box"],
            "head": ["arcface", "cosface", "adaface"], "depth": [18, 34, 50, 100]}
-
-#: ``idgen train-recognizer``'s defaults (the Face Transformer options of ``idgen recognizer train``).
-FACE_TRANSFORMER_DEFAULTS = {
-    "preset": "cpu-small", "input_size": None, "align": "dlib", "min_images": 2, "test_fraction": 0.25,
-    "max_train": None, "epochs": 30, "batch_size": 64, "lr": 1e-3, "weight_decay": 0.05,
-    "cache_dir": ".cache/faces", "seed": 0, "progress": True, "distill_from": None, "distill_weight": 10.0,
-    "distill_images": None, "distill_max_images": 0,
-}
+#: Types of options whose default is None.
+TYPES = {"margin": float, "max_train": int, "distill_from": str, "distill_images": str}
+METAVARS = {"distill_from": "TEACHER", "distill_images": "FOLDER"}
 #: Backbone-only flags that other commands have too: they keep the one default every command gives them
 #: (a backbone without the option takes only that value).
 SHARED_DEFAULTS = {"upsample": 0}
-#: The Face Transformer-only options: (name, argparse keywords, help).
-TRANSFORMER_OPTIONS = [
-    ("preset", {}, "model size: paper, cpu-small, cpu-tiny"),
-    ("min_images", {"type": int}, "skip identities with fewer images"),
-    ("test_fraction", {"type": float}, "share of each identity's images held out as its test images"),
-    ("max_train", {"type": int}, "at most this many training images per identity"),
-    ("distill_from", {"metavar": "TEACHER"},
-     "also match a pretrained recogniser's embeddings: mobilefacenet:PATH or an ONNX path"),
-    ("distill_weight", {"type": float}, "weight of 1 − cos(student, teacher)"),
-    ("distill_images", {"metavar": "FOLDER"},
-     "extra <identity>/<image> photos to distil on; identities that are classes are skipped"),
-    ("distill_max_images", {"type": int}, "how many extra photos (a seeded draw)"),
-]
 
 
 def defaults(arch: str) -> dict:
-    """Every option of ``arch`` with its default (``data`` and ``output`` are required)."""
-    if arch in EMBEDDING_ARCHS:
-        from ..recognition import MobileFaceNetTrainConfig
+    """Every flag of ``arch`` with its default (``data`` and ``output`` are required): the trainer's."""
+    from ..recognition.trainer import DEFAULTS, RecognizerTrainConfig
 
-        skip = ("data", "output", "backbone", *(NOT_MOBILEFACENET if arch == "mobilefacenet" else ()))
-        options = {f.name: f.default for f in fields(MobileFaceNetTrainConfig) if f.name not in skip}
-        return {**options, **(IRESNET_DEFAULTS if arch == "iresnet" else {})}
-    return dict(FACE_TRANSFORMER_DEFAULTS)
+    common = {f.name: f.default for f in fields(RecognizerTrainConfig) if f.name in COMMON}
+    own = {name: value for name, value in DEFAULTS[arch].items() if name not in NOT_FLAGS}
+    return {**common, **own}
+
+
+def _own(arch: str) -> list[str]:
+    """The flags only ``arch`` (and maybe other backbones) has, in the config's order."""
+    from ..recognition.trainer import DEFAULTS, RecognizerTrainConfig
+
+    return [f.name for f in fields(RecognizerTrainConfig) if f.name in DEFAULTS[arch] and f.name not in COMMON
+            and f.name not in NOT_FLAGS]
 
 
 # --- idgen recognizer train -----------------------------------------------------------------------
@@ -124,32 +118,16 @@ def register(subparsers) -> None:
     both.add_argument("--cache-dir", default=".cache/faces", help="aligned crops are cached here (default: .cache/faces)")
     both.add_argument("--no-progress", dest="progress", action="store_false", help="no progress bars")
     mobile = train.add_argument_group("--arch mobilefacenet and --arch iresnet")
-    for field in _mobilefacenet_fields():
-        _add_field(mobile, field, SHARED_DEFAULTS.get(field.name, s))
+    for name in _own("mobilefacenet"):
+        _add_option(mobile, name, SHARED_DEFAULTS.get(name, s), iresnet=True)
     iresnet = train.add_argument_group("--arch iresnet only")
-    for field in _fields("depth"):
-        _add_field(iresnet, field, s)
+    for name in sorted(set(_own("iresnet")) - set(_own("mobilefacenet"))):
+        _add_option(iresnet, name, s, iresnet=True)
     transformer = train.add_argument_group("--arch face-transformer only")
-    for name, extra, text in TRANSFORMER_OPTIONS:
-        _add(transformer, name, s, text, FACE_TRANSFORMER_DEFAULTS[name], **extra)
+    for name in _own("face-transformer"):
+        _add_option(transformer, name, s, arch="face-transformer")
     train.set_defaults(handler=run, route="recognizer train")
     _register_aliases(subparsers)
-
-
-def _fields(*names):
-    from ..recognition import MobileFaceNetTrainConfig
-
-    return [f for f in fields(MobileFaceNetTrainConfig) if f.name in names]
-
-
-def _mobilefacenet_fields():
-    """The fields of the embedding trainer's config that are flags of --arch mobilefacenet and iresnet
-    (the ones every backbone has are defined above; --arch sets ``backbone``; ``depth`` is IResNet's)."""
-    from ..recognition import MobileFaceNetTrainConfig
-
-    shared = {"data", "output", "progress", "epochs", "batch_size", "lr", "weight_decay", "seed", "align",
-              "input_size", "cache_dir", *NOT_MOBILEFACENET}
-    return [f for f in fields(MobileFaceNetTrainConfig) if f.name not in shared]
 
 
 def _add(group, name: str, default, text: str, shown, **extra) -> None:
@@ -157,15 +135,16 @@ def _add(group, name: str, default, text: str, shown, **extra) -> None:
     group.add_argument(f"--{name.replace('_', '-')}", default=default, help=f"{text} (default: {shown})", **extra)
 
 
-def _add_field(group, field, default, iresnet: bool = True) -> None:
-    """The flag of a MobileFaceNetTrainConfig field (its help names the field's default, and IResNet's where
-    that differs and ``iresnet``)."""
-    kind = float if field.name in ("margin", "box") else str if field.default is None else type(field.default)
-    shown = field.default
-    if iresnet and field.name in IRESNET_DEFAULTS:
-        shown = f"{field.default}; iresnet: {IRESNET_DEFAULTS[field.name]}"
-    _add(group, field.name, default, HELP.get(field.name, field.name.replace("_", " ")), shown, type=kind,
-         choices=CHOICES.get(field.name))
+def _add_option(group, name: str, default, arch: str = "mobilefacenet", iresnet: bool = False) -> None:
+    """The flag of the trainer option ``name`` of ``arch``; its help names ``arch``'s default, and IResNet's
+    where that differs and ``iresnet``."""
+    own, ir = defaults(arch), defaults("iresnet")
+    shown = own.get(name, ir.get(name))
+    kind = TYPES.get(name, type(shown))
+    if iresnet and name in own and ir[name] != shown:
+        shown = f"{shown}; iresnet: {ir[name]}"
+    _add(group, name, default, HELP.get(name, name.replace("_", " ")), shown, type=kind, choices=CHOICES.get(name),
+         **({"metavar": METAVARS[name]} if name in METAVARS else {}))
 
 
 # --- the old names ------------------------------------------------------------------------------
@@ -180,8 +159,6 @@ NOTES = {
 
 
 def _register_aliases(subparsers) -> None:
-    from ..recognition import MobileFaceNetTrainConfig
-
     parser = subparsers.add_parser("fr", help="old name of `idgen recognizer` (MobileFaceNet)")
     commands = parser.add_subparsers(dest="fr_command", metavar="FR_COMMAND", required=True)
     train = commands.add_parser(
@@ -193,9 +170,9 @@ def _register_aliases(subparsers) -> None:
     )
     train.add_argument("--data", required=True, help="ImageFolder, parquet file/folder, or WebDataset .tar/folder")
     train.add_argument("--out", dest="output", required=True, help="folder for model.safetensors and config.json")
-    for field in fields(MobileFaceNetTrainConfig):
-        if field.name not in ("data", "output", "progress", *NOT_MOBILEFACENET):
-            _add_field(train, field, field.default, iresnet=False)
+    for name, value in defaults("mobilefacenet").items():
+        if name != "progress":
+            _add_option(train, name, value)
     train.add_argument("--no-progress", dest="progress", action="store_false", help="no progress bars")
     train.set_defaults(handler=run, route="fr train")
 
@@ -216,8 +193,8 @@ def _register_aliases(subparsers) -> None:
     old.add_argument("--lr", type=float, default=1e-3)
     old.add_argument("--cache-dir", default=".cache/faces", help="aligned-crop cache")
     old.add_argument("--seed", type=int, default=0)
-    for name, extra, text in TRANSFORMER_OPTIONS:
-        _add(old, name, FACE_TRANSFORMER_DEFAULTS[name], text, FACE_TRANSFORMER_DEFAULTS[name], **extra)
+    for name in _own("face-transformer"):
+        _add_option(old, name, defaults("face-transformer")[name], arch="face-transformer")
     old.set_defaults(handler=run, route="train-recognizer")
 
 
@@ -227,6 +204,7 @@ def train_options(args) -> tuple[str, dict]:
     """``(arch, options)`` of a parsed ``recognizer train`` / ``fr train`` / ``train-recognizer``: every
     option of that backbone, defaults filled in; the same request gives the same pair by every name."""
     from ..errors import ConfigError
+    from ..recognition.trainer import ALIGNMENTS
 
     if args.route == "fr train":
         return "mobilefacenet", {name: getattr(args, name) for name in ["data", "output", *defaults("mobilefacenet")]}
@@ -251,52 +229,20 @@ def run(args) -> int:
     if args.route in NOTES:
         print(f"idgen: note: {NOTES[args.route]}", file=sys.stderr)
     arch, options = train_options(args)
-    return train_mobilefacenet(options, arch) if arch in EMBEDDING_ARCHS else train_face_transformer(options)
-
-
-def train_mobilefacenet(options: dict, arch: str = "mobilefacenet") -> int:
-    """``--arch mobilefacenet`` or ``--arch iresnet``: the embedding trainer with ``backbone=arch``."""
-    from ..recognition import MobileFaceNetTrainConfig, train_mobilefacenet
-
-    config = MobileFaceNetTrainConfig(**options, backbone=arch)
-    summary = train_mobilefacenet(config)
     from accelerate import PartialState
 
+    from ..recognition import RecognizerTrainConfig, train
+
+    config = RecognizerTrainConfig(**options, backbone=arch)
+    summary = train(config)
     if not PartialState().is_main_process:   # under `accelerate launch` every process trains; one reports
         return 0
-    print(json.dumps(summary, indent=2))
+    if arch == "face-transformer":
+        print(f"{summary['identities']} identities, {summary['images']} train / {summary['test_images']} test images; "
+              f"{summary['parameters']:,} parameters; {summary['wall_seconds']:.0f} s; "
+              f"test accuracy {summary['test_accuracy']:.2f} %")
+    else:
+        print(json.dumps(summary, indent=2))
     print(f"saved {config.output}/model.safetensors, config.json; evaluate with "
           f"`idgen eval verify --recognizer {config.output} ...`")
-    return 0
-
-
-def train_face_transformer(options: dict) -> int:
-    import torch
-
-    from ..errors import ConfigError
-    from ..recognition import (FaceDataConfig, FaceRecognizer, PRESETS, TrainConfig, load_face_folder,
-                               model_config, predict, train_recognizer)
-    from ..recognition.distill import prepare_distillation
-
-    o = options
-    if o["preset"] not in PRESETS:
-        raise ConfigError(f"unknown preset {o['preset']!r}; choose one of {sorted(PRESETS)}")
-    size = o["input_size"] or PRESETS[o["preset"]]["image_size"]
-    data = FaceDataConfig(root=o["data"], align=o["align"], image_size=size, min_images_per_class=o["min_images"],
-                          test_fraction=o["test_fraction"], max_train=o["max_train"], cache_dir=o["cache_dir"])
-    train, test = load_face_folder(data)
-    extra = None
-    if o["distill_from"]:
-        train, extra = prepare_distillation(train, data, o["distill_from"], o["distill_images"],
-                                            o["distill_max_images"], o["seed"])
-    torch.manual_seed(o["seed"])
-    model = FaceRecognizer(model_config(o["preset"], image_size=size, num_classes=len(train.class_names)))
-    config = TrainConfig(epochs=o["epochs"], batch_size=o["batch_size"], lr=o["lr"], weight_decay=o["weight_decay"],
-                         seed=o["seed"], distill_from=o["distill_from"], distill_weight=o["distill_weight"])
-    log = train_recognizer(model, train, config, progress=o["progress"], extra=extra)
-    model.save_pretrained(o["output"], train.class_names)
-    accuracy = 100.0 * float((predict(model, test) == test.labels).float().mean())
-    print(f"{len(train.class_names)} identities, {len(train)} train / {len(test)} test images; "
-          f"{model.num_parameters():,} parameters; {log['wall_seconds']:.0f} s; test accuracy {accuracy:.2f} %")
-    print(f"saved {o['output']}/config.json, model.safetensors")
     return 0

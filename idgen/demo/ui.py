@@ -169,9 +169,9 @@ def build_demo(hub: ModelHub) -> gr.Blocks:
     @cancellable
     @friendly_errors
     def forget(folder, names, count, base_epochs, epochs, progress=gr.Progress(track_tqdm=True)):
-        result = actions.forget_identities(hub, folder, identities=(names or "").split(","), count=int(count),
-                                           base_epochs=int(base_epochs), epochs=int(epochs), progress=progress,
-                                           cancel=cancel_token())
+        result = actions.forget_in_recognizer(hub, folder, identities=(names or "").split(","), count=int(count),
+                                              base_epochs=int(base_epochs), epochs=int(epochs), progress=progress,
+                                              cancel=cancel_token())
         return result["markdown"], str(result["plot"])
 
     title = "idgen demo" + (" (tiny random models)" if tiny else "")

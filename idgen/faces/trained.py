@@ -1,6 +1,6 @@
 """Recognisers built from torch networks, behind the :mod:`idgen.faces` recogniser API: a folder
-written by ``idgen recognizer train --arch mobilefacenet|iresnet`` (:class:`TrainedRecognizer`), and an
-insightface ``arcface_torch`` IResNet checkpoint, ``backbone.pth`` (:class:`IResNetFileRecognizer`).
+written by ``idgen recognizer train --arch mobilefacenet|iresnet|face-transformer`` (:class:`TrainedRecognizer`),
+and an insightface ``arcface_torch`` IResNet checkpoint, ``backbone.pth`` (:class:`IResNetFileRecognizer`).
 
 ``FaceAnalyzer.from_backend(detector, "<folder>")`` (hence ``idgen eval verify --recognizer <folder>``)
 loads the first, ``"iresnet:<backbone.pth>"`` the second: faces are aligned to the ArcFace template at
@@ -17,35 +17,39 @@ import numpy as np
 import torch
 
 from ..errors import ModelFilesMissingError
-from ..models import BACKBONES, build_backbone, load_insightface_iresnet, to_tensor
+from ..models import BACKBONES, FaceRecognizer, build_backbone, load_insightface_iresnet, to_tensor
+from ..models.face_transformer import ARCHITECTURE as FACE_TRANSFORMER
 from .align import align_face
 
 
 def is_trained_recognizer(path: str | os.PathLike) -> bool:
-    """A recogniser folder (``config.json`` + ``model.safetensors``), of either trainer."""
+    """A recogniser folder (``config.json`` + ``model.safetensors``), of any backbone."""
     return (Path(path) / "config.json").is_file() and (Path(path) / "model.safetensors").is_file()
 
 
 class NetworkRecognizer:
     """A torch embedding network (input: aligned uint8 crops as :func:`idgen.models.to_tensor` makes
-    them) as a recogniser (``crop`` + ``embed``)."""
+    them) as a recogniser (``crop`` + ``embed``). An embedding network's forward gives the embedding;
+    a Face Transformer's forward classifies, so its ``embed`` is used."""
 
-    def __init__(self, model: torch.nn.Module, input_size: int, device: str = "cpu"):
+    def __init__(self, model: torch.nn.Module, input_size: int, embedding_size: int, device: str = "cpu"):
         self.model = model.eval().to(device)
-        self.device, self.input_size = device, input_size
-        self.embedding_size = model.config["embedding_size"]
+        self.device, self.input_size, self.embedding_size = device, input_size, embedding_size
+        self._embed = model.embed if isinstance(model, FaceRecognizer) else model
 
     def crop(self, image: np.ndarray, landmarks: np.ndarray, bbox: np.ndarray) -> np.ndarray:
         return align_face(image, landmarks, self.input_size)
 
     @torch.no_grad()
     def embed(self, crops: np.ndarray) -> np.ndarray:
-        return self.model(to_tensor(crops).to(self.device)).cpu().numpy()
+        return self._embed(to_tensor(crops).to(self.device)).cpu().numpy()
 
 
 class TrainedRecognizer(NetworkRecognizer):
-    """A MobileFaceNet or IResNet folder written by ``idgen recognizer train --arch mobilefacenet|iresnet``,
-    as a recogniser; ``config["architecture"]`` says which (folders without one are MobileFaceNet)."""
+    """A folder written by ``idgen recognizer train --arch …`` (MobileFaceNet, IResNet or a Face
+    Transformer, whose embedding is used and whose classifier head is not), as a recogniser;
+    ``config["architecture"]`` says which (folders without one are MobileFaceNet, or a Face Transformer
+    when ``config.json`` holds its options at the top level, as folders from before it was recorded do)."""
 
     def __init__(self, folder: str | os.PathLike, device: str = "cpu"):
         from safetensors.torch import load_file
@@ -53,21 +57,20 @@ class TrainedRecognizer(NetworkRecognizer):
         folder = Path(folder)
         if not is_trained_recognizer(folder):
             raise ModelFilesMissingError(f"{folder}: expected config.json and model.safetensors from "
-                                         "`idgen recognizer train --arch mobilefacenet` (or `--arch iresnet`)")
+                                         "`idgen recognizer train --arch mobilefacenet|iresnet|face-transformer`")
         self.config = json.loads((folder / "config.json").read_text())
-        if "model" not in self.config:  # FaceRecognizer.save_pretrained writes the same two file names
-            raise ModelFilesMissingError(
-                f"{folder} holds a Face Transformer recogniser (`idgen recognizer train --arch face-transformer`), "
-                "which classifies the people it was trained on; face analysis embeds with MobileFaceNet or IResNet "
-                "folders from `idgen recognizer train --arch mobilefacenet` or `--arch iresnet`")
-        architecture = self.config.get("architecture", "mobilefacenet")
-        if architecture not in BACKBONES:
+        architecture = self.config.get("architecture", "mobilefacenet" if "model" in self.config else FACE_TRANSFORMER)
+        if architecture not in (*BACKBONES, FACE_TRANSFORMER):
             raise ModelFilesMissingError(f"{folder}/config.json: unknown architecture {architecture!r}; this idgen "
-                                         f"loads {sorted(BACKBONES)}")
+                                         f"loads {sorted((*BACKBONES, FACE_TRANSFORMER))}")
         self.architecture = architecture
+        if architecture == FACE_TRANSFORMER:
+            model = FaceRecognizer.from_pretrained(folder)
+            super().__init__(model, model.config.image_size, model.config.embedding_dim, device)
+            return
         model = build_backbone(architecture, self.config["model"])
         model.load_state_dict(load_file(str(folder / "model.safetensors")))
-        super().__init__(model, self.config["model"]["input_size"], device)
+        super().__init__(model, self.config["model"]["input_size"], self.config["model"]["embedding_size"], device)
 
 
 class IResNetFileRecognizer(NetworkRecognizer):
@@ -77,4 +80,4 @@ class IResNetFileRecognizer(NetworkRecognizer):
     def __init__(self, path: str | os.PathLike, device: str = "cpu"):
         self.path = Path(path)
         model = load_insightface_iresnet(self.path)
-        super().__init__(model, model.config["input_size"], device)
+        super().__init__(model, model.config["input_size"], model.config["embedding_size"], device)

@@ -1,6 +1,6 @@
-"""Old name of the MobileFaceNet trainer, now :mod:`idgen.recognition.mobilefacenet`."""
+"""Old name of the MobileFaceNet trainer, now :mod:`idgen.recognition.trainer` (every backbone)."""
 
 from ..recognition.data import random_flip  # noqa: F401
-from ..recognition.mobilefacenet import DEFAULT_MARGIN  # noqa: F401
-from ..recognition.mobilefacenet import MobileFaceNetTrainConfig as TrainConfig  # noqa: F401
-from ..recognition.mobilefacenet import train_mobilefacenet as train_recognizer  # noqa: F401
+from ..recognition.trainer import DEFAULT_MARGIN  # noqa: F401
+from ..recognition.trainer import RecognizerTrainConfig as TrainConfig  # noqa: F401
+from ..recognition.trainer import train as train_recognizer  # noqa: F401

@@ -3,7 +3,7 @@
 AdaFace), and the one input convention of all of them (:func:`to_tensor`). Everything above
 (:mod:`idgen.faces`, :mod:`idgen.recognition`, :mod:`idgen.unlearn`) builds on these."""
 
-from .backbones import BACKBONES, build_backbone
+from .backbones import BACKBONES, build_backbone, save_recognizer
 from .face_transformer import PRESETS, FaceRecognizer, FaceTransformerConfig, model_config
 from .heads import HEADS, AdaFaceHead, MarginHead, margin_head
 from .inputs import to_tensor
@@ -13,4 +13,4 @@ from .mobilefacenet import MobileFaceNet
 
 __all__ = ["BACKBONES", "HEADS", "IRESNET_DEPTHS", "PRESETS", "AdaFaceHead", "FaceRecognizer", "FaceTransformerConfig",
            "IResNet", "MarginHead", "MobileFaceNet", "build_backbone", "load_insightface_iresnet", "margin_head",
-           "model_config", "to_tensor"]
+           "model_config", "save_recognizer", "to_tensor"]

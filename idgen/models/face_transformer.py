@@ -22,8 +22,11 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..errors import ConfigError, ModelFilesMissingError
-from ..io import save_module_weights, write_json_atomic
+from .backbones import save_recognizer
 from .heads import MarginHead
+
+#: The ``architecture`` its folders record.
+ARCHITECTURE = "face-transformer"
 
 
 @dataclass
@@ -147,16 +150,16 @@ class FaceRecognizer(nn.Module):
         return self.head(self.embed(images), labels)
 
     # ------------------------------------------------------------------ persistence
-    def save_pretrained(self, folder: str | os.PathLike, class_names: list[str] | None = None) -> None:
-        folder = Path(folder)
-        config = asdict(self.config)
-        if class_names is not None:
-            config["class_names"] = list(class_names)
-        write_json_atomic(folder / "config.json", config)
-        save_module_weights(self, folder / "model.safetensors", metadata={"format": "pt"})
+    def save_pretrained(self, folder: str | os.PathLike, class_names: list[str] | None = None, **record) -> None:
+        """The recogniser folder every backbone writes (:func:`idgen.models.save_recognizer`), architecture
+        ``face-transformer``, with the class names and ``record`` (e.g. the training options) in ``config.json``."""
+        extra = {"class_names": list(class_names)} if class_names is not None else {}
+        save_recognizer(folder, ARCHITECTURE, self, asdict(self.config), **extra, **record)
 
     @classmethod
     def from_pretrained(cls, folder: str | os.PathLike) -> "FaceRecognizer":
+        """A folder :meth:`save_pretrained` wrote, or one from before folders recorded their architecture
+        (the network's options at the top level of ``config.json``)."""
         from safetensors.torch import load_file
 
         folder = Path(folder)
@@ -165,8 +168,12 @@ class FaceRecognizer(nn.Module):
                 raise ModelFilesMissingError(
                     f"{folder / name} is missing; train one with `idgen recognizer train --arch face-transformer` first")
         config = json.loads((folder / "config.json").read_text())
-        class_names = config.pop("class_names", None)
-        model = cls(FaceTransformerConfig.from_dict(config))
+        if "architecture" in config and config["architecture"] != ARCHITECTURE:
+            raise ModelFilesMissingError(f"{folder} holds a {config['architecture']} recogniser, not a Face Transformer "
+                                         "(`idgen recognizer train --arch face-transformer`)")
+        class_names = config.get("class_names")
+        options = config["model"] if "architecture" in config else {k: v for k, v in config.items() if k != "class_names"}
+        model = cls(FaceTransformerConfig.from_dict(options))
         model.load_state_dict(load_file(str(folder / "model.safetensors")))
         model.class_names = class_names
         return model

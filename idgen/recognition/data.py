@@ -3,7 +3,7 @@
 Photos are aligned with :mod:`idgen.faces` and the uint8 crops cached by :mod:`idgen.faces.cache`,
 keyed by each photo's bytes and the alignment settings, so a second run starts in seconds.
 
-**Face sets** (MobileFaceNet, :mod:`idgen.recognition.mobilefacenet`), read from any format
+**Face sets** (MobileFaceNet and IResNet, :mod:`idgen.recognition.trainer`), read from any format
 ``idgen dataset generate`` writes:
 
 - ImageFolder: ``<root>/<identity>/<image>`` (the synth output's ``images/``);
@@ -15,7 +15,7 @@ Every image is aligned to the ArcFace template by detected landmarks (``align="d
 that are already aligned (LFW deep-funneled, generator outputs), by placing the template in a
 centred box (``align="box"``): :func:`read_face_set`, then :func:`align_images`.
 
-**Identity folders with a fixed split** (Face Transformer, :mod:`idgen.recognition.train`): an
+**Identity folders with a fixed split** (Face Transformer, :mod:`idgen.recognition.trainer`): an
 ImageFolder ``<identity>/<image>`` aligned with dlib (5-point similarity transform to the ArcFace
 template) or, for pre-cropped sets such as ORL, simply resized, held as in-memory tensors
 (:class:`FaceSet`). The train/test split is fixed and per identity: each identity's files are sorted

@@ -5,7 +5,8 @@ weak embedding: 62 class labels carry little information per image. A pretrained
 *teacher*, e.g. MobileFaceNet, trained on millions of faces) gives every image a 128-d identity
 embedding, which is a much richer target. :func:`prepare_distillation` computes the teacher's
 embeddings of the training images and of optional extra, unlabelled face photos (people who are not
-classes of the recogniser, so nothing about the test images leaks in); ``train_recognizer`` then adds
+classes of the recogniser, so nothing about the test images leaks in); the trainer
+(:mod:`idgen.recognition.trainer`) then adds
 ``distill_weight · (1 − cos(student, teacher))`` to the margin loss.
 
 The teacher sees the 112×112 aligned crop (plus its mirror image, summed), the student the same crop

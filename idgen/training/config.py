@@ -78,13 +78,21 @@ class DataConfig:
 
 
 @dataclass
-class LoraConfig:
+class GeneratorLoraConfig:
+    """The LoRA a ``personalize`` run trains on the generator's UNet (and text encoder) attention
+    projections, saved for ``pipe.load_lora_weights`` (:mod:`idgen.training.lora`); not GS-LoRA's
+    group-sparse LoRA on a recogniser (:class:`idgen.unlearn.config.GroupSparseLoraConfig`)."""
+
     rank: int = 16
     alpha: Optional[float] = None  # defaults to rank (scale 1)
     dropout: float = 0.0
     unet_targets: list = field(default_factory=lambda: ["to_q", "to_k", "to_v", "to_out.0"])
     text_encoder: bool = False
     text_encoder_targets: list = field(default_factory=lambda: ["q_proj", "k_proj", "v_proj", "out_proj"])
+
+
+#: The old name of :class:`GeneratorLoraConfig`.
+LoraConfig = GeneratorLoraConfig
 
 
 @dataclass
@@ -163,7 +171,7 @@ class TrainConfig:
     seed: int = 0
     model: ModelConfig = field(default_factory=ModelConfig)
     data: DataConfig = field(default_factory=DataConfig)
-    lora: LoraConfig = field(default_factory=LoraConfig)
+    lora: GeneratorLoraConfig = field(default_factory=GeneratorLoraConfig)
     optim: OptimConfig = field(default_factory=OptimConfig)
     prior: PriorConfig = field(default_factory=PriorConfig)
     logging: LoggingConfig = field(default_factory=LoggingConfig)

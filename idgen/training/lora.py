@@ -19,15 +19,14 @@ from peft import LoraConfig as PeftLoraConfig
 from peft.utils import get_peft_model_state_dict
 from safetensors.torch import load_file
 
-from ..io import save_safetensors_atomic
-from .config import LoraConfig, OptimConfig
+from ..io import LORA_WEIGHT_NAME, save_safetensors_atomic
+from .config import GeneratorLoraConfig, OptimConfig
 from .models import Components
 
-LORA_WEIGHT_NAME = "pytorch_lora_weights.safetensors"
 TRAINABLE_STATE_NAME = "trainable_parameters.safetensors"
 
 
-def add_lora(model: torch.nn.Module, config: LoraConfig, targets: list[str]) -> list[torch.nn.Parameter]:
+def add_lora(model: torch.nn.Module, config: GeneratorLoraConfig, targets: list[str]) -> list[torch.nn.Parameter]:
     """Freeze ``model`` and give it a LoRA adapter named ``default``; returns its trainable parameters."""
     model.requires_grad_(False)
     model.add_adapter(PeftLoraConfig(r=config.rank, lora_alpha=config.alpha or config.rank,
@@ -36,7 +35,7 @@ def add_lora(model: torch.nn.Module, config: LoraConfig, targets: list[str]) -> 
     return [p for p in model.parameters() if p.requires_grad]
 
 
-def add_training_lora(parts: Components, lora: LoraConfig, optim: OptimConfig) -> tuple[list[dict], dict]:
+def add_training_lora(parts: Components, lora: GeneratorLoraConfig, optim: OptimConfig) -> tuple[list[dict], dict]:
     """LoRA on the UNet (and, with ``lora.text_encoder``, the text encoder) for training: returns the
     optimizer's parameter groups (one learning rate each) and the adapted models by name. The LoRA
     weights are fp32 whatever dtype the frozen weights are in, so small updates are not rounded away."""

@@ -12,17 +12,29 @@ from pathlib import Path
 from ..config import PATH, PathRule, apply_overrides, build_dataclass, load_settings, path_field
 from ..errors import ConfigError
 from ..recognition.data import FaceDataConfig
-from ..recognition.train import TrainConfig
+from ..recognition.trainer import FIT_OPTIONS, RecognizerTrainConfig
+
+
+#: The only backbone forgetting edits.
+FACE_TRANSFORMER = "face-transformer"
 
 
 @dataclass
-class LoraConfig:
+class GroupSparseLoraConfig:
+    """GS-LoRA's LoRA on a Face Transformer: adapters on the feed-forward linears, grouped so that the
+    group-lasso loss can switch whole groups off (:mod:`idgen.unlearn.lora`); not the generator LoRA a
+    ``personalize`` run trains (:class:`idgen.training.config.GeneratorLoraConfig`)."""
+
     rank: int = 8
     alpha: float | None = None        # LoRA scaling numerator; None = rank (scale 1)
     grouping: str = "block"           # "block", "lora" (A+B of one linear) or "matrix"
     target_pattern: str | None = None  # regex over module names; None = FFN linears found by structure
     target_parameters: list = field(default_factory=list)  # more weights, each its own group (["head.weight"])
     zero_tol: float = 1e-3            # a group counts as zero when its norm is below this
+
+
+#: The old name of :class:`GroupSparseLoraConfig`.
+LoraConfig = GroupSparseLoraConfig
 
 
 @dataclass
@@ -39,7 +51,7 @@ class ForgetConfig:
     prototype_weight: float = 0.0     # > 0 turns GS-LoRA into GS-LoRA++
     prototype_bound: float | None = None   # the push-away bound on prototype logits; None = ``bound``
     augment: bool = True
-    lora: LoraConfig = field(default_factory=LoraConfig)
+    lora: GroupSparseLoraConfig = field(default_factory=GroupSparseLoraConfig)
 
 
 @dataclass
@@ -60,8 +72,10 @@ class ModelConfig:
     path: str = path_field()           # recogniser folder: loaded if present, else trained and saved there
     preset: str | None = "cpu-small"
     overrides: dict = field(default_factory=dict)
-    #: the recogniser trainer's settings (``idgen.recognition.train.TrainConfig``)
-    train: TrainConfig = path_field(default_factory=TrainConfig, rule={
+    #: how the base model is trained when model.path holds none: the recogniser trainer's options
+    #: (``idgen.recognition.RecognizerTrainConfig``, backbone face-transformer) that fit a model in memory:
+    #: epochs, batch_size, lr, weight_decay, seed, warmup_epochs, augment, distill_* (the photos are ``data``'s)
+    train: RecognizerTrainConfig = path_field(default_factory=lambda: RecognizerTrainConfig(backbone=FACE_TRANSFORMER), rule={
         "distill_from": PathRule(prefixed=True),   # "mobilefacenet:PATH" or a path
         "distill_images": PATH})
 
@@ -112,10 +126,27 @@ def load_config(source: str | os.PathLike | dict, overrides: list[str] = ()) -> 
     Relative paths in a file are relative to it; in a dict and in overrides, to the current
     directory (:func:`idgen.config.load_settings`)."""
     if isinstance(source, dict):
-        return build_dataclass(RunConfig, apply_overrides(copy.deepcopy(source), list(overrides), RunConfig))
+        return build_dataclass(RunConfig, _face_transformer_training(
+            apply_overrides(copy.deepcopy(source), list(overrides), RunConfig)))
     path = Path(source)
     values = load_settings(RunConfig, path, overrides)
     try:
-        return build_dataclass(RunConfig, values)
+        return build_dataclass(RunConfig, _face_transformer_training(values))
     except ConfigError as exc:
         raise ConfigError(f"{path}: {exc}") from None
+
+
+def _face_transformer_training(values: dict) -> dict:
+    """``values`` with ``model.train`` naming the Face Transformer (the trainer's default backbone is
+    MobileFaceNet) and holding only the options of fitting one in memory, each refused by name otherwise."""
+    model = values.get("model")
+    if not isinstance(model, dict) or not isinstance(model.get("train", {}), (dict, type(None))):
+        return values          # build_dataclass names what is wrong
+    train = dict(model.get("train") or {})
+    foreign = sorted(set(train) - set(FIT_OPTIONS))
+    if foreign:
+        raise ConfigError(f"model.train: {', '.join(foreign)} not an option of training the base model here; it "
+                          f"takes {', '.join(FIT_OPTIONS[1:])} (the photos are data's, the folder model.path)")
+    if train.setdefault("backbone", FACE_TRANSFORMER) != FACE_TRANSFORMER:
+        raise ConfigError(f"model.train.backbone: forgetting edits a {FACE_TRANSFORMER}, not {train['backbone']!r}")
+    return {**values, "model": {**model, "train": train}}

@@ -25,7 +25,7 @@ from ..errors import ConfigError
 from ..recognition.data import FaceSet, load_face_folder, to_model_input
 from ..recognition.distill import prepare_distillation
 from ..models import FaceRecognizer, model_config
-from ..recognition.train import TrainConfig, embed, predict, train_recognizer
+from ..recognition.trainer import RecognizerTrainConfig, embed, fit, predict
 from .config import ForgetConfig, RunConfig, load_config
 from .journal import RunJournal, fingerprint
 from .lora import add_task_lora, lora_groups, merge_task_lora
@@ -130,15 +130,15 @@ def finetune_task(model: FaceRecognizer, forget: FaceSet, retain: FaceSet, confi
                    / model.num_parameters(), "log": log}
 
 
-def retrain_task(model: FaceRecognizer, retain: FaceSet, train_config: TrainConfig, epochs: int,
+def retrain_task(model: FaceRecognizer, retain: FaceSet, train_config: RecognizerTrainConfig, epochs: int,
                  seed: int = 0, extra: FaceSet | None = None) -> tuple[FaceRecognizer, dict]:
     """Baseline: a fresh recogniser of the same size trained on the retained data only, with the base
     model's recipe (distillation included, when the base was distilled)."""
     torch.manual_seed(seed)
     fresh = FaceRecognizer(model.config)
-    config = TrainConfig(**{**asdict(train_config), "epochs": epochs, "seed": seed,
-                            "warmup_epochs": min(train_config.warmup_epochs, max(0, epochs - 1))})
-    log = train_recognizer(fresh, retain, config, progress=False, extra=extra)
+    config = dataclasses.replace(train_config, epochs=epochs, seed=seed,
+                                 warmup_epochs=min(train_config.warmup_epochs, max(0, epochs - 1)))
+    log = fit(fresh, retain, config, progress=False, extra=extra)
     n = fresh.num_parameters()
     return fresh, {"trainable_params": n, "total_params": n, "trainable_share": 100.0, "log": log["losses"]}
 
@@ -194,7 +194,7 @@ def load_or_train_base(config: RunConfig, train: FaceSet, test: FaceSet,
     mc = model_config(config.model.preset, **{"image_size": config.data.image_size, **config.model.overrides,
                                              "num_classes": len(train.class_names)})
     model = FaceRecognizer(mc)
-    log = train_recognizer(model, train, config.model.train, extra=extra)
+    log = fit(model, train, config.model.train, extra=extra)
     model.save_pretrained(path, train.class_names)
     acc = accuracy(predict(model, test), test.labels, range(len(train.class_names)))
     return model, {"trained": True, "wall_seconds": log["wall_seconds"], "test_accuracy": acc}

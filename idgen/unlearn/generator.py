@@ -49,12 +49,10 @@ from tqdm.auto import tqdm
 
 from ..errors import ConfigError
 from ..identity import normalize, perturb, random_identities
-from ..io import atomic_path, save_safetensors_atomic, write_json_atomic
+from ..io import LORA_WEIGHT_NAME, atomic_path, save_safetensors_atomic, write_json_atomic
 from .lora import GROUPINGS, find_ffn_linears, lora_groups
 from .losses import group_lasso
 
-#: File name diffusers' ``load_lora_weights`` looks for in a folder.
-LORA_WEIGHTS_NAME = "pytorch_lora_weights.safetensors"
 REPORT_NAME = "forgetting.json"
 PLOT_NAME = "to_neutral.png"
 #: Cosine between two photos of one person for :func:`same_person_yardstick` (a close re-photograph).
@@ -112,7 +110,7 @@ class GeneratorForgetResult:
         reads), a JSON report and the ``to_neutral`` histogram (:func:`plot_to_neutral`), atomically."""
         folder = Path(folder)
         folder.mkdir(parents=True, exist_ok=True)
-        save_safetensors_atomic(self.lora_state_dict, folder / LORA_WEIGHTS_NAME, metadata={"format": "pt"})
+        save_safetensors_atomic(self.lora_state_dict, folder / LORA_WEIGHT_NAME, metadata={"format": "pt"})
         write_json_atomic(folder / REPORT_NAME, {
             "adapter_name": self.adapter_name, "metrics": self.metrics, "group_norms": self.group_norms,
             "config": dataclasses.asdict(self.config), "num_identities": int(self.identities.shape[0]),
