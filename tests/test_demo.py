@@ -283,7 +283,9 @@ def test_infiniteyou_style_is_offered_only_when_configured():
     assert styles(ModelSettings()) == ["arc2face"]
     assert styles(ModelSettings(infiniteyou="ByteDance/InfiniteYou")) == ["arc2face", "infiniteyou"]
     assert styles(ModelSettings(tiny=True)) == ["arc2face", "instantid", "infiniteyou"]
-    with pytest.raises(Exception, match="InfiniteYou is not configured: download ByteDance/InfiniteYou"):
+    from idgen.errors import ConfigError
+
+    with pytest.raises(ConfigError, match="InfiniteYou is not configured: download ByteDance/InfiniteYou"):
         ModelHub(ModelSettings()).infiniteyou()
 
 
