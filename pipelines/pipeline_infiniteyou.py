@@ -31,9 +31,12 @@ from typing import Optional, Sequence, Union
 import numpy as np
 import PIL.Image
 import torch
-from diffusers import FluxControlNetModel, FluxControlNetPipeline
+from diffusers import (AutoencoderKL, FlowMatchEulerDiscreteScheduler, FluxControlNetModel, FluxControlNetPipeline,
+                       FluxTransformer2DModel)
 from diffusers.models.controlnets.controlnet_flux import FluxMultiControlNetModel
 from diffusers.utils import BaseOutput
+from transformers import (CLIPImageProcessor, CLIPTextModel, CLIPTokenizer, CLIPVisionModelWithProjection,
+                          T5EncoderModel, T5TokenizerFast)
 
 from idgen.errors import IdgenError, ModelFilesMissingError
 from idgen.faces import load_image
@@ -81,9 +84,26 @@ def letterbox_keypoints(landmarks, source_size: tuple[int, int], target_size: tu
 class InfiniteYouMixin(FaceInputMixin):
     """InfiniteYou's identity and pose conditioning, for a diffusers Flux ControlNet pipeline class.
 
-    Put it first among the bases: its ``__call__`` turns the face into identity tokens for InfuseNet
-    and a keypoint image, and hands everything else to the diffusers ``__call__`` behind it.
+    Put it first among the bases of a diffusers Flux ControlNet pipeline (text-to-image, img2img,
+    inpaint): its ``__call__`` turns the face into identity tokens for InfuseNet and a keypoint image
+    (diffusers' ``control_image``: ``image`` is the photo being edited in the img2img / inpaint
+    variants), and hands everything else to the diffusers ``__call__`` behind it. Its ``__init__``
+    takes the components every Flux ControlNet pipeline has plus ``identity_projection``, so that
+    ``from_pretrained`` and ``from_pipe`` carry the projection between the variants.
     """
+
+    _optional_components = ["identity_projection"]
+
+    # annotated: from_pipe hands a component over only when its type matches the annotation
+    def __init__(self, scheduler: FlowMatchEulerDiscreteScheduler, vae: AutoencoderKL, text_encoder: CLIPTextModel,
+                 tokenizer: CLIPTokenizer, text_encoder_2: T5EncoderModel, tokenizer_2: T5TokenizerFast,
+                 transformer: FluxTransformer2DModel,
+                 controlnet: Union[FluxControlNetModel, FluxMultiControlNetModel, list, tuple],
+                 identity_projection: Optional[InfiniteYouProjection] = None):
+        super().__init__(scheduler=scheduler, vae=vae, text_encoder=text_encoder, tokenizer=tokenizer,
+                         text_encoder_2=text_encoder_2, tokenizer_2=tokenizer_2, transformer=transformer,
+                         controlnet=controlnet)
+        self.register_modules(identity_projection=identity_projection)
 
     # ------------------------------------------------------------------ helpers
     def _infusenet(self) -> FluxControlNetModel:
@@ -112,13 +132,17 @@ class InfiniteYouMixin(FaceInputMixin):
         embeddings = torch.as_tensor(np.asarray(id_embeds, dtype=np.float32))
         return normalize(embeddings.reshape(-1, embeddings.shape[-1]))
 
-    def _pose_image(self, pose_image, keypoints, width: int, height: int) -> PIL.Image.Image:
-        """InfuseNet's condition image at the output size: keypoints as given (pixels of the output),
-        else those of the face in ``pose_image`` placed as the reference places the photo, else black.
-        (Unlike InstantID, the identity photo is not a default pose: without one, InfiniteYou draws
-        the face in whatever pose the prompt suggests.)"""
+    def _pose_image(self, pose_image, keypoints, width: int, height: int):
+        """InfuseNet's condition image at the output size: keypoints as given (pixels of the output;
+        N × 5 × 2 gives one image per generated image), else those of the face in ``pose_image``
+        placed as the reference places the photo, else black. (Unlike InstantID, the identity photo
+        is not a default pose: without one, InfiniteYou draws the face in whatever pose the prompt
+        suggests.)"""
         if keypoints is not None:
-            return draw_keypoints(keypoints, (width, height))
+            points = np.asarray(keypoints, dtype=np.float64)
+            if points.ndim == 3:
+                return [draw_keypoints(one, (width, height)) for one in points]
+            return draw_keypoints(points, (width, height))
         if pose_image is not None:
             landmarks = self.analyze_faces([pose_image])[0].landmarks
             source_height, source_width = load_image(pose_image).shape[:2]
@@ -159,14 +183,16 @@ class InfiniteYouMixin(FaceInputMixin):
         identity each; needs ``set_face_analyzer``) or ``id_embeds`` (512-d ArcFace embeddings, one
         row per prompt or one for all; normalised here) — the identity arguments of every idgen pipeline.
 
-        The pose comes from ``keypoints`` (5×2 pixels in the output image) or from the face in
-        ``pose_image``; with neither, InfuseNet gets a black condition image, as in the reference.
+        The pose comes from ``keypoints`` (5×2 pixels in the output image, or N×5×2: one pose per
+        prompt) or from the face in ``pose_image``; with neither, InfuseNet gets a black condition
+        image, as in the reference.
         ``infusenet_conditioning_scale`` scales InfuseNet's residuals (0 leaves plain FLUX);
         ``infusenet_guidance_start`` / ``_end`` limit them to part of the schedule. ``guidance_scale``
         is FLUX.1-dev's embedded guidance. With a :class:`FluxMultiControlNetModel`, InfuseNet comes
         first and ``control_image`` holds the images of the ControlNets after it. Everything else is
-        :class:`~diffusers.FluxControlNetPipeline`'s (``generator`` — one per image —, ``latents``,
-        ``output_type``, ``joint_attention_kwargs`` with a LoRA ``scale``, …). Returns
+        the diffusers pipeline's (``generator`` — one per image —, ``latents``, ``output_type``,
+        ``joint_attention_kwargs`` with a LoRA ``scale``; ``image``, ``strength``, ``mask_image`` … in
+        the img2img / inpaint variants). Returns
         :class:`InfiniteYouPipelineOutput` (``return_dict=False``: ``(images, id_embeds)``).
         """
         embeddings = self._identity(face_images, id_embeds)
@@ -188,6 +214,9 @@ class InfiniteYouMixin(FaceInputMixin):
         batch_size = kwargs["prompt_embeds"].shape[0] if prompt is None else 1 if isinstance(prompt, str) else len(prompt)
         if len(embeddings) not in (1, batch_size):
             raise ValueError(f"{len(embeddings)} identities for {batch_size} prompts; pass one or one per prompt")
+        if isinstance(pose, list) and (len(pose) != batch_size or num_images_per_prompt != 1):
+            raise ValueError(f"{len(pose)} poses (keypoints N × 5 × 2) for {batch_size} prompts × "
+                             f"{num_images_per_prompt} images; pass one pose per prompt with num_images_per_prompt=1")
         per_image = embeddings.expand(batch_size, -1).repeat_interleave(num_images_per_prompt, dim=0)
         tokens = self.identity_tokens(per_image)
 
@@ -222,13 +251,17 @@ class InfiniteYouPipeline(InfiniteYouMixin, FluxControlNetPipeline):
 
     _optional_components = [*FluxControlNetPipeline._optional_components, "identity_projection"]
 
-    def __init__(self, scheduler, vae, text_encoder, tokenizer, text_encoder_2, tokenizer_2, transformer,
-                 controlnet, image_encoder=None, feature_extractor=None,
+    def __init__(self, scheduler: FlowMatchEulerDiscreteScheduler, vae: AutoencoderKL, text_encoder: CLIPTextModel,
+                 tokenizer: CLIPTokenizer, text_encoder_2: T5EncoderModel, tokenizer_2: T5TokenizerFast,
+                 transformer: FluxTransformer2DModel,
+                 controlnet: Union[FluxControlNetModel, FluxMultiControlNetModel, list, tuple],
+                 image_encoder: Optional[CLIPVisionModelWithProjection] = None,
+                 feature_extractor: Optional[CLIPImageProcessor] = None,
                  identity_projection: Optional[InfiniteYouProjection] = None):
-        super().__init__(scheduler=scheduler, vae=vae, text_encoder=text_encoder, tokenizer=tokenizer,
-                         text_encoder_2=text_encoder_2, tokenizer_2=tokenizer_2, transformer=transformer,
-                         controlnet=controlnet, image_encoder=image_encoder, feature_extractor=feature_extractor)
-        self.register_modules(identity_projection=identity_projection)
+        # the text-to-image pipeline alone has FLUX's IP-Adapter image encoder among its components
+        super().__init__(scheduler, vae, text_encoder, tokenizer, text_encoder_2, tokenizer_2, transformer,
+                         controlnet, identity_projection=identity_projection)
+        self.register_modules(image_encoder=image_encoder, feature_extractor=feature_extractor)
 
 
 def load_infiniteyou_pipeline(base: str = "black-forest-labs/FLUX.1-dev", infiniteyou: str = INFINITEYOU_REPO, *,

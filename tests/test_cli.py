@@ -116,7 +116,7 @@ def test_shared_options_have_one_name_and_one_default(monkeypatch):
     for command in ("embed", "eval verify", "edit replace", "edit restyle", "generate", "app"):
         assert command in seen["--detector"], command
     for command in ("edit replace", "edit restyle", "generate", "app"):
-        assert {"--device", "--tiny", "--model", "--instantid-base", "--lcm-lora"} <= {
+        assert {"--device", "--tiny", "--model", "--instantid-base", "--infiniteyou", "--lcm-lora"} <= {
             flag for flag, users in seen.items() if command in users}, command
 
 

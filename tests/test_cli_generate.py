@@ -52,3 +52,39 @@ def test_failures_are_one_line(faces_dir, tmp_path, capsys, make, extra, expecte
     lines = [line for line in capsys.readouterr().err.splitlines() if line.startswith("idgen: error:")]
     assert len(lines) == 1 and expected.lower() in lines[0].lower()
     assert not (tmp_path / "out" / "image_000.png").exists()
+
+
+def test_generate_with_the_infiniteyou_style(faces_dir, tmp_path, capsys, monkeypatch):
+    """--style infiniteyou --tiny: a prompt and a pose photo, the images those settings give when the
+    tiny pipeline is called directly, and a one-line error naming what to download when it is not configured."""
+    import torch
+
+    from idgen.application import ModelHub, ModelSettings
+
+    monkeypatch.delenv("IDGEN_INFINITEYOU", raising=False)
+    photo, pose = faces_dir / "Aaron_Peirsol_0001.jpg", faces_dir / "Abdullah_Gul_0001.jpg"
+    out = tmp_path / "out"
+    assert main(["generate", "--face", str(photo), "--style", "infiniteyou", "--tiny", "--prompt", "a watercolour",
+                 "--pose", str(pose), "--count", "2", "--steps", "2", "--seed", "3", "--out", str(out)]) == 0
+    record = json.loads((out / "similarities.json").read_text())
+    assert record["style"] == "infiniteyou" and [r["seed"] for r in record["images"]] == [3, 4]
+    assert "infiniteyou: 2 image(s)" in capsys.readouterr().err
+
+    hub = ModelHub(ModelSettings(tiny=True))
+    face = hub.analyzer().get_face(photo)
+    unit = torch.nn.functional.normalize(torch.from_numpy(face.normed_embedding).float(), dim=0)
+    expected = hub.infiniteyou()("a watercolour", id_embeds=unit[None], pose_image=str(pose), num_inference_steps=2,
+                                 num_images_per_prompt=2,
+                                 generator=[torch.Generator().manual_seed(3 + k) for k in range(2)]).images
+    for r, image in zip(record["images"], expected):
+        assert np.array_equal(np.asarray(Image.open(out / r["file"])), np.asarray(image))
+    assert np.asarray(expected[0]).shape == (32, 32, 3)
+
+    for extra, reason in ((["--negative-prompt", "blurry", "--tiny"], "no negative prompt"),
+                          ([], "InfiniteYou is not configured: download ByteDance/InfiniteYou"),
+                          (["--fast", "--tiny"], "InfiniteYou has none")):
+        assert main(["generate", "--random-identity", "--style", "infiniteyou", "--count", "1", "--steps", "1",
+                     "--detector", "dlib", "--recognizer", "dlib", "--out", str(tmp_path / "bad"), *extra]) == 1
+        lines = [line for line in capsys.readouterr().err.splitlines() if line.startswith("idgen: error:")]
+        assert len(lines) == 1 and reason in lines[0], (extra, lines)
+    assert not (tmp_path / "bad").exists()

@@ -65,7 +65,8 @@ def test_the_model_flags_help_quotes_the_one_table_of_variables_and_defaults():
     parser = argparse.ArgumentParser()
     add_model_arguments(parser, demo=True)
     helps = {action.dest: action.help for action in parser._actions}
-    for name in ("model", "base", "arc2face", "instantid", "instantid_base", "lcm_lora", "lcm_lora_sdxl", "forget_data"):
+    for name in ("model", "base", "arc2face", "instantid", "instantid_base", "infiniteyou", "infiniteyou_base",
+                 "infiniteyou_variant", "lcm_lora", "lcm_lora_sdxl", "forget_data"):
         variable, default = ENVIRONMENT[name]
         assert f"${variable}" in helps[name], name
         assert default is None or f"default {default}" in helps[name], name

@@ -248,6 +248,47 @@ def test_instantid_needs_a_photo_and_a_face_in_the_pose(served, faces_dir, bad_p
     assert "no face" in message.lower() and "blank.png" in message
 
 
+# ---------------------------------------------------------------------------- InfiniteYou style
+def test_infiniteyou_style_with_prompt_and_pose_and_from_a_random_identity(served, faces_dir):
+    hub, client = served
+    photo, pose = faces_dir / "Aaron_Peirsol_0001.jpg", faces_dir / "Abdullah_Gul_0001.jpg"
+    gallery, detected, _, status = _generate(client, [photo], style="infiniteyou", prompt="a watercolour", seed=4,
+                                             count=2, pose=pose)
+    assert "infiniteyou" in hub.loaded() and len(gallery) == 2 and "Aaron_Peirsol_0001.jpg" in status
+    source = np.asarray(Image.open(photo).convert("RGB"))
+    assert _pixels(detected).shape[1] > source.shape[1]   # identity | pose side by side
+    # Independent path: the photo's unit embedding and the pose photo straight into the pipeline.
+    unit = torch.from_numpy(hub.analyzer().get_face(photo).normed_embedding).float()
+    expected = hub.infiniteyou()("a watercolour", id_embeds=unit[None], pose_image=str(pose), num_inference_steps=2,
+                                 guidance_scale=3.0, num_images_per_prompt=2,
+                                 generator=[torch.Generator().manual_seed(4 + k) for k in range(2)]).images
+    for item, image in zip(gallery, expected):
+        assert _pixels(item).shape == (32, 32, 3) and np.array_equal(_pixels(item), np.asarray(image))
+    # No photo is needed: without a pose InfuseNet gets none, so a random identity works too.
+    drawn, _, _, status = client.predict([], True, "infiniteyou", "a portrait", "", None, 1, 2, 3.0, 1, False,
+                                         api_name="/generate")
+    assert len(drawn) == 1 and "random identity" in status
+    assert "negative prompt" in _error_of(lambda: _generate(client, [photo], style="infiniteyou", negative="blurry",
+                                                            count=1, steps=1))
+
+
+def test_infiniteyou_style_is_offered_only_when_configured():
+    import gradio as gr
+
+    def styles(settings):
+        demo = build_demo(ModelHub(settings))
+        [radio] = [b for b in demo.blocks.values() if isinstance(b, gr.Radio) and b.label == "style"]
+        return [value for _, value in radio.choices]
+
+    assert styles(ModelSettings()) == ["arc2face"]
+    assert styles(ModelSettings(infiniteyou="ByteDance/InfiniteYou")) == ["arc2face", "infiniteyou"]
+    assert styles(ModelSettings(tiny=True)) == ["arc2face", "instantid", "infiniteyou"]
+    from idgen.errors import ConfigError
+
+    with pytest.raises(ConfigError, match="InfiniteYou is not configured: download ByteDance/InfiniteYou"):
+        ModelHub(ModelSettings()).infiniteyou()
+
+
 # ---------------------------------------------------------------------------- fast preset
 @pytest.fixture(scope="module")
 def lcm_lora_folder(tmp_path_factory):
@@ -389,11 +430,17 @@ def test_models_come_from_flags_then_environment_then_defaults(monkeypatch):
     monkeypatch.setenv("IDGEN_ARC2FACE", "/models/arc2face")
     monkeypatch.setenv("IDGEN_INSTANTID", "InstantX/InstantID")
     monkeypatch.setenv("IDGEN_LCM_LORA", "/models/lcm-lora")
+    monkeypatch.setenv("IDGEN_INFINITEYOU", "/models/InfiniteYou")
+    monkeypatch.setenv("IDGEN_INFINITEYOU_VARIANT", "sim_stage1")
     from idgen.application import settings_from_args
 
     settings = settings_from_args(app.build_parser().parse_args(["--arc2face", "/flag/arc2face", "--device", "cpu"]))
     assert settings.arc2face == "/flag/arc2face"  # the flag wins over $IDGEN_ARC2FACE
     assert settings.instantid == "InstantX/InstantID" and settings.lcm_lora == "/models/lcm-lora"  # environment
     assert settings.base == "stable-diffusion-v1-5/stable-diffusion-v1-5" and settings.device == "cpu"
+    assert (settings.infiniteyou, settings.infiniteyou_variant) == ("/models/InfiniteYou", "sim_stage1")
+    assert settings.infiniteyou_base == "black-forest-labs/FLUX.1-dev"   # the default
+    flagged = settings_from_args(app.build_parser().parse_args(["--infiniteyou-base", "/flag/flux"]))
+    assert flagged.infiniteyou_base == "/flag/flux"
     hub = ModelHub(settings)
-    assert hub.instantid_available and hub.loaded() == []  # named, not loaded
+    assert hub.instantid_available and hub.infiniteyou_available and hub.loaded() == []  # named, not loaded

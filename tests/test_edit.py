@@ -187,6 +187,24 @@ def test_cli_replace_and_restyle(pipe, faces_dir, tmp_path, capsys):
 
 
 # ---------------------------------------------------------------------------- InstantID-style (SDXL)
+def replace_watching_the_controlnet(pipe, faces_dir, hook):
+    """Replace the person in PHOTO by TARGET with a prompt, ``hook`` (a forward hook with kwargs)
+    watching the ControlNet; checks that only the masked pixels changed, and changed visibly.
+    Returns the result and the original photo."""
+    handle = pipe.controlnet.register_forward_hook(hook, with_kwargs=True)
+    try:
+        result = replace_identity(faces_dir / PHOTO, faces_dir / TARGET, pipe=pipe, prompt="a portrait",
+                                  generator=torch.Generator().manual_seed(0), **FAST)
+    finally:
+        handle.remove()
+    original = load_image(faces_dir / PHOTO)
+    edited = np.asarray(result.image)
+    outside = result.mask == 0
+    assert edited.shape == original.shape and np.array_equal(edited[outside], original[outside])
+    assert np.abs(edited[result.mask == 1].astype(float) - original[result.mask == 1]).mean() > 5
+    return result, original
+
+
 @pytest.fixture(scope="module")
 def instantid(dlib_analyzer, tmp_path_factory):
     from tiny_models import instantid_state_dict, tiny_sdxl_components
@@ -205,18 +223,9 @@ def test_instantid_replace_inpaints_at_the_original_pose_and_keeps_the_rest(inst
     from idgen.pipelines.keypoints import draw_keypoints
 
     conditions = []
-    handle = instantid.controlnet.register_forward_hook(
-        lambda m, a, kw, out: conditions.append(kw["controlnet_cond"][0].clone()), with_kwargs=True)
-    try:
-        result = replace_identity(faces_dir / PHOTO, faces_dir / TARGET, pipe=instantid, prompt="a portrait",
-                                  generator=torch.Generator().manual_seed(0), **FAST)
-    finally:
-        handle.remove()
-    original = load_image(faces_dir / PHOTO)
+    result, original = replace_watching_the_controlnet(
+        instantid, faces_dir, lambda m, a, kw, out: conditions.append(kw["controlnet_cond"][0].clone()))
     edited = np.asarray(result.image)
-    outside = result.mask == 0
-    assert edited.shape == original.shape and np.array_equal(edited[outside], original[outside])
-    assert np.abs(edited[result.mask == 1].astype(float) - original[result.mask == 1]).mean() > 5
     # The IdentityNet saw the replaced face's own keypoints, mapped into the 64-px crop.
     face = dlib_analyzer.get_face(original)
     x0, y0, side = crop_box(face, original.shape)
@@ -228,9 +237,11 @@ def test_instantid_replace_inpaints_at_the_original_pose_and_keeps_the_rest(inst
         cosine(measured_embedding(dlib_analyzer, edited, face), target), abs=1e-5)
 
 
-def test_instantid_restyle_follows_the_prompt_and_keeps_the_size(instantid, dlib_analyzer, faces_dir):
+@pytest.mark.parametrize("family", ["instantid", "infiniteyou"])
+def test_restyle_with_a_prompt_follows_it_and_keeps_the_size(family, request, dlib_analyzer, faces_dir):
+    pipe = request.getfixturevalue(family)
     original = load_image(faces_dir / PHOTO)
-    runs = [restyle(original, prompt, pipe=instantid, strength=0.75, generator=torch.Generator().manual_seed(4), **FAST)
+    runs = [restyle(original, prompt, pipe=pipe, strength=0.75, generator=torch.Generator().manual_seed(4), **FAST)
             for prompt in ("an oil painting", "a pencil sketch")]
     a, b = (np.asarray(r.image).astype(float) for r in runs)
     assert a.shape == original.shape and np.abs(a - original).mean() > 1
@@ -262,3 +273,85 @@ def test_cli_replace_with_an_instantid_checkpoint_folder(faces_dir, tmp_path, ca
                  "--recognizer", "dlib", "--out", str(out)]) == 1
     error = capsys.readouterr().err.strip()
     assert error.startswith("idgen: error: cannot load the instantid model") and "\n" not in error
+
+
+# ---------------------------------------------------------------------------- InfiniteYou-style (FLUX)
+@pytest.fixture(scope="module")
+def infiniteyou(dlib_analyzer):
+    from idgen.testing.tiny_infiniteyou import tiny_infiniteyou
+
+    pipe = tiny_infiniteyou(embedding_dim=128)   # dlib's 128-d embeddings fit
+    pipe.set_face_analyzer(dlib_analyzer)
+    return pipe
+
+
+def test_infiniteyou_replace_inpaints_at_the_original_pose_and_keeps_the_rest(infiniteyou, dlib_analyzer, faces_dir,
+                                                                             monkeypatch):
+    from idgen.edit.region import crop_box
+    from idgen.pipelines import InfiniteYouMixin
+
+    poses, states = [], []
+    pose_image = InfiniteYouMixin._pose_image
+
+    def record_pose(self, pose_photo, keypoints, width, height):
+        poses.append((np.asarray(keypoints), width, height))
+        return pose_image(self, pose_photo, keypoints, width, height)
+
+    monkeypatch.setattr(InfiniteYouMixin, "_pose_image", record_pose)
+    result, original = replace_watching_the_controlnet(
+        infiniteyou, faces_dir, lambda m, a, kw, out: states.append(kw["encoder_hidden_states"].clone()))
+    edited = np.asarray(result.image)
+    # InfuseNet drew the replaced face's own landmarks, mapped into the 32-px crop, and read the target's
+    # identity tokens at every step
+    face = dlib_analyzer.get_face(original)
+    x0, y0, side = crop_box(face, original.shape)
+    [(keypoints, width, height)] = poses
+    assert (width, height) == (32, 32)
+    np.testing.assert_allclose(keypoints, (face.landmarks - [x0, y0]) * 32 / side)
+    target = dlib_analyzer.get_face(faces_dir / TARGET).embedding
+    tokens = infiniteyou.identity_tokens(torch.nn.functional.normalize(torch.from_numpy(target)[None], dim=-1))
+    assert len(states) == FAST["num_inference_steps"]
+    for seen in states:
+        torch.testing.assert_close(seen, tokens)
+    assert result.similarity_to_target[0] == pytest.approx(
+        cosine(measured_embedding(dlib_analyzer, edited, face), target), abs=1e-5)
+
+
+def test_cli_edit_with_infiniteyou_downloads_tiny_and_unconfigured(faces_dir, tmp_path, capsys, monkeypatch):
+    from diffusers import FluxPipeline
+
+    from idgen.testing.tiny_infiniteyou import infiniteyou_projection_state_dict, tiny_infiniteyou
+
+    monkeypatch.delenv("IDGEN_INFINITEYOU", raising=False)
+    pipe = tiny_infiniteyou(embedding_dim=128)
+    base, checkpoint = tmp_path / "FLUX.1-dev", tmp_path / "InfiniteYou"
+    FluxPipeline(**{k: v for k, v in pipe.components.items()
+                    if k in FluxPipeline._get_signature_keys(FluxPipeline)[0]}).save_pretrained(base)
+    variant = checkpoint / "infu_flux_v1.0" / "aes_stage2"
+    pipe.controlnet.save_pretrained(variant / "InfuseNetModel")
+    torch.save(infiniteyou_projection_state_dict(0, embedding_dim=128), variant / "image_proj_model.bin")
+    faces = ["--detector", "dlib", "--recognizer", "dlib", "--steps", "2"]
+    out = tmp_path / "replaced.png"
+    assert main(["edit", "replace", "--photo", str(faces_dir / PHOTO), "--identity", str(faces_dir / TARGET),
+                 "--infiniteyou", str(checkpoint), "--infiniteyou-base", str(base), "--prompt", "a portrait",
+                 "--size", "32", "--out", str(out), *faces]) == 0   # --infiniteyou alone picks the style
+    printed = capsys.readouterr().out
+    assert "idgen: infiniteyou: InfiniteYou" in printed and "face 0: similarity to target" in printed
+    replaced, original = np.asarray(Image.open(out)), load_image(faces_dir / PHOTO)
+    assert replaced.shape == original.shape and not np.array_equal(replaced, original)
+    assert np.array_equal(replaced[:10], original[:10])  # the top rows are far outside the face mask
+
+    restyled = tmp_path / "restyled.png"
+    assert main(["edit", "restyle", "--photo", str(faces_dir / PHOTO), "--style", "infiniteyou", "--tiny",
+                 "--prompt", "an oil painting", "--strength", "0.5", "--out", str(restyled), *faces]) == 0
+    assert Image.open(restyled).size == (original.shape[1], original.shape[0])
+
+    failures = [(["--style", "infiniteyou"], "InfiniteYou is not configured: download ByteDance/InfiniteYou"),
+                (["--infiniteyou", str(checkpoint), "--infiniteyou-base", str(base), "--infiniteyou-variant",
+                  "sim_stage1"], "sim_stage1/InfuseNetModel"),
+                (["--infiniteyou", str(checkpoint), "--infiniteyou-base", str(tmp_path / "missing")],
+                 "cannot load the infiniteyou model")]
+    for flags, reason in failures:
+        assert main(["edit", "restyle", "--photo", str(faces_dir / PHOTO), "--out", str(restyled), *flags, *faces]) == 1
+        errors = [line for line in capsys.readouterr().err.splitlines() if line.startswith("idgen: error:")]
+        assert len(errors) == 1 and reason in errors[0], (flags, errors)

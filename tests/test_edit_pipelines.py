@@ -191,3 +191,135 @@ def test_instantid_inpaint_with_padding_mask_crop_returns_the_full_photo(instant
                padding_mask_crop=4, num_inference_steps=STEPS, height=64, width=64, generator=gen(),
                output_type="pil").images[0]
     assert out.size == image.size
+
+
+# ---------------------------------------------------------------------------- InfiniteYou-style (FLUX)
+FLUX_KPS = [(10, 12), (22, 12), (16, 18), (11, 24), (21, 24)]  # a frontal face in a 32×32 image
+
+
+@pytest.fixture(scope="module")
+def infiniteyou():
+    from idgen.testing.tiny_infiniteyou import tiny_infiniteyou
+
+    return tiny_infiniteyou()
+
+
+def flux_identity(seed=0):
+    return 20 * torch.randn(1, 512, generator=gen(seed))   # raw: the pipeline normalises it
+
+
+def flux_run(pipe, seed=0, **kwargs):
+    kwargs = {"id_embeds": flux_identity(), "height": 32, "width": 32, "num_inference_steps": STEPS,
+              "guidance_scale": 3.5, **kwargs}
+    return pipe("a portrait", generator=gen(seed), **kwargs).images
+
+
+def test_infiniteyou_variants_give_infusenet_alone_the_identity_along_the_text_to_image_schedule(infiniteyou):
+    from idgen.pipelines import InfiniteYouImg2ImgPipeline, InfiniteYouInpaintPipeline
+
+    seen = {}
+
+    def transformer_hook(name):
+        def hook(_module, _args, kwargs):
+            seen.setdefault((name, "transformer"), kwargs["encoder_hidden_states"].clone())
+            seen.setdefault((name, "timesteps"), []).append(float(kwargs["timestep"][0]))
+        return hook
+
+    def infusenet_hook(name):  # a forward hook sees the kwargs after InfiniteYou's own pre-hook
+        def hook(_module, _args, kwargs, _output):
+            seen.setdefault((name, "infusenet"), (kwargs["encoder_hidden_states"].clone(),
+                                                  kwargs["txt_ids"].clone(), kwargs["controlnet_cond"].clone()))
+        return hook
+
+    runs = {
+        "text_to_image": (infiniteyou, {}),
+        "img2img": (variant(InfiniteYouImg2ImgPipeline, infiniteyou), {"image": photo(32, 32), "strength": 0.5}),
+        "inpaint": (variant(InfiniteYouInpaintPipeline, infiniteyou),
+                    {"image": photo(32, 32), "mask_image": box_mask(32, 32), "strength": 0.75}),
+    }
+    for name, (pipe, extra) in runs.items():
+        assert pipe.identity_projection is infiniteyou.identity_projection  # from_pipe shares it
+        handles = [pipe.transformer.register_forward_pre_hook(transformer_hook(name), with_kwargs=True),
+                   pipe.controlnet.register_forward_hook(infusenet_hook(name), with_kwargs=True)]
+        try:
+            flux_run(pipe, keypoints=FLUX_KPS, output_type="latent", **extra)
+        finally:
+            for handle in handles:
+                handle.remove()
+    tokens = infiniteyou.identity_tokens(torch.nn.functional.normalize(flux_identity(), dim=-1))
+    with torch.no_grad():
+        text = infiniteyou.encode_prompt("a portrait", None, max_sequence_length=512)[0]
+    schedule = seen[("text_to_image", "timesteps")]
+    assert len(schedule) == STEPS
+    # strength s runs the last s·STEPS steps of the text-to-image schedule
+    assert seen[("img2img", "timesteps")] == schedule[STEPS // 2:]
+    assert seen[("inpaint", "timesteps")] == schedule[STEPS // 4:]
+    reference_cond = seen[("text_to_image", "infusenet")][2]
+    for name in runs:
+        states, ids, cond = seen[(name, "infusenet")]
+        torch.testing.assert_close(states, tokens)
+        assert not ids.any()
+        torch.testing.assert_close(seen[(name, "transformer")], text)   # FLUX itself reads only the text
+        assert cond.shape == reference_cond.shape
+
+
+def test_infiniteyou_variants_at_infusenet_scale_zero_are_diffusers_own(infiniteyou):
+    """With InfuseNet's residuals scaled to 0, the variants compute exactly what diffusers' stock
+    Flux ControlNet img2img / inpaint pipelines compute from the same components, seed and inputs."""
+    from diffusers import FluxControlNetImg2ImgPipeline, FluxControlNetInpaintPipeline
+    from PIL import Image as PILImage
+
+    from idgen.pipelines import InfiniteYouImg2ImgPipeline, InfiniteYouInpaintPipeline
+
+    black = PILImage.new("RGB", (32, 32))   # InfiniteYou's condition image without a pose
+    cases = [(InfiniteYouImg2ImgPipeline, FluxControlNetImg2ImgPipeline, {"image": photo(32, 32), "strength": 0.5},
+              "np"),
+             (InfiniteYouInpaintPipeline, FluxControlNetInpaintPipeline,
+              {"image": photo(32, 32), "mask_image": box_mask(32, 32), "strength": 0.75}, "latent")]
+    for ours_cls, stock_cls, extra, output_type in cases:
+        ours = variant(ours_cls, infiniteyou)
+        stock = stock_cls(**{k: v for k, v in infiniteyou.components.items()
+                             if k in stock_cls._get_signature_keys(stock_cls)[0]})
+        stock.set_progress_bar_config(disable=True)
+        expected = stock("a portrait", control_image=black, controlnet_conditioning_scale=0.0, height=32, width=32,
+                         num_inference_steps=STEPS, guidance_scale=3.5, generator=gen(), output_type=output_type,
+                         **extra).images
+        got = flux_run(ours, infusenet_conditioning_scale=0.0, output_type=output_type, **extra)
+        np.testing.assert_allclose(np.asarray(got), np.asarray(expected), atol=1e-6)
+        acting = flux_run(ours, output_type=output_type, **extra)   # at scale 1 InfuseNet changes the result
+        assert np.abs(np.asarray(acting) - np.asarray(expected)).max() > 1e-3, ours_cls.__name__
+
+
+def test_infiniteyou_inpaint_changes_only_the_masked_latents(infiniteyou):
+    from idgen.pipelines import InfiniteYouInpaintPipeline
+
+    pipe = variant(InfiniteYouInpaintPipeline, infiniteyou)
+    mask = box_mask(32, 32)
+    a, b = (flux_run(pipe, id_embeds=flux_identity(seed), image=photo(32, 32), mask_image=mask, strength=1.0,
+                     output_type="latent") for seed in (1, 2))
+    # packed latents: 2×2 patches of the 16×16 latent grid (VAE factor 2), in row order
+    inside = np.asarray(mask.resize((8, 8), Image.NEAREST)).reshape(-1) > 0
+    difference = (a - b).abs()[0].amax(-1).numpy()
+    assert difference[~inside].max() == 0 and difference[inside].max() > 1e-5
+
+
+def test_infiniteyou_img2img_with_a_face_photo_and_one_without(infiniteyou, dlib_analyzer, faces_dir, tmp_path):
+    import torch.nn.functional as F
+
+    from idgen.errors import NoFaceError
+    from idgen.pipelines import InfiniteYouImg2ImgPipeline
+    from idgen.testing.tiny_infiniteyou import tiny_infiniteyou
+
+    pipe = variant(InfiniteYouImg2ImgPipeline, tiny_infiniteyou(embedding_dim=128))   # dlib's 128-d embeddings
+    pipe.set_face_analyzer(dlib_analyzer)
+    face = faces_dir / "Aaron_Peirsol_0001.jpg"
+    output = pipe("a portrait", face_images=face, pose_image=face, image=photo(32, 32), strength=0.5, height=32,
+                  width=32, num_inference_steps=STEPS, generator=gen(), output_type="np")
+    expected = F.normalize(torch.from_numpy(dlib_analyzer.get_face(face).embedding).float()[None], dim=-1)
+    torch.testing.assert_close(output.id_embeds, expected)
+    assert output.images.shape == (1, 32, 32, 3)
+    blank = tmp_path / "blank.png"
+    Image.new("RGB", (128, 128), (90, 90, 90)).save(blank)
+    with pytest.raises(NoFaceError, match="blank.png"):
+        pipe("a portrait", face_images=blank, image=photo(32, 32), strength=0.5, height=32, width=32,
+             num_inference_steps=STEPS)

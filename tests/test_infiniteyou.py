@@ -314,3 +314,17 @@ def test_face_photo_end_to_end_and_no_face_error(pipe, dlib_analyzer, faces_dir,
     Image.new("RGB", (128, 128), (90, 90, 90)).save(blank)
     with pytest.raises(NoFaceError, match="blank.png"):
         face_pipe("a photo", face_images=blank, height=IMAGE_SIZE, width=IMAGE_SIZE, num_inference_steps=STEPS)
+
+
+def test_one_pose_per_prompt(pipe):
+    """N × 5 × 2 keypoints give each prompt its own keypoint image: a batch equals the single calls."""
+    kps = np.asarray([[10, 12], [22, 12], [16, 18], [11, 24], [21, 24]], dtype=np.float64)
+    poses = np.stack([kps, kps + [4, 2]])
+    batch = pipe(["a photo of a person"] * 2, id_embeds=identity(0), keypoints=poses, height=IMAGE_SIZE,
+                 width=IMAGE_SIZE, num_inference_steps=STEPS, output_type="np",
+                 generator=[torch.Generator().manual_seed(0), torch.Generator().manual_seed(0)]).images
+    for image, pose in zip(batch, poses):
+        np.testing.assert_allclose(image, run(pipe, identity(0), keypoints=pose)[0], atol=1e-4)
+    assert np.abs(batch[0] - batch[1]).max() > 1e-4
+    with pytest.raises(ValueError, match="one pose per prompt"):
+        run(pipe, identity(0), keypoints=poses)

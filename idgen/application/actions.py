@@ -27,7 +27,7 @@ from ..errors import ConfigError, ImageReadError
 from ..identity import normalize, random_identities, slerp
 from ..io import atomic_folder, atomic_path
 from .jobs import CancelToken, checked, checkpoints
-from .models import ModelHub
+from .models import STYLES, ModelHub
 
 Progress = Callable[..., None]
 
@@ -152,9 +152,15 @@ def pipeline_with_preset(hub: ModelHub, style: str, fast: bool):
     """The ``style`` pipeline, with its LCM-LoRA and ``LCMScheduler`` loaded exactly when ``fast``
     asks for them, and the call settings the preset imposes (``{}`` when not fast).
 
-    Without a configured LCM-LoRA (tiny mode by default) only the preset's steps and guidance apply."""
-    if style not in ("arc2face", "instantid"):
-        raise ConfigError(f"unknown style {style!r}; choose 'arc2face' or 'instantid'")
+    Without a configured LCM-LoRA (tiny mode by default) only the preset's steps and guidance apply.
+    InfiniteYou has no fast preset: no LCM-LoRA exists for FLUX.1-dev with InfuseNet."""
+    if style not in STYLES:
+        raise ConfigError(f"unknown style {style!r}; choose one of {', '.join(STYLES)}")
+    if style == "infiniteyou":
+        if fast:
+            raise ConfigError("the fast preset (LCM-LoRA) is for Arc2Face and InstantID; InfiniteYou has none: "
+                              "untick it, or lower the steps instead")
+        return hub.infiniteyou(), {}
     pipe = hub.arc2face() if style == "arc2face" else hub.instantid()
     lora = hub.settings.lcm_lora if style == "arc2face" else hub.settings.lcm_lora_sdxl
     if lora and fast != getattr(pipe, "_demo_lcm_lora", False):
@@ -172,12 +178,16 @@ def generate_images(hub: ModelHub, identity: IdentityInput, *, style: str = "arc
     Image ``k`` uses the generator seeded ``seed + k``, so it does not change with ``count``.
     ``steps`` / ``guidance`` default to the pipeline's own; ``fast`` replaces them by the LCM-LoRA
     preset's (:func:`pipeline_with_preset`). InstantID takes the face's pose from ``pose_photo``,
-    else from the (first) identity photo.
+    else from the (first) identity photo; InfiniteYou from ``pose_photo``, else it has no pose (the
+    prompt decides it), so it also draws random identities. InfiniteYou has no negative prompt
+    (FLUX.1-dev's guidance is embedded, not classifier-free).
     """
     if count < 1:
         raise ConfigError("count must be at least 1")
     if style == "instantid" and not identity.faces:
         raise ConfigError("InstantID needs a face photo (it uses the face's keypoints); upload one")
+    if style == "infiniteyou" and negative_prompt:
+        raise ConfigError("InfiniteYou takes no negative prompt (FLUX.1-dev's guidance is embedded); leave it empty")
     progress(0.0, desc=f"loading {style}")
     with hub.exclusive(style):
         pipe, preset = pipeline_with_preset(hub, style, fast)
@@ -188,6 +198,9 @@ def generate_images(hub: ModelHub, identity: IdentityInput, *, style: str = "arc
                       generator=[torch.Generator().manual_seed(int(seed) + k) for k in range(count)], **settings)
         if style == "arc2face":
             images = pipe(id_embeds=identity.vector[None], **common).images
+        elif style == "infiniteyou":   # it normalises the identity itself: the unit vector goes in as it is
+            images = pipe(prompt or "a portrait photo", id_embeds=identity.vector[None], pose_image=pose_photo,
+                          **common).images
         else:
             # InstantID was trained on the raw (un-normalised) recogniser embedding: average the photos' raw ones.
             raw = torch.from_numpy(np.stack([f.embedding for f in identity.faces]).astype(np.float32)).mean(0, keepdim=True)

@@ -3,7 +3,8 @@
 :class:`ModelSettings` names the checkpoints (hub ids or local folders) and comes from command-line
 flags or ``IDGEN_*`` environment variables. :class:`ModelHub` turns settings into objects on first
 use and keeps them: opening the page loads nothing, the first Generate click loads the face analyser
-and the Arc2Face pipeline, and the InstantID pipeline is loaded only if someone picks that style.
+and the Arc2Face pipeline, and the InstantID or InfiniteYou pipeline is loaded only if someone picks
+that style.
 """
 
 from __future__ import annotations
@@ -20,6 +21,9 @@ ENVIRONMENT = {
     "arc2face": ("IDGEN_ARC2FACE", "FoivosPar/Arc2Face"),
     "instantid": ("IDGEN_INSTANTID", None),
     "instantid_base": ("IDGEN_INSTANTID_BASE", "stabilityai/stable-diffusion-xl-base-1.0"),
+    "infiniteyou": ("IDGEN_INFINITEYOU", None),
+    "infiniteyou_base": ("IDGEN_INFINITEYOU_BASE", "black-forest-labs/FLUX.1-dev"),
+    "infiniteyou_variant": ("IDGEN_INFINITEYOU_VARIANT", "aes_stage2"),
     "detector": ("IDGEN_DETECTOR", "auto"),  # AUTO_FACE_BACKENDS: antelopev2
     "recognizer": ("IDGEN_RECOGNIZER", "auto"),  # and Arc2Face's arcface.onnx
     "insightface_root": ("IDGEN_INSIGHTFACE_ROOT", "~/.insightface"),
@@ -45,9 +49,14 @@ def resolve_face_backends(detector: str | None, recognizer: str | None, purpose:
             auto_recognizer if recognizer in (None, "auto") else recognizer)
 
 
+#: The generation styles: each is a :class:`ModelHub` method returning its pipeline.
+STYLES = ("arc2face", "instantid", "infiniteyou")
+
 #: The flags that choose each model of :class:`ModelHub` (for error messages).
 MODEL_FLAGS = {"analyzer": "--detector / --recognizer / --insightface-root",
-               "arc2face": "--model, or --base and --arc2face", "instantid": "--instantid and --instantid-base"}
+               "arc2face": "--model, or --base and --arc2face", "instantid": "--instantid and --instantid-base",
+               "infiniteyou": "--infiniteyou (a download of ByteDance/InfiniteYou) and --infiniteyou-base "
+                              "(of black-forest-labs/FLUX.1-dev)"}
 
 
 @dataclass
@@ -58,7 +67,10 @@ class ModelSettings:
     embedded model, :mod:`idgen.pipelines.mini`); when set it replaces ``base`` + ``arc2face``. With
     neither set and the default ``base`` + ``arc2face`` not on this machine, the mini model runs
     (:meth:`arc2face_source`), so the demo makes faces offline. ``instantid`` is the InstantID folder or hub id (``InstantX/InstantID``: ``ControlNetModel/``
-    and ``ip-adapter.bin``); leave it unset to hide the InstantID style. ``tiny`` replaces every
+    and ``ip-adapter.bin``); leave it unset to hide the InstantID style. ``infiniteyou`` is the
+    InfiniteYou folder or hub id (``ByteDance/InfiniteYou``: ``infu_flux_v1.0/<infiniteyou_variant>/``
+    with ``InfuseNetModel/`` and ``image_proj_model.bin``) on the FLUX.1-dev ``infiniteyou_base``;
+    unset, the InfiniteYou style is hidden. ``tiny`` replaces every
     model by a tiny random one built in code (dlib for faces) so the demo runs offline.
 
     ``lcm_lora`` / ``lcm_lora_sdxl`` are the LCM-LoRAs of the fast preset for Arc2Face (SD 1.5) and
@@ -72,6 +84,9 @@ class ModelSettings:
     arc2face: str = ENVIRONMENT["arc2face"][1]
     instantid: Optional[str] = None
     instantid_base: str = ENVIRONMENT["instantid_base"][1]
+    infiniteyou: Optional[str] = None
+    infiniteyou_base: str = ENVIRONMENT["infiniteyou_base"][1]
+    infiniteyou_variant: str = ENVIRONMENT["infiniteyou_variant"][1]
     lcm_lora: Optional[str] = ENVIRONMENT["lcm_lora"][1]
     lcm_lora_sdxl: Optional[str] = ENVIRONMENT["lcm_lora_sdxl"][1]
     detector: str = ENVIRONMENT["detector"][1]
@@ -144,6 +159,15 @@ class ModelSettings:
             return getattr(torch, self.dtype)
         return torch.float16 if self.resolved_device().startswith("cuda") else None
 
+    def flux_dtype(self):
+        """FLUX's weights dtype: ``dtype`` when set, else bfloat16 on GPU (FLUX.1-dev overflows in
+        float16) and float32 on CPU."""
+        import torch
+
+        if self.dtype:
+            return getattr(torch, self.dtype)
+        return torch.bfloat16 if self.resolved_device().startswith("cuda") else torch.float32
+
 
 def published_arc2face_present(base: str, arc2face: str) -> bool:
     """Whether the SD 1.5 base and the Arc2Face checkpoint are local folders or already in the hub
@@ -172,10 +196,14 @@ class ModelHub:
     def instantid_available(self) -> bool:
         return self.settings.tiny or self.settings.instantid is not None
 
+    @property
+    def infiniteyou_available(self) -> bool:
+        return self.settings.tiny or self.settings.infiniteyou is not None
+
     def exclusive(self, name: str) -> threading.Lock:
-        """Hold this while using model ``name`` (``"arc2face"``, ``"instantid"``): a diffusers pipeline
-        keeps per-call state (its scheduler's step index), so two requests must never run one
-        pipeline at once. With ``--concurrency`` above 1 a second request waits here while other work
+        """Hold this while using model ``name`` (``"arc2face"``, ``"instantid"``, ``"infiniteyou"``): a
+        diffusers pipeline keeps per-call state (its scheduler's step index), so two requests must
+        never run one pipeline at once. With ``--concurrency`` above 1 a second request waits here while other work
         (face analysis, another model) goes on."""
         with self._lock:
             return self._in_use.setdefault(name, threading.Lock())
@@ -272,6 +300,34 @@ class ModelHub:
             return pipe
 
         return self._get("instantid", build)
+
+    def infiniteyou(self):
+        """The InfiniteYou pipeline (FLUX.1-dev + InfuseNet + identity projection), with the face analyser."""
+        from ..errors import ConfigError
+
+        if not self.infiniteyou_available:
+            raise ConfigError("InfiniteYou is not configured: download ByteDance/InfiniteYou and "
+                              "black-forest-labs/FLUX.1-dev, then pass --infiniteyou FOLDER_OR_HUB_ID (or set "
+                              "$IDGEN_INFINITEYOU; --infiniteyou-base / $IDGEN_INFINITEYOU_BASE names the FLUX.1-dev copy)")
+
+        def build():
+            s = self.settings
+            if s.tiny:
+                from ..testing.tiny_infiniteyou import tiny_infiniteyou
+
+                # the projection takes the tiny analyser's (dlib's) embeddings
+                pipe = tiny_infiniteyou(embedding_dim=self.analyzer().recognizer.embedding_size)
+                pipe.set_progress_bar_config(disable=False)
+            else:
+                from ..pipelines import load_infiniteyou_pipeline
+
+                pipe = load_infiniteyou_pipeline(s.infiniteyou_base, s.infiniteyou, variant=s.infiniteyou_variant,
+                                                 torch_dtype=s.flux_dtype())
+                pipe.to(s.resolved_device())
+            pipe.set_face_analyzer(self.analyzer())
+            return pipe
+
+        return self._get("infiniteyou", build)
 
 
 def settings_from_args(args) -> ModelSettings:

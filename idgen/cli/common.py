@@ -10,7 +10,7 @@ from __future__ import annotations
 import argparse
 import os
 
-from ..application.models import ENVIRONMENT, resolve_face_backends
+from ..application.models import ENVIRONMENT, STYLES, resolve_face_backends
 
 def add_face_options(parser: argparse.ArgumentParser) -> None:
     """Which face detector and recogniser to use (every command that looks at faces)."""
@@ -51,12 +51,37 @@ def add_device_options(parser: argparse.ArgumentParser) -> None:
 def add_sampling_options(parser: argparse.ArgumentParser) -> None:
     """Denoising settings (generate, edit); ``None`` means the pipeline's own default."""
     group = parser.add_argument_group("sampling")
-    group.add_argument("--prompt", default="", help="text prompt (InstantID only; Arc2Face's only condition is the identity)")
+    group.add_argument("--prompt", default="",
+                       help="text prompt (InstantID and InfiniteYou; Arc2Face's only condition is the identity)")
     group.add_argument("--seed", type=int, default=0, help="random seed (image k of a batch uses seed + k)")
     group.add_argument("--steps", type=int, default=None,
-                       help="denoising steps (default: the pipeline's, 25 for Arc2Face, 30 for InstantID)")
+                       help="denoising steps (default: the pipeline's, 25 for Arc2Face, 30 for InstantID and InfiniteYou)")
     group.add_argument("--guidance", type=float, default=None,
-                       help="guidance scale (default: the pipeline's, 3.0 for Arc2Face, 5.0 for InstantID)")
+                       help="guidance scale (default: the pipeline's, 3.0 for Arc2Face, 5.0 for InstantID, "
+                            "3.5 for InfiniteYou: FLUX.1-dev's embedded guidance)")
+
+
+def add_style_option(parser: argparse.ArgumentParser) -> None:
+    """Which identity pipeline runs (generate, edit)."""
+    parser.add_argument("--style", choices=STYLES, default=None,
+                        help="default: instantid when --instantid is set, else infiniteyou when --infiniteyou is "
+                             "set, else arc2face")
+
+
+def chosen_style(args, settings) -> str:
+    """``--style``, or the default it documents for these model ``settings``."""
+    return args.style or ("instantid" if settings.instantid else "infiniteyou" if settings.infiniteyou else "arc2face")
+
+
+def describe_style(style: str, settings) -> str:
+    """Which checkpoints the ``style`` pipeline comes from, for the line a command prints first."""
+    if style == "arc2face" or settings.tiny:
+        return settings.describe()
+    if getattr(settings, style) is None:
+        return "not configured"
+    if style == "instantid":
+        return f"InstantID {settings.instantid} on {settings.instantid_base}"
+    return f"InfiniteYou {settings.infiniteyou} ({settings.infiniteyou_variant}) on {settings.infiniteyou_base}"
 
 
 def add_model_arguments(parser, demo: bool = False) -> None:
@@ -76,6 +101,11 @@ def add_model_arguments(parser, demo: bool = False) -> None:
     group.add_argument("--instantid", help=f"InstantID folder or hub id, e.g. InstantX/InstantID "
                                            f"({env('instantid')}; default: InstantID off)")
     group.add_argument("--instantid-base", help=f"SDXL base for InstantID ({env('instantid_base')})")
+    group.add_argument("--infiniteyou", help=f"InfiniteYou folder or hub id, e.g. ByteDance/InfiniteYou "
+                                             f"({env('infiniteyou')}; default: InfiniteYou off)")
+    group.add_argument("--infiniteyou-base", help=f"FLUX.1-dev base for InfiniteYou ({env('infiniteyou_base')})")
+    group.add_argument("--infiniteyou-variant", help=f"InfiniteYou weights: aes_stage2 (aesthetics) or sim_stage1 "
+                                                     f"(identity similarity) ({env('infiniteyou_variant')})")
     group.add_argument("--lcm-lora", help=f"LCM-LoRA of the fast preset for Arc2Face, hub id or folder ({env('lcm_lora')})")
     group.add_argument("--lcm-lora-sdxl", help=f"LCM-LoRA of the fast preset for InstantID ({env('lcm_lora_sdxl')})")
     if demo:

@@ -8,12 +8,13 @@ from PIL import Image
 
 from ..errors import ConfigError
 from ..io import atomic_path
-from .common import add_model_arguments, add_sampling_options
+from .common import add_model_arguments, add_sampling_options, add_style_option, chosen_style, describe_style
 
 
 def register(subparsers) -> None:
     parser = subparsers.add_parser("edit", help="edit a photo with an identity pipeline",
-                                   description="Identity-aware photo editing with an Arc2Face or InstantID pipeline.")
+                                   description="Identity-aware photo editing with an Arc2Face, InstantID or "
+                                               "InfiniteYou pipeline.")
     actions = parser.add_subparsers(dest="action", metavar="ACTION", required=True)
 
     replace = actions.add_parser("replace", help="put another person in place of a face",
@@ -35,7 +36,8 @@ def register(subparsers) -> None:
     for action in (replace, restyle):
         action.add_argument("--photo", required=True, help="the photo to edit")
         action.add_argument("--out", required=True, help="where to write the edited image (.png, .jpg)")
-        action.add_argument("--size", type=int, default=None, help="generation resolution (default: the UNet's)")
+        action.add_argument("--size", type=int, default=None, help="generation resolution (default: the model's)")
+        add_style_option(action)
         add_sampling_options(action)
         add_model_arguments(action)
 
@@ -51,15 +53,14 @@ def _face_choice(text: str | None):
 
 
 def _load_pipeline(args):
-    """The text-to-image pipeline and face analyser the shared model options name: InstantID when
-    ``--instantid`` is set, else Arc2Face (``--model`` or ``--base`` + ``--arc2face``); the edits
-    derive their img2img / inpaint variant from it."""
+    """The text-to-image pipeline of ``--style`` and the face analyser the shared model options name;
+    the edits derive their img2img / inpaint variant from it."""
     from ..application import ModelHub, settings_from_args
 
     hub = ModelHub(settings_from_args(args))
-    print(f"idgen: {'InstantID ' + args.instantid if args.instantid else hub.settings.describe()}")
-    pipe = hub.instantid() if args.instantid else hub.arc2face()
-    return pipe, hub.analyzer()
+    style = chosen_style(args, hub.settings)
+    print(f"idgen: {style}: {describe_style(style, hub.settings)}")
+    return getattr(hub, style)(), hub.analyzer()
 
 
 def _edit_settings(args) -> dict:

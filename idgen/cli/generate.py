@@ -6,23 +6,22 @@ from __future__ import annotations
 from tqdm import tqdm
 
 from ..errors import ConfigError
-from .common import add_model_arguments, add_sampling_options
+from .common import add_model_arguments, add_sampling_options, add_style_option, chosen_style, describe_style
 
 
 def register(subparsers) -> None:
     parser = subparsers.add_parser(
         "generate", help="generate images of a person from face photos (or of a random identity)",
         description="Generate images of the identity in --face (one person, one or more photos) with "
-                    "Arc2Face, or InstantID when --prompt is given with --instantid.")
+                    "Arc2Face, or with a --prompt through InstantID (--instantid) or InfiniteYou (--infiniteyou).")
     source = parser.add_mutually_exclusive_group(required=True)
     source.add_argument("--face", action="append", metavar="PHOTO",
                         help="a photo of the person (repeat for several photos of the same person)")
     source.add_argument("--random-identity", action="store_true", help="a random identity instead of a photo")
     parser.add_argument("--out", required=True, help="output folder (images + similarities.json)")
     parser.add_argument("--negative-prompt", default="", help="negative prompt (InstantID style only)")
-    parser.add_argument("--pose", default=None, help="photo whose face pose to copy (InstantID style only)")
-    parser.add_argument("--style", choices=["arc2face", "instantid"], default=None,
-                        help="default: instantid when --instantid is set, else arc2face")
+    parser.add_argument("--pose", default=None, help="photo whose face pose to copy (InstantID and InfiniteYou styles)")
+    add_style_option(parser)
     parser.add_argument("--count", type=int, default=4, help="images to generate")
     parser.add_argument("--fast", action="store_true",
                         help="LCM-LoRA preset: the LCM-LoRA (--lcm-lora / --lcm-lora-sdxl) and the LCM scheduler, "
@@ -39,12 +38,12 @@ def run(args) -> int:
     from ..io import write_json_atomic
 
     hub = ModelHub(settings_from_args(args))
-    style = args.style or ("instantid" if hub.settings.instantid else "arc2face")
+    style = chosen_style(args, hub.settings)
     if style == "arc2face" and (args.prompt or args.negative_prompt or args.pose):
-        raise ConfigError("--prompt/--negative-prompt/--pose need the InstantID style (--instantid FOLDER); "
-                          "Arc2Face's only condition is the identity")
+        raise ConfigError("--prompt/--negative-prompt/--pose need the InstantID style (--instantid FOLDER) or the "
+                          "InfiniteYou style (--infiniteyou FOLDER); Arc2Face's only condition is the identity")
     out = Path(args.out)
-    print(f"idgen: {style}: {hub.settings.describe() if style == 'arc2face' else hub.settings.instantid}")
+    print(f"idgen: {style}: {describe_style(style, hub.settings)}")
     if args.random_identity:
         identity = actions.random_identity(hub, args.seed)
     else:

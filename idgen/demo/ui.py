@@ -25,7 +25,7 @@ logger = logging.getLogger(__name__)
 
 TINY_BANNER = ("**Tiny random models.** This page runs with tiny, randomly initialised models so that it "
                "works offline in seconds: the images are noise and the numbers mean nothing. Start "
-               "`python app.py` without `--tiny` for real Arc2Face / InstantID checkpoints.")
+               "`python app.py` without `--tiny` for real Arc2Face / InstantID / InfiniteYou checkpoints.")
 
 
 def friendly_errors(handler):
@@ -107,7 +107,8 @@ def build_demo(hub: ModelHub) -> gr.Blocks:
     """The page for ``hub``'s models. Nothing is loaded until a tab first needs it."""
     tiny = hub.settings.tiny
     default_steps = 2 if tiny else 25
-    styles = [("Arc2Face", "arc2face")] + ([("InstantID", "instantid")] if hub.instantid_available else [])
+    styles = ([("Arc2Face", "arc2face")] + ([("InstantID", "instantid")] if hub.instantid_available else [])
+              + ([("InfiniteYou (FLUX)", "infiniteyou")] if hub.infiniteyou_available else []))
     fast_info = actions.fast_preset_description(hub)
 
     @friendly_errors
@@ -123,7 +124,7 @@ def build_demo(hub: ModelHub) -> gr.Blocks:
             identity = actions.identity_from_photos(hub, photos)
         pose_path = _paths(pose)[0] if pose else None
         detected = identity.annotated
-        if style == "instantid" and pose_path:
+        if style != "arc2face" and pose_path:
             progress(0.0, desc="finding the pose")
             detected = actions.side_by_side(detected, actions.annotated_photo(hub, pose_path))
         results = actions.generate_images(
@@ -186,9 +187,10 @@ def build_demo(hub: ModelHub) -> gr.Blocks:
                     photos = gr.File(file_count="multiple", label="face photo(s) of one person", elem_id="photos")
                     use_random = gr.Checkbox(value=False, label="random identity (ignore the photos)")
                     style = gr.Radio(styles, value="arc2face", label="style")
-                    prompt = gr.Textbox(label="prompt (InstantID)", placeholder="a portrait photo, studio light")
+                    prompt = gr.Textbox(label="prompt (InstantID, InfiniteYou)",
+                                        placeholder="a portrait photo, studio light")
                     negative = gr.Textbox(label="negative prompt (InstantID)")
-                    pose = gr.File(label="pose photo (InstantID, optional)", file_count="single")
+                    pose = gr.File(label="pose photo (InstantID, InfiniteYou; optional)", file_count="single")
                     seed, steps, guidance, fast = _sampling_controls(default_steps, fast_info)
                     count = gr.Slider(1, 8, value=2, step=1, label="images")
                     go = gr.Button("Generate", variant="primary", elem_id="generate")

@@ -24,7 +24,7 @@ from .mask import DEFAULT_FEATHER, DEFAULT_GROW, face_mask
 from .region import DEFAULT_CONTEXT, blend, crop_box, resize
 
 FaceChoice = Union[int, Sequence[int], str, None]
-#: Prompt of InstantID edits when the caller gives none.
+#: Prompt of InstantID and InfiniteYou edits when the caller gives none.
 DEFAULT_PROMPT = "a photo of a person"
 
 
@@ -120,7 +120,15 @@ def _similarity(a: np.ndarray, b: np.ndarray) -> float:
 
 
 def _default_size(pipe) -> int:
+    """The pipeline's native side in pixels (FLUX pipelines have no UNet: their default sample size)."""
+    if _family(pipe) == "infiniteyou":
+        return pipe.default_sample_size * pipe.vae_scale_factor
     return pipe.unet.config.sample_size * pipe.vae_scale_factor
+
+
+def _size_step(pipe) -> int:
+    """What the generated sides must be multiples of: FLUX packs its latents in 2×2 patches."""
+    return 2 * pipe.vae_scale_factor if _family(pipe) == "infiniteyou" else 8
 
 
 def _pipeline_as(pipe, cls):
@@ -133,38 +141,43 @@ def _pipeline_as(pipe, cls):
     return converted
 
 
-def _is_instantid(pipe) -> bool:
-    """InstantID-style (SDXL, text prompt, pose) or Arc2Face-style (SD 1.5, identity only)?"""
-    from idgen.pipelines import Arc2FaceMixin, InstantIDMixin
+def _family(pipe) -> str:
+    """``"arc2face"`` (SD 1.5, identity only), ``"instantid"`` (SDXL) or ``"infiniteyou"`` (FLUX); the
+    last two take a text prompt and a pose."""
+    from idgen.pipelines import Arc2FaceMixin, InfiniteYouMixin, InstantIDMixin
 
-    if isinstance(pipe, InstantIDMixin):
-        return True
-    if isinstance(pipe, Arc2FaceMixin):
-        return False
-    raise TypeError(f"editing needs an identity pipeline from idgen.pipelines (Arc2Face* or InstantID*); "
-                    f"got {type(pipe).__name__}")
+    for name, mixin in (("arc2face", Arc2FaceMixin), ("instantid", InstantIDMixin), ("infiniteyou", InfiniteYouMixin)):
+        if isinstance(pipe, mixin):
+            return name
+    raise TypeError(f"editing needs an identity pipeline from idgen.pipelines (Arc2Face*, InstantID* or "
+                    f"InfiniteYou*); got {type(pipe).__name__}")
+
+
+def _takes_text(pipe) -> bool:
+    return _family(pipe) != "arc2face"
 
 
 def _check_prompt(pipe, prompt: Optional[str]) -> None:
-    if not _is_instantid(pipe) and prompt is not None:
+    if not _takes_text(pipe) and prompt is not None:
         raise ValueError("Arc2Face pipelines take no text prompt (their prompt is the identity); pass prompt=None, "
-                         "or use an InstantID pipeline for text")
+                         "or use an InstantID or InfiniteYou pipeline for text")
 
 
 def _edit_variant(pipe, task: str):
     """The img2img or inpaint pipeline of ``pipe``'s family, sharing its weights."""
-    from idgen.pipelines import (Arc2FaceImg2ImgPipeline, Arc2FaceInpaintPipeline, InstantIDImg2ImgPipeline,
-                                 InstantIDInpaintPipeline)
+    from idgen.pipelines import (Arc2FaceImg2ImgPipeline, Arc2FaceInpaintPipeline, InfiniteYouImg2ImgPipeline,
+                                 InfiniteYouInpaintPipeline, InstantIDImg2ImgPipeline, InstantIDInpaintPipeline)
 
-    family = {"img2img": (Arc2FaceImg2ImgPipeline, InstantIDImg2ImgPipeline),
-              "inpaint": (Arc2FaceInpaintPipeline, InstantIDInpaintPipeline)}[task]
-    return _pipeline_as(pipe, family[_is_instantid(pipe)])
+    variants = {"arc2face": (Arc2FaceImg2ImgPipeline, Arc2FaceInpaintPipeline),
+                "instantid": (InstantIDImg2ImgPipeline, InstantIDInpaintPipeline),
+                "infiniteyou": (InfiniteYouImg2ImgPipeline, InfiniteYouInpaintPipeline)}[_family(pipe)]
+    return _pipeline_as(pipe, variants[("img2img", "inpaint").index(task)])
 
 
 def _identity_arguments(pipe, target: np.ndarray, prompt: Optional[str], keypoints: np.ndarray) -> dict:
-    """The identity arguments of one pipeline call: the embedding, and for InstantID the prompt
-    and the pose (the face's landmarks in the pixels of the generated image)."""
-    if _is_instantid(pipe):
+    """The identity arguments of one pipeline call: the embedding, and for InstantID / InfiniteYou
+    the prompt and the pose (the face's landmarks in the pixels of the generated image)."""
+    if _takes_text(pipe):
         return {"prompt": prompt or DEFAULT_PROMPT, "id_embeds": torch.from_numpy(target),
                 "keypoints": np.asarray(keypoints, dtype=np.float64)}
     return {"id_embeds": torch.from_numpy(target)}
@@ -185,7 +198,7 @@ def replace_identity(photo, identity, *, pipe, analyzer: Optional[FaceAnalyzer] 
     """Put the person ``identity`` in place of the chosen face(s) of ``photo``.
 
     For each chosen face: a square crop around it (``context`` × the face box) is resized to the
-    pipeline's resolution (``size``, default the UNet's native size) and inpainted with the target
+    pipeline's resolution (``size``, default the model's native size) and inpainted with the target
     identity under the support of a feathered elliptical mask (:func:`~idgen.edit.mask.face_mask`);
     the result is resized back and blended into the full-resolution photo through the soft mask, so
     pixels outside the mask are the input's, exactly.
@@ -194,12 +207,12 @@ def replace_identity(photo, identity, *, pipe, analyzer: Optional[FaceAnalyzer] 
         photo: path, PIL image or RGB array.
         identity: a photo of the target person, or their embedding from ``analyzer``'s recogniser
             (which must be the recogniser the pipeline was trained with, e.g. ArcFace for Arc2Face).
-        pipe: an Arc2Face or InstantID pipeline of :mod:`idgen.pipelines` (any variant: it is turned
-            into the inpaint one with ``from_pipe``, sharing weights). InstantID inpaints at the
-            original face's pose: its keypoints are the replaced face's landmarks.
+        pipe: an Arc2Face, InstantID or InfiniteYou pipeline of :mod:`idgen.pipelines` (any variant: it
+            is turned into the inpaint one with ``from_pipe``, sharing weights). InstantID and
+            InfiniteYou inpaint at the original face's pose: their keypoints are the replaced face's landmarks.
         analyzer: detects the faces and measures the similarities; default ``pipe.face_analyzer``.
         face: which face(s) to replace when the photo has several: index (largest first), list, or ``"all"``.
-        prompt: InstantID only (default ``"a photo of a person"``); Arc2Face takes no text.
+        prompt: InstantID and InfiniteYou only (default ``"a photo of a person"``); Arc2Face takes no text.
         strength: as in diffusers inpainting; 0 runs no diffusion and returns the photo unchanged.
         num_inference_steps, guidance_scale, generator: passed to the pipeline (its defaults when ``None``).
         grow, feather, context: mask size, soft-edge width and crop size (see :mod:`idgen.edit.mask`).
@@ -211,9 +224,9 @@ def replace_identity(photo, identity, *, pipe, analyzer: Optional[FaceAnalyzer] 
     faces = analyzer.analyze(rgb)
     chosen = choose_faces(faces, face, name)
     target = _identity_vector(identity, analyzer)
+    side_px = size or _default_size(pipe)
     if strength > 0:
         pipe = _edit_variant(pipe, "inpaint")
-    side_px = size or _default_size(pipe)
 
     edited = rgb.copy()
     total_mask = np.zeros(rgb.shape[:2], dtype=np.float32)
@@ -255,7 +268,7 @@ def restyle(photo, prompt: Optional[str] = None, *, pipe, analyzer: Optional[Fac
 
     The identity is the embedding of the chosen face of the photo itself; the whole image goes
     through img2img at the pipeline's resolution (longer side ``size``) and is resized back to the
-    photo's size. With an InstantID pipeline ``prompt`` changes style, setting or attributes and the
+    photo's size. With an InstantID or InfiniteYou pipeline ``prompt`` changes style, setting or attributes and the
     pose is the face's own; Arc2Face pipelines have no text input, so ``prompt`` must be ``None``
     for them: they re-render the photo as the same person (``strength`` sets how much changes).
     """
@@ -271,14 +284,15 @@ def restyle(photo, prompt: Optional[str] = None, *, pipe, analyzer: Optional[Fac
 
     edited = rgb
     if strength > 0:
+        longest, step = size or _default_size(pipe), _size_step(pipe)
         pipe = _edit_variant(pipe, "img2img")
-        longest = size or _default_size(pipe)
         height, width = rgb.shape[:2]
         scale = longest / max(height, width)
-        work = (max(8, round(width * scale / 8) * 8), max(8, round(height * scale / 8) * 8))
+        work = (max(step, round(width * scale / step) * step), max(step, round(height * scale / step) * step))
         pose = person.landmarks * [work[0] / width, work[1] / height]
-        # SD 1.5 img2img takes its size from the image; InstantID draws its keypoint image at height × width.
-        sized = {"height": work[1], "width": work[0]} if _is_instantid(pipe) else {}
+        # SD 1.5 img2img takes its size from the image; InstantID and InfiniteYou draw their keypoint
+        # image at height × width (and FLUX resizes the photo to it).
+        sized = {"height": work[1], "width": work[0]} if _takes_text(pipe) else {}
         output = pipe(image=Image.fromarray(resize(rgb, work)), strength=strength, generator=generator,
                       output_type="np", **sized, **_identity_arguments(pipe, target, prompt, pose),
                       **_sampling(num_inference_steps, guidance_scale))

@@ -8,9 +8,9 @@ out whatever batch it lands in, on however many processes):
 
 ``conditions`` holds per-image lists such as ``prompt`` (from ``variation.prompts``) and ``pose``
 (five keypoints as fractions of width and height, from the pose bank ``variation.poses``) when the
-variation config sets them; :class:`InstantIDGenerator` uses both. Any diffusers pipeline fits
-behind a few-line adapter like :class:`Arc2FaceGenerator`; :func:`build_generator` also accepts
-``"package.module:factory"`` for your own.
+variation config sets them; :class:`InstantIDGenerator` and :class:`InfiniteYouGenerator` use both.
+Any diffusers pipeline fits behind a few-line adapter like :class:`Arc2FaceGenerator`;
+:func:`build_generator` also accepts ``"package.module:factory"`` for your own.
 """
 
 from __future__ import annotations
@@ -72,7 +72,43 @@ class Arc2FaceGenerator:
         return result.images
 
 
-class InstantIDGenerator:
+class _PromptAndPoseGenerator:
+    """What the adapters of text-and-pose pipelines share: per image a text prompt (the ``prompt``
+    condition, else ``default_prompt``) and a pose (the ``pose`` condition: five keypoints as
+    fractions of width and height) turned into pixels of the ``width × height`` output (default: the
+    pipeline's native size)."""
+
+    def __init__(self, pipeline, native: int, *, default_prompt: str, height: int | None, width: int | None,
+                 **call_kwargs):
+        self.pipeline = pipeline
+        self.default_prompt = default_prompt
+        self.height, self.width = height or native, width or native
+        self.call_kwargs = call_kwargs
+
+    @classmethod
+    def _around(cls, pipeline, device, **settings):
+        """An adapter around ``pipeline``, moved to ``device`` when given, its progress bars off."""
+        if device is not None:
+            pipeline.to(device)
+        pipeline.set_progress_bar_config(disable=True)
+        return cls(pipeline, **settings)
+
+    @classmethod
+    def tiny(cls, embedding_dim: int = 512, seed: int = 0, device=None, **settings):
+        """The offline preset: the tiny random pipeline of this kind (noise, not faces; see
+        :mod:`idgen.testing`) whose projection takes ``embedding_dim``-d identities, 2 steps unless
+        ``settings`` say otherwise, for trying the engine without any download."""
+        return cls._around(cls._tiny_pipeline(embedding_dim, seed), device, **{"num_inference_steps": 2, **settings})
+
+    def _prompts(self, count: int, prompt) -> list[str]:
+        return list(prompt) if prompt is not None else [self.default_prompt] * count
+
+    def _keypoints(self, poses) -> np.ndarray:
+        """N × 5 × 2 pixels of the output image."""
+        return np.asarray(poses, dtype=np.float64) * np.array([self.width, self.height])
+
+
+class InstantIDGenerator(_PromptAndPoseGenerator):
     """Adapter for an InstantID-style diffusers pipeline (``idgen.pipelines.InstantIDPipeline``).
 
     Per image it takes a text prompt (the ``prompt`` condition, else ``default_prompt``) and a pose
@@ -87,12 +123,10 @@ class InstantIDGenerator:
     def __init__(self, pipeline, *, default_prompt: str = "a photo of a person", embedding_norm: float | None = None,
                  height: int | None = None, width: int | None = None, num_inference_steps: int = 30,
                  guidance_scale: float = 5.0, **call_kwargs):
-        self.pipeline = pipeline
-        self.default_prompt = default_prompt
+        super().__init__(pipeline, pipeline.unet.config.sample_size * pipeline.vae_scale_factor,
+                         default_prompt=default_prompt, height=height, width=width,
+                         num_inference_steps=num_inference_steps, guidance_scale=guidance_scale, **call_kwargs)
         self.embedding_norm = embedding_norm
-        native = pipeline.unet.config.sample_size * pipeline.vae_scale_factor
-        self.height, self.width = height or native, width or native
-        self.call_kwargs = dict(num_inference_steps=num_inference_steps, guidance_scale=guidance_scale, **call_kwargs)
 
     @classmethod
     def from_pretrained(cls, path: str = "InstantX/InstantID", base: str = "stabilityai/stable-diffusion-xl-base-1.0",
@@ -107,36 +141,73 @@ class InstantIDGenerator:
         identitynet = ControlNetModel.from_pretrained(path, subfolder="ControlNetModel", torch_dtype=dtype)
         pipeline = InstantIDPipeline.from_pretrained(base, controlnet=identitynet, torch_dtype=dtype)
         pipeline.load_instantid_adapter(path)
-        if device is not None:
-            pipeline.to(device)
-        pipeline.set_progress_bar_config(disable=True)
-        return cls(pipeline, **settings)
+        return cls._around(pipeline, device, **settings)
 
-    @classmethod
-    def tiny(cls, embedding_dim: int = 512, seed: int = 0, device=None, **settings) -> "InstantIDGenerator":
-        """The offline preset: a tiny random InstantID pipeline (64 px noise, not faces; see
-        :mod:`idgen.testing.tiny_instantid`), for trying the engine without any download."""
+    @staticmethod
+    def _tiny_pipeline(embedding_dim: int, seed: int):
+        """64 px, :mod:`idgen.testing.tiny_instantid`."""
         from ..testing import tiny_instantid
 
-        pipeline = tiny_instantid(embedding_dim, seed)
-        if device is not None:
-            pipeline.to(device)
-        return cls(pipeline, **{"num_inference_steps": 2, **settings})
+        return tiny_instantid(embedding_dim, seed)
 
     def __call__(self, id_embeds, generators, prompt=None, pose=None, **conditions):
         from ..faces import ARCFACE_TEMPLATE
         from ..pipelines.keypoints import draw_keypoints
 
         count = len(id_embeds)
-        prompts = list(prompt) if prompt is not None else [self.default_prompt] * count
-        poses = list(pose) if pose is not None else [ARCFACE_TEMPLATE / 112.0] * count
-        size = np.array([self.width, self.height])
-        keypoint_images = [draw_keypoints(np.asarray(p) * size, (self.width, self.height)) for p in poses]
+        poses = self._keypoints(pose if pose is not None else [ARCFACE_TEMPLATE / 112.0] * count)
+        keypoint_images = [draw_keypoints(p, (self.width, self.height)) for p in poses]
         norm = self.embedding_norm or id_embeds.shape[-1] ** 0.5
         result = self.pipeline(
-            prompts, id_embeds=normalize(id_embeds.float().cpu()) * norm, image=keypoint_images,
+            self._prompts(count, prompt), id_embeds=normalize(id_embeds.float().cpu()) * norm, image=keypoint_images,
             height=self.height, width=self.width, num_images_per_prompt=1, generator=generators,
             output_type="pil", **self.call_kwargs, **conditions,
+        )
+        return result.images
+
+
+class InfiniteYouGenerator(_PromptAndPoseGenerator):
+    """Adapter for an InfiniteYou-style diffusers pipeline (``idgen.pipelines.InfiniteYouPipeline``).
+
+    Per image it takes a text prompt (the ``prompt`` condition, else ``default_prompt``) and, when
+    the variation config has a pose bank, a pose (the ``pose`` condition), which InfuseNet gets as
+    that image's keypoint image; without poses it gets none, as in InfiniteYou, and the prompt decides
+    the pose. One pipeline call makes the whole batch, each image with its own ``torch.Generator``.
+    The pipeline normalises the identity itself, so the unit vectors go in unchanged.
+    """
+
+    def __init__(self, pipeline, *, default_prompt: str = "a photo of a person", height: int | None = None,
+                 width: int | None = None, num_inference_steps: int = 30, guidance_scale: float = 3.5, **call_kwargs):
+        super().__init__(pipeline, pipeline.default_sample_size * pipeline.vae_scale_factor,
+                         default_prompt=default_prompt, height=height, width=width,
+                         num_inference_steps=num_inference_steps, guidance_scale=guidance_scale, **call_kwargs)
+
+    @classmethod
+    def from_pretrained(cls, path: str = "ByteDance/InfiniteYou", base: str = "black-forest-labs/FLUX.1-dev",
+                        variant: str = "aes_stage2", device=None, torch_dtype: str | None = "bfloat16",
+                        **settings) -> "InfiniteYouGenerator":
+        """InfiniteYou's InfuseNet and identity projection (``path/infu_flux_v1.0/<variant>/``) on a
+        FLUX.1-dev ``base``, each a hub id or a local folder (:func:`~idgen.pipelines.load_infiniteyou_pipeline`),
+        in bfloat16 unless ``torch_dtype`` says otherwise (FLUX.1-dev overflows in float16)."""
+        from ..pipelines import load_infiniteyou_pipeline
+
+        dtype = getattr(torch, torch_dtype) if torch_dtype else torch.float32
+        pipeline = load_infiniteyou_pipeline(base, path, variant=variant, torch_dtype=dtype)
+        return cls._around(pipeline, device, **settings)
+
+    @staticmethod
+    def _tiny_pipeline(embedding_dim: int, seed: int):
+        """32 px, :mod:`idgen.testing.tiny_infiniteyou`."""
+        from ..testing import tiny_infiniteyou
+
+        return tiny_infiniteyou(seed, embedding_dim)
+
+    def __call__(self, id_embeds, generators, prompt=None, pose=None, **conditions):
+        keypoints = None if pose is None else self._keypoints(pose)
+        result = self.pipeline(  # the pipeline reads the identities as an array: they go in on the CPU
+            self._prompts(len(id_embeds), prompt), id_embeds=id_embeds.float().cpu(),
+            keypoints=keypoints, height=self.height, width=self.width, num_images_per_prompt=1,
+            generator=generators, output_type="pil", **self.call_kwargs, **conditions,
         )
         return result.images
 
@@ -210,7 +281,10 @@ def build_generator(spec: dict, device=None, identity_dim: int | None = None) ->
     (:meth:`InstantIDGenerator.from_pretrained`, needs ``path``; ``base`` is the SDXL model),
     ``type: mini`` (:meth:`Arc2FaceGenerator.mini`, the embedded model, offline, 128-d identities),
     ``type: instantid-tiny`` (:meth:`InstantIDGenerator.tiny`, offline; its adapter takes
-    ``identity_dim``-d vectors unless ``embedding_dim`` says otherwise), or
+    ``identity_dim``-d vectors unless ``embedding_dim`` says otherwise), ``type: infiniteyou``
+    (:meth:`InfiniteYouGenerator.from_pretrained`, needs ``path``; ``base`` is FLUX.1-dev, ``variant``
+    ``aes_stage2`` or ``sim_stage1``), ``type: infiniteyou-tiny`` (:meth:`InfiniteYouGenerator.tiny`,
+    offline, ``identity_dim`` as for ``instantid-tiny``), or
     ``type: "pkg.module:factory"`` called as ``factory(device=device, **rest)``. Every other key is
     passed on (e.g. ``num_inference_steps``, ``guidance_scale``, ``default_prompt``).
     """
@@ -220,11 +294,11 @@ def build_generator(spec: dict, device=None, identity_dim: int | None = None) ->
         if "photos" not in spec:
             raise ConfigError("generator type 'photo' needs generator.photos: <folder of face photos>")
         return PhotoJitterGenerator(**spec)
-    if kind in ("arc2face", "instantid"):
+    adapters = {"arc2face": Arc2FaceGenerator, "instantid": InstantIDGenerator, "infiniteyou": InfiniteYouGenerator}
+    if kind in adapters:
         if "path" not in spec:
             raise ConfigError(f"generator type {kind!r} needs generator.path: <hub id or folder>")
-        adapter = Arc2FaceGenerator if kind == "arc2face" else InstantIDGenerator
-        return adapter.from_pretrained(spec.pop("path"), device=device, **spec)
+        return adapters[kind].from_pretrained(spec.pop("path"), device=device, **spec)
     if kind == "mini":
         from ..pipelines.mini import MINI_IDENTITY_DIM
 
@@ -233,15 +307,15 @@ def build_generator(spec: dict, device=None, identity_dim: int | None = None) ->
                               f"but identities.dim is {identity_dim}; set identities.dim: {MINI_IDENTITY_DIM} "
                               "(and filter.recognizer: mobilefacenet)")
         return Arc2FaceGenerator.mini(device=device, **spec)
-    if kind == "instantid-tiny":
+    if kind in ("instantid-tiny", "infiniteyou-tiny"):
         if identity_dim is not None:
             spec.setdefault("embedding_dim", identity_dim)
-        return InstantIDGenerator.tiny(device=device, **spec)
+        return adapters[kind.removesuffix("-tiny")].tiny(device=device, **spec)
     if isinstance(kind, str) and ":" in kind:
         module, name = kind.split(":", 1)
         return getattr(importlib.import_module(module), name)(device=device, **spec)
-    raise ConfigError(f"unknown generator type {kind!r}; use 'photo', 'arc2face', 'mini', 'instantid', 'instantid-tiny' "
-                      "or 'package.module:factory'")
+    raise ConfigError(f"unknown generator type {kind!r}; use 'photo', 'arc2face', 'mini', 'instantid', 'instantid-tiny', "
+                      "'infiniteyou', 'infiniteyou-tiny' or 'package.module:factory'")
 
 
 def derive_seed(*keys: int | str) -> int:

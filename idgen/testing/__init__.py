@@ -3,7 +3,9 @@ presets. They draw noise, not faces; they exist so that everything runs offline 
 (:mod:`idgen.pipelines.mini` is the small *trained* model that draws faces.)"""
 
 from .tiny_arc2face import IMAGE_SIZE, TEXT_WIDTH, TINY_TEXT, TINY_UNET, TINY_VAE, letters_tokenizer, tiny_arc2face
+from .tiny_infiniteyou import tiny_flux_components, tiny_infiniteyou
 from .tiny_instantid import characters_tokenizer, tiny_instantid, tiny_sdxl_components
 
 __all__ = ["IMAGE_SIZE", "TEXT_WIDTH", "TINY_TEXT", "TINY_UNET", "TINY_VAE", "characters_tokenizer",
-           "letters_tokenizer", "tiny_arc2face", "tiny_instantid", "tiny_sdxl_components"]
+           "letters_tokenizer", "tiny_arc2face", "tiny_flux_components", "tiny_infiniteyou", "tiny_instantid",
+           "tiny_sdxl_components"]

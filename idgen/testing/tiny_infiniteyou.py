@@ -74,17 +74,21 @@ def tiny_flux_components() -> dict:
                 **{name: model.eval() for name, model in models.items()})  # eval: as from_pretrained leaves them
 
 
-def infiniteyou_projection_state_dict(seed: int = 0) -> dict:
+def infiniteyou_projection_state_dict(seed: int = 0, embedding_dim: int = 512) -> dict:
     """An ``image_proj_model.bin`` payload (``{"image_proj": …}``), published key layout, random values."""
     generator = torch.Generator().manual_seed(seed)
-    return {"image_proj": original_resampler_state_dict(512, TEXT_DIM, generator=generator, **PROJECTION)}
+    return {"image_proj": original_resampler_state_dict(embedding_dim, TEXT_DIM, generator=generator, **PROJECTION)}
 
 
-def tiny_infiniteyou(seed: int = 0) -> InfiniteYouPipeline:
-    """A ready InfiniteYou pipeline (32 px images, 512-d identities); the global RNG is left as it was."""
+def tiny_infiniteyou(seed: int = 0, embedding_dim: int = 512) -> InfiniteYouPipeline:
+    """A ready InfiniteYou pipeline whose projection takes ``embedding_dim``-d identities (128 for
+    dlib's, as ``--tiny`` uses); it makes 32 px images unless told otherwise (FLUX's default would be
+    256 px here). The global RNG is left as it was."""
     with torch.random.fork_rng():
-        projection = InfiniteYouProjection.from_original_state_dict(infiniteyou_projection_state_dict(seed)["image_proj"])
+        state = infiniteyou_projection_state_dict(seed, embedding_dim)["image_proj"]
+        projection = InfiniteYouProjection.from_original_state_dict(state)
         projection.eval()
         pipe = InfiniteYouPipeline(**tiny_flux_components(), identity_projection=projection)
+    pipe.default_sample_size = IMAGE_SIZE // pipe.vae_scale_factor
     pipe.set_progress_bar_config(disable=True)
     return pipe
