@@ -277,3 +277,21 @@ def test_standardize_latents_whitens_each_channel_and_keeps_reconstructions():
     # the same affine map on every latent: the posterior noise is rescaled with its channel
     spread = before.mean.std(dim=(0, 2, 3))[None, :, None, None]
     assert torch.allclose(after.std, before.std / spread, rtol=1e-4)
+
+
+
+def test_init_from_a_float16_export_trains_in_float32(vae_run, id_run, tmp_path):
+    """The shipped model is stored in float16; continuing from it must train in float32 (float16
+    Adam steps on a CPU gave NaN losses from the first step) and start from the same weights."""
+    from idgen.pipelines import Arc2FacePipeline
+    from idgen.training import load_config, new_components
+
+    exported = Arc2FacePipeline.from_pretrained(id_run, torch_dtype=torch.float16)
+    exported.save_pretrained(tmp_path / "fp16")
+    config = load_config(ROOT / "training/configs/mini_lfw64.yaml",
+                         [f"model.vae={vae_run / 'vae'}", f"model.init={tmp_path / 'fp16'}"])
+    parts = new_components(config.model, "id-model")
+    for module in (parts.unet, parts.text_encoder, parts.vae):
+        assert {p.dtype for p in module.parameters()} == {torch.float32}
+    for name, weight in parts.text_encoder.state_dict().items():
+        torch.testing.assert_close(weight, exported.text_encoder.state_dict()[name].float(), rtol=0, atol=0)

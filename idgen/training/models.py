@@ -62,10 +62,12 @@ def new_components(config: ModelConfig, task: str) -> Components:
     if task == "vae":
         return Components(unet=None, text_encoder=None, tokenizer=None, vae=AutoencoderKL(**config.vae_config),
                           noise_scheduler=None)
-    vae = AutoencoderKL.from_pretrained(config.vae)
+    vae = AutoencoderKL.from_pretrained(config.vae).float()
     if config.init:
-        return Components(unet=UNet2DConditionModel.from_pretrained(config.init, subfolder="unet"),
-                          text_encoder=CLIPTextModel.from_pretrained(config.init, subfolder="text_encoder"),
+        # Trained weights stay float32 (mixed precision comes from autocast): transformers 5 would
+        # otherwise keep a float16 export's dtype, and float16 Adam steps on the CPU give NaN losses.
+        return Components(unet=UNet2DConditionModel.from_pretrained(config.init, subfolder="unet").float(),
+                          text_encoder=CLIPTextModel.from_pretrained(config.init, subfolder="text_encoder").float(),
                           tokenizer=CLIPTokenizer.from_pretrained(config.init, subfolder="tokenizer"), vae=vae,
                           noise_scheduler=DDPMScheduler.from_pretrained(config.init, subfolder="scheduler"))
     tokenizer = CLIPTokenizer.from_pretrained(config.tokenizer)
