@@ -279,7 +279,6 @@ def test_standardize_latents_whitens_each_channel_and_keeps_reconstructions():
     assert torch.allclose(after.std, before.std / spread, rtol=1e-4)
 
 
-
 def test_init_from_a_float16_export_trains_in_float32(vae_run, id_run, tmp_path):
     """The shipped model is stored in float16; continuing from it must train in float32 (float16
     Adam steps on a CPU gave NaN losses from the first step) and start from the same weights."""
