@@ -294,3 +294,33 @@ def test_init_from_a_float16_export_trains_in_float32(vae_run, id_run, tmp_path)
         assert {p.dtype for p in module.parameters()} == {torch.float32}
     for name, weight in parts.text_encoder.state_dict().items():
         torch.testing.assert_close(weight, exported.text_encoder.state_dict()[name].float(), rtol=0, atol=0)
+
+
+def test_export_fp16_halves_the_weights_and_keeps_every_stage_of_the_record(id_run, tmp_path):
+    import subprocess
+    import sys
+
+    from safetensors import safe_open
+
+    def export(run, target):
+        result = subprocess.run([sys.executable, str(ROOT / "training/export_fp16.py"), str(run), str(target)],
+                                capture_output=True, text=True)
+        assert result.returncode == 0, result.stderr
+
+    export(id_run, tmp_path / "stage1")
+    with safe_open(str(tmp_path / "stage1/unet/diffusion_pytorch_model.safetensors"), framework="pt") as handle:
+        assert {handle.get_slice(k).get_dtype() for k in handle.keys()} == {"F16"}
+    first = json.loads((tmp_path / "stage1/training.json").read_text())
+    assert first == json.loads((id_run / "metrics.json").read_text()) and "continued_from" not in first
+    # no local path of the training machine ships in the configs
+    assert not any("_name_or_path" in json.loads(p.read_text()) for p in (tmp_path / "stage1").rglob("*.json"))
+
+    # a run that continued stage 1 (model.init) and is exported over it: stage 1's record is kept inside
+    continued = tmp_path / "continued"
+    shutil.copytree(id_run, continued, ignore=shutil.ignore_patterns("checkpoint-*", "logs"))
+    config = yaml.safe_load((continued / "config.yaml").read_text())
+    config["model"]["init"] = str(tmp_path / "stage1")
+    (continued / "config.yaml").write_text(yaml.safe_dump(config))
+    export(continued, tmp_path / "stage1")
+    record = json.loads((tmp_path / "stage1/training.json").read_text())
+    assert record["continued_from"] == first and record["steps"] == first["steps"]
