@@ -12,7 +12,8 @@ import numpy as np
 
 from ..io import write_bytes_atomic
 
-HEADER = """---
+#: Lets ``datasets.load_dataset(<folder>)`` find the parquet shards; only written with them.
+PARQUET_HEADER = """---
 configs:
 - config_name: default
   data_files:
@@ -63,13 +64,23 @@ def similarity_plot(intra: np.ndarray, inter_targets: np.ndarray, inter_images: 
     return buffer.getvalue()
 
 
+#: What the card says about each output format's files.
+FORMAT_FILES = {
+    "parquet": "- `data/train-*.parquet` (`datasets.load_dataset(<this folder>)` reads them)",
+    "webdataset": "- `webdataset/train-*.tar` (WebDataset: `<key>.jpg`, `<key>.cls`, `<key>.json`)",
+}
+
+
 def write_card(folder: Path, config, stats: dict, intra, inter_targets, inter_images) -> None:
+    """README.md and plots/similarity.png; the card lists only the formats this run wrote."""
+    formats = config.writers.formats
+    extra_files = "".join(FORMAT_FILES[name] + "\n" for name in FORMAT_FILES if name in formats)
     threshold = config.filter.threshold if config.filter.enabled else None
     write_bytes_atomic(folder / "plots" / "similarity.png",
                        similarity_plot(np.asarray(intra), inter_targets, inter_images, threshold))
     counts, ids = stats["counts"], stats["identities"]
     rows = "\n".join(f"| {key} | {value} |" for key, value in counts.items())
-    text = f"""{HEADER}
+    text = f"""{PARQUET_HEADER if "parquet" in formats else ""}
 # Synthetic face-recognition dataset
 
 {stats['images']} images of {stats['identities_with_images']} synthetic identities
@@ -93,8 +104,6 @@ Acceptance rate {stats['acceptance_rate']:.3f}.
 
 ## Files
 - `images/<identity>/<n>.jpg` (ImageFolder), `manifest.jsonl` (one record per image)
-- `data/train-*.parquet` (`datasets.load_dataset(<this folder>)` reads them)
-- `webdataset/train-*.tar` (WebDataset: `<key>.jpg`, `<key>.cls`, `<key>.json`)
-- `config.json` (the exact configuration), `identities.safetensors` (the identity vectors), `stats.json`
+{extra_files}- `config.json` (the exact configuration), `identities.safetensors` (the identity vectors), `stats.json`
 """
     write_bytes_atomic(folder / "README.md", text.encode())
