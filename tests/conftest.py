@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import importlib
 import os
+import sys
 from pathlib import Path
 
 import pytest
@@ -67,3 +69,15 @@ def one_thread():
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(threads)
+
+
+@pytest.fixture(scope="module")
+def bench(request):
+    """The script ``benchmarks/<BENCHMARK>.py`` as a module, ``BENCHMARK`` set by the test module. The
+    folder is on ``sys.path`` while it loads: the scripts import their siblings (``mini_identity``)."""
+    folder = str(ROOT / "benchmarks")
+    sys.path.insert(0, folder)
+    try:
+        return importlib.import_module(request.module.BENCHMARK)
+    finally:
+        sys.path.remove(folder)

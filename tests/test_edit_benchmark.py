@@ -4,23 +4,10 @@ tests/test_edit.py)."""
 
 from __future__ import annotations
 
-import sys
-from pathlib import Path
-
 import numpy as np
 import pytest
 
-BENCHMARKS = Path(__file__).resolve().parents[1] / "benchmarks"
-
-
-@pytest.fixture(scope="module")
-def bench():
-    sys.path.insert(0, str(BENCHMARKS))   # the script imports its sibling mini_identity.py
-    try:
-        import edit_identity
-        yield edit_identity
-    finally:
-        sys.path.remove(str(BENCHMARKS))
+BENCHMARK = "edit_identity"   # the ``bench`` fixture (conftest.py) imports it
 
 
 def test_similarities_split_target_original_and_unrelated(bench):
