@@ -33,7 +33,7 @@ import torch
 from tqdm import tqdm
 
 from idgen.edit import replace_identity, restyle
-from idgen.edit.editing import _embedding_at
+from idgen.edit import embedding_at
 from idgen.edit.region import crop_box, resize
 from idgen.faces import FaceAnalyzer, load_image
 from idgen.faces.analyzer import FALLBACK_SCORE
@@ -53,7 +53,7 @@ def embed_at(scorer: FaceAnalyzer, rgb: np.ndarray, where) -> tuple[np.ndarray, 
     """``scorer``'s embedding of the face at ``where``'s place in ``rgb`` and whether a detected face
     (not a fallback box) was there; otherwise the crop at ``where``'s landmarks is embedded."""
     detected = [face for face in scorer.analyze(rgb) if face.det_score != FALLBACK_SCORE]
-    return _embedding_at(scorer, rgb, detected, where)
+    return embedding_at(scorer, rgb, detected, where)
 
 
 def similarities(probes: np.ndarray, gallery: np.ndarray, targets: np.ndarray, originals: np.ndarray) -> dict:

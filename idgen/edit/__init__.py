@@ -6,7 +6,7 @@ while keeping who is in it. Every edit reports the identity similarity it achiev
 >>> result.image.save("edited.png"); result.similarity_to_target
 """
 
-from .editing import EditResult, choose_faces, replace_identity, restyle
+from .editing import EditResult, choose_faces, embedding_at, replace_identity, restyle
 from .mask import face_mask
 
-__all__ = ["EditResult", "choose_faces", "face_mask", "replace_identity", "restyle"]
+__all__ = ["EditResult", "choose_faces", "embedding_at", "face_mask", "replace_identity", "restyle"]

@@ -101,10 +101,12 @@ def _overlap(a: np.ndarray, b: np.ndarray) -> float:
     return inter / union if union > 0 else 0.0
 
 
-def _embedding_at(analyzer: FaceAnalyzer, rgb: np.ndarray, faces_in_result: list[Face],
+def embedding_at(analyzer: FaceAnalyzer, rgb: np.ndarray, faces_in_result: list[Face],
                   where: Face) -> tuple[np.ndarray, bool]:
     """Embedding of the face at ``where``'s place in ``rgb``: the re-detected face overlapping it
-    most (IoU ≥ 0.3), or, when there is none, the recogniser's crop at ``where``'s landmarks."""
+    most (IoU ≥ 0.3), or, when there is none, the recogniser's crop at ``where``'s landmarks; and
+    whether a re-detected face was used. How an edit's result is scored (public for benchmarks that
+    score edits with another recogniser)."""
     best = max(faces_in_result, key=lambda f: _overlap(f.bbox, where.bbox), default=None)
     if best is not None and _overlap(best.bbox, where.bbox) >= 0.3:
         return best.embedding, True
@@ -250,7 +252,7 @@ def replace_identity(photo, identity, *, pipe, analyzer: Optional[FaceAnalyzer] 
         total_mask = np.maximum(total_mask, mask)
 
     result_faces = analyzer.analyze(edited)
-    measured = [_embedding_at(analyzer, edited, result_faces, faces[i]) for i in chosen]
+    measured = [embedding_at(analyzer, edited, result_faces, faces[i]) for i in chosen]
     return EditResult(
         image=Image.fromarray(edited), faces=chosen,
         similarity_to_target=[_similarity(emb, target) for emb, _ in measured],
@@ -298,6 +300,6 @@ def restyle(photo, prompt: Optional[str] = None, *, pipe, analyzer: Optional[Fac
                       **_sampling(num_inference_steps, guidance_scale))
         edited = resize((output.images[0] * 255).round().astype(np.uint8), (width, height))
 
-    embedding, found = _embedding_at(analyzer, edited, analyzer.analyze(edited), person)
+    embedding, found = embedding_at(analyzer, edited, analyzer.analyze(edited), person)
     return EditResult(image=Image.fromarray(edited), faces=chosen, similarity_to_target=[_similarity(embedding, target)],
                       similarity_to_original=None, found_in_result=[found], mask=None)
