@@ -50,3 +50,41 @@ def test_no_face_duplicates_and_centroid_reference(lfw_dir, lfw_filter):
     # the centroid ignores the off-identity face: it is the mean of the three Colin Powell embeddings
     expected = np.mean([embeddings[i] for i in (0, 2, 3, 5)], axis=0)
     assert reference == pytest.approx(expected / np.linalg.norm(expected), abs=1e-9)
+
+
+def test_the_threshold_default_depends_on_the_generator_and_never_overrides_a_setting():
+    """The mini model's renders sit far below 0.5 to their identity (benchmarks/filter_threshold.py),
+    so it gets its own calibrated default; a threshold the user writes is kept, even one equal to
+    another generator's default."""
+    from idgen.synth import SynthConfig
+    from idgen.synth.config import DEFAULT_FILTER_THRESHOLD, FILTER_THRESHOLDS, default_filter_threshold
+
+    mini = FILTER_THRESHOLDS["mini"]
+    assert mini < DEFAULT_FILTER_THRESHOLD == 0.5
+    assert default_filter_threshold("mini") == mini and default_filter_threshold(None) == 0.5
+    for generator, expected in (("mini", mini), ("arc2face", 0.5), ("photo", 0.5), ("pkg.module:factory", 0.5)):
+        assert SynthConfig.load(None, [f"generator.type={generator}"]).filter.threshold == expected
+        assert SynthConfig.load(None, [f"generator.type={generator}", "filter.threshold=null"]).filter.threshold == expected
+        for explicit in (0.3, 0.5):
+            settings = [f"generator.type={generator}", f"filter.threshold={explicit}"]
+            assert SynthConfig.load(None, settings).filter.threshold == explicit
+    assert SynthConfig.from_dict({"generator": {"type": "mini"}, "filter": {"threshold": 0.5}}).filter.threshold == 0.5
+    # the number is resolved into the config, so config.json records it and datasets made before the
+    # per-generator default (threshold 0.5 written out) keep their fingerprint and still resume
+    assert SynthConfig.load(None, []).to_dict()["filter"]["threshold"] == 0.5
+    assert SynthConfig.load(None, []).fingerprint() == SynthConfig.load(None, ["filter.threshold=0.5"]).fingerprint()
+    assert SynthConfig.load(None, ["generator.type=mini"]).fingerprint() != SynthConfig.load(
+        None, ["generator.type=mini", "filter.threshold=0.5"]).fingerprint()
+
+
+def test_the_mini_generator_filter_sees_renders_as_the_mini_model_does():
+    """64×64 renders are detected on an upscaled copy and embedded flip-summed, as the model was trained."""
+    pytest.importorskip("dlib")
+    from idgen.pipelines.mini import MINI_FACE_BACKENDS
+    from idgen.synth import SynthConfig
+    from idgen.synth.dataset import build_filter
+
+    mini = build_filter(SynthConfig.load(None, ["generator.type=mini", "filter.recognizer=mobilefacenet"])).analyzer
+    assert (mini.min_side, mini.flip) == (MINI_FACE_BACKENDS["min_side"], True)
+    other = build_filter(SynthConfig.load(None, ["generator.type=photo", "filter.recognizer=mobilefacenet"])).analyzer
+    assert (other.min_side, other.flip) == (0, False)

@@ -253,7 +253,9 @@ def make_dataset(hub: ModelHub, *, identities: int = 4, images_per_identity: int
                  progress: Progress = _no_progress, cancel: Optional[CancelToken] = None) -> dict:
     """A small synthetic dataset with :func:`idgen.synth.generate_dataset` and the demo's models.
 
-    In tiny mode the consistency filter is off (random models make no faces to check). Returns the
+    In tiny mode the consistency filter is off (random models make no faces to check); with the
+    embedded mini model its threshold is that model's calibrated one
+    (:func:`idgen.synth.config.default_filter_threshold`), not the 0.5 of full-size models. Returns the
     statistics, the dataset folder (``workdir/dataset``), its similarity plot, a few sample images and
     the zip path (``workdir/dataset.zip``). The dataset is made in a hidden staging folder and renamed
     to ``workdir/dataset`` when finished, the zip written after that; cancelled through ``cancel`` (or
@@ -283,13 +285,17 @@ def make_dataset(hub: ModelHub, *, identities: int = 4, images_per_identity: int
 def _dataset_into(out: Path, hub: ModelHub, generator, identities: int, images_per_identity: int, seed: int,
                   report: Progress, cancel: Optional[CancelToken]) -> dict:
     from ..synth import SynthConfig, generate_dataset
+    from ..synth.config import default_filter_threshold
 
+    # the generator object is passed in, so the config names no generator type to take the threshold
+    # from; the hub's source names it instead ("mini" has its own calibrated threshold)
+    threshold = default_filter_threshold(hub.settings.arc2face_source())
     config = SynthConfig.from_dict({
         "output": str(out), "seed": int(seed),
         "identities": {"count": int(identities), "dim": identity_dim(hub), "steps": 50},
         "variation": {"images_per_identity": int(images_per_identity)},
         "filter": {"enabled": not hub.settings.tiny, "detector": hub.settings.detector if not hub.settings.tiny else "dlib",
-                   "recognizer": hub.settings.recognizer if not hub.settings.tiny else "dlib"},
+                   "recognizer": hub.settings.recognizer if not hub.settings.tiny else "dlib", "threshold": threshold},
         "writers": {"formats": ["imagefolder"]},
         "runtime": {"progress": False, "batch_size": 4, "device": "cpu" if hub.settings.tiny else None},
     }, "demo dataset")

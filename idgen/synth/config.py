@@ -39,6 +39,23 @@ class VariationConfig:
     poses: Any = path_field(None, MODEL)   # pose bank, passed per image as ``pose``: "default", a photo folder, a file (idgen.synth.poses)
 
 
+#: The filter threshold a config gets when it leaves ``filter.threshold`` unset, per ``generator.type``.
+#: Similarities depend on the generator and the recogniser, so one number cannot fit all: 0.5 suits
+#: ArcFace-style recognisers on full-size renders, while the embedded mini model's 64×64 renders
+#: reach a MobileFaceNet cosine of only ~0.11 to their identity on average. The mini value is the
+#: 99th percentile of impostor similarities (a render against another identity's vector, 0.208)
+#: measured by ``benchmarks/filter_threshold.py --identities 40 --steps 10``, rounded up: about 1 %
+#: of wrong-identity renders pass (see the synthetic-datasets guide for the numbers).
+FILTER_THRESHOLDS = {"mini": 0.21}
+#: The threshold of every other generator.
+DEFAULT_FILTER_THRESHOLD = 0.5
+
+
+def default_filter_threshold(generator_type: Optional[str]) -> float:
+    """The calibrated filter threshold of a generator type (:data:`FILTER_THRESHOLDS`), else 0.5."""
+    return FILTER_THRESHOLDS.get(generator_type, DEFAULT_FILTER_THRESHOLD)
+
+
 @dataclass
 class FilterConfig:
     enabled: bool = True
@@ -46,7 +63,7 @@ class FilterConfig:
     recognizer: Optional[str] = path_field("dlib", MODEL_SPEC)
     det_size: int = 640
     fallback_box: Optional[float] = None
-    threshold: float = 0.5           # keep an image when similarity to the reference ≥ this
+    threshold: Optional[float] = None  # keep an image when similarity to the reference ≥ this; null: the generator's default (FILTER_THRESHOLDS)
     reference: str = "auto"          # "target", "centroid", or "auto" (target when dims match)
     duplicate_cosine: Optional[float] = None  # reject near-duplicates of kept images (e.g. 0.95)
     max_retries: int = 3             # regenerate a rejected image at most this many times
@@ -80,6 +97,11 @@ class SynthConfig:
     filter: FilterConfig = field(default_factory=FilterConfig)
     writers: OutputConfig = field(default_factory=OutputConfig)
     runtime: RuntimeConfig = field(default_factory=RuntimeConfig)
+
+    def __post_init__(self):
+        # resolved here, not when filtering, so config.json and the fingerprint record the number used
+        if self.filter.threshold is None:
+            self.filter.threshold = default_filter_threshold(self.generator.get("type"))
 
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)

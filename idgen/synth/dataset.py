@@ -27,14 +27,25 @@ def _coerce(config) -> SynthConfig:
 
 
 def build_filter(config: SynthConfig, analyzer=None):
+    """The consistency filter ``config.filter`` describes, around ``analyzer`` when given.
+
+    For ``generator.type: mini`` the analyser sees each render as the mini model's own face analysis
+    does (:data:`~idgen.pipelines.mini.MINI_FACE_BACKENDS`): its 64×64 renders are too small for
+    dlib's detector unless upscaled, and its identity vectors are flip-summed embeddings.
+    """
     settings = config.filter
     if not settings.enabled:
         return KeepAll()
     if analyzer is None:
         from ..faces import FaceAnalyzer
 
+        options = {}
+        if config.generator.get("type") == "mini":
+            from ..pipelines.mini import MINI_FACE_BACKENDS
+
+            options = {key: MINI_FACE_BACKENDS[key] for key in ("min_side", "flip")}
         analyzer = FaceAnalyzer.from_backend(settings.detector, settings.recognizer, det_size=settings.det_size,
-                                             fallback_box=settings.fallback_box)
+                                             fallback_box=settings.fallback_box, **options)
     return ConsistencyFilter(analyzer, settings.threshold, settings.reference, settings.duplicate_cosine)
 
 
