@@ -1,7 +1,7 @@
 """Forgetting people the embedded mini model was trained on, measured on its renders, beside the guard.
 
     python benchmarks/mini_forgetting.py --lfw PATH/TO/lfw [--forget 5] [--retained 50] [--held-out 20]
-                                         [--renders 2] [--steps 10] [--forget-steps 100]
+                                         [--renders 2] [--steps 10] [--forget-steps 100] [--radius 0.5]
 
 People: the mini model was trained on LFW minus the View 1 DevTest people. Two requests of
 ``--forget`` trained people (at least six usable photos each) are forgotten one after the other with
@@ -116,6 +116,8 @@ def main() -> None:
     parser.add_argument("--forget-steps", type=int, default=100, help="training steps per forgetting request")
     parser.add_argument("--nearby", type=int, default=4,
                         help="perturbed copies of each forgotten vector per training step (nearby_per_identity)")
+    parser.add_argument("--radius", type=float, default=0.5,
+                        help="forget every vector with cosine ≥ this to a forgotten one (GeneratorForgetConfig.radius)")
     parser.add_argument("--random", type=int, default=16,
                         help="fresh random identities per training step (random_per_step)")
     parser.add_argument("--guard-threshold", type=float, default=None,
@@ -228,7 +230,7 @@ def main() -> None:
         keep = pinned if number == 1 else torch.cat([pinned, protected[0]])
         result = forget_identities(pipe, protected[number - 1], retain=keep, neutral=neutral, steps=args.forget_steps,
                                    warmup_steps=args.forget_steps // 2, nearby_per_identity=args.nearby,
-                                   random_per_step=args.random)
+                                   radius=args.radius, random_per_step=args.random)
         requests_out.append({"people": [p.name for p in request], "metrics": result.metrics})
         measure(STATES[number], {"evading guard": evade} if number == 2 else {})
 
