@@ -28,6 +28,11 @@ how like the person the renders of the photos it lets through are, and an evadin
 render vector moved away from its person's protected vectors just far enough to pass the guard,
 rendered with the original weights (what the guard lets out) and with the forgetting weights.
 
+Forgetting turns a person into the neutral identity, which may itself resemble some people more than
+the average impostor (it is the mean of the training photos). The rows "neutral identity as forgotten
+1 / 2" show that floor: the neutral identity rendered with the forgotten renders' seeds, scored
+against the same people's galleries.
+
 Writes ``results.json`` to ``--out`` and prints a markdown table.
 """
 
@@ -55,6 +60,8 @@ from mini_identity import normed, render
 
 ROOT = Path(__file__).resolve().parents[1]
 STATES = ("before", "after request 1", "after request 2")
+#: Row-name prefix of the neutral identity's renders scored as a forgotten group (the floor of forgetting).
+NEUTRAL = "neutral identity as"
 
 
 @dataclass
@@ -222,9 +229,12 @@ def main() -> None:
         tqdm.write(f"{state}: " + ", ".join(f"{name} {np.mean(scores[(state, name)]['genuine']):.3f}"
                                            for name in {**sets, **extra}))  # the story so far, if the run is cut short
 
-    measure(STATES[0], {"evading guard": evade, "passing guard": RenderSet(
-        forgotten_all, forgotten_renders[passed], forgotten_owners[passed], set())} if passed.any() else
-        {"evading guard": evade})
+    # what forgetting turns each forgotten render into: the neutral identity, rendered with the same
+    # seeds and scored against the same person's gallery (its floor; not part of the impostor level)
+    floors = {f"{NEUTRAL} {name}": RenderSet(sets[name].people, neutral.expand(len(sets[name].vectors), -1),
+                                              sets[name].owners, set()) for name in ("forgotten 1", "forgotten 2")}
+    measure(STATES[0], {"evading guard": evade, **floors, **({"passing guard": RenderSet(
+        forgotten_all, forgotten_renders[passed], forgotten_owners[passed], set())} if passed.any() else {})})
     pinned = torch.cat([p.vectors[:1] for p in retained])
     for number, request in enumerate(requests, start=1):
         keep = pinned if number == 1 else torch.cat([pinned, protected[0]])
@@ -244,7 +254,8 @@ def main() -> None:
         genuine, se = mean_and_se(value["genuine"])
         table.setdefault(name, {})[state] = {"genuine": genuine, "genuine_se": se,
                                              "impostor": float(np.mean(value["impostor"])), "renders": len(value["genuine"])}
-    impostor = {state: float(np.mean([v["impostor"][i] for (s, _), v in scores.items() if s == state
+    impostor = {state: float(np.mean([v["impostor"][i] for (s, name), v in scores.items()
+                                      if s == state and not name.startswith(NEUTRAL)
                                       for i in range(len(v["impostor"]))])) for state in STATES}
     last = STATES[-1]
     targets = {
