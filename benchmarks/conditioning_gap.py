@@ -19,8 +19,9 @@ import torch
 from diffusers import DDPMScheduler
 
 from idgen.pipelines import Arc2FacePipeline
-from idgen.pipelines.mini import MINI_FACE_BACKENDS, MINI_MODEL_DIR, MINI_RESOLUTION, mini_face_analyzer
-from idgen.training import FaceDataset, IdentityCache, default_cache_path, read_people, scan_faces
+from idgen.pipelines.mini import MINI_MODEL_DIR, MINI_RESOLUTION
+from idgen.training import FaceDataset, read_people
+from mini_identity import mini_lfw_faces
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -38,10 +39,7 @@ def main() -> None:
     torch.set_grad_enabled(False)
 
     lfw = Path(args.lfw)
-    analyzer = mini_face_analyzer()   # the flip-summed MobileFaceNet vectors the model learnt from
-    # the cache a training run on these backends fills, so photos analysed once are not analysed again
-    cache = IdentityCache(default_cache_path(*(MINI_FACE_BACKENDS[k] for k in ("detector", "recognizer", "flip"))))
-    faces = scan_faces(lfw / "images", analyzer, cache, what="--lfw", only=read_people([lfw / "peopleDevTest.txt"]))
+    faces = mini_lfw_faces(lfw, only=read_people([lfw / "peopleDevTest.txt"]))
     chosen = torch.randperm(len(faces.files), generator=torch.Generator().manual_seed(args.seed))[:args.photos].tolist()
     photos = FaceDataset([faces.files[i] for i in chosen], faces.id_embeds[chosen], MINI_RESOLUTION, "",
                          faces.landmarks[chosen], args.face_scale)

@@ -24,7 +24,6 @@ import argparse
 import time
 
 import numpy as np
-import torch
 
 from idgen.eval.verification import roc_auc
 from idgen.synth import SynthConfig

@@ -40,7 +40,6 @@ from __future__ import annotations
 
 import argparse
 import time
-from collections import defaultdict
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -53,10 +52,10 @@ from idgen.faces import FaceAnalyzer
 from idgen.guard import IdentityGuard
 from idgen.identity import normalize
 from idgen.io import write_json_atomic
-from idgen.pipelines.mini import MINI_FACE_BACKENDS, load_mini_pipeline, mini_face_analyzer
-from idgen.training import IdentityCache, default_cache_path, read_people, scan_faces
+from idgen.pipelines.mini import MINI_FACE_BACKENDS, load_mini_pipeline
+from idgen.training import read_people
 from idgen.unlearn.generator import forget_identities
-from mini_identity import normed, render
+from mini_identity import indices_by_person, mini_lfw_faces, normed, render
 
 ROOT = Path(__file__).resolve().parents[1]
 STATES = ("before", "after request 1", "after request 2")
@@ -82,10 +81,8 @@ class RenderSet:
 
 
 def people_by_name(faces) -> dict[str, Person]:
-    grouped = defaultdict(list)
-    for index, path in enumerate(faces.files):
-        grouped[Path(path).parent.name].append(index)
-    return {name: Person(name, [faces.files[i] for i in rows], faces.id_embeds[rows]) for name, rows in grouped.items()}
+    return {name: Person(name, [faces.files[i] for i in rows], faces.id_embeds[rows])
+            for name, rows in indices_by_person(faces.files).items()}
 
 
 def render_set(people: list[Person], photos: slice) -> RenderSet:
@@ -140,8 +137,7 @@ def main() -> None:
 
     # ---------------------------------------------------------------- people and their vectors
     lfw = Path(args.lfw)
-    cache = IdentityCache(default_cache_path(*(MINI_FACE_BACKENDS[k] for k in ("detector", "recognizer", "flip"))))
-    faces = scan_faces(lfw / "images", mini_face_analyzer(), cache, what="--lfw")
+    faces = mini_lfw_faces(lfw)
     people = people_by_name(faces)
     held_out_names = read_people([lfw / "peopleDevTest.txt", lfw / "pairsDevTest.txt"])  # as in training
     trained = [people[n] for n in sorted(people) if n not in held_out_names]

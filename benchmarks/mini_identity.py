@@ -34,10 +34,26 @@ from idgen.faces.analyzer import FALLBACK_SCORE
 from idgen.io import write_json_atomic
 from idgen.pipelines import Arc2FacePipeline
 from idgen.pipelines.mini import MINI_FACE_BACKENDS, load_mini_pipeline, mini_face_analyzer
-from idgen.training.data import load_training_image
+from idgen.training.data import IdentityCache, default_cache_path, load_training_image, scan_faces
 from idgen.training.validation import save_grid
 
 ROOT = Path(__file__).resolve().parents[1]
+
+
+def mini_lfw_faces(lfw: Path, **people):
+    """The photos under ``lfw/images`` with the vectors the mini model is conditioned on (and their
+    landmarks), read from the identity cache its training filled, so photos analysed once are not
+    analysed again; ``people`` are :func:`~idgen.training.scan_faces`' ``exclude`` / ``only``."""
+    cache = IdentityCache(default_cache_path(*(MINI_FACE_BACKENDS[k] for k in ("detector", "recognizer", "flip"))))
+    return scan_faces(lfw / "images", mini_face_analyzer(), cache, what="--lfw", **people)
+
+
+def indices_by_person(files: list[str]) -> dict[str, list[int]]:
+    """Positions of each person's photos in ``files`` (``<root>/<person>/<photo>``), in file order."""
+    people: dict[str, list[int]] = {}
+    for index, path in enumerate(files):
+        people.setdefault(Path(path).parent.name, []).append(index)
+    return people
 
 
 def held_out_people(lfw: Path, count: int, skip: int = 0) -> list[tuple[str, Path, Path]]:

@@ -43,11 +43,12 @@ from idgen.eval.verification import read_pairs, verify_pairs
 from idgen.faces import FaceAnalyzer
 from idgen.io import atomic_path, write_json_atomic
 from idgen.models.backbones import build_backbone, save_recognizer
-from idgen.pipelines.mini import MINI_FACE_BACKENDS, MINI_IDENTITY_DIM, MINI_RESOLUTION, mini_face_analyzer
+from idgen.pipelines.mini import MINI_IDENTITY_DIM, MINI_RESOLUTION, mini_face_analyzer
 from idgen.recognition.trainer import RecognizerTrainConfig, network_arguments, train
 from idgen.synth import generate_dataset
-from idgen.training.data import IdentityCache, default_cache_path, load_training_image, read_people, scan_faces
+from idgen.training.data import load_training_image, read_people
 from idgen.training.validation import save_grid
+from mini_identity import indices_by_person, mini_lfw_faces
 
 ROOT = Path(__file__).resolve().parents[1]
 #: Where the embedded model puts the ArcFace template in its 64×64 crops (``face_scale`` of its data).
@@ -56,23 +57,19 @@ FACE_SCALE = 0.8
 
 def training_photos(lfw: Path):
     """The embedded model's training photos (LFW minus the DevTest people) with their flip-summed
-    MobileFaceNet vectors and landmarks, from the identity cache training filled."""
-    backends = MINI_FACE_BACKENDS
-    cache = IdentityCache(default_cache_path(backends["detector"], backends["recognizer"], backends["flip"]))
-    held_out = read_people([lfw / "peopleDevTest.txt", lfw / "pairsDevTest.txt"])
-    return scan_faces(lfw / "images", mini_face_analyzer(), cache, exclude=held_out)
+    MobileFaceNet vectors and landmarks."""
+    return mini_lfw_faces(lfw, exclude=read_people([lfw / "peopleDevTest.txt", lfw / "pairsDevTest.txt"]))
 
 
 def write_prior(photos, path: Path) -> int:
     """One unit vector per person (the mean of their photos' vectors): what a Gaussian prior over
     *identities* should be fitted to. Returns the number of people."""
-    people = np.array([Path(f).parent.name for f in photos.files])
-    names = sorted(set(people))
+    people = indices_by_person(photos.files)
     vectors = torch.nn.functional.normalize(photos.id_embeds, dim=1)
-    means = torch.stack([vectors[torch.from_numpy(people == name)].mean(0) for name in names])
+    means = torch.stack([vectors[people[name]].mean(0) for name in sorted(people)])
     with atomic_path(path) as tmp:
         save_file({"normed": torch.nn.functional.normalize(means, dim=1).contiguous()}, tmp)
-    return len(names)
+    return len(people)
 
 
 def synthesize(out: Path, args, prior: Path | None) -> dict:
@@ -95,10 +92,7 @@ def synthesize(out: Path, args, prior: Path | None) -> dict:
 def write_real(photos, out: Path, total: int, min_photos: int, per_person: int) -> dict:
     """``total`` real training photos as the embedded model's 64×64 aligned crops, ``out/<name>/``:
     people with at least ``min_photos`` photos, most photos first, at most ``per_person`` each."""
-    people: dict[str, list[int]] = {}
-    for index, file in enumerate(photos.files):
-        people.setdefault(Path(file).parent.name, []).append(index)
-    ranked = sorted((p for p in people.items() if len(p[1]) >= min_photos), key=lambda p: (-len(p[1]), p[0]))
+    ranked = sorted((p for p in indices_by_person(photos.files).items() if len(p[1]) >= min_photos), key=lambda p: (-len(p[1]), p[0]))
     chosen, count = [], 0
     for name, indices in ranked:
         take = indices[:min(per_person, total - count)]

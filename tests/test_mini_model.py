@@ -141,4 +141,5 @@ def test_the_demo_dataset_tab_keeps_mini_model_renders(mini, tmp_path):
     result = actions.make_dataset(hub, identities=4, images_per_identity=3, seed=0, steps=10, workdir=tmp_path)
     saved = json.loads((result["folder"] / "config.json").read_text())["config"]
     assert saved["filter"]["threshold"] == FILTER_THRESHOLDS["mini"]
+    assert saved["generator"]["type"] == "mini"   # the dataset records which model made it
     assert result["stats"]["images"] > 0 and result["samples"]

@@ -285,17 +285,16 @@ def make_dataset(hub: ModelHub, *, identities: int = 4, images_per_identity: int
 def _dataset_into(out: Path, hub: ModelHub, generator, identities: int, images_per_identity: int, seed: int,
                   report: Progress, cancel: Optional[CancelToken]) -> dict:
     from ..synth import SynthConfig, generate_dataset
-    from ..synth.config import default_filter_threshold
 
-    # the generator object is passed in, so the config names no generator type to take the threshold
-    # from; the hub's source names it instead ("mini" has its own calibrated threshold)
-    threshold = default_filter_threshold(hub.settings.arc2face_source())
+    # the generator object is passed in; the config still names its type, so the dataset records
+    # which model made it and the filter gets that model's threshold (the mini model has its own)
+    kind = "mini" if hub.settings.arc2face_source() == "mini" else "arc2face"
     config = SynthConfig.from_dict({
-        "output": str(out), "seed": int(seed),
+        "output": str(out), "seed": int(seed), "generator": {"type": kind, **generator.call_kwargs},
         "identities": {"count": int(identities), "dim": identity_dim(hub), "steps": 50},
         "variation": {"images_per_identity": int(images_per_identity)},
         "filter": {"enabled": not hub.settings.tiny, "detector": hub.settings.detector if not hub.settings.tiny else "dlib",
-                   "recognizer": hub.settings.recognizer if not hub.settings.tiny else "dlib", "threshold": threshold},
+                   "recognizer": hub.settings.recognizer if not hub.settings.tiny else "dlib"},
         "writers": {"formats": ["imagefolder"]},
         "runtime": {"progress": False, "batch_size": 4, "device": "cpu" if hub.settings.tiny else None},
     }, "demo dataset")
