@@ -88,3 +88,20 @@ def test_the_mini_generator_filter_sees_renders_as_the_mini_model_does():
     assert (mini.min_side, mini.flip) == (MINI_FACE_BACKENDS["min_side"], True)
     other = build_filter(SynthConfig.load(None, ["generator.type=photo", "filter.recognizer=mobilefacenet"])).analyzer
     assert (other.min_side, other.flip) == (0, False)
+
+
+def test_the_mini_generator_refuses_a_filter_recogniser_whose_embeddings_it_was_not_conditioned_on():
+    """dlib's embeddings are 128-d like the mini model's MobileFaceNet identities, so nothing else would
+    catch the filter comparing the two; the error names the setting to change."""
+    pytest.importorskip("dlib")
+    from idgen.errors import ConfigError
+    from idgen.synth import SynthConfig
+    from idgen.synth.dataset import build_filter
+
+    with pytest.raises(ConfigError, match="filter.recognizer: mobilefacenet"):
+        build_filter(SynthConfig.load(None, ["generator.type=mini"]))  # the default recogniser is dlib
+    with pytest.raises(ConfigError, match="'dlib'"):
+        build_filter(SynthConfig.load(None, ["generator.type=mini", "filter.reference=target"]))
+    # renders compared with each other (no identity vectors) and other generators are fine with dlib
+    assert build_filter(SynthConfig.load(None, ["generator.type=mini", "filter.reference=centroid"])).analyzer.flip
+    build_filter(SynthConfig.load(None, ["generator.type=photo"]))

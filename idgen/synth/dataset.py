@@ -43,6 +43,13 @@ def build_filter(config: SynthConfig, analyzer=None):
         if config.generator.get("type") == "mini":
             from ..pipelines.mini import MINI_FACE_BACKENDS
 
+            mini_recognizer = MINI_FACE_BACKENDS["recognizer"]
+            if settings.reference != "centroid" and str(settings.recognizer).split(":")[0] != mini_recognizer:
+                raise ConfigError(
+                    f"generator type 'mini' is conditioned on {mini_recognizer} embeddings, but filter.recognizer is "
+                    f"{settings.recognizer!r}: its embeddings would be compared with those identity vectors; set "
+                    f"filter.recognizer: {mini_recognizer} (or filter.reference: centroid to compare renders "
+                    "with each other)")
             options = {key: MINI_FACE_BACKENDS[key] for key in ("min_side", "flip")}
         analyzer = FaceAnalyzer.from_backend(settings.detector, settings.recognizer, det_size=settings.det_size,
                                              fallback_box=settings.fallback_box, **options)
