@@ -294,8 +294,10 @@ def forget_identities(pipe, identities, *, retain=None, neutral=None,
             people forgotten by earlier requests if they should stay pinned, …). Fresh random
             identities are always retained as well.
         neutral: the identity forgotten people turn into. Default: a random identity drawn from
-            ``config.seed``; with real weights the mean embedding of a face dataset is a better
-            "nobody in particular".
+            ``config.seed``. What stays of a forgotten person is how much this identity's renders
+            resemble them: on the embedded mini model the mean of its training embeddings (the
+            "nobody in particular" face) resembled one group of people more than a typical other
+            person does (``benchmarks/mini_forgetting.py``, docs: Results).
         config / overrides: :class:`GeneratorForgetConfig`, or its fields as keyword arguments.
         save_dir: if given, the LoRA and a JSON report are written there (see
             :meth:`GeneratorForgetResult.save`).
