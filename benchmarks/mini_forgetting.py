@@ -36,9 +36,9 @@ render vector moved away from its person's protected vectors just far enough to 
 rendered with the original weights (what the guard lets out) and with the forgetting weights.
 
 Forgetting turns a person into the neutral identity, which may itself resemble some people more than
-the average impostor does. The rows "neutral identity as forgotten 1 / 2" show that floor: each
-request's neutral identity rendered with the forgotten renders' seeds on the original weights,
-scored against the same people's galleries.
+the average impostor does. The rows "neutral identity as forgotten 1 / 2" show that floor: the
+neutral identity rendered with the forgotten renders' seeds on the original weights, scored against
+the same people's galleries.
 
 Writes ``results.json`` to ``--out`` and prints a markdown table.
 """
@@ -57,11 +57,10 @@ from tqdm import tqdm
 from idgen.eval.verification import best_threshold, read_pairs
 from idgen.faces import FaceAnalyzer
 from idgen.guard import IdentityGuard
-from idgen.identity import normalize
+from idgen.identity import normalize, random_identities
 from idgen.io import write_json_atomic
 from idgen.pipelines.mini import MINI_FACE_BACKENDS, load_mini_pipeline
 from idgen.training import read_people
-from idgen.identity import random_identities
 from idgen.unlearn.generator import forget_identities
 from mini_identity import indices_by_person, mini_lfw_faces, normed, render
 
@@ -273,31 +272,28 @@ def main() -> None:
         tqdm.write(f"{state}: " + ", ".join(f"{name} {np.mean(scores[(state, name)]['genuine']):.3f}"
                                            for name in {**sets, **extra}))  # the story so far, if the run is cut short
 
-    # what each request's people turn into, and its floor: the neutral identity rendered with the
+    # what the forgotten people turn into, and its floor: the neutral identity rendered with the
     # forgotten renders' seeds, scored against the same people's galleries (not an impostor level)
+    forgotten_groups = ("forgotten 1", "forgotten 2")
     if args.neutral == "mean":
-        mean_face = normalize(normalize(torch.cat([p.vectors for p in trained])).mean(0))
-        neutrals, choices = [mean_face, mean_face], []
-    else:  # one for both requests, judged against trained people who play no part in the measurement
+        neutral, resemblance = normalize(normalize(torch.cat([p.vectors for p in trained])).mean(0)), None
+    else:  # judged against trained people who play no part in the measurement
         measured = {p.name for s in sets.values() for p in s.people}
         bystanders = torch.stack([p.vectors[0] for p in trained if p.name not in measured][:args.population])
         neutral, resemblance = choose_neutral(pipe, bystanders, candidates=args.candidates, seed=args.seed,
                                               num_inference_steps=args.steps, guidance_scale=args.guidance)
-        neutrals, choices = [neutral, neutral], [(neutral, resemblance)]
     firsts = normalize(torch.stack([p.vectors[0] for p in trained]))  # one photo per trained person
-    closeness = {"between two trained people": float((firsts.sum(0).square().sum() - len(firsts)) / (len(firsts) * (len(firsts) - 1))),
-                 **{f"neutral {number} to forgotten {number}": float((normalize(sets[f"forgotten {number}"].vectors) @ neutral).mean())
-                    for number, neutral in enumerate(neutrals, start=1)}}
+    pairs_mean = (firsts.sum(0).square().sum() - len(firsts)) / (len(firsts) * (len(firsts) - 1))  # Σ_{i≠j} x_i·x_j
+    closeness = {"between two trained people": float(pairs_mean),
+                 **{f"neutral to {name}": float((normalize(sets[name].vectors) @ neutral).mean()) for name in forgotten_groups}}
     floors = {f"{NEUTRAL} {name}": RenderSet(sets[name].people, neutral.expand(len(sets[name].vectors), -1),
-                                              sets[name].owners, set())
-              for name, neutral in zip(("forgotten 1", "forgotten 2"), neutrals)}
+                                              sets[name].owners, set()) for name in forgotten_groups}
     measure(STATES[0], {"evading guard": evade, **floors, **({"passing guard": RenderSet(
         forgotten_all, forgotten_renders[passed], forgotten_owners[passed], set())} if passed.any() else {})})
     pinned = torch.cat([p.vectors[:1] for p in retained])
     for number, request in enumerate(requests, start=1):
         keep = pinned if number == 1 else torch.cat([pinned, protected[0]])
-        result = forget_identities(pipe, protected[number - 1], retain=keep, neutral=neutrals[number - 1],
-                                   steps=args.forget_steps,
+        result = forget_identities(pipe, protected[number - 1], retain=keep, neutral=neutral, steps=args.forget_steps,
                                    warmup_steps=args.forget_steps // 2, nearby_per_identity=args.nearby,
                                    radius=args.radius, random_per_step=args.random)
         requests_out.append({"people": [p.name for p in request], "metrics": result.metrics})
@@ -316,7 +312,6 @@ def main() -> None:
     impostor = {state: float(np.mean([v["impostor"][i] for (s, name), v in scores.items()
                                       if s == state and not name.startswith(NEUTRAL)
                                       for i in range(len(v["impostor"]))])) for state in STATES}
-    forgotten_groups = ("forgotten 1", "forgotten 2")
     others_against = {group: {state: float(np.mean([x for name in ("retained", "held-out")
                                                     for x in scores[(state, name)]["against"][group]]))
                               for state in STATES} for group in forgotten_groups}
@@ -330,8 +325,8 @@ def main() -> None:
     targets["retained_drop_at_most_0.03"] = targets["retained_drop"] <= 0.03
     results = {"settings": vars(args), "people": {name: [p.name for p in s.people] for name, s in sets.items()},
                "impostor_level": impostor, "others_against_forgotten": others_against, "sets": table,
-               "neutral": {"kind": args.neutral, "identities": [n.tolist() for n in neutrals], "mobilefacenet_cosine": closeness,
-                           "candidates_resemblance": choices[0][1] if choices else None},
+               "neutral": {"kind": args.neutral, "identity": neutral.tolist(), "mobilefacenet_cosine": closeness,
+                           "candidates_resemblance": resemblance},
                "requests": requests_out, "guard": guard_results,
                "targets": targets, "seconds": time.time() - started}
     out = Path(args.out)
@@ -348,9 +343,9 @@ def main() -> None:
     for group, levels in others_against.items():
         print(f"| others against {group} | " + " | ".join(f"{levels[s]:.3f}" for s in STATES) + " |")
     print("MobileFaceNet cosine (mean): " + ", ".join(f"{name} {value:.3f}" for name, value in closeness.items()))
-    if choices:
+    if resemblance:
         print(f"choose_neutral: mean MobileFaceNet cosine of the renders to {len(bystanders)} trained people, the pick "
-              f"{np.nanmin(choices[0][1]):.3f}, the candidates " + ", ".join(f"{x:.3f}" for x in choices[0][1]))
+              f"{np.nanmin(resemblance):.3f}, the candidates " + ", ".join(f"{x:.3f}" for x in resemblance))
     g = guard_results
     print(f"guard (threshold {g['threshold']:.3f}, {g['threshold_from']}): refuses "
           f"{100 * g['forgotten_other_photos_refused']:.1f} % of the forgotten people's other photos; wrongly refuses "
