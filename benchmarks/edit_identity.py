@@ -32,8 +32,7 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
-from idgen.edit import replace_identity, restyle
-from idgen.edit import embedding_at
+from idgen.edit import embedding_at, replace_identity, restyle
 from idgen.edit.region import crop_box, resize
 from idgen.faces import FaceAnalyzer, load_image
 from idgen.faces.analyzer import FALLBACK_SCORE

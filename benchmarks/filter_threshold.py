@@ -31,6 +31,7 @@ from idgen.synth.dataset import build_filter
 from idgen.synth.engine import DatasetEngine
 from idgen.synth.generators import build_generator
 from idgen.synth.identities import sample_identities
+from mini_identity import mini_dataset_settings
 
 
 def main() -> None:
@@ -47,11 +48,8 @@ def main() -> None:
     if args.identities < 2 or args.images < 1:
         parser.error("impostor scores need --identities ≥ 2 and --images ≥ 1")
 
-    config = SynthConfig.load(None, [
-        "generator.type=mini", f"generator.num_inference_steps={args.steps}", f"generator.guidance_scale={args.guidance}",
-        "identities.dim=128", f"identities.count={args.identities}", f"variation.images_per_identity={args.images}",
-        "filter.recognizer=mobilefacenet", f"seed={args.seed}",
-    ])
+    config = SynthConfig.load(None, [*mini_dataset_settings(args.steps, args.guidance), f"identities.count={args.identities}",
+                                     f"variation.images_per_identity={args.images}", f"seed={args.seed}"])
     engine = DatasetEngine(config, build_generator(config.generator, "cpu", config.identities.dim), build_filter(config))
     engine.targets, _ = sample_identities(args.identities, config.identities.dim, config.identities.max_cosine,
                                           seed=config.seed, progress=False)

@@ -62,7 +62,8 @@ from idgen.io import write_json_atomic
 from idgen.pipelines.mini import MINI_FACE_BACKENDS, load_mini_pipeline
 from idgen.training import read_people
 from idgen.unlearn.generator import forget_identities
-from mini_identity import indices_by_person, mini_lfw_faces, normed, render
+from idgen.synth.identities import similarity_stats
+from mini_identity import indices_by_person, mini_lfw_faces, normed, render, render_seeded
 
 ROOT = Path(__file__).resolve().parents[1]
 STATES = ("before", "after request 1", "after request 2")
@@ -115,14 +116,13 @@ def evading(vectors: torch.Tensor, protected: torch.Tensor, guard: IdentityGuard
 
 
 @torch.no_grad()
-def choose_neutral(pipe, population: torch.Tensor, *, candidates: int, renders: int = 4, seed: int = 0,
-                   **call_kwargs) -> tuple[torch.Tensor, list[float]]:
+def choose_neutral(pipe, population: torch.Tensor, *, candidates: int, steps: int, guidance: float, renders: int = 4,
+                   seed: int = 0) -> tuple[torch.Tensor, list[float]]:
     """The one of ``candidates`` random identities whose renders look least like anybody in
     ``population`` (identity vectors of real people), and every candidate's resemblance (nan where
     no render had a face).
 
-    Each candidate is rendered ``renders`` times (``call_kwargs`` go to the pipeline) and embedded
-    with ``pipe.face_analyzer``; its resemblance is the mean cosine of its renders to the population.
+    Each candidate is rendered ``renders`` times and embedded with ``pipe.face_analyzer``; its resemblance is the mean cosine of its renders to the population.
     Forgetting turns people into the neutral identity, so how much its renders resemble them is what
     would stay of them if forgetting were perfect; a face like nobody in particular resembles them
     no more than anybody else. (Scoring candidates against the request's own few photos instead,
@@ -134,11 +134,8 @@ def choose_neutral(pipe, population: torch.Tensor, *, candidates: int, renders: 
     render_seeds = torch.randint(0, 2**31 - 1, (candidates, renders), generator=generator).tolist()
     resemblance = []
     for candidate, seeds in zip(pool, render_seeds):
-        images = pipe(id_embeds=candidate[None].to(pipe.device, pipe.unet.dtype), num_images_per_prompt=renders,
-                      output_type="np", generator=[torch.Generator().manual_seed(s) for s in seeds],
-                      **call_kwargs).images
-        pixels = [(image.clip(0, 1) * 255).round().astype(np.uint8) for image in images]
-        faces = [f for f in pipe.face_analyzer.analyze_many(pixels, on_missing="skip", progress=False) if f]
+        pixels = render_seeded(pipe, candidate[None].to(pipe.device, pipe.unet.dtype), seeds, renders, steps, guidance)
+        faces = [f for f in pipe.face_analyzer.analyze_many(list(pixels), on_missing="skip", progress=False) if f]
         embedded = normalize(torch.stack([torch.as_tensor(f.embedding).float() for f in faces])) if faces else None
         resemblance.append(float((embedded @ population.T).mean()) if faces else float("nan"))
     scored = torch.tensor(resemblance)
@@ -281,10 +278,9 @@ def main() -> None:
         measured = {p.name for s in sets.values() for p in s.people}
         bystanders = torch.stack([p.vectors[0] for p in trained if p.name not in measured][:args.population])
         neutral, resemblance = choose_neutral(pipe, bystanders, candidates=args.candidates, seed=args.seed,
-                                              num_inference_steps=args.steps, guidance_scale=args.guidance)
+                                              steps=args.steps, guidance=args.guidance)
     firsts = normalize(torch.stack([p.vectors[0] for p in trained]))  # one photo per trained person
-    pairs_mean = (firsts.sum(0).square().sum() - len(firsts)) / (len(firsts) * (len(firsts) - 1))  # Σ_{i≠j} x_i·x_j
-    closeness = {"between two trained people": float(pairs_mean),
+    closeness = {"between two trained people": similarity_stats(firsts).mean_cosine,
                  **{f"neutral to {name}": float((normalize(sets[name].vectors) @ neutral).mean()) for name in forgotten_groups}}
     floors = {f"{NEUTRAL} {name}": RenderSet(sets[name].people, neutral.expand(len(sets[name].vectors), -1),
                                               sets[name].owners, set()) for name in forgotten_groups}

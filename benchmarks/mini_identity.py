@@ -33,7 +33,7 @@ from idgen.faces import FaceAnalyzer
 from idgen.faces.analyzer import FALLBACK_SCORE
 from idgen.io import write_json_atomic
 from idgen.pipelines import Arc2FacePipeline
-from idgen.pipelines.mini import MINI_FACE_BACKENDS, load_mini_pipeline, mini_face_analyzer
+from idgen.pipelines.mini import MINI_FACE_BACKENDS, MINI_IDENTITY_DIM, load_mini_pipeline, mini_face_analyzer
 from idgen.training.data import IdentityCache, default_cache_path, load_training_image, scan_faces
 from idgen.training.validation import save_grid
 
@@ -78,17 +78,29 @@ def identification(probes: np.ndarray, owners: np.ndarray, gallery: np.ndarray) 
             "rank1": float((scores.argmax(axis=1) == owners).mean())}
 
 
+def render_seeded(pipe, id_embeds: torch.Tensor, seeds, renders: int, steps: int, guidance: float) -> np.ndarray:
+    """One pipeline call: ``N·K×64×64×3`` uint8, person-major, render ``i`` from ``seeds[i]``."""
+    images = pipe(id_embeds=id_embeds, num_images_per_prompt=renders, num_inference_steps=steps,
+                  guidance_scale=guidance, generator=[torch.Generator().manual_seed(s) for s in seeds],
+                  output_type="np").images
+    return (np.clip(images, 0, 1) * 255).round().astype(np.uint8)
+
+
 def render(pipe, id_embeds: torch.Tensor, renders: int, batch_people: int, steps: int, guidance: float) -> np.ndarray:
-    """``N·K×64×64×3`` uint8, person-major; render ``i`` comes from seed ``i``."""
+    """``N·K×64×64×3`` uint8, person-major, ``batch_people`` people per call; render ``i`` comes from seed ``i``."""
     out = []
     for start in tqdm(range(0, len(id_embeds), batch_people), desc="rendering", unit="batch"):
         batch = id_embeds[start:start + batch_people]
-        seeds = range(start * renders, (start + len(batch)) * renders)
-        images = pipe(id_embeds=batch, num_images_per_prompt=renders, num_inference_steps=steps,
-                      guidance_scale=guidance, generator=[torch.Generator().manual_seed(s) for s in seeds],
-                      output_type="np").images
-        out.append((np.clip(images, 0, 1) * 255).round().astype(np.uint8))
+        out.append(render_seeded(pipe, batch, range(start * renders, (start + len(batch)) * renders), renders,
+                                 steps, guidance))
     return np.concatenate(out)
+
+
+def mini_dataset_settings(steps: int, guidance: float) -> list[str]:
+    """The config overrides of a ``generator.type: mini`` dataset: the model, its identity size and the
+    recogniser it is conditioned on (the filter refuses any other)."""
+    return ["generator.type=mini", f"generator.num_inference_steps={steps}", f"generator.guidance_scale={guidance}",
+            f"identities.dim={MINI_IDENTITY_DIM}", f"filter.recognizer={MINI_FACE_BACKENDS['recognizer']}"]
 
 
 def main() -> None:

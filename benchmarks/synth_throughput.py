@@ -35,6 +35,7 @@ from idgen.synth.engine import DatasetEngine, _IdentityProgress
 from idgen.synth.generators import build_generator
 from idgen.synth.identities import sample_identities
 from idgen.synth.journal import Journal
+from mini_identity import mini_dataset_settings
 
 
 class Timer:
@@ -74,11 +75,11 @@ def main() -> None:
     parser.add_argument("--batch-size", type=int, default=32, help="the engine's images per generator call")
     args = parser.parse_args()
 
-    settings = [f"identities.count={args.identities}", "identities.dim=128", f"variation.images_per_identity={args.images}",
-                "generator.type=mini", f"generator.num_inference_steps={args.steps}", "generator.guidance_scale=3.0",
-                "filter.recognizer=mobilefacenet", f"runtime.batch_size={args.batch_size}", "runtime.progress=false"]
+    settings = [*mini_dataset_settings(args.steps, 3.0), f"identities.count={args.identities}",
+                f"variation.images_per_identity={args.images}", f"runtime.batch_size={args.batch_size}", "runtime.progress=false"]
     device = "cuda" if torch.cuda.is_available() else "cpu"
-    generator = build_generator(SynthConfig.load(None, settings).generator, device, identity_dim=128)
+    shared = SynthConfig.load(None, settings)
+    generator = build_generator(shared.generator, device, identity_dim=shared.identities.dim)
     results = {}
     for mode in ("naive", "engine"):
         with tempfile.TemporaryDirectory() as folder:
@@ -88,8 +89,8 @@ def main() -> None:
             engine = DatasetEngine(config, timer.wrap("generate", generator), image_filter)
             image_filter.embed = timer.wrap("analyse", image_filter.embed)
             engine._write_image = timer.wrap("write", engine._write_image)
-            engine.targets, _ = sample_identities(args.identities, 128, config.identities.max_cosine, seed=0,
-                                                  progress=False)
+            engine.targets, _ = sample_identities(args.identities, config.identities.dim, config.identities.max_cosine,
+                                                  seed=0, progress=False)
             start = time.perf_counter()
             if mode == "naive":
                 naive_loop(engine, args.identities, args.images)
@@ -107,7 +108,9 @@ def main() -> None:
         parts = ", ".join(f"{name} {value:.1f} s ({100 * value / wall:.0f} %)" for name, value in seconds.items())
         print(f"{mode:<7} {rate:6.2f} images/s  ({kept} images kept in {wall:.1f} s; "
               f"generator busy {100 * seconds['generate'] / wall:.0f} % of the wall time; {parts})")
-    print(f"engine / naive: {results['engine'][0] / results['naive'][0]:.2f}x")
+    naive_rate = results["naive"][0]
+    print(f"engine / naive: {results['engine'][0] / naive_rate:.2f}x" if naive_rate else
+          "engine / naive: no ratio, the naive loop kept no image (raise --identities or --images)")
 
 
 if __name__ == "__main__":

@@ -43,7 +43,7 @@ from idgen.eval.verification import read_pairs, verify_pairs
 from idgen.faces import FaceAnalyzer
 from idgen.io import atomic_path, write_json_atomic
 from idgen.models.backbones import build_backbone, save_recognizer
-from idgen.pipelines.mini import MINI_IDENTITY_DIM, MINI_RESOLUTION, mini_face_analyzer
+from idgen.pipelines.mini import MINI_IDENTITY_DIM, MINI_RESOLUTION
 from idgen.recognition.trainer import RecognizerTrainConfig, network_arguments, train
 from idgen.synth import generate_dataset
 from idgen.training.data import load_training_image, read_people
@@ -85,8 +85,7 @@ def synthesize(out: Path, args, prior: Path | None) -> dict:
         "writers": {"formats": ["imagefolder"]},
         "runtime": {"batch_size": 32, "device": "cpu"},
     }
-    # the filter sees the renders as the model's own analyser does (detected on an upscaled copy)
-    return generate_dataset(config, analyzer=mini_face_analyzer())
+    return generate_dataset(config)  # its filter sees the renders as the model's own analyser does (build_filter)
 
 
 def write_real(photos, out: Path, total: int, min_photos: int, per_person: int) -> dict:

@@ -68,7 +68,7 @@ def test_choose_neutral_picks_the_candidate_whose_renders_resemble_the_populatio
         [unit(0, 0, 1), unit(0, 0, 1)],  # like nobody: 0
         [unit(1, 1, 5), None],           # one face found: 1/sqrt(27) to both
     ]))
-    neutral, resemblance = bench.choose_neutral(pipe, population, candidates=4, renders=2, seed=3, num_inference_steps=2)
+    neutral, resemblance = bench.choose_neutral(pipe, population, candidates=4, renders=2, seed=3, steps=2, guidance=3.0)
     np.testing.assert_allclose(resemblance, [0.5, 0.5 ** 1.5, 0.0, 27 ** -0.5], atol=1e-6)
     torch.testing.assert_close(neutral, random_identities(4, TEXT_WIDTH, generator=torch.Generator().manual_seed(3))[2])
     images = pipe.face_analyzer.images
@@ -76,9 +76,9 @@ def test_choose_neutral_picks_the_candidate_whose_renders_resemble_the_populatio
     assert not np.array_equal(images[0][0], images[0][1]) and not np.array_equal(images[0][0], images[1][0])
 
     pipe.set_face_analyzer(PresetAnalyzer([[None, None], [unit(1), unit(1)]]))  # a faceless candidate is passed over
-    neutral, resemblance = bench.choose_neutral(pipe, population[:1], candidates=2, renders=2, num_inference_steps=2)
+    neutral, resemblance = bench.choose_neutral(pipe, population[:1], candidates=2, renders=2, steps=2, guidance=3.0)
     assert np.isnan(resemblance[0]) and resemblance[1] == pytest.approx(1.0)
     torch.testing.assert_close(neutral, random_identities(2, TEXT_WIDTH, generator=torch.Generator().manual_seed(0))[1])
     pipe.set_face_analyzer(PresetAnalyzer([[None, None], [None, None]]))
     with pytest.raises(RuntimeError, match="no face in any of the 4 renders"):
-        bench.choose_neutral(pipe, population, candidates=2, renders=2, num_inference_steps=2)
+        bench.choose_neutral(pipe, population, candidates=2, renders=2, steps=2, guidance=3.0)

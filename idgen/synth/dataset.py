@@ -39,21 +39,25 @@ def build_filter(config: SynthConfig, analyzer=None):
     if analyzer is None:
         from ..faces import FaceAnalyzer
 
-        options = {}
-        if config.generator.get("type") == "mini":
-            from ..pipelines.mini import MINI_FACE_BACKENDS
-
-            mini_recognizer = MINI_FACE_BACKENDS["recognizer"]
-            if settings.reference != "centroid" and str(settings.recognizer).split(":")[0] != mini_recognizer:
-                raise ConfigError(
-                    f"generator type 'mini' is conditioned on {mini_recognizer} embeddings, but filter.recognizer is "
-                    f"{settings.recognizer!r}: its embeddings would be compared with those identity vectors; set "
-                    f"filter.recognizer: {mini_recognizer} (or filter.reference: centroid to compare renders "
-                    "with each other)")
-            options = {key: MINI_FACE_BACKENDS[key] for key in ("min_side", "flip")}
         analyzer = FaceAnalyzer.from_backend(settings.detector, settings.recognizer, det_size=settings.det_size,
-                                             fallback_box=settings.fallback_box, **options)
+                                             fallback_box=settings.fallback_box, **_analysis_options(config))
     return ConsistencyFilter(analyzer, settings.threshold, settings.reference, settings.duplicate_cosine)
+
+
+def _analysis_options(config: SynthConfig) -> dict:
+    """The analyser options the generator's renders need: none, or for ``generator.type: mini`` its
+    own analysis, after checking the filter embeds in the space the model is conditioned on."""
+    if config.generator.get("type") != "mini":
+        return {}
+    from ..pipelines.mini import MINI_FACE_BACKENDS
+
+    settings, recognizer = config.filter, MINI_FACE_BACKENDS["recognizer"]
+    if settings.reference != "centroid" and str(settings.recognizer).split(":")[0] != recognizer:
+        raise ConfigError(
+            f"generator type 'mini' is conditioned on {recognizer} embeddings, but filter.recognizer is "
+            f"{settings.recognizer!r}: its embeddings would be compared with those identity vectors; set "
+            f"filter.recognizer: {recognizer} (or filter.reference: centroid to compare renders with each other)")
+    return {key: MINI_FACE_BACKENDS[key] for key in ("min_side", "flip")}
 
 
 def _check_output_folder(config: SynthConfig, out: Path, is_main: bool) -> None:
