@@ -24,6 +24,16 @@ LIMB_BRIGHTNESS = 0.6
 POINT_RADIUS = 10
 
 
+def scale_keypoints(keypoints, scale: Sequence[float], offset: Sequence[float] = (0, 0)) -> np.ndarray:
+    """``keypoints * scale + offset`` (``scale`` and ``offset`` per axis ``x, y``), computed in the
+    keypoints' own float dtype (float64 for integers): insightface's keypoints are float32 and the
+    reference implementations draw them in float32, where a limb midpoint can truncate to another
+    pixel than in float64."""
+    points = np.asarray(keypoints)
+    dtype = points.dtype if np.issubdtype(points.dtype, np.floating) else np.float64
+    return points.astype(dtype) * np.asarray(scale, dtype) + np.asarray(offset, dtype)
+
+
 def draw_keypoints(keypoints: Sequence[Sequence[float]], size: tuple[int, int]) -> Image.Image:
     """Draw 5 face keypoints (pixels, ``x, y``) on a black RGB image of ``size = (width, height)``."""
     # The arithmetic stays in the caller's dtype (insightface's float32), as InstantID's own drawing

@@ -44,7 +44,7 @@ from idgen.identity import normalize
 
 from .face_input import FaceInputMixin
 from .infiniteyou_projection import INFINITEYOU_REPO, InfiniteYouProjection, infiniteyou_subfolder
-from .keypoints import draw_keypoints
+from .keypoints import draw_keypoints, scale_keypoints
 
 #: Defaults of the reference implementation.
 DEFAULT_INFUSENET_SCALE = 1.0
@@ -67,18 +67,26 @@ class InfiniteYouPipelineOutput(BaseOutput):
     id_embeds: torch.Tensor
 
 
-def letterbox_keypoints(landmarks, source_size: tuple[int, int], target_size: tuple[int, int]) -> np.ndarray:
-    """Where ``landmarks`` (pixels in a ``source_size = (width, height)`` photo) land when the photo is
-    resized to fill the target's width (portrait or square targets) or height (landscape), keeping its
-    aspect ratio, and centred — the reference's placement of a pose photo on the output canvas."""
+def letterbox_size(source_size: tuple[int, int], target_size: tuple[int, int]) -> tuple[int, int]:
+    """The ``(width, height)`` a ``source_size`` photo is resized to on a ``target_size`` canvas: the
+    target's width for portrait or square targets, else its height, the other side keeping the
+    photo's aspect ratio and truncated to whole pixels. The ratio is taken first, as the reference
+    takes it: a 1080×305 photo on an 864-wide canvas is ``int(864 * (305 / 1080)) = 243`` px tall,
+    where ``864 * 305 / 1080`` would give 244."""
     (source_width, source_height), (width, height) = source_size, target_size
     if width <= height:
-        new_width, new_height = width, int(width * source_height / source_width)
-    else:
-        new_width, new_height = int(height * source_width / source_height), height
-    scale = np.asarray([new_width / source_width, new_height / source_height])
-    offset = np.asarray([(width - new_width) // 2, (height - new_height) // 2])
-    return np.asarray(landmarks, dtype=np.float64) * scale + offset
+        return width, int(width * (source_height / source_width))
+    return int(height * (source_width / source_height)), height
+
+
+def letterbox_keypoints(landmarks, source_size: tuple[int, int], target_size: tuple[int, int]) -> np.ndarray:
+    """Where ``landmarks`` (pixels in a ``source_size = (width, height)`` photo) land when the photo is
+    resized to :func:`letterbox_size` and centred on the ``target_size`` canvas — the reference's
+    placement of a pose photo on the output canvas — in the landmarks' own float dtype."""
+    (source_width, source_height), (width, height) = source_size, target_size
+    new_width, new_height = letterbox_size(source_size, target_size)
+    return scale_keypoints(landmarks, (new_width / source_width, new_height / source_height),
+                           ((width - new_width) // 2, (height - new_height) // 2))
 
 
 class InfiniteYouMixin(FaceInputMixin):
@@ -139,7 +147,7 @@ class InfiniteYouMixin(FaceInputMixin):
         is not a default pose: without one, InfiniteYou draws the face in whatever pose the prompt
         suggests.)"""
         if keypoints is not None:
-            points = np.asarray(keypoints, dtype=np.float64)
+            points = np.asarray(keypoints)   # drawn in their own dtype, as the reference draws them
             if points.ndim == 3:
                 return [draw_keypoints(one, (width, height)) for one in points]
             return draw_keypoints(points, (width, height))

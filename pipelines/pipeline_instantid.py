@@ -33,7 +33,7 @@ from idgen.faces import load_image
 from idgen.io import save_safetensors_atomic
 
 from .face_input import FaceInputMixin, renamed_argument
-from .keypoints import draw_keypoints
+from .keypoints import draw_keypoints, scale_keypoints
 from .lcm import LCMLoRAMixin
 
 #: Defaults of the reference implementation.
@@ -191,9 +191,7 @@ class InstantIDMixin(LCMLoRAMixin, FaceInputMixin):
         source_height, source_width = load_image(source).shape[:2]
         if width is None or height is None:
             width, height = self._default_size(source_width, source_height)
-        landmarks = np.asarray(landmarks)   # scaled in their own float dtype (insightface: float32), as drawn
-        dtype = landmarks.dtype if np.issubdtype(landmarks.dtype, np.floating) else np.float64
-        scaled = landmarks.astype(dtype) * np.asarray([width / source_width, height / source_height], dtype=dtype)
+        scaled = scale_keypoints(landmarks, (width / source_width, height / source_height))
         return draw_keypoints(scaled, (width, height)), width, height
 
     # ------------------------------------------------------------------ generation

@@ -16,7 +16,7 @@ from idgen.errors import ConfigError, IdgenError, ModelFilesMissingError, NoFace
 from idgen.pipelines import (InfiniteYouPipeline, InfiniteYouProjection, convert_infiniteyou_projection,
                              load_infiniteyou_pipeline)
 from idgen.pipelines.keypoints import draw_keypoints
-from idgen.pipelines.pipeline_infiniteyou import letterbox_keypoints
+from idgen.pipelines.pipeline_infiniteyou import letterbox_keypoints, letterbox_size
 from idgen.testing.tiny_infiniteyou import (FLUX_BLOCKS, IMAGE_SIZE, PROJECTION, infiniteyou_projection_state_dict,
                                             tiny_flux_components, tiny_infiniteyou)
 
@@ -222,6 +222,114 @@ def test_keypoints_are_the_pose_and_letterboxing_follows_the_reference(pipe):
     np.testing.assert_allclose(moved, [[32, 64], [0, 48]])
     # on a landscape canvas the height is filled instead
     np.testing.assert_allclose(letterbox_keypoints([[50, 50]], (100, 100), (128, 64)), [[64, 32]])
+
+
+#: The reference's default output size, (width, height).
+REFERENCE_SIZE = (864, 1152)
+#: float32 keypoint sets (found by search at REFERENCE_SIZE) whose float32 and float64 limb midpoints
+#: truncate to different pixels: the nose-mouth limb of the first, the eye-nose limb of the second.
+FLOAT32_ONLY_MIDPOINTS = np.array([
+    [[266.81439208984375, 1018.6389770507812], [552.989501953125, 297.974853515625],
+     [583.4676513671875, 463.26141357421875], [92.53231811523438, 395.4578857421875],
+     [339.2527770996094, 589.914306640625]],
+    [[133.4586944580078, 83.0400161743164], [261.6506042480469, 344.3333740234375],
+     [93.08291625976562, 586.9599609375], [212.9563751220703, 203.64353942871094],
+     [342.08837890625, 352.16693115234375]]], dtype=np.float32)
+
+
+def reference_pose_image(kps, size):
+    """The reference's keypoint drawing, written from its formula: each outer point joined to the nose
+    by a filled ellipse (centre: the mean of the two points, truncated; half-axes: half their distance
+    and 4; angle truncated to degrees) at 60 %, then a disc of radius 10 per point, all in the
+    keypoints' own dtype."""
+    import cv2
+
+    colours = [(255, 0, 0), (0, 255, 0), (0, 0, 255), (255, 255, 0), (255, 0, 255)]
+    kps = np.array(kps)
+    limbs = np.zeros((size[1], size[0], 3))
+    for a, b in ([0, 2], [1, 2], [3, 2], [4, 2]):
+        x, y = kps[[a, b], 0], kps[[a, b], 1]
+        length = ((x[0] - x[1]) ** 2 + (y[0] - y[1]) ** 2) ** 0.5
+        angle = math.degrees(math.atan2(y[0] - y[1], x[0] - x[1]))
+        ellipse = cv2.ellipse2Poly((int(np.mean(x)), int(np.mean(y))), (int(length / 2), 4), int(angle), 0, 360, 1)
+        limbs = cv2.fillConvexPoly(limbs, ellipse, colours[a])
+    image = (limbs * 0.6).astype(np.uint8)
+    for (x, y), colour in zip(kps, colours):
+        image = cv2.circle(image, (int(x), int(y)), 10, colour, -1)
+    return image
+
+
+def test_float32_keypoints_are_drawn_in_float32_as_the_reference_draws_them(pipe):
+    """Keypoints given as float32 (insightface's dtype) are drawn with float32 arithmetic, pixel for
+    pixel as the reference draws them, for sets where float64 arithmetic moves a limb and random ones."""
+    for kps in FLOAT32_ONLY_MIDPOINTS:
+        moved = reference_pose_image(kps.astype(np.float64), REFERENCE_SIZE) != reference_pose_image(kps, REFERENCE_SIZE)
+        assert moved.any(axis=-1).sum() > 50   # float64 arithmetic draws a limb 1 px off
+    random = (np.random.default_rng(0).random((30, 5, 2)) * REFERENCE_SIZE).astype(np.float32)
+    poses = np.concatenate([FLOAT32_ONLY_MIDPOINTS, random])
+    drawn = pipe._pose_image(None, poses, *REFERENCE_SIZE)
+    assert len(drawn) == len(poses)
+    for image, kps in zip(drawn, poses):
+        np.testing.assert_array_equal(np.asarray(image), reference_pose_image(kps, REFERENCE_SIZE))
+    single = pipe._pose_image(None, FLOAT32_ONLY_MIDPOINTS[1], *REFERENCE_SIZE)
+    np.testing.assert_array_equal(np.asarray(single), reference_pose_image(FLOAT32_ONLY_MIDPOINTS[1], REFERENCE_SIZE))
+
+
+def test_pose_photo_keypoints_stay_float32(pipe, monkeypatch):
+    """A pose photo's float32 landmarks are placed on the canvas in float32 (scale and offset rounded
+    to float32, as numpy does for a float32 array) and drawn so: a photo at the output size, or at half
+    of it, draws its landmarks exactly as the reference draws float32 keypoints."""
+    from idgen.faces import Face
+
+    class OneFace:
+        def __init__(self, landmarks):
+            self.landmarks = landmarks
+
+        def get_face(self, image, policy):
+            return Face(bbox=np.array([0, 0, 10, 10], np.float32), det_score=0.9, landmarks=self.landmarks)
+
+    kps = FLOAT32_ONLY_MIDPOINTS[0]
+    width, height = REFERENCE_SIZE
+    for scale in (1, 2):
+        monkeypatch.setattr(pipe, "face_analyzer", OneFace(kps / np.float32(scale)))
+        photo = np.zeros((height // scale, width // scale, 3), np.uint8)
+        image = pipe._pose_image(photo, None, width, height)
+        np.testing.assert_array_equal(np.asarray(image), reference_pose_image(kps, REFERENCE_SIZE))
+
+    rng = np.random.default_rng(1)
+    for _ in range(200):
+        source, target = tuple(rng.integers(64, 2048, 2)), tuple(rng.integers(64, 2048, 2))
+        landmarks = (rng.random((5, 2)) * source).astype(np.float32)
+        placed = letterbox_keypoints(landmarks, source, target)
+        new_width, new_height = letterbox_size(source, target)
+        x = landmarks[:, 0] * np.float32(new_width / source[0]) + np.float32((target[0] - new_width) // 2)
+        y = landmarks[:, 1] * np.float32(new_height / source[1]) + np.float32((target[1] - new_height) // 2)
+        assert placed.dtype == np.float32
+        np.testing.assert_array_equal(placed, np.stack([x, y], axis=1))
+
+
+#: (photo size, canvas size, the reference's resized side, what ``side * a / b`` gives instead)
+RATIO_FIRST = [((1080, 305), (864, 1152), 243, 244), ((600, 325), (864, 1152), 467, 468),
+               ((325, 600), (1152, 864), 467, 468)]
+
+
+def test_letterbox_size_takes_the_ratio_first_as_the_reference():
+    """The resized photo's free side is ``int(side * (a / b))`` as in the reference, not
+    ``int(side * a / b)``: equal over random size pairs, and on pairs where the two differ."""
+    def reference(source, target):
+        (source_width, source_height), (width, height) = source, target
+        if width <= height:
+            return width, int(width * (source_height / source_width))
+        return int(height * (source_width / source_height)), height
+
+    for source, target, side, other_order in RATIO_FIRST:
+        fixed = target[0] if target[0] <= target[1] else target[1]
+        a, b = (source[1], source[0]) if target[0] <= target[1] else source
+        assert int(fixed * (a / b)) == side and int(fixed * a / b) == other_order
+        assert side in letterbox_size(source, target) and reference(source, target) == letterbox_size(source, target)
+    rng = np.random.default_rng(0)
+    for source, target in zip(rng.integers(1, 4096, (100_000, 2)).tolist(), rng.integers(16, 2048, (100_000, 2)).tolist()):
+        assert letterbox_size(source, target) == reference(source, target)
 
 
 def test_multi_controlnet_keeps_infusenet_first(pipe):
