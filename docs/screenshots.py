@@ -7,7 +7,8 @@ vendored photos in ``tests/data/faces``, waits for each tab's real output and sa
 
 Needs Chromium and the ``playwright`` package (``pip install -e ".[browser-tests]"``, no Playwright
 browser download). The long tabs run with small settings: Dataset 4 identities × 3 images, Forget →
-Recogniser on that dataset or on ``--forget-data`` (30 training epochs, 3 forgetting epochs), Forget → Generator 20
+Recogniser on that dataset or on ``--forget-data`` (allowed with ``app.py --allow-folder``; 30 training epochs,
+3 forgetting epochs), Forget → Generator 20
 forgetting steps. A tab that shows an error instead of its output stops the script with the page's
 message and the end of the demo's log.
 """
@@ -42,10 +43,11 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-def start_demo(model: str, port: int, log) -> subprocess.Popen:
+def start_demo(model: str, port: int, log, allow_folder: Path | None = None) -> subprocess.Popen:
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "GRADIO_ANALYTICS_ENABLED": "False"}
+    allowed = ["--allow-folder", str(allow_folder)] if allow_folder else []
     return subprocess.Popen([sys.executable, str(ROOT / "app.py"), "--model", model, "--host", "127.0.0.1",
-                             "--port", str(port)], cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT)
+                             "--port", str(port), *allowed], cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT)
 
 
 def wait_for(url: str, server: subprocess.Popen, timeout: float = 180) -> None:
@@ -144,9 +146,8 @@ def dataset(page, timeout_ms: int, state: dict):
 
 def forget_recogniser(page, timeout_ms: int, state: dict):
     panel = panel_of(page, "Forget", "Recogniser")
-    if state["forget_data"]:
-        panel.get_by_label("face folder", exact=True).fill(str(state["forget_data"]))
-    elif state.get("dataset_empty", True):   # the folder is the Dataset tab's output
+    # the allowed folder is the tab's first choice; without one, the Dataset tab chose its dataset
+    if not state["forget_data"] and state.get("dataset_empty", True):
         print("skipped Forget → Recogniser: no --forget-data, and the Dataset tab made no images (or did not run)")
         return None
     set_number(panel, "recogniser training epochs", 30)
@@ -196,7 +197,7 @@ def main() -> None:
         if args.forget_data:   # a neutral path for the page to show, not the folder's own
             forget_data = Path(tmp) / "faces"
             forget_data.symlink_to(Path(args.forget_data).resolve(), target_is_directory=True)
-        server = start_demo(args.model, port, log)
+        server = start_demo(args.model, port, log, forget_data)
         try:
             wait_for(url, server)
             with sync_playwright() as playwright:

@@ -105,7 +105,7 @@ def test_shared_options_have_one_name_and_one_default(monkeypatch):
     scratch = argparse.ArgumentParser()
     for add in (common.add_embedding_options, common.add_sampling_options):
         add(scratch)
-    common.add_model_arguments(scratch, demo=True)  # brings add_face_options and add_device_options
+    common.add_model_arguments(scratch)  # brings add_face_options and add_device_options
     shared = {flag for action in scratch._actions for flag in action.option_strings} - {"-h", "--help"}
     for flag in shared:
         assert len({default for default, _ in seen[flag].values()}) == 1, (flag, seen[flag])

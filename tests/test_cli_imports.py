@@ -63,10 +63,10 @@ def test_the_model_flags_help_quotes_the_one_table_of_variables_and_defaults():
     from idgen.cli.common import add_model_arguments
 
     parser = argparse.ArgumentParser()
-    add_model_arguments(parser, demo=True)
+    add_model_arguments(parser)
     helps = {action.dest: action.help for action in parser._actions}
     for name in ("model", "base", "arc2face", "instantid", "instantid_base", "infiniteyou", "infiniteyou_base",
-                 "infiniteyou_variant", "lcm_lora", "lcm_lora_sdxl", "forget_data"):
+                 "infiniteyou_variant", "lcm_lora", "lcm_lora_sdxl"):
         variable, default = ENVIRONMENT[name]
         assert f"${variable}" in helps[name], name
         assert default is None or f"default {default}" in helps[name], name

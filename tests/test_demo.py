@@ -184,7 +184,7 @@ def test_mix_without_two_photos(served, faces_dir):
 
 def test_dataset_then_forget(served):
     _, client = served
-    samples, plot, archive, summary, images_folder = client.predict(3, 3, 0, 1, api_name="/dataset")
+    samples, plot, archive, summary, source = client.predict(3, 3, 0, 1, api_name="/dataset")
     assert summary.startswith("9 images of 3 identities")
     assert Image.open(plot).format == "PNG"
     with zipfile.ZipFile(archive) as z:
@@ -192,10 +192,11 @@ def test_dataset_then_forget(served):
     assert "plots/similarity.png" in names and "README.md" in names
     assert sum(n.startswith("images/") and n.endswith(".jpg") for n in names) == 9
     assert len(samples) == 8
-    # The Forget tab takes the dataset's identity folders: forget one named person.
-    people = sorted(p.name for p in Path(images_folder).iterdir())
+    # The Forget tab now reads this session's dataset (the server keeps where it is): forget one named person.
+    assert source == "dataset"
+    people = sorted({n.split("/")[1] for n in names if n.startswith("images/") and n.endswith(".jpg")})
     assert len(people) == 3
-    job = client.submit(images_folder, people[1], 1, 2, 30, api_name="/forget")
+    job = client.submit("dataset", None, people[1], 1, 2, 30, api_name="/forget")
     bars = set()
     while not job.done():   # the page shows the run's own tqdm bars (track_tqdm): collect them as they come
         bars |= {(unit.desc, unit.length) for unit in job.status().progress_data or []}
@@ -204,12 +205,128 @@ def test_dataset_then_forget(served):
     assert people[1] in report and "gs-lora" in report
     assert Image.open(groups).format == "PNG"
     assert ("GS-LoRA task 1", 30) in bars   # one step per forgetting epoch, as many as asked for
+    # Another visitor (another session) has made no dataset: theirs is not this one.
+    other = Client(client.src, verbose=False)
+    assert "the Dataset tab has made no dataset on this page yet" in _error_of(
+        lambda: other.predict("dataset", None, people[1], 1, 2, 2, api_name="/forget"))
 
 
-def test_forget_without_a_folder(served, tmp_path):
+def test_forget_reads_an_uploaded_zip_of_people(served, faces_dir, tmp_path):
     _, client = served
-    message = _error_of(lambda: client.predict(str(tmp_path / "missing"), "", 1, 2, 2, api_name="/forget"))
-    assert "face folder" in message and "not found" in message
+    archive = tmp_path / "lfw.zip"
+    with zipfile.ZipFile(archive, "w") as z:
+        for photo in sorted(faces_dir.iterdir()):
+            person = photo.stem.rsplit("_", 1)[0]
+            for copy in range(2):   # every person needs a training and a test photo
+                z.write(photo, f"lfw/{person}/{copy}_{photo.name}")
+    report, groups = client.predict("upload", handle_file(str(archive)), "Angelina_Jolie", 1, 2, 2, api_name="/forget")
+    assert "Angelina_Jolie" in report and "gs-lora" in report and Image.open(groups).format == "PNG"
+    traversal = tmp_path / "evil.zip"
+    with zipfile.ZipFile(traversal, "w") as z:
+        z.writestr("../../escaped.jpg", b"x")
+    message = _error_of(lambda: client.predict("upload", handle_file(str(traversal)), "", 1, 2, 2, api_name="/forget"))
+    assert "evil.zip: the entry '../../escaped.jpg' points outside the zip's folder" in message
+
+
+def test_forget_never_reads_a_server_path_and_never_tells_whether_one_exists(served, tmp_path):
+    """The face folder used to be a text field: '~' trained on the server's home folder and 'not found'
+    / 'found 0 identity folders' told which paths exist. Now only the offered sources are accepted."""
+    _, client = served
+    (tmp_path / "home" / "alice").mkdir(parents=True)
+    answers = []
+    for path in (str(tmp_path / "home"), str(tmp_path / "missing"), "~", "/"):
+        message = _error_of(lambda: client.predict(path, None, "", 1, 2, 2, api_name="/forget"))
+        assert "alice" not in message and "Something went wrong" not in message
+        answers.append(message.replace(path, "PATH"))
+    assert len(set(answers)) == 1 and "not in the list of choices" in answers[0], answers
+
+
+def test_the_forget_tab_offers_exactly_the_allowed_folders(tmp_path):
+    import gradio as gr
+
+    (tmp_path / "orl").mkdir()
+
+    def offered(settings):
+        demo = build_demo(ModelHub(settings))
+        [dropdown] = [b for b in demo.blocks.values() if isinstance(b, gr.Dropdown) and b.label == "faces from"]
+        [textboxes] = [[b.label for b in demo.blocks.values() if isinstance(b, gr.Textbox)]]
+        assert "face folder" not in textboxes    # no field takes a server path
+        return [value for _, value in dropdown.choices], dropdown.value
+
+    assert offered(ModelSettings(tiny=True)) == (["upload", "dataset"], "upload")
+    assert offered(ModelSettings(tiny=True, allow_folders=(str(tmp_path / "orl"),))) == (
+        ["upload", "dataset", "folder:0"], "folder:0")
+
+
+def test_numbers_out_of_range_are_refused_with_the_range(served):
+    _, client = served
+    for seed in (2**70, -1):
+        message = _error_of(lambda: client.predict([], True, "arc2face", "", "", None, seed, 1, 3.0, 1, False,
+                                                   api_name="/generate"))
+        assert str(seed) in message and (str(actions.MAX_SEED) in message or "minimum value 0" in message), message
+        assert "Something went wrong" not in message
+    message = _error_of(lambda: client.predict("dataset", None, "", -1, 2, 2, api_name="/forget"))
+    assert "-1 is less than minimum value 1" in message
+
+
+def test_a_request_writes_into_the_servers_workspace_which_close_deletes(faces_dir, one_thread):
+    from idgen.application.workspace import Workspace
+
+    demo = build_demo(ModelHub(ModelSettings(tiny=True)), Workspace(keep_requests=2))
+    launch(demo, prevent_thread_lock=True, quiet=True)
+    try:
+        client = Client(demo.local_url, verbose=False)
+        for seed in range(3):
+            client.predict([], True, "arc2face", "", "", None, seed, 1, 3.0, 1, False, api_name="/generate")
+        root = demo.workspace.root
+        assert sorted(p.name for p in (root / "requests").iterdir()) == ["000002-generate", "000003-generate"]
+        assert (root / "requests" / "000003-generate" / "images.zip").is_file()   # the oldest was pruned
+    finally:
+        demo.close()
+    assert not root.exists()
+
+
+def test_python_app_py_stopped_with_sigterm_leaves_no_files(tmp_path, faces_dir):
+    """``python app.py`` wrote a /tmp/idgen-demo-* folder per request that outlived it; stopped (SIGTERM, as
+    a service manager does), it now deletes its workspace, and Gradio its copies of uploads and results."""
+    import os
+    import signal
+    import socket
+    import subprocess
+    import sys
+    import urllib.request
+
+    root = Path(__file__).resolve().parents[1]
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    env = {**os.environ, "TMPDIR": str(tmp_path), "GRADIO_TEMP_DIR": str(tmp_path / "gradio"),
+           "HF_HUB_OFFLINE": "1", "GRADIO_ANALYTICS_ENABLED": "False", "OMP_NUM_THREADS": "1"}
+    with open(tmp_path / "server.log", "w") as log:
+        server = subprocess.Popen([sys.executable, "app.py", "--tiny", "--port", str(port)], cwd=root, env=env,
+                                  stdout=log, stderr=subprocess.STDOUT)
+    try:
+        url = f"http://127.0.0.1:{port}/"
+        deadline = time.monotonic() + 240
+        while True:
+            assert server.poll() is None and time.monotonic() < deadline, (tmp_path / "server.log").read_text()[-3000:]
+            try:
+                urllib.request.urlopen(url, timeout=5).close()
+                break
+            except OSError:
+                time.sleep(0.5)
+        gallery = _generate(Client(url, verbose=False), [faces_dir / "Aaron_Peirsol_0001.jpg"], count=1, steps=1)[0]
+        assert len(gallery) == 1
+        assert len(list(tmp_path.glob("idgen-demo-*/requests/*-generate/images.zip"))) == 1
+        assert any(p.is_file() for p in (tmp_path / "gradio").rglob("*"))   # the upload and the results
+        server.send_signal(signal.SIGTERM)
+        assert server.wait(timeout=60) == 0, (tmp_path / "server.log").read_text()[-3000:]
+    finally:
+        if server.poll() is None:
+            server.kill()
+    assert list(tmp_path.glob("idgen-demo-*")) == []
+    # Gradio's gr.File leaves one empty placeholder file per request (its own, never tracked); nothing else
+    assert [p for p in (tmp_path / "gradio").rglob("*") if p.is_file() and p.stat().st_size] == []
 
 
 # ---------------------------------------------------------------------------- InstantID style

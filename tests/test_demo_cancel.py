@@ -1,13 +1,14 @@
 """Cancelling the demo's long jobs (issue 24): a job cancelled mid-way stops, leaves no half-written
 output on disk, and the server serves the next request.
 
-The server runs in this process, so its temporary folders (``tempfile.mkdtemp``) are pointed at the
+The server runs in this process, so its workspace (a ``tempfile.mkdtemp`` folder) is made in the
 test's own folder and every file the jobs wrote can be listed."""
 
 from __future__ import annotations
 
 import tempfile
 import time
+import zipfile
 from pathlib import Path
 
 import numpy as np
@@ -42,9 +43,16 @@ def server(one_thread, scratch):
         demo.close()
 
 
-def job_files(scratch: Path, prefix: str) -> list[str]:
-    """Every file and folder under the jobs' working folders named ``prefix*``."""
-    return sorted(str(p.relative_to(scratch)) for top in scratch.glob(f"{prefix}*") for p in [top, *top.rglob("*")])
+def job_files(demo, kind: str) -> list[str]:
+    """Every file and folder under the workspace's folders of ``kind`` requests."""
+    requests = demo.workspace.root / "requests"
+    return sorted(str(p.relative_to(requests)) for top in requests.glob(f"*-{kind}") for p in [top, *top.rglob("*")])
+
+
+def people_in(archive: str) -> list[str]:
+    """The identity folders of a dataset zip the Dataset tab returned."""
+    with zipfile.ZipFile(archive) as z:
+        return sorted({name.split("/")[1] for name in z.namelist() if name.startswith("images/") and "/" in name[7:]})
 
 
 def wait_for(condition, timeout: float, what: str):
@@ -75,48 +83,48 @@ def test_each_long_job_has_a_cancel_button_that_cancels_it(server):
     assert cancelled_by == {"dataset": ["Cancel"], "forget": ["Cancel"], "forget_generator": ["Cancel"]}
 
 
-def test_a_cancelled_dataset_leaves_nothing_and_the_server_serves_the_next(server, scratch):
-    _, _, client = server
+def test_a_cancelled_dataset_leaves_nothing_and_the_server_serves_the_next(server):
+    _, demo, client = server
+    requests = demo.workspace.root / "requests"
     job = client.submit(16, 8, 0, 10, api_name="/dataset")     # 128 images: long enough to catch mid-way
-    staged = lambda: list(scratch.glob("idgen-demo-dataset-*/.dataset.*.partial/images/*/*.jpg"))  # noqa: E731
+    staged = lambda: list(requests.glob("*-dataset/.dataset.*.partial/images/*/*.jpg"))  # noqa: E731
     written = wait_for(lambda: len(staged()) >= 4 and staged(), 240, "the dataset's first images")
-    assert len(written) < 128 and not list(scratch.glob("idgen-demo-dataset-*/dataset"))   # mid-way, unpublished
+    assert len(written) < 128 and not list(requests.glob("*-dataset/dataset"))   # mid-way, unpublished
     seconds = cancel_and_wait(job)
     assert job.status().code.name == "CANCELLED"
     assert seconds < 15, f"the job took {seconds:.1f} s to stop"
-    assert job_files(scratch, "idgen-demo-dataset-") == []     # no staging folder, no dataset, no zip
+    assert job_files(demo, "dataset") == []     # no request folder, staging folder, dataset or zip
     time.sleep(1.0)   # a job still running in its thread would write its next batch (and recreate folders)
-    assert job_files(scratch, "idgen-demo-dataset-") == []
+    assert job_files(demo, "dataset") == []
 
-    samples, plot, archive, summary, images = client.predict(2, 2, 0, 1, api_name="/dataset")
-    assert summary.startswith("4 images of 2 identities")
-    published = Path(images).parent
-    assert published.name == "dataset" and len(list(Path(images).rglob("*.jpg"))) == 4
+    samples, plot, archive, summary, source = client.predict(2, 2, 0, 1, api_name="/dataset")
+    assert summary.startswith("4 images of 2 identities") and source == "dataset"
+    [published] = requests.glob("*-dataset/dataset")
+    assert len(list((published / "images").rglob("*.jpg"))) == 4
     assert not list(published.parent.glob(".dataset.*"))       # the finished set was renamed into place
     gallery = client.predict([], True, "arc2face", "", "", None, 3, 2, 3.0, 1, False, api_name="/generate")[0]
     assert len(gallery) == 1
 
 
-def test_a_cancelled_recogniser_forgetting_leaves_nothing(server, scratch):
+def test_a_cancelled_recogniser_forgetting_leaves_nothing(server):
     from idgen.models.face_transformer import FaceRecognizer
 
-    _, _, client = server
-    images = client.predict(4, 4, 1, 1, api_name="/dataset")[4]
-    people = sorted(p.name for p in Path(images).iterdir())
-    job = client.submit(images, people[0], 1, 60, 30, api_name="/forget")
+    _, demo, client = server
+    people = people_in(client.predict(4, 4, 1, 1, api_name="/dataset")[2])
+    job = client.submit("dataset", None, people[0], 1, 60, 30, api_name="/forget")
     wait_for(lambda: any((unit.index or 0) >= 2 for unit in job.status().progress_data or []), 240,
              "the recogniser's training to be under way")
     cancel_and_wait(job)
     assert job.status().code.name == "CANCELLED"
-    assert job_files(scratch, "idgen-demo-forget-") == []     # no run folder, report or model
+    assert job_files(demo, "forget") == []     # no run folder, report or model
     time.sleep(1.0)
-    assert job_files(scratch, "idgen-demo-forget-") == []
-    for weights in (scratch / "idgen-demo-forget").rglob("model.safetensors"):   # a cached recogniser is whole
+    assert job_files(demo, "forget") == []
+    for weights in (demo.workspace.root / "cache").rglob("model.safetensors"):   # a cached recogniser is whole
         FaceRecognizer.from_pretrained(weights.parent)
 
-    report, groups = client.predict(images, people[1], 1, 2, 2, api_name="/forget")
+    report, groups = client.predict("dataset", None, people[1], 1, 2, 2, api_name="/forget")
     assert people[1] in report and "gs-lora" in report and Path(groups).is_file()
-    [run] = scratch.glob("idgen-demo-forget-*/forgetting")     # the finished run, renamed into place
+    [run] = (demo.workspace.root / "requests").glob("*-forget/forgetting")     # the finished run, renamed into place
     assert (run / "report.json").is_file() and (run / "groups.png").is_file() and not (run / "journal").exists()
     assert not list(run.parent.glob(".forgetting.*"))
 
@@ -136,13 +144,13 @@ def test_a_cancelled_generator_forgetting_leaves_no_lora(server, tmp_path):
             token.cancel()
 
     with pytest.raises(JobCancelled):
-        actions.forget_in_generator(hub, seed=5, steps=20, render_steps=2, workdir=tmp_path / "run",
+        actions.forget_in_generator(hub, tmp_path / "run", seed=5, steps=20, render_steps=2,
                                     progress=progress, cancel=token)
     assert any(d.startswith("rendering the person before") for d in seen)
     assert sorted(p.name for p in (tmp_path / "run").iterdir()) == []      # no lora/, no staging, no zip
     # The shared pipeline was interrupted mid-call and still draws exactly what it drew before.
     assert np.array_equal(np.asarray(actions.generate_images(hub, identity, seed=5, steps=2)[0][0]), before)
-    done = actions.forget_in_generator(hub, seed=5, steps=20, render_steps=2, workdir=tmp_path / "again")
+    done = actions.forget_in_generator(hub, tmp_path / "again", seed=5, steps=20, render_steps=2)
     assert (done["folder"] / "pytorch_lora_weights.safetensors").is_file() and done["zip"].is_file()
 
 

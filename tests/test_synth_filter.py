@@ -62,7 +62,7 @@ def test_the_threshold_default_depends_on_the_generator_and_never_overrides_a_se
     mini = FILTER_THRESHOLDS["mini"]
     assert mini < DEFAULT_FILTER_THRESHOLD == 0.5
     assert default_filter_threshold("mini") == mini and default_filter_threshold(None) == 0.5
-    for generator, expected in (("mini", mini), ("arc2face", 0.5), ("photo", 0.5), ("pkg.module:factory", 0.5)):
+    for generator, expected in (("mini", mini), ("arc2face", 0.5), ("photo", 0.5), ("my-registered-gen", 0.5)):
         assert SynthConfig.load(None, [f"generator.type={generator}"]).filter.threshold == expected
         assert SynthConfig.load(None, [f"generator.type={generator}", "filter.threshold=null"]).filter.threshold == expected
         for explicit in (0.3, 0.5):

@@ -93,3 +93,54 @@ def test_arc2face_dataset_images_equal_direct_pipeline_calls(tmp_path, one_threa
     # different identities and seeds give different images (the comparison above is not trivial)
     assert np.abs(np.asarray(direct[0], float) - np.asarray(direct[1], float)).mean() > 1
     assert np.abs(np.asarray(direct[0], float) - np.asarray(direct[2], float)).mean() > 1
+
+
+# ---------------------------------------------------------------------------- which generator a config names
+def test_a_config_naming_a_module_is_refused_and_the_module_is_never_imported(tmp_path, monkeypatch):
+    """``generator.type: evilgen:make`` used to import ``evilgen`` from the current folder: a config ran code."""
+    import sys
+
+    import pytest
+
+    from idgen.errors import ConfigError
+    from idgen.synth import SynthConfig
+    from idgen.synth.generators import build_generator
+
+    marker = tmp_path / "imported"
+    (tmp_path / "evilgen.py").write_text(f"open({str(marker)!r}, 'w').close()\ndef make(**kwargs):\n    return None\n")
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.syspath_prepend(str(tmp_path))   # importable, as the current folder is for `python -m`
+    config = SynthConfig.load(None, ["generator.type=evilgen:make"])
+    with pytest.raises(ConfigError) as caught:
+        build_generator(config.generator)
+    message = str(caught.value)
+    assert "unknown generator type 'evilgen:make'" in message and "a config cannot name a module" in message
+    for name in ("photo", "arc2face", "mini", "instantid", "instantid-tiny", "infiniteyou", "infiniteyou-tiny"):
+        assert name in message
+    assert not marker.exists() and "evilgen" not in sys.modules
+
+
+def test_a_generator_registered_as_an_entry_point_is_built_and_listed(tmp_path, monkeypatch):
+    """A package registering ``my-gen`` in the ``idgen.generators`` group (a real dist-info on sys.path,
+    as ``pip install`` leaves it) is found by name; the error for an unknown type lists it."""
+    import pytest
+
+    from idgen.errors import ConfigError
+    from idgen.synth.generators import build_generator, generator_types
+
+    (tmp_path / "my_plugin.py").write_text(
+        "class Made:\n    def __init__(self, **kwargs):\n        self.kwargs = kwargs\n"
+        "def make(**kwargs):\n    return Made(**kwargs)\n")
+    info = tmp_path / "my_plugin-1.0.dist-info"
+    info.mkdir()
+    (info / "METADATA").write_text("Metadata-Version: 2.1\nName: my-plugin\nVersion: 1.0\n")
+    (info / "entry_points.txt").write_text("[idgen.generators]\nmy-gen = my_plugin:make\nphoto = my_plugin:make\n")
+    monkeypatch.syspath_prepend(str(tmp_path))
+
+    assert generator_types()[-1] == "my-gen" and generator_types().count("photo") == 1
+    made = build_generator({"type": "my-gen", "size": 8}, device="cpu")
+    assert type(made).__name__ == "Made" and made.kwargs == {"device": "cpu", "size": 8}
+    with pytest.raises(ConfigError, match="needs generator.photos"):   # a built-in name is not taken over
+        build_generator({"type": "photo"})
+    with pytest.raises(ConfigError, match="use one of photo, .*infiniteyou-tiny, my-gen "):
+        build_generator({"type": "my-gen2"})

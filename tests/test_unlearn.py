@@ -283,6 +283,40 @@ def test_run_forgetting_continual_few_shot_missing_classes(tmp_path):
     assert run_forgetting({**config, "output_dir": str(tmp_path / "out2")})["base"]["trained"] is False
 
 
+def test_a_saved_base_is_used_only_for_the_people_and_photos_it_was_trained_on(tmp_path):
+    """model.path holds a recogniser trained on one face folder: the same folder loads it; people
+    swapped for others (same count), or the same people with other photos, are refused by name
+    instead of silently reusing a recogniser that classifies other people."""
+    import shutil
+
+    from PIL import Image
+
+    from idgen.unlearn import run_forgetting
+
+    config = {**_toy_run(tmp_path, num_classes=4, train_epochs=1), "baselines": {"methods": []}, "save_model": False,
+              "forget": {"epochs": 1, "batch_size": 8, "forget_batch_size": 2, "warmup_epochs": 0, "lora": {"rank": 2}}}
+    faces = tmp_path / "faces"
+    assert run_forgetting({**config, "output_dir": str(tmp_path / "first")})["base"]["trained"] is True
+    assert run_forgetting({**config, "output_dir": str(tmp_path / "again")})["base"]["trained"] is False
+
+    swapped = tmp_path / "swapped"                     # person0 and person1 replaced by two other people
+    shutil.copytree(faces, swapped)
+    for old, new in (("person0", "alice"), ("person1", "bob")):
+        (swapped / old).rename(swapped / new)
+    with pytest.raises(ConfigError) as caught:
+        run_forgetting({**config, "data": {**config["data"], "root": str(swapped)}, "output_dir": str(tmp_path / "s")})
+    message = str(caught.value)
+    assert "people not in it: ['alice', 'bob']" in message and "people only in it: ['person0', 'person1']" in message
+    assert "point model.path at a new folder" in message
+
+    repainted = tmp_path / "repainted"                 # the same people, one photo changed
+    shutil.copytree(faces, repainted)
+    photo = sorted((repainted / "person2").iterdir())[0]
+    Image.fromarray(255 - np.asarray(Image.open(photo))).save(photo)
+    with pytest.raises(ConfigError, match="was trained on other photos of these 4 people"):
+        run_forgetting({**config, "data": {**config["data"], "root": str(repainted)}, "output_dir": str(tmp_path / "r")})
+
+
 def test_hyperparameters_chosen_on_a_validation_split_of_training_images(tmp_path):
     """selection: the last training image of each person is held out of all training; each candidate
     (lr, BND, and α for GS-LoRA) is scored on those images and the best one is the one used for the

@@ -4,16 +4,17 @@ They know nothing about Gradio, so the CLI and the tests call them directly; the
 (:mod:`idgen.demo.ui`). ``progress`` is any ``callable(fraction, desc=...)`` (``gr.Progress`` is
 one). Bad inputs raise :mod:`idgen.errors` exceptions whose message names the file and the fix.
 
-The long jobs (:func:`make_dataset`, :func:`forget_in_recognizer`, :func:`forget_in_generator`) take a
-``cancel`` token (:mod:`.jobs`): cancelled, they stop at the next network call with
-:class:`~idgen.application.jobs.JobCancelled` and leave no output behind; their folders appear
-(one rename) only when finished.
+The long jobs (:func:`make_dataset`, :func:`forget_in_recognizer`, :func:`forget_in_generator`) work
+in a folder the caller gives them (the demo: one request's folder of its
+:class:`~idgen.application.workspace.Workspace`) and take a ``cancel`` token (:mod:`.jobs`):
+cancelled, they stop at the next network call with :class:`~idgen.application.jobs.JobCancelled`
+and leave no output behind; their folders appear (one rename) only when finished.
 """
 
 from __future__ import annotations
 
-import shutil
-import tempfile
+import hashlib
+import json
 import zipfile
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -26,10 +27,30 @@ from PIL import Image
 from ..errors import ConfigError, ImageReadError
 from ..identity import normalize, random_identities, slerp
 from ..io import atomic_folder, atomic_path
+from .face_folders import FaceFolder
 from .jobs import CancelToken, checked, checkpoints
 from .models import STYLES, ModelHub
+from .workspace import FolderLRU
 
 Progress = Callable[..., None]
+
+#: The largest seed: the largest integer a browser's number field holds exactly (2**53 − 1); torch
+#: takes it, and image k of a batch uses seed + k.
+MAX_SEED = 2**53 - 1
+
+
+def check_range(name: str, value, low: int, high: Optional[int] = None) -> int:
+    """``value`` as an int when it is a whole number in ``low`` … ``high`` (no upper end when None),
+    else a ConfigError that names ``name`` and the range."""
+    try:
+        number = int(value)
+    except (TypeError, ValueError, OverflowError):   # None, NaN, infinity
+        number = None
+    if number is None or number != value or number < low or (high is not None and number > high):
+        span = f"a whole number from {low} to {high}" if high is not None else f"a whole number of at least {low}"
+        raise ConfigError(f"{name} must be {span}, not {value}")
+    return number
+
 
 def _no_progress(fraction, desc=None):
     pass
@@ -101,7 +122,7 @@ def identity_from_photos(hub: ModelHub, photos: Sequence) -> IdentityInput:
 
 
 def random_identity(hub: ModelHub, seed: int) -> IdentityInput:
-    generator = torch.Generator().manual_seed(int(seed))
+    generator = torch.Generator().manual_seed(check_range("seed", seed, 0, MAX_SEED))
     return IdentityInput(random_identities(1, identity_dim(hub), generator=generator)[0])
 
 
@@ -182,8 +203,7 @@ def generate_images(hub: ModelHub, identity: IdentityInput, *, style: str = "arc
     prompt decides it), so it also draws random identities. InfiniteYou has no negative prompt
     (FLUX.1-dev's guidance is embedded, not classifier-free).
     """
-    if count < 1:
-        raise ConfigError("count must be at least 1")
+    count, seed = check_range("count", count, 1), check_range("seed", seed, 0, MAX_SEED)
     if style == "instantid" and not identity.faces:
         raise ConfigError("InstantID needs a face photo (it uses the face's keypoints); upload one")
     if style == "infiniteyou" and negative_prompt:
@@ -243,14 +263,9 @@ def zip_folder(folder: Path, target: Path) -> Path:
     return target
 
 
-def _own_workdir(workdir: Optional[Path], prefix: str) -> tuple[Path, bool]:
-    """``workdir``, or a new temporary folder (and True: the job made it, so a failed job removes it)."""
-    return (Path(workdir), False) if workdir else (Path(tempfile.mkdtemp(prefix=prefix)), True)
-
-
-def make_dataset(hub: ModelHub, *, identities: int = 4, images_per_identity: int = 2, seed: int = 0,
-                 steps: int = 25, guidance: float = 3.0, workdir: Optional[Path] = None,
-                 progress: Progress = _no_progress, cancel: Optional[CancelToken] = None) -> dict:
+def make_dataset(hub: ModelHub, workdir: Path, *, identities: int = 4, images_per_identity: int = 2, seed: int = 0,
+                 steps: int = 25, guidance: float = 3.0, progress: Progress = _no_progress,
+                 cancel: Optional[CancelToken] = None) -> dict:
     """A small synthetic dataset with :func:`idgen.synth.generate_dataset` and the demo's models.
 
     In tiny mode the consistency filter is off (random models make no faces to check); with the
@@ -259,27 +274,22 @@ def make_dataset(hub: ModelHub, *, identities: int = 4, images_per_identity: int
     statistics, the dataset folder (``workdir/dataset``), its similarity plot, a few sample images and
     the zip path (``workdir/dataset.zip``). The dataset is made in a hidden staging folder and renamed
     to ``workdir/dataset`` when finished, the zip written after that; cancelled through ``cancel`` (or
-    failing), the job deletes the staging folder, and ``workdir`` too when it made it.
+    failing), the job deletes the staging folder.
     """
     from ..synth import Arc2FaceGenerator
 
-    workdir, made = _own_workdir(workdir, "idgen-demo-dataset-")
+    seed = check_range("seed", seed, 0, MAX_SEED)
     report = checked(progress, cancel)
-    try:
-        report(0.0, desc="loading models")
-        generator = Arc2FaceGenerator(hub.arc2face(), num_inference_steps=int(steps), guidance_scale=float(guidance))
-        with atomic_folder(workdir / "dataset") as staging:
-            stats = _dataset_into(staging, hub, generator, identities, images_per_identity, seed, report, cancel)
-            report(0.9, desc="publishing")   # the last checkpoint: from here on the job runs to its end
-    except BaseException:
-        if made:
-            shutil.rmtree(workdir, ignore_errors=True)
-        raise
-    out = workdir / "dataset"
+    report(0.0, desc="loading models")
+    generator = Arc2FaceGenerator(hub.arc2face(), num_inference_steps=int(steps), guidance_scale=float(guidance))
+    with atomic_folder(Path(workdir) / "dataset") as staging:
+        stats = _dataset_into(staging, hub, generator, identities, images_per_identity, seed, report, cancel)
+        report(0.9, desc="publishing")   # the last checkpoint: from here on the job runs to its end
+    out = Path(workdir) / "dataset"
     progress(0.9, desc="zipping")
     samples = sorted((out / "images").rglob("*.jpg"))[:8]
     return {"stats": stats, "folder": out, "plot": out / "plots" / "similarity.png", "samples": samples,
-            "zip": zip_folder(out, workdir / "dataset.zip")}
+            "zip": zip_folder(out, Path(workdir) / "dataset.zip")}
 
 
 def _dataset_into(out: Path, hub: ModelHub, generator, identities: int, images_per_identity: int, seed: int,
@@ -303,60 +313,73 @@ def _dataset_into(out: Path, hub: ModelHub, generator, identities: int, images_p
         return generate_dataset(config, generator=generator, analyzer=hub.analyzer())
 
 
-def forget_in_recognizer(hub: ModelHub, data_root, *, identities: Sequence[str] = (), count: int = 1,
-                      base_epochs: int = 20, epochs: int = 5, workdir: Optional[Path] = None,
-                      progress: Progress = _no_progress, cancel: Optional[CancelToken] = None) -> dict:
+def forget_in_recognizer(hub: ModelHub, faces: FaceFolder, workdir: Path, recognizers: FolderLRU, *,
+                         identities: Sequence[str] = (), count: int = 1, base_epochs: int = 20, epochs: int = 5,
+                         progress: Progress = _no_progress, cancel: Optional[CancelToken] = None) -> dict:
     """Forget identities in a small face recogniser with GS-LoRA (:func:`idgen.unlearn.run_forgetting`).
 
-    ``data_root`` holds one folder of face crops per person (e.g. the Dataset tab's ``images/``
-    folder, or ORL). The recogniser (the ``cpu-tiny`` Face Transformer) is trained on it first and
-    kept next to the run, keyed by the folder, so later runs reuse it. ``identities`` names the folders
-    to forget; when empty, ``count`` of them are drawn. Returns the report (before/after accuracies
-    per method), the Markdown report, the group-norm plot and the run's folder (``workdir/forgetting``:
-    the edited model, ``report.json``, ``report.md``, ``groups.png``).
+    ``faces`` holds one folder of face crops per person (an uploaded zip, the Dataset tab's
+    ``images/`` folder, ORL; :mod:`.face_folders`). The recogniser (the ``cpu-tiny`` Face Transformer)
+    is trained on it first and kept in ``recognizers`` under the folder's content
+    (:func:`face_folder_key`) and ``base_epochs``: a later run on the same photos reuses it, one on
+    other photos (people swapped, added, photos changed) trains its own, and the old one stays for
+    the old photos. ``identities`` names the people to forget; when empty, ``count`` of them are
+    drawn. Returns the report (before/after accuracies per method), the Markdown report, the
+    group-norm plot and the run's folder (``workdir/forgetting``: the edited model, ``report.json``,
+    ``report.md``, ``groups.png``).
 
     The run is made in a hidden staging folder renamed to ``workdir/forgetting`` when finished;
-    cancelled through ``cancel`` (or failing), the job deletes it (and ``workdir`` when it made it).
-    The cached recogniser is written only once trained (its weights file last), so a cancelled
-    training leaves none, and one finished before the cancel is kept for the next run.
+    cancelled through ``cancel`` (or failing), the job deletes it. The cached recogniser is written
+    only once trained (its weights file last), so a cancelled training leaves none, and one
+    finished before the cancel is kept for the next run.
     """
-    import hashlib
-
+    from ..recognition.data import list_identities
     from ..unlearn import run_forgetting
 
-    root = Path(str(data_root or "")).expanduser()
-    if not str(data_root or "").strip() or not root.is_dir():
-        raise ConfigError(f"face folder {str(data_root)!r} not found: give a folder with one sub-folder of "
-                           "photos per person (or make a dataset in the Dataset tab first)")
-    key = hashlib.sha1(str(root.resolve()).encode()).hexdigest()[:12]
-    cache = Path(tempfile.gettempdir()) / "idgen-demo-forget" / key
-    workdir, made = _own_workdir(workdir, "idgen-demo-forget-")
+    base_epochs, epochs = check_range("recogniser training epochs", base_epochs, 1), check_range("epochs", epochs, 1)
+    people = list_identities(faces.path, 1, faces.label)
     names = [name.strip() for name in identities if name.strip()]
-    tasks = {"identities": [names]} if names else {"num_tasks": 1, "classes_per_task": int(count)}
-    config = {
-        "data": {"root": str(root), "align": "resize", "image_size": 32, "test_fraction": 0.3,
-                 "cache_dir": str(cache / "faces")},
-        "model": {"path": str(cache / f"recognizer-{int(base_epochs)}"), "preset": "cpu-tiny",
-                  "train": {"epochs": int(base_epochs), "batch_size": 32, "lr": 1e-3}},
-        "method": "gs-lora", "tasks": tasks,
-        "forget": {"epochs": int(epochs), "warmup_epochs": min(2, int(epochs) - 1), "lr": 1e-2,
-                   "lora": {"rank": 2, "grouping": "block"}},
-        "baselines": {"methods": []},
-    }
-    run = workdir / "forgetting"
-    try:
+    unknown = [name for name in names if name not in people]
+    if unknown:
+        listed = ", ".join(list(people)[:10]) + (" …" if len(people) > 10 else "")
+        raise ConfigError(f"people to forget: {unknown} are not among the {len(people)} people of {faces.label} "
+                          f"({listed})")
+    if names:
+        tasks = {"identities": [names]}
+    else:
+        tasks = {"num_tasks": 1, "classes_per_task": check_range("how many to draw", count, 1, len(people) - 1)}
+    run = Path(workdir) / "forgetting"
+    with recognizers.use(f"recognizer-{face_folder_key(people)[:24]}-{base_epochs}") as cached:
+        config = {
+            "data": {"root": str(faces.path), "align": "resize", "image_size": 32, "test_fraction": 0.3,
+                     "cache_dir": str(cached / "faces")},
+            "model": {"path": str(cached / "model"), "preset": "cpu-tiny",
+                      "train": {"epochs": base_epochs, "batch_size": 32, "lr": 1e-3}},
+            "method": "gs-lora", "tasks": tasks,
+            "forget": {"epochs": epochs, "warmup_epochs": min(2, epochs - 1), "lr": 1e-2,
+                       "lora": {"rank": 2, "grouping": "block"}},
+            "baselines": {"methods": []},
+        }
         with atomic_folder(run) as staging:
-            checked(progress, cancel)(0.05, desc="training the recogniser (first run on this folder) and forgetting")
+            checked(progress, cancel)(0.05, desc="training the recogniser (first run on these photos) and forgetting")
             with checkpoints(cancel):
                 report = run_forgetting({**config, "output_dir": str(staging)})
             checked(progress, cancel)(0.95, desc="publishing")   # the last checkpoint
-    except BaseException:
-        if made:
-            shutil.rmtree(workdir, ignore_errors=True)
-        raise
     progress(1.0, desc="done")
     return {"report": report, "markdown": (run / "report.md").read_text(), "plot": run / "groups.png",
             "folder": run}
+
+
+def face_folder_key(people: dict[str, list[Path]]) -> str:
+    """SHA-256 of a face folder's content (``people``: :func:`idgen.recognition.data.list_identities`):
+    each person's name, and each photo's name, size and SHA-256, in order. Any change of people or
+    photos changes it; moving or renaming the folder does not."""
+    digest = hashlib.sha256()
+    for person, files in people.items():
+        for file in files:
+            data = Path(file).read_bytes()
+            digest.update(json.dumps([person, Path(file).name, len(data), hashlib.sha256(data).hexdigest()]).encode())
+    return digest.hexdigest()
 
 
 def _with_own_text_encoder(pipe):
@@ -381,9 +404,9 @@ def _metrics_table(metrics: dict) -> str:
             "`forgotten` are the people chosen, `nearby` unseen vectors around them, `random` other people.")
 
 
-def forget_in_generator(hub: ModelHub, photos: Sequence = (), *, seed: int = 0, steps: int = 300,
-                        radius: float = 0.5, render_steps: Optional[int] = None, workdir: Optional[Path] = None,
-                        progress: Progress = _no_progress, cancel: Optional[CancelToken] = None) -> dict:
+def forget_in_generator(hub: ModelHub, workdir: Path, photos: Sequence = (), *, seed: int = 0, steps: int = 300,
+                        radius: float = 0.5, render_steps: Optional[int] = None, progress: Progress = _no_progress,
+                        cancel: Optional[CancelToken] = None) -> dict:
     """Make a copy of the Arc2Face generator forget the person in ``photos`` (or a random identity
     drawn from ``seed``) with :func:`idgen.unlearn.generator.forget_identities`, and show the effect.
 
@@ -393,34 +416,30 @@ def forget_in_generator(hub: ModelHub, photos: Sequence = (), *, seed: int = 0, 
     identity similarity to the person, and a zip of the LoRA folder (``load_lora_weights`` reads it).
 
     The LoRA is saved into a hidden staging folder renamed to ``workdir/lora`` once the renders are
-    done; cancelled through ``cancel`` (or failing), the job deletes it (and ``workdir`` when it made it).
+    done; cancelled through ``cancel`` (or failing), the job deletes it.
     """
     from ..unlearn.generator import forget_identities as forget_in_encoder
 
+    seed = check_range("seed", seed, 0, MAX_SEED)
     identity = identity_from_photos(hub, photos) if photos else random_identity(hub, seed)
     report = checked(progress, cancel)
     report(0.0, desc="loading Arc2Face")
-    run, made = _own_workdir(workdir, "idgen-demo-forget-generator-")
+    run = Path(workdir)
     images = {}
-    try:
-        with atomic_folder(run / "lora") as staging:
-            # the copy shares the UNet, VAE and scheduler with the hub's pipeline
-            with hub.exclusive("arc2face"), checkpoints(cancel):
-                original, _ = pipeline_with_preset(hub, "arc2face", fast=False)
-                edited = _with_own_text_encoder(original)
-                report(0.1, desc=f"forgetting {identity.source}: {int(steps)} steps")
-                result = forget_in_encoder(edited, identity.vector[None], radius=float(radius), steps=int(steps),
-                                           save_dir=staging)  # its tqdm bar shows in the page (track_tqdm)
-                for name, pipe in (("before", original), ("after", edited)):
-                    report(0.8 if name == "before" else 0.9, desc=f"rendering the person {name} forgetting")
-                    settings = {} if render_steps is None else {"num_inference_steps": int(render_steps)}
-                    images[name] = pipe(id_embeds=identity.vector[None],
-                                        generator=torch.Generator().manual_seed(int(seed)), **settings).images[0]
-            report(0.95, desc="publishing")   # the last checkpoint
-    except BaseException:
-        if made:
-            shutil.rmtree(run, ignore_errors=True)
-        raise
+    with atomic_folder(run / "lora") as staging:
+        # the copy shares the UNet, VAE and scheduler with the hub's pipeline
+        with hub.exclusive("arc2face"), checkpoints(cancel):
+            original, _ = pipeline_with_preset(hub, "arc2face", fast=False)
+            edited = _with_own_text_encoder(original)
+            report(0.1, desc=f"forgetting {identity.source}: {int(steps)} steps")
+            result = forget_in_encoder(edited, identity.vector[None], radius=float(radius), steps=int(steps),
+                                       save_dir=staging)  # its tqdm bar shows in the page (track_tqdm)
+            for name, pipe in (("before", original), ("after", edited)):
+                report(0.8 if name == "before" else 0.9, desc=f"rendering the person {name} forgetting")
+                settings = {} if render_steps is None else {"num_inference_steps": int(render_steps)}
+                images[name] = pipe(id_embeds=identity.vector[None],
+                                    generator=torch.Generator().manual_seed(int(seed)), **settings).images[0]
+        report(0.95, desc="publishing")   # the last checkpoint
     renders = [(name, image, similarity_to(hub, image, identity.vector)) for name, image in images.items()]
     progress(1.0, desc="done")
     return {"result": result, "identity": identity, "renders": renders, "markdown": _metrics_table(result.metrics),

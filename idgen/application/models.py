@@ -29,7 +29,6 @@ ENVIRONMENT = {
     "insightface_root": ("IDGEN_INSIGHTFACE_ROOT", "~/.insightface"),
     "lcm_lora": ("IDGEN_LCM_LORA", "latent-consistency/lcm-lora-sdv1-5"),
     "lcm_lora_sdxl": ("IDGEN_LCM_LORA_SDXL", "latent-consistency/lcm-lora-sdxl"),
-    "forget_data": ("IDGEN_FORGET_DATA", None),
     "device": ("IDGEN_DEVICE", None),
     "dtype": ("IDGEN_DTYPE", None),
 }
@@ -73,6 +72,10 @@ class ModelSettings:
     unset, the InfiniteYou style is hidden. ``tiny`` replaces every
     model by a tiny random one built in code (dlib for faces) so the demo runs offline.
 
+    ``allow_folders`` are the server folders the demo's Forget → Recogniser tab may read (``python
+    app.py --allow-folder PATH``, repeatable; none by default): the page offers exactly these, made
+    absolute when the settings are made, and never reads a path a client names.
+
     ``lcm_lora`` / ``lcm_lora_sdxl`` are the LCM-LoRAs of the fast preset for Arc2Face (SD 1.5) and
     InstantID (SDXL). In tiny mode the published ones are dropped (no LoRA distilled from SD fits a
     random model): the preset then only sets its few steps and low guidance, unless a LoRA folder
@@ -94,7 +97,7 @@ class ModelSettings:
     insightface_root: str = ENVIRONMENT["insightface_root"][1]
     det_size: int = 640
     upsample: int = 0
-    forget_data: Optional[str] = None
+    allow_folders: tuple[str, ...] = ()
     device: Optional[str] = None
     dtype: Optional[str] = None
     tiny: bool = False
@@ -103,6 +106,7 @@ class ModelSettings:
     mini_fallback: bool = True
 
     def __post_init__(self):
+        self.allow_folders = tuple(_allowed_folder(path) for path in self.allow_folders)
         if self.tiny:  # the published LCM-LoRAs do not fit random weights; only a named folder is used
             for name in ("lcm_lora", "lcm_lora_sdxl"):
                 if getattr(self, name) == ENVIRONMENT[name][1]:
@@ -167,6 +171,16 @@ class ModelSettings:
         if self.dtype:
             return getattr(torch, self.dtype)
         return torch.bfloat16 if self.resolved_device().startswith("cuda") else torch.float32
+
+
+def _allowed_folder(path: str) -> str:
+    """``path`` made absolute, or a ConfigError when it is not a folder (checked when the server starts)."""
+    from ..errors import ConfigError
+
+    folder = os.path.abspath(os.path.expanduser(str(path)))
+    if not os.path.isdir(folder):
+        raise ConfigError(f"--allow-folder {path}: not a folder; give a folder with one sub-folder of photos per person")
+    return folder
 
 
 def published_arc2face_present(base: str, arc2face: str) -> bool:
@@ -332,4 +346,5 @@ class ModelHub:
 
 def settings_from_args(args) -> ModelSettings:
     return ModelSettings.from_environment(**{name: getattr(args, name, None) for name in ENVIRONMENT},
-                                          det_size=args.det_size, upsample=args.upsample, tiny=args.tiny)
+                                          det_size=args.det_size, upsample=args.upsample, tiny=args.tiny,
+                                          allow_folders=tuple(getattr(args, "allow_folder", None) or ()))

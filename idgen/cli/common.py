@@ -84,10 +84,10 @@ def describe_style(style: str, settings) -> str:
     return f"InfiniteYou {settings.infiniteyou} ({settings.infiniteyou_variant}) on {settings.infiniteyou_base}"
 
 
-def add_model_arguments(parser, demo: bool = False) -> None:
+def add_model_arguments(parser) -> None:
     """The model flags of ``python app.py``, ``idgen generate`` and ``idgen edit`` (each defaults to
     its ``IDGEN_*`` variable, then to the built-in default), with the shared face and device options.
-    ``demo`` adds the page-only ``--forget-data``. Values become settings with
+    Values become settings with
     :func:`idgen.application.settings_from_args`."""
 
     def env(name):
@@ -108,9 +108,6 @@ def add_model_arguments(parser, demo: bool = False) -> None:
                                                      f"(identity similarity) ({env('infiniteyou_variant')})")
     group.add_argument("--lcm-lora", help=f"LCM-LoRA of the fast preset for Arc2Face, hub id or folder ({env('lcm_lora')})")
     group.add_argument("--lcm-lora-sdxl", help=f"LCM-LoRA of the fast preset for InstantID ({env('lcm_lora_sdxl')})")
-    if demo:
-        group.add_argument("--forget-data", help=f"face folder for the Forget tab, one sub-folder per person "
-                                                 f"({env('forget_data')})")
     group.add_argument("--tiny", action="store_true", default=None,
                        help="tiny random models built in code, offline (for trying things out and tests)")
     add_face_options(parser)

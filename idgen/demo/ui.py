@@ -4,6 +4,11 @@ Every handler goes through :func:`friendly_errors`, so a photo without a face, a
 file that is not an image shows a one-line message in the page instead of a traceback. The long jobs
 (Dataset, both Forget tabs) also go through :func:`cancellable`: their Cancel button stops them at the
 next network call, and they leave no half-written output (:mod:`idgen.application.jobs`).
+
+Each request writes into its own folder of the page's :class:`~idgen.application.workspace.Workspace`
+(only the latest requests' folders are kept); closing the server deletes it all. The page reads no
+server path a visitor names: Forget → Recogniser takes an uploaded zip, the Dataset tab's dataset or a
+folder the operator allowed (:mod:`idgen.application.face_folders`).
 """
 
 from __future__ import annotations
@@ -12,13 +17,13 @@ import asyncio
 import contextvars
 import functools
 import logging
-import tempfile
-from pathlib import Path
 
 import gradio as gr
 
 from ..application import ModelHub, actions
+from ..application.face_folders import DATASET, default_source, face_sources, open_face_folder
 from ..application.jobs import CancelToken, JobCancelled
+from ..application.workspace import Workspace
 from ..errors import IdgenError
 
 logger = logging.getLogger(__name__)
@@ -93,9 +98,13 @@ def _paths(files) -> list[str]:
     return [str(f) for f in (files if isinstance(files, list) else [files])]
 
 
+def _seed_field(label: str = "seed") -> gr.Number:
+    return gr.Number(value=0, precision=0, minimum=0, maximum=actions.MAX_SEED, label=label)
+
+
 def _sampling_controls(default_steps: int, fast_info: str):
     with gr.Row():
-        seed = gr.Number(value=0, precision=0, label="seed")
+        seed = _seed_field()
         steps = gr.Slider(1, 50, value=default_steps, step=1, label="steps")
         guidance = gr.Slider(1.0, 10.0, value=3.0, step=0.5, label="guidance")
         fast = gr.Checkbox(value=False, label="fast preset (LCM-LoRA)")
@@ -103,8 +112,28 @@ def _sampling_controls(default_steps: int, fast_info: str):
     return seed, steps, guidance, fast
 
 
-def build_demo(hub: ModelHub) -> gr.Blocks:
-    """The page for ``hub``'s models. Nothing is loaded until a tab first needs it."""
+class DemoBlocks(gr.Blocks):
+    """The page, with the :class:`Workspace` its requests write into: :meth:`close` (closing the
+    server) deletes the workspace too."""
+
+    def __init__(self, workspace: Workspace, **kwargs):
+        super().__init__(**kwargs)
+        self.workspace = workspace
+
+    def close(self, verbose: bool = True) -> None:
+        super().close(verbose)
+        self.workspace.close()
+
+
+#: Gradio's own copies of uploads and results (its cache): checked hourly, deleted after an hour,
+#: and all deleted when the server closes.
+GRADIO_CACHE_LIFETIME = (3600, 3600)
+
+
+def build_demo(hub: ModelHub, workspace: Workspace | None = None) -> DemoBlocks:
+    """The page for ``hub``'s models, writing into ``workspace`` (default: a new one). Nothing is
+    loaded until a tab first needs it."""
+    workspace = workspace or Workspace()
     tiny = hub.settings.tiny
     default_steps = 2 if tiny else 25
     styles = ([("Arc2Face", "arc2face")] + ([("InstantID", "instantid")] if hub.instantid_available else [])
@@ -128,11 +157,11 @@ def build_demo(hub: ModelHub) -> gr.Blocks:
             progress(0.0, desc="finding the pose")
             detected = actions.side_by_side(detected, actions.annotated_photo(hub, pose_path))
         results = actions.generate_images(
-            hub, identity, style=style, count=int(count), seed=int(seed), steps=int(steps), guidance=float(guidance),
+            hub, identity, style=style, count=count, seed=seed, steps=int(steps), guidance=float(guidance),
             fast=bool(fast), prompt=prompt, negative_prompt=negative, pose_photo=pose_path, progress=progress)
-        folder = Path(tempfile.mkdtemp(prefix="idgen-demo-"))
-        paths = actions.save_images([image for image, _ in results], folder / "images")
-        archive = actions.zip_folder(folder / "images", folder / "images.zip")
+        with workspace.request("generate") as folder:
+            paths = actions.save_images([image for image, _ in results], folder / "images")
+            archive = actions.zip_folder(folder / "images", folder / "images.zip")
         gallery = [(str(path), actions.caption(similarity)) for path, (_, similarity) in zip(paths, results)]
         return gallery, detected, str(archive), f"{len(results)} image(s) of {identity.source}"
 
@@ -141,7 +170,7 @@ def build_demo(hub: ModelHub) -> gr.Blocks:
         if not photo_a or not photo_b:
             raise gr.Error("Upload two face photos (A and B).", print_exception=False)
         image, to_a, to_b = actions.mix_identities(hub, _paths(photo_a)[0], _paths(photo_b)[0], float(t),
-                                                    seed=int(seed), steps=int(steps), guidance=float(guidance),
+                                                    seed=seed, steps=int(steps), guidance=float(guidance),
                                                     fast=bool(fast), progress=progress)
         fmt = lambda s: "no face found" if s is None else f"{s:.3f}"  # noqa: E731
         return image, f"similarity to A: {fmt(to_a)} · similarity to B: {fmt(to_b)}"
@@ -149,34 +178,44 @@ def build_demo(hub: ModelHub) -> gr.Blocks:
     @cancellable
     @friendly_errors
     def dataset(identities, per_identity, seed, steps, progress=gr.Progress()):
-        result = actions.make_dataset(hub, identities=int(identities), images_per_identity=int(per_identity),
-                                      seed=int(seed), steps=int(steps), progress=progress, cancel=cancel_token())
+        """Also returns the Forget tab's source set to this dataset, and the visitor's token for it
+        (the name of this request's folder, kept in a gr.State: it never reaches the browser)."""
+        with workspace.request("dataset") as folder:
+            result = actions.make_dataset(hub, folder, identities=int(identities), images_per_identity=int(per_identity),
+                                          seed=seed, steps=int(steps), progress=progress, cancel=cancel_token())
         stats = result["stats"]
         summary = (f"{stats['images']} images of {stats['identities_with_images']} identities · "
                    f"counts: {stats['counts']}")
-        return ([str(p) for p in result["samples"]], str(result["plot"]), str(result["zip"]), summary,
-                str(result["folder"] / "images"))
+        return ([str(p) for p in result["samples"]], str(result["plot"]), str(result["zip"]), summary, DATASET,
+                folder.name)
 
     @cancellable
     @friendly_errors
     def forget_generator(photos, seed, steps, radius, render_steps, progress=gr.Progress(track_tqdm=True)):
-        result = actions.forget_in_generator(hub, _paths(photos), seed=int(seed), steps=int(steps),
-                                             radius=float(radius), render_steps=int(render_steps), progress=progress,
-                                             cancel=cancel_token())
+        with workspace.request("forget-generator") as folder:
+            result = actions.forget_in_generator(hub, folder, _paths(photos), seed=seed, steps=int(steps),
+                                                 radius=float(radius), render_steps=int(render_steps),
+                                                 progress=progress, cancel=cancel_token())
         gallery = [(image, f"{name}: {actions.caption(similarity)}") for name, image, similarity in result["renders"]]
         text = f"Forgot **{result['identity'].source}** in a copy of the generator.\n\n{result['markdown']}"
         return gallery, text, str(result["zip"])
 
     @cancellable
     @friendly_errors
-    def forget(folder, names, count, base_epochs, epochs, progress=gr.Progress(track_tqdm=True)):
-        result = actions.forget_in_recognizer(hub, folder, identities=(names or "").split(","), count=int(count),
-                                              base_epochs=int(base_epochs), epochs=int(epochs), progress=progress,
-                                              cancel=cancel_token())
+    def forget(source, upload, names, count, base_epochs, epochs, dataset_token,
+               progress=gr.Progress(track_tqdm=True)):
+        with workspace.request("forget") as folder, open_face_folder(
+                source, allowed=hub.settings.allow_folders, workspace=workspace, workdir=folder,
+                upload=(_paths(upload) or [None])[0], dataset=dataset_token) as faces:
+            result = actions.forget_in_recognizer(hub, faces, folder, workspace.cache,
+                                                  identities=(names or "").split(","), count=count,
+                                                  base_epochs=base_epochs, epochs=epochs, progress=progress,
+                                                  cancel=cancel_token())
         return result["markdown"], str(result["plot"])
 
     title = "idgen demo" + (" (tiny random models)" if tiny else "")
-    with gr.Blocks(title=title) as demo:
+    with DemoBlocks(workspace, title=title, delete_cache=GRADIO_CACHE_LIFETIME) as demo:
+        dataset_token = gr.State(None)   # the visitor's dataset: a workspace token, kept on the server
         gr.Markdown(f"# {title}\nIdentity-preserving face generation, synthetic datasets and identity mixing,\nidentity forgetting.")
         if tiny:
             gr.Markdown(TINY_BANNER, elem_id="tiny-banner")
@@ -216,7 +255,7 @@ def build_demo(hub: ModelHub) -> gr.Blocks:
             with gr.Row():
                 n_ids = gr.Slider(2, 16, value=3, step=1, label="identities")
                 per_id = gr.Slider(1, 8, value=2, step=1, label="images per identity")
-                seed_d = gr.Number(value=0, precision=0, label="seed")
+                seed_d = _seed_field()
                 steps_d = gr.Slider(1, 50, value=default_steps, step=1, label="steps")
             samples = gr.Gallery(label="sample images")
             plot = gr.Image(label="identity similarity statistics")
@@ -227,13 +266,19 @@ def build_demo(hub: ModelHub) -> gr.Blocks:
                 dataset_cancel = gr.Button("Cancel", variant="stop", elem_id="dataset-cancel")
         with gr.Tab("Forget"):
             with gr.Tab("Recogniser"):
-                gr.Markdown("Train a small face recogniser on a folder (one sub-folder of photos per person), then "
-                            "make it forget some people with GS-LoRA and compare accuracies before and after. "
-                            "A dataset made in the Dataset tab fills in the folder.")
+                gr.Markdown("Train a small face recogniser on photos of people (one folder of photos per person: "
+                            "a zip you upload, the dataset the Dataset tab made, or a server folder the operator "
+                            "allowed), then make it forget some people with GS-LoRA and compare accuracies before "
+                            "and after. The recogniser is trained once per set of photos and reused.")
+                allowed = hub.settings.allow_folders
                 with gr.Row():
-                    folder = gr.Textbox(label="face folder", value=hub.settings.forget_data or "")
+                    source = gr.Dropdown(face_sources(allowed), value=default_source(allowed), label="faces from",
+                                         elem_id="face-source")
+                    upload = gr.File(label="photos (zip: one folder of photos per person)", file_count="single",
+                                     file_types=[".zip"], elem_id="face-zip")
+                with gr.Row():
                     names = gr.Textbox(label="people to forget (folder names, comma-separated; empty = draw)")
-                    count_f = gr.Number(value=1, precision=0, label="how many to draw")
+                    count_f = gr.Number(value=1, precision=0, minimum=1, label="how many to draw")
                 with gr.Row():
                     base_epochs = gr.Slider(1, 60, value=5 if tiny else 40, step=1, label="recogniser training epochs")
                     epochs_f = gr.Slider(1, 30, value=2 if tiny else 10, step=1, label="forgetting epochs")
@@ -243,7 +288,8 @@ def build_demo(hub: ModelHub) -> gr.Blocks:
                     forget_button = gr.Button("Forget", variant="primary")
                     forget_cancel = gr.Button("Cancel", variant="stop", elem_id="forget-cancel")
                 forget_event = forget_button.click(
-                    forget, [folder, names, count_f, base_epochs, epochs_f], [report, groups], api_name="forget")
+                    forget, [source, upload, names, count_f, base_epochs, epochs_f, dataset_token], [report, groups],
+                    api_name="forget")
                 forget_cancel.click(None, cancels=[forget_event])
             with gr.Tab("Generator"):
                 gr.Markdown("Make a copy of the Arc2Face generator forget a person (GS-LoRA on its identity "
@@ -253,7 +299,7 @@ def build_demo(hub: ModelHub) -> gr.Blocks:
                     forget_photos = gr.File(file_count="multiple", label="photo(s) of the person to forget "
                                                                          "(none: a random identity)")
                     with gr.Column():
-                        seed_g = gr.Number(value=0, precision=0, label="seed (random identity, renders)")
+                        seed_g = _seed_field("seed (random identity, renders)")
                         steps_g = gr.Slider(10, 1000, value=40 if tiny else 300, step=10, label="forgetting steps")
                         radius_g = gr.Slider(0.0, 0.95, value=0.5, step=0.05,
                                              label="radius (cosine: vectors this close to the person are forgotten too)")
@@ -270,7 +316,8 @@ def build_demo(hub: ModelHub) -> gr.Blocks:
                     api_name="forget_generator")
                 forget_g_cancel.click(None, cancels=[forget_g_event])
         dataset_event = dataset_button.click(dataset, [n_ids, per_id, seed_d, steps_d],
-                                             [samples, plot, archive, summary, folder], api_name="dataset")
+                                             [samples, plot, archive, summary, source, dataset_token],
+                                             api_name="dataset")
         dataset_cancel.click(None, cancels=[dataset_event])
     return demo
 

@@ -237,10 +237,13 @@ def cosine_similarity(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     return (a * b).sum(-1)
 
 
+#: The file name extensions (lower case) that count as photos in a folder of photos.
+IMAGE_EXTENSIONS = frozenset({".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff", ".pgm", ".ppm"})
+
+
 def iter_image_files(folder: str | os.PathLike) -> Iterable[str]:
-    """Image files below ``folder``, sorted, by extension."""
-    exts = {".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff", ".pgm", ".ppm"}
+    """Image files below ``folder``, sorted, by extension (:data:`IMAGE_EXTENSIONS`)."""
     for root, _, files in sorted(os.walk(folder)):
         for name in sorted(files):
-            if os.path.splitext(name)[1].lower() in exts:
+            if os.path.splitext(name)[1].lower() in IMAGE_EXTENSIONS:
                 yield os.path.join(root, name)

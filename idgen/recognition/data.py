@@ -25,6 +25,7 @@ test images and up to ``max_train`` of the rest are the training images (:func:`
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import tarfile
@@ -161,6 +162,13 @@ def align_images(images: list, size: int, align: str = "dlib", box: float = 0.42
 
 # --- identity folders with a fixed train/test split -------------------------------------------------
 
+def hash_tensor(digest, tensor: torch.Tensor) -> None:
+    """Feed ``tensor``'s dtype, shape and bytes to the ``hashlib`` object ``digest``."""
+    tensor = tensor.detach().contiguous().cpu()
+    digest.update(f"{tensor.dtype}{tuple(tensor.shape)}".encode())
+    digest.update(tensor.reshape(-1).view(torch.uint8).numpy().tobytes())
+
+
 @dataclass
 class FaceSet:
     """Images (N×C×S×S uint8) with integer labels indexing ``class_names`` (−1: unlabelled), and
@@ -191,6 +199,14 @@ class FaceSet:
             held[(self.labels == c).nonzero().flatten()[-k:] if k else []] = True
         return self.subset(~held), self.subset(held)
 
+    def digest(self) -> str:
+        """SHA-256 of the photos (the pixels), their labels and the class names: what a recogniser
+        trained on this set learnt from."""
+        digest = hashlib.sha256(json.dumps(self.class_names).encode())
+        for tensor in (self.images, self.labels):
+            hash_tensor(digest, tensor)
+        return digest.hexdigest()
+
     def few_shot(self, k: int) -> "FaceSet":
         """The first ``k`` images of every class (deterministic)."""
         keep = torch.zeros(len(self), dtype=torch.bool)
@@ -217,16 +233,20 @@ class FaceDataConfig:
             raise ConfigError(f"data.align must be 'dlib' or 'resize', not {self.align!r}")
 
 
-def list_identities(root: Path, min_images: int) -> dict[str, list[Path]]:
+def list_identities(root: Path, min_images: int, label: str | None = None) -> dict[str, list[Path]]:
+    """Each identity folder of ``root`` (sorted by name) with its photos, when it has at least
+    ``min_images``; a DataError, naming the folder as ``label`` (default: its path), when it is not a
+    folder or fewer than two identities are left."""
+    label = label or str(root)
     if not root.is_dir():
-        raise DataError(f"{root}: not a folder; expected <identity>/<image> sub-folders")
+        raise DataError(f"{label}: not a folder; expected <identity>/<image> sub-folders")
     people = {}
     for person in sorted(p for p in root.iterdir() if p.is_dir()):
         files = sorted(Path(f) for f in iter_image_files(person))
         if len(files) >= min_images:
             people[person.name] = files
     if len(people) < 2:
-        raise DataError(f"{root}: found {len(people)} identity folder(s) with ≥ {min_images} images; need at least 2")
+        raise DataError(f"{label}: found {len(people)} identity folder(s) with ≥ {min_images} images; need at least 2")
     return people
 
 

@@ -88,8 +88,10 @@ class RuntimeConfig:
 class SynthConfig:
     output: str = path_field("synthetic-faces")
     seed: int = 0
-    #: the generator factory's settings: ``type`` and that generator's own keys (``photos``: a folder,
-    #: ``path`` and ``base``: hub ids or folders, …; see ``idgen.synth.generators.build_generator``)
+    #: the generator factory's settings: ``type`` (a built-in generator, or one an installed package
+    #: registers in the ``idgen.generators`` entry-point group; never a module to import) and that
+    #: generator's own keys (``photos``: a folder, ``path`` and ``base``: hub ids or folders, …; see
+    #: ``idgen.synth.generators.build_generator``)
     generator: dict = path_field(default_factory=lambda: {"type": "photo"},
                                  rule={"photos": PATH, "path": MODEL, "base": MODEL})
     identities: IdentityConfig = field(default_factory=IdentityConfig)

@@ -9,13 +9,14 @@ out whatever batch it lands in, on however many processes):
 ``conditions`` holds per-image lists such as ``prompt`` (from ``variation.prompts``) and ``pose``
 (five keypoints as fractions of width and height, from the pose bank ``variation.poses``) when the
 variation config sets them; :class:`InstantIDGenerator` and :class:`InfiniteYouGenerator` use both.
-Any diffusers pipeline fits behind a few-line adapter like :class:`Arc2FaceGenerator`;
-:func:`build_generator` also accepts ``"package.module:factory"`` for your own.
+Any diffusers pipeline fits behind a few-line adapter like :class:`Arc2FaceGenerator`. A config
+names its generator by a registered name (:func:`generator_types`): the built-in ones, or one an
+installed package registers in the :data:`ENTRY_POINT_GROUP` entry-point group. A config never
+names a module to import.
 """
 
 from __future__ import annotations
 
-import importlib
 import os
 from typing import Protocol, Sequence
 
@@ -273,6 +274,28 @@ def _scramble(image: Image.Image, generator: torch.Generator, tile: int = 16) ->
     return Image.fromarray(np.ascontiguousarray(out)).resize(image.size)
 
 
+#: The entry-point group of third-party generators. A package registers ``NAME = "package.module:factory"``
+#: (``[project.entry-points."idgen.generators"]`` in its ``pyproject.toml``); ``generator.type: NAME``
+#: then calls ``factory(device=device, **the other generator keys)``.
+ENTRY_POINT_GROUP = "idgen.generators"
+
+#: The generator types idgen itself provides (:func:`build_generator`); a registered one of the same
+#: name does not replace them.
+BUILT_IN_TYPES = ("photo", "arc2face", "mini", "instantid", "instantid-tiny", "infiniteyou", "infiniteyou-tiny")
+
+
+def registered_generators() -> dict:
+    """The third-party generators installed: name → its entry point (:data:`ENTRY_POINT_GROUP`)."""
+    from importlib.metadata import entry_points
+
+    return {point.name: point for point in entry_points(group=ENTRY_POINT_GROUP) if point.name not in BUILT_IN_TYPES}
+
+
+def generator_types() -> list[str]:
+    """Every name ``generator.type`` accepts: the built-in ones, then the registered ones."""
+    return [*BUILT_IN_TYPES, *sorted(registered_generators())]
+
+
 def build_generator(spec: dict, device=None, identity_dim: int | None = None) -> ImageGenerator:
     """A generator from the config's ``generator`` mapping.
 
@@ -284,12 +307,16 @@ def build_generator(spec: dict, device=None, identity_dim: int | None = None) ->
     ``identity_dim``-d vectors unless ``embedding_dim`` says otherwise), ``type: infiniteyou``
     (:meth:`InfiniteYouGenerator.from_pretrained`, needs ``path``; ``base`` is FLUX.1-dev, ``variant``
     ``aes_stage2`` or ``sim_stage1``), ``type: infiniteyou-tiny`` (:meth:`InfiniteYouGenerator.tiny`,
-    offline, ``identity_dim`` as for ``instantid-tiny``), or
-    ``type: "pkg.module:factory"`` called as ``factory(device=device, **rest)``. Every other key is
-    passed on (e.g. ``num_inference_steps``, ``guidance_scale``, ``default_prompt``).
+    offline, ``identity_dim`` as for ``instantid-tiny``), or the name of a generator an installed
+    package registered (:data:`ENTRY_POINT_GROUP`), whose factory is called as
+    ``factory(device=device, **rest)``. Every other key is passed on (e.g. ``num_inference_steps``,
+    ``guidance_scale``, ``default_prompt``). Any other type is a ConfigError listing the accepted
+    names; nothing is imported for it.
     """
     spec = dict(spec)
     kind = spec.pop("type", None)
+    if not isinstance(kind, str):
+        raise _unknown_type(kind)
     if kind == "photo":
         if "photos" not in spec:
             raise ConfigError("generator type 'photo' needs generator.photos: <folder of face photos>")
@@ -311,11 +338,16 @@ def build_generator(spec: dict, device=None, identity_dim: int | None = None) ->
         if identity_dim is not None:
             spec.setdefault("embedding_dim", identity_dim)
         return adapters[kind.removesuffix("-tiny")].tiny(device=device, **spec)
-    if isinstance(kind, str) and ":" in kind:
-        module, name = kind.split(":", 1)
-        return getattr(importlib.import_module(module), name)(device=device, **spec)
-    raise ConfigError(f"unknown generator type {kind!r}; use 'photo', 'arc2face', 'mini', 'instantid', 'instantid-tiny', "
-                      "'infiniteyou', 'infiniteyou-tiny' or 'package.module:factory'")
+    registered = registered_generators()
+    if kind not in registered:
+        raise _unknown_type(kind)
+    return registered[kind].load()(device=device, **spec)
+
+
+def _unknown_type(kind) -> ConfigError:
+    return ConfigError(f"unknown generator type {kind!r}; use one of {', '.join(generator_types())} (a third-party "
+                       f"generator is registered by its package in the {ENTRY_POINT_GROUP!r} entry-point group; "
+                       "a config cannot name a module to import)")
 
 
 def derive_seed(*keys: int | str) -> int:

@@ -11,6 +11,7 @@ from __future__ import annotations
 import copy
 import dataclasses
 import itertools
+import json
 import random
 import statistics
 import time
@@ -183,21 +184,45 @@ def resolve_tasks(config: RunConfig, class_names: list[str]) -> list[list[int]]:
 
 def load_or_train_base(config: RunConfig, train: FaceSet, test: FaceSet,
                        extra: FaceSet | None = None) -> tuple[FaceRecognizer, dict]:
+    """The base recogniser in ``model.path``, or one trained on ``train`` and saved there with the
+    :meth:`~idgen.recognition.data.FaceSet.digest` of ``train`` (``training_data`` in its
+    ``config.json``). A saved one is used only for the photos it was made for: it must classify the
+    same people in the same order, and, when it records its training data, have been trained on
+    exactly these photos; otherwise a ConfigError says what differs."""
     path = Path(config.model.path)
     if (path / "model.safetensors").is_file():
         model = FaceRecognizer.from_pretrained(path)
-        if model.config.num_classes != len(train.class_names):
-            raise ConfigError(f"{path} classifies {model.config.num_classes} identities but {config.data.root} "
-                              f"has {len(train.class_names)}; point model.path at a new folder to retrain")
+        _check_made_for(path, model.class_names, train, config.data.root)
         return model.eval(), {"trained": False}
     torch.manual_seed(config.seed)
     mc = model_config(config.model.preset, **{"image_size": config.data.image_size, **config.model.overrides,
                                              "num_classes": len(train.class_names)})
     model = FaceRecognizer(mc)
     log = fit(model, train, config.model.train, extra=extra)
-    model.save_pretrained(path, train.class_names)
+    model.save_pretrained(path, train.class_names, training_data=train.digest())
     acc = accuracy(predict(model, test), test.labels, range(len(train.class_names)))
     return model, {"trained": True, "wall_seconds": log["wall_seconds"], "test_accuracy": acc}
+
+
+def _check_made_for(path: Path, class_names: list[str] | None, train: FaceSet, root: str) -> None:
+    """A ConfigError unless the recogniser in ``path`` was made for ``train``'s people (and photos)."""
+    fix = f"point model.path at a new folder (or delete {path}) to train one for these photos"
+    saved = class_names or []
+    if saved != train.class_names:
+        added = sorted(set(train.class_names) - set(saved))
+        gone = sorted(set(saved) - set(train.class_names))
+        differences = [f"{what}: {_some(names)}" for what, names in (("people not in it", added),
+                                                                   ("people only in it", gone)) if names]
+        raise ConfigError(f"{path} classifies {len(saved)} people, {root} has {len(train.class_names)} ("
+                          + ("; ".join(differences) or "the same names in another order") + f"); {fix}")
+    recorded = json.loads((path / "config.json").read_text()).get("training_data")
+    if recorded is not None and recorded != train.digest():
+        raise ConfigError(f"{path} was trained on other photos of these {len(saved)} people than {root} "
+                          f"holds now; {fix}")
+
+
+def _some(names: list[str], shown: int = 5) -> str:
+    return str(names[:shown]) + (f" and {len(names) - shown} more" if len(names) > shown else "")
 
 
 def _available(train: FaceSet, classes, shots: int | None) -> FaceSet:

@@ -22,10 +22,8 @@ import shutil
 from dataclasses import asdict
 from pathlib import Path
 
-import torch
-
 from ..io import save_module_weights, write_json_atomic
-from ..recognition.data import FaceSet
+from ..recognition.data import FaceSet, hash_tensor
 from ..models import FaceRecognizer
 
 #: Configuration fields that do not change a run's results (``selection.val_per_class`` does, by
@@ -33,24 +31,15 @@ from ..models import FaceRecognizer
 _NOT_RESULTS = ("output_dir", "repeats", "save_model", "selection")
 
 
-def _tensor_digest(digest, tensor: torch.Tensor) -> None:
-    tensor = tensor.detach().contiguous().cpu()
-    digest.update(f"{tensor.dtype}{tuple(tensor.shape)}".encode())
-    digest.update(tensor.reshape(-1).view(torch.uint8).numpy().tobytes())
-
-
 def fingerprint(base: FaceRecognizer, *datasets: FaceSet | None) -> str:
-    """SHA-256 of the base recogniser's weights and of the photos and labels of ``datasets``: what a
+    """SHA-256 of the base recogniser's weights and of ``datasets`` (:meth:`FaceSet.digest`): what a
     run starts from and is trained and scored on."""
     digest = hashlib.sha256()
     for name, tensor in base.state_dict().items():
         digest.update(name.encode())
-        _tensor_digest(digest, tensor)
+        hash_tensor(digest, tensor)
     for data in datasets:
-        digest.update(b"none" if data is None else b"data")
-        if data is not None:
-            _tensor_digest(digest, data.images)
-            _tensor_digest(digest, data.labels)
+        digest.update(b"none" if data is None else data.digest().encode())
     return digest.hexdigest()
 
 
