@@ -2,6 +2,9 @@
 
 from .errors import (ConfigError, DataError, IdgenError, ImageReadError, ModelFilesMissingError,
                      MultipleFacesError, NoFaceError)
+from .quiet import silence_third_party_noise
+
+silence_third_party_noise()
 
 __version__ = "0.1.0"
 

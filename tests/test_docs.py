@@ -66,3 +66,20 @@ def test_mkdocs_strict_build_passes(tmp_path):
     config = (tmp_path / "site" / "reference" / "config" / "index.html").read_text(encoding="utf-8")
     assert "usage: idgen generate" in cli and "usage: python app.py" in cli      # generated from the parsers
     assert "optim.learning_rate" in config and "forget.lora.rank" in config      # generated from the dataclasses
+
+
+def _setup_block(page: Path) -> str:
+    """The fenced block of ``page`` that installs PyTorch and idgen (the one holding both commands)."""
+    blocks = [b for b in FENCE.findall(page.read_text(encoding="utf-8")) if "pip install torch" in b]
+    assert len(blocks) == 1, f"{page.relative_to(ROOT)}: {len(blocks)} blocks install PyTorch; state it once"
+    return blocks[0]
+
+
+def test_the_set_up_commands_are_stated_once_and_the_same_everywhere():
+    """README, the docs' home page and Install give the same block, and CI runs its commands."""
+    readme = _setup_block(ROOT / "README.md")
+    assert _setup_block(DOCS / "index.md") == readme == _setup_block(DOCS / "install.md")
+    commands = [line.split("#")[0].strip() for line in readme.splitlines() if line.startswith("pip install")]
+    ci = (ROOT / ".ci" / "run").read_text(encoding="utf-8").replace("-c constraints/ci.txt ", "")
+    assert "pip install torch==2.13.0" in commands and 'pip install -e ".[dev]"' in commands
+    assert "pip install --quiet torch==2.13.0" in ci and 'pip install --quiet -e ".[dev' in ci

@@ -12,7 +12,7 @@ ROOT = Path(__file__).resolve().parents[1]
 #: Lowest first. A part may import its own modules and the parts of lower layers, never a part of its
 #: own layer or above (parts of one layer are independent of each other).
 LAYERS = [
-    {"errors"},                                         # the exception types every layer raises
+    {"errors", "quiet"},                                # the exception types; third-party log noise filtered
     {"idgen", "io", "config", "identity"},              # core: atomic files, config loading, identity maths
     {"models"},                                         # network definitions (recogniser backbones, heads)
     {"faces"},                                          # detect, align, embed

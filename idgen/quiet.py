@@ -1,0 +1,34 @@
+"""Third-party log messages that idgen's own imports cause and that a user cannot act on.
+
+Importing the pipelines makes transformers fall back to its PIL image processors when torchvision is
+absent (idgen does not use torchvision) and makes bitsandbytes say that an optional CPU kernel package
+is missing. Both are logged as warnings on every command. :func:`silence_third_party_noise` drops
+exactly those messages, matched by logger and text; every other message of those libraries passes.
+"""
+
+from __future__ import annotations
+
+import logging
+
+#: (logger name, text that identifies the message)
+NOISE = (
+    ("transformers.utils.import_utils", "requires torchvision (not installed)"),
+    ("bitsandbytes.backends.cpu.ops", "Failed to load CPU gemm_4bit_forward from kernels-community"),
+)
+
+
+class _DropMessage(logging.Filter):
+    def __init__(self, text: str):
+        super().__init__()
+        self.text = text
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return self.text not in record.getMessage()
+
+
+def silence_third_party_noise() -> None:
+    """Install the filters (once; calling again changes nothing)."""
+    for name, text in NOISE:
+        logger = logging.getLogger(name)
+        if not any(isinstance(f, _DropMessage) and f.text == text for f in logger.filters):
+            logger.addFilter(_DropMessage(text))
