@@ -3,7 +3,8 @@
 - ``reference/cli.md``: ``<!-- cli-reference -->`` becomes the ``--help`` of ``idgen``, of every
   subcommand (from :func:`idgen.cli.build_parser`, which imports no gradio) and of ``python app.py``.
 - ``reference/config.md``: each ``<!-- config-reference: module:Class -->`` becomes one table per
-  section of that config dataclass: every key, its type, its default and the comment beside it.
+  section of that config dataclass: every key, its type, its default, the values it allows (the
+  :class:`idgen.config.Range` the loader checks) and the comment beside it.
 """
 
 from __future__ import annotations
@@ -120,6 +121,16 @@ def _sections(cls, prefix: str = "", rules: dict | None = None):
             yield from _sections(hints[field.name], f"{prefix}{field.name}.", sub if isinstance(sub, dict) else None)
 
 
+def _allowed(field: dataclasses.Field) -> str:
+    """The range of a numeric key, or of each numeric key of a free mapping; empty for other keys."""
+    from idgen.config import value_range
+
+    allowed = value_range(field)
+    if isinstance(allowed, dict):
+        return "; ".join(f"`{key}`: {limits.describe()}" for key, (_, limits) in allowed.items())
+    return allowed.describe() if allowed is not None else ""
+
+
 def config_reference(target: str) -> str:
     from idgen.config import path_rule
 
@@ -133,8 +144,9 @@ def config_reference(target: str) -> str:
         doc = cls.__doc__ or ""
         if doc and not doc.startswith(f"{cls.__name__}("):   # dataclass's generated signature
             out.append(inspect.cleandoc(doc) + "\n")
-        out.append("| key | type | default | description |\n|---|---|---|---|")
+        out.append("| key | type | default | allowed | description |\n|---|---|---|---|---|")
         for field in dataclasses.fields(cls):
+            allowed = _allowed(field)
             if dataclasses.is_dataclass(hints[field.name]):
                 default, kind = f"section `{prefix}{field.name}`", hints[field.name].__name__
             else:
@@ -144,6 +156,7 @@ def config_reference(target: str) -> str:
                 rule = rules.get(field.name) or path_rule(field)
                 if rule is not None and not isinstance(rule, dict):
                     kind += " (hub id, name or path)" if rule.if_exists else " (path)"
-            out.append(f"| `{prefix}{field.name}` | {_cell(kind)} | {default} | {_cell(comments.get(field.name, ''))} |")
+            out.append(f"| `{prefix}{field.name}` | {_cell(kind)} | {default} | {_cell(allowed)} | "
+                       f"{_cell(comments.get(field.name, ''))} |")
         out.append("")
     return "\n".join(out)

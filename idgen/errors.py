@@ -30,7 +30,12 @@ class ModelFilesMissingError(IdgenError, FileNotFoundError):
 
 
 class ConfigError(IdgenError, ValueError):
-    """A configuration file or option is invalid."""
+    """A configuration file or option is invalid. ``key`` is the dotted config key at fault (such as
+    ``identities.count``), when there is one, so that a loader can name where its value came from."""
+
+    def __init__(self, message: str, key: str | None = None):
+        super().__init__(message)
+        self.key = key
 
 
 class DataError(IdgenError, ValueError):

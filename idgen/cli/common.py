@@ -11,6 +11,24 @@ import argparse
 import os
 
 from ..application.models import ENVIRONMENT, STYLES, resolve_face_backends
+from ..config import BOX, DENOISING_STEPS, DET_SIZE, FACE_BATCH, SEED, UPSAMPLE, Range
+
+
+def number(kind: type, allowed: Range):
+    """An argparse ``type`` reading an int or a float (``kind``) in ``allowed``; anything else is refused
+    with the range in the message (``argument --count: must be an integer from 1 to 64, got 0``)."""
+
+    def parse(text: str):
+        try:
+            value = kind(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"must be {allowed.describe(kind)}, got {text!r}") from None
+        if not allowed.allows(value):
+            raise argparse.ArgumentTypeError(f"must be {allowed.describe(kind)}, got {text}")
+        return value
+
+    return parse
+
 
 def add_face_options(parser: argparse.ArgumentParser) -> None:
     """Which face detector and recogniser to use (every command that looks at faces)."""
@@ -25,18 +43,21 @@ def add_face_options(parser: argparse.ArgumentParser) -> None:
                             "($IDGEN_RECOGNIZER; default auto: arcface.onnx for generate/edit/the demo, dlib for embed/eval)")
     group.add_argument("--insightface-root", default=os.environ.get("IDGEN_INSIGHTFACE_ROOT", "~/.insightface"),
                        help="insightface model root ($IDGEN_INSIGHTFACE_ROOT; default ~/.insightface)")
-    group.add_argument("--det-size", type=int, default=640, help="insightface detector input size (default 640)")
-    group.add_argument("--upsample", type=int, default=0, help="dlib detector upsampling (1 finds smaller faces)")
+    group.add_argument("--det-size", type=number(int, DET_SIZE), default=640,
+                       help=f"insightface detector input size, {DET_SIZE.describe()} (default 640)")
+    group.add_argument("--upsample", type=number(int, UPSAMPLE), default=0,
+                       help=f"dlib detector upsampling, {UPSAMPLE.describe()} (1 finds smaller faces)")
 
 
 def add_embedding_options(parser: argparse.ArgumentParser) -> None:
     """How embeddings are computed in bulk (embed, eval)."""
     group = parser.add_argument_group("embedding")
     group.add_argument("--flip", action="store_true", help="add the embedding of the mirrored face")
-    group.add_argument("--fallback-box", type=float, default=None,
+    group.add_argument("--fallback-box", type=number(float, BOX), default=None,
                        help="for pre-cropped sets: when no face is detected use a centred box of this "
                             "fraction of the image (e.g. 0.42 for LFW)")
-    group.add_argument("--batch-size", type=int, default=64, help="faces per recogniser batch")
+    group.add_argument("--batch-size", type=number(int, FACE_BATCH), default=64,
+                       help=f"faces per recogniser batch, {FACE_BATCH.describe()}")
 
 
 def add_device_options(parser: argparse.ArgumentParser) -> None:
@@ -53,10 +74,12 @@ def add_sampling_options(parser: argparse.ArgumentParser) -> None:
     group = parser.add_argument_group("sampling")
     group.add_argument("--prompt", default="",
                        help="text prompt (InstantID and InfiniteYou; Arc2Face's only condition is the identity)")
-    group.add_argument("--seed", type=int, default=0, help="random seed (image k of a batch uses seed + k)")
-    group.add_argument("--steps", type=int, default=None,
-                       help="denoising steps (default: the pipeline's, 25 for Arc2Face, 30 for InstantID and InfiniteYou)")
-    group.add_argument("--guidance", type=float, default=None,
+    group.add_argument("--seed", type=number(int, SEED), default=0,
+                       help=f"random seed, {SEED.describe()} (image k of a batch uses seed + k)")
+    group.add_argument("--steps", type=number(int, DENOISING_STEPS), default=None,
+                       help=f"denoising steps, {DENOISING_STEPS.describe()} (default: the pipeline's, 25 for Arc2Face, "
+                            "30 for InstantID and InfiniteYou)")
+    group.add_argument("--guidance", type=number(float, Range(0)), default=None,
                        help="guidance scale (default: the pipeline's, 3.0 for Arc2Face, 5.0 for InstantID, "
                             "3.5 for InfiniteYou: FLUX.1-dev's embedded guidance)")
 

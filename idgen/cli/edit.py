@@ -6,9 +6,10 @@ from __future__ import annotations
 import numpy as np
 from PIL import Image
 
+from ..config import FRACTION, IMAGE_SIDE
 from ..errors import ConfigError
 from ..io import atomic_path
-from .common import add_model_arguments, add_sampling_options, add_style_option, chosen_style, describe_style
+from .common import add_model_arguments, add_sampling_options, add_style_option, chosen_style, describe_style, number
 
 
 def register(subparsers) -> None:
@@ -23,20 +24,23 @@ def register(subparsers) -> None:
     replace.add_argument("--identity", required=True, help="photo of the target person, or a .npy embedding")
     replace.add_argument("--face-index", default=None,
                          help="face to replace when there are several: index (largest first), '0,2', or 'all'")
-    replace.add_argument("--strength", type=float, default=1.0, help="inpainting strength (0 leaves the photo as is)")
+    replace.add_argument("--strength", type=number(float, FRACTION), default=1.0,
+                         help="inpainting strength, 0 to 1 (0 leaves the photo as is)")
     replace.set_defaults(handler=run_replace)
 
     restyle = actions.add_parser("restyle", help="re-render a photo keeping its person",
                                  description="img2img over the whole photo conditioned on the identity of "
                                              "its (chosen) face.")
     restyle.add_argument("--face-index", default=None, help="whose identity to keep when there are several faces (index)")
-    restyle.add_argument("--strength", type=float, default=0.5, help="how much of the photo is re-drawn (0–1)")
+    restyle.add_argument("--strength", type=number(float, FRACTION), default=0.5,
+                         help="how much of the photo is re-drawn (0–1)")
     restyle.set_defaults(handler=run_restyle)
 
     for action in (replace, restyle):
         action.add_argument("--photo", required=True, help="the photo to edit")
         action.add_argument("--out", required=True, help="where to write the edited image (.png, .jpg)")
-        action.add_argument("--size", type=int, default=None, help="generation resolution (default: the model's)")
+        action.add_argument("--size", type=number(int, IMAGE_SIDE), default=None,
+                            help=f"generation resolution, {IMAGE_SIDE.describe()} (default: the model's)")
         add_style_option(action)
         add_sampling_options(action)
         add_model_arguments(action)

@@ -5,8 +5,12 @@ from __future__ import annotations
 
 from tqdm import tqdm
 
+from ..config import Range
 from ..errors import ConfigError
-from .common import add_model_arguments, add_sampling_options, add_style_option, chosen_style, describe_style
+from .common import add_model_arguments, add_sampling_options, add_style_option, chosen_style, describe_style, number
+
+#: Images one command renders: all of them in one batch, on the device together.
+COUNT = Range(1, 64)
 
 
 def register(subparsers) -> None:
@@ -22,7 +26,8 @@ def register(subparsers) -> None:
     parser.add_argument("--negative-prompt", default="", help="negative prompt (InstantID style only)")
     parser.add_argument("--pose", default=None, help="photo whose face pose to copy (InstantID and InfiniteYou styles)")
     add_style_option(parser)
-    parser.add_argument("--count", type=int, default=4, help="images to generate")
+    parser.add_argument("--count", type=number(int, COUNT), default=4,
+                        help=f"images to generate, {COUNT.describe()}, in one batch (default 4)")
     parser.add_argument("--fast", action="store_true",
                         help="LCM-LoRA preset: the LCM-LoRA (--lcm-lora / --lcm-lora-sdxl) and the LCM scheduler, "
                              "4 steps at guidance 1 (Arc2Face) or 5 at 1.5 (InstantID)")

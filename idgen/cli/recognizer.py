@@ -22,6 +22,8 @@ import json
 import sys
 from dataclasses import fields
 
+from .common import number
+
 ARCHS = ("mobilefacenet", "iresnet", "face-transformer")
 #: Options of every backbone that are not flags: ``--arch`` sets ``backbone``; the rest are the Face
 #: Transformer's fitting details that a forgetting run's ``model.train`` sets.
@@ -60,6 +62,16 @@ METAVARS = {"distill_from": "TEACHER", "distill_images": "FOLDER"}
 #: Backbone-only flags that other commands have too: they keep the one default every command gives them
 #: (a backbone without the option takes only that value).
 SHARED_DEFAULTS = {"upsample": 0}
+
+
+def _typed(name: str, kind: type):
+    """The argparse ``type`` of the flag of the trainer option ``name``: a ``kind``, in the range the
+    option's field declares (:class:`~idgen.recognition.RecognizerTrainConfig`), when it has one."""
+    from ..config import declared_range
+    from ..recognition.trainer import RecognizerTrainConfig
+
+    allowed = declared_range(RecognizerTrainConfig, name)
+    return number(kind, allowed) if allowed is not None else kind
 
 
 def defaults(arch: str) -> dict:
@@ -104,16 +116,17 @@ def register(subparsers) -> None:
                             "face-transformer: a face folder, one sub-folder per identity")
     train.add_argument("--out", dest="output", required=True, help="folder for model.safetensors and config.json")
     both = train.add_argument_group("training (every backbone; defaults: mobilefacenet and iresnet / face-transformer)")
-    both.add_argument("--epochs", type=int, default=s, help="epochs (default: 10 / 30)")
-    both.add_argument("--batch-size", type=int, default=64, help="images per step (default: 64)")
-    both.add_argument("--lr", type=float, default=s, help="peak learning rate (default: 0.1 SGD / 1e-3 AdamW)")
-    both.add_argument("--weight-decay", type=float, default=s, help="weight decay (default: 5e-4 / 0.05)")
-    both.add_argument("--seed", type=int, default=0, help="random seed (default: 0)")
+    both.add_argument("--epochs", type=_typed("epochs", int), default=s, help="epochs (default: 10 / 30)")
+    both.add_argument("--batch-size", type=_typed("batch_size", int), default=64, help="images per step (default: 64)")
+    both.add_argument("--lr", type=_typed("lr", float), default=s, help="peak learning rate (default: 0.1 SGD / 1e-3 AdamW)")
+    both.add_argument("--weight-decay", type=_typed("weight_decay", float), default=s,
+                      help="weight decay (default: 5e-4 / 0.05)")
+    both.add_argument("--seed", type=_typed("seed", int), default=0, help="random seed (default: 0)")
     both.add_argument("--align", choices=["dlib", "box", "resize"], default="dlib",
                       help="dlib: detect landmarks and align (default); box (mobilefacenet, iresnet): the faces are already "
                            "aligned, template in a centred box; resize (face-transformer): the faces are already "
                            "cropped, resized")
-    both.add_argument("--input-size", type=int, default=s,
+    both.add_argument("--input-size", type=_typed("input_size", int), default=s,
                       help="crop side in pixels (default: 112 / the preset's; mobilefacenet, iresnet: a multiple of 16)")
     both.add_argument("--cache-dir", default=".cache/faces", help="aligned crops are cached here (default: .cache/faces)")
     both.add_argument("--no-progress", dest="progress", action="store_false", help="no progress bars")
@@ -143,7 +156,7 @@ def _add_option(group, name: str, default, arch: str = "mobilefacenet", iresnet:
     kind = TYPES.get(name, type(shown))
     if iresnet and name in own and ir[name] != shown:
         shown = f"{shown}; iresnet: {ir[name]}"
-    _add(group, name, default, HELP.get(name, name.replace("_", " ")), shown, type=kind, choices=CHOICES.get(name),
+    _add(group, name, default, HELP.get(name, name.replace("_", " ")), shown, type=_typed(name, kind), choices=CHOICES.get(name),
          **({"metavar": METAVARS[name]} if name in METAVARS else {}))
 
 
@@ -185,14 +198,14 @@ def _register_aliases(subparsers) -> None:
     )
     old.add_argument("folder", help="face folder, one sub-folder per identity")
     old.add_argument("--out", required=True, help="output folder for the recogniser")
-    old.add_argument("--image-size", type=int, default=None, help="crop size (default: the preset's)")
+    old.add_argument("--image-size", type=_typed("input_size", int), default=None, help="crop size (default: the preset's)")
     old.add_argument("--align", default="dlib", choices=["dlib", "resize"],
                      help="dlib: detect and align; resize: faces are already cropped")
-    old.add_argument("--epochs", type=int, default=30)
-    old.add_argument("--batch-size", type=int, default=64)
-    old.add_argument("--lr", type=float, default=1e-3)
+    old.add_argument("--epochs", type=_typed("epochs", int), default=30)
+    old.add_argument("--batch-size", type=_typed("batch_size", int), default=64)
+    old.add_argument("--lr", type=_typed("lr", float), default=1e-3)
     old.add_argument("--cache-dir", default=".cache/faces", help="aligned-crop cache")
-    old.add_argument("--seed", type=int, default=0)
+    old.add_argument("--seed", type=_typed("seed", int), default=0)
     for name in _own("face-transformer"):
         _add_option(old, name, defaults("face-transformer")[name], arch="face-transformer")
     old.set_defaults(handler=run, route="train-recognizer")

@@ -21,6 +21,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from ..config import CROP_SIDE, EMBEDDING_DIM, Range, check_ranges, ranged
 from ..errors import ConfigError, ModelFilesMissingError
 from .backbones import save_recognizer
 from .heads import MarginHead
@@ -31,21 +32,29 @@ ARCHITECTURE = "face-transformer"
 
 @dataclass
 class FaceTransformerConfig:
-    image_size: int = 112
-    channels: int = 3
-    patch_size: int = 8
-    dim: int = 512
-    depth: int = 6
-    heads: int = 8
-    mlp_dim: int = 2048
-    embedding_dim: int = 512
-    num_classes: int = 100
+    """The sizes of a Face Transformer. The caps bound its memory: the attention of one image compares
+    each of its (image_size / patch_size)² patches (at most 4096) with every other, and the widths
+    multiply the parameter count."""
+
+    image_size: int = ranged(112, CROP_SIDE)
+    channels: int = ranged(3, Range(1, 4))
+    patch_size: int = ranged(8, Range(1, 64))
+    dim: int = ranged(512, Range(1, 4096))
+    depth: int = ranged(6, Range(1, 64))
+    heads: int = ranged(8, Range(1, 64))
+    mlp_dim: int = ranged(2048, Range(1, 16384))
+    embedding_dim: int = ranged(512, EMBEDDING_DIM)
+    num_classes: int = ranged(100, Range(2, 1_000_000))
     head: str = "cosface"  # or "arcface"
-    scale: float = 64.0
-    margin: float = 0.35
-    dropout: float = 0.0
+    scale: float = ranged(64.0, Range(above=0))
+    margin: float = ranged(0.35, Range(0))
+    dropout: float = ranged(0.0, Range(0, below=1))
 
     def __post_init__(self):
+        check_ranges(self)
+        if (self.image_size // self.patch_size) ** 2 > 4096:
+            raise ConfigError(f"image_size {self.image_size} / patch_size {self.patch_size} makes "
+                              f"{(self.image_size // self.patch_size) ** 2} patches; at most 4096 (64 × 64)")
         if self.image_size % self.patch_size:
             raise ConfigError(f"image_size {self.image_size} is not a multiple of patch_size {self.patch_size}")
         if self.dim % self.heads:

@@ -35,6 +35,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from ..config import BOX, CROP_SIDE, Range, check_ranges, ranged
 from ..errors import ConfigError, DataError
 from ..faces import iter_image_files
 from ..faces.cache import Alignment, aligned_crops
@@ -219,16 +220,17 @@ class FaceSet:
 class FaceDataConfig:
     root: str
     align: str = "dlib"          # "dlib" (detect + align) or "resize" (pre-cropped faces)
-    image_size: int = 112
-    min_images_per_class: int = 1
-    test_fraction: float = 0.25
-    min_test: int = 1
-    max_test: int = 10
-    max_train: int | None = None
-    fallback_box: float | None = 0.42  # dlib: centred box used when no face is detected (LFW is pre-centred)
+    image_size: int = ranged(112, CROP_SIDE)   # crop side in pixels; every crop is held in memory
+    min_images_per_class: int = ranged(1, Range(1))
+    test_fraction: float = ranged(0.25, Range(above=0, below=1))   # share of each identity's images held out for testing
+    min_test: int = ranged(1, Range(1))
+    max_test: int = ranged(10, Range(1))
+    max_train: int | None = ranged(None, Range(1))
+    fallback_box: float | None = ranged(0.42, BOX)  # dlib: centred box used when no face is detected (LFW is pre-centred)
     cache_dir: str | None = None
 
     def __post_init__(self):
+        check_ranges(self)
         if self.align not in ("dlib", "resize"):
             raise ConfigError(f"data.align must be 'dlib' or 'resize', not {self.align!r}")
 

@@ -34,6 +34,7 @@ import torch
 import torch.nn.functional as F
 from tqdm.auto import tqdm
 
+from ..config import BOX, CROP_SIDE, EMBEDDING_DIM, FACE_BATCH, SEED, UPSAMPLE, Range, check_ranges, ranged
 from ..errors import ConfigError
 from ..models import (BACKBONES, HEADS, IRESNET_DEPTHS, PRESETS, FaceRecognizer, build_backbone, margin_head,
                       model_config, save_recognizer, to_tensor)
@@ -76,36 +77,36 @@ class RecognizerTrainConfig:
     data: Optional[str] = None          # the photos; required by `train`
     output: Optional[str] = None        # folder for model.safetensors + config.json; required by `train`
     backbone: str = "mobilefacenet"     # mobilefacenet, iresnet or face-transformer
-    epochs: Optional[int] = None        # default 10 (mobilefacenet, iresnet) / 30 (face-transformer)
-    batch_size: int = 64
-    lr: Optional[float] = None          # peak learning rate: 0.1 (SGD) / 1e-3 (AdamW, face-transformer)
-    weight_decay: Optional[float] = None  # 5e-4 / 0.05 (face-transformer)
-    seed: int = 0
+    epochs: Optional[int] = ranged(None, Range(1))   # default 10 (mobilefacenet, iresnet) / 30 (face-transformer)
+    batch_size: int = ranged(64, FACE_BATCH)     # images per step
+    lr: Optional[float] = ranged(None, Range(above=0))   # peak learning rate: 0.1 (SGD) / 1e-3 (AdamW, face-transformer)
+    weight_decay: Optional[float] = ranged(None, Range(0))  # 5e-4 / 0.05 (face-transformer)
+    seed: int = ranged(0, SEED)
     align: str = "dlib"                 # dlib landmarks; box: already aligned (mobilefacenet, iresnet); resize: already cropped (face-transformer)
-    input_size: Optional[int] = None    # crop side: 112 (a multiple of 16) / face-transformer: the preset's
+    input_size: Optional[int] = ranged(None, CROP_SIDE)   # crop side: 112 (a multiple of 16) / face-transformer: the preset's; every crop is held in memory
     cache_dir: Optional[str] = ".cache/faces"  # aligned crops are cached here
     progress: bool = True
     format: Optional[str] = None        # mobilefacenet, iresnet: imagefolder, parquet, webdataset (default auto: by the files)
-    box: Optional[float] = None         # mobilefacenet, iresnet: centred box (fraction of the shorter side) for "box" / dlib misses; 0.42
-    upsample: Optional[int] = None      # mobilefacenet, iresnet: dlib detector upsampling (as `idgen eval verify --upsample`); 0
+    box: Optional[float] = ranged(None, BOX)   # mobilefacenet, iresnet: centred box (fraction of the shorter side) for "box" / dlib misses; 0.42
+    upsample: Optional[int] = ranged(None, UPSAMPLE)   # mobilefacenet, iresnet: dlib detector upsampling (as `idgen eval verify --upsample`); 0
     depth: Optional[int] = None         # iresnet only: 18, 34, 50 (default) or 100 (layers [2,2,2,2] … [3,13,30,3])
     head: Optional[str] = None          # mobilefacenet, iresnet: arcface (default), cosface or adaface
-    margin: Optional[float] = None      # mobilefacenet, iresnet: default 0.5 (ArcFace) / 0.35 (CosFace) / 0.4 (AdaFace)
-    scale: Optional[float] = None       # mobilefacenet, iresnet: logit scale s: 32 / iresnet 64
-    width: Optional[float] = None       # mobilefacenet, iresnet: channel multiplier; 1.0
-    embedding_size: Optional[int] = None  # mobilefacenet, iresnet: 128 / iresnet 512
-    warmup: Optional[float] = None      # mobilefacenet, iresnet: fraction of the steps with a linear warm-up (then cosine decay); 0.05
+    margin: Optional[float] = ranged(None, Range(0))   # mobilefacenet, iresnet: default 0.5 (ArcFace) / 0.35 (CosFace) / 0.4 (AdaFace)
+    scale: Optional[float] = ranged(None, Range(above=0))   # mobilefacenet, iresnet: logit scale s: 32 / iresnet 64
+    width: Optional[float] = ranged(None, Range(at_most=4, above=0))   # mobilefacenet, iresnet: channel multiplier (memory grows with its square); 1.0
+    embedding_size: Optional[int] = ranged(None, EMBEDDING_DIM)   # mobilefacenet, iresnet: 128 / iresnet 512
+    warmup: Optional[float] = ranged(None, Range(0, below=1))   # mobilefacenet, iresnet: fraction of the steps with a linear warm-up (then cosine decay); 0.05
     preset: Optional[str] = None        # face-transformer: model size: paper, cpu-small (default), cpu-tiny
-    min_images: Optional[int] = None    # face-transformer: skip identities with fewer images; 2
-    test_fraction: Optional[float] = None  # face-transformer: share of each identity's images held out as its test images; 0.25
-    max_train: Optional[int] = None     # face-transformer: at most this many training images per identity (default: all)
-    warmup_epochs: Optional[int] = None  # face-transformer: epochs of linear warm-up inside a cosine decaying from the start; 2
+    min_images: Optional[int] = ranged(None, Range(2))   # face-transformer: skip identities with fewer images; 2
+    test_fraction: Optional[float] = ranged(None, Range(above=0, below=1))   # face-transformer: share of each identity's images held out as its test images; 0.25
+    max_train: Optional[int] = ranged(None, Range(1))   # face-transformer: at most this many training images per identity (default: all)
+    warmup_epochs: Optional[int] = ranged(None, Range(0))   # face-transformer: epochs of linear warm-up inside a cosine decaying from the start; 2
     augment: Optional[bool] = None      # face-transformer: random flips and ±S/16 pixel shifts; true
     distill_from: Optional[str] = None  # face-transformer: also match a teacher's embeddings: "mobilefacenet:PATH" or an ONNX path
-    distill_weight: Optional[float] = None  # face-transformer: weight of 1 − cos(student, teacher); 10
+    distill_weight: Optional[float] = ranged(None, Range(0))   # face-transformer: weight of 1 − cos(student, teacher); 10
     distill_images: Optional[str] = None  # face-transformer: extra <identity>/<image> photos (other people) to distil on
-    distill_max_images: Optional[int] = None  # face-transformer: how many of them (a seeded draw); 0
-    distill_batch_size: Optional[int] = None  # face-transformer: extra images per step; 32
+    distill_max_images: Optional[int] = ranged(None, Range(0))   # face-transformer: how many of them (a seeded draw); 0
+    distill_batch_size: Optional[int] = ranged(None, FACE_BATCH)   # face-transformer: extra images per step; 32
 
     def __post_init__(self):
         if self.backbone not in DEFAULTS:
@@ -131,8 +132,10 @@ class RecognizerTrainConfig:
         if self.align not in ALIGNMENTS[self.backbone]:
             raise ConfigError(f"align {self.align!r}: backbone {self.backbone!r} aligns with "
                               f"{' or '.join(ALIGNMENTS[self.backbone])}")
-        if self.epochs < 1 or self.batch_size < 1:
-            raise ConfigError(f"epochs and batch_size must be ≥ 1, got {self.epochs} and {self.batch_size}")
+        check_ranges(self)
+        if self.embedding_network and self.input_size % 16:
+            raise ConfigError(f"input_size {self.input_size}: {self.backbone} takes crops whose side is a multiple "
+                              "of 16", "input_size")
 
     @property
     def embedding_network(self) -> bool:

@@ -17,24 +17,30 @@ from dataclasses import dataclass, field
 from typing import Any, Optional
 
 
-from ..config import MODEL, MODEL_SPEC, PATH, build_dataclass, load_settings, path_field
-from ..errors import ConfigError
+from ..config import (BOX, COSINE, DENOISING_STEPS, DET_SIZE, DIFFUSION_BATCH, EMBEDDING_DIM, FRACTION, IMAGE_SIDE,
+                      MODEL, MODEL_SPEC, PATH, SEED, Range, build_dataclass, config_source, load_settings, path_field,
+                      ranged)
 
 
 @dataclass
 class IdentityConfig:
-    count: int = 100
-    dim: int = 512
-    max_cosine: float = 0.3          # target for every pair of identity vectors
+    """The identity vectors (:func:`idgen.synth.identities.sample_identities`). All ``count`` of them
+    are held in memory at once (4 GB at the caps, 1M × 1024-d float32), and every scan of the pairs
+    costs count² × dim operations."""
+
+    count: int = ranged(100, Range(2, 1_000_000))     # how many identities (at least 2: they are pushed apart)
+    dim: int = ranged(512, EMBEDDING_DIM)            # length of each vector: the recogniser's embedding size
+    max_cosine: float = ranged(0.3, COSINE)          # target for every pair of identity vectors
     prior: Optional[str] = path_field(None)   # .safetensors of real embeddings (e.g. from ``idgen embed``)
-    steps: int = 500
-    neighbors: int = 16
+    steps: int = ranged(500, Range(0))               # repulsion steps (0: the random draw as it is)
+    neighbors: int = ranged(16, Range(1, 256))       # close partners kept per vector between scans (count × this pairs in memory)
 
 
 @dataclass
 class VariationConfig:
-    images_per_identity: int = 4
-    min_cosine: float = 1.0          # perturb each image's identity vector to cosine ≥ this (1 = off)
+    #: at most 1000: an identity's images are queued together and their embeddings kept until it is finished
+    images_per_identity: int = ranged(4, Range(1, 1000))
+    min_cosine: float = ranged(1.0, COSINE)          # perturb each image's identity vector to cosine ≥ this (1 = off)
     prompts: list = field(default_factory=list)   # passed per image as ``prompt`` when non-empty
     poses: Any = path_field(None, MODEL)   # pose bank, passed per image as ``pose``: "default", a photo folder, a file (idgen.synth.poses)
 
@@ -61,39 +67,52 @@ class FilterConfig:
     enabled: bool = True
     detector: str = path_field("dlib", MODEL)
     recognizer: Optional[str] = path_field("dlib", MODEL_SPEC)
-    det_size: int = 640
-    fallback_box: Optional[float] = None
-    threshold: Optional[float] = None  # keep an image when similarity to the reference ≥ this; null: the generator's default (FILTER_THRESHOLDS)
+    det_size: int = ranged(640, DET_SIZE)    # insightface detector input side
+    fallback_box: Optional[float] = ranged(None, BOX)  # where no face is detected, a centred box of this fraction of the image
+    threshold: Optional[float] = ranged(None, COSINE)  # keep an image when similarity to the reference ≥ this; null: the generator's default (FILTER_THRESHOLDS)
     reference: str = "auto"          # "target", "centroid", or "auto" (target when dims match)
-    duplicate_cosine: Optional[float] = None  # reject near-duplicates of kept images (e.g. 0.95)
-    max_retries: int = 3             # regenerate a rejected image at most this many times
+    duplicate_cosine: Optional[float] = ranged(None, COSINE)  # reject near-duplicates of kept images (e.g. 0.95)
+    max_retries: int = ranged(3, Range(0, 100))    # regenerate a rejected image at most this many times
 
 
 @dataclass
 class OutputConfig:
     formats: list = field(default_factory=lambda: ["imagefolder", "parquet", "webdataset"])
-    shard_size: int = 1000           # images per parquet / WebDataset shard
-    jpeg_quality: int = 95
+    #: images per parquet / WebDataset shard; at most 100,000: a shard is assembled in memory
+    shard_size: int = ranged(1000, Range(1, 100_000))
+    jpeg_quality: int = ranged(95, Range(1, 100))   # PIL's JPEG quality (above 95 mostly grows the files)
 
 
 @dataclass
 class RuntimeConfig:
-    batch_size: int = 16             # images per generator call (across identities)
-    queue_size: int = 2              # generated batches waiting for analysis
+    batch_size: int = ranged(16, DIFFUSION_BATCH)    # images per generator call (across identities)
+    queue_size: int = ranged(2, Range(1, 64))        # generated batches waiting for analysis (each held in memory)
     progress: bool = True
     device: Optional[str] = None     # default: the accelerate process's device
+
+
+#: The numeric keys of the ``generator`` mapping, checked whatever the generator type: ``height`` and
+#: ``width`` of the diffusion generators' renders, ``size`` of the photo generator's, the sampler's
+#: steps and guidance, the photo generator's ``failure_rate`` and ``key_seed``, the tiny models'
+#: ``embedding_dim`` and ``seed``.
+GENERATOR_RANGES = {
+    "height": (int, IMAGE_SIDE), "width": (int, IMAGE_SIDE), "size": (int, Range(8, 4096)),
+    "num_inference_steps": (int, DENOISING_STEPS), "guidance_scale": (float, Range(0)),
+    "failure_rate": (float, FRACTION), "key_seed": (int, SEED), "embedding_dim": (int, EMBEDDING_DIM),
+    "seed": (int, SEED),
+}
 
 
 @dataclass
 class SynthConfig:
     output: str = path_field("synthetic-faces")
-    seed: int = 0
+    seed: int = ranged(0, SEED)
     #: the generator factory's settings: ``type`` (a built-in generator, or one an installed package
     #: registers in the ``idgen.generators`` entry-point group; never a module to import) and that
     #: generator's own keys (``photos``: a folder, ``path`` and ``base``: hub ids or folders, …; see
     #: ``idgen.synth.generators.build_generator``)
     generator: dict = path_field(default_factory=lambda: {"type": "photo"},
-                                 rule={"photos": PATH, "path": MODEL, "base": MODEL})
+                                 rule={"photos": PATH, "path": MODEL, "base": MODEL}, ranges=GENERATOR_RANGES)
     identities: IdentityConfig = field(default_factory=IdentityConfig)
     variation: VariationConfig = field(default_factory=VariationConfig)
     filter: FilterConfig = field(default_factory=FilterConfig)
@@ -117,14 +136,15 @@ class SynthConfig:
 
     @classmethod
     def from_dict(cls, data: dict, source: str = "config") -> "SynthConfig":
-        try:
+        """The config of the settings ``data``; an error names ``source`` (where they came from)."""
+        with config_source(source):
             return build_dataclass(cls, data or {})
-        except ConfigError as exc:
-            raise ConfigError(f"{source}: {exc}") from None
 
     @classmethod
     def load(cls, path: str | os.PathLike | None = None, overrides: list[str] | None = None) -> "SynthConfig":
         """Read a YAML file (optional) and apply ``section.key=value`` overrides (YAML values);
-        relative paths in the file are relative to it, in overrides to the current directory."""
+        relative paths in the file are relative to it, in overrides to the current directory. An
+        error names the override or the file the bad value came from."""
         data = load_settings(cls, path, overrides or [])
-        return cls.from_dict(data, str(path) if path else "overrides")
+        with config_source(path, overrides or []):
+            return build_dataclass(cls, data)

@@ -246,7 +246,7 @@ class DatasetEngine:
         config = self.config
         mine = [i for i in range(self.rank, config.identities.count, self.world) if i not in done]
         per_identity = config.variation.images_per_identity
-        work: queue.Queue = queue.Queue(maxsize=max(1, config.runtime.queue_size))
+        work: queue.Queue = queue.Queue(maxsize=config.runtime.queue_size)
         feedback: queue.Queue = queue.Queue()
         worker = threading.Thread(target=self._worker, args=(work, feedback, journal), daemon=True)
         worker.start()

@@ -15,7 +15,8 @@ from dataclasses import dataclass, field
 from typing import Optional, Sequence
 
 
-from ..config import MODEL, MODEL_SPEC, build_dataclass, load_settings, path_field
+from ..config import (BOX, DENOISING_STEPS, DET_SIZE, DIFFUSION_BATCH, FRACTION, MODEL, MODEL_SPEC, SEED, UPSAMPLE,
+                      Range, build_dataclass, config_source, load_settings, path_field, ranged)
 from ..errors import ConfigError
 
 TASKS = ("id-adapter", "personalize", "vae", "id-model")
@@ -56,17 +57,19 @@ class DataConfig:
     faces_dir: Optional[str] = path_field(None)
     detector: str = path_field("dlib", MODEL)      # "dlib", an insightface pack name or folder
     recognizer: str = path_field("dlib", MODEL_SPEC)
-    det_size: int = 640
-    upsample: int = 0
+    det_size: int = ranged(640, DET_SIZE)     # insightface detector input side
+    upsample: int = ranged(0, UPSAMPLE)       # dlib detector upsampling (1 finds smaller faces)
     #: safetensors file of identity vectors keyed by file hash; default: one per recogniser under
     #: ``$XDG_CACHE_HOME/idgen/identities``.
     identity_cache: Optional[str] = path_field(None)
-    resolution: int = 512
+    #: side of the training crops in pixels (SD 1.5: 512): a multiple of 8; at most 1024 (SDXL's), as
+    #: every training image is held in memory at this size once read
+    resolution: int = ranged(512, Range(8, 1024, multiple_of=8))
     #: training crops put the five face landmarks on the ArcFace template shrunk by this factor about
     #: the crop centre: 1.0 is the recognisers' tight crop, 0.8 frames the head like FFHQ portraits.
-    face_scale: float = 0.8
+    face_scale: float = ranged(0.8, Range(at_most=2, above=0))
     #: probability of mirroring a training photo (faces are nearly symmetric; the identity is kept).
-    flip: float = 0.5
+    flip: float = ranged(0.5, FRACTION)
     #: identity vectors with flip test-time augmentation (the embedding of the mirrored crop added).
     recognizer_flip: bool = False
     #: people to leave out: files in LFW's ``people*.txt`` / ``pairs*.txt`` format (any whitespace-
@@ -83,9 +86,9 @@ class GeneratorLoraConfig:
     projections, saved for ``pipe.load_lora_weights`` (:mod:`idgen.training.lora`); not GS-LoRA's
     group-sparse LoRA on a recogniser (:class:`idgen.unlearn.config.GroupSparseLoraConfig`)."""
 
-    rank: int = 16
-    alpha: Optional[float] = None  # defaults to rank (scale 1)
-    dropout: float = 0.0
+    rank: int = ranged(16, Range(1, 1024))    # the adapters' inner size (their memory grows with it)
+    alpha: Optional[float] = ranged(None, Range(above=0))  # defaults to rank (scale 1)
+    dropout: float = ranged(0.0, Range(0, below=1))
     unet_targets: list = field(default_factory=lambda: ["to_q", "to_k", "to_v", "to_out.0"])
     text_encoder: bool = False
     text_encoder_targets: list = field(default_factory=lambda: ["q_proj", "k_proj", "v_proj", "out_proj"])
@@ -97,16 +100,16 @@ LoraConfig = GeneratorLoraConfig
 
 @dataclass
 class OptimConfig:
-    batch_size: int = 4
-    gradient_accumulation_steps: int = 1
-    max_steps: int = 1000
-    learning_rate: float = 1e-4
-    text_encoder_learning_rate: Optional[float] = None
+    batch_size: int = ranged(4, DIFFUSION_BATCH)   # images per step and process
+    gradient_accumulation_steps: int = ranged(1, Range(1, 1024))
+    max_steps: int = ranged(1000, Range(1))
+    learning_rate: float = ranged(1e-4, Range(above=0))
+    text_encoder_learning_rate: Optional[float] = ranged(None, Range(above=0))
     lr_scheduler: str = "constant_with_warmup"
-    lr_warmup_steps: int = 0
-    weight_decay: float = 1e-2
-    betas: list = field(default_factory=lambda: [0.9, 0.999])
-    max_grad_norm: float = 1.0
+    lr_warmup_steps: int = ranged(0, Range(0))
+    weight_decay: float = ranged(1e-2, Range(0))
+    betas: list[float] = ranged(default_factory=lambda: [0.9, 0.999], allowed=Range(0, below=1))  # AdamW's two betas
+    max_grad_norm: float = ranged(1.0, Range(above=0))   # gradients are clipped to this norm
     #: ``auto``: bitsandbytes' 8-bit AdamW when it is importable and training runs on a GPU;
     #: ``adamw8bit`` forces it (CPU too, bitsandbytes >= 0.50); ``adamw``: torch's.
     optimizer: str = "auto"
@@ -114,14 +117,14 @@ class OptimConfig:
     gradient_checkpointing: bool = False
     #: exponential moving average of the trained weights (``vae`` / ``id-model``), e.g. 0.999; the
     #: saved model and validation use the average. ``null``: no EMA.
-    ema_decay: Optional[float] = None
+    ema_decay: Optional[float] = ranged(None, Range(0, below=1))
     #: ``vae``: weight of the KL term next to the L1 reconstruction loss (SD's VAE used about 1e-6).
-    kl_weight: float = 1.0e-6
+    kl_weight: float = ranged(1.0e-6, Range(0))
     #: min-SNR-gamma loss weighting (Hang et al. 2023; 5.0 is their choice); ``null`` = plain MSE.
-    snr_gamma: Optional[float] = None
-    noise_offset: float = 0.0
+    snr_gamma: Optional[float] = ranged(None, Range(above=0))
+    noise_offset: float = ranged(0.0, FRACTION)   # offset noise (e.g. 0.05): brighter and darker images
     #: probability of replacing the identity by the empty prompt (classifier-free guidance dropout).
-    cfg_dropout: float = 0.1
+    cfg_dropout: float = ranged(0.1, FRACTION)
 
 
 @dataclass
@@ -130,18 +133,18 @@ class PriorConfig:
     what other people look like while it learns one."""
 
     enabled: bool = False
-    num_images: int = 50
-    weight: float = 1.0
-    num_inference_steps: int = 25
-    guidance_scale: float = 3.0
+    num_images: int = ranged(50, Range(1, 10_000))   # rendered once, then held in memory with the training images
+    weight: float = ranged(1.0, Range(0))
+    num_inference_steps: int = ranged(25, DENOISING_STEPS)
+    guidance_scale: float = ranged(3.0, Range(0))
 
 
 @dataclass
 class LoggingConfig:
-    checkpoint_every: int = 500
+    checkpoint_every: int = ranged(500, Range(1))   # steps between resumable checkpoints
     #: keep at most this many ``checkpoint-N`` folders (oldest removed); ``null`` keeps all.
-    checkpoints_total_limit: Optional[int] = 3
-    log_every: int = 1
+    checkpoints_total_limit: Optional[int] = ranged(3, Range(1))
+    log_every: int = ranged(1, Range(1))
 
 
 @dataclass
@@ -150,25 +153,26 @@ class ValidationConfig:
     faces_dir: Optional[str] = path_field(None)
     #: only these people's photos (files in the format of ``data.exclude_people``); empty: all.
     people: list = path_field(default_factory=list)
-    every: int = 500
-    num_identities: int = 4
-    images_per_identity: int = 2
-    num_inference_steps: int = 25
-    guidance_scale: float = 3.0
+    every: int = ranged(500, Range(1))           # steps between validations
+    #: validation photos rendered; all renders are one batch (at most 32 × 8 = 256 images)
+    num_identities: int = ranged(4, Range(1, 32))
+    images_per_identity: int = ranged(2, Range(1, 8))
+    num_inference_steps: int = ranged(25, DENOISING_STEPS)
+    guidance_scale: float = ranged(3.0, Range(0))
     #: the independent recogniser that scores renders; ``null`` reuses the data's.
     detector: Optional[str] = path_field(None, MODEL)
     recognizer: Optional[str] = path_field(None, MODEL_SPEC)
     #: renders where no face is detected are scored on a centred box this fraction of the image.
-    fallback_box: float = 0.8
+    fallback_box: float = ranged(0.8, BOX)
     #: dlib detector upsampling for the evaluation analyser (1 finds the faces of 64-pixel renders).
-    upsample: int = 0
+    upsample: int = ranged(0, UPSAMPLE)
 
 
 @dataclass
 class TrainConfig:
     task: str = "id-adapter"
     output_dir: str = path_field("runs/idgen")
-    seed: int = 0
+    seed: int = ranged(0, SEED)
     model: ModelConfig = field(default_factory=ModelConfig)
     data: DataConfig = field(default_factory=DataConfig)
     lora: GeneratorLoraConfig = field(default_factory=GeneratorLoraConfig)
@@ -184,22 +188,36 @@ class TrainConfig:
 def load_config(path: Optional[str | os.PathLike] = None, overrides: Sequence[str] = ()) -> TrainConfig:
     """Read a YAML config and apply ``section.key=value`` overrides (values parsed as YAML); relative
     paths in the file are relative to it, those in overrides to the current directory
-    (:func:`idgen.config.load_settings`)."""
-    config = build_dataclass(TrainConfig, load_settings(TrainConfig, path, overrides))
+    (:func:`idgen.config.load_settings`). An error names the override or the file the bad value came from."""
+    values = load_settings(TrainConfig, path, overrides)
+    with config_source(path, overrides):
+        config = build_dataclass(TrainConfig, values)
+        _check_choices(config)
+    return config
+
+
+def _check_choices(config: TrainConfig) -> None:
+    """The checks that involve names or several keys (the numbers are checked as they are read)."""
     if config.task not in TASKS:
-        raise ConfigError(f"unknown task {config.task!r}; choose one of {', '.join(TASKS)}")
+        raise ConfigError(f"unknown task {config.task!r}; choose one of {', '.join(TASKS)}", "task")
     if config.model.conditioning not in ("arc2face", "sd"):
-        raise ConfigError(f"model.conditioning must be 'arc2face' or 'sd', got {config.model.conditioning!r}")
+        raise ConfigError(f"model.conditioning must be 'arc2face' or 'sd', got {config.model.conditioning!r}",
+                          "model.conditioning")
     if config.task in ("id-adapter", "id-model") and config.model.conditioning != "arc2face":
-        raise ConfigError(f"task {config.task} learns identity conditioning: set model.conditioning: arc2face")
+        raise ConfigError(f"task {config.task} learns identity conditioning: set model.conditioning: arc2face",
+                          "model.conditioning")
     if config.task == "id-model" and not config.model.vae:
         raise ConfigError("task id-model needs model.vae: the vae/ folder of a `task: vae` run (or any "
-                          "diffusers AutoencoderKL folder)")
+                          "diffusers AutoencoderKL folder)", "model.vae")
     if config.task == "id-model" and not config.model.init and not config.model.unet_config:
         raise ConfigError("task id-model from scratch needs model.unet_config (UNet2DConditionModel arguments), "
-                          "or model.init: an Arc2Face pipeline folder to continue from")
+                          "or model.init: an Arc2Face pipeline folder to continue from", "model.unet_config")
     if config.optim.mixed_precision not in ("no", "fp16", "bf16"):
-        raise ConfigError(f"optim.mixed_precision must be no, fp16 or bf16, got {config.optim.mixed_precision!r}")
+        raise ConfigError(f"optim.mixed_precision must be no, fp16 or bf16, got {config.optim.mixed_precision!r}",
+                          "optim.mixed_precision")
     if config.optim.optimizer not in ("auto", "adamw", "adamw8bit"):
-        raise ConfigError(f"optim.optimizer must be auto, adamw or adamw8bit, got {config.optim.optimizer!r}")
-    return config
+        raise ConfigError(f"optim.optimizer must be auto, adamw or adamw8bit, got {config.optim.optimizer!r}",
+                          "optim.optimizer")
+    if len(config.optim.betas) != 2:
+        raise ConfigError(f"optim.betas must be two numbers (AdamW's beta1 and beta2), got {config.optim.betas}",
+                          "optim.betas")

@@ -9,8 +9,10 @@ import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from ..config import PATH, PathRule, apply_overrides, build_dataclass, load_settings, path_field
+from ..config import (FACE_BATCH, PATH, SEED, PathRule, Range, apply_overrides, build_dataclass,
+                      config_source, load_settings, path_field, ranged)
 from ..errors import ConfigError
+from ..models import model_config
 from ..recognition.data import FaceDataConfig
 from ..recognition.trainer import FIT_OPTIONS, RecognizerTrainConfig
 
@@ -25,12 +27,12 @@ class GroupSparseLoraConfig:
     group-lasso loss can switch whole groups off (:mod:`idgen.unlearn.lora`); not the generator LoRA a
     ``personalize`` run trains (:class:`idgen.training.config.GeneratorLoraConfig`)."""
 
-    rank: int = 8
-    alpha: float | None = None        # LoRA scaling numerator; None = rank (scale 1)
+    rank: int = ranged(8, Range(1, 1024))    # the adapters' inner size (their memory grows with it)
+    alpha: float | None = ranged(None, Range(above=0))   # LoRA scaling numerator; None = rank (scale 1)
     grouping: str = "block"           # "block", "lora" (A+B of one linear) or "matrix"
     target_pattern: str | None = None  # regex over module names; None = FFN linears found by structure
     target_parameters: list = field(default_factory=list)  # more weights, each its own group (["head.weight"])
-    zero_tol: float = 1e-3            # a group counts as zero when its norm is below this
+    zero_tol: float = ranged(1e-3, Range(0))   # a group counts as zero when its norm is below this
 
 
 #: The old name of :class:`GroupSparseLoraConfig`.
@@ -39,17 +41,17 @@ LoraConfig = GroupSparseLoraConfig
 
 @dataclass
 class ForgetConfig:
-    epochs: int = 20
-    batch_size: int = 64
-    forget_batch_size: int = 32
-    lr: float = 1e-2
-    beta: float = 0.15                # weight of the forgetting loss
-    bound: float = 40.0               # BND of ReLU(BND − CE_forget)
-    alpha: float = 0.01               # weight of the group-lasso structure loss
+    epochs: int = ranged(20, Range(1))
+    batch_size: int = ranged(64, FACE_BATCH)          # retained images per step
+    forget_batch_size: int = ranged(32, FACE_BATCH)   # forgotten images per step
+    lr: float = ranged(1e-2, Range(above=0))
+    beta: float = ranged(0.15, Range(0))              # weight of the forgetting loss
+    bound: float = ranged(40.0, Range(above=0))       # BND of ReLU(BND − CE_forget)
+    alpha: float = ranged(0.01, Range(0))             # weight of the group-lasso structure loss
     proximal: bool = True             # apply it as a group soft-threshold step (exact zeros), else as a loss term
-    warmup_epochs: int = 2            # epochs with alpha = 0
-    prototype_weight: float = 0.0     # > 0 turns GS-LoRA into GS-LoRA++
-    prototype_bound: float | None = None   # the push-away bound on prototype logits; None = ``bound``
+    warmup_epochs: int = ranged(2, Range(0))          # epochs with alpha = 0
+    prototype_weight: float = ranged(0.0, Range(0))   # > 0 turns GS-LoRA into GS-LoRA++
+    prototype_bound: float | None = ranged(None, Range(above=0))   # the push-away bound on prototype logits; None = ``bound``
     augment: bool = True
     lora: GroupSparseLoraConfig = field(default_factory=GroupSparseLoraConfig)
 
@@ -60,17 +62,19 @@ class TasksConfig:
     per task), or ``num_tasks`` × ``classes_per_task`` drawn with ``seed``."""
 
     identities: list | None = None
-    num_tasks: int = 1
-    classes_per_task: int = 1
-    seed: int = 0
-    shots: int | None = None          # few-shot: k training images per forgotten/retained class
-    missing_fraction: float = 0.0     # missing-class: share of retained classes with no data at all
+    num_tasks: int = ranged(1, Range(1))
+    classes_per_task: int = ranged(1, Range(1))
+    seed: int = ranged(0, SEED)
+    shots: int | None = ranged(None, Range(1))   # few-shot: k training images per forgotten/retained class
+    missing_fraction: float = ranged(0.0, Range(0, below=1))   # missing-class: share of retained classes with no data at all
 
 
 @dataclass
 class ModelConfig:
     path: str = path_field()           # recogniser folder: loaded if present, else trained and saved there
     preset: str | None = "cpu-small"
+    #: the Face Transformer's sizes on top of the preset (``idgen.models.FaceTransformerConfig``:
+    #: image_size, patch_size, dim, depth, heads, mlp_dim, embedding_dim, …), checked when the config is read
     overrides: dict = field(default_factory=dict)
     #: how the base model is trained when model.path holds none: the recogniser trainer's options
     #: (``idgen.recognition.RecognizerTrainConfig``, backbone face-transformer) that fit a model in memory:
@@ -83,9 +87,9 @@ class ModelConfig:
 @dataclass
 class BaselinesConfig:
     methods: list = field(default_factory=lambda: ["retrain", "finetune"])   # and/or "drop-classes"
-    retrain_epochs: int | None = None   # None = forget.epochs (the same training budget)
-    finetune_lr: float | None = None    # None = forget.lr (same hyper-parameters, all weights trainable)
-    finetune_bound: float | None = None  # None = forget.bound
+    retrain_epochs: int | None = ranged(None, Range(1))   # None = forget.epochs (the same training budget)
+    finetune_lr: float | None = ranged(None, Range(above=0))   # None = forget.lr (same hyper-parameters, all weights trainable)
+    finetune_bound: float | None = ranged(None, Range(above=0))   # None = forget.bound
 
 
 @dataclass
@@ -96,12 +100,12 @@ class SelectionConfig:
     bound (and α, γ), runs the whole task sequence on the rest and is scored by its mean H-Mean on
     the validation images; the best one is used for the reported run on the test images."""
 
-    val_per_class: int = 0            # 0: no validation split, lrs as configured
-    gs_lora_lrs: list = field(default_factory=list)    # candidates for forget.lr
-    finetune_lrs: list = field(default_factory=list)   # candidates for baselines.finetune_lr
-    bounds: list = field(default_factory=list)         # candidates for BND (forget.bound, baselines.finetune_bound)
-    alphas: list = field(default_factory=list)         # candidates for forget.alpha (GS-LoRA only)
-    prototype_weights: list = field(default_factory=list)  # candidates for forget.prototype_weight (GS-LoRA++ only)
+    val_per_class: int = ranged(0, Range(0))   # 0: no validation split, lrs as configured
+    gs_lora_lrs: list[float] = ranged(default_factory=list, allowed=Range(above=0))    # candidates for forget.lr
+    finetune_lrs: list[float] = ranged(default_factory=list, allowed=Range(above=0))   # candidates for baselines.finetune_lr
+    bounds: list[float] = ranged(default_factory=list, allowed=Range(above=0))   # candidates for BND (forget.bound, baselines.finetune_bound)
+    alphas: list[float] = ranged(default_factory=list, allowed=Range(0))   # candidates for forget.alpha (GS-LoRA only)
+    prototype_weights: list[float] = ranged(default_factory=list, allowed=Range(0))  # candidates for forget.prototype_weight (GS-LoRA++ only)
 
 
 @dataclass
@@ -116,24 +120,33 @@ class RunConfig:
     selection: SelectionConfig = field(default_factory=SelectionConfig)
     method: str = "gs-lora"            # "gs-lora" or "gs-lora++"
     task: str = "forget"               # lets training/train.py route this config here
-    seed: int = 0
-    repeats: int = 1                   # training seeds per run (seed, seed + 1, …): reports mean ± spread
+    seed: int = ranged(0, SEED)
+    repeats: int = ranged(1, Range(1, 100))   # training seeds per run (seed, seed + 1, …): reports mean ± spread
     save_model: bool = True
 
 
 def load_config(source: str | os.PathLike | dict, overrides: list[str] = ()) -> RunConfig:
     """A :class:`RunConfig` from a YAML file or a dict, with optional ``key.sub=value`` overrides.
     Relative paths in a file are relative to it; in a dict and in overrides, to the current
-    directory (:func:`idgen.config.load_settings`)."""
+    directory (:func:`idgen.config.load_settings`). An error names the override or the file the bad
+    value came from."""
     if isinstance(source, dict):
-        return build_dataclass(RunConfig, _face_transformer_training(
-            apply_overrides(copy.deepcopy(source), list(overrides), RunConfig)))
-    path = Path(source)
-    values = load_settings(RunConfig, path, overrides)
+        values, origin = apply_overrides(copy.deepcopy(source), list(overrides), RunConfig), "config"
+    else:
+        values, origin = load_settings(RunConfig, Path(source), overrides), Path(source)
+    with config_source(origin, overrides):
+        config = build_dataclass(RunConfig, _face_transformer_training(values))
+        _check_model_sizes(config)
+    return config
+
+
+def _check_model_sizes(config: RunConfig) -> None:
+    """The Face Transformer that ``model.preset`` and ``model.overrides`` describe for
+    ``data.image_size`` crops (as :func:`idgen.unlearn.run_forgetting` builds it) is a valid one."""
     try:
-        return build_dataclass(RunConfig, _face_transformer_training(values))
+        model_config(config.model.preset, **{"image_size": config.data.image_size, **config.model.overrides})
     except ConfigError as exc:
-        raise ConfigError(f"{path}: {exc}") from None
+        raise ConfigError(f"model.overrides: {exc}", "model.overrides") from None
 
 
 def _face_transformer_training(values: dict) -> dict:

@@ -47,6 +47,7 @@ from typing import Optional
 import torch
 from tqdm.auto import tqdm
 
+from ..config import SEED, Range, check_ranges, ranged
 from ..errors import ConfigError
 from ..identity import normalize, perturb, random_identities
 from ..io import LORA_WEIGHT_NAME, atomic_path, save_safetensors_atomic, write_json_atomic
@@ -70,25 +71,23 @@ class GeneratorForgetConfig:
     step, and LoRA on fc1 or fc2 alone gave no gain there (tried with the earlier squared retention
     loss). Not yet checked on real Arc2Face weights."""
 
-    rank: int = 4                   # LoRA rank; alpha = rank, so the saved weights need no metadata
-    steps: int = 300
-    lr: float = 1e-2
-    radius: float = 0.5             # forget every vector with cosine >= radius to a forgotten identity
-    nearby_per_identity: int = 8    # perturbed copies of each forgotten identity per step
-    random_per_step: int = 32       # fresh random identities per step in the retention term
-    beta: float = 0.5               # weight of the forgetting term
-    alpha: float = 1e-3             # weight of the group lasso
-    warmup_steps: int = 150         # steps with alpha = 0
+    rank: int = ranged(4, Range(1, 1024))   # LoRA rank; alpha = rank, so the saved weights need no metadata
+    steps: int = ranged(300, Range(1))
+    lr: float = ranged(1e-2, Range(above=0))
+    radius: float = ranged(0.5, Range(above=-1, below=1))   # forget every vector with cosine >= radius to a forgotten identity
+    #: perturbed copies of each forgotten identity per step (each step encodes them all at once, hence the caps)
+    nearby_per_identity: int = ranged(8, Range(1, 1024))
+    random_per_step: int = ranged(32, Range(1, 4096))   # fresh random identities per step in the retention term
+    beta: float = ranged(0.5, Range(0))     # weight of the forgetting term
+    alpha: float = ranged(1e-3, Range(0))   # weight of the group lasso
+    warmup_steps: int = ranged(150, Range(0))   # steps with alpha = 0
     grouping: str = "block"         # group-lasso groups: "block", "lora" or "matrix"
-    seed: int = 0
+    seed: int = ranged(0, SEED)
 
     def __post_init__(self):
-        if not -1.0 < self.radius < 1.0:
-            raise ConfigError(f"radius is a cosine and must lie in (-1, 1), got {self.radius}")
+        check_ranges(self)
         if self.grouping not in GROUPINGS:
             raise ConfigError(f"grouping must be one of {GROUPINGS}, not {self.grouping!r}")
-        if self.steps < 1 or self.rank < 1:
-            raise ConfigError(f"steps and rank must be positive, got steps={self.steps}, rank={self.rank}")
 
 
 @dataclass
