@@ -285,7 +285,7 @@ def test_forget_inputs_are_range_checked_with_the_range_in_the_message(tmp_path,
     try:
         root = face_folder(tmp_path / "faces", {"ann": 2, "bob": 2, "cid": 2})
         for count in (-1, 0, 3, 1.5):
-            with pytest.raises(ConfigError, match=f"how many to draw must be a whole number from 1 to 2, not {count}"):
+            with pytest.raises(ConfigError, match=f"how many to draw must be an integer from 1 to 2, not {count}"):
                 forget(tiny_hub, root, workspace, count=count)
         with pytest.raises(ConfigError, match=r"people to forget: \['zed'\] are not among the 3 people of faces "
                                               r"\(ann, bob, cid\)"):
@@ -300,12 +300,12 @@ def test_forget_inputs_are_range_checked_with_the_range_in_the_message(tmp_path,
 
 @pytest.mark.parametrize("seed", [2**70, -1, 1.5, float("nan"), float("inf")])
 def test_a_seed_out_of_range_is_refused_with_the_range(tiny_hub, seed):
-    message = f"seed must be a whole number from 0 to {actions.MAX_SEED}, not {seed}"
+    message = f"seed must be an integer from 0 to 4,294,967,295, not {seed}"
     with pytest.raises(ConfigError, match=message.replace("(", r"\(").replace(")", r"\)")):
         actions.random_identity(tiny_hub, seed)
     identity = actions.IdentityInput(vector=actions.normalize(__import__("torch").ones(128)))
-    with pytest.raises(ConfigError, match="seed must be a whole number from 0"):
+    with pytest.raises(ConfigError, match="seed must be an integer from 0 to 4,294,967,295"):
         actions.generate_images(tiny_hub, identity, seed=seed)
-    with pytest.raises(ConfigError, match="count must be a whole number of at least 1, not -1"):
+    with pytest.raises(ConfigError, match="count must be an integer ≥ 1, not -1"):
         actions.generate_images(tiny_hub, identity, count=-1)
     assert tiny_hub.loaded() == []     # refused before any model was loaded

@@ -24,6 +24,7 @@ import numpy as np
 import torch
 from PIL import Image
 
+from ..config import SEED, Range
 from ..errors import ConfigError, ImageReadError
 from ..identity import normalize, random_identities, slerp
 from ..io import atomic_folder, atomic_path
@@ -34,21 +35,15 @@ from .workspace import FolderLRU
 
 Progress = Callable[..., None]
 
-#: The largest seed: the largest integer a browser's number field holds exactly (2**53 − 1); torch
-#: takes it, and image k of a batch uses seed + k.
-MAX_SEED = 2**53 - 1
-
-
-def check_range(name: str, value, low: int, high: Optional[int] = None) -> int:
-    """``value`` as an int when it is a whole number in ``low`` … ``high`` (no upper end when None),
-    else a ConfigError that names ``name`` and the range."""
+def check_range(name: str, value, allowed: Range) -> int:
+    """``value`` as an int when it is a whole number that ``allowed`` allows (the ranges the config
+    files declare, e.g. :data:`~idgen.config.SEED`), else a ConfigError that names ``name`` and the range."""
     try:
         number = int(value)
     except (TypeError, ValueError, OverflowError):   # None, NaN, infinity
         number = None
-    if number is None or number != value or number < low or (high is not None and number > high):
-        span = f"a whole number from {low} to {high}" if high is not None else f"a whole number of at least {low}"
-        raise ConfigError(f"{name} must be {span}, not {value}")
+    if number is None or number != value or not allowed.allows(number):
+        raise ConfigError(f"{name} must be {allowed.describe(int)}, not {value}")
     return number
 
 
@@ -122,7 +117,7 @@ def identity_from_photos(hub: ModelHub, photos: Sequence) -> IdentityInput:
 
 
 def random_identity(hub: ModelHub, seed: int) -> IdentityInput:
-    generator = torch.Generator().manual_seed(check_range("seed", seed, 0, MAX_SEED))
+    generator = torch.Generator().manual_seed(check_range("seed", seed, SEED))
     return IdentityInput(random_identities(1, identity_dim(hub), generator=generator)[0])
 
 
@@ -203,7 +198,7 @@ def generate_images(hub: ModelHub, identity: IdentityInput, *, style: str = "arc
     prompt decides it), so it also draws random identities. InfiniteYou has no negative prompt
     (FLUX.1-dev's guidance is embedded, not classifier-free).
     """
-    count, seed = check_range("count", count, 1), check_range("seed", seed, 0, MAX_SEED)
+    count, seed = check_range("count", count, Range(1)), check_range("seed", seed, SEED)
     if style == "instantid" and not identity.faces:
         raise ConfigError("InstantID needs a face photo (it uses the face's keypoints); upload one")
     if style == "infiniteyou" and negative_prompt:
@@ -278,7 +273,7 @@ def make_dataset(hub: ModelHub, workdir: Path, *, identities: int = 4, images_pe
     """
     from ..synth import Arc2FaceGenerator
 
-    seed = check_range("seed", seed, 0, MAX_SEED)
+    seed = check_range("seed", seed, SEED)
     report = checked(progress, cancel)
     report(0.0, desc="loading models")
     generator = Arc2FaceGenerator(hub.arc2face(), num_inference_steps=int(steps), guidance_scale=float(guidance))
@@ -336,7 +331,7 @@ def forget_in_recognizer(hub: ModelHub, faces: FaceFolder, workdir: Path, recogn
     from ..recognition.data import list_identities
     from ..unlearn import run_forgetting
 
-    base_epochs, epochs = check_range("recogniser training epochs", base_epochs, 1), check_range("epochs", epochs, 1)
+    base_epochs, epochs = check_range("recogniser training epochs", base_epochs, Range(1)), check_range("epochs", epochs, Range(1))
     people = list_identities(faces.path, 1, faces.label)
     names = [name.strip() for name in identities if name.strip()]
     unknown = [name for name in names if name not in people]
@@ -347,7 +342,7 @@ def forget_in_recognizer(hub: ModelHub, faces: FaceFolder, workdir: Path, recogn
     if names:
         tasks = {"identities": [names]}
     else:
-        tasks = {"num_tasks": 1, "classes_per_task": check_range("how many to draw", count, 1, len(people) - 1)}
+        tasks = {"num_tasks": 1, "classes_per_task": check_range("how many to draw", count, Range(1, len(people) - 1))}
     run = Path(workdir) / "forgetting"
     with recognizers.use(f"recognizer-{face_folder_key(people)[:24]}-{base_epochs}") as cached:
         config = {
@@ -420,7 +415,7 @@ def forget_in_generator(hub: ModelHub, workdir: Path, photos: Sequence = (), *, 
     """
     from ..unlearn.generator import forget_identities as forget_in_encoder
 
-    seed = check_range("seed", seed, 0, MAX_SEED)
+    seed = check_range("seed", seed, SEED)
     identity = identity_from_photos(hub, photos) if photos else random_identity(hub, seed)
     report = checked(progress, cancel)
     report(0.0, desc="loading Arc2Face")

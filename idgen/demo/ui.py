@@ -24,6 +24,7 @@ from ..application import ModelHub, actions
 from ..application.face_folders import DATASET, default_source, face_sources, open_face_folder
 from ..application.jobs import CancelToken, JobCancelled
 from ..application.workspace import Workspace
+from ..config import SEED
 from ..errors import IdgenError
 
 logger = logging.getLogger(__name__)
@@ -99,7 +100,7 @@ def _paths(files) -> list[str]:
 
 
 def _seed_field(label: str = "seed") -> gr.Number:
-    return gr.Number(value=0, precision=0, minimum=0, maximum=actions.MAX_SEED, label=label)
+    return gr.Number(value=0, precision=0, minimum=0, maximum=SEED.at_most, label=label)
 
 
 def _sampling_controls(default_steps: int, fast_info: str):
