@@ -88,3 +88,21 @@ def test_generate_with_the_infiniteyou_style(faces_dir, tmp_path, capsys, monkey
         lines = [line for line in capsys.readouterr().err.splitlines() if line.startswith("idgen: error:")]
         assert len(lines) == 1 and reason in lines[0], (extra, lines)
     assert not (tmp_path / "bad").exists()
+
+
+def test_fast_is_refused_up_front_when_its_lcm_lora_is_not_here(tmp_path, capsys, monkeypatch):
+    """--fast without the LCM-LoRA on this machine: one line naming the download and the flag, before
+    any model or photo is loaded (no traceback, no network)."""
+    import huggingface_hub.constants
+
+    monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_CACHE", str(tmp_path / "empty-cache"))
+    for extra, reason in ((["--model", str(tmp_path / "saved")], "`hf download latent-consistency/lcm-lora-sdv1-5`"),
+                          (["--model", "mini"], "does not fit the embedded mini model"),
+                          (["--tiny", "--lcm-lora", str(tmp_path)], f"--lcm-lora {tmp_path}: no LoRA weights")):
+        code = main(["generate", "--face", str(tmp_path / "not-read.jpg"), "--fast", "--out", str(tmp_path / "out"),
+                     *extra])
+        err = capsys.readouterr().err
+        lines = [line for line in err.splitlines() if line.startswith("idgen: error:")]
+        assert code == 1 and len(lines) == 1 and reason in lines[0], (extra, err)
+        assert "Traceback" not in err
+    assert not (tmp_path / "out").exists()

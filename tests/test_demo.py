@@ -465,6 +465,85 @@ def test_tiny_page_says_what_the_fast_preset_does():
     assert ModelSettings().lcm_lora == "latent-consistency/lcm-lora-sdv1-5"
 
 
+@pytest.fixture
+def empty_hub_cache(tmp_path, monkeypatch):
+    """An empty Hugging Face cache: nothing is downloaded on this machine."""
+    import huggingface_hub.constants
+
+    cache = tmp_path / "hub-cache"
+    cache.mkdir()
+    monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_CACHE", str(cache))
+    return cache
+
+
+def _cache_lora(cache: Path, repo: str) -> None:
+    """Put ``repo``'s LoRA file into the hub cache the way a download does (refs/main → snapshot)."""
+    snapshot = cache / f"models--{repo.replace('/', '--')}" / "snapshots" / "abc123"
+    snapshot.mkdir(parents=True)
+    (snapshot / "pytorch_lora_weights.safetensors").write_bytes(b"weights")
+    (cache / f"models--{repo.replace('/', '--')}" / "refs").mkdir()
+    (cache / f"models--{repo.replace('/', '--')}" / "refs" / "main").write_text("abc123")
+
+
+def _fast_boxes_and_notes(demo):
+    import gradio as gr
+
+    boxes = [b for b in demo.blocks.values() if isinstance(b, gr.Checkbox) and "fast preset" in str(b.label)]
+    notes = [str(b.value) for b in demo.blocks.values() if isinstance(b, gr.Markdown)
+             and str(b.value).startswith("Fast preset")]
+    return boxes, notes
+
+
+def test_fast_preset_is_offered_only_when_its_lcm_lora_is_on_this_machine(empty_hub_cache, lcm_lora_folder, tmp_path):
+    from idgen.errors import ConfigError
+
+    # A saved Arc2Face pipeline (not loaded: building the page loads nothing) and no LCM-LoRA downloaded.
+    hub = ModelHub(ModelSettings(model=str(tmp_path / "saved-pipeline")))
+    problem = hub.settings.fast_preset_unavailable("arc2face")
+    assert "hf download latent-consistency/lcm-lora-sdv1-5" in problem and "--lcm-lora" in problem
+    boxes, notes = _fast_boxes_and_notes(build_demo(hub))
+    assert len(boxes) == 2 and not any(box.interactive for box in boxes)   # Generate and Mix
+    assert all("Not available for Arc2Face here" in n and "hf download latent-consistency/lcm-lora-sdv1-5" in n
+               for n in notes)
+    # Asked anyway (the API), it is refused before any model loads.
+    identity = actions.IdentityInput(torch.ones(512) / 512 ** 0.5)
+    with pytest.raises(ConfigError, match="hf download latent-consistency/lcm-lora-sdv1-5"):
+        actions.generate_images(hub, identity, fast=True)
+    assert hub.loaded() == []
+    # Once downloaded (in the hub cache), or named as a local folder, it is offered.
+    _cache_lora(empty_hub_cache, "latent-consistency/lcm-lora-sdv1-5")
+    assert hub.settings.fast_preset_unavailable("arc2face") is None
+    boxes, notes = _fast_boxes_and_notes(build_demo(hub))
+    assert all(box.interactive for box in boxes) and not any("Not available" in n for n in notes)
+    local = ModelSettings(model=str(tmp_path / "saved-pipeline"), lcm_lora=str(lcm_lora_folder))
+    assert local.fast_preset_unavailable("arc2face") is None
+    wrong = ModelSettings(model=str(tmp_path / "saved-pipeline"), lcm_lora=str(tmp_path))
+    assert "--lcm-lora" in wrong.fast_preset_unavailable("arc2face") and "no LoRA weights" in wrong.fast_preset_unavailable("arc2face")
+    # The SD 1.5 LCM-LoRA does not fit the embedded mini model, downloaded or not; InfiniteYou has none.
+    mini = ModelSettings(model="mini")
+    assert "mini model" in mini.fast_preset_unavailable("arc2face")
+    assert "InfiniteYou has none" in mini.fast_preset_unavailable("infiniteyou")
+    sdxl = ModelSettings(model=str(tmp_path / "saved-pipeline"), instantid="InstantX/InstantID")
+    assert "hf download latent-consistency/lcm-lora-sdxl" in sdxl.fast_preset_unavailable("instantid")
+
+
+def test_prompt_and_pose_fields_show_only_with_a_style_that_uses_them():
+    import gradio as gr
+
+    def shown(settings):
+        demo = build_demo(ModelHub(settings))
+        labels = {str(b.label).split(" (")[0]: b.visible for b in demo.blocks.values()
+                  if isinstance(b, (gr.Textbox, gr.File, gr.Radio)) and b.label}
+        return {name for name in ("style", "prompt", "negative prompt", "pose photo") if labels[name]}
+
+    assert shown(ModelSettings(model="mini")) == set()
+    assert shown(ModelSettings(model="mini", infiniteyou="ByteDance/InfiniteYou")) == {"style", "prompt", "pose photo"}
+    assert shown(ModelSettings(tiny=True)) == {"style", "prompt", "negative prompt", "pose photo"}
+    demo = build_demo(ModelHub(ModelSettings(model="mini")))
+    note = [str(b.value) for b in demo.blocks.values() if isinstance(b, gr.Markdown) and b.elem_id == "styles-note"]
+    assert len(note) == 1 and "--instantid" in note[0] and "--infiniteyou" in note[0]
+
+
 # ---------------------------------------------------------------------------- forgetting in the generator
 def test_forget_in_the_generator(served, faces_dir, tmp_path):
     from idgen.testing.tiny_arc2face import tiny_arc2face

@@ -144,16 +144,26 @@ def _step_callback(progress: Progress, images: int):
     return on_step_end
 
 
+def fast_preset_styles(hub: ModelHub) -> list[str]:
+    """The offered styles whose fast preset (LCM-LoRA) can run on this machine."""
+    offered = ["arc2face"] + (["instantid"] if hub.instantid_available else [])
+    return [style for style in offered if hub.settings.fast_preset_unavailable(style) is None]
+
+
 def fast_preset_description(hub: ModelHub) -> str:
-    """What the fast preset does with ``hub``'s settings, in one sentence for the page."""
+    """What the fast preset does with ``hub``'s settings, in one sentence for the page, and for each
+    offered style where it cannot run here, why and what to download."""
     from ..pipelines.pipeline_arc2face import LCM_PRESET as ARC2FACE
     from ..pipelines.pipeline_instantid import LCM_PRESET as INSTANTID
 
     s = hub.settings
     numbers = (f"{ARC2FACE['num_inference_steps']} steps at guidance {ARC2FACE['guidance_scale']:g} (Arc2Face), "
                f"{INSTANTID['num_inference_steps']} at {INSTANTID['guidance_scale']:g} (InstantID)")
-    loras = [f"`{lora}` into {name}" for name, lora in (("Arc2Face", s.lcm_lora), ("InstantID", s.lcm_lora_sdxl)) if lora]
-    missing = [name for name, lora in (("Arc2Face", s.lcm_lora), ("InstantID", s.lcm_lora_sdxl)) if not lora]
+    offered = [("Arc2Face", "arc2face", s.lcm_lora)] + ([("InstantID", "instantid", s.lcm_lora_sdxl)]
+                                                          if hub.instantid_available else [])
+    runs = set(fast_preset_styles(hub))
+    loras = [f"`{lora}` into {name}" for name, style, lora in offered if lora and style in runs]
+    missing = [name for name, style, lora in offered if not lora]
     text = f"Fast preset: {numbers}"
     if loras:
         text += f", with the LCM-LoRA {' and '.join(loras)} and the LCM scheduler"
@@ -161,7 +171,18 @@ def fast_preset_description(hub: ModelHub) -> str:
         text += (f". No LCM-LoRA for {' and '.join(missing)}"
                  + (" (none fits tiny random weights; name a folder with --lcm-lora / --lcm-lora-sdxl)" if s.tiny else "")
                  + ": there the preset only sets those steps and guidance")
-    return text + "."
+    text += "."
+    for name, style, _ in offered:
+        if style not in runs:
+            text += f" Not available for {name} here: {s.fast_preset_unavailable(style)}."
+    return text
+
+
+def check_fast_preset(hub: ModelHub, style: str) -> None:
+    """A ConfigError saying what to download when the fast preset cannot run for ``style`` here."""
+    problem = hub.settings.fast_preset_unavailable(style)
+    if problem:
+        raise ConfigError(problem)
 
 
 def pipeline_with_preset(hub: ModelHub, style: str, fast: bool):
@@ -169,13 +190,13 @@ def pipeline_with_preset(hub: ModelHub, style: str, fast: bool):
     asks for them, and the call settings the preset imposes (``{}`` when not fast).
 
     Without a configured LCM-LoRA (tiny mode by default) only the preset's steps and guidance apply.
-    InfiniteYou has no fast preset: no LCM-LoRA exists for FLUX.1-dev with InfuseNet."""
+    A preset that cannot run here (:meth:`ModelSettings.fast_preset_unavailable`: its LoRA not
+    downloaded; InfiniteYou, which has none) is refused before any model loads."""
     if style not in STYLES:
         raise ConfigError(f"unknown style {style!r}; choose one of {', '.join(STYLES)}")
+    if fast:
+        check_fast_preset(hub, style)
     if style == "infiniteyou":
-        if fast:
-            raise ConfigError("the fast preset (LCM-LoRA) is for Arc2Face and InstantID; InfiniteYou has none: "
-                              "untick it, or lower the steps instead")
         return hub.infiniteyou(), {}
     pipe = hub.arc2face() if style == "arc2face" else hub.instantid()
     lora = hub.settings.lcm_lora if style == "arc2face" else hub.settings.lcm_lora_sdxl

@@ -151,6 +151,30 @@ class ModelSettings:
             return f"the Arc2Face pipeline in {self.model}"
         return f"Arc2Face {self.arc2face} on {self.base}"
 
+    def fast_preset_unavailable(self, style: str) -> Optional[str]:
+        """``None`` when the fast preset (LCM-LoRA) can run for ``style`` on this machine, else one line
+        saying why and what to download, from where, with which flag. Looked up on disk only.
+
+        Without an LCM-LoRA setting (tiny mode) the preset only sets its steps and guidance, which
+        always runs. The published SD 1.5 LCM-LoRA does not fit the embedded mini model's UNet."""
+        if style == "infiniteyou":
+            return ("the fast preset (LCM-LoRA) is for Arc2Face and InstantID; InfiniteYou has none: "
+                    "untick it, or lower the steps instead")
+        name, flag = ("lcm_lora", "--lcm-lora") if style == "arc2face" else ("lcm_lora_sdxl", "--lcm-lora-sdxl")
+        lora = getattr(self, name)
+        if lora is None:
+            return None
+        published = lora == ENVIRONMENT[name][1]
+        if style == "arc2face" and published and self.arc2face_source() == "mini":
+            return (f"the fast preset's LCM-LoRA ({lora}) is distilled from SD 1.5 and does not fit the embedded "
+                    f"mini model: it needs the published Arc2Face ({MODEL_FLAGS['arc2face']})")
+        if lora_present(lora):
+            return None
+        if published:
+            return (f"the fast preset needs the LCM-LoRA {lora}, which is not on this machine: download it with "
+                    f"`hf download {lora}` (or name a downloaded copy with {flag} FOLDER)")
+        return f"{flag} {lora}: no LoRA weights (.safetensors) there; name a LoRA folder or file, or a downloaded hub id"
+
     def resolved_device(self) -> str:
         import torch
 
@@ -183,17 +207,31 @@ def _allowed_folder(path: str) -> str:
     return folder
 
 
-def published_arc2face_present(base: str, arc2face: str) -> bool:
-    """Whether the SD 1.5 base and the Arc2Face checkpoint are local folders or already in the hub
-    cache (looked up on disk only: deciding which model to run never touches the network)."""
+def _present(repo: str, filename: str) -> bool:
+    """Whether ``filename`` is in the local folder ``repo``, or in the hub cache of the hub id ``repo``
+    (looked up on disk only: deciding what can run never touches the network)."""
     from huggingface_hub import try_to_load_from_cache
 
-    def present(repo: str, filename: str) -> bool:
-        if os.path.isdir(repo):
-            return os.path.isfile(os.path.join(repo, filename))
-        return isinstance(try_to_load_from_cache(repo, filename), str)
+    if os.path.isdir(repo):
+        return os.path.isfile(os.path.join(repo, filename))
+    return isinstance(try_to_load_from_cache(repo, filename), str)
 
-    return present(base, "model_index.json") and present(arc2face, "arc2face/config.json")
+
+def published_arc2face_present(base: str, arc2face: str) -> bool:
+    """Whether the SD 1.5 base and the Arc2Face checkpoint are local folders or already in the hub cache."""
+    return _present(base, "model_index.json") and _present(arc2face, "arc2face/config.json")
+
+
+def lora_present(lora: str) -> bool:
+    """Whether the LoRA ``lora`` is on this machine: a ``.safetensors`` file, a folder holding one, or a
+    hub id whose ``pytorch_lora_weights.safetensors`` (the diffusers layout) is in the hub cache."""
+    from diffusers.loaders.lora_base import LORA_WEIGHT_NAME_SAFE
+
+    if os.path.isfile(lora):
+        return lora.endswith(".safetensors")
+    if os.path.isdir(lora):
+        return any(name.endswith(".safetensors") for name in os.listdir(lora))
+    return "/" in lora and _present(lora, LORA_WEIGHT_NAME_SAFE)
 
 
 class ModelHub:

@@ -30,7 +30,8 @@ def register(subparsers) -> None:
                         help=f"images to generate, {COUNT.describe()}, in one batch (default 4)")
     parser.add_argument("--fast", action="store_true",
                         help="LCM-LoRA preset: the LCM-LoRA (--lcm-lora / --lcm-lora-sdxl) and the LCM scheduler, "
-                             "4 steps at guidance 1 (Arc2Face) or 5 at 1.5 (InstantID)")
+                             "4 steps at guidance 1 (Arc2Face) or 5 at 1.5 (InstantID); refused unless the LCM-LoRA is "
+                             "downloaded (`hf download latent-consistency/lcm-lora-sdv1-5`, or name a folder)")
     add_sampling_options(parser)
     add_model_arguments(parser)
     parser.set_defaults(handler=run)
@@ -47,6 +48,8 @@ def run(args) -> int:
     if style == "arc2face" and (args.prompt or args.negative_prompt or args.pose):
         raise ConfigError("--prompt/--negative-prompt/--pose need the InstantID style (--instantid FOLDER) or the "
                           "InfiniteYou style (--infiniteyou FOLDER); Arc2Face's only condition is the identity")
+    if args.fast:
+        actions.check_fast_preset(hub, style)
     out = Path(args.out)
     print(f"idgen: {style}: {describe_style(style, hub.settings)}")
     if args.random_identity:

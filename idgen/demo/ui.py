@@ -23,6 +23,7 @@ import gradio as gr
 from ..application import ModelHub, actions
 from ..application.face_folders import DATASET, default_source, face_sources, open_face_folder
 from ..application.jobs import CancelToken, JobCancelled
+from ..application.models import MODEL_FLAGS
 from ..application.workspace import Workspace
 from ..config import SEED
 from ..errors import IdgenError
@@ -103,12 +104,15 @@ def _seed_field(label: str = "seed") -> gr.Number:
     return gr.Number(value=0, precision=0, minimum=0, maximum=SEED.at_most, label=label)
 
 
-def _sampling_controls(default_steps: int, fast_info: str):
+def _sampling_controls(default_steps: int, fast_info: str, fast_offered: bool):
+    """Seed, steps, guidance and the fast-preset checkbox, which is greyed out (the note under it says
+    what to download) when the preset cannot run here."""
     with gr.Row():
         seed = _seed_field()
         steps = gr.Slider(1, 50, value=default_steps, step=1, label="steps")
         guidance = gr.Slider(1.0, 10.0, value=3.0, step=0.5, label="guidance")
-        fast = gr.Checkbox(value=False, label="fast preset (LCM-LoRA)")
+        fast = gr.Checkbox(value=False, label="fast preset (LCM-LoRA)" + ("" if fast_offered else ": not available here"),
+                           interactive=fast_offered)
     gr.Markdown(fast_info)
     return seed, steps, guidance, fast
 
@@ -140,6 +144,8 @@ def build_demo(hub: ModelHub, workspace: Workspace | None = None) -> DemoBlocks:
     styles = ([("Arc2Face", "arc2face")] + ([("InstantID", "instantid")] if hub.instantid_available else [])
               + ([("InfiniteYou (FLUX)", "infiniteyou")] if hub.infiniteyou_available else []))
     fast_info = actions.fast_preset_description(hub)
+    fast_styles = actions.fast_preset_styles(hub)
+    prompted = hub.instantid_available or hub.infiniteyou_available   # the styles that take a prompt and a pose
 
     @friendly_errors
     def generate(photos, use_random, style, prompt, negative, pose, seed, steps, guidance, count, fast,
@@ -226,12 +232,17 @@ def build_demo(hub: ModelHub, workspace: Workspace | None = None) -> DemoBlocks:
                 with gr.Column():
                     photos = gr.File(file_count="multiple", label="face photo(s) of one person", elem_id="photos")
                     use_random = gr.Checkbox(value=False, label="random identity (ignore the photos)")
-                    style = gr.Radio(styles, value="arc2face", label="style")
-                    prompt = gr.Textbox(label="prompt (InstantID, InfiniteYou)",
+                    style = gr.Radio(styles, value="arc2face", label="style", visible=prompted)
+                    if not prompted:
+                        gr.Markdown(f"Style: Arc2Face, whose only condition is the identity. Text prompts and pose "
+                                    f"photos need InstantID ({MODEL_FLAGS['instantid']}) or InfiniteYou "
+                                    f"({MODEL_FLAGS['infiniteyou']}) when starting the demo.", elem_id="styles-note")
+                    prompt = gr.Textbox(label="prompt (InstantID, InfiniteYou)", visible=prompted,
                                         placeholder="a portrait photo, studio light")
-                    negative = gr.Textbox(label="negative prompt (InstantID)")
-                    pose = gr.File(label="pose photo (InstantID, InfiniteYou; optional)", file_count="single")
-                    seed, steps, guidance, fast = _sampling_controls(default_steps, fast_info)
+                    negative = gr.Textbox(label="negative prompt (InstantID)", visible=hub.instantid_available)
+                    pose = gr.File(label="pose photo (InstantID, InfiniteYou; optional)", file_count="single",
+                                   visible=prompted)
+                    seed, steps, guidance, fast = _sampling_controls(default_steps, fast_info, bool(fast_styles))
                     count = gr.Slider(1, 8, value=2, step=1, label="images")
                     go = gr.Button("Generate", variant="primary", elem_id="generate")
                 with gr.Column():
@@ -247,7 +258,8 @@ def build_demo(hub: ModelHub, workspace: Workspace | None = None) -> DemoBlocks:
                 photo_a = gr.File(label="face A", file_count="single")
                 photo_b = gr.File(label="face B", file_count="single")
             t = gr.Slider(0.0, 1.0, value=0.5, step=0.05, label="from A (0) to B (1), on the identity sphere")
-            seed_m, steps_m, guidance_m, fast_m = _sampling_controls(default_steps, fast_info)
+            seed_m, steps_m, guidance_m, fast_m = _sampling_controls(default_steps, fast_info,
+                                                                  "arc2face" in fast_styles)
             mixed = gr.Image(label="mixed identity", format="png")
             mix_status = gr.Markdown()
             gr.Button("Mix", variant="primary").click(
