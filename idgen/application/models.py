@@ -180,7 +180,7 @@ class ModelSettings:
 
         return self.device or ("cuda" if torch.cuda.is_available() else "cpu")
 
-    def torch_dtype(self):
+    def resolved_dtype(self):
         import torch
 
         if self.dtype:
@@ -236,7 +236,10 @@ def lora_present(lora: str) -> bool:
 
 class ModelHub:
     """Lazily built, shared models for the demo's tabs (thread-safe: the queue runs handlers in
-    worker threads, and two first clicks must not load a checkpoint twice)."""
+    worker threads, and two first clicks must not load a checkpoint twice).
+
+    Its pipelines have their own denoising progress bar turned off: the actions report each step
+    through their ``progress`` callback, so a job shows one bar."""
 
     def __init__(self, settings: Optional[ModelSettings] = None):
         self.settings = settings or ModelSettings.from_environment()
@@ -308,16 +311,17 @@ class ModelHub:
             elif source == "mini":
                 from ..pipelines.mini import load_mini_pipeline
 
-                pipe = load_mini_pipeline(s.resolved_device(), s.torch_dtype())
+                pipe = load_mini_pipeline(s.resolved_device(), s.resolved_dtype())
             else:
                 from ..pipelines import Arc2FacePipeline
 
                 if s.model:
-                    pipe = Arc2FacePipeline.from_pretrained(s.model, torch_dtype=s.torch_dtype())
+                    pipe = Arc2FacePipeline.from_pretrained(s.model, dtype=s.resolved_dtype())
                 else:
-                    pipe = Arc2FacePipeline.from_arc2face(s.base, s.arc2face, torch_dtype=s.torch_dtype())
+                    pipe = Arc2FacePipeline.from_arc2face(s.base, s.arc2face, dtype=s.resolved_dtype())
                 pipe.to(self.settings.resolved_device())
             pipe.set_face_analyzer(self.analyzer())
+            pipe.set_progress_bar_config(disable=True)
             return pipe
 
         return self._get("arc2face", build)
@@ -339,16 +343,15 @@ class ModelHub:
                 from ..testing import TEXT_WIDTH, tiny_instantid
 
                 pipe = tiny_instantid(embedding_dim=TEXT_WIDTH)   # dlib's 128-d embeddings in tiny mode
-                pipe.set_progress_bar_config(disable=False)
-                pipe.set_face_analyzer(self.analyzer())
-                return pipe
-            controlnet = ControlNetModel.from_pretrained(s.instantid, subfolder="ControlNetModel",
-                                                         torch_dtype=s.torch_dtype())
-            pipe = InstantIDPipeline.from_pretrained(s.instantid_base, controlnet=controlnet,
-                                                     torch_dtype=s.torch_dtype())
-            pipe.load_instantid_adapter(s.instantid)
-            pipe.to(s.resolved_device())
+            else:
+                controlnet = ControlNetModel.from_pretrained(s.instantid, subfolder="ControlNetModel",
+                                                             dtype=s.resolved_dtype())
+                pipe = InstantIDPipeline.from_pretrained(s.instantid_base, controlnet=controlnet,
+                                                         dtype=s.resolved_dtype())
+                pipe.load_instantid_adapter(s.instantid)
+                pipe.to(s.resolved_device())
             pipe.set_face_analyzer(self.analyzer())
+            pipe.set_progress_bar_config(disable=True)
             return pipe
 
         return self._get("instantid", build)
@@ -369,14 +372,14 @@ class ModelHub:
 
                 # the projection takes the tiny analyser's (dlib's) embeddings
                 pipe = tiny_infiniteyou(embedding_dim=self.analyzer().recognizer.embedding_size)
-                pipe.set_progress_bar_config(disable=False)
             else:
                 from ..pipelines import load_infiniteyou_pipeline
 
                 pipe = load_infiniteyou_pipeline(s.infiniteyou_base, s.infiniteyou, variant=s.infiniteyou_variant,
-                                                 torch_dtype=s.flux_dtype())
+                                                 dtype=s.flux_dtype())
                 pipe.to(s.resolved_device())
             pipe.set_face_analyzer(self.analyzer())
+            pipe.set_progress_bar_config(disable=True)
             return pipe
 
         return self._get("infiniteyou", build)

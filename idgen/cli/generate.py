@@ -42,7 +42,9 @@ def run(args) -> int:
 
     from ..application import ModelHub, actions, settings_from_args
     from ..io import write_json_atomic
+    from ..quiet import hide_loading_bars
 
+    hide_loading_bars()   # the one bar is the job's own, below
     hub = ModelHub(settings_from_args(args))
     style = chosen_style(args, hub.settings)
     if style == "arc2face" and (args.prompt or args.negative_prompt or args.pose):
@@ -59,9 +61,9 @@ def run(args) -> int:
     with tqdm(total=100, desc=f"{style}: {args.count} image(s)", unit="%") as bar:  # closed (own line) on errors too
 
         def progress(fraction, desc=None):
-            bar.update(int(fraction * 100) - bar.n)
             if desc:
                 bar.set_postfix_str(desc, refresh=False)
+            bar.update(int(fraction * 100) - bar.n)
 
         results = actions.generate_images(hub, identity, style=style, count=args.count, seed=args.seed,
                                           steps=args.steps, guidance=args.guidance, fast=args.fast, prompt=args.prompt,
