@@ -130,9 +130,54 @@ def test_random_identity_needs_no_photo(served):
 ])
 def test_bad_photos_give_a_friendly_message(served, bad_photos, name, expected):
     _, client = served
+    import gradio.utils
+
     message = _error_of(lambda: _generate(client, [bad_photos / name], count=1))
     assert expected.lower() in message.lower()
     assert "Traceback" not in message and "Something went wrong" not in message
+    # The upload's own name, not the server's copy of it; advice the page can act on.
+    assert name in message and f"/{name}" not in message and gradio.utils.get_upload_folder() not in message
+    assert "det_size" not in message and "upsample" not in message and "policy=" not in message
+
+
+def test_page_messages_name_the_upload_and_what_the_visitor_can_do():
+    import gradio.utils
+
+    from idgen.demo.ui import page_message
+    from idgen.errors import MultipleFacesError, NoFaceError
+    from idgen.faces.analyzer import SEVERAL_FACES_HINT, TIGHT_CROP_HINT
+
+    upload = f"{gradio.utils.get_upload_folder()}/0f3a9c1e/my photo.jpg"
+    assert page_message(NoFaceError(f"no face found in {upload}; {TIGHT_CROP_HINT}")) == (
+        "no face found in my photo.jpg; upload a photo where the whole face shows, with some background around "
+        "the head (tightly cropped faces are often missed)")
+    assert page_message(MultipleFacesError(f"2 faces found in {upload}; {SEVERAL_FACES_HINT}")) == (
+        "2 faces found in my photo.jpg; crop the photo to one person and upload it again")
+    assert page_message(NoFaceError("no face found in /data/me.jpg; x")) == "no face found in /data/me.jpg; x"
+
+
+def test_a_busy_port_is_said_and_the_next_free_one_used(capsys):
+    import socket
+
+    from idgen.demo.ui import free_port
+
+    with socket.socket() as busy:
+        busy.bind(("127.0.0.1", 0))
+        busy.listen()
+        taken = busy.getsockname()[1]
+        port = free_port("127.0.0.1", taken)
+    assert port > taken
+    assert capsys.readouterr().out.strip() == (f"idgen: port {taken} is in use; the demo serves on "
+                                               f"http://127.0.0.1:{port} instead (choose a port with --port)")
+    assert free_port("127.0.0.1", port) == port and capsys.readouterr().out == ""   # free: nothing said
+
+
+def test_random_identity_captions_do_not_mention_an_input():
+    import gradio as gr
+
+    demo = build_demo(ModelHub(ModelSettings(tiny=True)))
+    [gallery] = [b for b in demo.blocks.values() if isinstance(b, gr.Gallery) and b.elem_id == "gallery"]
+    assert "random identity" in gallery.label and "the input" not in gallery.label
 
 
 def test_no_photo_and_oversized_upload_are_refused(served, bad_photos):
@@ -620,6 +665,37 @@ def test_generation_reports_progress_per_step(faces_dir):
     fractions = [f for f, _ in updates]
     assert fractions == sorted(fractions) and fractions[-1] == 1.0
     assert [d for _, d in updates if "step" in d] == [f"denoising 1 image(s): step {k}/3" for k in (1, 2, 3)]
+
+
+def test_work_progress_says_how_far_and_how_long_is_left():
+    now = [100.0]
+    updates = []
+    work = actions.WorkProgress(lambda f, desc=None: updates.append((f, desc)), 10, lambda done: f"{done} of 10",
+                                start=0.1, end=0.9, clock=lambda: now[0])
+    now[0] = 110.0
+    work.advance(2)      # 2 units in 10 s: 8 left take 40 s
+    now[0] = 220.0
+    work.advance(2)      # 4 in 120 s: 6 left take 180 s
+    now[0] = 400.0
+    work.advance(7)      # more than planned (a refused image made again): the fraction stops at the end
+    assert updates == [(pytest.approx(0.26), "2 of 10 · about 40 s left"), (pytest.approx(0.42), "4 of 10 · about 3 min left"),
+                       (pytest.approx(0.9), "10 of 10 · about 0 s left")]
+    assert actions.time_left(3900) == "1 h 5 min"
+
+
+def test_dataset_progress_moves_with_every_denoising_step(tmp_path):
+    """The Dataset tab's bar: one update per denoising step of each batch, between 10 % and 90 %, each
+    saying how many images are done and the time left (it used to sit at 10 % for the whole run)."""
+    hub = ModelHub(ModelSettings(tiny=True))
+    updates = []
+    actions.make_dataset(hub, tmp_path, identities=3, images_per_identity=2, steps=3,
+                         progress=lambda f, desc=None: updates.append((f, desc)))
+    steps = [(f, d) for f, d in updates if "steps each" in d and "left" in d]
+    assert len(steps) == 2 * 3   # 6 images in batches of 4: two batches of 3 steps
+    fractions = [f for f, _ in steps]
+    assert fractions == sorted(fractions) and fractions[0] > 0.1 and fractions[-1] == pytest.approx(0.9)
+    assert steps[-1][1].startswith("generating 3×2 images (3 steps each): 6 of 6 done · about")
+    assert steps[2][1].startswith("generating 3×2 images (3 steps each): 4 of 6 done")   # the first batch of 4
 
 
 def test_models_come_from_flags_then_environment_then_defaults(monkeypatch):

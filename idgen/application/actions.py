@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import time
 import zipfile
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -133,6 +134,35 @@ def similarity_to(hub: ModelHub, image: Image.Image, identity: torch.Tensor) -> 
 
 def caption(similarity: Optional[float]) -> str:
     return "no face found in the result" if similarity is None else f"identity similarity {similarity:.3f}"
+
+
+def time_left(seconds: float) -> str:
+    """A duration in words a progress line can show: ``"40 s"``, ``"3 min"``, ``"1 h 5 min"``."""
+    seconds = max(0, round(seconds))
+    if seconds < 60:
+        return f"{seconds} s"
+    minutes = round(seconds / 60)
+    return f"{minutes} min" if minutes < 60 else f"{minutes // 60} h {minutes % 60} min"
+
+
+class WorkProgress:
+    """``total`` units of work (denoising steps of images, say) reported to ``progress`` as they are
+    done: the fraction runs from ``start`` to ``end``, and the description says how far the job is
+    and, from the rate so far, about how long it has left. Units beyond ``total`` (images a filter
+    refused and made again) keep the fraction at ``end``."""
+
+    def __init__(self, progress: Progress, total: int, describe: Callable[[int], str], *, start: float = 0.0,
+                 end: float = 1.0, clock: Callable[[], float] = time.monotonic):
+        self.progress, self.total, self.describe = progress, max(1, int(total)), describe
+        self.start, self.end, self.clock = start, end, clock
+        self.done, self.began = 0, clock()
+
+    def advance(self, units: int = 1) -> None:
+        self.done += units
+        left = (self.clock() - self.began) * max(0, self.total - self.done) / self.done
+        fraction = min(1.0, self.done / self.total)
+        self.progress(self.start + (self.end - self.start) * fraction,
+                      desc=f"{self.describe(min(self.done, self.total))} · about {time_left(left)} left")
 
 
 def _step_callback(progress: Progress, images: int):
@@ -297,7 +327,16 @@ def make_dataset(hub: ModelHub, workdir: Path, *, identities: int = 4, images_pe
     seed = check_range("seed", seed, SEED)
     report = checked(progress, cancel)
     report(0.0, desc="loading models")
-    generator = Arc2FaceGenerator(hub.arc2face(), num_inference_steps=int(steps), guidance_scale=float(guidance))
+    images, steps = int(identities) * int(images_per_identity), int(steps)
+    work = WorkProgress(report, images * steps, start=0.1, end=0.9, describe=lambda done: (
+        f"generating {identities}×{images_per_identity} images ({steps} steps each): {done // steps} of {images} done"))
+
+    def on_step_end(pipe, step, timestep, callback_kwargs):
+        work.advance(len(callback_kwargs["latents"]))   # one step of each image in the batch
+        return callback_kwargs
+
+    generator = Arc2FaceGenerator(hub.arc2face(), num_inference_steps=steps, guidance_scale=float(guidance),
+                                  callback_on_step_end=on_step_end)
     with atomic_folder(Path(workdir) / "dataset") as staging:
         stats = _dataset_into(staging, hub, generator, identities, images_per_identity, seed, report, cancel)
         report(0.9, desc="publishing")   # the last checkpoint: from here on the job runs to its end
@@ -316,7 +355,8 @@ def _dataset_into(out: Path, hub: ModelHub, generator, identities: int, images_p
     # which model made it and the filter gets that model's threshold (the mini model has its own)
     kind = "mini" if hub.settings.arc2face_source() == "mini" else "arc2face"
     config = SynthConfig.from_dict({
-        "output": str(out), "seed": int(seed), "generator": {"type": kind, **generator.call_kwargs},
+        "output": str(out), "seed": int(seed),
+        "generator": {"type": kind, **{k: generator.call_kwargs[k] for k in ("num_inference_steps", "guidance_scale")}},
         "identities": {"count": int(identities), "dim": identity_dim(hub), "steps": 50},
         "variation": {"images_per_identity": int(images_per_identity)},
         "filter": {"enabled": not hub.settings.tiny, "detector": hub.settings.detector if not hub.settings.tiny else "dlib",
