@@ -13,11 +13,21 @@ from .common import add_model_arguments, add_sampling_options, add_style_option,
 COUNT = Range(1, 64)
 
 
+#: How the model is chosen, for ``idgen generate --help``.
+MODEL_CHOICE = (
+    "Which model runs: the published Arc2Face (--base/--arc2face, 512x512) when its weights are "
+    "downloaded, else the embedded mini model (64x64 faces, offline, ships with idgen; --model mini "
+    "forces it). --model FOLDER runs a saved Arc2Face pipeline. --style instantid or infiniteyou "
+    "(default when --instantid or --infiniteyou is given) switches to those, which take a --prompt "
+    "and a --pose. The command prints the model it runs, and why, on its first line.")
+
+
 def register(subparsers) -> None:
     parser = subparsers.add_parser(
         "generate", help="generate images of a person from face photos (or of a random identity)",
         description="Generate images of the identity in --face (one person, one or more photos) with "
-                    "Arc2Face, or with a --prompt through InstantID (--instantid) or InfiniteYou (--infiniteyou).")
+                    "Arc2Face, or with a --prompt through InstantID (--instantid) or InfiniteYou (--infiniteyou).",
+        epilog=MODEL_CHOICE)
     source = parser.add_mutually_exclusive_group(required=True)
     source.add_argument("--face", action="append", metavar="PHOTO",
                         help="a photo of the person (repeat for several photos of the same person)")
