@@ -98,7 +98,8 @@ def test_fast_is_refused_up_front_when_its_lcm_lora_is_not_here(tmp_path, capsys
     monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_CACHE", str(tmp_path / "empty-cache"))
     for extra, reason in ((["--model", str(tmp_path / "saved")], "`hf download latent-consistency/lcm-lora-sdv1-5`"),
                           (["--model", "mini"], "does not fit the embedded mini model"),
-                          (["--tiny", "--lcm-lora", str(tmp_path)], f"--lcm-lora {tmp_path}: no LoRA weights")):
+                          (["--tiny", "--lcm-lora", str(tmp_path)], f"--lcm-lora {tmp_path}: no LoRA weights"),
+                          (["--tiny", "--lcm-lora", str(tmp_path / "missing")], "missing: no LoRA weights")):
         code = main(["generate", "--face", str(tmp_path / "not-read.jpg"), "--fast", "--out", str(tmp_path / "out"),
                      *extra])
         err = capsys.readouterr().err

@@ -698,6 +698,14 @@ def test_dataset_progress_moves_with_every_denoising_step(tmp_path):
     assert steps[2][1].startswith("generating 3×2 images (3 steps each): 4 of 6 done")   # the first batch of 4
 
 
+def test_forgetting_says_before_it_starts_whether_it_trains_the_recogniser():
+    people = {"a": [Path("1.jpg"), Path("2.jpg")], "b": [Path("3.jpg")]}
+    assert actions.forgetting_plan(people, 40, 10, trained=True) == (
+        "reusing the recogniser already trained on these 3 photos; then forgetting: 10 epochs")
+    assert actions.forgetting_plan(people, 40, 10, trained=False).startswith(
+        "training the recogniser on 3 photos of 2 people for 40 epochs (the long part")
+
+
 def test_models_come_from_flags_then_environment_then_defaults(monkeypatch):
     import app
 

@@ -416,14 +416,27 @@ def forget_in_recognizer(hub: ModelHub, faces: FaceFolder, workdir: Path, recogn
                        "lora": {"rank": 2, "grouping": "block"}},
             "baselines": {"methods": []},
         }
+        plan = forgetting_plan(people, base_epochs, epochs, trained=(cached / "model" / "model.safetensors").is_file())
         with atomic_folder(run) as staging:
-            checked(progress, cancel)(0.05, desc="training the recogniser (first run on these photos) and forgetting")
+            checked(progress, cancel)(0.05, desc=plan)
             with checkpoints(cancel):
                 report = run_forgetting({**config, "output_dir": str(staging)})
             checked(progress, cancel)(0.95, desc="publishing")   # the last checkpoint
     progress(1.0, desc="done")
     return {"report": report, "markdown": (run / "report.md").read_text(), "plot": run / "groups.png",
             "folder": run}
+
+
+def forgetting_plan(people: dict[str, list[Path]], base_epochs: int, epochs: int, trained: bool) -> str:
+    """What a Forget → Recogniser run is about to do, said before it starts: whether it trains the
+    recogniser (the long part) or reuses the one trained on these photos, and how many epochs each
+    part runs (the page's bars then count them)."""
+    photos = sum(len(files) for files in people.values())
+    forgetting = f"then forgetting: {epochs} epochs"
+    if trained:
+        return f"reusing the recogniser already trained on these {photos} photos; {forgetting}"
+    return (f"training the recogniser on {photos} photos of {len(people)} people for {base_epochs} epochs "
+            f"(the long part; later runs on these photos reuse it), {forgetting}")
 
 
 def face_folder_key(people: dict[str, list[Path]]) -> str:

@@ -167,7 +167,8 @@ class ModelSettings:
         published = lora == ENVIRONMENT[name][1]
         if style == "arc2face" and published and self.arc2face_source() == "mini":
             return (f"the fast preset's LCM-LoRA ({lora}) is distilled from SD 1.5 and does not fit the embedded "
-                    f"mini model: it needs the published Arc2Face ({MODEL_FLAGS['arc2face']})")
+                    f"mini model that runs here: it needs the published Arc2Face ({self.arc2face} on {self.base}, "
+                    f"downloaded; {MODEL_FLAGS['arc2face']})")
         if lora_present(lora):
             return None
         if published:
@@ -214,7 +215,10 @@ def _present(repo: str, filename: str) -> bool:
 
     if os.path.isdir(repo):
         return os.path.isfile(os.path.join(repo, filename))
-    return isinstance(try_to_load_from_cache(repo, filename), str)
+    try:
+        return isinstance(try_to_load_from_cache(repo, filename), str)
+    except ValueError:   # neither a folder nor a valid hub id (a missing path, say): not here
+        return False
 
 
 def published_arc2face_present(base: str, arc2face: str) -> bool:
@@ -231,7 +235,7 @@ def lora_present(lora: str) -> bool:
         return lora.endswith(".safetensors")
     if os.path.isdir(lora):
         return any(name.endswith(".safetensors") for name in os.listdir(lora))
-    return "/" in lora and _present(lora, LORA_WEIGHT_NAME_SAFE)
+    return _present(lora, LORA_WEIGHT_NAME_SAFE)
 
 
 class ModelHub:
