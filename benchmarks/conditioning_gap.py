@@ -50,7 +50,7 @@ def main() -> None:
     print("| model | " + " | ".join(f"t={t}" for t in args.timesteps) + " |")
     print("|---|" + "---|" * len(args.timesteps))
     for folder in args.model:
-        pipe = Arc2FacePipeline.from_pretrained(folder, torch_dtype=torch.float32)
+        pipe = Arc2FacePipeline.from_pretrained(folder, dtype=torch.float32)
         latents = pipe.vae.encode(pixels).latent_dist.mean * pipe.vae.config.scaling_factor
         own = pipe.encode_identity(identities)
         other = own.roll(1, dims=0)

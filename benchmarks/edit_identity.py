@@ -92,7 +92,7 @@ def main() -> None:
     scorers = {"dlib": FaceAnalyzer.from_backend("dlib", "dlib", fallback_box=0.42),
                "mobilefacenet": mini_face_analyzer(fallback_box=0.42)}
     if args.model:
-        pipe = Arc2FacePipeline.from_pretrained(args.model, torch_dtype=torch.float32).to("cuda" if torch.cuda.is_available() else "cpu")
+        pipe = Arc2FacePipeline.from_pretrained(args.model, dtype=torch.float32).to("cuda" if torch.cuda.is_available() else "cpu")
         pipe.set_face_analyzer(conditioning)
     else:
         pipe = load_mini_pipeline()

@@ -129,7 +129,7 @@ def main() -> None:
     photo1 = conditioning.analyze_many([str(p) for _, p, _ in people], on_missing="raise", progress=False)
     id_embeds = torch.from_numpy(np.stack([face.embedding for face in photo1]).astype(np.float32))
     if args.model:
-        pipe = Arc2FacePipeline.from_pretrained(args.model, torch_dtype=torch.float32)
+        pipe = Arc2FacePipeline.from_pretrained(args.model, dtype=torch.float32)
     else:
         pipe = load_mini_pipeline("cpu" if not torch.cuda.is_available() else None)
     pipe.set_progress_bar_config(disable=True)

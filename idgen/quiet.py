@@ -32,3 +32,13 @@ def silence_third_party_noise() -> None:
         logger = logging.getLogger(name)
         if not any(isinstance(f, _DropMessage) and f.text == text for f in logger.filters):
             logger.addFilter(_DropMessage(text))
+
+
+def hide_loading_bars() -> None:
+    """Turn off diffusers' and transformers' progress bars for loading checkpoints, for a command that
+    shows one progress bar of its own (the bars of downloads stay)."""
+    from diffusers.utils import logging as diffusers_logging
+    from transformers.utils import logging as transformers_logging
+
+    diffusers_logging.disable_progress_bar()
+    transformers_logging.disable_progress_bar()

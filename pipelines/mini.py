@@ -41,18 +41,18 @@ def mini_face_analyzer(**kwargs) -> FaceAnalyzer:
 
 
 def load_mini_pipeline(device: Optional[str | torch.device] = None,
-                       torch_dtype: Optional[torch.dtype] = None) -> Arc2FacePipeline:
+                       dtype: Optional[torch.dtype] = None) -> Arc2FacePipeline:
     """The embedded model as an :class:`Arc2FacePipeline`, its face analyser set, so that
     ``pipe(face_images=[photo])`` works offline.
 
-    ``device``: default CUDA when available, else CPU. ``torch_dtype``: default float16 on CUDA and
+    ``device``: default CUDA when available, else CPU. ``dtype``: default float16 on CUDA and
     float32 elsewhere (the weights are stored in float16; CPUs run float32 faster).
     """
     if not (MINI_MODEL_DIR / "model_index.json").is_file():
         raise ModelFilesMissingError(f"the embedded mini model is missing from {MINI_MODEL_DIR}; "
                                      "reinstall idgen (the wheel ships it as package data)")
     device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
-    dtype = torch_dtype or (torch.float16 if device.type == "cuda" else torch.float32)
-    pipe = Arc2FacePipeline.from_pretrained(os.fspath(MINI_MODEL_DIR), torch_dtype=dtype).to(device)
+    dtype = dtype or (torch.float16 if device.type == "cuda" else torch.float32)
+    pipe = Arc2FacePipeline.from_pretrained(os.fspath(MINI_MODEL_DIR), dtype=dtype).to(device)
     pipe.set_face_analyzer(mini_face_analyzer())
     return pipe

@@ -82,7 +82,7 @@ class Arc2FaceMixin(LCMLoRAMixin, FaceInputMixin):
     # ------------------------------------------------------------------ loading
     @classmethod
     def from_arc2face(cls, base_model: Union[str, os.PathLike], arc2face_model: Union[str, os.PathLike], *,
-                      torch_dtype: Optional[torch.dtype] = None, unet_subfolder: str = "arc2face",
+                      dtype: Optional[torch.dtype] = None, unet_subfolder: str = "arc2face",
                       encoder_subfolder: str = "encoder", **kwargs) -> "Arc2FacePipeline":
         """Assemble the pipeline from an SD 1.5 base and an Arc2Face checkpoint, the way the
         reference does: ``arc2face_model`` (hub id such as ``"FoivosPar/Arc2Face"`` or a folder) holds
@@ -95,13 +95,13 @@ class Arc2FaceMixin(LCMLoRAMixin, FaceInputMixin):
         """
         hub = {k: kwargs[k] for k in ("cache_dir", "local_files_only", "token") if k in kwargs}
         unet = UNet2DConditionModel.from_pretrained(arc2face_model, subfolder=unet_subfolder,
-                                                    torch_dtype=torch_dtype, **hub)
+                                                    dtype=dtype, **hub)
         text_encoder = CLIPTextModel.from_pretrained(arc2face_model, subfolder=encoder_subfolder,
-                                                     torch_dtype=torch_dtype, **hub)
+                                                     dtype=dtype, **hub)
         kwargs.setdefault("safety_checker", None)
         kwargs.setdefault("feature_extractor", None)
         kwargs.setdefault("requires_safety_checker", kwargs["safety_checker"] is not None)
-        pipe = cls.from_pretrained(base_model, unet=unet, text_encoder=text_encoder, torch_dtype=torch_dtype,
+        pipe = cls.from_pretrained(base_model, unet=unet, text_encoder=text_encoder, dtype=dtype,
                                    **kwargs)
         pipe.scheduler = DPMSolverMultistepScheduler.from_config(pipe.scheduler.config)
         return pipe

@@ -246,10 +246,10 @@ class InfiniteYouPipeline(InfiniteYouMixin, FluxControlNetPipeline):
 
     >>> variant = "infu_flux_v1.0/aes_stage2"
     >>> infusenet = FluxControlNetModel.from_pretrained("ByteDance/InfiniteYou", subfolder=f"{variant}/InfuseNetModel",
-    ...                                                  torch_dtype=torch.bfloat16)
+    ...                                                  dtype=torch.bfloat16)
     >>> projection = InfiniteYouProjection.from_infiniteyou("ByteDance/InfiniteYou", variant="aes_stage2")
     >>> pipe = InfiniteYouPipeline.from_pretrained("black-forest-labs/FLUX.1-dev", controlnet=infusenet,
-    ...                                            identity_projection=projection, torch_dtype=torch.bfloat16)
+    ...                                            identity_projection=projection, dtype=torch.bfloat16)
     >>> pipe.set_face_analyzer(FaceAnalyzer.from_backend("antelopev2", "pack"))
     >>> image = pipe("a portrait in a garden", face_images="me.jpg").images[0]
 
@@ -273,7 +273,7 @@ class InfiniteYouPipeline(InfiniteYouMixin, FluxControlNetPipeline):
 
 
 def load_infiniteyou_pipeline(base: str = "black-forest-labs/FLUX.1-dev", infiniteyou: str = INFINITEYOU_REPO, *,
-                              variant: str = "aes_stage2", torch_dtype: torch.dtype = torch.bfloat16,
+                              variant: str = "aes_stage2", dtype: torch.dtype = torch.bfloat16,
                               infusenet_quantization_config=None, **kwargs) -> InfiniteYouPipeline:
     """FLUX.1-dev with one InfiniteYou variant's InfuseNet and identity projection, each by hub id or
     local folder, the published files unchanged.
@@ -287,11 +287,11 @@ def load_infiniteyou_pipeline(base: str = "black-forest-labs/FLUX.1-dev", infini
     subfolder = infiniteyou_subfolder(variant)
     try:
         infusenet = FluxControlNetModel.from_pretrained(infiniteyou, subfolder=f"{subfolder}/InfuseNetModel",
-                                                        torch_dtype=torch_dtype,
+                                                        dtype=dtype,
                                                         quantization_config=infusenet_quantization_config)
     except OSError as error:
         raise ModelFilesMissingError(f"cannot load InfuseNet ({subfolder}/InfuseNetModel) from {infiniteyou}: "
                                      f"{error}; download {INFINITEYOU_REPO} and pass its folder") from error
-    projection = InfiniteYouProjection.from_infiniteyou(infiniteyou, variant=variant).to(dtype=torch_dtype)
+    projection = InfiniteYouProjection.from_infiniteyou(infiniteyou, variant=variant).to(dtype=dtype)
     return InfiniteYouPipeline.from_pretrained(base, controlnet=infusenet, identity_projection=projection,
-                                               torch_dtype=torch_dtype, **kwargs)
+                                               dtype=dtype, **kwargs)

@@ -273,7 +273,7 @@ class InstantIDPipeline(InstantIDMixin, StableDiffusionXLControlNetPipeline):
 
     >>> identitynet = ControlNetModel.from_pretrained("InstantX/InstantID", subfolder="ControlNetModel")
     >>> pipe = InstantIDPipeline.from_pretrained("stabilityai/stable-diffusion-xl-base-1.0",
-    ...                                          controlnet=identitynet, torch_dtype=torch.float16)
+    ...                                          controlnet=identitynet, dtype=torch.float16)
     >>> pipe.load_instantid_adapter("InstantX/InstantID")          # ip-adapter.bin
     >>> pipe.set_face_analyzer(FaceAnalyzer.from_backend("antelopev2", "pack"))
     >>> image = pipe("a watercolour portrait", face_images="me.jpg", pose_image="pose.jpg").images[0]

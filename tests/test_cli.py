@@ -141,3 +141,19 @@ def test_failures_are_one_line_with_a_reason(tmp_path, faces_dir, capsys):
         assert main(argv) == 1, argv
         errors = [line for line in capsys.readouterr().err.splitlines() if line.startswith("idgen: error:")]
         assert len(errors) == 1 and reason in errors[0], (argv, errors)  # (library warnings may precede it)
+
+
+def test_generate_help_says_which_model_runs_and_how_to_choose(capsys):
+    import pytest
+
+    with pytest.raises(SystemExit):
+        main(["generate", "--help"])
+    text = " ".join(capsys.readouterr().out.split())
+    assert "embedded mini model (64x64 faces, offline" in text and "--model mini forces it" in text
+    assert "--model FOLDER runs a saved Arc2Face pipeline" in text and "--style instantid or infiniteyou" in text
+    assert "'mini' (the embedded model" in text   # the --model flag itself names the choice
+    from idgen.application import ModelSettings
+    from idgen.cli.common import describe_style
+
+    assert describe_style("instantid", ModelSettings(instantid="InstantX/InstantID")).endswith("(--instantid is set)")
+    assert describe_style("arc2face", ModelSettings(model="mini")).startswith("the embedded mini model")

@@ -88,3 +88,42 @@ def test_generate_with_the_infiniteyou_style(faces_dir, tmp_path, capsys, monkey
         lines = [line for line in capsys.readouterr().err.splitlines() if line.startswith("idgen: error:")]
         assert len(lines) == 1 and reason in lines[0], (extra, lines)
     assert not (tmp_path / "bad").exists()
+
+
+def test_fast_is_refused_up_front_when_its_lcm_lora_is_not_here(tmp_path, capsys, monkeypatch):
+    """--fast without the LCM-LoRA on this machine: one line naming the download and the flag, before
+    any model or photo is loaded (no traceback, no network)."""
+    import huggingface_hub.constants
+
+    monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_CACHE", str(tmp_path / "empty-cache"))
+    for extra, reason in ((["--model", str(tmp_path / "saved")], "`hf download latent-consistency/lcm-lora-sdv1-5`"),
+                          (["--model", "mini"], "does not fit the embedded mini model"),
+                          (["--tiny", "--lcm-lora", str(tmp_path)], f"--lcm-lora {tmp_path}: no LoRA weights"),
+                          (["--tiny", "--lcm-lora", str(tmp_path / "missing")], "missing: no LoRA weights")):
+        code = main(["generate", "--face", str(tmp_path / "not-read.jpg"), "--fast", "--out", str(tmp_path / "out"),
+                     *extra])
+        err = capsys.readouterr().err
+        lines = [line for line in err.splitlines() if line.startswith("idgen: error:")]
+        assert code == 1 and len(lines) == 1 and reason in lines[0], (extra, err)
+        assert "Traceback" not in err
+    assert not (tmp_path / "out").exists()
+
+
+def test_generate_prints_one_progress_bar_and_no_future_warning(tmp_path):
+    """A new user's first command (the embedded mini model, loaded with from_pretrained): idgen's own bar
+    only (no pipeline-loading, weight-loading or denoising bars nested in it), and no deprecation noise."""
+    import os
+    import re
+    import subprocess
+    import sys
+
+    env = {**os.environ, "HF_HUB_OFFLINE": "1"}
+    env.pop("PYTHONWARNINGS", None)
+    done = subprocess.run([sys.executable, "-m", "idgen.cli", "generate", "--model", "mini", "--random-identity",
+                           "--count", "1", "--steps", "2", "--out", str(tmp_path / "out")],
+                          capture_output=True, text=True, env=env, timeout=600)
+    assert done.returncode == 0, done.stderr
+    assert "FutureWarning" not in done.stderr and "Warning" not in done.stderr, done.stderr
+    bars = [s.strip() for s in re.split(r"[\r\n]", done.stderr) if re.search(r"\|\s*\d+/\d+ \[", s)]
+    assert bars and all(bar.startswith("arc2face: 1 image(s):") for bar in bars), bars
+    assert bars[-1].startswith("arc2face: 1 image(s): 100%")

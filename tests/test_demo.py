@@ -130,9 +130,54 @@ def test_random_identity_needs_no_photo(served):
 ])
 def test_bad_photos_give_a_friendly_message(served, bad_photos, name, expected):
     _, client = served
+    import gradio.utils
+
     message = _error_of(lambda: _generate(client, [bad_photos / name], count=1))
     assert expected.lower() in message.lower()
     assert "Traceback" not in message and "Something went wrong" not in message
+    # The upload's own name, not the server's copy of it; advice the page can act on.
+    assert name in message and f"/{name}" not in message and gradio.utils.get_upload_folder() not in message
+    assert "det_size" not in message and "upsample" not in message and "policy=" not in message
+
+
+def test_page_messages_name_the_upload_and_what_the_visitor_can_do():
+    import gradio.utils
+
+    from idgen.demo.ui import page_message
+    from idgen.errors import MultipleFacesError, NoFaceError
+    from idgen.faces.analyzer import SEVERAL_FACES_HINT, TIGHT_CROP_HINT
+
+    upload = f"{gradio.utils.get_upload_folder()}/0f3a9c1e/my photo.jpg"
+    assert page_message(NoFaceError(f"no face found in {upload}; {TIGHT_CROP_HINT}")) == (
+        "no face found in my photo.jpg; upload a photo where the whole face shows, with some background around "
+        "the head (tightly cropped faces are often missed)")
+    assert page_message(MultipleFacesError(f"2 faces found in {upload}; {SEVERAL_FACES_HINT}")) == (
+        "2 faces found in my photo.jpg; crop the photo to one person and upload it again")
+    assert page_message(NoFaceError("no face found in /data/me.jpg; x")) == "no face found in /data/me.jpg; x"
+
+
+def test_a_busy_port_is_said_and_the_next_free_one_used(capsys):
+    import socket
+
+    from idgen.demo.ui import free_port
+
+    with socket.socket() as busy:
+        busy.bind(("127.0.0.1", 0))
+        busy.listen()
+        taken = busy.getsockname()[1]
+        port = free_port("127.0.0.1", taken)
+    assert port > taken
+    assert capsys.readouterr().out.strip() == (f"idgen: port {taken} is in use; the demo serves on "
+                                               f"http://127.0.0.1:{port} instead (choose a port with --port)")
+    assert free_port("127.0.0.1", port) == port and capsys.readouterr().out == ""   # free: nothing said
+
+
+def test_random_identity_captions_do_not_mention_an_input():
+    import gradio as gr
+
+    demo = build_demo(ModelHub(ModelSettings(tiny=True)))
+    [gallery] = [b for b in demo.blocks.values() if isinstance(b, gr.Gallery) and b.elem_id == "gallery"]
+    assert "random identity" in gallery.label and "the input" not in gallery.label
 
 
 def test_no_photo_and_oversized_upload_are_refused(served, bad_photos):
@@ -465,6 +510,85 @@ def test_tiny_page_says_what_the_fast_preset_does():
     assert ModelSettings().lcm_lora == "latent-consistency/lcm-lora-sdv1-5"
 
 
+@pytest.fixture
+def empty_hub_cache(tmp_path, monkeypatch):
+    """An empty Hugging Face cache: nothing is downloaded on this machine."""
+    import huggingface_hub.constants
+
+    cache = tmp_path / "hub-cache"
+    cache.mkdir()
+    monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_CACHE", str(cache))
+    return cache
+
+
+def _cache_lora(cache: Path, repo: str) -> None:
+    """Put ``repo``'s LoRA file into the hub cache the way a download does (refs/main → snapshot)."""
+    snapshot = cache / f"models--{repo.replace('/', '--')}" / "snapshots" / "abc123"
+    snapshot.mkdir(parents=True)
+    (snapshot / "pytorch_lora_weights.safetensors").write_bytes(b"weights")
+    (cache / f"models--{repo.replace('/', '--')}" / "refs").mkdir()
+    (cache / f"models--{repo.replace('/', '--')}" / "refs" / "main").write_text("abc123")
+
+
+def _fast_boxes_and_notes(demo):
+    import gradio as gr
+
+    boxes = [b for b in demo.blocks.values() if isinstance(b, gr.Checkbox) and "fast preset" in str(b.label)]
+    notes = [str(b.value) for b in demo.blocks.values() if isinstance(b, gr.Markdown)
+             and str(b.value).startswith("Fast preset")]
+    return boxes, notes
+
+
+def test_fast_preset_is_offered_only_when_its_lcm_lora_is_on_this_machine(empty_hub_cache, lcm_lora_folder, tmp_path):
+    from idgen.errors import ConfigError
+
+    # A saved Arc2Face pipeline (not loaded: building the page loads nothing) and no LCM-LoRA downloaded.
+    hub = ModelHub(ModelSettings(model=str(tmp_path / "saved-pipeline")))
+    problem = hub.settings.fast_preset_unavailable("arc2face")
+    assert "hf download latent-consistency/lcm-lora-sdv1-5" in problem and "--lcm-lora" in problem
+    boxes, notes = _fast_boxes_and_notes(build_demo(hub))
+    assert len(boxes) == 2 and not any(box.interactive for box in boxes)   # Generate and Mix
+    assert all("Not available for Arc2Face here" in n and "hf download latent-consistency/lcm-lora-sdv1-5" in n
+               for n in notes)
+    # Asked anyway (the API), it is refused before any model loads.
+    identity = actions.IdentityInput(torch.ones(512) / 512 ** 0.5)
+    with pytest.raises(ConfigError, match="hf download latent-consistency/lcm-lora-sdv1-5"):
+        actions.generate_images(hub, identity, fast=True)
+    assert hub.loaded() == []
+    # Once downloaded (in the hub cache), or named as a local folder, it is offered.
+    _cache_lora(empty_hub_cache, "latent-consistency/lcm-lora-sdv1-5")
+    assert hub.settings.fast_preset_unavailable("arc2face") is None
+    boxes, notes = _fast_boxes_and_notes(build_demo(hub))
+    assert all(box.interactive for box in boxes) and not any("Not available" in n for n in notes)
+    local = ModelSettings(model=str(tmp_path / "saved-pipeline"), lcm_lora=str(lcm_lora_folder))
+    assert local.fast_preset_unavailable("arc2face") is None
+    wrong = ModelSettings(model=str(tmp_path / "saved-pipeline"), lcm_lora=str(tmp_path))
+    assert "--lcm-lora" in wrong.fast_preset_unavailable("arc2face") and "no LoRA weights" in wrong.fast_preset_unavailable("arc2face")
+    # The SD 1.5 LCM-LoRA does not fit the embedded mini model, downloaded or not; InfiniteYou has none.
+    mini = ModelSettings(model="mini")
+    assert "mini model" in mini.fast_preset_unavailable("arc2face")
+    assert "InfiniteYou has none" in mini.fast_preset_unavailable("infiniteyou")
+    sdxl = ModelSettings(model=str(tmp_path / "saved-pipeline"), instantid="InstantX/InstantID")
+    assert "hf download latent-consistency/lcm-lora-sdxl" in sdxl.fast_preset_unavailable("instantid")
+
+
+def test_prompt_and_pose_fields_show_only_with_a_style_that_uses_them():
+    import gradio as gr
+
+    def shown(settings):
+        demo = build_demo(ModelHub(settings))
+        labels = {str(b.label).split(" (")[0]: b.visible for b in demo.blocks.values()
+                  if isinstance(b, (gr.Textbox, gr.File, gr.Radio)) and b.label}
+        return {name for name in ("style", "prompt", "negative prompt", "pose photo") if labels[name]}
+
+    assert shown(ModelSettings(model="mini")) == set()
+    assert shown(ModelSettings(model="mini", infiniteyou="ByteDance/InfiniteYou")) == {"style", "prompt", "pose photo"}
+    assert shown(ModelSettings(tiny=True)) == {"style", "prompt", "negative prompt", "pose photo"}
+    demo = build_demo(ModelHub(ModelSettings(model="mini")))
+    note = [str(b.value) for b in demo.blocks.values() if isinstance(b, gr.Markdown) and b.elem_id == "styles-note"]
+    assert len(note) == 1 and "--instantid" in note[0] and "--infiniteyou" in note[0]
+
+
 # ---------------------------------------------------------------------------- forgetting in the generator
 def test_forget_in_the_generator(served, faces_dir, tmp_path):
     from idgen.testing.tiny_arc2face import tiny_arc2face
@@ -541,6 +665,45 @@ def test_generation_reports_progress_per_step(faces_dir):
     fractions = [f for f, _ in updates]
     assert fractions == sorted(fractions) and fractions[-1] == 1.0
     assert [d for _, d in updates if "step" in d] == [f"denoising 1 image(s): step {k}/3" for k in (1, 2, 3)]
+
+
+def test_work_progress_says_how_far_and_how_long_is_left():
+    now = [100.0]
+    updates = []
+    work = actions.WorkProgress(lambda f, desc=None: updates.append((f, desc)), 10, lambda done: f"{done} of 10",
+                                start=0.1, end=0.9, clock=lambda: now[0])
+    now[0] = 110.0
+    work.advance(2)      # 2 units in 10 s: 8 left take 40 s
+    now[0] = 220.0
+    work.advance(2)      # 4 in 120 s: 6 left take 180 s
+    now[0] = 400.0
+    work.advance(7)      # more than planned (a refused image made again): the fraction stops at the end
+    assert updates == [(pytest.approx(0.26), "2 of 10 · about 40 s left"), (pytest.approx(0.42), "4 of 10 · about 3 min left"),
+                       (pytest.approx(0.9), "10 of 10 · about 0 s left")]
+    assert actions.time_left(3900) == "1 h 5 min"
+
+
+def test_dataset_progress_moves_with_every_denoising_step(tmp_path):
+    """The Dataset tab's bar: one update per denoising step of each batch, between 10 % and 90 %, each
+    saying how many images are done and the time left (it used to sit at 10 % for the whole run)."""
+    hub = ModelHub(ModelSettings(tiny=True))
+    updates = []
+    actions.make_dataset(hub, tmp_path, identities=3, images_per_identity=2, steps=3,
+                         progress=lambda f, desc=None: updates.append((f, desc)))
+    steps = [(f, d) for f, d in updates if "steps each" in d and "left" in d]
+    assert len(steps) == 2 * 3   # 6 images in batches of 4: two batches of 3 steps
+    fractions = [f for f, _ in steps]
+    assert fractions == sorted(fractions) and fractions[0] > 0.1 and fractions[-1] == pytest.approx(0.9)
+    assert steps[-1][1].startswith("generating 3×2 images (3 steps each): 6 of 6 done · about")
+    assert steps[2][1].startswith("generating 3×2 images (3 steps each): 4 of 6 done")   # the first batch of 4
+
+
+def test_forgetting_says_before_it_starts_whether_it_trains_the_recogniser():
+    people = {"a": [Path("1.jpg"), Path("2.jpg")], "b": [Path("3.jpg")]}
+    assert actions.forgetting_plan(people, 40, 10, trained=True) == (
+        "reusing the recogniser already trained on these 3 photos; then forgetting: 10 epochs")
+    assert actions.forgetting_plan(people, 40, 10, trained=False).startswith(
+        "training the recogniser on 3 photos of 2 people for 40 epochs (the long part")
 
 
 def test_models_come_from_flags_then_environment_then_defaults(monkeypatch):

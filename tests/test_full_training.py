@@ -285,7 +285,7 @@ def test_init_from_a_float16_export_trains_in_float32(vae_run, id_run, tmp_path)
     from idgen.pipelines import Arc2FacePipeline
     from idgen.training import load_config, new_components
 
-    exported = Arc2FacePipeline.from_pretrained(id_run, torch_dtype=torch.float16)
+    exported = Arc2FacePipeline.from_pretrained(id_run, dtype=torch.float16)
     exported.save_pretrained(tmp_path / "fp16")
     config = load_config(ROOT / "training/configs/mini_lfw64.yaml",
                          [f"model.vae={vae_run / 'vae'}", f"model.init={tmp_path / 'fp16'}"])

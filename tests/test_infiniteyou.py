@@ -368,7 +368,7 @@ def test_loader_reads_a_download_of_flux_and_infiniteyou(pipe, tmp_path):
     pipe.controlnet.save_pretrained(variant / "InfuseNetModel")
     torch.save(infiniteyou_projection_state_dict(0), variant / "image_proj_model.bin")
     loaded = load_infiniteyou_pipeline(tmp_path / "FLUX.1-dev", tmp_path / "InfiniteYou", variant="sim_stage1",
-                                       torch_dtype=torch.float32)
+                                       dtype=torch.float32)
     loaded.set_progress_bar_config(disable=True)
     np.testing.assert_allclose(run(loaded, identity(0)), run(pipe, identity(0)), atol=1e-6)
     with pytest.raises(ModelFilesMissingError, match="aes_stage2/InfuseNetModel"):

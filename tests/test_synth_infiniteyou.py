@@ -106,7 +106,7 @@ def test_generator_type_infiniteyou_reads_downloads_of_flux_and_infiniteyou(tmp_
 
     generator = build_generator({"type": "infiniteyou", "path": str(tmp_path / "InfiniteYou"),
                                  "base": str(tmp_path / "FLUX.1-dev"), "variant": "sim_stage1",
-                                 "torch_dtype": "float32", "num_inference_steps": 2, "height": 32, "width": 32})
+                                 "dtype": "float32", "num_inference_steps": 2, "height": 32, "width": 32})
     vectors = torch.nn.functional.normalize(torch.randn(2, 32, generator=torch.Generator().manual_seed(0)), dim=-1)
     made = generator(vectors, [torch.Generator().manual_seed(s) for s in (4, 5)], prompt=PROMPTS)
     expected = pipe(PROMPTS, id_embeds=vectors, num_inference_steps=2, output_type="pil",

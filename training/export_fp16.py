@@ -43,7 +43,7 @@ def main() -> None:
     if not (run / "model_index.json").is_file():
         raise SystemExit(f"export_fp16.py: {run} holds no model_index.json; point it at a finished id-model run")
     history = earlier_training(run)  # read first: the target may be the folder the run started from
-    pipe = Arc2FacePipeline.from_pretrained(str(run), torch_dtype=torch.float16)
+    pipe = Arc2FacePipeline.from_pretrained(str(run), dtype=torch.float16)
     save_pretrained_atomic(pipe, args.target, index_file="model_index.json")
     for config in Path(args.target).rglob("*.json"):  # diffusers records where it loaded from: a local path
         fields = json.loads(config.read_text())

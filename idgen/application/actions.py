@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import time
 import zipfile
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -135,6 +136,35 @@ def caption(similarity: Optional[float]) -> str:
     return "no face found in the result" if similarity is None else f"identity similarity {similarity:.3f}"
 
 
+def time_left(seconds: float) -> str:
+    """A duration in words a progress line can show: ``"40 s"``, ``"3 min"``, ``"1 h 5 min"``."""
+    seconds = max(0, round(seconds))
+    if seconds < 60:
+        return f"{seconds} s"
+    minutes = round(seconds / 60)
+    return f"{minutes} min" if minutes < 60 else f"{minutes // 60} h {minutes % 60} min"
+
+
+class WorkProgress:
+    """``total`` units of work (denoising steps of images, say) reported to ``progress`` as they are
+    done: the fraction runs from ``start`` to ``end``, and the description says how far the job is
+    and, from the rate so far, about how long it has left. Units beyond ``total`` (images a filter
+    refused and made again) keep the fraction at ``end``."""
+
+    def __init__(self, progress: Progress, total: int, describe: Callable[[int], str], *, start: float = 0.0,
+                 end: float = 1.0, clock: Callable[[], float] = time.monotonic):
+        self.progress, self.total, self.describe = progress, max(1, int(total)), describe
+        self.start, self.end, self.clock = start, end, clock
+        self.done, self.began = 0, clock()
+
+    def advance(self, units: int = 1) -> None:
+        self.done += units
+        left = (self.clock() - self.began) * max(0, self.total - self.done) / self.done
+        fraction = min(1.0, self.done / self.total)
+        self.progress(self.start + (self.end - self.start) * fraction,
+                      desc=f"{self.describe(min(self.done, self.total))} · about {time_left(left)} left")
+
+
 def _step_callback(progress: Progress, images: int):
     def on_step_end(pipe, step, timestep, callback_kwargs):
         steps = pipe.num_timesteps
@@ -144,16 +174,26 @@ def _step_callback(progress: Progress, images: int):
     return on_step_end
 
 
+def fast_preset_styles(hub: ModelHub) -> list[str]:
+    """The offered styles whose fast preset (LCM-LoRA) can run on this machine."""
+    offered = ["arc2face"] + (["instantid"] if hub.instantid_available else [])
+    return [style for style in offered if hub.settings.fast_preset_unavailable(style) is None]
+
+
 def fast_preset_description(hub: ModelHub) -> str:
-    """What the fast preset does with ``hub``'s settings, in one sentence for the page."""
+    """What the fast preset does with ``hub``'s settings, in one sentence for the page, and for each
+    offered style where it cannot run here, why and what to download."""
     from ..pipelines.pipeline_arc2face import LCM_PRESET as ARC2FACE
     from ..pipelines.pipeline_instantid import LCM_PRESET as INSTANTID
 
     s = hub.settings
     numbers = (f"{ARC2FACE['num_inference_steps']} steps at guidance {ARC2FACE['guidance_scale']:g} (Arc2Face), "
                f"{INSTANTID['num_inference_steps']} at {INSTANTID['guidance_scale']:g} (InstantID)")
-    loras = [f"`{lora}` into {name}" for name, lora in (("Arc2Face", s.lcm_lora), ("InstantID", s.lcm_lora_sdxl)) if lora]
-    missing = [name for name, lora in (("Arc2Face", s.lcm_lora), ("InstantID", s.lcm_lora_sdxl)) if not lora]
+    offered = [("Arc2Face", "arc2face", s.lcm_lora)] + ([("InstantID", "instantid", s.lcm_lora_sdxl)]
+                                                          if hub.instantid_available else [])
+    runs = set(fast_preset_styles(hub))
+    loras = [f"`{lora}` into {name}" for name, style, lora in offered if lora and style in runs]
+    missing = [name for name, style, lora in offered if not lora]
     text = f"Fast preset: {numbers}"
     if loras:
         text += f", with the LCM-LoRA {' and '.join(loras)} and the LCM scheduler"
@@ -161,7 +201,18 @@ def fast_preset_description(hub: ModelHub) -> str:
         text += (f". No LCM-LoRA for {' and '.join(missing)}"
                  + (" (none fits tiny random weights; name a folder with --lcm-lora / --lcm-lora-sdxl)" if s.tiny else "")
                  + ": there the preset only sets those steps and guidance")
-    return text + "."
+    text += "."
+    for name, style, _ in offered:
+        if style not in runs:
+            text += f" Not available for {name} here: {s.fast_preset_unavailable(style)}."
+    return text
+
+
+def check_fast_preset(hub: ModelHub, style: str) -> None:
+    """A ConfigError saying what to download when the fast preset cannot run for ``style`` here."""
+    problem = hub.settings.fast_preset_unavailable(style)
+    if problem:
+        raise ConfigError(problem)
 
 
 def pipeline_with_preset(hub: ModelHub, style: str, fast: bool):
@@ -169,13 +220,13 @@ def pipeline_with_preset(hub: ModelHub, style: str, fast: bool):
     asks for them, and the call settings the preset imposes (``{}`` when not fast).
 
     Without a configured LCM-LoRA (tiny mode by default) only the preset's steps and guidance apply.
-    InfiniteYou has no fast preset: no LCM-LoRA exists for FLUX.1-dev with InfuseNet."""
+    A preset that cannot run here (:meth:`ModelSettings.fast_preset_unavailable`: its LoRA not
+    downloaded; InfiniteYou, which has none) is refused before any model loads."""
     if style not in STYLES:
         raise ConfigError(f"unknown style {style!r}; choose one of {', '.join(STYLES)}")
+    if fast:
+        check_fast_preset(hub, style)
     if style == "infiniteyou":
-        if fast:
-            raise ConfigError("the fast preset (LCM-LoRA) is for Arc2Face and InstantID; InfiniteYou has none: "
-                              "untick it, or lower the steps instead")
         return hub.infiniteyou(), {}
     pipe = hub.arc2face() if style == "arc2face" else hub.instantid()
     lora = hub.settings.lcm_lora if style == "arc2face" else hub.settings.lcm_lora_sdxl
@@ -276,7 +327,16 @@ def make_dataset(hub: ModelHub, workdir: Path, *, identities: int = 4, images_pe
     seed = check_range("seed", seed, SEED)
     report = checked(progress, cancel)
     report(0.0, desc="loading models")
-    generator = Arc2FaceGenerator(hub.arc2face(), num_inference_steps=int(steps), guidance_scale=float(guidance))
+    images, steps = int(identities) * int(images_per_identity), int(steps)
+    work = WorkProgress(report, images * steps, start=0.1, end=0.9, describe=lambda done: (
+        f"generating {identities}×{images_per_identity} images ({steps} steps each): {done // steps} of {images} done"))
+
+    def on_step_end(pipe, step, timestep, callback_kwargs):
+        work.advance(len(callback_kwargs["latents"]))   # one step of each image in the batch
+        return callback_kwargs
+
+    generator = Arc2FaceGenerator(hub.arc2face(), num_inference_steps=steps, guidance_scale=float(guidance),
+                                  callback_on_step_end=on_step_end)
     with atomic_folder(Path(workdir) / "dataset") as staging:
         stats = _dataset_into(staging, hub, generator, identities, images_per_identity, seed, report, cancel)
         report(0.9, desc="publishing")   # the last checkpoint: from here on the job runs to its end
@@ -295,7 +355,8 @@ def _dataset_into(out: Path, hub: ModelHub, generator, identities: int, images_p
     # which model made it and the filter gets that model's threshold (the mini model has its own)
     kind = "mini" if hub.settings.arc2face_source() == "mini" else "arc2face"
     config = SynthConfig.from_dict({
-        "output": str(out), "seed": int(seed), "generator": {"type": kind, **generator.call_kwargs},
+        "output": str(out), "seed": int(seed),
+        "generator": {"type": kind, **{k: generator.call_kwargs[k] for k in ("num_inference_steps", "guidance_scale")}},
         "identities": {"count": int(identities), "dim": identity_dim(hub), "steps": 50},
         "variation": {"images_per_identity": int(images_per_identity)},
         "filter": {"enabled": not hub.settings.tiny, "detector": hub.settings.detector if not hub.settings.tiny else "dlib",
@@ -355,14 +416,27 @@ def forget_in_recognizer(hub: ModelHub, faces: FaceFolder, workdir: Path, recogn
                        "lora": {"rank": 2, "grouping": "block"}},
             "baselines": {"methods": []},
         }
+        plan = forgetting_plan(people, base_epochs, epochs, trained=(cached / "model" / "model.safetensors").is_file())
         with atomic_folder(run) as staging:
-            checked(progress, cancel)(0.05, desc="training the recogniser (first run on these photos) and forgetting")
+            checked(progress, cancel)(0.05, desc=plan)
             with checkpoints(cancel):
                 report = run_forgetting({**config, "output_dir": str(staging)})
             checked(progress, cancel)(0.95, desc="publishing")   # the last checkpoint
     progress(1.0, desc="done")
     return {"report": report, "markdown": (run / "report.md").read_text(), "plot": run / "groups.png",
             "folder": run}
+
+
+def forgetting_plan(people: dict[str, list[Path]], base_epochs: int, epochs: int, trained: bool) -> str:
+    """What a Forget → Recogniser run is about to do, said before it starts: whether it trains the
+    recogniser (the long part) or reuses the one trained on these photos, and how many epochs each
+    part runs (the page's bars then count them)."""
+    photos = sum(len(files) for files in people.values())
+    forgetting = f"then forgetting: {epochs} epochs"
+    if trained:
+        return f"reusing the recogniser already trained on these {photos} photos; {forgetting}"
+    return (f"training the recogniser on {photos} photos of {len(people)} people for {base_epochs} epochs "
+            f"(the long part; later runs on these photos reuse it), {forgetting}")
 
 
 def face_folder_key(people: dict[str, list[Path]]) -> str:

@@ -151,12 +151,37 @@ class ModelSettings:
             return f"the Arc2Face pipeline in {self.model}"
         return f"Arc2Face {self.arc2face} on {self.base}"
 
+    def fast_preset_unavailable(self, style: str) -> Optional[str]:
+        """``None`` when the fast preset (LCM-LoRA) can run for ``style`` on this machine, else one line
+        saying why and what to download, from where, with which flag. Looked up on disk only.
+
+        Without an LCM-LoRA setting (tiny mode) the preset only sets its steps and guidance, which
+        always runs. The published SD 1.5 LCM-LoRA does not fit the embedded mini model's UNet."""
+        if style == "infiniteyou":
+            return ("the fast preset (LCM-LoRA) is for Arc2Face and InstantID; InfiniteYou has none: "
+                    "untick it, or lower the steps instead")
+        name, flag = ("lcm_lora", "--lcm-lora") if style == "arc2face" else ("lcm_lora_sdxl", "--lcm-lora-sdxl")
+        lora = getattr(self, name)
+        if lora is None:
+            return None
+        published = lora == ENVIRONMENT[name][1]
+        if style == "arc2face" and published and self.arc2face_source() == "mini":
+            return (f"the fast preset's LCM-LoRA ({lora}) is distilled from SD 1.5 and does not fit the embedded "
+                    f"mini model that runs here: it needs the published Arc2Face ({self.arc2face} on {self.base}, "
+                    f"downloaded; {MODEL_FLAGS['arc2face']})")
+        if lora_present(lora):
+            return None
+        if published:
+            return (f"the fast preset needs the LCM-LoRA {lora}, which is not on this machine: download it with "
+                    f"`hf download {lora}` (or name a downloaded copy with {flag} FOLDER)")
+        return f"{flag} {lora}: no LoRA weights (.safetensors) there; name a LoRA folder or file, or a downloaded hub id"
+
     def resolved_device(self) -> str:
         import torch
 
         return self.device or ("cuda" if torch.cuda.is_available() else "cpu")
 
-    def torch_dtype(self):
+    def resolved_dtype(self):
         import torch
 
         if self.dtype:
@@ -183,22 +208,42 @@ def _allowed_folder(path: str) -> str:
     return folder
 
 
-def published_arc2face_present(base: str, arc2face: str) -> bool:
-    """Whether the SD 1.5 base and the Arc2Face checkpoint are local folders or already in the hub
-    cache (looked up on disk only: deciding which model to run never touches the network)."""
+def _present(repo: str, filename: str) -> bool:
+    """Whether ``filename`` is in the local folder ``repo``, or in the hub cache of the hub id ``repo``
+    (looked up on disk only: deciding what can run never touches the network)."""
     from huggingface_hub import try_to_load_from_cache
 
-    def present(repo: str, filename: str) -> bool:
-        if os.path.isdir(repo):
-            return os.path.isfile(os.path.join(repo, filename))
+    if os.path.isdir(repo):
+        return os.path.isfile(os.path.join(repo, filename))
+    try:
         return isinstance(try_to_load_from_cache(repo, filename), str)
+    except ValueError:   # neither a folder nor a valid hub id (a missing path, say): not here
+        return False
 
-    return present(base, "model_index.json") and present(arc2face, "arc2face/config.json")
+
+def published_arc2face_present(base: str, arc2face: str) -> bool:
+    """Whether the SD 1.5 base and the Arc2Face checkpoint are local folders or already in the hub cache."""
+    return _present(base, "model_index.json") and _present(arc2face, "arc2face/config.json")
+
+
+def lora_present(lora: str) -> bool:
+    """Whether the LoRA ``lora`` is on this machine: a ``.safetensors`` file, a folder holding one, or a
+    hub id whose ``pytorch_lora_weights.safetensors`` (the diffusers layout) is in the hub cache."""
+    from diffusers.loaders.lora_base import LORA_WEIGHT_NAME_SAFE
+
+    if os.path.isfile(lora):
+        return lora.endswith(".safetensors")
+    if os.path.isdir(lora):
+        return any(name.endswith(".safetensors") for name in os.listdir(lora))
+    return _present(lora, LORA_WEIGHT_NAME_SAFE)
 
 
 class ModelHub:
     """Lazily built, shared models for the demo's tabs (thread-safe: the queue runs handlers in
-    worker threads, and two first clicks must not load a checkpoint twice)."""
+    worker threads, and two first clicks must not load a checkpoint twice).
+
+    Its pipelines have their own denoising progress bar turned off: the actions report each step
+    through their ``progress`` callback, so a job shows one bar."""
 
     def __init__(self, settings: Optional[ModelSettings] = None):
         self.settings = settings or ModelSettings.from_environment()
@@ -270,16 +315,17 @@ class ModelHub:
             elif source == "mini":
                 from ..pipelines.mini import load_mini_pipeline
 
-                pipe = load_mini_pipeline(s.resolved_device(), s.torch_dtype())
+                pipe = load_mini_pipeline(s.resolved_device(), s.resolved_dtype())
             else:
                 from ..pipelines import Arc2FacePipeline
 
                 if s.model:
-                    pipe = Arc2FacePipeline.from_pretrained(s.model, torch_dtype=s.torch_dtype())
+                    pipe = Arc2FacePipeline.from_pretrained(s.model, dtype=s.resolved_dtype())
                 else:
-                    pipe = Arc2FacePipeline.from_arc2face(s.base, s.arc2face, torch_dtype=s.torch_dtype())
+                    pipe = Arc2FacePipeline.from_arc2face(s.base, s.arc2face, dtype=s.resolved_dtype())
                 pipe.to(self.settings.resolved_device())
             pipe.set_face_analyzer(self.analyzer())
+            pipe.set_progress_bar_config(disable=True)
             return pipe
 
         return self._get("arc2face", build)
@@ -301,16 +347,15 @@ class ModelHub:
                 from ..testing import TEXT_WIDTH, tiny_instantid
 
                 pipe = tiny_instantid(embedding_dim=TEXT_WIDTH)   # dlib's 128-d embeddings in tiny mode
-                pipe.set_progress_bar_config(disable=False)
-                pipe.set_face_analyzer(self.analyzer())
-                return pipe
-            controlnet = ControlNetModel.from_pretrained(s.instantid, subfolder="ControlNetModel",
-                                                         torch_dtype=s.torch_dtype())
-            pipe = InstantIDPipeline.from_pretrained(s.instantid_base, controlnet=controlnet,
-                                                     torch_dtype=s.torch_dtype())
-            pipe.load_instantid_adapter(s.instantid)
-            pipe.to(s.resolved_device())
+            else:
+                controlnet = ControlNetModel.from_pretrained(s.instantid, subfolder="ControlNetModel",
+                                                             dtype=s.resolved_dtype())
+                pipe = InstantIDPipeline.from_pretrained(s.instantid_base, controlnet=controlnet,
+                                                         dtype=s.resolved_dtype())
+                pipe.load_instantid_adapter(s.instantid)
+                pipe.to(s.resolved_device())
             pipe.set_face_analyzer(self.analyzer())
+            pipe.set_progress_bar_config(disable=True)
             return pipe
 
         return self._get("instantid", build)
@@ -331,14 +376,14 @@ class ModelHub:
 
                 # the projection takes the tiny analyser's (dlib's) embeddings
                 pipe = tiny_infiniteyou(embedding_dim=self.analyzer().recognizer.embedding_size)
-                pipe.set_progress_bar_config(disable=False)
             else:
                 from ..pipelines import load_infiniteyou_pipeline
 
                 pipe = load_infiniteyou_pipeline(s.infiniteyou_base, s.infiniteyou, variant=s.infiniteyou_variant,
-                                                 torch_dtype=s.flux_dtype())
+                                                 dtype=s.flux_dtype())
                 pipe.to(s.resolved_device())
             pipe.set_face_analyzer(self.analyzer())
+            pipe.set_progress_bar_config(disable=True)
             return pipe
 
         return self._get("infiniteyou", build)

@@ -97,14 +97,15 @@ def chosen_style(args, settings) -> str:
 
 
 def describe_style(style: str, settings) -> str:
-    """Which checkpoints the ``style`` pipeline comes from, for the line a command prints first."""
+    """Which checkpoints the ``style`` pipeline comes from, and why, for the line a command prints first."""
     if style == "arc2face" or settings.tiny:
         return settings.describe()
     if getattr(settings, style) is None:
         return "not configured"
     if style == "instantid":
-        return f"InstantID {settings.instantid} on {settings.instantid_base}"
-    return f"InfiniteYou {settings.infiniteyou} ({settings.infiniteyou_variant}) on {settings.infiniteyou_base}"
+        return f"InstantID {settings.instantid} on {settings.instantid_base} (--instantid is set)"
+    return (f"InfiniteYou {settings.infiniteyou} ({settings.infiniteyou_variant}) on {settings.infiniteyou_base} "
+            f"(--infiniteyou is set)")
 
 
 def add_model_arguments(parser) -> None:
@@ -119,7 +120,9 @@ def add_model_arguments(parser) -> None:
 
     group = parser.add_argument_group("models (hub ids or local folders)")
     group.add_argument("--base", help=f"SD 1.5 base for Arc2Face ({env('base')})")
-    group.add_argument("--model", help=f"a saved idgen Arc2Face pipeline folder, instead of --base/--arc2face ({env('model')})")
+    group.add_argument("--model", help=f"'mini' (the embedded model: 64x64 faces, offline) or a saved idgen Arc2Face "
+                                       f"pipeline folder, instead of --base/--arc2face ({env('model')}; default: "
+                                       f"Arc2Face when downloaded, else mini)")
     group.add_argument("--arc2face", help=f"Arc2Face checkpoint with arc2face/ and encoder/ ({env('arc2face')})")
     group.add_argument("--instantid", help=f"InstantID folder or hub id, e.g. InstantX/InstantID "
                                            f"({env('instantid')}; default: InstantID off)")

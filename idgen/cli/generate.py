@@ -13,11 +13,21 @@ from .common import add_model_arguments, add_sampling_options, add_style_option,
 COUNT = Range(1, 64)
 
 
+#: How the model is chosen, for ``idgen generate --help``.
+MODEL_CHOICE = (
+    "Which model runs: the published Arc2Face (--base/--arc2face, 512x512) when its weights are "
+    "downloaded, else the embedded mini model (64x64 faces, offline, ships with idgen; --model mini "
+    "forces it). --model FOLDER runs a saved Arc2Face pipeline. --style instantid or infiniteyou "
+    "(default when --instantid or --infiniteyou is given) switches to those, which take a --prompt "
+    "and a --pose. The command prints the model it runs, and why, on its first line.")
+
+
 def register(subparsers) -> None:
     parser = subparsers.add_parser(
         "generate", help="generate images of a person from face photos (or of a random identity)",
         description="Generate images of the identity in --face (one person, one or more photos) with "
-                    "Arc2Face, or with a --prompt through InstantID (--instantid) or InfiniteYou (--infiniteyou).")
+                    "Arc2Face, or with a --prompt through InstantID (--instantid) or InfiniteYou (--infiniteyou).",
+        epilog=MODEL_CHOICE)
     source = parser.add_mutually_exclusive_group(required=True)
     source.add_argument("--face", action="append", metavar="PHOTO",
                         help="a photo of the person (repeat for several photos of the same person)")
@@ -30,7 +40,8 @@ def register(subparsers) -> None:
                         help=f"images to generate, {COUNT.describe()}, in one batch (default 4)")
     parser.add_argument("--fast", action="store_true",
                         help="LCM-LoRA preset: the LCM-LoRA (--lcm-lora / --lcm-lora-sdxl) and the LCM scheduler, "
-                             "4 steps at guidance 1 (Arc2Face) or 5 at 1.5 (InstantID)")
+                             "4 steps at guidance 1 (Arc2Face) or 5 at 1.5 (InstantID); refused unless the LCM-LoRA is "
+                             "downloaded (`hf download latent-consistency/lcm-lora-sdv1-5`, or name a folder)")
     add_sampling_options(parser)
     add_model_arguments(parser)
     parser.set_defaults(handler=run)
@@ -41,12 +52,16 @@ def run(args) -> int:
 
     from ..application import ModelHub, actions, settings_from_args
     from ..io import write_json_atomic
+    from ..quiet import hide_loading_bars
 
+    hide_loading_bars()   # the one bar is the job's own, below
     hub = ModelHub(settings_from_args(args))
     style = chosen_style(args, hub.settings)
     if style == "arc2face" and (args.prompt or args.negative_prompt or args.pose):
         raise ConfigError("--prompt/--negative-prompt/--pose need the InstantID style (--instantid FOLDER) or the "
                           "InfiniteYou style (--infiniteyou FOLDER); Arc2Face's only condition is the identity")
+    if args.fast:
+        actions.check_fast_preset(hub, style)
     out = Path(args.out)
     print(f"idgen: {style}: {describe_style(style, hub.settings)}")
     if args.random_identity:
@@ -56,9 +71,9 @@ def run(args) -> int:
     with tqdm(total=100, desc=f"{style}: {args.count} image(s)", unit="%") as bar:  # closed (own line) on errors too
 
         def progress(fraction, desc=None):
-            bar.update(int(fraction * 100) - bar.n)
             if desc:
                 bar.set_postfix_str(desc, refresh=False)
+            bar.update(int(fraction * 100) - bar.n)
 
         results = actions.generate_images(hub, identity, style=style, count=args.count, seed=args.seed,
                                           steps=args.steps, guidance=args.guidance, fast=args.fast, prompt=args.prompt,

@@ -17,21 +17,47 @@ import asyncio
 import contextvars
 import functools
 import logging
+import os
+import re
+import socket
 
 import gradio as gr
+from gradio import utils as gradio_utils
 
 from ..application import ModelHub, actions
 from ..application.face_folders import DATASET, default_source, face_sources, open_face_folder
 from ..application.jobs import CancelToken, JobCancelled
+from ..application.models import MODEL_FLAGS
 from ..application.workspace import Workspace
 from ..config import SEED
 from ..errors import IdgenError
+from ..faces.analyzer import SEVERAL_FACES_HINT, TIGHT_CROP_HINT
 
 logger = logging.getLogger(__name__)
 
 TINY_BANNER = ("**Tiny random models.** This page runs with tiny, randomly initialised models so that it "
                "works offline in seconds: the images are noise and the numbers mean nothing. Start "
                "`python app.py` without `--tiny` for real Arc2Face / InstantID / InfiniteYou checkpoints.")
+
+
+#: Advice in idgen's messages about options the page has no control for → what a visitor can do.
+PAGE_ADVICE = {
+    TIGHT_CROP_HINT: "upload a photo where the whole face shows, with some background around the head "
+                     "(tightly cropped faces are often missed)",
+    SEVERAL_FACES_HINT: "crop the photo to one person and upload it again",
+}
+
+
+def page_message(error: Exception) -> str:
+    """``error``'s message as the page shows it: an upload's server path (Gradio's
+    ``<upload folder>/<hash>/photo.jpg``) becomes the file's own name, and advice about command-line
+    options becomes what the visitor can do in the page."""
+    folders = {gradio_utils.get_upload_folder(), os.path.realpath(gradio_utils.get_upload_folder())}
+    uploads = "|".join(re.escape(folder.rstrip(os.sep)) for folder in folders)
+    text = re.sub(rf"(?:{uploads})/[^/\s]+/", "", str(error))
+    for advice, in_the_page in PAGE_ADVICE.items():
+        text = text.replace(advice, in_the_page)
+    return text
 
 
 def friendly_errors(handler):
@@ -45,7 +71,7 @@ def friendly_errors(handler):
         except (gr.Error, JobCancelled):
             raise
         except IdgenError as error:
-            raise gr.Error(str(error), print_exception=False) from None
+            raise gr.Error(page_message(error), print_exception=False) from None
         except Exception as error:  # noqa: BLE001 - the page must never show a traceback
             logger.exception("demo handler %s failed", handler.__name__)
             raise gr.Error(f"Something went wrong ({type(error).__name__}: {error}). "
@@ -103,12 +129,15 @@ def _seed_field(label: str = "seed") -> gr.Number:
     return gr.Number(value=0, precision=0, minimum=0, maximum=SEED.at_most, label=label)
 
 
-def _sampling_controls(default_steps: int, fast_info: str):
+def _sampling_controls(default_steps: int, fast_info: str, fast_offered: bool):
+    """Seed, steps, guidance and the fast-preset checkbox, which is greyed out (the note under it says
+    what to download) when the preset cannot run here."""
     with gr.Row():
         seed = _seed_field()
         steps = gr.Slider(1, 50, value=default_steps, step=1, label="steps")
         guidance = gr.Slider(1.0, 10.0, value=3.0, step=0.5, label="guidance")
-        fast = gr.Checkbox(value=False, label="fast preset (LCM-LoRA)")
+        fast = gr.Checkbox(value=False, label="fast preset (LCM-LoRA)" + ("" if fast_offered else ": not available here"),
+                           interactive=fast_offered)
     gr.Markdown(fast_info)
     return seed, steps, guidance, fast
 
@@ -140,6 +169,8 @@ def build_demo(hub: ModelHub, workspace: Workspace | None = None) -> DemoBlocks:
     styles = ([("Arc2Face", "arc2face")] + ([("InstantID", "instantid")] if hub.instantid_available else [])
               + ([("InfiniteYou (FLUX)", "infiniteyou")] if hub.infiniteyou_available else []))
     fast_info = actions.fast_preset_description(hub)
+    fast_styles = actions.fast_preset_styles(hub)
+    prompted = hub.instantid_available or hub.infiniteyou_available   # the styles that take a prompt and a pose
 
     @friendly_errors
     def generate(photos, use_random, style, prompt, negative, pose, seed, steps, guidance, count, fast,
@@ -226,17 +257,22 @@ def build_demo(hub: ModelHub, workspace: Workspace | None = None) -> DemoBlocks:
                 with gr.Column():
                     photos = gr.File(file_count="multiple", label="face photo(s) of one person", elem_id="photos")
                     use_random = gr.Checkbox(value=False, label="random identity (ignore the photos)")
-                    style = gr.Radio(styles, value="arc2face", label="style")
-                    prompt = gr.Textbox(label="prompt (InstantID, InfiniteYou)",
+                    style = gr.Radio(styles, value="arc2face", label="style", visible=prompted)
+                    if not prompted:
+                        gr.Markdown(f"Style: Arc2Face, whose only condition is the identity. Text prompts and pose "
+                                    f"photos need InstantID ({MODEL_FLAGS['instantid']}) or InfiniteYou "
+                                    f"({MODEL_FLAGS['infiniteyou']}) when starting the demo.", elem_id="styles-note")
+                    prompt = gr.Textbox(label="prompt (InstantID, InfiniteYou)", visible=prompted,
                                         placeholder="a portrait photo, studio light")
-                    negative = gr.Textbox(label="negative prompt (InstantID)")
-                    pose = gr.File(label="pose photo (InstantID, InfiniteYou; optional)", file_count="single")
-                    seed, steps, guidance, fast = _sampling_controls(default_steps, fast_info)
+                    negative = gr.Textbox(label="negative prompt (InstantID)", visible=hub.instantid_available)
+                    pose = gr.File(label="pose photo (InstantID, InfiniteYou; optional)", file_count="single",
+                                   visible=prompted)
+                    seed, steps, guidance, fast = _sampling_controls(default_steps, fast_info, bool(fast_styles))
                     count = gr.Slider(1, 8, value=2, step=1, label="images")
                     go = gr.Button("Generate", variant="primary", elem_id="generate")
                 with gr.Column():
-                    gallery = gr.Gallery(label="generated (caption: identity similarity to the input)",
-                                         elem_id="gallery")
+                    gallery = gr.Gallery(label="generated (caption: identity similarity to the photos, or to the "
+                                               "random identity)", elem_id="gallery")
                     detected = gr.Image(label="detected face and keypoints", format="png")
                     download = gr.File(label="download (zip)")
                     status = gr.Markdown()
@@ -247,7 +283,8 @@ def build_demo(hub: ModelHub, workspace: Workspace | None = None) -> DemoBlocks:
                 photo_a = gr.File(label="face A", file_count="single")
                 photo_b = gr.File(label="face B", file_count="single")
             t = gr.Slider(0.0, 1.0, value=0.5, step=0.05, label="from A (0) to B (1), on the identity sphere")
-            seed_m, steps_m, guidance_m, fast_m = _sampling_controls(default_steps, fast_info)
+            seed_m, steps_m, guidance_m, fast_m = _sampling_controls(default_steps, fast_info,
+                                                                  "arc2face" in fast_styles)
             mixed = gr.Image(label="mixed identity", format="png")
             mix_status = gr.Markdown()
             gr.Button("Mix", variant="primary").click(
@@ -323,9 +360,33 @@ def build_demo(hub: ModelHub, workspace: Workspace | None = None) -> DemoBlocks:
     return demo
 
 
+#: The port the demo asks for first; when it is taken, the next free one (and the page says so).
+DEFAULT_PORT = 7860
+
+
+def free_port(host: str, first: int | None = None, tries: int = 100) -> int:
+    """``first`` (default ``$GRADIO_SERVER_PORT``, else :data:`DEFAULT_PORT`), or the next port after
+    it that nothing listens on at ``host``; prints one line with the address when ``first`` is
+    taken, so that moving to another port is never silent."""
+    first = first if first is not None else int(os.environ.get("GRADIO_SERVER_PORT", DEFAULT_PORT))
+    for port in range(first, first + tries):
+        with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
+            try:
+                probe.bind((host, port))
+            except OSError:
+                continue
+        if port != first:
+            print(f"idgen: port {first} is in use; the demo serves on http://{host}:{port} instead "
+                  f"(choose a port with --port)", flush=True)
+        return port
+    raise OSError(f"no free port from {first} to {first + tries - 1} on {host}; choose one with --port")
+
+
 def launch(demo: gr.Blocks, *, host: str = "127.0.0.1", port: int | None = None, concurrency: int = 1,
            max_queue: int = 16, max_file_size: str = "10mb", **kwargs):
     """Serve ``demo`` behind a queue: at most ``concurrency`` generations run at once, at most
-    ``max_queue`` wait, and uploads above ``max_file_size`` are refused."""
+    ``max_queue`` wait, and uploads above ``max_file_size`` are refused. Without ``port``, it is
+    :data:`DEFAULT_PORT` or, when that is taken, the next free one (:func:`free_port` says which)."""
     demo.queue(default_concurrency_limit=concurrency, max_size=max_queue)
+    port = port if port is not None else free_port(host)
     return demo.launch(server_name=host, server_port=port, max_file_size=max_file_size, **kwargs)

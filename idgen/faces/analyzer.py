@@ -24,6 +24,10 @@ FALLBACK_SCORE = -1.0
 
 #: Smallest image side (pixels) worth running a detector on.
 MIN_IMAGE_SIDE = 32
+#: The advice of the no-face and several-faces errors, which name options of the Python API and the
+#: command line (the demo replaces them with what its page offers).
+TIGHT_CROP_HINT = "for tightly cropped faces try a smaller det_size (e.g. 256) or dlib upsample=1"
+SEVERAL_FACES_HINT = "crop the photo to one person or use policy='largest'"
 
 
 class FaceAnalyzer:
@@ -170,13 +174,11 @@ class FaceAnalyzer:
             hint = (
                 f"the image is only {shape[1]}×{shape[0]} px; use a photo where the face is at least 80 px wide"
                 if min(shape[:2]) < 80
-                else "for tightly cropped faces try a smaller det_size (e.g. 256) or dlib upsample=1"
+                else TIGHT_CROP_HINT
             )
             raise NoFaceError(f"no face found in {name}; {hint}")
         if policy == "single" and len(faces) > 1:
-            raise MultipleFacesError(
-                f"{len(faces)} faces found in {name}; crop the photo to one person or use policy='largest'"
-            )
+            raise MultipleFacesError(f"{len(faces)} faces found in {name}; {SEVERAL_FACES_HINT}")
         if policy not in ("largest", "single"):
             raise ValueError(f"unknown face policy {policy!r}; use 'largest' or 'single'")
         return faces[0]

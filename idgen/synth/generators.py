@@ -44,23 +44,22 @@ class Arc2FaceGenerator:
         self.call_kwargs = dict(num_inference_steps=num_inference_steps, guidance_scale=guidance_scale, **call_kwargs)
 
     @classmethod
-    def from_pretrained(cls, path: str, device=None, torch_dtype: str | None = None, **call_kwargs) -> "Arc2FaceGenerator":
+    def from_pretrained(cls, path: str, device=None, dtype: str | None = None, **call_kwargs) -> "Arc2FaceGenerator":
         from ..pipelines import Arc2FacePipeline
 
-        dtype = getattr(torch, torch_dtype) if torch_dtype else None
-        pipeline = Arc2FacePipeline.from_pretrained(path, torch_dtype=dtype)
+        pipeline = Arc2FacePipeline.from_pretrained(path, dtype=getattr(torch, dtype) if dtype else None)
         if device is not None:
             pipeline.to(device)
         pipeline.set_progress_bar_config(disable=True)
         return cls(pipeline, **call_kwargs)
 
     @classmethod
-    def mini(cls, device=None, torch_dtype: str | None = None, **call_kwargs) -> "Arc2FaceGenerator":
+    def mini(cls, device=None, dtype: str | None = None, **call_kwargs) -> "Arc2FaceGenerator":
         """The embedded mini model (:mod:`idgen.pipelines.mini`): 64×64 faces offline, conditioned
         on 128-d MobileFaceNet identities."""
         from ..pipelines.mini import load_mini_pipeline
 
-        pipeline = load_mini_pipeline(device, getattr(torch, torch_dtype) if torch_dtype else None)
+        pipeline = load_mini_pipeline(device, getattr(torch, dtype) if dtype else None)
         pipeline.set_progress_bar_config(disable=True)
         return cls(pipeline, **call_kwargs)
 
@@ -131,16 +130,16 @@ class InstantIDGenerator(_PromptAndPoseGenerator):
 
     @classmethod
     def from_pretrained(cls, path: str = "InstantX/InstantID", base: str = "stabilityai/stable-diffusion-xl-base-1.0",
-                        device=None, torch_dtype: str | None = None, **settings) -> "InstantIDGenerator":
+                        device=None, dtype: str | None = None, **settings) -> "InstantIDGenerator":
         """InstantID's IdentityNet (``path/ControlNetModel``) and face adapter (``path/ip-adapter.bin``)
         on an SDXL base, each a hub id or a local folder."""
         from diffusers import ControlNetModel
 
         from ..pipelines import InstantIDPipeline
 
-        dtype = getattr(torch, torch_dtype) if torch_dtype else None
-        identitynet = ControlNetModel.from_pretrained(path, subfolder="ControlNetModel", torch_dtype=dtype)
-        pipeline = InstantIDPipeline.from_pretrained(base, controlnet=identitynet, torch_dtype=dtype)
+        weights = getattr(torch, dtype) if dtype else None
+        identitynet = ControlNetModel.from_pretrained(path, subfolder="ControlNetModel", dtype=weights)
+        pipeline = InstantIDPipeline.from_pretrained(base, controlnet=identitynet, dtype=weights)
         pipeline.load_instantid_adapter(path)
         return cls._around(pipeline, device, **settings)
 
@@ -185,15 +184,15 @@ class InfiniteYouGenerator(_PromptAndPoseGenerator):
 
     @classmethod
     def from_pretrained(cls, path: str = "ByteDance/InfiniteYou", base: str = "black-forest-labs/FLUX.1-dev",
-                        variant: str = "aes_stage2", device=None, torch_dtype: str | None = "bfloat16",
+                        variant: str = "aes_stage2", device=None, dtype: str | None = "bfloat16",
                         **settings) -> "InfiniteYouGenerator":
         """InfiniteYou's InfuseNet and identity projection (``path/infu_flux_v1.0/<variant>/``) on a
         FLUX.1-dev ``base``, each a hub id or a local folder (:func:`~idgen.pipelines.load_infiniteyou_pipeline`),
-        in bfloat16 unless ``torch_dtype`` says otherwise (FLUX.1-dev overflows in float16)."""
+        in bfloat16 unless ``dtype`` says otherwise (FLUX.1-dev overflows in float16)."""
         from ..pipelines import load_infiniteyou_pipeline
 
-        dtype = getattr(torch, torch_dtype) if torch_dtype else torch.float32
-        pipeline = load_infiniteyou_pipeline(base, path, variant=variant, torch_dtype=dtype)
+        pipeline = load_infiniteyou_pipeline(base, path, variant=variant,
+                                             dtype=getattr(torch, dtype) if dtype else torch.float32)
         return cls._around(pipeline, device, **settings)
 
     @staticmethod
