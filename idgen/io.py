@@ -143,9 +143,10 @@ def open_safetensors(path: str | os.PathLike, fix: str, framework: str = "pt"):
         handle = safe_open(str(path), framework=framework)
     except Exception as exc:  # noqa: BLE001 — SafetensorError or OSError: the file is not usable
         with open(path, "rb") as raw:
-            head = raw.read(4)
+            head = raw.read(9)   # safetensors: an 8-byte header length, then the header's "{"
+        pickled = head.startswith(b"PK\x03\x04") or (head.startswith(b"\x80") and head[8:] != b"{")
         what = ("a pickle (torch.save) file, not safetensors; idgen does not unpickle weights (a pickle can run "
-                "code): convert it with safetensors.torch.save_file" if head.startswith((b"PK\x03\x04", b"\x80"))
+                "code): convert it with safetensors.torch.save_file" if pickled
                 else f"not a complete safetensors file ({exc}): cut short or another format")
         raise DataError(f"{path}: {what}; {fix}") from None
     with handle:
@@ -171,10 +172,33 @@ def read_torch_weights(path: str | os.PathLike, fix: str):
         return torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:  # noqa: BLE001 — any unreadable or unsafe pickle
         code = re.search(r"GLOBAL ([\w.]+)", str(exc))
-        why = (f"it asks to run {code.group(1)}, which idgen never does" if code
+        why = (f"the pickle asks for {code.group(1)}, which idgen never runs" if code
                else str(exc).strip().split("\n")[0])
         raise DataError(f"{path}: cannot be read as a PyTorch weights file with weights_only=True ({why}); "
                         f"{fix}") from None
+
+
+def read_npy(path: str | os.PathLike, fix: str):
+    """The numeric array in a ``.npy`` file, read with ``allow_pickle=False``: an object array (reading
+    it would mean unpickling), an ``.npz`` archive, or a file cut short raises :class:`DataError`
+    naming ``path`` and ending with ``fix``."""
+    import numpy as np
+
+    path = _existing(path, fix)
+    try:
+        array = np.load(path, allow_pickle=False)
+    except ValueError as exc:
+        why = ("it holds Python objects (dtype object), and idgen does not unpickle them (a pickle can run code)"
+               if "allow_pickle" in str(exc) else f"not a complete .npy array ({exc})")
+        raise DataError(f"{path}: {why}; {fix}") from None
+    except Exception as exc:  # noqa: BLE001 — EOFError, OSError, …: cut short or not .npy
+        raise DataError(f"{path}: not a complete .npy array ({type(exc).__name__}: {exc}); {fix}") from None
+    if not isinstance(array, np.ndarray):
+        array.close()
+        raise DataError(f"{path}: an .npz archive, not one .npy array; {fix}")
+    if array.dtype.kind not in "biuf":
+        raise DataError(f"{path}: holds {array.dtype} values, not numbers; {fix}")
+    return array
 
 
 def check_weights(state: dict, expected: dict, path: str | os.PathLike, what: str, fix: str,

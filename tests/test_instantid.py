@@ -4,8 +4,6 @@ diffusers features (scales, unload, LoRA, multi-ControlNet, offload) keep workin
 
 from __future__ import annotations
 
-import pickle
-
 import numpy as np
 import pytest
 import torch
@@ -13,7 +11,7 @@ import torch.nn.functional as F
 from PIL import Image
 from diffusers import LCMScheduler, StableDiffusionXLControlNetPipeline
 
-from idgen.errors import IdgenError, NoFaceError
+from idgen.errors import DataError, IdgenError, NoFaceError
 from idgen.pipelines import InstantIDPipeline
 from idgen.pipelines.keypoints import draw_keypoints
 from idgen.pipelines.pipeline_instantid import convert_instantid_adapter
@@ -275,7 +273,7 @@ def test_converted_safetensors_round_trip_and_weights_only(make_pipe, tmp_path):
     np.testing.assert_array_equal(run(other, faces(1)[0]), from_bin)
 
     torch.save({"image_proj": {}, "ip_adapter": {}, "payload": NotATensor()}, tmp_path / "evil.bin")
-    with pytest.raises(pickle.UnpicklingError):
+    with pytest.raises(DataError, match=r"evil.bin: cannot be read .*the pickle asks for test_instantid.NotATensor"):
         convert_instantid_adapter(tmp_path / "evil.bin", tmp_path / "evil.safetensors")
     assert not (tmp_path / "evil.safetensors").exists()
 

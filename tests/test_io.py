@@ -75,8 +75,8 @@ def test_weights_files_that_cannot_be_used_are_refused_naming_the_file_and_the_f
         read_safetensors(tmp_path / "gone.safetensors", "copy it again")
     marker = tmp_path / "ran"
     pickle_running_code(tmp_path / "evil.bin", marker)
-    with pytest.raises(DataError, match=r"evil.bin: cannot be read .*weights_only=True \(it asks to run "
-                                        r"(posix|os).system, which idgen never does\); copy it again$"):
+    with pytest.raises(DataError, match=r"evil.bin: cannot be read .*weights_only=True \(the pickle asks for "
+                                        r"(posix|os).system, which idgen never runs\); copy it again$"):
         read_torch_weights(tmp_path / "evil.bin", "copy it again")
     assert not marker.exists()
 
@@ -95,3 +95,22 @@ def test_check_weights_names_what_differs_and_non_finite_tensors():
     with pytest.raises(DataError, match=r"w.st: NaN or infinite values in b \(.*\); fix it$"):
         check_weights({"a": torch.zeros(2), "b": torch.tensor([0, float("-inf"), 0]), "c": torch.ones(1)}, expected,
                       "w.st", "a model", "fix it")
+
+
+def test_read_npy_reads_numbers_and_refuses_objects_and_archives(tmp_path):
+    import numpy as np
+    from hostile_files import object_array_npy
+
+    from idgen.errors import DataError
+    from idgen.io import read_npy
+
+    np.save(tmp_path / "good.npy", np.arange(6.0).reshape(2, 3))
+    assert read_npy(tmp_path / "good.npy", "fix").tolist() == [[0, 1, 2], [3, 4, 5]]
+    with pytest.raises(DataError, match=r"objects.npy: it holds Python objects .*; fix$"):
+        read_npy(object_array_npy(tmp_path / "objects.npy"), "fix")
+    np.savez(tmp_path / "two.npz", a=np.zeros(2), b=np.ones(2))
+    with pytest.raises(DataError, match=r"two.npz: an .npz archive, not one .npy array; fix$"):
+        read_npy(tmp_path / "two.npz", "fix")
+    np.save(tmp_path / "text.npy", np.array(["a", "b"]))
+    with pytest.raises(DataError, match=r"text.npy: holds <U1 values, not numbers; fix$"):
+        read_npy(tmp_path / "text.npy", "fix")
