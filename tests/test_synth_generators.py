@@ -93,3 +93,15 @@ def test_arc2face_dataset_images_equal_direct_pipeline_calls(tmp_path, one_threa
     # different identities and seeds give different images (the comparison above is not trivial)
     assert np.abs(np.asarray(direct[0], float) - np.asarray(direct[1], float)).mean() > 1
     assert np.abs(np.asarray(direct[0], float) - np.asarray(direct[2], float)).mean() > 1
+
+
+def test_the_photo_generator_reads_photos_through_the_one_image_reader(faces_dir, tmp_path):
+    """A decompression bomb among its photos is refused from the header, naming it, like any image."""
+    import pytest
+    from hostile_files import png_claiming
+
+    from idgen.errors import ImageReadError
+
+    bomb = png_claiming(tmp_path / "bomb.png", 9000, 9000)
+    with pytest.raises(ImageReadError, match=r"bomb.png: 9000×9000 pixels would take .* more than idgen decodes"):
+        PhotoJitterGenerator([faces_dir / "Aaron_Peirsol_0001.jpg", bomb], size=96)
