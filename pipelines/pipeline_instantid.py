@@ -32,7 +32,7 @@ from idgen.errors import ConfigError, IdgenError, ModelFilesMissingError
 from idgen.faces import load_image
 from idgen.io import read_torch_weights, save_safetensors_atomic
 
-from .face_input import FaceInputMixin, renamed_argument
+from .face_input import FaceInputMixin, photo_list, renamed_argument
 from .keypoints import draw_keypoints
 from .lcm import LCMLoRAMixin
 
@@ -167,7 +167,7 @@ class InstantIDMixin(LCMLoRAMixin, FaceInputMixin):
         if (face_images is None) == (id_embeds is None):
             raise ValueError("pass exactly one of face_images (photos) and id_embeds (N × 512 raw embeddings)")
         if face_images is not None:
-            photos = list(face_images) if isinstance(face_images, (list, tuple)) else [face_images]
+            photos = photo_list(face_images)
             faces = self.analyze_faces(photos)
             embeddings = torch.from_numpy(np.stack([face.embedding for face in faces]).astype(np.float32))
             return embeddings, faces[0], photos[0]

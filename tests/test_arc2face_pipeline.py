@@ -352,3 +352,11 @@ def test_a_damaged_or_hostile_lora_on_disk_is_refused_naming_its_file(tmp_path):
         pipe.enable_lcm_lora(tmp_path / "empty")
     assert np.abs(pipe(id_embeds=ids, generator=gens(4), **RUN).images - before).max() < 1e-5   # left as it was
     assert pipe.enable_lcm_lora(files["good"].parent)["num_inference_steps"] == 4
+
+
+def test_an_empty_list_of_photos_says_to_pass_one(face_pipe):
+    from idgen.errors import DataError
+
+    for empty in ([], ()):
+        with pytest.raises(DataError, match="face_images is empty: pass at least one face photo"):
+            face_pipe(face_images=empty, **RUN)

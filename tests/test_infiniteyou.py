@@ -325,3 +325,12 @@ def test_one_pose_per_prompt(pipe):
     assert np.abs(batch[0] - batch[1]).max() > 1e-4
     with pytest.raises(ValueError, match="one pose per prompt"):
         run(pipe, identity(0), keypoints=poses)
+
+
+def test_an_empty_list_of_photos_says_to_pass_one(pipe, dlib_analyzer):
+    pipe.set_face_analyzer(dlib_analyzer)
+    try:
+        with pytest.raises(DataError, match="face_images is empty: pass at least one face photo"):
+            pipe("a photo", face_images=[], height=IMAGE_SIZE, width=IMAGE_SIZE, num_inference_steps=STEPS)
+    finally:
+        pipe.set_face_analyzer(None)

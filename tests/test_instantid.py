@@ -362,3 +362,10 @@ def test_model_cpu_offload_and_vae_tiling(make_pipe):
     tiled = run(pipe, face)
     assert len(tiles) > 1 and all(shape[-1] <= 16 and shape[-2] <= 16 for shape in tiles)  # overlapping tiles
     assert tiled.shape == reference.shape and np.abs(tiled - reference).mean() < 0.1
+
+
+def test_an_empty_list_of_photos_says_to_pass_one(make_pipe, dlib_analyzer):
+    pipe = make_pipe()
+    pipe.set_face_analyzer(dlib_analyzer)
+    with pytest.raises(DataError, match="face_images is empty: pass at least one face photo"):
+        pipe("a portrait", face_images=[], **ARGS)
