@@ -207,3 +207,17 @@ def test_a_file_that_is_not_a_usable_onnx_model_is_refused_naming_it(tmp_path, m
     for name, message in cases.items():
         with pytest.raises(DataError, match=rf"{re.escape(str(tmp_path / name))}: {message}.*exported as ONNX"):
             FaceAnalyzer.from_backend("dlib", f"mobilefacenet:{tmp_path / name}")
+
+
+def test_an_insightface_detector_file_cut_short_is_refused_naming_it(tmp_path, mobilefacenet_path):
+    from hostile_files import cut_short
+
+    from idgen.errors import DataError
+
+    pack = tmp_path / "models" / "antelopev2"
+    pack.mkdir(parents=True)
+    (pack / "scrfd_10g_bnkps.onnx").write_bytes(mobilefacenet_path.read_bytes())
+    cut_short(pack / "scrfd_10g_bnkps.onnx")
+    (pack / "glintr100.onnx").write_bytes(mobilefacenet_path.read_bytes())
+    with pytest.raises(DataError, match=r"scrfd_10g_bnkps.onnx: not an ONNX model .*download the antelopev2 pack again"):
+        InsightFaceDetector("antelopev2", root=tmp_path)

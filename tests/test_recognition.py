@@ -304,6 +304,9 @@ def test_a_recogniser_folder_with_unusable_weights_is_refused_naming_the_file(tm
         pattern = rf"{re.escape(str(weights))}: {message}.*`idgen recognizer train"
         with pytest.raises(DataError, match=pattern):
             TrainedRecognizer(weights.parent)
+        if architecture == "face-transformer":   # what `idgen forget` loads from model.path
+            with pytest.raises(DataError, match=pattern):
+                FaceRecognizer.from_pretrained(weights.parent)
     with pytest.raises(DataError, match=r"nan/model.safetensors: NaN or infinite values"):
         FaceAnalyzer.from_backend("dlib", str(tmp_path / "nan"))
     good = TrainedRecognizer(_recogniser_folder(tmp_path / "good", architecture))

@@ -15,7 +15,7 @@ import numpy as np
 
 from ..errors import DataError, ModelFilesMissingError
 from .align import align_face
-from .models import dlib_model_file
+from .models import ONNX_RECOGNIZER_FIX, dlib_model_file, read_onnx
 
 # Per-channel (mean, std) on the 0..255 pixel scale, so every model uses (pixel - mean) / std.
 NORMALIZATIONS = {
@@ -34,27 +34,6 @@ class Recognizer(Protocol):
     def crop(self, image: np.ndarray, landmarks: np.ndarray, bbox: np.ndarray) -> np.ndarray: ...
 
     def embed(self, crops: np.ndarray) -> np.ndarray: ...
-
-
-def read_onnx(path: Path):
-    """The ONNX model in ``path``, its weights checked: a file that is not ONNX (cut short, or another
-    format), or whose weights hold NaN or infinite values, raises :class:`DataError` naming it."""
-    import onnx
-    from onnx import numpy_helper
-
-    fix = "pass a face recogniser exported as ONNX (an .onnx file), or download it again"
-    try:
-        model = onnx.load(str(path))
-    except Exception as exc:  # noqa: BLE001 — protobuf's DecodeError and onnx's own: not a model
-        raise DataError(f"{path}: not an ONNX model ({type(exc).__name__}: {exc}); {fix}") from None
-    if not model.graph.node or not model.graph.input:
-        raise DataError(f"{path}: not an ONNX model (no graph in it); {fix}")
-    broken = [init.name for init in model.graph.initializer
-              if (values := numpy_helper.to_array(init)).dtype.kind == "f" and not np.isfinite(values).all()]
-    if broken:
-        raise DataError(f"{path}: NaN or infinite values in {', '.join(broken[:5])}; the model would give "
-                        f"NaN embeddings; {fix}")
-    return model
 
 
 def _graph_normalizes_itself(model) -> bool:
@@ -134,8 +113,7 @@ class OnnxRecognizer:
             self.session = ort.InferenceSession(model, sess_options=options,
                                                 providers=providers or ["CPUExecutionProvider"])
         except Exception as exc:  # noqa: BLE001 — onnxruntime refuses the graph (an unknown operator, say)
-            raise DataError(f"{self.path}: onnxruntime cannot run this model ({exc}); pass a face recogniser "
-                            "exported as ONNX") from None
+            raise DataError(f"{self.path}: onnxruntime cannot run this model ({exc}); {ONNX_RECOGNIZER_FIX}") from None
         model_input = self.session.get_inputs()[0]
         self.input_name = model_input.name
         size = model_input.shape[2]
