@@ -7,9 +7,10 @@ atomic on POSIX and Windows. The file ends up with the permissions ``open()`` wo
 on a shared machine is readable by the people it was made for.
 
 Weights are read only as safetensors (:func:`read_safetensors`) or with
-``torch.load(weights_only=True)`` (:func:`read_torch_weights`), and checked against the tensors a
-model expects (:func:`check_weights`): a truncated file, a pickle, a file of another model or one
-holding NaN raises :class:`~idgen.errors.DataError` naming the file and what to do.
+``torch.load(weights_only=True)`` (:func:`read_torch_weights`), arrays with ``allow_pickle=False``
+(:func:`read_npy`), and checked against the tensors a model expects (:func:`check_weights`): a
+truncated file, a pickle, a file of another model or one holding NaN raises
+:class:`~idgen.errors.DataError` naming the file and what to do.
 """
 
 from __future__ import annotations

@@ -42,7 +42,7 @@ def decoded_bytes(width: int, height: int) -> int:
     return height * (4 * width + 24)
 
 
-def check_image_size(width: int, height: int, name: str) -> None:
+def _check_size(width: int, height: int, name: str) -> None:
     """Refuse, with an :class:`ImageReadError` naming ``name``, an image over :data:`MAX_DECODED_BYTES`."""
     if decoded_bytes(width, height) > MAX_DECODED_BYTES:
         raise ImageReadError(
@@ -112,7 +112,7 @@ def load_image(source: ImageInput) -> np.ndarray:
     if isinstance(source, np.ndarray):
         return array_to_rgb(source)
     if isinstance(source, Image.Image):
-        check_image_size(*source.size, describe(source))
+        _check_size(*source.size, describe(source))
         return np.asarray(pil_to_rgb(ImageOps.exif_transpose(source)))
     if not isinstance(source, (str, os.PathLike)):
         raise ImageReadError(f"cannot use {type(source).__name__} as an image; pass a path, PIL image or array")
@@ -147,12 +147,10 @@ def image_file(path: str | os.PathLike) -> Path:
 
 
 def read_image_bytes(path: str | os.PathLike) -> bytes:
-    """The bytes of an image file, for callers that hash them before decoding (:func:`decode_image`).
-    The file is checked (:func:`image_file`) and its header read and checked (:func:`check_image_size`)
-    before the whole file is read; an :class:`ImageReadError` names it otherwise."""
+    """The bytes of an image file (checked by :func:`image_file`, so at most
+    :data:`MAX_IMAGE_FILE_BYTES`), for callers that hash them before decoding them with
+    :func:`decode_image`, which checks the header before any pixel is decoded."""
     path = image_file(path)
-    with _opened(path, str(path)):
-        pass
     try:
         return path.read_bytes()
     except OSError as exc:
@@ -179,10 +177,10 @@ def _decode(source, name: str) -> np.ndarray:
 @contextmanager
 def _opened(source, name: str):
     """The image in ``source`` (a path or a ``BytesIO``) with only its header read and its size checked
-    (:func:`check_image_size`); PIL's errors in the block become :class:`ImageReadError` naming ``name``."""
+    (:func:`_check_size`); PIL's errors in the block become :class:`ImageReadError` naming ``name``."""
     try:
         with Image.open(source) as image:   # reads the header only
-            check_image_size(*image.size, name)
+            _check_size(*image.size, name)
             yield image
     except ImageReadError:
         raise
