@@ -21,11 +21,10 @@ from pathlib import Path
 from typing import Optional, Sequence
 
 import torch
-from safetensors.torch import load_file
 
-from .errors import ConfigError, IdgenError
+from .errors import ConfigError, DataError, IdgenError
 from .identity import normalize, random_identities
-from .io import save_safetensors_atomic
+from .io import open_safetensors, save_safetensors_atomic
 
 ACTIONS = ("refuse", "substitute")
 
@@ -78,14 +77,15 @@ class IdentityGuard:
         path = Path(path)
         if not path.is_file():
             raise ConfigError(f"protected-identity list {path} does not exist; write one with IdentityGuard.save()")
-        from safetensors import safe_open
-
-        with safe_open(str(path), framework="pt") as f:
-            metadata = f.metadata() or {}
+        fix = "write the list again with IdentityGuard.save()"
+        with open_safetensors(path, fix) as f:
+            if "identities" not in f.keys():
+                raise DataError(f"{path}: no 'identities' tensor: not a protected-identity list; {fix}")
+            metadata, identities = f.metadata() or {}, f.get_tensor("identities")
         settings = {"names": metadata["names"].split("\n") if metadata.get("names") else None,
                     "threshold": float(metadata.get("threshold", 0.4)), "action": metadata.get("action", "refuse")}
         settings.update(overrides)
-        return cls(load_file(str(path))["identities"], **settings)
+        return cls(identities, **settings)
 
     # -------------------------------------------------------------- checking
     def similarities(self, identities) -> torch.Tensor:

@@ -1,19 +1,28 @@
-"""Crash-safe file writing: a reader never sees a half-written file.
+"""Crash-safe file writing, and weights read back with an error that names the file.
 
 Every output of idgen (embeddings, images, manifests, checkpoints) goes through these helpers:
 data is written to a temporary file in the same folder and renamed over the target, which is
 atomic on POSIX and Windows. The file ends up with the permissions ``open()`` would have given it
 (0666 less the umask), not the owner-only 0600 of a temporary file, so a dataset or model written
 on a shared machine is readable by the people it was made for.
+
+Weights are read only as safetensors (:func:`read_safetensors`) or with
+``torch.load(weights_only=True)`` (:func:`read_torch_weights`), arrays with ``allow_pickle=False``
+(:func:`read_npy`), and checked against the tensors a model expects (:func:`check_weights`): a
+truncated file, a pickle, a file of another model or one holding NaN raises
+:class:`~idgen.errors.DataError` naming the file and what to do.
 """
 
 from __future__ import annotations
 
 import json
 import os
+import re
 import tempfile
 from contextlib import contextmanager
 from pathlib import Path
+
+from .errors import DataError, ModelFilesMissingError
 
 #: The file a LoRA is saved in, in a folder: the name diffusers' ``load_lora_weights(folder)`` reads
 #: (diffusers' ``LORA_WEIGHT_NAME_SAFE``; ``tests/test_io.py`` checks they agree). Every LoRA idgen
@@ -109,3 +118,115 @@ def save_pretrained_atomic(model, folder: str | os.PathLike, index_file: str | N
             if target.is_dir():
                 shutil.rmtree(target)
             os.replace(entry, target)
+
+
+# ---------------------------------------------------------------------- reading weights
+def _some(names: list[str]) -> str:
+    return ", ".join(names[:5]) + (f" and {len(names) - 5} more" if len(names) > 5 else "")
+
+
+def _existing(path: str | os.PathLike, fix: str) -> Path:
+    path = Path(path)
+    if not path.is_file():
+        raise ModelFilesMissingError(f"{path}: no such file; {fix}")
+    return path
+
+
+@contextmanager
+def open_safetensors(path: str | os.PathLike, fix: str, framework: str = "pt"):
+    """``safe_open`` on ``path``, its header checked (a file cut short fails here, before any
+    tensor is read). A file that is not complete safetensors raises :class:`DataError` saying what it
+    is instead (a pickle, truncated, something else) and then ``fix``, what the user should do."""
+    from safetensors import safe_open
+
+    path = _existing(path, fix)
+    try:
+        handle = safe_open(str(path), framework=framework)
+    except Exception as exc:  # noqa: BLE001 — SafetensorError or OSError: the file is not usable
+        with open(path, "rb") as raw:
+            head = raw.read(9)   # safetensors: an 8-byte header length, then the header's "{"
+        pickled = head.startswith(b"PK\x03\x04") or (head.startswith(b"\x80") and head[8:] != b"{")
+        what = ("a pickle (torch.save) file, not safetensors; idgen does not unpickle weights (a pickle can run "
+                "code): convert it with safetensors.torch.save_file" if pickled
+                else f"not a complete safetensors file ({exc}): cut short or another format")
+        raise DataError(f"{path}: {what}; {fix}") from None
+    with handle:
+        yield handle
+
+
+def read_safetensors(path: str | os.PathLike, fix: str, framework: str = "pt") -> dict:
+    """Every tensor of a safetensors file (torch tensors, or numpy arrays with ``framework="numpy"``);
+    a missing file raises :class:`~idgen.errors.ModelFilesMissingError`, an unusable one
+    :class:`DataError` (:func:`open_safetensors`), both naming ``path`` and ending with ``fix``."""
+    with open_safetensors(path, fix, framework) as handle:
+        return {key: handle.get_tensor(key) for key in handle.keys()}
+
+
+def read_torch_weights(path: str | os.PathLike, fix: str):
+    """What a PyTorch weights file (``torch.save``: ``.pth``, ``.bin``, ``.pt``) holds, read with
+    ``torch.load(weights_only=True)``, so no code in it runs: a pickle that asks for code, or a file
+    cut short, raises :class:`DataError` naming ``path`` (and the code it asked for) and ending with ``fix``."""
+    import torch
+
+    path = _existing(path, fix)
+    try:
+        return torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as exc:  # noqa: BLE001 — any unreadable or unsafe pickle
+        code = re.search(r"GLOBAL ([\w.]+)", str(exc))
+        why = (f"the pickle asks for {code.group(1)}, which idgen never runs" if code
+               else str(exc).strip().split("\n")[0])
+        raise DataError(f"{path}: cannot be read as a PyTorch weights file with weights_only=True ({why}); "
+                        f"{fix}") from None
+
+
+def read_npy(path: str | os.PathLike, fix: str):
+    """The numeric array in a ``.npy`` file, read with ``allow_pickle=False``: an object array (reading
+    it would mean unpickling), an ``.npz`` archive, or a file cut short raises :class:`DataError`
+    naming ``path`` and ending with ``fix``."""
+    import numpy as np
+
+    path = _existing(path, fix)
+    try:
+        array = np.load(path, allow_pickle=False)
+    except ValueError as exc:
+        why = ("it holds Python objects (dtype object), and idgen does not unpickle them (a pickle can run code)"
+               if "allow_pickle" in str(exc) else f"not a complete .npy array ({exc})")
+        raise DataError(f"{path}: {why}; {fix}") from None
+    except Exception as exc:  # noqa: BLE001 — EOFError, OSError, …: cut short or not .npy
+        raise DataError(f"{path}: not a complete .npy array ({type(exc).__name__}: {exc}); {fix}") from None
+    if not isinstance(array, np.ndarray):
+        array.close()
+        raise DataError(f"{path}: an .npz archive, not one .npy array; {fix}")
+    if array.dtype.kind not in "biuf":
+        raise DataError(f"{path}: holds {array.dtype} values, not numbers; {fix}")
+    return array
+
+
+def check_weights(state: dict, expected: dict, path: str | os.PathLike, what: str, fix: str,
+                  optional: tuple[str, ...] = ()) -> None:
+    """Check that ``state`` (name → tensor) holds exactly the tensors ``expected`` (name → shape)
+    names, each of that shape (those in ``optional`` may be absent), and no NaN or infinite value;
+    otherwise raise :class:`DataError`: "``path``: not ``what``: missing …; unexpected …; wrong shape
+    …; ``fix``", or which tensors hold NaN/Inf."""
+    import torch
+
+    missing = sorted(set(expected) - set(state) - set(optional))
+    unexpected = sorted(set(state) - set(expected))
+    wrong = sorted(k for k in set(expected) & set(state) if tuple(state[k].shape) != tuple(expected[k]))
+    if missing or unexpected or wrong:
+        problems = [f"{label} {_some(keys)}" for label, keys in
+                    (("missing", missing), ("unexpected", unexpected), ("wrong shape", wrong)) if keys]
+        raise DataError(f"{path}: not {what}: {'; '.join(problems)}; {fix}")
+    broken = sorted(k for k, v in state.items()
+                    if torch.is_tensor(v) and v.is_floating_point() and not bool(torch.isfinite(v).all()))
+    if broken:
+        raise DataError(f"{path}: NaN or infinite values in {_some(broken)} (training diverged or the file is "
+                        f"damaged); {fix}")
+
+
+def load_module_weights(module, path: str | os.PathLike, what: str, fix: str) -> None:
+    """Load a safetensors file that :func:`save_module_weights` wrote into ``module``, after
+    :func:`read_safetensors` and :func:`check_weights` (exactly the module's tensors, its shapes, finite)."""
+    state = read_safetensors(path, fix)
+    check_weights(state, {k: v.shape for k, v in module.state_dict().items()}, path, what, fix)
+    module.load_state_dict(state)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import warnings
 from typing import Optional, Sequence
 
-from idgen.errors import IdgenError
+from idgen.errors import DataError, IdgenError
 from idgen.faces import Face, FaceAnalyzer
 
 
@@ -28,6 +28,16 @@ class FaceInputMixin:
                 "FaceAnalyzer.from_backend(...)) or pass identity embeddings instead of photos"
             )
         return [self.face_analyzer.get_face(image, policy=policy) for image in images]
+
+
+def photo_list(face_images) -> list:
+    """``face_images`` (one photo, or a list or tuple of photos) as a list; an empty list or tuple
+    raises :class:`~idgen.errors.DataError` (not numpy's "need at least one array to stack")."""
+    photos = list(face_images) if isinstance(face_images, (list, tuple)) else [face_images]
+    if not photos:
+        raise DataError("face_images is empty: pass at least one face photo (a path, PIL image or array), "
+                        "or id_embeds instead")
+    return photos
 
 
 def renamed_argument(kwargs: dict, old: str, new: str, value):

@@ -23,6 +23,7 @@ from diffusers.models.modeling_utils import ModelMixin
 from huggingface_hub import hf_hub_download
 
 from idgen.errors import ConfigError, ModelFilesMissingError
+from idgen.io import read_torch_weights
 
 #: The hub repository and the file layout of the published weights.
 INFINITEYOU_REPO = "ByteDance/InfiniteYou"
@@ -125,7 +126,7 @@ class InfiniteYouProjection(ModelMixin, ConfigMixin):
                 raise ModelFilesMissingError(
                     f"cannot get {subfolder}/{weight_name} from {pretrained_model_name_or_path}: {error}; "
                     f"download {INFINITEYOU_REPO} and pass its folder") from error
-        state = torch.load(path, map_location="cpu", weights_only=True)
+        state = read_torch_weights(path, f"download {INFINITEYOU_REPO} again and pass its folder")
         if isinstance(state, dict) and "image_proj" in state:
             state = state["image_proj"]
         return cls.from_original_state_dict(state, source=os.fspath(path))

@@ -29,7 +29,7 @@ from transformers import CLIPTextModel
 
 from idgen.identity import normalize
 
-from .face_input import FaceInputMixin
+from .face_input import FaceInputMixin, photo_list
 from .lcm import LCMLoRAMixin
 
 #: The prompt Arc2Face was trained with; the word ``id`` marks where the identity goes.
@@ -160,11 +160,7 @@ class Arc2FaceMixin(LCMLoRAMixin, FaceInputMixin):
     def embed_faces(self, face_images: FaceImages, policy: str = "largest") -> torch.Tensor:
         """Photos (one, or a list) → ``N×D`` float32 embeddings with the pipeline's face analyser;
         raises :class:`~idgen.errors.NoFaceError` naming the photo when it holds no face."""
-        if isinstance(face_images, (list, tuple)):
-            images = list(face_images)
-        else:
-            images = [face_images]
-        faces = self.analyze_faces(images, policy=policy)
+        faces = self.analyze_faces(photo_list(face_images), policy=policy)
         return torch.from_numpy(np.stack([face.embedding for face in faces]).astype(np.float32))
 
     # ------------------------------------------------------------------ generation

@@ -42,7 +42,7 @@ from idgen.errors import IdgenError, ModelFilesMissingError
 from idgen.faces import load_image
 from idgen.identity import normalize
 
-from .face_input import FaceInputMixin
+from .face_input import FaceInputMixin, photo_list
 from .infiniteyou_projection import INFINITEYOU_REPO, InfiniteYouProjection, infiniteyou_subfolder
 from .keypoints import draw_keypoints, scale_keypoints
 
@@ -135,8 +135,7 @@ class InfiniteYouMixin(FaceInputMixin):
         if (face_images is None) == (id_embeds is None):
             raise ValueError("pass exactly one of face_images (photos) and id_embeds (N × 512 embeddings)")
         if face_images is not None:
-            photos = list(face_images) if isinstance(face_images, (list, tuple)) else [face_images]
-            id_embeds = np.stack([face.embedding for face in self.analyze_faces(photos)]).astype(np.float32)
+            id_embeds = np.stack([face.embedding for face in self.analyze_faces(photo_list(face_images))])
         embeddings = torch.as_tensor(np.asarray(id_embeds, dtype=np.float32))
         return normalize(embeddings.reshape(-1, embeddings.shape[-1]))
 

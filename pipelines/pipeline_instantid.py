@@ -30,9 +30,9 @@ from diffusers.models.embeddings import IPAdapterPlusImageProjection, MultiIPAda
 
 from idgen.errors import ConfigError, IdgenError, ModelFilesMissingError
 from idgen.faces import load_image
-from idgen.io import save_safetensors_atomic
+from idgen.io import read_torch_weights, save_safetensors_atomic
 
-from .face_input import FaceInputMixin, renamed_argument
+from .face_input import FaceInputMixin, photo_list, renamed_argument
 from .keypoints import draw_keypoints, scale_keypoints
 from .lcm import LCMLoRAMixin
 
@@ -51,7 +51,7 @@ def convert_instantid_adapter(source: Union[str, os.PathLike], target: Union[str
 
     The ``.bin`` is read with ``torch.load(weights_only=True)``: plain tensors only, no code runs.
     """
-    state = torch.load(source, map_location="cpu", weights_only=True)
+    state = read_torch_weights(source, "pass InstantID's ip-adapter.bin (InstantX/InstantID)")
     if not isinstance(state, dict) or not {"image_proj", "ip_adapter"} <= state.keys():
         raise ConfigError(f"{source} is not an IP-Adapter checkpoint (needs 'image_proj' and 'ip_adapter')")
     flat = {f"{part}.{key}": value.contiguous() for part in ("image_proj", "ip_adapter")
@@ -167,7 +167,7 @@ class InstantIDMixin(LCMLoRAMixin, FaceInputMixin):
         if (face_images is None) == (id_embeds is None):
             raise ValueError("pass exactly one of face_images (photos) and id_embeds (N × 512 raw embeddings)")
         if face_images is not None:
-            photos = list(face_images) if isinstance(face_images, (list, tuple)) else [face_images]
+            photos = photo_list(face_images)
             faces = self.analyze_faces(photos)
             embeddings = torch.from_numpy(np.stack([face.embedding for face in faces]).astype(np.float32))
             return embeddings, faces[0], photos[0]

@@ -305,3 +305,58 @@ def test_photos_need_an_analyser():
     pipe = Arc2FacePipeline(**{**tiny_components(), "tokenizer": tiny_clip_tokenizer()})
     with pytest.raises(Exception, match="set_face_analyzer"):
         pipe(face_images=["x.jpg"], **RUN)
+
+
+def test_a_damaged_or_hostile_lora_on_disk_is_refused_naming_its_file(tmp_path):
+    """enable_lcm_lora with a folder whose LoRA is cut short, a pickle that would run code, made for
+    another model, or missing: an IdgenError naming the file (diffusers said "no file named
+    pytorch_lora_weights.bin" or gave a bare size-mismatch RuntimeError); the pipeline still works."""
+    import re
+
+    from hostile_files import cut_short, pickle_running_code
+    from safetensors.torch import load_file, save_file
+
+    from idgen.errors import DataError, ModelFilesMissingError
+
+    pipe = tiny_pipeline(seed=3)
+
+    def lora(name: str):
+        folder = tmp_path / name
+        Arc2FacePipeline.save_lora_weights(folder, unet_lora_layers={
+            k[len("unet."):]: v for k, v in random_lora(pipe.unet, "unet", {"to_k", "to_v"}).items()})
+        return folder / "pytorch_lora_weights.safetensors"
+
+    def other_model(path):
+        state = load_file(str(path))
+        state[next(iter(state))] = torch.zeros(3, 7)
+        save_file(state, str(path))
+
+    def pickled(path):
+        path.unlink()
+        pickle_running_code(path.with_suffix(".bin"), tmp_path / "ran")
+
+    cases = {"cut": (cut_short, "not a complete safetensors file"),
+             "other-model": (other_model, r"does not fit this Arc2FacePipeline \(size mismatch"),
+             "pickled": (pickled, r"cannot be read .*\(the pickle asks for (posix|os).system")}
+    files = {name: lora(name) for name in (*cases, "good")}
+    ids = identities(1, seed=5)
+    before = pipe(id_embeds=ids, generator=gens(4), **RUN).images
+    for name, (damage, message) in cases.items():
+        damage(files[name])
+        named = files[name].with_suffix(".bin") if name == "pickled" else files[name]
+        with pytest.raises(DataError, match=rf"{re.escape(str(named))}: {message}.*pass an LCM-LoRA"):
+            pipe.enable_lcm_lora(files[name].parent)
+    assert not (tmp_path / "ran").exists()
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(ModelFilesMissingError, match=r"empty: no pytorch_lora_weights.safetensors in this folder"):
+        pipe.enable_lcm_lora(tmp_path / "empty")
+    assert np.abs(pipe(id_embeds=ids, generator=gens(4), **RUN).images - before).max() < 1e-5   # left as it was
+    assert pipe.enable_lcm_lora(files["good"].parent)["num_inference_steps"] == 4
+
+
+def test_an_empty_list_of_photos_says_to_pass_one(face_pipe):
+    from idgen.errors import DataError
+
+    for empty in ([], ()):
+        with pytest.raises(DataError, match="face_images is empty: pass at least one face photo"):
+            face_pipe(face_images=empty, **RUN)

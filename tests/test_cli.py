@@ -53,9 +53,8 @@ def test_embed_folder_reads_each_file_once(tmp_path, faces_dir, dlib_analyzer, m
     from idgen.faces.embedding_index import embed_folder
 
     reads = Counter()
-    read_image_bytes = idgen.faces.image.read_image_bytes
-    monkeypatch.setattr(idgen.faces.image, "read_image_bytes",
-                        lambda path: reads.update([Path(path).name]) or read_image_bytes(path))
+    image_file = idgen.faces.image.image_file   # every read of an image file starts by checking it here
+    monkeypatch.setattr(idgen.faces.image, "image_file", lambda path: reads.update([Path(path).name]) or image_file(path))
     photos = tmp_path / "photos"
     photos.mkdir()
     shutil.copy(faces_dir / "Aaron_Peirsol_0001.jpg", photos)

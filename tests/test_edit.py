@@ -355,3 +355,12 @@ def test_cli_edit_with_infiniteyou_downloads_tiny_and_unconfigured(faces_dir, tm
         assert main(["edit", "restyle", "--photo", str(faces_dir / PHOTO), "--out", str(restyled), *flags, *faces]) == 1
         errors = [line for line in capsys.readouterr().err.splitlines() if line.startswith("idgen: error:")]
         assert len(errors) == 1 and reason in errors[0], (flags, errors)
+
+
+def test_cli_replace_refuses_an_identity_npy_of_objects_naming_it(tmp_path, faces_dir, capsys):
+    from hostile_files import object_array_npy
+
+    identity = object_array_npy(tmp_path / "target.npy")
+    assert main(["edit", "replace", "--photo", str(faces_dir / PHOTO), "--identity", str(identity),
+                 "--out", str(tmp_path / "x.png"), "--model", str(tmp_path / "no-model")]) == 1
+    assert f"{identity}: it holds Python objects (dtype object)" in capsys.readouterr().err

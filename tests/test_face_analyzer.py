@@ -180,3 +180,44 @@ def test_the_shipped_mobilefacenet_is_the_reference_model(mfn_analyzer, faces_di
     np.testing.assert_array_equal(shipped, mfn_analyzer.get_face(photo).embedding)
     flipped = FaceAnalyzer.from_backend("dlib", "mobilefacenet", flip=True).get_face(photo).embedding
     assert not np.allclose(flipped, shipped) and np.allclose(np.linalg.norm(flipped), 2 * np.linalg.norm(shipped), rtol=0.2)
+
+
+def test_a_file_that_is_not_a_usable_onnx_model_is_refused_naming_it(tmp_path, mobilefacenet_path):
+    """``mobilefacenet:PATH`` (or any .onnx recogniser) that is text, cut short, or holds NaN weights:
+    a DataError naming the file, not protobuf's traceback or NaN embeddings."""
+    import re
+
+    import onnx
+    from hostile_files import cut_short
+    from onnx import numpy_helper
+
+    from idgen.errors import DataError
+
+    (tmp_path / "notes.onnx").write_text("these are my notes, not a model")
+    (tmp_path / "cut.onnx").write_bytes(mobilefacenet_path.read_bytes())
+    cut_short(tmp_path / "cut.onnx")
+    model = onnx.load(str(mobilefacenet_path))
+    weight = next(w for w in model.graph.initializer if numpy_helper.to_array(w).dtype.kind == "f")
+    values = numpy_helper.to_array(weight).copy()
+    values.flat[0] = np.nan
+    weight.CopyFrom(numpy_helper.from_array(values, weight.name))
+    onnx.save(model, str(tmp_path / "nan.onnx"))
+    cases = {"notes.onnx": "not an ONNX model", "cut.onnx": "not an ONNX model",
+             "nan.onnx": rf"NaN or infinite values in {re.escape(weight.name)}"}
+    for name, message in cases.items():
+        with pytest.raises(DataError, match=rf"{re.escape(str(tmp_path / name))}: {message}.*exported as ONNX"):
+            FaceAnalyzer.from_backend("dlib", f"mobilefacenet:{tmp_path / name}")
+
+
+def test_an_insightface_detector_file_cut_short_is_refused_naming_it(tmp_path, mobilefacenet_path):
+    from hostile_files import cut_short
+
+    from idgen.errors import DataError
+
+    pack = tmp_path / "models" / "antelopev2"
+    pack.mkdir(parents=True)
+    (pack / "scrfd_10g_bnkps.onnx").write_bytes(mobilefacenet_path.read_bytes())
+    cut_short(pack / "scrfd_10g_bnkps.onnx")
+    (pack / "glintr100.onnx").write_bytes(mobilefacenet_path.read_bytes())
+    with pytest.raises(DataError, match=r"scrfd_10g_bnkps.onnx: not an ONNX model .*download the antelopev2 pack again"):
+        InsightFaceDetector("antelopev2", root=tmp_path)

@@ -97,3 +97,22 @@ def test_guarded_arc2face_pipeline(people):
     assert (out.id_embeds @ protected.T).max() < 0.4
     torch.testing.assert_close(out.id_embeds[1], others[0])
     assert substituting.text_encoder is pipe.text_encoder  # other attributes are the pipeline's
+
+
+def test_a_damaged_protected_list_is_refused_naming_it(people, tmp_path):
+    from hostile_files import cut_short, pickled_instead
+    from safetensors.torch import save_file
+
+    from idgen.errors import DataError
+
+    protected, _ = people
+    for name in ("cut.safetensors", "pickled.safetensors"):
+        IdentityGuard(protected).save(tmp_path / name)
+    cut_short(tmp_path / "cut.safetensors")
+    pickled_instead(tmp_path / "pickled.safetensors")
+    save_file({"vectors": protected.contiguous()}, str(tmp_path / "other.safetensors"))
+    cases = {"cut.safetensors": "not a complete safetensors file", "pickled.safetensors": r"a pickle \(torch.save\)",
+             "other.safetensors": "no 'identities' tensor"}
+    for name, message in cases.items():
+        with pytest.raises(DataError, match=rf"{name}: {message}.*IdentityGuard.save\(\)"):
+            IdentityGuard.load(tmp_path / name)

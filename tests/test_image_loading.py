@@ -1,13 +1,12 @@
 """Every kind of photo a user may pass loads as upright 8-bit RGB, or fails naming the file."""
 
-
 import numpy as np
 import pytest
+from hostile_files import png_claiming
 from PIL import Image
 
 from idgen.errors import ImageReadError
 from idgen.faces import load_image
-from hostile_files import png_claiming
 
 
 @pytest.fixture
@@ -102,18 +101,68 @@ def test_arrays_and_pil_accepted(photo):
 
 
 def test_too_many_pixels_refused_from_the_header(tmp_path, monkeypatch):
-    from idgen.faces.image import MAX_IMAGE_PIXELS
+    from idgen.faces.image import MAX_DECODED_BYTES, decoded_bytes
 
-    path = png_claiming(tmp_path / "claims-9000x9000.png", 9000, 9000)   # 81 MP: over idgen's cap, under PIL's own bomb limit
+    path = png_claiming(tmp_path / "claims-9000x9000.png", 9000, 9000)   # over idgen's cap, under PIL's own bomb limit
     decoded = []
     monkeypatch.setattr(Image.Image, "load", lambda self: decoded.append(self) or None)
-    assert 9000 * 9000 > MAX_IMAGE_PIXELS
-    with pytest.raises(ImageReadError, match=r"claims-9000x9000.png: 9000×9000 pixels is more than idgen decodes.*downscale"):
+    assert decoded_bytes(9000, 9000) > MAX_DECODED_BYTES >= decoded_bytes(8000, 8000)
+    with pytest.raises(ImageReadError, match=r"claims-9000x9000.png: 9000×9000 pixels would take 309 MiB to decode, "
+                                             r"more than idgen decodes \(256 MiB\); downscale"):
         load_image(path)
     assert decoded == []   # refused before any pixel was decoded
     monkeypatch.undo()
     with pytest.raises(ImageReadError, match=r"claims-30000x30000.png: .*(decompression bomb|more than idgen decodes)"):
         load_image(png_claiming(tmp_path / "claims-30000x30000.png", 30000, 30000))
+
+
+def test_a_strip_one_pixel_wide_is_refused_by_the_memory_it_would_take(tmp_path, monkeypatch):
+    """A real 122 KB PNG, 1×63,000,000 pixels: fewer pixels than an 8000×8000 photo, but PIL spends
+    bookkeeping on each row (it took 2.4 GB to load), so the cap is on memory, not on pixels: refused
+    from the header, like a bomb, without decoding it."""
+    from hostile_files import png_strip
+
+    strip = png_strip(tmp_path / "strip.png", 63_000_000)
+    assert strip.stat().st_size < 200_000
+    decoded = []
+    monkeypatch.setattr(Image.Image, "load", lambda self: decoded.append(self) or None)
+    with pytest.raises(ImageReadError, match=r"strip.png: 1×63000000 pixels would take 1,682 MiB to decode, "
+                                             r"more than idgen decodes"):
+        load_image(strip)
+    assert decoded == []
+
+
+def test_an_oversized_file_is_refused_from_its_size_without_reading_it(tmp_path):
+    """A 3 GB (sparse) .jpg: refused from its size on disk, before a byte of it is read into memory."""
+    import time
+    import tracemalloc
+
+    from hostile_files import sparse_file
+
+    from idgen.faces.image import read_image_bytes
+
+    huge = sparse_file(tmp_path / "huge.jpg", 3 * 2**30)
+    tracemalloc.start()
+    started = time.perf_counter()
+    for read in (load_image, read_image_bytes):
+        with pytest.raises(ImageReadError, match=r"huge.jpg: 3,072 MiB is more than idgen reads for one image "
+                                                 r"\(256 MiB\); downscale or re-encode it"):
+            read(huge)
+    assert time.perf_counter() - started < 1.0
+    assert tracemalloc.get_traced_memory()[1] < 2**20
+    tracemalloc.stop()
+
+
+def test_a_folder_a_link_loop_and_a_broken_link_say_what_they_are(tmp_path):
+    (tmp_path / "loop.jpg").symlink_to(tmp_path / "loop.jpg")
+    (tmp_path / "broken.jpg").symlink_to(tmp_path / "gone.jpg")
+    (tmp_path / "album.jpg").mkdir()
+    cases = {"album.jpg": "is a folder: pass an image file",
+             "loop.jpg": r"a symbolic link loop \(the link leads back to itself\); pass an image file",
+             "broken.jpg": r"a symbolic link to .*gone.jpg, which does not exist; pass an image file"}
+    for name, message in cases.items():
+        with pytest.raises(ImageReadError, match=rf"{name}: {message}"):
+            load_image(tmp_path / name)
 
 
 def test_animated_gif_gives_its_first_frame_and_the_content_decides_the_format(tmp_path):

@@ -3,7 +3,6 @@ reference Resampler computes, the identity reaches InfuseNet and nothing else, a
 features (scale 0, seeds, batches, save/load, LoRA, offload) keep working."""
 
 import math
-import pickle
 
 import numpy as np
 import pytest
@@ -11,8 +10,9 @@ import torch
 import torch.nn.functional as F
 from diffusers import FluxControlNetModel, FluxPipeline
 from diffusers.models.controlnets.controlnet_flux import FluxMultiControlNetModel
+from hostile_files import pickle_running_code
 
-from idgen.errors import ConfigError, IdgenError, ModelFilesMissingError, NoFaceError
+from idgen.errors import ConfigError, DataError, IdgenError, ModelFilesMissingError, NoFaceError
 from idgen.pipelines import (InfiniteYouPipeline, InfiniteYouProjection, convert_infiniteyou_projection,
                              load_infiniteyou_pipeline)
 from idgen.pipelines.keypoints import draw_keypoints
@@ -111,14 +111,11 @@ def test_loading_refuses_pickled_code_missing_files_and_other_layouts(tmp_path):
     with pytest.raises(ModelFilesMissingError, match="image_proj_model.bin"):
         InfiniteYouProjection.from_infiniteyou(tmp_path / "infu_flux_v1.0")
 
-    class Exploit:
-        def __reduce__(self):
-            return (print, ("pwned",))
-
-    hostile = tmp_path / "infu_flux_v1.0" / "aes_stage2" / "image_proj_model.bin"
-    hostile.write_bytes(pickle.dumps({"image_proj": Exploit()}))
-    with pytest.raises(pickle.UnpicklingError):
+    hostile = pickle_running_code(tmp_path / "infu_flux_v1.0" / "aes_stage2" / "image_proj_model.bin",
+                                  tmp_path / "ran")
+    with pytest.raises(DataError, match=r"image_proj_model.bin: cannot be read .* \(the pickle asks for (posix|os).system"):
         InfiniteYouProjection.from_infiniteyou(tmp_path)
+    assert not (tmp_path / "ran").exists()
 
     torch.save({"image_proj": {"proj_in.weight": torch.zeros(4, 4)}}, hostile)
     with pytest.raises(ConfigError, match="not an InfiniteYou image projection"):
@@ -436,3 +433,12 @@ def test_one_pose_per_prompt(pipe):
     assert np.abs(batch[0] - batch[1]).max() > 1e-4
     with pytest.raises(ValueError, match="one pose per prompt"):
         run(pipe, identity(0), keypoints=poses)
+
+
+def test_an_empty_list_of_photos_says_to_pass_one(pipe, dlib_analyzer):
+    pipe.set_face_analyzer(dlib_analyzer)
+    try:
+        with pytest.raises(DataError, match="face_images is empty: pass at least one face photo"):
+            pipe("a photo", face_images=[], height=IMAGE_SIZE, width=IMAGE_SIZE, num_inference_steps=STEPS)
+    finally:
+        pipe.set_face_analyzer(None)

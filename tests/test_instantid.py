@@ -4,8 +4,6 @@ diffusers features (scales, unload, LoRA, multi-ControlNet, offload) keep workin
 
 from __future__ import annotations
 
-import pickle
-
 import numpy as np
 import pytest
 import torch
@@ -13,7 +11,7 @@ import torch.nn.functional as F
 from PIL import Image
 from diffusers import LCMScheduler, StableDiffusionXLControlNetPipeline
 
-from idgen.errors import IdgenError, NoFaceError
+from idgen.errors import DataError, IdgenError, NoFaceError
 from idgen.pipelines import InstantIDPipeline
 from idgen.pipelines.keypoints import draw_keypoints
 from idgen.pipelines.pipeline_instantid import convert_instantid_adapter
@@ -275,7 +273,7 @@ def test_converted_safetensors_round_trip_and_weights_only(make_pipe, tmp_path):
     np.testing.assert_array_equal(run(other, faces(1)[0]), from_bin)
 
     torch.save({"image_proj": {}, "ip_adapter": {}, "payload": NotATensor()}, tmp_path / "evil.bin")
-    with pytest.raises(pickle.UnpicklingError):
+    with pytest.raises(DataError, match=r"evil.bin: cannot be read .*the pickle asks for test_instantid.NotATensor"):
         convert_instantid_adapter(tmp_path / "evil.bin", tmp_path / "evil.safetensors")
     assert not (tmp_path / "evil.safetensors").exists()
 
@@ -364,3 +362,10 @@ def test_model_cpu_offload_and_vae_tiling(make_pipe):
     tiled = run(pipe, face)
     assert len(tiles) > 1 and all(shape[-1] <= 16 and shape[-2] <= 16 for shape in tiles)  # overlapping tiles
     assert tiled.shape == reference.shape and np.abs(tiled - reference).mean() < 0.1
+
+
+def test_an_empty_list_of_photos_says_to_pass_one(make_pipe, dlib_analyzer):
+    pipe = make_pipe()
+    pipe.set_face_analyzer(dlib_analyzer)
+    with pytest.raises(DataError, match="face_images is empty: pass at least one face photo"):
+        pipe("a portrait", face_images=[], **ARGS)

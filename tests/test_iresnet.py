@@ -306,3 +306,11 @@ def test_the_iresnet_options_and_defaults():
         MobileFaceNetTrainConfig(data="d", output="o", backbone="iresnet", depth=26)
     with pytest.raises(ConfigError, match="unknown backbone 'resnet'"):
         MobileFaceNetTrainConfig(data="d", output="o", backbone="resnet")
+
+
+def test_a_backbone_with_nan_weights_is_refused_by_name(tmp_path):
+    state = _tiny().state_dict()
+    state["fc.weight"][0, 0] = float("inf")
+    torch.save(state, tmp_path / "diverged.pth")
+    with pytest.raises(DataError, match=r"diverged.pth: NaN or infinite values in fc.weight"):
+        load_insightface_iresnet(tmp_path / "diverged.pth")

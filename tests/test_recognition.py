@@ -261,3 +261,53 @@ def test_fit_trains_only_a_face_transformer_in_memory():
 
     with pytest.raises(ConfigError, match="fit trains a Face Transformer"):
         fit(FaceRecognizer(model_config("cpu-tiny", num_classes=4)), _toy_set(), RecognizerTrainConfig())
+
+
+def _recogniser_folder(folder, architecture: str):
+    """A small recogniser folder as ``idgen recognizer train`` writes it."""
+    from idgen.models import MobileFaceNet, save_recognizer
+
+    if architecture == "face-transformer":
+        FaceRecognizer(model_config("cpu-tiny", num_classes=3)).save_pretrained(folder, ["a", "b", "c"])
+    else:
+        network = MobileFaceNet(16, 0.25, 32)
+        save_recognizer(folder, architecture, network, network.config)
+    return folder
+
+
+@pytest.mark.parametrize("architecture", ["mobilefacenet", "face-transformer"])
+def test_a_recogniser_folder_with_unusable_weights_is_refused_naming_the_file(tmp_path, architecture):
+    """Cut short, a pickle under the safetensors name, weights of another size, or a NaN in them: each is
+    a DataError naming model.safetensors and saying to retrain, never a traceback or NaN embeddings."""
+    import re
+
+    from hostile_files import cut_short, pickled_instead, safetensors_with_nan
+
+    from idgen.errors import DataError
+    from idgen.faces import FaceAnalyzer
+    from idgen.io import save_module_weights
+    from idgen.models import MobileFaceNet
+    from idgen.recognition import TrainedRecognizer
+
+    def other_size(path):
+        other = (MobileFaceNet(8, 0.25, 32) if architecture == "mobilefacenet"
+                 else FaceRecognizer(model_config("cpu-tiny", num_classes=5)))
+        save_module_weights(other, path)
+
+    cases = {"cut-short": (cut_short, "not a complete safetensors file"),
+             "pickle": (pickled_instead, r"a pickle \(torch.save\) file, not safetensors"),
+             "other-size": (other_size, "not the .* config.json describes: wrong shape"),
+             "nan": (safetensors_with_nan, "NaN or infinite values in")}
+    for name, (damage, message) in cases.items():
+        weights = _recogniser_folder(tmp_path / name, architecture) / "model.safetensors"
+        damage(weights)
+        pattern = rf"{re.escape(str(weights))}: {message}.*`idgen recognizer train"
+        with pytest.raises(DataError, match=pattern):
+            TrainedRecognizer(weights.parent)
+        if architecture == "face-transformer":   # what `idgen forget` loads from model.path
+            with pytest.raises(DataError, match=pattern):
+                FaceRecognizer.from_pretrained(weights.parent)
+    with pytest.raises(DataError, match=r"nan/model.safetensors: NaN or infinite values"):
+        FaceAnalyzer.from_backend("dlib", str(tmp_path / "nan"))
+    good = TrainedRecognizer(_recogniser_folder(tmp_path / "good", architecture))
+    assert np.isfinite(good.embed(np.zeros((1, good.input_size, good.input_size, 3), np.uint8))).all()

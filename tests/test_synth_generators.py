@@ -144,3 +144,15 @@ def test_a_generator_registered_as_an_entry_point_is_built_and_listed(tmp_path, 
         build_generator({"type": "photo"})
     with pytest.raises(ConfigError, match="use one of photo, .*infiniteyou-tiny, my-gen "):
         build_generator({"type": "my-gen2"})
+
+
+def test_the_photo_generator_reads_photos_through_the_one_image_reader(faces_dir, tmp_path):
+    """A decompression bomb among its photos is refused from the header, naming it, like any image."""
+    import pytest
+    from hostile_files import png_claiming
+
+    from idgen.errors import ImageReadError
+
+    bomb = png_claiming(tmp_path / "bomb.png", 9000, 9000)
+    with pytest.raises(ImageReadError, match=r"bomb.png: 9000×9000 pixels would take .* more than idgen decodes"):
+        PhotoJitterGenerator([faces_dir / "Aaron_Peirsol_0001.jpg", bomb], size=96)

@@ -107,3 +107,21 @@ def test_dataset_identities_are_drawn_near_the_configured_prior(tmp_path):
     identities = load_file(str(tmp_path / "ds" / "identities.safetensors"))["identities"]
     assert float((identities @ centre).min()) > 0.5
     assert stats["identities"]["max_cosine"] <= 0.9 and stats["images"] == 6
+
+
+def test_an_identity_prior_file_that_is_not_safetensors_is_refused_naming_it(tmp_path):
+    from hostile_files import pickle_running_code
+
+    from idgen.errors import DataError
+    from idgen.synth import SynthConfig, generate_dataset
+
+    pickle_running_code(tmp_path / "real.safetensors", tmp_path / "ran")
+    config = SynthConfig.from_dict({
+        "output": str(tmp_path / "ds"), "generator": {"type": "photo", "photos": str(ROOT / "tests" / "data" / "faces")},
+        "identities": {"count": 6, "dim": 32, "max_cosine": 0.9, "prior": str(tmp_path / "real.safetensors")},
+        "variation": {"images_per_identity": 1}, "filter": {"enabled": False}, "writers": {"formats": ["imagefolder"]},
+        "runtime": {"progress": False, "device": "cpu"},
+    })
+    with pytest.raises(DataError, match=r"real.safetensors: a pickle \(torch.save\) file, not safetensors.*idgen embed"):
+        generate_dataset(config)
+    assert not (tmp_path / "ran").exists()

@@ -146,3 +146,19 @@ def test_pose_bank_from_photos_files_and_inline(faces_dir, dlib_analyzer, tmp_pa
     kept = [s in inner.sources for s in bank.sources]
     assert np.allclose(inner.keypoints, (bank.keypoints[kept] - 0.25) / 0.5)
     assert len(set(bank.diverse(3).sources)) == 3
+
+
+def test_a_pose_bank_npy_of_objects_or_cut_short_is_refused_naming_it(tmp_path):
+    """np.load with allow_pickle=False: an object array would be unpickled, so it is refused by name."""
+    from hostile_files import cut_short, object_array_npy
+
+    from idgen.errors import DataError
+
+    object_array_npy(tmp_path / "objects.npy")
+    np.save(tmp_path / "cut.npy", PoseBank.load(DEFAULT_BANK).keypoints)
+    cut_short(tmp_path / "cut.npy")
+    cases = {"objects.npy": r"it holds Python objects \(dtype object\), and idgen does not unpickle them",
+             "cut.npy": "not a complete .npy array"}
+    for name, message in cases.items():
+        with pytest.raises(DataError, match=rf"{name}: {message}.*P × 5 × 2 array"):
+            resolve_pose_bank(str(tmp_path / name), None)

@@ -449,3 +449,78 @@ def test_fp16_on_cpu_is_a_clear_error(tiny_dir, folders, tmp_path):
     assert result.returncode == 1
     assert "optim.mixed_precision=fp16 needs a GPU" in result.stderr and "bf16" in result.stderr
     assert not (tmp_path / "run" / "data_report.json").exists()
+
+
+def test_a_damaged_or_hostile_checkpoint_is_refused_by_file_and_runs_no_code(tmp_path, cpu_accelerator):
+    """--resume: each file accelerate or the hooks would read, damaged, is a DataError naming it; a
+    pickle that would run code (the EMA's custom_checkpoint_0.pkl, which accelerate itself unpickles
+    with weights_only=False, or optimizer.bin) runs nothing. An intact copy still resumes."""
+    import re
+
+    from diffusers.optimization import get_scheduler
+    from diffusers.training_utils import EMAModel
+    from hostile_files import cut_short, pickle_running_code
+
+    from idgen.io import save_safetensors_atomic
+    from idgen.training import register_trainable_state
+    from idgen.training.checkpoints import resume
+
+    accelerator = cpu_accelerator("no")
+    model = torch.nn.Linear(3, 2)
+    optimizer = torch.optim.AdamW(model.parameters())
+    optimizer, scheduler = accelerator.prepare(optimizer, get_scheduler("constant", optimizer))
+    register_trainable_state(accelerator, {"unet": model})
+    accelerator.register_for_checkpointing(EMAModel(list(model.parameters()), decay=0.9))
+    model(torch.ones(1, 3)).sum().backward()
+    optimizer.step()
+    good = tmp_path / "good" / "checkpoint-7"
+    accelerator.save_state(str(good))
+    marker = tmp_path / "ran"
+
+    def copy(name: str) -> Path:
+        shutil.copytree(good, tmp_path / name / "checkpoint-7")
+        return tmp_path / name / "checkpoint-7"
+
+    cases = {
+        "ema-runs-code": ("custom_checkpoint_0.pkl", lambda p: pickle_running_code(p, marker),
+                          r"cannot be read as a PyTorch weights file .*the pickle asks for (posix|os)\.system"),
+        "optimizer-runs-code": ("optimizer.bin", lambda p: pickle_running_code(p, marker), r".*asks for"),
+        "optimizer-cut-short": ("optimizer.bin", cut_short, "cannot be read as a PyTorch weights file"),
+        "lora-cut-short": ("trainable_parameters.safetensors", cut_short, "not a complete safetensors file"),
+        "lora-other-rank": ("trainable_parameters.safetensors",
+                            lambda p: save_safetensors_atomic({"unet.weight": torch.zeros(4, 3),
+                                                               "unet.bias": torch.zeros(2)}, p),
+                            r"not this run's trainable tensors .*: wrong shape unet.weight"),
+        "lora-nan": ("trainable_parameters.safetensors",
+                     lambda p: save_safetensors_atomic({"unet.weight": torch.full((2, 3), float("nan")),
+                                                        "unet.bias": torch.zeros(2)}, p),
+                     "NaN or infinite values in unet.weight"),
+    }
+    for case, (name, damage, message) in cases.items():
+        folder = copy(case)
+        damage(folder / name)
+        with pytest.raises(DataError, match=rf"{re.escape(str(folder / name))}: {message}.*--resume"):
+            resume(accelerator, folder)
+    assert not marker.exists()
+    (copy("no-random-states") / "random_states_0.pkl").unlink()
+    with pytest.raises(DataError, match=r"checkpoint-7: not a complete checkpoint \(no random_states_0.pkl"):
+        resume(accelerator, tmp_path / "no-random-states" / "checkpoint-7")
+    with pytest.raises(DataError, match=r"nowhere/checkpoint-3: no such checkpoint folder"):
+        resume(accelerator, tmp_path / "nowhere" / "checkpoint-3")
+    with torch.no_grad():
+        model.weight.zero_()
+    assert resume(accelerator, copy("intact")) == 7 and model.weight.abs().sum() > 0
+
+
+def test_a_damaged_identity_cache_is_refused_naming_it(tmp_path):
+    from hostile_files import cut_short
+
+    from idgen.training import IdentityCache
+
+    cache = IdentityCache(tmp_path / "identities.safetensors")
+    cache.vectors["abc"], cache.landmarks["abc"], cache.dirty = torch.ones(128), torch.ones(5, 2), True
+    cache.save()
+    cut_short(tmp_path / "identities.safetensors")
+    with pytest.raises(DataError, match=r"identities.safetensors: not a complete safetensors file .*"
+                                        r"delete it \(data.identity_cache\) to analyse the photos again"):
+        IdentityCache(tmp_path / "identities.safetensors")

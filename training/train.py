@@ -46,7 +46,7 @@ from idgen.training import (Conditioning, FaceDataset, IdentityCache, SeededBatc
                             save_lora_weights, scan_faces, vae_loss)
 from idgen.training.config import FULL_TASKS
 from idgen.training import validation
-from idgen.training.checkpoints import checkpoint_step
+from idgen.training.checkpoints import resume
 from idgen.training.distributed import average_gradients, check_launch, replica_spread
 from idgen.training.randomness import rand
 from idgen.training.prior import prior_images
@@ -191,11 +191,8 @@ def main(argv=None) -> None:
     start = 0
     checkpoint = latest_checkpoint(out) if args.resume == "latest" else (Path(args.resume) if args.resume else None)
     if checkpoint is not None:
-        accelerator.load_state(str(checkpoint))
-        start = checkpoint_step(checkpoint)
+        start = resume(accelerator, checkpoint)
         accelerator.print(f"resumed from {checkpoint} at step {start}")
-    elif args.resume and args.resume != "latest":
-        raise ConfigError(f"--resume {args.resume}: no such checkpoint")
     if main_process:
         out.mkdir(parents=True, exist_ok=True)
         with atomic_path(out / "config.yaml") as tmp:

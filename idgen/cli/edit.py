@@ -3,12 +3,11 @@ its person; prints the identity similarities the edit reached."""
 
 from __future__ import annotations
 
-import numpy as np
 from PIL import Image
 
 from ..config import FRACTION, IMAGE_SIDE
 from ..errors import ConfigError
-from ..io import atomic_path
+from ..io import atomic_path, read_npy
 from .common import add_model_arguments, add_sampling_options, add_style_option, chosen_style, describe_style, number
 
 
@@ -87,7 +86,8 @@ def _save(image: Image.Image, path: str) -> None:
 def run_replace(args) -> int:
     from ..edit import replace_identity
 
-    identity = np.load(args.identity) if args.identity.endswith(".npy") else args.identity
+    identity = (read_npy(args.identity, "save the embedding as a numeric array with np.save")
+                if args.identity.endswith(".npy") else args.identity)
     pipe, analyzer = _load_pipeline(args)
     result = replace_identity(args.photo, identity, pipe=pipe, analyzer=analyzer, **_edit_settings(args))
     _save(result.image, args.out)

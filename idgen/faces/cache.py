@@ -29,7 +29,7 @@ from PIL import Image
 from tqdm.auto import tqdm
 
 from ..errors import ConfigError, ImageReadError
-from ..io import save_safetensors_atomic
+from ..io import open_safetensors, save_safetensors_atomic
 from .align import align_face, center_box, template_in_box
 from .image import decode_image, read_image_bytes
 
@@ -122,9 +122,7 @@ def _open_store(path: Optional[Path]):
     if path is None or not path.is_file():
         yield set(), None
         return
-    from safetensors import safe_open
-
-    with safe_open(str(path), framework="numpy") as handle:
+    with open_safetensors(path, "delete it to align the photos again", framework="numpy") as handle:
         yield set(handle.keys()), handle.get_tensor
 
 

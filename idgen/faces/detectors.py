@@ -11,7 +11,7 @@ from typing import NamedTuple, Protocol
 
 import numpy as np
 
-from .models import dlib_model_file, insightface_files
+from .models import dlib_model_file, insightface_files, read_onnx
 
 
 class Detection(NamedTuple):
@@ -85,6 +85,7 @@ class InsightFaceDetector:
         from insightface.model_zoo import get_model
 
         detection_file, _ = insightface_files(pack, root)
+        read_onnx(detection_file, f"download the {pack} pack again")
         kwargs = {"providers": providers or ["CPUExecutionProvider"]}
         self._model = get_model(str(detection_file), **kwargs)
         self._model.prepare(ctx_id=-1, input_size=(det_size, det_size), det_thresh=det_thresh)

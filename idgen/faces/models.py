@@ -1,4 +1,5 @@
-"""Where model files live, and the errors that say how to get them when they do not."""
+"""Where model files live, the errors that say how to get them when they do not, and the one reader
+of ONNX model files (:func:`read_onnx`)."""
 
 from __future__ import annotations
 
@@ -6,7 +7,9 @@ import importlib.util
 import os
 from pathlib import Path
 
-from ..errors import ModelFilesMissingError
+import numpy as np
+
+from ..errors import DataError, ModelFilesMissingError
 
 #: MobileFaceNet (Apache-2.0, 128-d), shipped inside the package: the recogniser the embedded mini
 #: model is conditioned on, so photo inputs work offline with the dlib detector.
@@ -75,3 +78,30 @@ def dlib_model_file(name: str) -> Path:
             f"dlib model file missing: {path}. Reinstall it: pip install --force-reinstall face-recognition-models"
         )
     return path
+
+
+#: What to do about an ONNX recogniser that cannot be used.
+ONNX_RECOGNIZER_FIX = "pass a face recogniser exported as ONNX (an .onnx file), or download it again"
+
+
+def read_onnx(path: Path, fix: str = ONNX_RECOGNIZER_FIX):
+    """The ONNX model in ``path``, its weights checked: a file that is not ONNX (cut short, or another
+    format), or whose weights hold NaN or infinite values, raises :class:`DataError` naming it and
+    ending with ``fix``."""
+    import onnx
+    from onnx import numpy_helper
+
+    try:
+        model = onnx.load(str(path))
+    except Exception as exc:  # noqa: BLE001 — protobuf's DecodeError and onnx's own: not a model
+        raise DataError(f"{path}: not an ONNX model ({type(exc).__name__}: {exc}); {fix}") from None
+    if not model.graph.node or not model.graph.input:
+        raise DataError(f"{path}: not an ONNX model (no graph in it); {fix}")
+    broken = []
+    for weight in model.graph.initializer:
+        values = numpy_helper.to_array(weight)
+        if values.dtype.kind == "f" and not np.isfinite(values).all():
+            broken.append(weight.name)
+    if broken:
+        raise DataError(f"{path}: NaN or infinite values in {', '.join(broken[:5])}; {fix}")
+    return model

@@ -13,9 +13,9 @@ from typing import Protocol, Sequence
 
 import numpy as np
 
-from ..errors import ModelFilesMissingError
+from ..errors import DataError, ModelFilesMissingError
 from .align import align_face
-from .models import dlib_model_file
+from .models import ONNX_RECOGNIZER_FIX, dlib_model_file, read_onnx
 
 # Per-channel (mean, std) on the 0..255 pixel scale, so every model uses (pixel - mean) / std.
 NORMALIZATIONS = {
@@ -36,29 +36,26 @@ class Recognizer(Protocol):
     def embed(self, crops: np.ndarray) -> np.ndarray: ...
 
 
-def _graph_normalizes_itself(path: Path) -> bool:
+def _graph_normalizes_itself(model) -> bool:
     """insightface's rule: mxnet-converted models start with Sub and Mul nodes."""
-    import onnx
-
-    nodes = onnx.load(str(path), load_external_data=False).graph.node[:8]
+    nodes = model.graph.node[:8]
     names = [node.name for node in nodes]
     has_sub = any(n.startswith(("Sub", "_minus")) for n in names)
     has_mul = any(n.startswith(("Mul", "_mul")) for n in names)
     return has_sub and has_mul
 
 
-def batch_dynamic_model(path: Path) -> bytes | None:
-    """A copy of an ONNX model exported with batch size fixed to 1, made to accept any batch.
+def batch_dynamic_model(model) -> bytes | None:
+    """An ONNX model (read by :func:`read_onnx`; changed in place) exported with batch size fixed to 1,
+    made to accept any batch and serialised.
 
     Many face models (MobileFaceNet among them) are exported with a static ``1×3×112×112`` input
     and a ``Reshape`` to ``[1, D]``. We rename the batch dimension symbolic and let those reshapes
     copy the batch dimension (shape value 0), so the recogniser can run on batches. Returns
     ``None`` when the model already takes any batch.
     """
-    import onnx
     from onnx import numpy_helper
 
-    model = onnx.load(str(path))
     first = model.graph.input[0].type.tensor_type.shape.dim[0]
     if first.dim_param or first.dim_value != 1:
         return None
@@ -102,18 +99,21 @@ class OnnxRecognizer:
         self.path = Path(path)
         if not self.path.is_file():
             raise ModelFilesMissingError(f"recogniser model not found: {self.path}; pass the path of an .onnx file")
+        graph = read_onnx(self.path)
         if normalization == "auto":
-            normalization = "none" if _graph_normalizes_itself(self.path) else "arcface"
+            normalization = "none" if _graph_normalizes_itself(graph) else "arcface"
         mean, std = NORMALIZATIONS[normalization] if isinstance(normalization, str) else normalization
         self.mean = np.asarray(mean, dtype=np.float32).reshape(1, 3, 1, 1)
         self.std = np.asarray(std, dtype=np.float32).reshape(1, 3, 1, 1)
         options = ort.SessionOptions()
         if threads:
             options.intra_op_num_threads = threads
-        model = batch_dynamic_model(self.path) or str(self.path)
-        self.session = ort.InferenceSession(
-            model, sess_options=options, providers=providers or ["CPUExecutionProvider"]
-        )
+        model = batch_dynamic_model(graph) or str(self.path)
+        try:
+            self.session = ort.InferenceSession(model, sess_options=options,
+                                                providers=providers or ["CPUExecutionProvider"])
+        except Exception as exc:  # noqa: BLE001 — onnxruntime refuses the graph (an unknown operator, say)
+            raise DataError(f"{self.path}: onnxruntime cannot run this model ({exc}); {ONNX_RECOGNIZER_FIX}") from None
         model_input = self.session.get_inputs()[0]
         self.input_name = model_input.name
         size = model_input.shape[2]

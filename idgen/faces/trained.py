@@ -17,6 +17,7 @@ import numpy as np
 import torch
 
 from ..errors import ModelFilesMissingError
+from ..io import load_module_weights
 from ..models import BACKBONES, FaceRecognizer, build_backbone, load_insightface_iresnet, to_tensor
 from ..models.face_transformer import ARCHITECTURE as FACE_TRANSFORMER
 from .align import align_face
@@ -25,6 +26,10 @@ from .align import align_face
 def is_trained_recognizer(path: str | os.PathLike) -> bool:
     """A recogniser folder (``config.json`` + ``model.safetensors``), of any backbone."""
     return (Path(path) / "config.json").is_file() and (Path(path) / "model.safetensors").is_file()
+
+
+#: What to do about a recogniser folder whose weights cannot be used.
+RETRAIN = "train the recogniser again (`idgen recognizer train`) or copy its folder again"
 
 
 class NetworkRecognizer:
@@ -52,8 +57,6 @@ class TrainedRecognizer(NetworkRecognizer):
     when ``config.json`` holds its options at the top level, as folders from before it was recorded do)."""
 
     def __init__(self, folder: str | os.PathLike, device: str = "cpu"):
-        from safetensors.torch import load_file
-
         folder = Path(folder)
         if not is_trained_recognizer(folder):
             raise ModelFilesMissingError(f"{folder}: expected config.json and model.safetensors from "
@@ -69,7 +72,8 @@ class TrainedRecognizer(NetworkRecognizer):
             super().__init__(model, model.config.image_size, model.config.embedding_dim, device)
             return
         model = build_backbone(architecture, self.config["model"])
-        model.load_state_dict(load_file(str(folder / "model.safetensors")))
+        load_module_weights(model, folder / "model.safetensors", f"the {architecture} network config.json describes",
+                            RETRAIN)
         super().__init__(model, self.config["model"]["input_size"], self.config["model"]["embedding_size"], device)
 
 

@@ -23,6 +23,7 @@ from torch import nn
 
 from ..config import CROP_SIDE, EMBEDDING_DIM, Range, check_ranges, ranged
 from ..errors import ConfigError, ModelFilesMissingError
+from ..io import load_module_weights
 from .backbones import save_recognizer
 from .heads import MarginHead
 
@@ -169,8 +170,6 @@ class FaceRecognizer(nn.Module):
     def from_pretrained(cls, folder: str | os.PathLike) -> "FaceRecognizer":
         """A folder :meth:`save_pretrained` wrote, or one from before folders recorded their architecture
         (the network's options at the top level of ``config.json``)."""
-        from safetensors.torch import load_file
-
         folder = Path(folder)
         for name in ("config.json", "model.safetensors"):
             if not (folder / name).is_file():
@@ -183,7 +182,8 @@ class FaceRecognizer(nn.Module):
         class_names = config.get("class_names")
         options = config["model"] if "architecture" in config else {k: v for k, v in config.items() if k != "class_names"}
         model = cls(FaceTransformerConfig.from_dict(options))
-        model.load_state_dict(load_file(str(folder / "model.safetensors")))
+        load_module_weights(model, folder / "model.safetensors", "the Face Transformer config.json describes",
+                            "train it again (`idgen recognizer train --arch face-transformer`) or copy the folder again")
         model.class_names = class_names
         return model
 

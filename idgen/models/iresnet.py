@@ -22,7 +22,8 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from ..errors import DataError, ModelFilesMissingError
+from ..errors import DataError
+from ..io import check_weights, read_torch_weights
 
 #: Blocks per stage for each depth (insightface's iresnet18/34/50/100).
 DEPTHS = {18: (2, 2, 2, 2), 34: (3, 4, 6, 3), 50: (3, 4, 14, 3), 100: (3, 13, 30, 3)}
@@ -132,31 +133,17 @@ def iresnet_config_of(state: dict, path: str | os.PathLike = "the state dict") -
     return {"depth": depth, "embedding_size": int(embedding_size), "width": width, "input_size": side * 16}
 
 
-def load_insightface_iresnet(path: str | os.PathLike, map_location: str | torch.device = "cpu") -> IResNet:
+def load_insightface_iresnet(path: str | os.PathLike) -> IResNet:
     """An :class:`IResNet` with the weights of an insightface ``arcface_torch`` checkpoint (``backbone.pth``),
     read with ``torch.load(weights_only=True)`` (no code in the file runs). Depth, width, embedding and
-    input size come from the tensors. A file whose tensors are not exactly an IResNet's raises
-    :class:`~idgen.errors.DataError` naming the file and the keys that differ."""
+    input size come from the tensors. A file whose tensors are not exactly an IResNet's, or hold NaN or
+    infinite values, raises :class:`~idgen.errors.DataError` naming the file and the tensors at fault."""
     path = Path(path).expanduser()
-    if not path.is_file():
-        raise ModelFilesMissingError(f"{path}: no such file; pass an insightface arcface_torch backbone.pth")
-    try:
-        state = torch.load(path, map_location=map_location, weights_only=True)
-    except Exception as exc:  # noqa: BLE001 — any unreadable or unsafe pickle
-        raise DataError(f"{path}: cannot be read as a PyTorch weights file with weights_only=True ({exc})") from None
-    state = _unwrap(state, path)
+    fix = "pass an insightface arcface_torch backbone.pth"
+    state = _unwrap(read_torch_weights(path, fix), path)
     model = IResNet(**iresnet_config_of(state, path))
-    expected = set(model.state_dict())
-    tracked = {k for k in expected if k.endswith("num_batches_tracked")}   # optional in older checkpoints
-    missing, unexpected = sorted(expected - set(state) - tracked), sorted(set(state) - expected)
-    wrong = sorted(k for k in expected & set(state) if model.state_dict()[k].shape != state[k].shape)
-    if missing or unexpected or wrong:
-        def some(keys):
-            return ", ".join(keys[:5]) + (f" and {len(keys) - 5} more" if len(keys) > 5 else "")
-
-        problems = [f"missing {some(missing)}" if missing else "", f"unexpected {some(unexpected)}" if unexpected else "",
-                    f"wrong shape {some(wrong)}" if wrong else ""]
-        raise DataError(f"{path}: not an insightface IResNet-{model.config['depth']} backbone: "
-                        + "; ".join(p for p in problems if p))
+    expected = {k: v.shape for k, v in model.state_dict().items()}
+    tracked = tuple(k for k in expected if k.endswith("num_batches_tracked"))   # optional in older checkpoints
+    check_weights(state, expected, path, f"an insightface IResNet-{model.config['depth']} backbone", fix, tracked)
     model.load_state_dict(state, strict=False)   # exactly the expected keys (num_batches_tracked may be absent)
     return model

@@ -26,7 +26,7 @@ import torch
 from tqdm.auto import tqdm
 
 from ..errors import ConfigError
-from ..io import save_safetensors_atomic
+from ..io import read_safetensors, save_safetensors_atomic
 from .data import FaceDataConfig, FaceSet, list_identities, load_aligned
 
 TEACHER_SIZE = 112
@@ -48,9 +48,7 @@ def teacher_embeddings(files: list[Path], data: FaceDataConfig, spec: str, batch
         digest.update(crops)
         cache = Path(data.cache_dir) / f"teacher-{digest.hexdigest()[:16]}.safetensors"
         if cache.is_file():
-            from safetensors.torch import load_file
-
-            return load_file(str(cache))["embeddings"]
+            return read_safetensors(cache, "delete it to compute the teacher embeddings again")["embeddings"]
     teacher = load_teacher(spec)
     out = []
     for start in tqdm(range(0, len(crops), batch_size), desc="teacher embeddings", leave=False):

@@ -94,9 +94,7 @@ class DatasetEngine:
 
     # ------------------------------------------------------------------ identities
     def sample_or_load_identities(self, state) -> dict:
-        from safetensors.torch import load_file
-
-        from ..io import save_safetensors_atomic
+        from ..io import read_safetensors, save_safetensors_atomic
 
         path = self.out / "identities.safetensors"
         if state.is_main_process and not path.exists():
@@ -111,7 +109,8 @@ class DatasetEngine:
             write_json_atomic(self.out / "identities.json", stats.to_dict())
             save_safetensors_atomic({"identities": vectors.contiguous()}, path)
         state.wait_for_everyone()
-        self.targets = load_file(str(path))["identities"]
+        self.targets = read_safetensors(path, "it is written when the dataset starts: generate into a new "
+                                        "output folder")["identities"]
         return json.loads((self.out / "identities.json").read_text())
 
     def load_pose_bank(self, state) -> None:
@@ -295,9 +294,11 @@ def _shuffled(seed: int, identity: int, kind: str, count: int) -> list[int]:
 
 
 def _load_embeddings(path: str) -> torch.Tensor:
-    from safetensors.torch import load_file
+    from ..io import read_safetensors
 
     if not Path(path).is_file():
         raise DataError(f"{path}: embeddings file for the identity prior not found (make one with `idgen embed`)")
-    tensors = load_file(path)
+    tensors = read_safetensors(path, "make the identity prior's embeddings with `idgen embed`")
+    if not tensors:
+        raise DataError(f"{path}: holds no tensor; make the identity prior's embeddings with `idgen embed`")
     return tensors.get("normed", next(iter(tensors.values()))).float()

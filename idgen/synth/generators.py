@@ -224,13 +224,13 @@ class PhotoJitterGenerator:
 
     def __init__(self, photos: str | os.PathLike | Sequence, size: int = 224, failure_rate: float = 0.0,
                  key_seed: int = 1234):
-        if isinstance(photos, (str, os.PathLike)):
-            from ..faces import iter_image_files
+        from ..faces import iter_image_files, load_image
 
+        if isinstance(photos, (str, os.PathLike)):
             photos = list(iter_image_files(photos))
         if not photos:
             raise ConfigError("PhotoJitterGenerator needs at least one face photo (generator.photos: <folder>)")
-        self.photos = [Image.open(p).convert("RGB") for p in photos]
+        self.photos = [Image.fromarray(load_image(p)) for p in photos]
         self.size = size
         self.failure_rate = failure_rate
         self.key_seed = key_seed

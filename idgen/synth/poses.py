@@ -25,7 +25,7 @@ from pathlib import Path
 import numpy as np
 
 from ..errors import ConfigError
-from ..io import write_json_atomic
+from ..io import read_npy, write_json_atomic
 
 DEFAULT_BANK = Path(__file__).with_name("poses_lfw.json")
 
@@ -63,7 +63,7 @@ class PoseBank:
     def load(cls, path: str | os.PathLike) -> "PoseBank":
         path = Path(path)
         if path.suffix == ".npy":
-            keypoints = np.load(path, allow_pickle=False)
+            keypoints = read_npy(path, "save the poses as a numeric P × 5 × 2 array of fractions (np.save)")
             return cls(_checked(keypoints, path), [f"{path.name}[{i}]" for i in range(len(keypoints))])
         data = json.loads(path.read_text())
         return cls(_checked(np.asarray(data["keypoints"], dtype=np.float64), path), list(data["sources"]))

@@ -25,7 +25,7 @@ from tqdm import tqdm
 from ..errors import ConfigError, DataError, IdgenError, ImageReadError, NoFaceError
 from ..faces import FaceAnalyzer, align_face, iter_image_files, load_image
 from ..faces.image import decode_image, read_image_bytes
-from ..io import save_safetensors_atomic
+from ..io import open_safetensors, save_safetensors_atomic
 from .randomness import example_generator
 
 
@@ -49,9 +49,7 @@ class IdentityCache:
         self.no_face: set[str] = set()
         self.dirty = False
         if self.path is not None and self.path.exists():
-            from safetensors import safe_open
-
-            with safe_open(str(self.path), framework="pt") as handle:
+            with open_safetensors(self.path, "delete it (data.identity_cache) to analyse the photos again") as handle:
                 for key in handle.keys():
                     table = self.landmarks if key.endswith(".landmarks") else self.vectors
                     table[key.removesuffix(".landmarks")] = handle.get_tensor(key)

@@ -17,13 +17,14 @@ from diffusers.training_utils import cast_training_params
 from diffusers.utils import convert_state_dict_to_diffusers
 from peft import LoraConfig as PeftLoraConfig
 from peft.utils import get_peft_model_state_dict
-from safetensors.torch import load_file
 
-from ..io import LORA_WEIGHT_NAME, save_safetensors_atomic
+from ..io import LORA_WEIGHT_NAME, check_weights, read_safetensors, save_safetensors_atomic
 from .config import GeneratorLoraConfig, OptimConfig
 from .models import Components
 
 TRAINABLE_STATE_NAME = "trainable_parameters.safetensors"
+#: What to do about a checkpoint that cannot be resumed from.
+RESUME_ELSEWHERE = "resume from another checkpoint (--resume checkpoint-<step>), or start again without --resume"
 
 
 def add_lora(model: torch.nn.Module, config: GeneratorLoraConfig, targets: list[str]) -> list[torch.nn.Parameter]:
@@ -61,13 +62,12 @@ def save_trainable_state(models: dict, folder: str | os.PathLike) -> None:
 
 
 def load_trainable_state(models: dict, folder: str | os.PathLike) -> None:
-    """Copy a checkpoint's trainable tensors back in place; every one must match by name and shape."""
-    saved = load_file(str(Path(folder) / TRAINABLE_STATE_NAME))
-    expected = trainable_state(models)
-    if saved.keys() != expected.keys():
-        missing, extra = sorted(expected.keys() - saved.keys())[:3], sorted(saved.keys() - expected.keys())[:3]
-        raise ValueError(f"checkpoint {folder} does not fit this model (missing {missing}, unexpected {extra}); "
-                         "was it made with a different lora config?")
+    """Copy a checkpoint's trainable tensors back in place; every one must match by name and shape and
+    be finite, or a :class:`~idgen.errors.DataError` names the file and the tensors that differ."""
+    path = Path(folder) / TRAINABLE_STATE_NAME
+    saved = read_safetensors(path, RESUME_ELSEWHERE)
+    check_weights(saved, {k: v.shape for k, v in trainable_state(models).items()}, path,
+                  "this run's trainable tensors (was it made with a different lora config?)", RESUME_ELSEWHERE)
     with torch.no_grad():
         for name, model in models.items():
             if model is None:

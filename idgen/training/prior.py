@@ -10,11 +10,10 @@ from __future__ import annotations
 from pathlib import Path
 
 import torch
-from safetensors.torch import load_file
 from tqdm.auto import tqdm
 
 from ..identity import random_identities
-from ..io import atomic_path, save_safetensors_atomic
+from ..io import atomic_path, read_safetensors, save_safetensors_atomic
 from .config import PriorConfig
 
 IDENTITIES_FILE = "identities.safetensors"
@@ -26,8 +25,9 @@ def prior_images(pipe, conditioning: str, folder: str | Path, config: PriorConfi
     for text conditioning); images already there are kept."""
     folder = Path(folder)
     ids_path = folder / IDENTITIES_FILE
-    if ids_path.exists() and load_file(str(ids_path))["id_embeds"].shape[0] == config.num_images:
-        ids = load_file(str(ids_path))["id_embeds"]
+    saved = read_safetensors(ids_path, "delete the prior folder to draw its identities again") if ids_path.exists() else {}
+    if "id_embeds" in saved and saved["id_embeds"].shape[0] == config.num_images:
+        ids = saved["id_embeds"]
     else:
         ids = random_identities(config.num_images, id_dim, generator=torch.Generator().manual_seed(seed))
         save_safetensors_atomic({"id_embeds": ids}, ids_path)

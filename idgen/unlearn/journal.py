@@ -22,7 +22,7 @@ import shutil
 from dataclasses import asdict
 from pathlib import Path
 
-from ..io import save_module_weights, write_json_atomic
+from ..io import load_module_weights, save_module_weights, write_json_atomic
 from ..recognition.data import FaceSet, hash_tensor
 from ..models import FaceRecognizer
 
@@ -70,10 +70,9 @@ class RunJournal:
             return None
         results = json.loads(entry.read_text())
         if with_model:
-            from safetensors.torch import load_file
-
             model = copy.deepcopy(base)
-            model.load_state_dict(load_file(str(weights)))
+            load_module_weights(model, weights, "the model this run edits",
+                                f"delete {entry.name} and {weights.name} from {self.folder} to run it again")
             results[-1]["model"] = model.eval()
         return results
 
