@@ -122,6 +122,13 @@ class OptimConfig:
     noise_offset: float = 0.0
     #: probability of replacing the identity by the empty prompt (classifier-free guidance dropout).
     cfg_dropout: float = 0.1
+    #: ``id-model``: weight λ (≥ 0) of the identity loss λ·(1 − cos) between the conditioning recogniser's
+    #: embedding of the decoded x̂0 and the example's own identity vector (PuLID / InfiniteYou), added to the
+    #: denoising loss; needs ``data.recognizer: mobilefacenet``. 0: off (training as without it).
+    id_loss_weight: float = 0.0
+    #: the identity loss applies to examples noised to a timestep below this (1 to the scheduler's
+    #: ``num_train_timesteps``), where x̂0 still shows a face.
+    id_loss_max_timestep: int = 600
 
 
 @dataclass
@@ -200,6 +207,16 @@ def load_config(path: Optional[str | os.PathLike] = None, overrides: Sequence[st
                           "or model.init: an Arc2Face pipeline folder to continue from")
     if config.optim.mixed_precision not in ("no", "fp16", "bf16"):
         raise ConfigError(f"optim.mixed_precision must be no, fp16 or bf16, got {config.optim.mixed_precision!r}")
+    if config.optim.id_loss_weight < 0:
+        raise ConfigError(f"optim.id_loss_weight must be >= 0 (0 = off), got {config.optim.id_loss_weight}")
+    if config.optim.id_loss_max_timestep < 1:
+        raise ConfigError(f"optim.id_loss_max_timestep must be >= 1, got {config.optim.id_loss_max_timestep}")
+    if config.optim.id_loss_weight and config.task != "id-model":
+        raise ConfigError(f"optim.id_loss_weight applies to task id-model only; set it to 0 for task {config.task}")
+    if config.optim.id_loss_weight and config.data.recognizer.split(":", 1)[0] != "mobilefacenet":
+        raise ConfigError(f"optim.id_loss_weight > 0 needs data.recognizer: mobilefacenet (or mobilefacenet:PATH), got "
+                          f"{config.data.recognizer!r}: the identity loss runs the conditioning recogniser in torch, "
+                          "and MobileFaceNet's ONNX export is the one that loads into torch")
     if config.optim.optimizer not in ("auto", "adamw", "adamw8bit"):
         raise ConfigError(f"optim.optimizer must be auto, adamw or adamw8bit, got {config.optim.optimizer!r}")
     return config
