@@ -43,7 +43,8 @@ class Bottleneck(nn.Module):
         super().__init__()
         hidden = cin * expansion
         self.residual = stride == 1 and cin == cout
-        self.body = nn.Sequential(conv_bn(cin, hidden, act=act), conv_bn(hidden, hidden, 3, stride, groups=hidden, act=act),
+        self.body = nn.Sequential(conv_bn(cin, hidden, act=act),
+                                  conv_bn(hidden, hidden, 3, stride, groups=hidden, act=act),
                                   conv_bn(hidden, cout))
 
     def forward(self, x):

@@ -33,7 +33,8 @@ from ..models.mobilefacenet import from_onnx
 from .losses import denoising_loss, diffusion_prediction
 
 
-def predicted_original(scheduler, noisy: torch.Tensor, prediction: torch.Tensor, timesteps: torch.Tensor) -> torch.Tensor:
+def predicted_original(scheduler, noisy: torch.Tensor, prediction: torch.Tensor,
+                       timesteps: torch.Tensor) -> torch.Tensor:
     """The clean latents x̂0 that ``prediction`` at ``timesteps`` implies for ``noisy``, under the
     scheduler's ``prediction_type`` (``epsilon``, ``v_prediction`` or ``sample``)."""
     alpha = scheduler.alphas_cumprod.to(noisy.device, torch.float32)[timesteps].view(-1, 1, 1, 1)

@@ -78,7 +78,8 @@ def diffusion_prediction(unet, vae, noise_scheduler, pixel_values: torch.Tensor,
     timesteps = randint(noise_scheduler.config.num_train_timesteps, generators).to(latents.device)
     noisy = noise_scheduler.add_noise(latents, noise, timesteps)
     prediction = unet(noisy, timesteps, prompt_embeds.to(unet.dtype)).sample
-    return DiffusionPrediction(noisy, timesteps, prediction, training_target(noise_scheduler, latents, noise, timesteps))
+    target = training_target(noise_scheduler, latents, noise, timesteps)
+    return DiffusionPrediction(noisy, timesteps, prediction, target)
 
 
 def latent_diffusion_loss(unet, vae, noise_scheduler, pixel_values: torch.Tensor, prompt_embeds: torch.Tensor,
