@@ -244,7 +244,8 @@ def test_cli_trained_folder_is_a_recognizer_for_the_analyzer(synth_folder, tmp_p
                  "--cache-dir", str(tmp_path / "cache"), "--no-progress"]) == 0
     summary = json.loads(capsys.readouterr().out.split("\nsaved")[0])
     assert summary["images"] == 5 and summary["identities"] == 2 and summary["steps"] == 2  # 1 full batch × 2 epochs
-    assert json.loads((out / "config.json").read_text())["model"] == {"embedding_size": 16, "width": 0.25, "input_size": 32}
+    assert json.loads((out / "config.json").read_text())["model"] == {"embedding_size": 16, "width": 0.25, "input_size": 32,
+                                                                "variant": "paper"}
 
     photo = synth_folder[0] / "images" / "id000000" / "0.jpg"
     analyzer = FaceAnalyzer.from_backend("dlib", str(out))

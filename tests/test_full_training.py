@@ -20,7 +20,7 @@ import yaml
 from PIL import Image
 from safetensors.torch import load_file
 
-from test_training import launch, losses
+from test_training import launch, log, losses
 from tiny_sd import TINY_TEXT, TINY_UNET, TINY_VAE, tokenizer as clip_or_tiny_tokenizer
 
 pytest.importorskip("dlib")
@@ -324,3 +324,46 @@ def test_export_fp16_halves_the_weights_and_keeps_every_stage_of_the_record(id_r
     export(continued, tmp_path / "stage1")
     record = json.loads((tmp_path / "stage1/training.json").read_text())
     assert record["continued_from"] == first and record["steps"] == first["steps"]
+
+
+# ---------------------------------------------------------------- optim.id_loss_weight
+def test_id_loss_weight_zero_is_the_run_without_it(id_run, people, vae_run, tokenizer_dir, tmp_path):
+    """Weight 0 (the default) builds no recogniser and trains exactly as before the option existed:
+    the same log, byte for byte, and the same weights files."""
+    out = tmp_path / "weight0"
+    launch(id_model_args(out, people, vae_run / "vae", tokenizer_dir) + ["optim.id_loss_weight=0"])
+    assert (out / "log.jsonl").read_bytes() == (id_run / "log.jsonl").read_bytes()
+    for part in ("unet/diffusion_pytorch_model.safetensors", "text_encoder/model.safetensors"):
+        assert (out / part).read_bytes() == (id_run / part).read_bytes()
+
+
+def test_id_loss_run_logs_its_term_and_resumes_exactly(people, vae_run, tokenizer_dir, tmp_path):
+    """With the identity loss on (the shipped MobileFaceNet, flip-summed vectors): every step logs the
+    term and the mean cosine (log.jsonl and tensorboard), the term is part of the loss, and a run resumed
+    from its step-2 checkpoint ends like the uninterrupted one (the recogniser is rebuilt, not saved)."""
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    def args(out):
+        return id_model_args(out, people, vae_run / "vae", tokenizer_dir) + [
+            "data.recognizer=mobilefacenet", "data.recognizer_flip=true",
+            f"data.identity_cache={tmp_path / 'mobilefacenet.safetensors'}", "optim.cfg_dropout=0",
+            "optim.id_loss_weight=0.5", "optim.id_loss_max_timestep=1000"]
+
+    run = tmp_path / "idloss"
+    launch(args(run))
+    records = log(run)
+    assert [r["step"] for r in records] == [1, 2, 3]
+    for record in records:   # every example takes part (no dropout, every timestep): λ·(1 − mean cosine)
+        assert 0 < record["id_loss"] < record["loss"] and -1 <= record["id_cosine"] <= 1
+        assert record["id_loss"] == pytest.approx(0.5 * (1 - record["id_cosine"]), abs=1e-5)
+    events = EventAccumulator(str(run / "logs" / "idgen"))
+    events.Reload()
+    assert [e.step for e in events.Scalars("train/id_cosine")] == [1, 2, 3]
+    assert events.Scalars("train/id_loss")[0].value == pytest.approx(records[0]["id_loss"])
+    assert not any("recogn" in p.name.lower() for p in (run / "checkpoint-2").iterdir())
+
+    out = tmp_path / "resumed"
+    resume(run, out, args(out))
+    assert abs(losses(out)[3] - losses(run)[3]) <= 1e-6
+    assert abs(log(out)[-1]["id_cosine"] - records[-1]["id_cosine"]) <= 1e-6
+    assert_same_weights(run / "unet/diffusion_pytorch_model.safetensors", out / "unet/diffusion_pytorch_model.safetensors")

@@ -48,6 +48,7 @@ from idgen.training.config import FULL_TASKS
 from idgen.training import validation
 from idgen.training.checkpoints import resume
 from idgen.training.distributed import average_gradients, check_launch, replica_spread
+from idgen.training.identity_loss import IdentityLoss, identity_diffusion_loss
 from idgen.training.randomness import rand
 from idgen.training.prior import prior_images
 
@@ -142,6 +143,8 @@ def main(argv=None) -> None:
         parts = load_components(cfg.model).freeze(device, cfg.optim.mixed_precision)
     pipe = build_pipeline(parts, cfg.model.conditioning) if parts.unet is not None else None
     conditioning = Conditioning(pipe, cfg.model.conditioning) if pipe is not None else None
+    # optim.id_loss_weight: the conditioning recogniser, frozen and rebuilt from its ONNX file (not checkpointed)
+    identity = IdentityLoss.from_config(cfg, device) if cfg.optim.id_loss_weight else None
     prompt = cfg.data.instance_prompt if cfg.task == "personalize" else ""
     dataset = FaceDataset(train_faces.files, train_faces.id_embeds, cfg.data.resolution, prompt,
                           train_faces.landmarks, cfg.data.face_scale)
@@ -231,7 +234,7 @@ def main(argv=None) -> None:
     accum, started, losses, metrics = cfg.optim.gradient_accumulation_steps, time.time(), [], {}
     bar = tqdm(total=cfg.optim.max_steps, initial=start, desc=cfg.task, disable=not main_process, unit="step")
     for step in range(start, cfg.optim.max_steps):
-        step_loss, examples = 0.0, []
+        step_loss, examples, id_loss, cosines = 0.0, [], 0.0, []
         for micro in range(accum):
             k = step * accum + micro
             batch = batches.batch(k)
@@ -243,6 +246,13 @@ def main(argv=None) -> None:
             with accelerator.accumulate(), accelerator.autocast():
                 if cfg.task == "vae":
                     per_sample = vae_loss(parts.vae, batch["pixel_values"], batch["generators"], cfg.optim.kl_weight)
+                elif identity is not None:
+                    per_sample, term = identity_diffusion_loss(
+                        identity, parts.unet, parts.vae, parts.noise_scheduler, batch["pixel_values"],
+                        conditioning(batch, device, drop), batch["generators"], batch["id_embeds"], ~drop, flip,
+                        noise_offset=cfg.optim.noise_offset, snr_gamma=cfg.optim.snr_gamma)
+                    id_loss += accelerator.gather(term.loss.detach()).mean().item() / accum
+                    cosines.append(accelerator.gather(term.cosine))
                 else:
                     per_sample = latent_diffusion_loss(parts.unet, parts.vae, parts.noise_scheduler,
                                                        batch["pixel_values"], conditioning(batch, device, drop),
@@ -270,11 +280,17 @@ def main(argv=None) -> None:
         done = step + 1
         bar.update(1)
         bar.set_postfix(loss=f"{step_loss:.4f}", lr=f"{lr_scheduler.get_last_lr()[0]:.2e}")
+        # the identity term (in train/loss too) and the mean cosine of the examples it applied to (None: none did)
+        id_metrics = {}
+        if identity is not None:
+            cosine = torch.cat(cosines).nanmean()
+            id_metrics = {"id_loss": id_loss, "id_cosine": None if cosine.isnan() else cosine.item()}
         if done % cfg.logging.log_every == 0:
-            accelerator.log({"train/loss": step_loss, "train/lr": lr_scheduler.get_last_lr()[0]}, step=done)
+            accelerator.log({"train/loss": step_loss, "train/lr": lr_scheduler.get_last_lr()[0],
+                             **{f"train/{k}": v for k, v in id_metrics.items() if v is not None}}, step=done)
         if main_process:
             with open(log_path, "a") as handle:
-                handle.write(json.dumps({"step": done, "loss": step_loss, "examples": examples}) + "\n")
+                handle.write(json.dumps({"step": done, "loss": step_loss, **id_metrics, "examples": examples}) + "\n")
         if done % cfg.validation.every == 0 or done == cfg.optim.max_steps:
             metrics = validate(done) or metrics
         if done % cfg.logging.checkpoint_every == 0 and done < cfg.optim.max_steps:

@@ -125,6 +125,13 @@ class OptimConfig:
     noise_offset: float = ranged(0.0, FRACTION)   # offset noise (e.g. 0.05): brighter and darker images
     #: probability of replacing the identity by the empty prompt (classifier-free guidance dropout).
     cfg_dropout: float = ranged(0.1, FRACTION)
+    #: ``id-model``: weight λ of the identity loss λ·(1 − cos) between the conditioning recogniser's
+    #: embedding of the decoded x̂0 and the example's own identity vector (PuLID / InfiniteYou), added to the
+    #: denoising loss; needs ``data.recognizer: mobilefacenet``. 0: off (training as without it).
+    id_loss_weight: float = ranged(0.0, Range(0))
+    #: the identity loss applies to examples noised to a timestep below this (up to the scheduler's
+    #: ``num_train_timesteps``), where x̂0 still shows a face.
+    id_loss_max_timestep: int = ranged(600, Range(1, 1000))
 
 
 @dataclass
@@ -215,6 +222,13 @@ def _check_choices(config: TrainConfig) -> None:
     if config.optim.mixed_precision not in ("no", "fp16", "bf16"):
         raise ConfigError(f"optim.mixed_precision must be no, fp16 or bf16, got {config.optim.mixed_precision!r}",
                           "optim.mixed_precision")
+    if config.optim.id_loss_weight and config.task != "id-model":
+        raise ConfigError(f"optim.id_loss_weight applies to task id-model only; set it to 0 for task {config.task}",
+                          "optim.id_loss_weight")
+    if config.optim.id_loss_weight and config.data.recognizer.split(":", 1)[0] != "mobilefacenet":
+        raise ConfigError(f"optim.id_loss_weight > 0 needs data.recognizer: mobilefacenet (or mobilefacenet:PATH), got "
+                          f"{config.data.recognizer!r}: the identity loss runs the conditioning recogniser in torch, "
+                          "and MobileFaceNet's ONNX export is the one that loads into torch", "optim.id_loss_weight")
     if config.optim.optimizer not in ("auto", "adamw", "adamw8bit"):
         raise ConfigError(f"optim.optimizer must be auto, adamw or adamw8bit, got {config.optim.optimizer!r}",
                           "optim.optimizer")

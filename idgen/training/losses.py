@@ -9,7 +9,7 @@
 
 from __future__ import annotations
 
-from typing import Optional
+from typing import NamedTuple, Optional
 
 import torch
 import torch.nn.functional as F
@@ -58,13 +58,19 @@ def denoising_loss(prediction: torch.Tensor, target: torch.Tensor, timesteps: to
     return per_sample * weights
 
 
-def latent_diffusion_loss(unet, vae, noise_scheduler, pixel_values: torch.Tensor, prompt_embeds: torch.Tensor,
-                          generators: list[torch.Generator], *, noise_offset: float = 0.0,
-                          snr_gamma: Optional[float] = None) -> torch.Tensor:
-    """Per-sample denoising loss of one batch: encode to latents (frozen VAE), noise at uniformly drawn
-    timesteps, predict with the UNet. Example ``i``'s randomness comes from ``generators[i]`` (CPU
-    generators, see :mod:`.randomness`), so a step is reproducible on any device, independent of
-    anything drawn before it and of how the examples are split into batches."""
+class DiffusionPrediction(NamedTuple):
+    """One batch's noised latents, timesteps, the UNet's prediction and what it should have predicted."""
+
+    noisy: torch.Tensor
+    timesteps: torch.Tensor
+    prediction: torch.Tensor
+    target: torch.Tensor
+
+
+def diffusion_prediction(unet, vae, noise_scheduler, pixel_values: torch.Tensor, prompt_embeds: torch.Tensor,
+                         generators: list[torch.Generator], *, noise_offset: float = 0.0) -> DiffusionPrediction:
+    """Encode to latents (frozen VAE), noise at uniformly drawn timesteps, predict with the UNet.
+    Example ``i``'s randomness comes from ``generators[i]`` (CPU generators, see :mod:`.randomness`)."""
     with torch.no_grad():
         posterior = vae.encode(pixel_values.to(vae.device, vae.dtype)).latent_dist
         latents = sample_posterior(posterior, generators) * vae.config.scaling_factor
@@ -72,8 +78,18 @@ def latent_diffusion_loss(unet, vae, noise_scheduler, pixel_values: torch.Tensor
     timesteps = randint(noise_scheduler.config.num_train_timesteps, generators).to(latents.device)
     noisy = noise_scheduler.add_noise(latents, noise, timesteps)
     prediction = unet(noisy, timesteps, prompt_embeds.to(unet.dtype)).sample
-    return denoising_loss(prediction, training_target(noise_scheduler, latents, noise, timesteps), timesteps,
-                          noise_scheduler, snr_gamma)
+    target = training_target(noise_scheduler, latents, noise, timesteps)
+    return DiffusionPrediction(noisy, timesteps, prediction, target)
+
+
+def latent_diffusion_loss(unet, vae, noise_scheduler, pixel_values: torch.Tensor, prompt_embeds: torch.Tensor,
+                          generators: list[torch.Generator], *, noise_offset: float = 0.0,
+                          snr_gamma: Optional[float] = None) -> torch.Tensor:
+    """Per-sample denoising loss of one batch (:func:`diffusion_prediction`). A step is reproducible on
+    any device, independent of anything drawn before it and of how the examples are split into batches."""
+    step = diffusion_prediction(unet, vae, noise_scheduler, pixel_values, prompt_embeds, generators,
+                                noise_offset=noise_offset)
+    return denoising_loss(step.prediction, step.target, step.timesteps, noise_scheduler, snr_gamma)
 
 
 def vae_loss(vae, pixel_values: torch.Tensor, generators: list[torch.Generator], kl_weight: float) -> torch.Tensor:
