@@ -1,9 +1,9 @@
 """idgen: identity-preserving face synthesis and editing on diffusers."""
 
 from .errors import (ConfigError, DataError, IdgenError, ImageReadError, ModelFilesMissingError,
-                     MultipleFacesError, NoFaceError)
+                     MultipleFacesError, NoFaceError, OutputError)
 
 __version__ = "0.1.0"
 
 __all__ = ["ConfigError", "DataError", "IdgenError", "ImageReadError", "ModelFilesMissingError",
-           "MultipleFacesError", "NoFaceError", "__version__"]
+           "MultipleFacesError", "NoFaceError", "OutputError", "__version__"]

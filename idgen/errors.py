@@ -34,3 +34,8 @@ class ConfigError(IdgenError, ValueError):
 class DataError(IdgenError, ValueError):
     """The data a command was pointed at cannot be used: a folder without one usable face photo, a
     malformed pairs or people list, a face set without the columns it needs."""
+
+
+class OutputError(IdgenError):
+    """An output cannot be written where it was asked for: a folder that holds someone else's files,
+    a file where a folder goes (or the reverse), a read-only folder, a full disk."""
