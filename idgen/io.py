@@ -59,7 +59,8 @@ _FIXES = {
 def os_error_message(exc: OSError, then: str = "") -> str:
     """``exc`` as one line: the path, the reason and, for the usual causes (a full disk, a read-only
     folder, a file where a folder goes), what to do; ``then`` is added after that."""
-    line = f"{exc.filename}: {exc.strerror or exc}" if exc.filename else str(exc.strerror or exc)
+    path = exc.filename2 or exc.filename   # a rename's target, else the one file
+    line = f"{path}: {exc.strerror or exc}" if path else str(exc.strerror or exc)
     return "; ".join(part for part in (line, _FIXES.get(exc.errno), then) if part)
 
 
@@ -122,6 +123,16 @@ def check_output_folder(folder: str | os.PathLike, option: str, owned: Callable[
                               f"{option} a new or empty folder: idgen does not write over files it did not make")
     _test_write(folder, option)
     return own
+
+
+def check_output_file(path: str | os.PathLike, option: str) -> None:
+    """Check, before a job does its work, that the file ``path`` can be written: not a folder, in a
+    folder that is (or can be made) writable. Raises :class:`~idgen.errors.OutputError` naming
+    ``path`` and ``option``."""
+    path = Path(path)
+    if path.is_dir():
+        raise OutputError(f"{path} is a folder; give {option} a file name")
+    _test_write(path.parent, option)
 
 
 def _test_write(folder: Path, option: str) -> None:
