@@ -88,8 +88,9 @@ def _check_output_folder(config: SynthConfig, out: Path, is_main: bool) -> None:
         return
     with output_errors():
         out.mkdir(parents=True, exist_ok=True)
-        remove_temporaries(out)
-        if not resuming:
+        if resuming:
+            remove_temporaries(out)
+        else:
             settings = {k: v for k, v in config.to_dict().items() if k != "output"}
             # keys sorted all the way down: the same settings written in any order give the same bytes
             write_json_atomic(out / "config.json", {"fingerprint": config.fingerprint(),
