@@ -1,7 +1,7 @@
 """idgen: identity-preserving face synthesis and editing on diffusers."""
 
 from .errors import (ConfigError, DataError, IdgenError, ImageReadError, ModelFilesMissingError,
-                     MultipleFacesError, NoFaceError)
+                     MultipleFacesError, NoFaceError, OutputError)
 from .quiet import silence_third_party_noise
 
 silence_third_party_noise()
@@ -9,4 +9,4 @@ silence_third_party_noise()
 __version__ = "0.1.0"
 
 __all__ = ["ConfigError", "DataError", "IdgenError", "ImageReadError", "ModelFilesMissingError",
-           "MultipleFacesError", "NoFaceError", "__version__"]
+           "MultipleFacesError", "NoFaceError", "OutputError", "__version__"]

@@ -43,6 +43,11 @@ class DataError(IdgenError, ValueError):
     malformed pairs or people list, a face set without the columns it needs."""
 
 
+class OutputError(IdgenError):
+    """An output cannot be written where it was asked for: a folder that holds someone else's files,
+    a file where a folder goes (or the reverse), a read-only folder, a full disk."""
+
+
 class ShadowedPackageError(IdgenError, ImportError):
     """``import idgen`` found a folder named ``idgen`` that is not the package: a clone of the
     repository, seen from the folder that contains it."""

@@ -1,10 +1,17 @@
-"""Crash-safe file writing, and weights read back with an error that names the file.
+"""Crash-safe file writing: a reader never sees a half-written file, and a job never writes over
+what it did not make; and weights read back with an error that names the file.
 
 Every output of idgen (embeddings, images, manifests, checkpoints) goes through these helpers:
-data is written to a temporary file in the same folder and renamed over the target, which is
-atomic on POSIX and Windows. The file ends up with the permissions ``open()`` would have given it
-(0666 less the umask), not the owner-only 0600 of a temporary file, so a dataset or model written
-on a shared machine is readable by the people it was made for.
+data is written to a temporary file in the same folder, flushed to the disk and renamed over the
+target, which is atomic on POSIX and Windows. The file ends up with the permissions ``open()`` would
+have given it (0666 less the umask), not the owner-only 0600 of a temporary file, so a dataset or
+model written on a shared machine is readable by the people it was made for.
+
+Temporary files and staging folders are named ``.NAME.XXXXXXXX.tmp`` / ``.NAME.XXXXXXXX.partial``
+(:data:`TEMPORARY_NAME`), so what a killed job leaves behind is recognisable and
+:func:`remove_temporaries` can clear it. A command checks its output folder before its work
+(:func:`check_output_folder`) and reports an operating-system error as one line naming the path and
+the fix (:func:`os_error_message`, :func:`output_errors`).
 
 Weights are read only as safetensors (:func:`read_safetensors`) or with
 ``torch.load(weights_only=True)`` (:func:`read_torch_weights`), arrays with ``allow_pickle=False``
@@ -15,14 +22,17 @@ truncated file, a pickle, a file of another model or one holding NaN raises
 
 from __future__ import annotations
 
+import errno
 import json
 import os
 import re
+import shutil
 import tempfile
 from contextlib import contextmanager
 from pathlib import Path
+from typing import Callable
 
-from .errors import DataError, ModelFilesMissingError
+from .errors import DataError, IdgenError, ModelFilesMissingError, OutputError
 
 #: The file a LoRA is saved in, in a folder: the name diffusers' ``load_lora_weights(folder)`` reads
 #: (diffusers' ``LORA_WEIGHT_NAME_SAFE``; ``tests/test_io.py`` checks they agree). Every LoRA idgen
@@ -32,16 +42,145 @@ LORA_WEIGHT_NAME = "pytorch_lora_weights.safetensors"
 _UMASK = os.umask(0)   # the umask can only be read by setting it: read once, put straight back
 os.umask(_UMASK)
 
+#: The name of every temporary file and staging folder made here: ``.NAME.`` + ``tempfile``'s 8
+#: random characters + ``.tmp`` (a file) or ``.partial`` (a folder).
+TEMPORARY_NAME = re.compile(r"\..+\.[a-z0-9_]{8}\.(tmp|partial)")
+
+#: Bytes written (and flushed to the disk) by the test write of :func:`check_output_folder`.
+_TEST_WRITE_BYTES = 64 * 1024
+
+#: What to do about the operating-system errors an output meets, by ``errno``.
+_FIXES = {
+    errno.ENOSPC: "the disk is full: free space on it or write elsewhere",
+    errno.EDQUOT: "the disk quota is used up: free space or write elsewhere",
+    errno.EROFS: "the file system is read-only: write elsewhere",
+    errno.EACCES: "give this user access to it or write elsewhere",
+    errno.EPERM: "give this user access to it or write elsewhere",
+    errno.EISDIR: "a folder is where a file goes: move it away or name another path",
+    errno.ENOTDIR: "a file is where a folder goes: move it away or name another path",
+    errno.EEXIST: "a file is where a folder goes: move it away or name another path",
+}
+
+
+def os_error_message(exc: OSError, then: str = "") -> str:
+    """``exc`` as one line: the path, the reason and, for the usual causes (a full disk, a read-only
+    folder, a file where a folder goes), what to do; ``then`` is added after that."""
+    path = exc.filename2 or exc.filename   # a rename's target, else the one file
+    line = f"{path}: {exc.strerror or exc}" if path else str(exc.strerror or exc)
+    return "; ".join(part for part in (line, _FIXES.get(exc.errno), then) if part)
+
+
+@contextmanager
+def output_errors(then: str = ""):
+    """Inside, an operating-system error of writing (a full disk, a read-only folder, a folder where
+    a file goes: the causes :func:`os_error_message` knows) becomes an
+    :class:`~idgen.errors.OutputError` with its line; ``then`` says how to carry on afterwards (e.g.
+    "run the same command again to resume"). Other errors (a missing input) pass unchanged."""
+    try:
+        yield
+    except OSError as exc:
+        if isinstance(exc, IdgenError) or exc.errno not in _FIXES:
+            raise
+        raise OutputError(os_error_message(exc, then)) from exc
+
+
+def is_temporary(path: str | os.PathLike) -> bool:
+    """Whether ``path`` is named like a temporary file or staging folder of this module."""
+    return TEMPORARY_NAME.fullmatch(Path(path).name) is not None
+
+
+def remove_temporaries(folder: str | os.PathLike, recursive: bool = True) -> int:
+    """Delete the temporary files and staging folders (:data:`TEMPORARY_NAME`) that writes killed
+    mid-way left in ``folder`` (and, ``recursive``, in its sub-folders); returns how many. Call it
+    only on a folder the job owns, while none of its writes runs."""
+    removed = 0
+    for root, folders, files in os.walk(folder):
+        for name in [n for n in folders if TEMPORARY_NAME.fullmatch(n)]:
+            shutil.rmtree(Path(root, name))
+            folders.remove(name)
+            removed += 1
+        for name in files:
+            if TEMPORARY_NAME.fullmatch(name):
+                Path(root, name).unlink(missing_ok=True)
+                removed += 1
+        if not recursive:
+            break
+    return removed
+
+
+def check_output_folder(folder: str | os.PathLike, option: str, owned: Callable[[Path], bool]) -> bool:
+    """Check, before a job does its work, that ``folder`` can take its output; returns whether it
+    holds the job's own earlier output (``owned(folder)``), which the job may resume or replace.
+
+    Creates nothing. Raises :class:`~idgen.errors.OutputError` naming the folder and ``option`` (the
+    setting that chose it) when ``folder`` is a file, when it holds anything but temporary files
+    (:func:`is_temporary`) and ``owned`` does not recognise it, or when a test write in it (or in the
+    nearest existing folder above it) fails: read-only, a full disk.
+    """
+    folder = Path(folder)
+    if folder.exists() and not folder.is_dir():
+        raise OutputError(f"{folder} is a file, not a folder; give {option} a new or empty folder")
+    own = folder.is_dir() and owned(folder)
+    if folder.is_dir() and not own:
+        found = sorted(p.name for p in folder.iterdir() if not is_temporary(p))
+        if found:
+            raise OutputError(f"{folder} is not empty and holds no earlier output of this command (it holds "
+                              f"{found[0]!r}{f' and {len(found) - 1} more' if len(found) > 1 else ''}); give "
+                              f"{option} a new or empty folder: idgen does not write over files it did not make")
+    _test_write(folder, option)
+    return own
+
+
+def check_output_file(path: str | os.PathLike, option: str) -> None:
+    """Check, before a job does its work, that the file ``path`` can be written: not a folder, in a
+    folder that is (or can be made) writable. Raises :class:`~idgen.errors.OutputError` naming
+    ``path`` and ``option``."""
+    path = Path(path)
+    if path.is_dir():
+        raise OutputError(f"{path} is a folder; give {option} a file name")
+    _test_write(path.parent, option)
+
+
+def _test_write(folder: Path, option: str) -> None:
+    """Write (and flush to the disk) a small temporary file where ``folder`` is or will be made."""
+    existing = folder.absolute()
+    while not existing.exists():
+        existing = existing.parent
+    if not existing.is_dir():
+        raise OutputError(f"{existing} is a file, so the folder {folder} cannot be made there; "
+                          f"give {option} another folder")
+    try:
+        fd, tmp = tempfile.mkstemp(prefix=".write-test.", suffix=".tmp", dir=existing)
+        try:
+            os.write(fd, bytes(_TEST_WRITE_BYTES))
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+            Path(tmp).unlink(missing_ok=True)
+    except OSError as exc:
+        raise OutputError(f"cannot write to {folder} ({option}): {exc.strerror or exc}; "
+                          f"{_FIXES.get(exc.errno, 'check the folder and its disk')}") from exc
+
+
+def _fsync(path: str | os.PathLike) -> None:
+    fd = os.open(path, os.O_RDWR)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
 
 @contextmanager
 def atomic_path(target: str | os.PathLike):
-    """Yield a temporary path next to ``target``; on success it replaces ``target``."""
+    """Yield a temporary path next to ``target``; on success it is flushed to the disk and
+    replaces ``target``, so ``target`` is either the old file or the whole new one."""
     target = Path(target)
     target.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent)
     os.close(fd)
     try:
         yield Path(tmp)
+        _fsync(tmp)
         os.chmod(tmp, 0o666 & ~_UMASK)   # after writing: some writers (safetensors) recreate the file
         os.replace(tmp, target)
     finally:
@@ -50,33 +189,52 @@ def atomic_path(target: str | os.PathLike):
 
 
 @contextmanager
-def atomic_folder(target: str | os.PathLike):
+def atomic_folder(target: str | os.PathLike, replaces: re.Pattern | None = None):
     """Yield an empty staging folder next to ``target`` (hidden: ``.NAME.*.partial``); when the block
     finishes it is renamed to ``target`` in one step, when it raises (a cancelled job included) it is
     deleted. So ``target`` either does not exist or holds a finished result, never a half-written one;
-    a process killed mid-way leaves only the hidden staging folder. ``target`` must not exist yet."""
-    import shutil
+    a process killed mid-way leaves only hidden folders (:func:`remove_temporaries` clears them).
 
+    ``target`` must not exist yet, unless ``replaces`` is given: then an existing ``target`` whose
+    files all have names matching it (an earlier run's output of the same kind) is swapped out for
+    the new folder and deleted, and one holding any other file is refused, before the block runs,
+    with an :class:`~idgen.errors.OutputError` (a job never deletes what it did not write)."""
     target = Path(target)
-    if target.exists():
+    if target.exists() and replaces is None:
         raise FileExistsError(f"{target} already exists; write a finished folder to a new path")
+    if target.exists():
+        _check_replaceable(target, replaces)
     target.parent.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(prefix=f".{target.name}.", suffix=".partial", dir=target.parent))
     try:
         yield staging
         os.chmod(staging, 0o777 & ~_UMASK)   # a folder made by mkdir, not mkdtemp's owner-only 0700
-        os.rename(staging, target)
+        if target.exists():   # moved into a hidden folder first: the old files are never seen mixed with new
+            old = Path(tempfile.mkdtemp(prefix=f".{target.name}.", suffix=".partial", dir=target.parent))
+            os.rename(target, old / target.name)
+            os.rename(staging, target)
+            shutil.rmtree(old)
+        else:
+            os.rename(staging, target)
     finally:
         if staging.exists():
             shutil.rmtree(staging, ignore_errors=True)
 
 
+def _check_replaceable(target: Path, replaces: re.Pattern) -> None:
+    if not target.is_dir():
+        raise OutputError(f"{target} is a file where idgen writes a folder; move it away and run again")
+    foreign = sorted(p.name for p in target.iterdir()
+                     if not (is_temporary(p) or (p.is_file() and replaces.fullmatch(p.name))))
+    if foreign:
+        raise OutputError(f"{target} holds files idgen did not write there ({foreign[0]!r}"
+                          f"{f' and {len(foreign) - 1} more' if len(foreign) > 1 else ''}); move them out "
+                          "and run again: idgen replaces that folder as a whole")
+
+
 def write_bytes_atomic(target: str | os.PathLike, data: bytes) -> None:
     with atomic_path(target) as tmp:
-        with open(tmp, "wb") as handle:
-            handle.write(data)
-            handle.flush()
-            os.fsync(handle.fileno())
+        tmp.write_bytes(data)
 
 
 def write_json_atomic(target: str | os.PathLike, obj) -> None:
@@ -106,11 +264,9 @@ def save_pretrained_atomic(model, folder: str | os.PathLike, index_file: str | N
     """``model.save_pretrained`` into a temporary folder beside ``folder``, then each entry moved
     into ``folder`` (replacing what was there), ``index_file`` (e.g. a pipeline's
     ``model_index.json``) last, so an interrupted save never leaves a loadable-looking half folder."""
-    import shutil
-
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
-    with tempfile.TemporaryDirectory(dir=folder, prefix=".save-") as tmp:
+    with tempfile.TemporaryDirectory(dir=folder, prefix=".save.", suffix=".partial") as tmp:
         model.save_pretrained(tmp)
         entries = sorted(Path(tmp).iterdir(), key=lambda p: p.name == index_file)
         for entry in entries:

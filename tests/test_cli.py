@@ -156,3 +156,24 @@ def test_generate_help_says_which_model_runs_and_how_to_choose(capsys):
 
     assert describe_style("instantid", ModelSettings(instantid="InstantX/InstantID")).endswith("(--instantid is set)")
     assert describe_style("arc2face", ModelSettings(model="mini")).startswith("the embedded mini model")
+
+
+def test_operating_system_errors_are_one_line_naming_the_path_and_the_fix(tmp_path, faces_dir, capsys, monkeypatch):
+    """--out naming a folder where a file goes is refused before any face is analysed; a disk that
+    fills during the work (an OSError no command foresaw) prints the path, the reason and the fix."""
+    import errno
+
+    import idgen.faces.embedding_index
+
+    def disk_full(analyzer, files, out, **kwargs):
+        raise OSError(errno.ENOSPC, "No space left on device", str(out))
+
+    monkeypatch.setattr(idgen.faces.embedding_index, "embed_folder", disk_full)
+    folder = tmp_path / "emb"
+    folder.mkdir()
+    for out, expected in ((folder, f"{folder} is a folder; give --out a file name"),
+                          (tmp_path / "e.safetensors", f"{tmp_path / 'e.safetensors'}: No space left on device; "
+                                                       "the disk is full: free space on it or write elsewhere")):
+        assert main(["embed", str(faces_dir), "--out", str(out)]) == 1
+        errors = [line for line in capsys.readouterr().err.splitlines() if line.startswith("idgen: error:")]
+        assert errors == [f"idgen: error: {expected}"]

@@ -127,3 +127,89 @@ def test_generate_prints_one_progress_bar_and_no_future_warning(tmp_path):
     bars = [s.strip() for s in re.split(r"[\r\n]", done.stderr) if re.search(r"\|\s*\d+/\d+ \[", s)]
     assert bars and all(bar.startswith("arc2face: 1 image(s):") for bar in bars), bars
     assert bars[-1].startswith("arc2face: 1 image(s): 100%")
+
+
+def _generate(out, *extra):
+    return main(["generate", "--random-identity", "--out", str(out), "--tiny", "--steps", "1", *extra])
+
+
+def _error_lines(capsys) -> list[str]:
+    return [line for line in capsys.readouterr().err.splitlines() if line.startswith("idgen: error:")]
+
+
+def _files(folder):
+    return {p.relative_to(folder).as_posix(): p.read_bytes() for p in sorted(folder.rglob("*")) if p.is_file()}
+
+
+def test_a_rerun_replaces_its_own_images_and_nothing_else(tmp_path):
+    """3 images, then 1 into the same folder: the two earlier images it does not write again are gone
+    (no stale image_001/002 beside the new one), a file someone added stays, no hidden leftovers."""
+    out = tmp_path / "out"
+    assert _generate(out, "--count", "3") == 0
+    (out / "notes.txt").write_text("mine")
+    assert _generate(out, "--count", "1", "--seed", "5") == 0
+    assert sorted(p.name for p in out.iterdir()) == ["image_000.png", "notes.txt", "similarities.json"]
+    record = json.loads((out / "similarities.json").read_text())
+    assert [(r["file"], r["seed"]) for r in record["images"]] == [("image_000.png", 5)]
+
+
+@pytest.mark.parametrize("make, expected", [
+    ("folder", "is not empty and holds no earlier output of this command (it holds 'image_001.png' and 1 more); "
+               "give --out a new or empty folder"),
+    ("file", "is a file, not a folder; give --out a new or empty folder"),
+    ("read-only", "(--out): Read-only file system; the file system is read-only: write elsewhere"),
+])
+def test_an_unusable_out_is_refused_before_any_image_is_made(tmp_path, capsys, monkeypatch, make, expected):
+    """Someone else's images, a file, a read-only folder: one line naming --out, exit 1, nothing
+    generated and nothing there changed."""
+    import errno
+    import tempfile
+
+    from idgen.application import actions
+
+    out = tmp_path / "out"
+    if make == "folder":
+        out.mkdir()
+        (out / "image_001.png").write_bytes(b"their picture")
+        (out / "notes.txt").write_text("theirs")
+    elif make == "file":
+        out.write_text("a file")
+    else:
+        out.mkdir()
+
+        def read_only(*args, dir=None, **kwargs):
+            raise OSError(errno.EROFS, "Read-only file system", dir)
+
+        monkeypatch.setattr(tempfile, "mkstemp", read_only)
+
+    def never(*args, **kwargs):
+        raise AssertionError("generated before --out was checked")
+
+    monkeypatch.setattr(actions, "generate_images", never)
+    before = out.read_bytes() if out.is_file() else _files(out)
+    assert _generate(out, "--count", "1") == 1
+    [line] = _error_lines(capsys)
+    assert line.startswith(f"idgen: error: {'cannot write to ' if make == 'read-only' else ''}{out} {expected}")
+    assert (out.read_bytes() if out.is_file() else _files(out)) == before
+
+
+def test_a_full_disk_while_saving_leaves_the_earlier_output_as_it_was(tmp_path, capsys, monkeypatch):
+    """The disk fills after the new images are staged: one line naming the file and the fix, the
+    earlier run's images and record unchanged, no hidden staging folder left."""
+    import errno
+
+    import idgen.cli.generate
+
+    out = tmp_path / "out"
+    assert _generate(out, "--count", "2") == 0
+    before = _files(out)
+
+    def disk_full(path, obj):
+        raise OSError(errno.ENOSPC, "No space left on device", str(path))
+
+    monkeypatch.setattr(idgen.cli.generate, "write_json_atomic", disk_full)
+    assert _generate(out, "--count", "1", "--seed", "9") == 1
+    [line] = _error_lines(capsys)
+    assert line.startswith("idgen: error: ") and "similarities.json: No space left on device; the disk is full" in line
+    assert line.endswith("run the same command again")
+    assert _files(out) == before and sorted(p.name for p in out.iterdir()) == sorted(before)

@@ -219,3 +219,134 @@ def test_rejected_images_are_regenerated_at_most_max_retries_times(tmp_path):
         assert entry["counts"]["generated"] == entry["counts"]["no_face"] == 6
         assert entry["counts"]["dropped"] == 2
     assert not (tmp_path / "images").exists()
+
+
+# ---------------------------------------------------------------- output folders and faults
+def small_config(folder, **settings):
+    """Three identities × two grey images, one image per shard, no models (see ``grey_images``)."""
+    from idgen.synth import SynthConfig
+
+    return SynthConfig.from_dict({
+        "output": str(folder), "identities": {"count": 3, "dim": 16, "steps": 5},
+        "variation": {"images_per_identity": 2}, "filter": {"enabled": False}, "writers": {"shard_size": 1},
+        "runtime": {"batch_size": 4, "progress": False, "device": "cpu"}, **settings})
+
+
+def files_of(folder: Path) -> dict:
+    return {p.relative_to(folder).as_posix(): p.read_bytes() for p in sorted(folder.rglob("*")) if p.is_file()}
+
+
+def test_a_folder_holding_other_files_is_refused_and_left_untouched(tmp_path, capsys):
+    """Four parquet shards, a card, statistics and an ``images/alice`` class that idgen did not write:
+    ``dataset generate`` names the folder and exits 1 before any work, and every file stays as it was."""
+    from idgen.cli import main
+
+    out = tmp_path / "theirs"
+    for name in ("data/train-00000-of-00010.parquet", "data/train-00003-of-00010.parquet", "README.md",
+                 "stats.json", "images/alice/0.jpg"):
+        (out / name).parent.mkdir(parents=True, exist_ok=True)
+        (out / name).write_bytes(f"their {name}".encode())
+    before = files_of(out)
+    code = main(["dataset", "generate", f"output={out}", "generator.type=photo", f"generator.photos={FACES}",
+                 "filter.enabled=false", "identities.count=2", "runtime.progress=false"])
+    assert code == 1
+    lines = [line for line in capsys.readouterr().err.splitlines() if line.startswith("idgen: error:")]
+    assert len(lines) == 1 and f"{out} is not empty and holds no earlier output" in lines[0]
+    assert "give output a new or empty folder" in lines[0]
+    assert files_of(out) == before
+
+
+def test_a_full_disk_leaves_no_partial_shards_and_the_rerun_completes(tmp_path, monkeypatch):
+    """The disk fills after two of six parquet shards: a one-line OutputError naming the file and the
+    fix, no ``data/`` folder, no temporary file, and ``load_dataset`` finds no data (rather than the
+    ImageFolder it would otherwise read as if the dataset were whole); the same call then resumes and
+    writes all six rows."""
+    import errno
+
+    import datasets
+    import pyarrow.parquet as pq
+
+    from idgen.errors import OutputError
+    from idgen.io import is_temporary
+    from idgen.synth import generate_dataset
+
+    out, written, write_table = tmp_path / "ds", [], pq.write_table
+
+    def fill_up(table, where, *args, **kwargs):
+        if len(written) == 2:
+            raise OSError(errno.ENOSPC, "No space left on device", str(where))
+        written.append(where)
+        return write_table(table, where, *args, **kwargs)
+
+    monkeypatch.setattr(pq, "write_table", fill_up)
+    with pytest.raises(OutputError, match="No space left on device; the disk is full.*run the same command again"):
+        generate_dataset(small_config(out), generator=grey_images)
+    assert not (out / "data").exists() and not (out / "webdataset").exists()
+    assert not [p for p in out.rglob("*") if is_temporary(p)]
+    assert "Unfinished" in (out / "README.md").read_text()
+    with pytest.raises(datasets.exceptions.DataFilesNotFoundError):
+        datasets.load_dataset(str(out), split="train", cache_dir=str(tmp_path / "cache0"))
+
+    monkeypatch.setattr(pq, "write_table", write_table)
+    stats = generate_dataset(small_config(out), generator=grey_images)
+    assert stats["images"] == 6 and len(list((out / "data").iterdir())) == 6
+    assert len(datasets.load_dataset(str(out), split="train", cache_dir=str(tmp_path / "cache"))) == 6
+
+
+def test_a_read_only_folder_is_refused_before_any_image_is_made(tmp_path, monkeypatch):
+    import errno
+    import tempfile
+
+    from idgen.errors import OutputError
+    from idgen.synth import generate_dataset
+
+    out = tmp_path / "ds"
+    out.mkdir()
+
+    def read_only(*args, dir=None, **kwargs):
+        raise OSError(errno.EROFS, "Read-only file system", dir)
+
+    def never(*args, **kwargs):
+        raise AssertionError("generated before the folder was checked")
+
+    monkeypatch.setattr(tempfile, "mkstemp", read_only)
+    with pytest.raises(OutputError, match=f"cannot write to {out} \\(output\\): Read-only file system"):
+        generate_dataset(small_config(out), generator=never)
+    assert list(out.iterdir()) == []
+
+
+def test_resuming_removes_what_killed_writes_left_and_only_that(tmp_path):
+    """A kill -9 leaves ``.0.jpg.XXXXXXXX.tmp`` files and hidden staging folders; the resumed run
+    deletes those, keeps a file someone added, and gives the same dataset."""
+    from idgen.io import is_temporary
+    from idgen.synth import generate_dataset
+
+    out = tmp_path / "ds"
+    generate_dataset(small_config(out), generator=grey_images)
+    finished = files_of(out)
+    leftovers = [out / "images" / "id000001" / ".0.jpg.k2j4_x9a.tmp", out / ".data.abcd1234.partial" / "x.parquet",
+                 out / "journal" / ".rank-0-of-1.jsonl.0a1b2c3d.tmp"]
+    for path in leftovers:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_bytes(b"half")
+    (out / "images" / "id000001" / "notes.txt").write_text("mine")
+    generate_dataset(small_config(out), generator=grey_images)
+    assert not [p for p in out.rglob("*") if is_temporary(p)]
+    assert files_of(out) == {**finished, "images/id000001/notes.txt": b"mine"}
+
+
+def test_shards_are_replaced_only_where_idgen_wrote_them(tmp_path):
+    """A rerun swaps ``data/`` for the new shards as a whole; a file someone put in ``data/`` stops
+    it (one line naming the file) and stays, with the shards beside it."""
+    from idgen.errors import OutputError
+    from idgen.synth import generate_dataset
+
+    out = tmp_path / "ds"
+    generate_dataset(small_config(out), generator=grey_images)
+    shards = files_of(out / "data")
+    generate_dataset(small_config(out), generator=grey_images)
+    assert files_of(out / "data") == shards
+    (out / "data" / "notes.txt").write_text("mine")
+    with pytest.raises(OutputError, match="holds files idgen did not write there \\('notes.txt'\\)"):
+        generate_dataset(small_config(out), generator=grey_images)
+    assert files_of(out / "data") == {**shards, "notes.txt": b"mine"}

@@ -404,6 +404,28 @@ def test_config_error_exits_before_training(tiny_dir, folders, tmp_path):
     assert not (tmp_path / "run" / "config.yaml").exists()
 
 
+def test_an_output_dir_that_is_not_this_runs_is_refused_before_the_data(full_run, tiny_dir, folders, tmp_path):
+    """Someone else's folder, and an earlier run's folder without --resume (its checkpoints would mix
+    with the new run's): one line naming output_dir, exit 1, before any photo is analysed, and
+    nothing in either folder changes."""
+    theirs = tmp_path / "theirs"
+    theirs.mkdir()
+    (theirs / "notes.txt").write_text("theirs")
+    finished = {p: p.read_bytes() for p in full_run.rglob("*") if p.is_file()}
+    for out, reason in ((theirs, f"{theirs} is not empty and holds no earlier output of this command (it holds "
+                                 "'notes.txt'); give output_dir a new or empty folder"),
+                        (full_run, f"{full_run} holds an earlier training run; continue it with --resume latest, or "
+                                   "give output_dir a new or empty folder")):
+        result = subprocess.run([sys.executable, str(ROOT / "training/train.py"), *train_args(tiny_dir, folders, out)],
+                                capture_output=True, text=True, cwd=ROOT, env={**os.environ, "HF_HUB_OFFLINE": "1"},
+                                timeout=300)   # refused in seconds; a run that trains takes far longer
+        assert result.returncode == 1
+        assert f"train.py: error: {reason}" in result.stderr
+        assert "data:" not in result.stdout   # refused before the photos were scanned
+    assert [p.name for p in theirs.iterdir()] == ["notes.txt"]
+    assert {p: p.read_bytes() for p in full_run.rglob("*") if p.is_file()} == finished
+
+
 def test_personalize_plain_sd_with_prior_preservation(tiny_dir, folders, tmp_path):
     out = tmp_path / "me"
     args = ["--config", str(ROOT / "training/configs/personalize.yaml"), f"output_dir={out}",

@@ -4,6 +4,7 @@ goes, trainable share, merging, prototypes, config checking, and a tiny end-to-e
 from __future__ import annotations
 
 import copy
+import json
 import math
 
 import numpy as np
@@ -626,6 +627,37 @@ def test_a_killed_run_resumes_and_reports_what_an_uninterrupted_run_reports(tmp_
         load_file(str(tmp_path / "whole" / "model" / "model.safetensors"))
     assert saved.keys() == expected.keys() and all(torch.equal(saved[k], expected[k]) for k in saved)
     assert not (out / "journal").exists()
+
+
+def test_output_dir_is_refused_unless_new_empty_or_an_earlier_runs(tmp_path, monkeypatch):
+    """A folder of someone else's files is refused, naming it, before any photo is read, and left as
+    it was. A rerun into its own folder clears a killed write's temporary file, replaces the report,
+    removes the earlier model it no longer saves (``save_model: false``) and keeps a file someone added."""
+    from idgen.errors import OutputError
+    from idgen.unlearn import forget as forget_module
+    from idgen.unlearn import run_forgetting
+
+    config = {**_toy_run(tmp_path, num_classes=5, train_epochs=1), "tasks": {"num_tasks": 1, "classes_per_task": 1},
+              "forget": {"epochs": 1, "batch_size": 8, "forget_batch_size": 2, "warmup_epochs": 0, "lora": {"rank": 2}},
+              "baselines": {"methods": []}}
+    theirs = tmp_path / "theirs"
+    theirs.mkdir()
+    (theirs / "report.md").write_text("their notes")
+    with monkeypatch.context() as patched:
+        patched.setattr(forget_module, "load_face_folder", lambda *a: pytest.fail("read photos before the check"))
+        with pytest.raises(OutputError, match=f"{theirs} is not empty and holds no earlier output of this command "
+                                              r"\(it holds 'report.md'\); give output_dir a new or empty folder"):
+            run_forgetting({**config, "output_dir": str(theirs)})
+    assert [p.name for p in theirs.iterdir()] == ["report.md"] and (theirs / "report.md").read_text() == "their notes"
+
+    out = tmp_path / "out"
+    run_forgetting({**config, "output_dir": str(out)})
+    assert (out / "model" / "model.safetensors").is_file()
+    (out / "notes.txt").write_text("mine")
+    (out / ".report.json.a1b2c3d4.tmp").write_text('{"half')
+    report = run_forgetting({**config, "output_dir": str(out), "save_model": False})
+    assert sorted(p.name for p in out.iterdir()) == ["groups.png", "notes.txt", "report.json", "report.md"]
+    assert json.loads((out / "report.json").read_text())["config"]["save_model"] is report["config"]["save_model"] is False
 
 
 def test_the_base_model_section_is_the_face_transformers_fitting_options():

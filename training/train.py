@@ -36,9 +36,10 @@ from diffusers.training_utils import EMAModel
 from tqdm.auto import tqdm
 
 from idgen.config import read_yaml_mapping
-from idgen.errors import ConfigError, IdgenError
+from idgen.errors import ConfigError, IdgenError, OutputError
 from idgen.faces import FaceAnalyzer
-from idgen.io import atomic_path, save_pretrained_atomic, write_json_atomic
+from idgen.io import (atomic_path, check_output_folder, os_error_message, remove_temporaries, save_pretrained_atomic,
+                      write_bytes_atomic, write_json_atomic)
 from idgen.training import (Conditioning, FaceDataset, IdentityCache, SeededBatches, add_training_lora,
                             build_pipeline, default_cache_path, full_training_groups,
                             latent_diffusion_loss, latest_checkpoint, load_components, load_config, make_optimizer,
@@ -46,11 +47,21 @@ from idgen.training import (Conditioning, FaceDataset, IdentityCache, SeededBatc
                             save_lora_weights, scan_faces, vae_loss)
 from idgen.training.config import FULL_TASKS
 from idgen.training import validation
-from idgen.training.checkpoints import resume
+from idgen.training.checkpoints import list_checkpoints, resume
 from idgen.training.distributed import average_gradients, check_launch, replica_spread
 from idgen.training.identity_loss import IdentityLoss, identity_diffusion_loss
 from idgen.training.randomness import rand
 from idgen.training.prior import prior_images
+
+
+def holds_training_run(folder: Path) -> bool:
+    """Whether ``folder`` holds an earlier run of this script: the config.yaml it writes first (a
+    training config: ``task`` and ``optim``) or a ``checkpoint-N`` folder."""
+    try:
+        written = yaml.safe_load((folder / "config.yaml").read_text())
+    except (OSError, yaml.YAMLError):
+        written = None
+    return (isinstance(written, dict) and {"task", "optim"} <= written.keys()) or bool(list_checkpoints(folder))
 
 
 def parse_args(argv=None):
@@ -116,6 +127,13 @@ def main(argv=None) -> None:
                               project_config=ProjectConfiguration(project_dir=str(out), logging_dir=str(out / "logs")))
     main_process, device = accelerator.is_main_process, accelerator.device
     check_launch(accelerator, cfg.optim.mixed_precision)
+    resuming = check_output_folder(out, "output_dir", holds_training_run)
+    if resuming and not args.resume:
+        raise OutputError(f"{out} holds an earlier training run; continue it with --resume latest, or give "
+                          "output_dir a new or empty folder")
+    if resuming and main_process:
+        remove_temporaries(out)
+    accelerator.wait_for_everyone()
 
     # Data first: bad folders fail before any model loads. The main process analyses; the rest read its cache.
     analyzer = FaceAnalyzer.from_backend(cfg.data.detector, cfg.data.recognizer, det_size=cfg.data.det_size,
@@ -129,7 +147,9 @@ def main(argv=None) -> None:
                                 only=read_people(cfg.validation.people) if cfg.validation.people else None)
                      if cfg.validation.faces_dir else None)
     report = {"train": train_faces.report(), "validation": val_faces.report() if val_faces else None}
-    if main_process:
+    if main_process:   # config.yaml first: it marks the folder as this run's (holds_training_run)
+        with atomic_path(out / "config.yaml") as tmp:
+            tmp.write_text(yaml.safe_dump(cfg.to_dict(), sort_keys=False))
         write_json_atomic(out / "data_report.json", report)
         print(f"data: {len(train_faces.files)} photos used, {len(train_faces.skipped)} skipped "
               f"({train_faces.analysed} analysed now, the rest cached) -> {out / 'data_report.json'}")
@@ -196,15 +216,11 @@ def main(argv=None) -> None:
     if checkpoint is not None:
         start = resume(accelerator, checkpoint)
         accelerator.print(f"resumed from {checkpoint} at step {start}")
-    if main_process:
-        out.mkdir(parents=True, exist_ok=True)
-        with atomic_path(out / "config.yaml") as tmp:
-            tmp.write_text(yaml.safe_dump(cfg.to_dict(), sort_keys=False))
     accelerator.init_trackers("idgen")
     log_path = out / "log.jsonl"
     if main_process and log_path.exists():  # keep the history up to the resumed step
         lines = [l for l in log_path.read_text().splitlines() if json.loads(l)["step"] <= start]
-        log_path.write_text("".join(l + "\n" for l in lines))
+        write_bytes_atomic(log_path, "".join(l + "\n" for l in lines).encode())
 
     def validate(step: int) -> dict:
         if valset is None or not main_process:
@@ -330,4 +346,7 @@ if __name__ == "__main__":
         main()
     except IdgenError as exc:
         print(f"train.py: error: {exc}", file=sys.stderr)
+        sys.exit(1)
+    except OSError as exc:   # one no check foresaw (a disk filling mid-run): the path, the reason, the fix
+        print(f"train.py: error: {os_error_message(exc)}", file=sys.stderr)
         sys.exit(1)

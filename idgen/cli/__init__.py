@@ -2,7 +2,8 @@
 
 Each subcommand lives in its own module under ``idgen.cli`` and exposes ``register(subparsers)``;
 adding a command means adding its module name to :data:`COMMANDS`. Failures print one line
-(``idgen: error: ...``) and exit non-zero; ``IDGEN_DEBUG=1`` shows the traceback.
+(``idgen: error: ...``; an operating-system error as ``<path>: <reason>; <fix>``) and exit
+non-zero; ``IDGEN_DEBUG=1`` shows the traceback.
 """
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ import os
 import sys
 
 from ..errors import IdgenError
+from ..io import os_error_message
 
 #: Subcommand modules, in the order ``idgen --help`` lists them.
 COMMANDS = [
@@ -43,10 +45,11 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     try:
         return int(args.handler(args) or 0)
-    except (IdgenError, FileNotFoundError, ValueError) as exc:
+    except (IdgenError, ValueError, OSError) as exc:
         if os.environ.get("IDGEN_DEBUG"):
             raise
-        print(f"idgen: error: {exc}", file=sys.stderr)
+        message = os_error_message(exc) if isinstance(exc, OSError) and not isinstance(exc, IdgenError) else exc
+        print(f"idgen: error: {message}", file=sys.stderr)
         return 1
     except KeyboardInterrupt:
         print("idgen: interrupted", file=sys.stderr)

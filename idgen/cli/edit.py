@@ -7,7 +7,7 @@ from PIL import Image
 
 from ..config import FRACTION, IMAGE_SIDE
 from ..errors import ConfigError
-from ..io import atomic_path, read_npy
+from ..io import atomic_path, check_output_file, read_npy
 from .common import add_model_arguments, add_sampling_options, add_style_option, chosen_style, describe_style, number
 
 
@@ -74,11 +74,18 @@ def _edit_settings(args) -> dict:
             "generator": torch.Generator().manual_seed(args.seed)}
 
 
-def _save(image: Image.Image, path: str) -> None:
+def _output_format(path: str) -> str:
+    """The image format ``--out``'s extension names, after checking the file can be written there
+    (before any model loads)."""
     extension = "." + path.rsplit(".", 1)[-1].lower() if "." in path else ""
     image_format = Image.registered_extensions().get(extension)
     if image_format is None:
         raise ConfigError(f"--out {path}: unknown image type; use .png or .jpg")
+    check_output_file(path, "--out")
+    return image_format
+
+
+def _save(image: Image.Image, path: str, image_format: str) -> None:
     with atomic_path(path) as tmp:
         image.save(tmp, format=image_format)
 
@@ -86,11 +93,12 @@ def _save(image: Image.Image, path: str) -> None:
 def run_replace(args) -> int:
     from ..edit import replace_identity
 
+    image_format = _output_format(args.out)
     identity = (read_npy(args.identity, "save the embedding as a numeric array with np.save")
                 if args.identity.endswith(".npy") else args.identity)
     pipe, analyzer = _load_pipeline(args)
     result = replace_identity(args.photo, identity, pipe=pipe, analyzer=analyzer, **_edit_settings(args))
-    _save(result.image, args.out)
+    _save(result.image, args.out, image_format)
     for index, to_target, to_original in zip(result.faces, result.similarity_to_target, result.similarity_to_original):
         print(f"face {index}: similarity to target {to_target:.3f}, to original person {to_original:.3f}")
     print(f"wrote {args.out}")
@@ -100,9 +108,10 @@ def run_replace(args) -> int:
 def run_restyle(args) -> int:
     from ..edit import restyle
 
+    image_format = _output_format(args.out)
     pipe, analyzer = _load_pipeline(args)
     result = restyle(args.photo, pipe=pipe, analyzer=analyzer, **_edit_settings(args))
-    _save(result.image, args.out)
+    _save(result.image, args.out, image_format)
     print(f"face {result.faces[0]}: similarity to the original person {result.similarity_to_target[0]:.3f}")
     print(f"wrote {args.out}")
     return 0

@@ -7,6 +7,7 @@ from pathlib import Path
 
 
 from ..errors import ConfigError
+from ..io import check_output_file
 from .common import add_embedding_options, add_face_options, analyzer_from_args
 
 
@@ -33,6 +34,7 @@ def run(args) -> int:
     files = list(iter_image_files(folder))
     if not files:
         raise ConfigError(f"{folder}: no image files (.jpg, .png, ...) found")
+    check_output_file(args.out, "--out")
     index = embed_folder(analyzer_from_args(args), files, args.out, root=folder, batch_size=args.batch_size)
     print(f"embedded {len(index['files'])} of {len(files)} images -> {args.out}")
     for skipped in index["skipped"]:

@@ -1,12 +1,24 @@
 """``idgen generate``: portraits of the person in a photo (or of a random identity), written to a folder
-with each image's identity similarity to the input."""
+with each image's identity similarity to the input.
+
+``--out`` is a new or empty folder, or one an earlier ``idgen generate`` wrote (its
+``similarities.json`` lists the images it made): a rerun replaces that output, removing the
+earlier images it does not write again, and touches nothing else in the folder."""
 
 from __future__ import annotations
+
+import json
+import os
+import re
+import shutil
+import tempfile
+from pathlib import Path
 
 from tqdm import tqdm
 
 from ..config import Range
 from ..errors import ConfigError
+from ..io import check_output_folder, output_errors, remove_temporaries, write_json_atomic
 from .common import add_model_arguments, add_sampling_options, add_style_option, chosen_style, describe_style, number
 
 #: Images one command renders: all of them in one batch, on the device together.
@@ -20,6 +32,11 @@ MODEL_CHOICE = (
     "forces it). --model FOLDER runs a saved Arc2Face pipeline. --style instantid or infiniteyou "
     "(default when --instantid or --infiniteyou is given) switches to those, which take a --prompt "
     "and a --pose. The command prints the model it runs, and why, on its first line.")
+
+#: The record of a run, written last: which images it made, with their seeds and similarities.
+RECORD = "similarities.json"
+#: The names ``actions.save_images`` gives; only files so named are ever removed from ``--out``.
+IMAGE_NAME = re.compile(r"image_\d{3,}\.png")
 
 
 def register(subparsers) -> None:
@@ -47,11 +64,49 @@ def register(subparsers) -> None:
     parser.set_defaults(handler=run)
 
 
-def run(args) -> int:
-    from pathlib import Path
+def _earlier_images(folder: Path) -> list[str] | None:
+    """The images an earlier run listed in ``folder``'s record, or None if it has no such record."""
+    try:
+        record = json.loads((folder / RECORD).read_text())
+        return [image["file"] for image in record["images"] if IMAGE_NAME.fullmatch(image["file"])]
+    except (OSError, ValueError, TypeError, KeyError):
+        return None
 
+
+def _check_out(out: Path) -> list[str]:
+    """Check ``--out`` before any work (see the module docstring); returns the earlier run's images."""
+    if not check_output_folder(out, "--out", lambda folder: _earlier_images(folder) is not None):
+        return []
+    return _earlier_images(out)
+
+
+def _publish(out: Path, images: list, details: list[dict], header: dict, earlier: list[str]) -> list[Path]:
+    """Write ``images`` into ``out`` and the record (``header`` and, per image, its file name and
+    ``details``): all staged first in a hidden folder inside ``out`` (a full disk stops the run there,
+    the earlier output untouched), then the ``earlier`` images not written again are removed, the
+    record moved in and the images after it, so every image in ``out`` is always listed by the record
+    there. Returns the images' paths."""
+    from ..application import actions
+
+    out.mkdir(parents=True, exist_ok=True)
+    remove_temporaries(out, recursive=False)   # what a killed run left: only idgen's hidden names
+    staging = Path(tempfile.mkdtemp(prefix=".generate.", suffix=".partial", dir=out))
+    try:
+        paths = actions.save_images(images, staging)
+        records = [{"file": path.name, **detail} for path, detail in zip(paths, details)]
+        write_json_atomic(staging / RECORD, {**header, "images": records})
+        for name in set(earlier) - {path.name for path in paths}:
+            (out / name).unlink(missing_ok=True)
+        os.replace(staging / RECORD, out / RECORD)
+        for path in paths:
+            os.replace(path, out / path.name)
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+    return [out / path.name for path in paths]
+
+
+def run(args) -> int:
     from ..application import ModelHub, actions, settings_from_args
-    from ..io import write_json_atomic
     from ..quiet import hide_loading_bars
 
     hide_loading_bars()   # the one bar is the job's own, below
@@ -63,6 +118,7 @@ def run(args) -> int:
     if args.fast:
         actions.check_fast_preset(hub, style)
     out = Path(args.out)
+    earlier = _check_out(out)
     print(f"idgen: {style}: {describe_style(style, hub.settings)}")
     if args.random_identity:
         identity = actions.random_identity(hub, args.seed)
@@ -78,10 +134,10 @@ def run(args) -> int:
         results = actions.generate_images(hub, identity, style=style, count=args.count, seed=args.seed,
                                           steps=args.steps, guidance=args.guidance, fast=args.fast, prompt=args.prompt,
                                           negative_prompt=args.negative_prompt, pose_photo=args.pose, progress=progress)
-    paths = actions.save_images([image for image, _ in results], out)
-    records = [{"file": path.name, "seed": args.seed + k, "identity_similarity": similarity}
-               for k, (path, (_, similarity)) in enumerate(zip(paths, results))]
-    write_json_atomic(out / "similarities.json", {"source": identity.source, "style": style, "images": records})
-    for record in records:
-        print(f"{out / record['file']}: {actions.caption(record['identity_similarity'])}")
+    details = [{"seed": args.seed + k, "identity_similarity": similarity} for k, (_, similarity) in enumerate(results)]
+    with output_errors("run the same command again"):
+        paths = _publish(out, [image for image, _ in results], details,
+                         {"source": identity.source, "style": style}, earlier)
+    for path, detail in zip(paths, details):
+        print(f"{path}: {actions.caption(detail['identity_similarity'])}")
     return 0

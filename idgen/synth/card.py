@@ -1,6 +1,7 @@
 """The dataset card: README.md with counts, acceptance statistics and similarity plots.
 
-The YAML header tells ``datasets.load_dataset(<folder>)`` to read the parquet shards.
+The YAML header tells ``datasets.load_dataset(<folder>)`` to read the parquet shards. Until the
+dataset is finished the card says so (:data:`UNFINISHED_CARD`).
 """
 
 from __future__ import annotations
@@ -62,6 +63,22 @@ def similarity_plot(intra: np.ndarray, inter_targets: np.ndarray, inter_images: 
     fig.savefig(buffer, format="png", metadata={"Software": None})
     plt.close(fig)
     return buffer.getvalue()
+
+
+#: The card of a dataset still being made, replaced by the real one when it is finished. Its header
+#: points ``datasets.load_dataset(<folder>)`` at parquet shards that do not exist yet, so loading an
+#: unfinished folder fails instead of reading the images made so far as if they were all.
+UNFINISHED_CARD = PARQUET_HEADER + """
+# Unfinished synthetic face-recognition dataset
+
+`idgen dataset generate` is still making this dataset, or was stopped before it finished: run the
+same command again to finish it. Until then `images/` holds only part of the images.
+"""
+
+
+def write_unfinished_card(folder: Path) -> None:
+    """README.md saying the dataset in ``folder`` is not finished (:data:`UNFINISHED_CARD`)."""
+    write_bytes_atomic(folder / "README.md", UNFINISHED_CARD.encode())
 
 
 #: What the card says about each output format's files.

@@ -8,14 +8,17 @@ from pathlib import Path
 import numpy as np
 
 from ..errors import ConfigError, IdgenError
-from ..io import write_json_atomic
-from .card import inter_identity_cosines, write_card
+from ..io import atomic_folder, check_output_folder, output_errors, remove_temporaries, write_json_atomic
+from .card import inter_identity_cosines, write_card, write_unfinished_card
 from .config import SynthConfig
 from .consistency import ConsistencyFilter, KeepAll
 from .engine import DatasetEngine
 from .generators import build_generator
 from .journal import Journal
-from .writers import FORMATS, write_manifest, write_parquet, write_webdataset
+from .writers import FORMATS, SHARD_NAMES, write_manifest, write_parquet, write_webdataset
+
+#: How to carry on after a write failed mid-run.
+RESUME = "run the same command again to resume"
 
 
 def _coerce(config) -> SynthConfig:
@@ -60,22 +63,40 @@ def _analysis_options(config: SynthConfig) -> dict:
     return {key: MINI_FACE_BACKENDS[key] for key in ("min_side", "flip")}
 
 
+def _saved_settings(out: Path) -> dict | None:
+    """The ``config.json`` a dataset run wrote first into ``out``, or None if there is none."""
+    try:
+        saved = json.loads((out / "config.json").read_text())
+    except (OSError, ValueError):
+        return None
+    return saved if isinstance(saved, dict) and "fingerprint" in saved else None
+
+
 def _check_output_folder(config: SynthConfig, out: Path, is_main: bool) -> None:
-    """A folder holds one dataset: resuming with settings that change the images is refused."""
+    """A folder holds one dataset: it is resumed only when its ``config.json`` records the same
+    settings; any other non-empty folder is refused, as are a read-only one or a full disk
+    (:func:`~idgen.io.check_output_folder`). The main process then clears what killed writes left,
+    records the settings of a new dataset and marks it unfinished (its README.md) until assembled."""
     unknown = sorted(set(config.writers.formats) - set(FORMATS))
     if unknown:
         raise ConfigError(f"unknown output format(s) {unknown}; choose from {list(FORMATS)}")
-    saved = out / "config.json"
-    if saved.exists():
-        previous = json.loads(saved.read_text())
-        if previous.get("fingerprint") != config.fingerprint():
-            raise ConfigError(f"{out} holds a dataset made with other settings (see {saved}); "
-                              "use a new output folder or restore those settings")
-    elif is_main:
-        settings = {k: v for k, v in config.to_dict().items() if k != "output"}
-        # keys sorted all the way down: the same settings written in any order give the same bytes
-        write_json_atomic(saved, {"fingerprint": config.fingerprint(),
-                                  "config": json.loads(json.dumps(settings, sort_keys=True))})
+    resuming = check_output_folder(out, "output", lambda folder: _saved_settings(folder) is not None)
+    if resuming and _saved_settings(out)["fingerprint"] != config.fingerprint():
+        raise ConfigError(f"{out} holds a dataset made with other settings (see {out / 'config.json'}); "
+                          "use a new output folder or restore those settings")
+    if not is_main:
+        return
+    with output_errors():
+        out.mkdir(parents=True, exist_ok=True)
+        if resuming:
+            remove_temporaries(out)
+        else:
+            settings = {k: v for k, v in config.to_dict().items() if k != "output"}
+            # keys sorted all the way down: the same settings written in any order give the same bytes
+            write_json_atomic(out / "config.json", {"fingerprint": config.fingerprint(),
+                                                    "config": json.loads(json.dumps(settings, sort_keys=True))})
+        if not (out / "README.md").exists():   # the real card comes last, when the dataset is whole
+            write_unfinished_card(out)
 
 
 def _has_accelerator() -> bool:
@@ -91,31 +112,35 @@ def generate_dataset(config, *, generator=None, analyzer=None) -> dict | None:
     Runs as one process of ``accelerate launch`` (or alone). ``generator`` and ``analyzer``
     override the ones the config names (any object following :class:`ImageGenerator`, any
     :class:`idgen.faces.FaceAnalyzer`). Returns the dataset statistics on process 0, else None.
+
+    ``config.output`` must be new, empty, or this dataset's own folder (resumed); anything else, a
+    read-only folder or a full disk is refused before any work. A write failing mid-run (a full
+    disk) raises an :class:`~idgen.errors.OutputError` naming the path; the same call resumes.
     """
     from accelerate import PartialState
 
     config = _coerce(config)
     state = PartialState(cpu=config.runtime.device == "cpu" or not _has_accelerator())
     out = Path(config.output)
-    out.mkdir(parents=True, exist_ok=True)
     _check_output_folder(config, out, state.is_main_process)
     state.wait_for_everyone()
     device = config.runtime.device or state.device
     engine = DatasetEngine(config, generator or build_generator(config.generator, device, config.identities.dim),
                            build_filter(config, analyzer), state.process_index, state.num_processes)
-    identity_stats = engine.sample_or_load_identities(state)
-    engine.load_pose_bank(state)
-    journal = Journal(out / "journal", state.process_index, state.num_processes)
-    finished = set(journal.entries())
-    journal.open()
-    try:
-        engine.run_shard(journal, finished)
-    finally:
-        journal.close()
-    state.wait_for_everyone()
-    if not state.is_main_process:
-        return None
-    return assemble(config, engine.targets.numpy(), identity_stats)
+    with output_errors(RESUME):
+        identity_stats = engine.sample_or_load_identities(state)
+        engine.load_pose_bank(state)
+        journal = Journal(out / "journal", state.process_index, state.num_processes)
+        finished = set(journal.entries())
+        journal.open()
+        try:
+            engine.run_shard(journal, finished)
+        finally:
+            journal.close()
+        state.wait_for_everyone()
+        if not state.is_main_process:
+            return None
+        return assemble(config, engine.targets.numpy(), identity_stats)
 
 
 def assemble(config: SynthConfig, targets: np.ndarray, identity_stats: dict) -> dict:
@@ -137,11 +162,10 @@ def assemble(config: SynthConfig, targets: np.ndarray, identity_stats: dict) -> 
         return (out / record["file"]).read_bytes()
 
     write_manifest(records, out / "manifest.jsonl")
-    shard = config.writers.shard_size
-    if "parquet" in config.writers.formats:
-        write_parquet(records, read, out / "data", shard)
-    if "webdataset" in config.writers.formats:
-        write_webdataset(records, read, out / "webdataset", shard)
+    for kind, folder, write in (("parquet", "data", write_parquet), ("webdataset", "webdataset", write_webdataset)):
+        if kind in config.writers.formats:   # whole or not at all: the shards appear together, replacing older ones
+            with atomic_folder(out / folder, replaces=SHARD_NAMES[kind]) as staging:
+                write(records, read, staging, config.writers.shard_size)
 
     counts = {key: sum(e["counts"][key] for e in entries) for key in entries[0]["counts"]}
     stats = {

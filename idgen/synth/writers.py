@@ -9,12 +9,17 @@ fixed order with fixed metadata, so the same dataset always gives byte-identical
 - ``data/train-XXXXX-of-YYYYY.parquet`` — Hugging Face ``datasets`` parquet shards (an ``image``
   column of JPEG bytes plus the manifest fields), read by ``datasets.load_dataset``;
 - ``webdataset/train-XXXXXX.tar`` — WebDataset shards: ``<key>.jpg``, ``<key>.cls``, ``<key>.json``.
+
+Each shard is written to a temporary name, flushed to the disk and renamed; the caller gives each
+writer an empty staging folder and renames it into place once every shard is written, so a folder
+of shards is always whole.
 """
 
 from __future__ import annotations
 
 import io
 import json
+import re
 import tarfile
 from pathlib import Path
 from typing import Callable, Sequence
@@ -29,6 +34,9 @@ PARQUET_COLUMNS = {"label": "int64", "identity": "string", "index": "int32", "se
 #: Columns present when the run varies prompts or poses (every record then has them).
 CHOICE_COLUMNS = {"prompt_index": "int32", "prompt": "string", "pose_index": "int32"}
 
+#: The shard names each format's writer gives (the only files of ``data/`` and ``webdataset/``).
+SHARD_NAMES = {"parquet": re.compile(r"train-\d{5}-of-\d{5}\.parquet"), "webdataset": re.compile(r"train-\d{6}\.tar")}
+
 
 def write_manifest(records: Sequence[dict], path: Path) -> None:
     lines = "".join(json.dumps(record, sort_keys=True) + "\n" for record in records)
@@ -39,14 +47,8 @@ def _shards(records: Sequence[dict], size: int) -> list[Sequence[dict]]:
     return [records[i:i + size] for i in range(0, len(records), size)] or [records[:0]]
 
 
-def _replace_folder_contents(folder: Path, keep: set[str], pattern: str) -> None:
-    """Remove shards left by an earlier assembly with another shard size."""
-    for stale in folder.glob(pattern):
-        if stale.name not in keep:
-            stale.unlink()
-
-
 def write_parquet(records: Sequence[dict], read: Callable[[dict], bytes], folder: Path, shard_size: int) -> list[Path]:
+    """The parquet shards of ``records``, written into the empty ``folder``."""
     import datasets
     import pyarrow as pa
     import pyarrow.parquet as pq
@@ -62,7 +64,6 @@ def write_parquet(records: Sequence[dict], read: Callable[[dict], bytes], folder
         table = pa.Table.from_pydict(columns, schema=features.arrow_schema)
         with atomic_path(path) as tmp:
             pq.write_table(table, tmp)
-    _replace_folder_contents(folder, {p.name for p in paths}, "train-*.parquet")
     return paths
 
 
@@ -75,6 +76,7 @@ def _tar_member(tar: tarfile.TarFile, name: str, data: bytes) -> None:
 
 
 def write_webdataset(records: Sequence[dict], read: Callable[[dict], bytes], folder: Path, shard_size: int) -> list[Path]:
+    """The WebDataset shards of ``records``, written into the empty ``folder``."""
     shards = _shards(records, shard_size)
     paths = [folder / f"train-{i:06d}.tar" for i in range(len(shards))]
     for shard, path in zip(shards, paths):
@@ -85,5 +87,4 @@ def write_webdataset(records: Sequence[dict], read: Callable[[dict], bytes], fol
                     _tar_member(tar, f"{key}.jpg", read(record))
                     _tar_member(tar, f"{key}.cls", str(record["label"]).encode())
                     _tar_member(tar, f"{key}.json", json.dumps(record, sort_keys=True).encode())
-    _replace_folder_contents(folder, {p.name for p in paths}, "train-*.tar")
     return paths

@@ -23,6 +23,7 @@ import torch.nn.functional as F
 from tqdm.auto import tqdm
 
 from ..errors import ConfigError
+from ..io import check_output_folder, output_errors, remove_temporaries
 from ..recognition.data import FaceSet, load_face_folder, to_model_input
 from ..recognition.distill import prepare_distillation
 from ..models import FaceRecognizer, model_config
@@ -418,9 +419,11 @@ def run_forgetting(config: RunConfig | dict | str) -> dict:
     every run is repeated with that many training seeds and the report holds means and spreads
     (:func:`run_repeated`). Every finished run is recorded in ``output_dir/journal/``
     (:class:`~idgen.unlearn.journal.RunJournal`): killed, the same call resumes where it stopped and
-    reports the same numbers; the journal is removed when the report is written."""
-    from .report import write_report
+    reports the same numbers; the journal is removed when the report is written.
 
+    ``output_dir`` must be new, empty, or an earlier forgetting run's (its journal or report.json),
+    whose outputs this run replaces; anything else, a read-only folder or a full disk is refused
+    before any training (:class:`~idgen.errors.OutputError`)."""
     if not isinstance(config, RunConfig):
         config = load_config(config)
     if config.method not in ("gs-lora", "gs-lora++"):
@@ -433,6 +436,35 @@ def run_forgetting(config: RunConfig | dict | str) -> dict:
     if config.selection.prototype_weights and config.method != "gs-lora++":
         raise ConfigError("selection.prototype_weights are GS-LoRA++'s prototype weights; "
                           "set method: gs-lora++ or leave the list empty")
+    output = Path(config.output_dir)
+    if check_output_folder(output, "output_dir", _holds_forgetting_run):
+        remove_temporaries(output)
+    with output_errors("run the same command again to resume"):
+        return _run_forgetting(config, output)
+
+
+def _holds_forgetting_run(folder: Path) -> bool:
+    """Whether ``folder`` holds an earlier forgetting run's output: its journal or its report."""
+    try:
+        return (folder / "journal").is_dir() or "methods" in json.loads((folder / "report.json").read_text())
+    except (OSError, ValueError, TypeError):
+        return False
+
+
+def _remove_saved_model(folder: Path) -> None:
+    """Delete the edited model an earlier run saved in ``folder`` (the files of
+    :func:`~idgen.models.save_recognizer`), and the folder if nothing else is left in it."""
+    for name in ("model.safetensors", "config.json"):
+        (folder / name).unlink(missing_ok=True)
+    if folder.is_dir() and not any(folder.iterdir()):
+        folder.rmdir()
+
+
+def _run_forgetting(config: RunConfig, output: Path) -> dict:
+    """:func:`run_forgetting` once ``config`` is checked and ``output`` is ready for it."""
+    from .report import write_report
+
+    journal = RunJournal(output / "journal")
     torch.manual_seed(config.seed)
     train, test = load_face_folder(config.data)
     train, val = train.hold_out(config.selection.val_per_class)
@@ -444,7 +476,6 @@ def run_forgetting(config: RunConfig | dict | str) -> dict:
                                             t.distill_max_images, t.seed)
     base, base_info = load_or_train_base(config, train, test, extra)
     tasks = resolve_tasks(config, train.class_names)
-    journal = RunJournal(Path(config.output_dir) / "journal")
     finished = journal.finished()
     if finished:
         tqdm.write(f"idgen forget: resuming, {finished} finished runs in {journal.folder} are reused")
@@ -467,7 +498,9 @@ def run_forgetting(config: RunConfig | dict | str) -> dict:
                                                  journal, keep_model=method == config.method)
     edited = report["methods"][config.method][-1].pop("model")
     if config.save_model:
-        edited.save_pretrained(Path(config.output_dir) / "model", train.class_names)
-    write_report(report, Path(config.output_dir))
+        edited.save_pretrained(output / "model", train.class_names)
+    else:   # an earlier run's model beside this run's report would pass for this run's
+        _remove_saved_model(output / "model")
+    write_report(report, output)
     journal.remove()
     return report
