@@ -1,0 +1,198 @@
+"""diffusers' own generic pipeline tests, run against every idgen pipeline (opt-in).
+
+``PipelineTesterMixin`` (save/load, signatures, batches, callbacks, dtypes, offload, slicing …), the
+IP-Adapter, from_pipe and SD-function mixins live in diffusers' source repository
+(``tests/pipelines/test_pipelines_common.py``), not in its wheel. Point ``IDGEN_DIFFUSERS_TESTS`` at a
+diffusers checkout (of the release installed here or newer) with its test requirements importable
+(``parameterized``, ``requests-mock``) to run them here on the tiny components of :mod:`idgen.testing`;
+without it this module skips. ``tests/test_diffusers_conventions.py`` checks the same conventions with
+no checkout, always.
+
+Each skip below says why the test does not apply: it needs an accelerator (diffusers skips those on a
+CPU by itself), or it exercises something the pipeline by design does not take.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+import unittest
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+CHECKOUT = os.environ.get("IDGEN_DIFFUSERS_TESTS")
+if not CHECKOUT:
+    pytest.skip("set IDGEN_DIFFUSERS_TESTS to a diffusers source checkout to run diffusers' own pipeline tests",
+                allow_module_level=True)
+if not os.path.isfile(os.path.join(CHECKOUT, "tests", "pipelines", "test_pipelines_common.py")):
+    pytest.fail(f"IDGEN_DIFFUSERS_TESTS={CHECKOUT} holds no tests/pipelines/test_pipelines_common.py; "
+                "point it at the root of a diffusers git checkout", pytrace=False)
+sys.path.insert(0, CHECKOUT)
+
+from diffusers import StableDiffusionXLPipeline  # noqa: E402
+from tests.pipelines.pipeline_params import (TEXT_TO_IMAGE_BATCH_PARAMS, TEXT_TO_IMAGE_CALLBACK_CFG_PARAMS,  # noqa: E402
+                                             TEXT_TO_IMAGE_PARAMS)
+from tests.pipelines.test_pipelines_common import (FluxIPAdapterTesterMixin, IPAdapterTesterMixin,  # noqa: E402
+                                                   PipelineFromPipeTesterMixin, PipelineTesterMixin,
+                                                   SDFunctionTesterMixin)
+
+from idgen.pipelines import (Arc2FaceImg2ImgPipeline, Arc2FaceInpaintPipeline, Arc2FacePipeline,  # noqa: E402
+                             InfiniteYouImg2ImgPipeline, InfiniteYouInpaintPipeline, InfiniteYouPipeline,
+                             InstantIDImg2ImgPipeline, InstantIDInpaintPipeline, InstantIDPipeline)
+from idgen.testing import tiny_arc2face, tiny_infiniteyou, tiny_instantid  # noqa: E402
+from idgen.testing.tiny_arc2face import IMAGE_SIZE as ARC2FACE_SIZE, TEXT_WIDTH  # noqa: E402
+from idgen.testing.tiny_infiniteyou import IMAGE_SIZE as INFINITEYOU_SIZE  # noqa: E402
+
+INSTANTID_SIZE = 64
+INSTANTID_EMBEDDING = 128
+KEYPOINTS = [(18, 20), (46, 20), (32, 34), (20, 50), (44, 50)]  # a frontal face in a 64×64 image
+
+pytestmark = pytest.mark.usefixtures("one_thread")
+
+
+def identity(dim: int, seed: int) -> torch.Tensor:
+    """One raw identity vector; batched by the mixins as a list of such vectors."""
+    return 5.0 * torch.randn(dim, generator=torch.Generator().manual_seed(seed))
+
+
+def photo(size: int, seed: int) -> Image.Image:
+    return Image.fromarray(np.random.default_rng(seed).integers(0, 256, (size, size, 3), dtype=np.uint8))
+
+
+def mask(size: int) -> Image.Image:
+    pixels = np.zeros((size, size), np.uint8)
+    pixels[size // 4: 3 * size // 4, size // 4: 3 * size // 4] = 255
+    return Image.fromarray(pixels)
+
+
+def generator(seed: int) -> torch.Generator:
+    return torch.Generator(device="cpu").manual_seed(seed)
+
+
+# ---------------------------------------------------------------------------- Arc2Face (SD 1.5)
+class Arc2FaceSuite(SDFunctionTesterMixin, IPAdapterTesterMixin, PipelineFromPipeTesterMixin, PipelineTesterMixin,
+                    unittest.TestCase):
+    pipeline_class = Arc2FacePipeline
+    # by design: the prompt is fixed and the identity is the only condition, so no prompt / prompt_embeds
+    params = TEXT_TO_IMAGE_PARAMS - {"prompt", "prompt_embeds"}
+    batch_params = frozenset({"id_embeds", "negative_prompt"})
+    callback_cfg_params = TEXT_TO_IMAGE_CALLBACK_CFG_PARAMS
+
+    def get_dummy_components(self):
+        return {**tiny_arc2face().components, "requires_safety_checker": False}
+
+    def get_dummy_inputs(self, device, seed=0):
+        return {"id_embeds": identity(TEXT_WIDTH, seed), "generator": generator(seed), "num_inference_steps": 2,
+                "guidance_scale": 3.0, "height": ARC2FACE_SIZE, "width": ARC2FACE_SIZE, "output_type": "np"}
+
+    @unittest.skip("by design: Arc2Face's prompt embeddings come from the identity, not from encode_prompt alone")
+    def test_encode_prompt_works_in_isolation(self):
+        pass
+
+
+class Arc2FaceImg2ImgSuite(Arc2FaceSuite):
+    pipeline_class = Arc2FaceImg2ImgPipeline
+    params = Arc2FaceSuite.params - {"height", "width"} | {"image"}
+    required_optional_params = PipelineTesterMixin.required_optional_params - {"latents"}  # as diffusers' img2img
+
+    def get_dummy_inputs(self, device, seed=0):
+        inputs = super().get_dummy_inputs(device, seed)
+        return {**inputs, "image": photo(ARC2FACE_SIZE, seed), "strength": 0.8, "num_inference_steps": 3}
+
+
+class Arc2FaceInpaintSuite(Arc2FaceImg2ImgSuite):
+    pipeline_class = Arc2FaceInpaintPipeline
+    params = Arc2FaceImg2ImgSuite.params | {"mask_image"}
+    required_optional_params = PipelineTesterMixin.required_optional_params
+
+    def get_dummy_inputs(self, device, seed=0):
+        return {**super().get_dummy_inputs(device, seed), "mask_image": mask(ARC2FACE_SIZE)}
+
+
+# ---------------------------------------------------------------------------- InstantID (SDXL)
+class InstantIDSuite(SDFunctionTesterMixin, PipelineFromPipeTesterMixin, PipelineTesterMixin, unittest.TestCase):
+    pipeline_class = InstantIDPipeline
+    params = TEXT_TO_IMAGE_PARAMS
+    batch_params = TEXT_TO_IMAGE_BATCH_PARAMS | {"id_embeds"}
+    callback_cfg_params = TEXT_TO_IMAGE_CALLBACK_CFG_PARAMS | {"add_text_embeds", "add_time_ids"}
+    original_pipeline_class = StableDiffusionXLPipeline  # the mixin guesses from "xl" in the class name
+
+    def get_dummy_components(self):
+        return tiny_instantid(embedding_dim=INSTANTID_EMBEDDING).components
+
+    def get_dummy_inputs(self, device, seed=0):
+        return {"prompt": "a portrait", "id_embeds": identity(INSTANTID_EMBEDDING, seed), "keypoints": KEYPOINTS,
+                "generator": generator(seed), "num_inference_steps": 2, "guidance_scale": 5.0,
+                "height": INSTANTID_SIZE, "width": INSTANTID_SIZE, "output_type": "np"}
+
+    @unittest.skip("needs the hub (hf-internal-testing/tiny-stable-diffusion-xl-pipe); the forward-pass "
+                   "from_pipe test covers the same round trip offline")
+    def test_from_pipe_consistent_config(self):
+        pass
+
+
+class InstantIDImg2ImgSuite(InstantIDSuite):
+    pipeline_class = InstantIDImg2ImgPipeline
+    params = InstantIDSuite.params - {"height", "width"} | {"image"}
+    required_optional_params = PipelineTesterMixin.required_optional_params - {"latents"}  # as diffusers' img2img
+
+    def get_dummy_inputs(self, device, seed=0):
+        inputs = super().get_dummy_inputs(device, seed)
+        return {**inputs, "image": photo(INSTANTID_SIZE, seed), "strength": 0.8, "num_inference_steps": 3}
+
+
+class InstantIDInpaintSuite(InstantIDImg2ImgSuite):
+    pipeline_class = InstantIDInpaintPipeline
+    params = InstantIDImg2ImgSuite.params | {"mask_image"}
+    required_optional_params = PipelineTesterMixin.required_optional_params
+
+    def get_dummy_inputs(self, device, seed=0):
+        return {**super().get_dummy_inputs(device, seed), "mask_image": mask(INSTANTID_SIZE)}
+
+
+# ---------------------------------------------------------------------------- InfiniteYou (FLUX)
+class InfiniteYouSuite(FluxIPAdapterTesterMixin, PipelineTesterMixin, unittest.TestCase):
+    pipeline_class = InfiniteYouPipeline
+    # as diffusers' own FluxControlNetPipeline tests
+    params = frozenset({"prompt", "height", "width", "guidance_scale", "prompt_embeds", "pooled_prompt_embeds"})
+    batch_params = frozenset({"prompt", "id_embeds"})
+    test_layerwise_casting = True
+
+    def get_dummy_components(self):
+        return tiny_infiniteyou().components
+
+    def get_dummy_inputs(self, device, seed=0):
+        return {"prompt": "a portrait", "id_embeds": identity(512, seed), "generator": generator(seed),
+                "num_inference_steps": 2, "guidance_scale": 3.5, "height": INFINITEYOU_SIZE,
+                "width": INFINITEYOU_SIZE, "output_type": "np"}
+
+
+class InfiniteYouImg2ImgSuite(PipelineTesterMixin, unittest.TestCase):
+    pipeline_class = InfiniteYouImg2ImgPipeline
+    params = frozenset({"prompt", "image", "height", "width", "guidance_scale", "prompt_embeds",
+                        "pooled_prompt_embeds", "strength"})
+    batch_params = frozenset({"prompt", "id_embeds", "image"})
+    required_optional_params = PipelineTesterMixin.required_optional_params - {"latents"}  # as diffusers' img2img
+    test_layerwise_casting = True
+
+    def get_dummy_components(self):
+        return tiny_infiniteyou().components
+
+    def get_dummy_inputs(self, device, seed=0):
+        return {"prompt": "a portrait", "id_embeds": identity(512, seed), "image": photo(INFINITEYOU_SIZE, seed),
+                "strength": 0.8, "generator": generator(seed), "num_inference_steps": 3, "guidance_scale": 3.5,
+                "height": INFINITEYOU_SIZE, "width": INFINITEYOU_SIZE, "output_type": "np"}
+
+
+class InfiniteYouInpaintSuite(InfiniteYouImg2ImgSuite):
+    pipeline_class = InfiniteYouInpaintPipeline
+    params = InfiniteYouImg2ImgSuite.params | {"mask_image"}
+    batch_params = InfiniteYouImg2ImgSuite.batch_params | {"mask_image"}
+    required_optional_params = PipelineTesterMixin.required_optional_params
+
+    def get_dummy_inputs(self, device, seed=0):
+        return {**super().get_dummy_inputs(device, seed), "mask_image": mask(INFINITEYOU_SIZE)}
+
