@@ -26,8 +26,8 @@ from typing import Optional, Sequence, Union
 import numpy as np
 import torch
 from diffusers import ControlNetModel, StableDiffusionXLControlNetPipeline
-from diffusers.models.controlnets.multicontrolnet import MultiControlNetModel
 from diffusers.models.attention_processor import AttnProcessor2_0
+from diffusers.models.controlnets.multicontrolnet import MultiControlNetModel
 from diffusers.models.embeddings import IPAdapterPlusImageProjection, MultiIPAdapterImageProjection
 
 from idgen.errors import ConfigError, IdgenError, ModelFilesMissingError
