@@ -1,9 +1,17 @@
-"""Shared by the identity pipelines: accept face photos wherever an identity embedding is accepted."""
+"""Shared by the identity pipelines: accept face photos wherever an identity embedding is accepted, read
+identity embeddings the same way everywhere, and show the parent pipeline's arguments in ``__call__``'s
+signature."""
 
 from __future__ import annotations
 
+import functools
+import inspect
 import warnings
 from typing import Optional, Sequence
+
+import numpy as np
+import torch
+from diffusers import DiffusionPipeline
 
 from idgen.errors import DataError, IdgenError
 from idgen.faces import Face, FaceAnalyzer
@@ -11,9 +19,24 @@ from idgen.faces import Face, FaceAnalyzer
 
 class FaceInputMixin:
     """Gives a pipeline a face analyser (not a diffusers component: it is not saved with the
-    pipeline) and a helper turning photos into :class:`~idgen.faces.Face` records."""
+    pipeline) and a helper turning photos into :class:`~idgen.faces.Face` records.
+
+    A diffusers pipeline class with an identity mixin in front gets a ``__call__`` whose signature
+    (``inspect.signature``, ``help()``, IDEs) lists the mixin's own arguments followed by every
+    argument of the diffusers ``__call__`` behind it that the mixin passes on unchanged (keyword
+    only); :attr:`parent_arguments_taken` names those the mixin fills in itself.
+    """
 
     face_analyzer: Optional[FaceAnalyzer] = None
+    #: Arguments of the diffusers ``__call__`` behind the mixin that the mixin sets itself.
+    parent_arguments_taken: frozenset = frozenset()
+
+    def __init_subclass__(cls, **kwargs):
+        super().__init_subclass__(**kwargs)
+        parent = next((base for base in cls.__mro__
+                       if issubclass(base, DiffusionPipeline) and not issubclass(base, FaceInputMixin)), None)
+        if parent is not None:
+            cls.__call__ = _with_parent_arguments(cls.__call__, parent.__call__, cls.parent_arguments_taken)
 
     def set_face_analyzer(self, analyzer: Optional[FaceAnalyzer]) -> None:
         """Use ``analyzer`` for photos passed to ``__call__`` (e.g.
@@ -38,6 +61,52 @@ def photo_list(face_images) -> list:
         raise DataError("face_images is empty: pass at least one face photo (a path, PIL image or array), "
                         "or id_embeds instead")
     return photos
+
+
+def _with_parent_arguments(call, parent_call, taken: frozenset):
+    """``call`` (the mixin's ``__call__``, which passes ``**kwargs`` on to ``parent_call``) behind a
+    wrapper whose signature lists ``call``'s own parameters and then, keyword-only, those of
+    ``parent_call`` it does not name itself and does not set (``taken``). Each pipeline class gets its
+    own wrapper, since each has its own parent."""
+    call = getattr(call, "mixin_call", call)  # a subclass of a pipeline class wraps the mixin's call again
+
+    @functools.wraps(call)
+    def __call__(self, *args, **kwargs):
+        return call(self, *args, **kwargs)
+
+    own = inspect.signature(call)
+    parameters = [p for p in own.parameters.values() if p.kind is not inspect.Parameter.VAR_KEYWORD]
+    named = {p.name for p in parameters} | set(taken)
+    parameters += [p.replace(kind=inspect.Parameter.KEYWORD_ONLY)
+                   for p in inspect.signature(parent_call).parameters.values()
+                   if p.name not in named and p.kind not in (p.VAR_POSITIONAL, p.VAR_KEYWORD)]
+    __call__.__signature__ = own.replace(parameters=parameters)
+    __call__.mixin_call = call
+    return __call__
+
+
+def identity_rows(id_embeds) -> torch.Tensor:
+    """``id_embeds`` — one vector, an ``N × D`` tensor or array, or a list of vectors (tensors, arrays
+    or lists of numbers) — as an ``N × D`` float32 tensor on the CPU, values unchanged."""
+    if isinstance(id_embeds, (list, tuple)) and id_embeds and not np.isscalar(id_embeds[0]):
+        rows = torch.stack([identity_rows(row) for row in id_embeds])
+    else:
+        rows = torch.as_tensor(np.asarray(id_embeds.detach().cpu() if torch.is_tensor(id_embeds) else id_embeds,
+                                          dtype=np.float32))
+    if rows.ndim == 0 or rows.numel() == 0:
+        raise ValueError(f"id_embeds must hold identity vectors (N × D), not a tensor of shape {tuple(rows.shape)}")
+    return rows.reshape(-1, rows.shape[-1])
+
+
+def prompt_batch_size(prompt, prompt_embeds) -> int:
+    """How many prompts a call has: the texts in ``prompt`` (one string or a list), else the rows of
+    ``prompt_embeds``; a ``ValueError`` saying what to pass when there is neither."""
+    if prompt is not None:
+        return 1 if isinstance(prompt, str) else len(prompt)
+    if prompt_embeds is None:
+        raise ValueError("no prompt: pass prompt (a text or a list of texts) or prompt_embeds "
+                         "(with pooled_prompt_embeds), as for the diffusers pipeline")
+    return prompt_embeds.shape[0]
 
 
 def renamed_argument(kwargs: dict, old: str, new: str, value):

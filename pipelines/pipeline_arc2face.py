@@ -29,7 +29,7 @@ from transformers import CLIPTextModel
 
 from idgen.identity import normalize
 
-from .face_input import FaceInputMixin, photo_list
+from .face_input import FaceInputMixin, identity_rows, photo_list
 from .lcm import LCMLoRAMixin
 
 #: The prompt Arc2Face was trained with; the word ``id`` marks where the identity goes.
@@ -78,6 +78,8 @@ class Arc2FaceMixin(LCMLoRAMixin, FaceInputMixin):
 
     lcm_lora_default = LCM_LORA_SD15
     lcm_preset = LCM_PRESET
+    #: the prompt is fixed: the identity becomes ``prompt_embeds``
+    parent_arguments_taken = frozenset({"prompt", "prompt_embeds"})
 
     # ------------------------------------------------------------------ loading
     @classmethod
@@ -117,7 +119,7 @@ class Arc2FaceMixin(LCMLoRAMixin, FaceInputMixin):
 
     def encode_identity(self, id_embeds: torch.Tensor, device: Optional[torch.device] = None,
                         lora_scale: Optional[float] = None) -> torch.Tensor:
-        """Identity vectors (``N×D`` or ``D``, any scale) → ``prompt_embeds`` (``N×77×width``).
+        """Identity vectors (``N×D``, ``D`` or a list of vectors, any scale) → ``prompt_embeds`` (``N×77×width``).
 
         The input-embedding row of the token ``id`` is swapped for the unit identity vector,
         zero-padded to the text width, and the text encoder runs its own, unmodified forward over
@@ -129,8 +131,7 @@ class Arc2FaceMixin(LCMLoRAMixin, FaceInputMixin):
         must not serve concurrent calls; give each worker thread its own.
         """
         device = device or self._execution_device
-        ids = torch.as_tensor(id_embeds, dtype=torch.float32)
-        ids = normalize(ids.reshape(-1, ids.shape[-1]))
+        ids = normalize(identity_rows(id_embeds))
         width = self.text_encoder.config.hidden_size
         if ids.shape[-1] > width:
             raise ValueError(f"identity vectors have {ids.shape[-1]} dimensions but the text encoder is only "
@@ -171,13 +172,15 @@ class Arc2FaceMixin(LCMLoRAMixin, FaceInputMixin):
         """Generate ``num_images_per_prompt`` images for each identity.
 
         Args:
-            id_embeds: ``N×D`` (or ``D``) identity embeddings, e.g. ArcFace vectors; normalised here.
+            id_embeds: ``N×D`` (or ``D``, or a list of vectors) identity embeddings, e.g. ArcFace
+                vectors; normalised here.
             face_images: instead of ``id_embeds``: a photo or a list of photos (paths, PIL images,
                 RGB arrays), one identity each, analysed with the pipeline's face analyser.
             face_policy: ``"largest"`` face of each photo, or ``"single"`` to refuse group photos.
             num_inference_steps, guidance_scale, num_images_per_prompt: as in Stable Diffusion;
                 Arc2Face's defaults are 25 steps at guidance 3.0.
-            **kwargs: any other argument of the diffusers pipeline behind the mixin (``height``,
+            **kwargs: any other argument of the diffusers pipeline behind the mixin (listed in the
+                signature of each pipeline class: ``height``,
                 ``width``, ``generator`` — a list of ``N × num_images_per_prompt`` generators gives
                 every image its own seed, so image k does not depend on the rest of the batch —
                 ``latents``, ``negative_prompt_embeds``, ``output_type``, ``return_dict``,
@@ -196,8 +199,7 @@ class Arc2FaceMixin(LCMLoRAMixin, FaceInputMixin):
             raise ValueError("pass exactly one of id_embeds (identity vectors) or face_images (photos)")
         if face_images is not None:
             id_embeds = self.embed_faces(face_images, policy=face_policy)
-        ids = torch.as_tensor(id_embeds, dtype=torch.float32).cpu()
-        ids = normalize(ids.reshape(-1, ids.shape[-1]))
+        ids = normalize(identity_rows(id_embeds))
         lora_scale = (kwargs.get("cross_attention_kwargs") or {}).get("scale")
         prompt_embeds = self.encode_identity(ids, lora_scale=lora_scale)
 

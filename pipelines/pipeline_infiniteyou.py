@@ -42,7 +42,7 @@ from idgen.errors import IdgenError, ModelFilesMissingError
 from idgen.faces import load_image
 from idgen.identity import normalize
 
-from .face_input import FaceInputMixin, photo_list
+from .face_input import FaceInputMixin, identity_rows, photo_list, prompt_batch_size
 from .infiniteyou_projection import INFINITEYOU_REPO, InfiniteYouProjection, infiniteyou_subfolder
 from .keypoints import draw_keypoints, scale_keypoints
 
@@ -97,17 +97,21 @@ class InfiniteYouMixin(FaceInputMixin):
     (diffusers' ``control_image``: ``image`` is the photo being edited in the img2img / inpaint
     variants), and hands everything else to the diffusers ``__call__`` behind it. Its ``__init__``
     takes the components every Flux ControlNet pipeline has plus ``identity_projection``, so that
-    ``from_pretrained`` and ``from_pipe`` carry the projection between the variants.
+    ``from_pretrained`` and ``from_pipe`` carry the projection between the variants. The projection
+    is required: ``from_pretrained`` / ``from_pipe`` of a plain FLUX pipeline need
+    ``identity_projection=InfiniteYouProjection.from_infiniteyou(...)``.
     """
 
-    _optional_components = ["identity_projection"]
+    #: InfuseNet's own scale and schedule are ``infusenet_*`` arguments
+    parent_arguments_taken = frozenset({"controlnet_conditioning_scale", "control_guidance_start",
+                                        "control_guidance_end"})
 
     # annotated: from_pipe hands a component over only when its type matches the annotation
     def __init__(self, scheduler: FlowMatchEulerDiscreteScheduler, vae: AutoencoderKL, text_encoder: CLIPTextModel,
                  tokenizer: CLIPTokenizer, text_encoder_2: T5EncoderModel, tokenizer_2: T5TokenizerFast,
                  transformer: FluxTransformer2DModel,
                  controlnet: Union[FluxControlNetModel, FluxMultiControlNetModel, list, tuple],
-                 identity_projection: Optional[InfiniteYouProjection] = None):
+                 identity_projection: InfiniteYouProjection):
         super().__init__(scheduler=scheduler, vae=vae, text_encoder=text_encoder, tokenizer=tokenizer,
                          text_encoder_2=text_encoder_2, tokenizer_2=tokenizer_2, transformer=transformer,
                          controlnet=controlnet)
@@ -118,7 +122,7 @@ class InfiniteYouMixin(FaceInputMixin):
         return self.controlnet.nets[0] if isinstance(self.controlnet, FluxMultiControlNetModel) else self.controlnet
 
     def _projection(self) -> InfiniteYouProjection:
-        if getattr(self, "identity_projection", None) is None:
+        if self.identity_projection is None:   # a required component can still be set to None by hand
             raise IdgenError("no identity projection; pass identity_projection=InfiniteYouProjection."
                              "from_infiniteyou('ByteDance/InfiniteYou') to from_pretrained, or use "
                              "load_infiniteyou_pipeline")
@@ -136,8 +140,7 @@ class InfiniteYouMixin(FaceInputMixin):
             raise ValueError("pass exactly one of face_images (photos) and id_embeds (N × 512 embeddings)")
         if face_images is not None:
             id_embeds = np.stack([face.embedding for face in self.analyze_faces(photo_list(face_images))])
-        embeddings = torch.as_tensor(np.asarray(id_embeds, dtype=np.float32))
-        return normalize(embeddings.reshape(-1, embeddings.shape[-1]))
+        return normalize(identity_rows(id_embeds))
 
     def _pose_image(self, pose_image, keypoints, width: int, height: int):
         """InfuseNet's condition image at the output size: keypoints as given (pixels of the output;
@@ -218,7 +221,7 @@ class InfiniteYouMixin(FaceInputMixin):
         else:
             control_image = pose
 
-        batch_size = kwargs["prompt_embeds"].shape[0] if prompt is None else 1 if isinstance(prompt, str) else len(prompt)
+        batch_size = prompt_batch_size(prompt, kwargs.get("prompt_embeds"))
         if len(embeddings) not in (1, batch_size):
             raise ValueError(f"{len(embeddings)} identities for {batch_size} prompts; pass one or one per prompt")
         if isinstance(pose, list) and (len(pose) != batch_size or num_images_per_prompt != 1):
@@ -256,15 +259,13 @@ class InfiniteYouPipeline(InfiniteYouMixin, FluxControlNetPipeline):
     quantisation. ``save_pretrained`` writes the projection beside the other components.
     """
 
-    _optional_components = [*FluxControlNetPipeline._optional_components, "identity_projection"]
-
     def __init__(self, scheduler: FlowMatchEulerDiscreteScheduler, vae: AutoencoderKL, text_encoder: CLIPTextModel,
                  tokenizer: CLIPTokenizer, text_encoder_2: T5EncoderModel, tokenizer_2: T5TokenizerFast,
                  transformer: FluxTransformer2DModel,
                  controlnet: Union[FluxControlNetModel, FluxMultiControlNetModel, list, tuple],
+                 identity_projection: InfiniteYouProjection,
                  image_encoder: Optional[CLIPVisionModelWithProjection] = None,
-                 feature_extractor: Optional[CLIPImageProcessor] = None,
-                 identity_projection: Optional[InfiniteYouProjection] = None):
+                 feature_extractor: Optional[CLIPImageProcessor] = None):
         # the text-to-image pipeline alone has FLUX's IP-Adapter image encoder among its components
         super().__init__(scheduler, vae, text_encoder, tokenizer, text_encoder_2, tokenizer_2, transformer,
                          controlnet, identity_projection=identity_projection)

@@ -155,6 +155,14 @@ def test_image_k_is_the_same_alone_or_in_a_batch(pipe):
         assert np.abs(batch.images[k] - alone).max() < 1e-4, f"image {k} differs"
 
 
+def test_identities_as_a_list_of_vectors_equal_the_stacked_tensor(pipe):
+    """The identity inputs every idgen pipeline takes: a list of tensors, of arrays, or of lists."""
+    ids = identities(2, seed=4)
+    expected = pipe(id_embeds=ids, generator=gens(1, 2), **RUN).images
+    for as_list in (list(ids), [row.numpy() for row in ids], ids.tolist()):
+        np.testing.assert_array_equal(pipe(id_embeds=as_list, generator=gens(1, 2), **RUN).images, expected)
+
+
 def test_return_dict_false_and_text_arguments_rejected(pipe):
     images, nsfw, used = pipe(identities(1), generator=gens(0), return_dict=False, **RUN)
     assert images.shape == (1, IMAGE_SIZE, IMAGE_SIZE, 3) and nsfw is None and used.shape == (1, TEXT_WIDTH)

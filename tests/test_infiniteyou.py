@@ -2,19 +2,20 @@
 reference Resampler computes, the identity reaches InfuseNet and nothing else, and diffusers' own
 features (scale 0, seeds, batches, save/load, LoRA, offload) keep working."""
 
+import inspect
 import math
 
 import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
-from diffusers import FluxControlNetModel, FluxPipeline
+from diffusers import FluxControlNetModel, FluxControlNetPipeline, FluxPipeline
 from diffusers.models.controlnets.controlnet_flux import FluxMultiControlNetModel
 from hostile_files import pickle_running_code
 
 from idgen.errors import ConfigError, DataError, IdgenError, ModelFilesMissingError, NoFaceError
-from idgen.pipelines import (InfiniteYouPipeline, InfiniteYouProjection, convert_infiniteyou_projection,
-                             load_infiniteyou_pipeline)
+from idgen.pipelines import (InfiniteYouImg2ImgPipeline, InfiniteYouInpaintPipeline, InfiniteYouPipeline,
+                             InfiniteYouProjection, convert_infiniteyou_projection, load_infiniteyou_pipeline)
 from idgen.pipelines.keypoints import draw_keypoints
 from idgen.pipelines.pipeline_infiniteyou import letterbox_keypoints, letterbox_size
 from idgen.testing.tiny_infiniteyou import (FLUX_BLOCKS, IMAGE_SIZE, PROJECTION, infiniteyou_projection_state_dict,
@@ -397,10 +398,25 @@ def test_model_cpu_offload_gives_the_same_image():
     np.testing.assert_allclose(run(pipe, identity(0)), reference, atol=1e-5)
 
 
-def test_missing_projection_is_a_clear_error():
-    bare = InfiniteYouPipeline(**tiny_flux_components())
+def test_the_identity_projection_is_a_required_component(pipe):
+    for cls in (InfiniteYouPipeline, InfiniteYouImg2ImgPipeline, InfiniteYouInpaintPipeline):
+        assert "identity_projection" not in cls._optional_components
+        assert inspect.signature(cls.__init__).parameters["identity_projection"].default is inspect.Parameter.empty
+    with pytest.raises(TypeError, match="identity_projection"):
+        InfiniteYouPipeline(**tiny_flux_components())
+    flux = FluxControlNetPipeline(**{k: v for k, v in pipe.components.items() if k != "identity_projection"})
+    with pytest.raises(ValueError, match="identity_projection"):
+        InfiniteYouPipeline.from_pipe(flux)
+    given = InfiniteYouPipeline.from_pipe(flux, identity_projection=pipe.identity_projection)
+    assert given.identity_projection is pipe.identity_projection
+    given.identity_projection = None   # set by hand: still a clear error at the call
     with pytest.raises(IdgenError, match="no identity projection"):
-        run(bare, identity(0))
+        run(given, identity(0))
+
+
+def test_no_prompt_is_a_clear_error(pipe):
+    with pytest.raises(ValueError, match="no prompt: pass prompt .* or prompt_embeds"):
+        pipe(id_embeds=identity(0), height=IMAGE_SIZE, width=IMAGE_SIZE, num_inference_steps=STEPS)
 
 
 def test_face_photo_end_to_end_and_no_face_error(pipe, dlib_analyzer, faces_dir, tmp_path):

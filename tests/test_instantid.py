@@ -233,12 +233,28 @@ def test_prompt_and_image_batches(make_pipe):
     images = pipe(id_embeds=a, num_images_per_prompt=2, **two_prompts).images
     assert images.shape == (4, 64, 64, 3) and seen[-1] == (8, RESAMPLER["queries"], 64)
     assert pipe(id_embeds=torch.stack([a, b]), **two_prompts).images.shape == (2, 64, 64, 3)
-    with pytest.raises(ValueError, match="num_images_per_prompt=1"):
-        pipe(id_embeds=torch.stack([a, b]), num_images_per_prompt=2, **two_prompts)
     with pytest.raises(ValueError, match="3 identities for 2 prompts"):
         pipe(id_embeds=torch.stack([a, b, a]), **two_prompts)
     with pytest.raises(ValueError, match="exactly one of face_images"):
         pipe(**two_prompts)
+    with pytest.raises(ValueError, match="no prompt: pass prompt .* or prompt_embeds"):
+        pipe(id_embeds=a, keypoints=KPS, **ARGS)
+
+
+def test_each_image_of_a_batch_gets_its_prompts_identity(make_pipe):
+    """Two prompts with one identity each, one and two images per prompt: every image equals the
+    one-prompt call with its identity and seed. (diffusers repeats given IP-Adapter embeddings for
+    every image, which gave each image the face tokens of the whole batch.)"""
+    pipe = make_pipe()
+    a, b = faces(2)
+    args = dict(prompt=["a portrait"] * 2, id_embeds=[a, b], keypoints=KPS, **ARGS)
+    for per_prompt, identities in ((1, [a, b]), (2, [a, a, b, b])):
+        seeds = range(len(identities))
+        batch = pipe(num_images_per_prompt=per_prompt, generator=[torch.Generator().manual_seed(s) for s in seeds],
+                     **args).images
+        assert batch.shape == (len(identities), 64, 64, 3)
+        for image, face, seed in zip(batch, identities, seeds):
+            np.testing.assert_allclose(image, run(pipe, face, seed=seed)[0], atol=1e-4)
 
 
 def test_the_old_identity_argument_names_still_work_and_warn(make_pipe):
@@ -260,6 +276,91 @@ def test_deterministic_with_seed(make_pipe):
     np.testing.assert_array_equal(first, again)
     assert np.abs(first - other).max() > 1e-3
     assert first.shape == (1, 64, 64, 3)
+
+
+def test_save_pretrained_keeps_the_face_adapter_and_its_scale(make_pipe, tmp_path):
+    pipe = make_pipe()
+    pipe.set_ip_adapter_scale(0.6)
+    expected = run(pipe, faces(1)[0])
+    pipe.save_pretrained(tmp_path / "saved")
+    # once, in InstantID's own layout, beside the components (not inside the UNet's weights as well)
+    assert (tmp_path / "saved" / "face_adapter" / "ip-adapter.safetensors").is_file()
+    from safetensors import safe_open
+    with safe_open(tmp_path / "saved" / "unet" / "diffusion_pytorch_model.safetensors", "pt") as unet_file:
+        assert not any("_ip" in key or "encoder_hid_proj" in key for key in unet_file.keys())
+    assert isinstance(pipe.unet.encoder_hid_proj, torch.nn.Module)   # the pipeline saved is as it was
+
+    loaded = InstantIDPipeline.from_pretrained(tmp_path / "saved")
+    loaded.set_progress_bar_config(disable=True)
+    assert all(p.scale == [0.6] for p in loaded.unet.attn_processors.values() if hasattr(p, "to_k_ip"))
+    np.testing.assert_allclose(run(loaded, faces(1)[0]), expected, atol=1e-5)
+    published = instantid_state_dict(pipe.unet, EMBED_DIM)
+    state = loaded.face_adapter_state_dict()
+    for part in ("image_proj", "ip_adapter"):
+        assert state[part].keys() == published[part].keys()
+        assert all(torch.equal(state[part][key], published[part][key]) for key in published[part])
+
+    pipe.unload_ip_adapter()
+    pipe.save_pretrained(tmp_path / "plain")
+    with pytest.raises(IdgenError, match="no face adapter loaded"):
+        run(InstantIDPipeline.from_pretrained(tmp_path / "plain"), faces(1)[0])
+
+
+def test_layerwise_casting_computes_the_face_tokens_in_the_compute_dtype(make_pipe):
+    pipe = make_pipe()
+    pipe.to(dtype=torch.bfloat16)
+    pipe.unet.enable_layerwise_casting(storage_dtype=torch.float8_e4m3fn, compute_dtype=torch.bfloat16)
+    negative, positive = pipe._face_tokens(torch.stack(faces(1)))
+    assert negative.dtype == positive.dtype == torch.bfloat16
+    images = run(pipe, faces(1)[0])
+    assert images.shape == (1, 64, 64, 3) and np.isfinite(images).all()
+
+
+def test_attention_slicing_and_fused_projections_keep_the_face_adapter(make_pipe):
+    pipe = make_pipe()
+    face = faces(1)[0]
+    expected = run(pipe, face)
+    adapter = {name: p for name, p in pipe.unet.attn_processors.items() if hasattr(p, "to_k_ip")}
+    for enable, disable in (("enable_attention_slicing", "disable_attention_slicing"),
+                            ("fuse_qkv_projections", "unfuse_qkv_projections")):
+        getattr(pipe, enable)()
+        kept = {name: p for name, p in pipe.unet.attn_processors.items() if hasattr(p, "to_k_ip")}
+        assert kept.keys() == adapter.keys() and all(kept[name] is adapter[name] for name in adapter)
+        assert any(type(p).__name__ in ("SlicedAttnProcessor", "FusedAttnProcessor2_0")
+                   for p in pipe.unet.attn_processors.values())
+        np.testing.assert_allclose(run(pipe, face), expected, atol=1e-4)
+        getattr(pipe, disable)()
+        np.testing.assert_allclose(run(pipe, face), expected, atol=1e-5)
+
+
+def test_replaced_attention_processors_are_refused_until_the_adapter_is_loaded_again(make_pipe):
+    pipe = make_pipe()
+    expected = run(pipe, faces(1)[0])
+    pipe.unet.set_default_attn_processor()
+    with pytest.raises(IdgenError, match="12 cross-attention layers .* lost the face adapter.*load_instantid_adapter"):
+        run(pipe, faces(1)[0])
+    pipe.load_instantid_adapter(instantid_state_dict(pipe.unet, EMBED_DIM))
+    np.testing.assert_allclose(run(pipe, faces(1)[0]), expected, atol=1e-5)
+
+
+def test_from_pipe_never_loads_the_adapter_into_a_shared_unet(make_pipe, tmp_path):
+    plain = StableDiffusionXLControlNetPipeline(**tiny_sdxl_components(tmp_path))
+    plain.set_progress_bar_config(disable=True)
+    pose = dict(image=draw_keypoints(KPS, (64, 64)), generator=torch.Generator().manual_seed(0), **ARGS)
+    before = plain("a portrait", **pose).images
+    pipe = InstantIDPipeline.from_pipe(plain)
+    assert pipe.unet is plain.unet
+    with pytest.raises(IdgenError, match="shares its UNet with the StableDiffusionXLControlNetPipeline"):
+        pipe.load_instantid_adapter(instantid_state_dict(pipe.unet, EMBED_DIM))
+    assert plain.unet.encoder_hid_proj is None
+    assert not any(hasattr(p, "to_k_ip") for p in plain.unet.attn_processors.values())
+    pose["generator"] = torch.Generator().manual_seed(0)
+    np.testing.assert_array_equal(plain("a portrait", **pose).images, before)
+    # with a UNet of its own it loads, and the source keeps its plain UNet
+    import copy
+    own = InstantIDPipeline.from_pipe(plain, unet=copy.deepcopy(plain.unet))
+    own.load_instantid_adapter(instantid_state_dict(own.unet, EMBED_DIM))
+    assert own.unet.encoder_hid_proj is not None and plain.unet.encoder_hid_proj is None
 
 
 def test_converted_safetensors_round_trip_and_weights_only(make_pipe, tmp_path):
