@@ -9,6 +9,13 @@ out whatever batch it lands in, on however many processes):
 ``conditions`` holds per-image lists such as ``prompt`` (from ``variation.prompts``) and ``pose``
 (five keypoints as fractions of width and height, from the pose bank ``variation.poses``) when the
 variation config sets them; :class:`InstantIDGenerator` and :class:`InfiniteYouGenerator` use both.
+
+Per-image seeds are not enough: convolution and matrix-product kernels choose their blocking, and so
+their rounding, by the batch shape, so the same image made in a batch of 16 and in a batch of 3
+differs in its last bits (and then in a few JPEG bytes). The diffusion adapters therefore run their
+pipeline on pieces of exactly ``micro_batch`` images (:class:`FixedBatchAdapter`), padding the last
+one; an image then depends on what it is, not on which images share its batch.
+
 Any diffusers pipeline fits behind a few-line adapter like :class:`Arc2FaceGenerator`;
 :func:`build_generator` also accepts ``"package.module:factory"`` for your own.
 """
@@ -31,15 +38,53 @@ class ImageGenerator(Protocol):
     def __call__(self, id_embeds: torch.Tensor, generators: list[torch.Generator], **conditions) -> list[Image.Image]: ...
 
 
-class Arc2FaceGenerator:
+class FixedBatchAdapter:
+    """What the diffusion adapters share: the pipeline always runs on exactly ``micro_batch`` images.
+
+    A call with any number of images is cut into consecutive pieces of ``micro_batch``; the last
+    piece is padded with copies of its last image, each with a spare generator, and their outputs
+    are dropped. Every pipeline call then has the same batch shape, so an image does not depend on
+    how many images came with it. Nor on which ones: kernels pick their blocking by the shape, not
+    by the values of the other rows (measured on CPU: an image comes out bit-identical at any
+    position among any neighbours). ``micro_batch`` itself changes the images' last bits, so it is
+    a generator setting (``generator.micro_batch``, which a resumed run must keep), not a runtime
+    one. Subclasses implement :meth:`_render`.
+    """
+
+    def __init__(self, pipeline, micro_batch: int = 8):
+        if isinstance(micro_batch, bool) or not isinstance(micro_batch, int) or micro_batch < 1:
+            raise ConfigError(f"generator.micro_batch must be a whole number ≥ 1 (images per pipeline call), "
+                              f"got {micro_batch!r}")
+        self.pipeline = pipeline
+        self.micro_batch = micro_batch
+
+    def __call__(self, id_embeds, generators, **conditions):
+        size, images = self.micro_batch, []
+        for start in range(0, len(id_embeds), size):
+            rows = list(range(start, min(start + size, len(id_embeds))))
+            padded = rows + rows[-1:] * (size - len(rows))
+            spare = [torch.Generator(generators[rows[-1]].device).manual_seed(0) for _ in range(size - len(rows))]
+            piece_conditions = {key: [values[i] for i in padded] for key, values in conditions.items()}
+            rendered = self._render(id_embeds[padded], [generators[i] for i in rows] + spare, **piece_conditions)
+            images.extend(rendered[:len(rows)])
+        return images
+
+    def _render(self, id_embeds, generators, **conditions) -> list[Image.Image]:
+        """One pipeline call: an image per row of ``id_embeds``."""
+        raise NotImplementedError
+
+
+class Arc2FaceGenerator(FixedBatchAdapter):
     """Adapter for an Arc2Face-style diffusers pipeline (``idgen.pipelines.Arc2FacePipeline``).
 
     Calls ``pipeline(id_embeds=..., num_images_per_prompt=1, generator=[...], ...)`` with one
-    row per image, so a batch mixes identities and each image keeps its own generator.
+    row per image (``micro_batch`` rows per call), so a batch mixes identities and each image keeps
+    its own generator.
     """
 
-    def __init__(self, pipeline, num_inference_steps: int = 25, guidance_scale: float = 3.0, **call_kwargs):
-        self.pipeline = pipeline
+    def __init__(self, pipeline, num_inference_steps: int = 25, guidance_scale: float = 3.0, micro_batch: int = 8,
+                 **call_kwargs):
+        super().__init__(pipeline, micro_batch)
         self.call_kwargs = dict(num_inference_steps=num_inference_steps, guidance_scale=guidance_scale, **call_kwargs)
 
     @classmethod
@@ -63,7 +108,7 @@ class Arc2FaceGenerator:
         pipeline.set_progress_bar_config(disable=True)
         return cls(pipeline, **call_kwargs)
 
-    def __call__(self, id_embeds, generators, **conditions):
+    def _render(self, id_embeds, generators, **conditions):
         unet = self.pipeline.unet
         result = self.pipeline(
             id_embeds=id_embeds.to(unet.device, unet.dtype), num_images_per_prompt=1, generator=generators,
@@ -72,15 +117,15 @@ class Arc2FaceGenerator:
         return result.images
 
 
-class _PromptAndPoseGenerator:
+class _PromptAndPoseGenerator(FixedBatchAdapter):
     """What the adapters of text-and-pose pipelines share: per image a text prompt (the ``prompt``
     condition, else ``default_prompt``) and a pose (the ``pose`` condition: five keypoints as
     fractions of width and height) turned into pixels of the ``width × height`` output (default: the
     pipeline's native size)."""
 
     def __init__(self, pipeline, native: int, *, default_prompt: str, height: int | None, width: int | None,
-                 **call_kwargs):
-        self.pipeline = pipeline
+                 micro_batch: int = 8, **call_kwargs):
+        super().__init__(pipeline, micro_batch)
         self.default_prompt = default_prompt
         self.height, self.width = height or native, width or native
         self.call_kwargs = call_kwargs
@@ -113,8 +158,8 @@ class InstantIDGenerator(_PromptAndPoseGenerator):
 
     Per image it takes a text prompt (the ``prompt`` condition, else ``default_prompt``) and a pose
     (the ``pose`` condition: five keypoints as fractions of width and height, else the frontal
-    ArcFace template), which it draws as the IdentityNet's keypoint image at the output size; one
-    pipeline call makes the whole batch, each image with its own ``torch.Generator``. InstantID's
+    ArcFace template), which it draws as the IdentityNet's keypoint image at the output size; each
+    pipeline call makes ``micro_batch`` images, each with its own ``torch.Generator``. InstantID's
     face adapter was trained on insightface's raw (un-normalised) embeddings, whose entries have
     a standard deviation of about 1, so the unit identity vector is scaled to ``embedding_norm``
     (default √D) before it goes in.
@@ -150,7 +195,7 @@ class InstantIDGenerator(_PromptAndPoseGenerator):
 
         return tiny_instantid(embedding_dim, seed)
 
-    def __call__(self, id_embeds, generators, prompt=None, pose=None, **conditions):
+    def _render(self, id_embeds, generators, prompt=None, pose=None, **conditions):
         from ..faces import ARCFACE_TEMPLATE
         from ..pipelines.keypoints import draw_keypoints
 
@@ -172,7 +217,7 @@ class InfiniteYouGenerator(_PromptAndPoseGenerator):
     Per image it takes a text prompt (the ``prompt`` condition, else ``default_prompt``) and, when
     the variation config has a pose bank, a pose (the ``pose`` condition), which InfuseNet gets as
     that image's keypoint image; without poses it gets none, as in InfiniteYou, and the prompt decides
-    the pose. One pipeline call makes the whole batch, each image with its own ``torch.Generator``.
+    the pose. Each pipeline call makes ``micro_batch`` images, each with its own ``torch.Generator``.
     The pipeline normalises the identity itself, so the unit vectors go in unchanged.
     """
 
@@ -202,7 +247,7 @@ class InfiniteYouGenerator(_PromptAndPoseGenerator):
 
         return tiny_infiniteyou(seed, embedding_dim)
 
-    def __call__(self, id_embeds, generators, prompt=None, pose=None, **conditions):
+    def _render(self, id_embeds, generators, prompt=None, pose=None, **conditions):
         keypoints = None if pose is None else self._keypoints(pose)
         result = self.pipeline(  # the pipeline reads the identities as an array: they go in on the CPU
             self._prompts(len(id_embeds), prompt), id_embeds=id_embeds.float().cpu(),
