@@ -60,12 +60,20 @@ def test_adapters_call_the_pipeline_on_fixed_micro_batches_padded_at_the_end():
     assert torch.equal(last["id_embeds"].float(), ids[[4, 4]].half().float())  # padded with a copy of the last
 
 
-def test_a_micro_batch_below_one_is_refused():
+def test_a_micro_batch_below_one_is_refused_before_any_weights_load(monkeypatch):
     from idgen.errors import ConfigError
+    from idgen.pipelines import mini
+    from idgen.synth.generators import build_generator
 
-    for bad in (0, -2, 1.5, True):
+    def load_mini_pipeline(*args):
+        raise AssertionError("the weights were loaded before the setting was checked")
+
+    monkeypatch.setattr(mini, "load_mini_pipeline", load_mini_pipeline)
+    for bad in (0, -2, 1.5, True, "8"):
         with pytest.raises(ConfigError, match=r"generator.micro_batch must be a whole number ≥ 1.*got"):
             Arc2FaceGenerator(RecordingPipeline(), micro_batch=bad)
+        with pytest.raises(ConfigError, match=r"generator.micro_batch must be a whole number ≥ 1.*got"):
+            build_generator({"type": "mini", "micro_batch": bad}, "cpu", 128)
 
 
 

@@ -38,6 +38,18 @@ class ImageGenerator(Protocol):
     def __call__(self, id_embeds: torch.Tensor, generators: list[torch.Generator], **conditions) -> list[Image.Image]: ...
 
 
+#: Images per pipeline call of the diffusion adapters unless ``generator.micro_batch`` says otherwise.
+DEFAULT_MICRO_BATCH = 8
+
+
+def check_micro_batch(value) -> int:
+    """``value`` when it is a whole number ≥ 1, else a :class:`ConfigError` naming
+    ``generator.micro_batch``; the adapters' loaders call it before loading any weights."""
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        raise ConfigError(f"generator.micro_batch must be a whole number ≥ 1 (images per pipeline call), got {value!r}")
+    return value
+
+
 class FixedBatchAdapter:
     """What the diffusion adapters share: the pipeline always runs on exactly ``micro_batch`` images.
 
@@ -51,12 +63,9 @@ class FixedBatchAdapter:
     one. Subclasses implement :meth:`_render`.
     """
 
-    def __init__(self, pipeline, micro_batch: int = 8):
-        if isinstance(micro_batch, bool) or not isinstance(micro_batch, int) or micro_batch < 1:
-            raise ConfigError(f"generator.micro_batch must be a whole number ≥ 1 (images per pipeline call), "
-                              f"got {micro_batch!r}")
+    def __init__(self, pipeline, micro_batch: int = DEFAULT_MICRO_BATCH):
         self.pipeline = pipeline
-        self.micro_batch = micro_batch
+        self.micro_batch = check_micro_batch(micro_batch)
 
     def __call__(self, id_embeds, generators, **conditions):
         size, images = self.micro_batch, []
@@ -82,7 +91,7 @@ class Arc2FaceGenerator(FixedBatchAdapter):
     its own generator.
     """
 
-    def __init__(self, pipeline, num_inference_steps: int = 25, guidance_scale: float = 3.0, micro_batch: int = 8,
+    def __init__(self, pipeline, num_inference_steps: int = 25, guidance_scale: float = 3.0, micro_batch: int = DEFAULT_MICRO_BATCH,
                  **call_kwargs):
         super().__init__(pipeline, micro_batch)
         self.call_kwargs = dict(num_inference_steps=num_inference_steps, guidance_scale=guidance_scale, **call_kwargs)
@@ -91,6 +100,7 @@ class Arc2FaceGenerator(FixedBatchAdapter):
     def from_pretrained(cls, path: str, device=None, torch_dtype: str | None = None, **call_kwargs) -> "Arc2FaceGenerator":
         from ..pipelines import Arc2FacePipeline
 
+        check_micro_batch(call_kwargs.get("micro_batch", DEFAULT_MICRO_BATCH))
         dtype = getattr(torch, torch_dtype) if torch_dtype else None
         pipeline = Arc2FacePipeline.from_pretrained(path, torch_dtype=dtype)
         if device is not None:
@@ -104,6 +114,7 @@ class Arc2FaceGenerator(FixedBatchAdapter):
         on 128-d MobileFaceNet identities."""
         from ..pipelines.mini import load_mini_pipeline
 
+        check_micro_batch(call_kwargs.get("micro_batch", DEFAULT_MICRO_BATCH))
         pipeline = load_mini_pipeline(device, getattr(torch, torch_dtype) if torch_dtype else None)
         pipeline.set_progress_bar_config(disable=True)
         return cls(pipeline, **call_kwargs)
@@ -124,7 +135,7 @@ class _PromptAndPoseGenerator(FixedBatchAdapter):
     pipeline's native size)."""
 
     def __init__(self, pipeline, native: int, *, default_prompt: str, height: int | None, width: int | None,
-                 micro_batch: int = 8, **call_kwargs):
+                 micro_batch: int = DEFAULT_MICRO_BATCH, **call_kwargs):
         super().__init__(pipeline, micro_batch)
         self.default_prompt = default_prompt
         self.height, self.width = height or native, width or native
@@ -143,6 +154,7 @@ class _PromptAndPoseGenerator(FixedBatchAdapter):
         """The offline preset: the tiny random pipeline of this kind (noise, not faces; see
         :mod:`idgen.testing`) whose projection takes ``embedding_dim``-d identities, 2 steps unless
         ``settings`` say otherwise, for trying the engine without any download."""
+        check_micro_batch(settings.get("micro_batch", DEFAULT_MICRO_BATCH))
         return cls._around(cls._tiny_pipeline(embedding_dim, seed), device, **{"num_inference_steps": 2, **settings})
 
     def _prompts(self, count: int, prompt) -> list[str]:
@@ -182,6 +194,7 @@ class InstantIDGenerator(_PromptAndPoseGenerator):
 
         from ..pipelines import InstantIDPipeline
 
+        check_micro_batch(settings.get("micro_batch", DEFAULT_MICRO_BATCH))
         dtype = getattr(torch, torch_dtype) if torch_dtype else None
         identitynet = ControlNetModel.from_pretrained(path, subfolder="ControlNetModel", torch_dtype=dtype)
         pipeline = InstantIDPipeline.from_pretrained(base, controlnet=identitynet, torch_dtype=dtype)
@@ -236,6 +249,7 @@ class InfiniteYouGenerator(_PromptAndPoseGenerator):
         in bfloat16 unless ``torch_dtype`` says otherwise (FLUX.1-dev overflows in float16)."""
         from ..pipelines import load_infiniteyou_pipeline
 
+        check_micro_batch(settings.get("micro_batch", DEFAULT_MICRO_BATCH))
         dtype = getattr(torch, torch_dtype) if torch_dtype else torch.float32
         pipeline = load_infiniteyou_pipeline(base, path, variant=variant, torch_dtype=dtype)
         return cls._around(pipeline, device, **settings)
