@@ -8,10 +8,12 @@ at guidance 3. Filter: what a ``generator.type: mini`` dataset gets (:func:`~idg
 dlib detection on a 3× upscaled copy + the shipped MobileFaceNet (flip-summed), the mini model's
 default threshold, up to 3 retries.
 
-- naive: for each identity, one generator call for its images, then analysis, filtering and
-  writing in series; rejected images regenerated the same way.
-- engine: ``DatasetEngine.run_shard``: generator batches across identities, analysis/filtering/
-  writing on a worker thread overlapping the next batch.
+- naive: for each identity, one generator call for its images (one pipeline call: the adapter's
+  ``micro_batch`` is ``--images``), then analysis, filtering and writing in series; rejected images
+  regenerated the same way.
+- engine: ``DatasetEngine.run_shard``: generator batches across identities (pipeline calls of the
+  default ``generator.micro_batch``), analysis/filtering/writing on a worker thread overlapping the
+  next batch.
 
 Prints images/s of each (kept images over wall time), the ratio, and where the time goes: the
 share of wall time the generator was busy, and the time spent in analysis and writing (in the
@@ -32,7 +34,7 @@ import torch
 from idgen.synth import SynthConfig
 from idgen.synth.dataset import build_filter
 from idgen.synth.engine import DatasetEngine, _IdentityProgress
-from idgen.synth.generators import build_generator
+from idgen.synth.generators import Arc2FaceGenerator, build_generator
 from idgen.synth.identities import sample_identities
 from idgen.synth.journal import Journal
 from mini_identity import mini_dataset_settings
@@ -80,13 +82,15 @@ def main() -> None:
     device = "cuda" if torch.cuda.is_available() else "cpu"
     shared = SynthConfig.load(None, settings)
     generator = build_generator(shared.generator, device, identity_dim=shared.identities.dim)
+    per_identity = Arc2FaceGenerator(generator.pipeline, micro_batch=args.images, **generator.call_kwargs)
     results = {}
     for mode in ("naive", "engine"):
         with tempfile.TemporaryDirectory() as folder:
             config = SynthConfig.load(None, [f"output={folder}", *settings])
             timer = Timer()
             image_filter = build_filter(config)
-            engine = DatasetEngine(config, timer.wrap("generate", generator), image_filter)
+            engine = DatasetEngine(config, timer.wrap("generate", per_identity if mode == "naive" else generator),
+                                   image_filter)
             image_filter.embed = timer.wrap("analyse", image_filter.embed)
             engine._write_image = timer.wrap("write", engine._write_image)
             engine.targets, _ = sample_identities(args.identities, config.identities.dim, config.identities.max_cosine,

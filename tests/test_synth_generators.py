@@ -1,6 +1,7 @@
 """Generator adapters: per-image seeds make images independent of batching."""
 
 import numpy as np
+import pytest
 import torch
 from PIL import Image
 
@@ -37,14 +38,42 @@ class RecordingPipeline:
 
 def test_arc2face_adapter_makes_the_documented_diffusers_call():
     pipeline = RecordingPipeline()
-    adapter = Arc2FaceGenerator(pipeline, num_inference_steps=4, guidance_scale=1.0)
+    adapter = Arc2FaceGenerator(pipeline, num_inference_steps=4, guidance_scale=1.0, micro_batch=3)
     generators = [torch.Generator().manual_seed(i) for i in range(3)]
     images = adapter(torch.randn(3, 512), generators)
     call = pipeline.calls[0]
-    assert len(images) == 3
+    assert len(images) == 3 and len(pipeline.calls) == 1
     assert call["id_embeds"].shape == (3, 512) and call["id_embeds"].dtype == torch.float16
-    assert call["num_images_per_prompt"] == 1 and call["generator"] is generators
+    assert call["num_images_per_prompt"] == 1 and call["generator"] == generators
     assert (call["num_inference_steps"], call["guidance_scale"], call["output_type"]) == (4, 1.0, "pil")
+
+
+def test_adapters_call_the_pipeline_on_fixed_micro_batches_padded_at_the_end():
+    pipeline = RecordingPipeline()
+    ids = torch.randn(5, 512)
+    generators = [torch.Generator().manual_seed(i) for i in range(5)]
+    images = Arc2FaceGenerator(pipeline, micro_batch=2)(ids, generators)
+    assert len(images) == 5
+    assert [len(call["generator"]) for call in pipeline.calls] == [2, 2, 2]
+    last = pipeline.calls[-1]
+    assert last["generator"][0] is generators[4] and last["generator"][1] not in generators  # a spare for the pad
+    assert torch.equal(last["id_embeds"].float(), ids[[4, 4]].half().float())  # padded with a copy of the last
+
+
+def test_a_micro_batch_below_one_is_refused_before_any_weights_load(monkeypatch):
+    from idgen.errors import ConfigError
+    from idgen.pipelines import mini
+    from idgen.synth.generators import build_generator
+
+    def load_mini_pipeline(*args):
+        raise AssertionError("the weights were loaded before the setting was checked")
+
+    monkeypatch.setattr(mini, "load_mini_pipeline", load_mini_pipeline)
+    for bad in (0, -2, 1.5, True, "8"):
+        with pytest.raises(ConfigError, match=r"generator.micro_batch must be a whole number ≥ 1.*got"):
+            Arc2FaceGenerator(RecordingPipeline(), micro_batch=bad)
+        with pytest.raises(ConfigError, match=r"generator.micro_batch must be a whole number ≥ 1.*got"):
+            build_generator({"type": "mini", "micro_batch": bad}, "cpu", 128)
 
 
 
@@ -68,19 +97,18 @@ def test_arc2face_dataset_images_equal_direct_pipeline_calls(tmp_path, one_threa
         "writers": {"formats": ["imagefolder"], "jpeg_quality": 95},
         "runtime": {"batch_size": 4, "progress": False, "device": "cpu"},
     })
-    stats = generate_dataset(config, generator=Arc2FaceGenerator(pipe, **run))
+    stats = generate_dataset(config, generator=Arc2FaceGenerator(pipe, micro_batch=1, **run))
     assert stats["images"] == 6
 
     # the identity vectors, sampled independently of the run with the same settings
     targets, _ = sample_identities(3, TEXT_WIDTH, 0.3, seed=7, steps=50)
     assert torch.equal(targets, load_file(str(tmp_path / "ds" / "identities.safetensors"))["identities"])
 
-    # the engine fills a batch with whole identities: [id0 ×2, id1 ×2], then [id2 ×2]
+    # micro_batch=1: the adapter calls the pipeline with one image at a time
     slots = [(i, n) for i in range(3) for n in range(2)]
     direct = []
-    for batch in (slots[:4], slots[4:]):
-        out = pipe(id_embeds=torch.stack([targets[i] for i, _ in batch]),
-                   generator=[torch.Generator().manual_seed(derive_seed(7, i, n, 0)) for i, n in batch],
+    for i, n in slots:
+        out = pipe(id_embeds=targets[i][None], generator=[torch.Generator().manual_seed(derive_seed(7, i, n, 0))],
                    output_type="pil", **run)
         direct += out.images
     for (i, n), image in zip(slots, direct):

@@ -22,7 +22,7 @@ pytestmark = pytest.mark.usefixtures("one_thread")
 def config(output, **changes):
     settings = {
         "output": str(output), "seed": 3,
-        "generator": {"type": "infiniteyou-tiny", "num_inference_steps": 2},
+        "generator": {"type": "infiniteyou-tiny", "num_inference_steps": 2, "micro_batch": 3},
         "identities": {"count": 2, "dim": 32, "max_cosine": 0.3, "steps": 50},
         "variation": {"images_per_identity": 3, "prompts": PROMPTS, "poses": "default"},
         "filter": {"enabled": False},
@@ -46,8 +46,9 @@ def stored(image):
 
 
 def direct_images(output, label, poses):
-    """Identity ``label``'s batch (the engine fills batches with whole identities), remade by calling
-    the tiny pipeline directly with the recorded prompts, poses (N × 5 × 2 pixels) and seeds."""
+    """Identity ``label``'s batch (the engine fills batches with whole identities: one pipeline call
+    of ``micro_batch`` 3), remade by calling the tiny pipeline directly with the recorded prompts,
+    poses (N × 5 × 2 pixels) and seeds."""
     from safetensors.torch import load_file
 
     from idgen.testing.tiny_infiniteyou import tiny_infiniteyou

@@ -19,7 +19,7 @@ PROMPTS = ["a photo of a person", "an oil painting of a person", "a pencil sketc
 def config(output, **changes):
     settings = {
         "output": str(output), "seed": 5,
-        "generator": {"type": "instantid-tiny", "num_inference_steps": 2},
+        "generator": {"type": "instantid-tiny", "num_inference_steps": 2, "micro_batch": 4},
         "identities": {"count": 2, "dim": 32, "max_cosine": 0.3, "steps": 50},
         "variation": {"images_per_identity": 4, "prompts": PROMPTS, "poses": "default"},
         "filter": {"enabled": False},
@@ -73,9 +73,10 @@ def test_manifest_records_prompt_and_pose_per_image_and_matches_the_files(datase
 
 
 def test_images_equal_direct_pipeline_calls_with_the_recorded_prompt_and_pose(dataset):
-    """Identity 1's batch (the engine fills batches with whole identities: 4 images per batch),
-    remade by calling the tiny pipeline directly with the recorded prompts, the recorded poses drawn
-    as keypoint images, the identity vector at InstantID's embedding scale and the recorded seeds."""
+    """Identity 1's batch (the engine fills batches with whole identities: 4 images per batch, one
+    pipeline call of ``micro_batch`` 4), remade by calling the tiny pipeline directly with the
+    recorded prompts, the recorded poses drawn as keypoint images, the identity vector at InstantID's
+    embedding scale and the recorded seeds."""
     from safetensors.torch import load_file
 
     from idgen.pipelines.keypoints import draw_keypoints

@@ -309,6 +309,10 @@ def zip_folder(folder: Path, target: Path) -> Path:
     return target
 
 
+#: Images per generator call in the Dataset tab's job, and per pipeline call (so none is padding).
+_DATASET_BATCH = 4
+
+
 def make_dataset(hub: ModelHub, workdir: Path, *, identities: int = 4, images_per_identity: int = 2, seed: int = 0,
                  steps: int = 25, guidance: float = 3.0, progress: Progress = _no_progress,
                  cancel: Optional[CancelToken] = None) -> dict:
@@ -336,7 +340,7 @@ def make_dataset(hub: ModelHub, workdir: Path, *, identities: int = 4, images_pe
         return callback_kwargs
 
     generator = Arc2FaceGenerator(hub.arc2face(), num_inference_steps=steps, guidance_scale=float(guidance),
-                                  callback_on_step_end=on_step_end)
+                                  callback_on_step_end=on_step_end, micro_batch=_DATASET_BATCH)
     with atomic_folder(Path(workdir) / "dataset") as staging:
         stats = _dataset_into(staging, hub, generator, identities, images_per_identity, seed, report, cancel)
         report(0.9, desc="publishing")   # the last checkpoint: from here on the job runs to its end
@@ -356,13 +360,14 @@ def _dataset_into(out: Path, hub: ModelHub, generator, identities: int, images_p
     kind = "mini" if hub.settings.arc2face_source() == "mini" else "arc2face"
     config = SynthConfig.from_dict({
         "output": str(out), "seed": int(seed),
-        "generator": {"type": kind, **{k: generator.call_kwargs[k] for k in ("num_inference_steps", "guidance_scale")}},
+        "generator": {"type": kind, "micro_batch": generator.micro_batch,
+                      **{k: generator.call_kwargs[k] for k in ("num_inference_steps", "guidance_scale")}},
         "identities": {"count": int(identities), "dim": identity_dim(hub), "steps": 50},
         "variation": {"images_per_identity": int(images_per_identity)},
         "filter": {"enabled": not hub.settings.tiny, "detector": hub.settings.detector if not hub.settings.tiny else "dlib",
                    "recognizer": hub.settings.recognizer if not hub.settings.tiny else "dlib"},
         "writers": {"formats": ["imagefolder"]},
-        "runtime": {"progress": False, "batch_size": 4, "device": "cpu" if hub.settings.tiny else None},
+        "runtime": {"progress": False, "batch_size": _DATASET_BATCH, "device": "cpu" if hub.settings.tiny else None},
     }, "demo dataset")
     report(0.1, desc=f"generating {identities}×{images_per_identity} images")
     with hub.exclusive("arc2face"), checkpoints(cancel):

@@ -6,8 +6,9 @@ How a run flows (one process of ``accelerate launch -m idgen.synth``, or the onl
    any, is resolved once into ``poses.json``.
 2. This process takes identities ``rank, rank + world, ...`` that the journal does not list as
    finished. Each image *slot* ``(identity, n)`` and each *try* at it has its own seed derived from
-   ``(seed, identity, n, try)``, and its prompt and pose come from ``(seed, identity, n)``, so an
-   image never depends on batch or process count.
+   ``(seed, identity, n, try)``, and its prompt and pose come from ``(seed, identity, n)``; the
+   generator adapters render in fixed micro-batches (:class:`~idgen.synth.generators.FixedBatchAdapter`),
+   so an image never depends on batch or process count.
 3. The main thread fills generator batches with slots from several identities and hands each
    batch to a worker thread through a bounded queue, then goes straight on to the next batch. The
    worker analyses, filters and writes the images, and sends rejected slots back for another try.

@@ -13,6 +13,12 @@ Any diffusers pipeline fits behind a few-line adapter like :class:`Arc2FaceGener
 names its generator by a registered name (:func:`generator_types`): the built-in ones, or one an
 installed package registers in the :data:`ENTRY_POINT_GROUP` entry-point group. A config never
 names a module to import.
+
+Per-image seeds are not enough: convolution and matrix-product kernels choose their blocking, and so
+their rounding, by the batch shape, so the same image made in a batch of 16 and in a batch of 3
+differs in its last bits (and then in a few JPEG bytes). The diffusion adapters therefore run their
+pipeline on pieces of exactly ``micro_batch`` images (:class:`FixedBatchAdapter`), padding the last
+one; an image then depends on what it is, not on which images share its batch.
 """
 
 from __future__ import annotations
@@ -32,21 +38,69 @@ class ImageGenerator(Protocol):
     def __call__(self, id_embeds: torch.Tensor, generators: list[torch.Generator], **conditions) -> list[Image.Image]: ...
 
 
-class Arc2FaceGenerator:
+#: Images per pipeline call of the diffusion adapters unless ``generator.micro_batch`` says otherwise.
+DEFAULT_MICRO_BATCH = 8
+
+
+def check_micro_batch(value) -> int:
+    """``value`` when it is a whole number ≥ 1, else a :class:`ConfigError` naming
+    ``generator.micro_batch``; the adapters' loaders call it before loading any weights."""
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        raise ConfigError(f"generator.micro_batch must be a whole number ≥ 1 (images per pipeline call), got {value!r}")
+    return value
+
+
+class FixedBatchAdapter:
+    """What the diffusion adapters share: the pipeline always runs on exactly ``micro_batch`` images.
+
+    A call with any number of images is cut into consecutive pieces of ``micro_batch``; the last
+    piece is padded with copies of its last image, each with a spare generator, and their outputs
+    are dropped. Every pipeline call then has the same batch shape, so an image does not depend on
+    how many images came with it. Nor on which ones: kernels pick their blocking by the shape, not
+    by the values of the other rows (measured on CPU: an image comes out bit-identical at any
+    position among any neighbours). ``micro_batch`` itself changes the images' last bits, so it is
+    a generator setting (``generator.micro_batch``, which a resumed run must keep), not a runtime
+    one. Subclasses implement :meth:`_render`.
+    """
+
+    def __init__(self, pipeline, micro_batch: int = DEFAULT_MICRO_BATCH):
+        self.pipeline = pipeline
+        self.micro_batch = check_micro_batch(micro_batch)
+
+    def __call__(self, id_embeds, generators, **conditions):
+        size, images = self.micro_batch, []
+        for start in range(0, len(id_embeds), size):
+            rows = list(range(start, min(start + size, len(id_embeds))))
+            padded = rows + rows[-1:] * (size - len(rows))
+            spare = [torch.Generator(generators[rows[-1]].device).manual_seed(0) for _ in range(size - len(rows))]
+            piece_conditions = {key: [values[i] for i in padded] for key, values in conditions.items()}
+            rendered = self._render(id_embeds[padded], [generators[i] for i in rows] + spare, **piece_conditions)
+            images.extend(rendered[:len(rows)])
+        return images
+
+    def _render(self, id_embeds, generators, **conditions) -> list[Image.Image]:
+        """One pipeline call: an image per row of ``id_embeds``."""
+        raise NotImplementedError
+
+
+class Arc2FaceGenerator(FixedBatchAdapter):
     """Adapter for an Arc2Face-style diffusers pipeline (``idgen.pipelines.Arc2FacePipeline``).
 
     Calls ``pipeline(id_embeds=..., num_images_per_prompt=1, generator=[...], ...)`` with one
-    row per image, so a batch mixes identities and each image keeps its own generator.
+    row per image (``micro_batch`` rows per call), so a batch mixes identities and each image keeps
+    its own generator.
     """
 
-    def __init__(self, pipeline, num_inference_steps: int = 25, guidance_scale: float = 3.0, **call_kwargs):
-        self.pipeline = pipeline
+    def __init__(self, pipeline, num_inference_steps: int = 25, guidance_scale: float = 3.0, micro_batch: int = DEFAULT_MICRO_BATCH,
+                 **call_kwargs):
+        super().__init__(pipeline, micro_batch)
         self.call_kwargs = dict(num_inference_steps=num_inference_steps, guidance_scale=guidance_scale, **call_kwargs)
 
     @classmethod
     def from_pretrained(cls, path: str, device=None, dtype: str | None = None, **call_kwargs) -> "Arc2FaceGenerator":
         from ..pipelines import Arc2FacePipeline
 
+        check_micro_batch(call_kwargs.get("micro_batch", DEFAULT_MICRO_BATCH))
         pipeline = Arc2FacePipeline.from_pretrained(path, dtype=getattr(torch, dtype) if dtype else None)
         if device is not None:
             pipeline.to(device)
@@ -59,11 +113,12 @@ class Arc2FaceGenerator:
         on 128-d MobileFaceNet identities."""
         from ..pipelines.mini import load_mini_pipeline
 
+        check_micro_batch(call_kwargs.get("micro_batch", DEFAULT_MICRO_BATCH))
         pipeline = load_mini_pipeline(device, getattr(torch, dtype) if dtype else None)
         pipeline.set_progress_bar_config(disable=True)
         return cls(pipeline, **call_kwargs)
 
-    def __call__(self, id_embeds, generators, **conditions):
+    def _render(self, id_embeds, generators, **conditions):
         unet = self.pipeline.unet
         result = self.pipeline(
             id_embeds=id_embeds.to(unet.device, unet.dtype), num_images_per_prompt=1, generator=generators,
@@ -72,15 +127,15 @@ class Arc2FaceGenerator:
         return result.images
 
 
-class _PromptAndPoseGenerator:
+class _PromptAndPoseGenerator(FixedBatchAdapter):
     """What the adapters of text-and-pose pipelines share: per image a text prompt (the ``prompt``
     condition, else ``default_prompt``) and a pose (the ``pose`` condition: five keypoints as
     fractions of width and height) turned into pixels of the ``width × height`` output (default: the
     pipeline's native size)."""
 
     def __init__(self, pipeline, native: int, *, default_prompt: str, height: int | None, width: int | None,
-                 **call_kwargs):
-        self.pipeline = pipeline
+                 micro_batch: int = DEFAULT_MICRO_BATCH, **call_kwargs):
+        super().__init__(pipeline, micro_batch)
         self.default_prompt = default_prompt
         self.height, self.width = height or native, width or native
         self.call_kwargs = call_kwargs
@@ -98,6 +153,7 @@ class _PromptAndPoseGenerator:
         """The offline preset: the tiny random pipeline of this kind (noise, not faces; see
         :mod:`idgen.testing`) whose projection takes ``embedding_dim``-d identities, 2 steps unless
         ``settings`` say otherwise, for trying the engine without any download."""
+        check_micro_batch(settings.get("micro_batch", DEFAULT_MICRO_BATCH))
         return cls._around(cls._tiny_pipeline(embedding_dim, seed), device, **{"num_inference_steps": 2, **settings})
 
     def _prompts(self, count: int, prompt) -> list[str]:
@@ -113,8 +169,8 @@ class InstantIDGenerator(_PromptAndPoseGenerator):
 
     Per image it takes a text prompt (the ``prompt`` condition, else ``default_prompt``) and a pose
     (the ``pose`` condition: five keypoints as fractions of width and height, else the frontal
-    ArcFace template), which it draws as the IdentityNet's keypoint image at the output size; one
-    pipeline call makes the whole batch, each image with its own ``torch.Generator``. InstantID's
+    ArcFace template), which it draws as the IdentityNet's keypoint image at the output size; each
+    pipeline call makes ``micro_batch`` images, each with its own ``torch.Generator``. InstantID's
     face adapter was trained on insightface's raw (un-normalised) embeddings, whose entries have
     a standard deviation of about 1, so the unit identity vector is scaled to ``embedding_norm``
     (default √D) before it goes in.
@@ -137,6 +193,7 @@ class InstantIDGenerator(_PromptAndPoseGenerator):
 
         from ..pipelines import InstantIDPipeline
 
+        check_micro_batch(settings.get("micro_batch", DEFAULT_MICRO_BATCH))
         weights = getattr(torch, dtype) if dtype else None
         identitynet = ControlNetModel.from_pretrained(path, subfolder="ControlNetModel", dtype=weights)
         pipeline = InstantIDPipeline.from_pretrained(base, controlnet=identitynet, dtype=weights)
@@ -150,7 +207,7 @@ class InstantIDGenerator(_PromptAndPoseGenerator):
 
         return tiny_instantid(embedding_dim, seed)
 
-    def __call__(self, id_embeds, generators, prompt=None, pose=None, **conditions):
+    def _render(self, id_embeds, generators, prompt=None, pose=None, **conditions):
         from ..faces import ARCFACE_TEMPLATE
         from ..pipelines.keypoints import draw_keypoints
 
@@ -172,7 +229,7 @@ class InfiniteYouGenerator(_PromptAndPoseGenerator):
     Per image it takes a text prompt (the ``prompt`` condition, else ``default_prompt``) and, when
     the variation config has a pose bank, a pose (the ``pose`` condition), which InfuseNet gets as
     that image's keypoint image; without poses it gets none, as in InfiniteYou, and the prompt decides
-    the pose. One pipeline call makes the whole batch, each image with its own ``torch.Generator``.
+    the pose. Each pipeline call makes ``micro_batch`` images, each with its own ``torch.Generator``.
     The pipeline normalises the identity itself, so the unit vectors go in unchanged.
     """
 
@@ -191,6 +248,7 @@ class InfiniteYouGenerator(_PromptAndPoseGenerator):
         in bfloat16 unless ``dtype`` says otherwise (FLUX.1-dev overflows in float16)."""
         from ..pipelines import load_infiniteyou_pipeline
 
+        check_micro_batch(settings.get("micro_batch", DEFAULT_MICRO_BATCH))
         pipeline = load_infiniteyou_pipeline(base, path, variant=variant,
                                              dtype=getattr(torch, dtype) if dtype else torch.float32)
         return cls._around(pipeline, device, **settings)
@@ -202,7 +260,7 @@ class InfiniteYouGenerator(_PromptAndPoseGenerator):
 
         return tiny_infiniteyou(seed, embedding_dim)
 
-    def __call__(self, id_embeds, generators, prompt=None, pose=None, **conditions):
+    def _render(self, id_embeds, generators, prompt=None, pose=None, **conditions):
         keypoints = None if pose is None else self._keypoints(pose)
         result = self.pipeline(  # the pipeline reads the identities as an array: they go in on the CPU
             self._prompts(len(id_embeds), prompt), id_embeds=id_embeds.float().cpu(),
