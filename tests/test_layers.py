@@ -152,13 +152,13 @@ def test_the_check_sees_imports_inside_functions(tmp_path):
 
 
 def test_a_cycle_through_lazy_imports_is_named_link_by_link(tmp_path):
-    """A ``__main__`` module, an import inside a function and ``importlib.import_module`` all count:
-    synth -> cli -> application -> synth is reported with the file and line of each link, and its
-    upward link as an import against the layers."""
+    """Imports inside functions, in a ``__main__`` module and through ``importlib.import_module`` all
+    count: eval -> cli -> application -> eval is reported with the file and line of each link, and
+    its upward link as an import against the layers."""
     files = {
-        "idgen/synth/__main__.py": "from ..cli import main\n",
+        "idgen/eval/__main__.py": "def run():\n    from ..cli import main\n",
         "idgen/cli/__init__.py": "def main():\n    from ..application import hub\n",
-        "idgen/application/hub.py": "import importlib\n\n\ndef load():\n    importlib.import_module('idgen.synth')\n",
+        "idgen/application/hub.py": "import importlib\n\n\ndef load():\n    importlib.import_module('idgen.eval')\n",
     }
     for name, text in files.items():
         (tmp_path / name).parent.mkdir(parents=True, exist_ok=True)
@@ -166,9 +166,9 @@ def test_a_cycle_through_lazy_imports_is_named_link_by_link(tmp_path):
     (tmp_path / "pipelines").mkdir()
 
     assert import_cycles(tmp_path) == [
-        "application -> synth -> cli -> application"
-        "\n    application -> synth: idgen/application/hub.py:5"
-        "\n    synth -> cli: idgen/synth/__main__.py:1"
+        "application -> eval -> cli -> application"
+        "\n    application -> eval: idgen/application/hub.py:5"
+        "\n    eval -> cli: idgen/eval/__main__.py:2"
         "\n    cli -> application: idgen/cli/__init__.py:2"]
-    assert upward_imports(tmp_path) == [f"idgen/synth/__main__.py:1: synth (layer {LAYER_OF['synth']}) imports "
+    assert upward_imports(tmp_path) == [f"idgen/eval/__main__.py:2: eval (layer {LAYER_OF['eval']}) imports "
                                         f"idgen.cli (cli, layer {LAYER_OF['cli']})"]
