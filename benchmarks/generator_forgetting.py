@@ -37,7 +37,7 @@ from transformers import CLIPTokenizer
 from idgen.testing.tiny_arc2face import TINY_TEXT, TINY_UNET, TINY_VAE, letters_tokenizer
 from idgen.identity import perturb, random_identities
 from idgen.pipelines import Arc2FacePipeline
-from idgen.pipelines.sd15_architecture import random_sd15_components
+from idgen.testing.sd15_architecture import random_sd15_components
 from idgen.unlearn.generator import GeneratorForgetConfig, forget_identities, same_person_yardstick, swap_identity
 
 CLIP_TOKENIZER = Path(__file__).resolve().parents[1] / ".." / "shared" / "models" / "clip-tokenizer"

@@ -19,7 +19,7 @@ from accelerate import init_empty_weights
 from transformers import CLIPTextConfig, CLIPTextModel
 
 from idgen.pipelines import InfiniteYouProjection
-from idgen.pipelines.flux_architecture import flux_dev_transformer, flux_vae, infusenet, t5_xxl_encoder
+from idgen.testing.flux_architecture import flux_dev_transformer, flux_vae, infusenet, t5_xxl_encoder
 
 GIB = 1024**3
 

@@ -25,7 +25,7 @@ REDUCED_UNET = {"block_out_channels": [32, 64, 128, 128], "cross_attention_dim":
 
 
 def measure(checkpointing: bool, full: bool, steps: int, batch: int) -> dict:
-    from idgen.pipelines.sd15_architecture import SD15_UNET_CONFIG
+    from idgen.testing.sd15_architecture import SD15_UNET_CONFIG
     from idgen.training import add_lora
     from idgen.training.config import LoraConfig
     from diffusers import UNet2DConditionModel

@@ -120,7 +120,7 @@ def test_shared_options_have_one_name_and_one_default(monkeypatch):
 
 
 def test_auto_face_backends_depend_on_the_command():
-    from idgen.application.models import resolve_face_backends
+    from idgen.application.hub import resolve_face_backends
 
     assert resolve_face_backends("auto", "auto", "analysis") == ("dlib", "dlib")
     assert resolve_face_backends("auto", "auto", "generation") == ("antelopev2", "arcface.onnx")

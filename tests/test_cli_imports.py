@@ -55,11 +55,11 @@ def test_running_analysis_commands_does_not_import_gradio(tmp_path):
 
 def test_the_model_flags_help_quotes_the_one_table_of_variables_and_defaults():
     """``idgen generate``/``edit`` and ``python app.py`` take their model flags from
-    :mod:`idgen.cli.common`, whose help is written from :data:`idgen.application.models.ENVIRONMENT`
+    :mod:`idgen.cli.common`, whose help is written from :data:`idgen.application.hub.ENVIRONMENT`
     (the table that resolves the values): the help cannot drift from what the flags do."""
     import argparse
 
-    from idgen.application.models import ENVIRONMENT
+    from idgen.application.hub import ENVIRONMENT
     from idgen.cli.common import add_model_arguments
 
     parser = argparse.ArgumentParser()

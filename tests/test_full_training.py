@@ -259,7 +259,7 @@ def test_reduced_tokenizer_tokenises_like_clip(clip_tokenizer_dir):
 def test_standardize_latents_whitens_each_channel_and_keeps_reconstructions():
     from diffusers import AutoencoderKL
 
-    from idgen.training.models import standardize_latents
+    from idgen.training.components import standardize_latents
 
     torch.manual_seed(0)
     vae = AutoencoderKL(**TINY_VAE).eval()

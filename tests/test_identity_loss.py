@@ -16,7 +16,7 @@ import torch
 
 from idgen.errors import ConfigError
 from idgen.faces import face_template, similarity_transform
-from idgen.faces.models import MOBILEFACENET_ONNX
+from idgen.faces.model_files import MOBILEFACENET_ONNX
 from idgen.models.mobilefacenet import from_onnx
 from idgen.training.data import load_training_image
 from idgen.training.identity_loss import IdentityLoss, identity_diffusion_loss, predicted_original

@@ -79,16 +79,16 @@ def test_the_offline_default_is_the_mini_model(monkeypatch, tmp_path):
 
 
 def test_the_published_checkpoints_win_when_they_are_on_the_machine(monkeypatch, tmp_path):
-    import idgen.application.models as models
+    import idgen.application.hub as hub
 
     base, arc2face = tmp_path / "sd15", tmp_path / "arc2face"
     (base).mkdir()
     (arc2face / "arc2face").mkdir(parents=True)
-    assert not models.published_arc2face_present(str(base), str(arc2face))
+    assert not hub.published_arc2face_present(str(base), str(arc2face))
     (base / "model_index.json").write_text("{}")
     (arc2face / "arc2face" / "config.json").write_text("{}")
-    assert models.published_arc2face_present(str(base), str(arc2face))
-    monkeypatch.setattr(models, "published_arc2face_present", lambda base, arc2face: True)
+    assert hub.published_arc2face_present(str(base), str(arc2face))
+    monkeypatch.setattr(hub, "published_arc2face_present", lambda base, arc2face: True)
     assert ModelSettings().arc2face_source() == "arc2face"
 
 

@@ -12,7 +12,7 @@ import pytest
 import torch
 
 from idgen.errors import DataError, ModelFilesMissingError
-from idgen.faces.models import MOBILEFACENET_ONNX
+from idgen.faces.model_files import MOBILEFACENET_ONNX
 from idgen.models import MobileFaceNet
 from idgen.models.mobilefacenet import from_onnx
 

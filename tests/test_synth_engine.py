@@ -40,7 +40,7 @@ def tree(folder: Path) -> dict:
 
 def command(*args):
     env = dict(os.environ, HF_HUB_OFFLINE="1", OMP_NUM_THREADS="1")
-    return [sys.executable, "-m", "idgen.synth", *args], env
+    return [sys.executable, "-m", "idgen.cli", "dataset", "generate", *args], env
 
 
 @pytest.fixture(scope="module")
@@ -130,7 +130,7 @@ def test_two_processes_give_identical_files(reference, tmp_path, mobilefacenet_p
     _, env = command()
     argv = [sys.executable, "-m", "accelerate.commands.launch", "--multi_gpu", "--num_processes", "2",
             "--num_machines", "1", "--mixed_precision", "no", "--dynamo_backend", "no",
-            "-m", "idgen.synth", *overrides(output, mobilefacenet_path)]
+            "-m", "idgen.cli", "dataset", "generate", *overrides(output, mobilefacenet_path)]
     subprocess.run(argv, env=env, check=True, capture_output=True, timeout=300)
     assert sorted(p.name for p in (output / "journal").iterdir()) == ["rank-0-of-2.jsonl", "rank-1-of-2.jsonl"]
     assert tree(output) == tree(reference[0])

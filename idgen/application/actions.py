@@ -1,4 +1,4 @@
-"""What each task does, as plain functions of a :class:`~idgen.application.models.ModelHub` and inputs.
+"""What each task does, as plain functions of a :class:`~idgen.application.hub.ModelHub` and inputs.
 
 They know nothing about Gradio, so the CLI and the tests call them directly; the demo page wraps them
 (:mod:`idgen.demo.ui`). ``progress`` is any ``callable(fraction, desc=...)`` (``gr.Progress`` is
@@ -31,7 +31,7 @@ from ..identity import normalize, random_identities, slerp
 from ..io import atomic_folder, atomic_path
 from .face_folders import FaceFolder
 from .jobs import CancelToken, checked, checkpoints
-from .models import STYLES, ModelHub
+from .hub import STYLES, ModelHub
 from .workspace import FolderLRU
 
 Progress = Callable[..., None]

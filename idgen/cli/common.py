@@ -3,14 +3,14 @@ command spells it the same way and has the same default (an ``IDGEN_*`` variable
 
 Nothing here imports :mod:`idgen.demo` (whose package imports gradio): building the ``idgen`` parser,
 ``idgen --help`` and every subcommand but the demo's own run step stay gradio-free. The defaults
-and ``IDGEN_*`` variables come from :data:`idgen.application.models.ENVIRONMENT`, which resolves them."""
+and ``IDGEN_*`` variables come from :data:`idgen.application.hub.ENVIRONMENT`, which resolves them."""
 
 from __future__ import annotations
 
 import argparse
 import os
 
-from ..application.models import ENVIRONMENT, STYLES, resolve_face_backends
+from ..application.hub import ENVIRONMENT, STYLES, resolve_face_backends
 from ..config import BOX, DENOISING_STEPS, DET_SIZE, FACE_BATCH, SEED, UPSAMPLE, Range
 
 

@@ -12,8 +12,8 @@ def register(subparsers) -> None:
         "generate", help="generate (or resume) a dataset from a config",
         description="Sample distinct identities, generate and filter images, and write ImageFolder, "
                     "parquet and WebDataset outputs with a manifest and a dataset card. Rerun the same "
-                    "command after an interruption to resume. Run under `accelerate launch -m idgen.synth` "
-                    "to split identities across processes.",
+                    "command after an interruption to resume. Run it as `accelerate launch -m idgen.cli "
+                    "dataset generate ...` to split identities across processes.",
     )
     generate.add_argument("--config", help="YAML config (see idgen.synth.config for every setting); relative "
                                            "paths in it are relative to the file")

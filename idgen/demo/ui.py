@@ -27,7 +27,7 @@ from gradio import utils as gradio_utils
 from ..application import ModelHub, actions
 from ..application.face_folders import DATASET, default_source, face_sources, open_face_folder
 from ..application.jobs import CancelToken, JobCancelled
-from ..application.models import MODEL_FLAGS
+from ..application.hub import MODEL_FLAGS
 from ..application.workspace import Workspace
 from ..config import SEED
 from ..errors import IdgenError

@@ -12,7 +12,7 @@ from ..errors import IdgenError, MultipleFacesError, NoFaceError
 from .align import align_face, center_box, template_in_box
 from .detectors import Detection, Detector, DlibDetector, InsightFaceDetector
 from .image import ImageInput, describe, load_image
-from .models import MOBILEFACENET_ONNX, insightface_files
+from .model_files import MOBILEFACENET_ONNX, insightface_files
 from .trained import IResNetFileRecognizer, TrainedRecognizer
 from .recognizers import DlibRecognizer, OnnxRecognizer, Recognizer
 from .types import Face
@@ -64,7 +64,7 @@ class FaceAnalyzer:
 
         ``detector``: ``"dlib"``, or an insightface pack name / folder (``"antelopev2"``,
         ``"buffalo_l"``). ``recognizer``: ``"dlib"``, ``"mobilefacenet"`` (the copy shipped with
-        idgen, see :data:`~idgen.faces.models.MOBILEFACENET_ONNX`), ``"mobilefacenet:<path>"``, the path of an
+        idgen, see :data:`~idgen.faces.model_files.MOBILEFACENET_ONNX`), ``"mobilefacenet:<path>"``, the path of an
         ONNX recogniser, a file name inside the insightface pack (e.g. Arc2Face's
         ``"arcface.onnx"``), ``"pack"`` for the pack's own recogniser, a folder written by
         ``idgen recognizer train --arch mobilefacenet`` or ``--arch iresnet``, ``"iresnet:<path>"`` for an

@@ -15,7 +15,7 @@ import numpy as np
 
 from ..errors import DataError, ModelFilesMissingError
 from .align import align_face
-from .models import ONNX_RECOGNIZER_FIX, dlib_model_file, read_onnx
+from .model_files import ONNX_RECOGNIZER_FIX, dlib_model_file, read_onnx
 
 # Per-channel (mean, std) on the 0..255 pixel scale, so every model uses (pixel - mean) / std.
 NORMALIZATIONS = {

@@ -113,7 +113,7 @@ def _graph_layers(model: nn.Module) -> tuple[list[tuple[nn.Module, nn.Module]], 
 
 def from_onnx(path: str | os.PathLike) -> MobileFaceNet:
     """The ``"foamliu"`` :class:`MobileFaceNet` with the weights of its ONNX export (the recogniser idgen
-    ships, :data:`idgen.faces.models.MOBILEFACENET_ONNX`), in eval mode.
+    ships, :data:`idgen.faces.model_files.MOBILEFACENET_ONNX`), in eval mode.
 
     Only the graph's initializers are read (no code runs). The export has every batch norm folded
     into its convolution's bias; here each batch norm becomes that bias (mean 0, variance 1 − eps, scale

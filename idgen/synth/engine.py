@@ -1,6 +1,6 @@
 """The dataset engine: identities in, a filtered, resumable, multi-process face dataset out.
 
-How a run flows (one process of ``accelerate launch -m idgen.synth``, or the only one):
+How a run flows (one process of ``accelerate launch -m idgen.cli dataset generate``, or the only one):
 
 1. Identities are sampled once (process 0) into ``identities.safetensors``, and the pose bank, if
    any, is resolved once into ``poses.json``.

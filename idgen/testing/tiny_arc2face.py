@@ -14,7 +14,7 @@ from transformers import CLIPTokenizer
 
 from ..pipelines import Arc2FacePipeline
 from ..pipelines.pipeline_arc2face import ARC2FACE_PROMPT
-from ..pipelines.sd15_architecture import random_sd15_components
+from .sd15_architecture import random_sd15_components
 
 TEXT_WIDTH = 128
 IMAGE_SIZE = 32  # the VAE downsamples twice → 16×16 latents

@@ -5,7 +5,7 @@ from .config import TrainConfig, load_config
 from .data import FaceDataset, FaceFolder, IdentityCache, SeededBatches, default_cache_path, read_people, scan_faces
 from .losses import denoising_loss, latent_diffusion_loss, sample_noise, vae_loss
 from .lora import add_lora, add_training_lora, save_lora_weights
-from .models import Components, Conditioning, build_pipeline, standardize_latents, full_training_groups, load_components, new_components
+from .components import Components, Conditioning, build_pipeline, standardize_latents, full_training_groups, load_components, new_components
 from .optimizer import make_optimizer
 
 __all__ = [

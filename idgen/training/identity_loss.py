@@ -27,7 +27,7 @@ import torch
 import torch.nn.functional as F
 
 from ..faces import face_template, similarity_transform
-from ..faces.models import MOBILEFACENET_ONNX
+from ..faces.model_files import MOBILEFACENET_ONNX
 from ..faces.recognizers import NORMALIZATIONS
 from ..models.mobilefacenet import from_onnx
 from .losses import denoising_loss, diffusion_prediction
