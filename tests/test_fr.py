@@ -173,10 +173,80 @@ def test_unreadable_face_sets_are_data_errors_naming_the_path(tmp_path):
     with pytest.raises(DataError, match="missing: no such file"):
         read_face_set(tmp_path / "missing")
     (tmp_path / "empty" / "person").mkdir(parents=True)
-    with pytest.raises(DataError, match="empty: no labelled images"):
+    with pytest.raises(DataError, match="empty: found 0 identity folder"):
         read_face_set(tmp_path / "empty")
     with pytest.raises(DataError, match="no parquet shards"):
         read_face_set(tmp_path / "empty", "parquet")
+
+
+def test_shards_that_cannot_be_parsed_are_data_errors_naming_them(synth_folder, tmp_path):
+    """A truncated parquet shard, a file that is not a tar, a ``.cls`` that is not a number, and a
+    parquet file without the face set's columns: each a DataError naming the shard, never the parser's
+    own exception."""
+    import tarfile
+
+    from hostile_files import cut_short
+    from idgen.errors import DataError
+
+    out, _ = synth_folder
+    shard = cut_short(sorted((out / "data").glob("*.parquet"))[0])
+    with pytest.raises(DataError, match=f"{shard}: not readable as parquet shards"):
+        read_face_set(shard)
+    (tmp_path / "not.tar").write_bytes(b"not a tar file" * 100)
+    with pytest.raises(DataError, match="not.tar: not readable as webdataset shards"):
+        read_face_set(tmp_path / "not.tar")
+    with tarfile.open(tmp_path / "odd.tar", "w") as tar:
+        for name, data in (("a.jpg", (out / "images/id000000/0.jpg").read_bytes()), ("a.cls", b"Ann")):
+            info = tarfile.TarInfo(name)
+            info.size = len(data)
+            tar.addfile(info, io.BytesIO(data))
+    with pytest.raises(DataError, match="odd.tar: not readable as webdataset shards"):
+        read_face_set(tmp_path / "odd.tar")
+    import datasets
+
+    datasets.Dataset.from_dict({"text": ["a"], "label": [0]}).to_parquet(tmp_path / "text.parquet")
+    with pytest.raises(DataError, match=r"text.parquet: a face set needs an 'image' column.*\['text', 'label'\]"):
+        read_face_set(tmp_path / "text.parquet")
+
+
+def test_a_webdataset_member_over_the_image_size_cap_is_refused_before_it_is_read(tmp_path):
+    """A tar member that declares more than MAX_IMAGE_FILE_BYTES (a hole: no disk, no time) is refused
+    from its header, before any of it is read."""
+    import tarfile
+
+    from idgen.errors import DataError
+    from idgen.faces.image import MAX_IMAGE_FILE_BYTES
+
+    shard = tmp_path / "big.tar"
+    info = tarfile.TarInfo("a.jpg")
+    info.size = MAX_IMAGE_FILE_BYTES + 1
+    with open(shard, "wb") as handle:
+        handle.write(info.tobuf(tarfile.USTAR_FORMAT))
+        handle.truncate(512 + -(-info.size // 512) * 512 + 1024)   # its data, then the tar's end
+    with pytest.raises(DataError, match=f"big.tar: the member 'a.jpg' is {info.size:,} bytes, more than"):
+        read_face_set(shard)
+
+
+def test_a_parquet_face_set_takes_its_names_from_class_labels(faces_dir, tmp_path):
+    """A face set written with ``datasets`` and a ``ClassLabel`` label (as ``push_to_hub`` of an
+    ``imagefolder`` gives) and no ``identity`` column is read with the class names, in label order;
+    one whose image cells only name files is refused (a path in a shard is never followed)."""
+    import datasets
+
+    from idgen.errors import DataError
+
+    photos = sorted(faces_dir.iterdir())[:4]
+    features = datasets.Features({"image": datasets.Image(), "label": datasets.ClassLabel(names=["ann", "bob"])})
+
+    def write(images, name):
+        datasets.Dataset.from_dict({"image": images, "label": [1, 0, 1, 1]}, features=features).to_parquet(tmp_path / name)
+        return tmp_path / name
+
+    with pytest.raises(DataError, match="paths.parquet: a row holds no image bytes"):
+        read_face_set(write([str(p) for p in photos], "paths.parquet"))
+    faces = read_face_set(write([{"bytes": p.read_bytes(), "path": p.name} for p in photos], "people.parquet"))
+    assert faces.names == ["ann", "bob"] and faces.labels.tolist() == [1, 0, 1, 1]
+    assert faces.images == [p.read_bytes() for p in photos]
 
 
 def _box_crop(rgb, size, box):

@@ -84,6 +84,9 @@ def test_small_run_writes_every_format_and_a_matching_manifest(reference, tmp_pa
     assert first["identity"] == records[0]["identity"] and first["seed"] == records[0]["seed"]
     assert first["image"].size == (200, 200)
     assert len(list((output / "data").glob("*.parquet"))) == -(-len(records) // 20)
+    import pyarrow.parquet as pq   # written by Dataset.to_parquet: content-defined chunking, as push_to_hub writes
+    assert all(b"content_defined_chunking" in pq.ParquetFile(shard).metadata.metadata
+               for shard in (output / "data").glob("*.parquet"))
 
     members = {}
     for shard in sorted((output / "webdataset").glob("*.tar")):
@@ -264,21 +267,20 @@ def test_a_full_disk_leaves_no_partial_shards_and_the_rerun_completes(tmp_path, 
     import errno
 
     import datasets
-    import pyarrow.parquet as pq
 
     from idgen.errors import OutputError
     from idgen.io import is_temporary
     from idgen.synth import generate_dataset
 
-    out, written, write_table = tmp_path / "ds", [], pq.write_table
+    out, written, to_parquet = tmp_path / "ds", [], datasets.Dataset.to_parquet
 
-    def fill_up(table, where, *args, **kwargs):
+    def fill_up(dataset, where, *args, **kwargs):
         if len(written) == 2:
             raise OSError(errno.ENOSPC, "No space left on device", str(where))
         written.append(where)
-        return write_table(table, where, *args, **kwargs)
+        return to_parquet(dataset, where, *args, **kwargs)
 
-    monkeypatch.setattr(pq, "write_table", fill_up)
+    monkeypatch.setattr(datasets.Dataset, "to_parquet", fill_up)
     with pytest.raises(OutputError, match="No space left on device; the disk is full.*run the same command again"):
         generate_dataset(small_config(out), generator=grey_images)
     assert not (out / "data").exists() and not (out / "webdataset").exists()
@@ -287,7 +289,7 @@ def test_a_full_disk_leaves_no_partial_shards_and_the_rerun_completes(tmp_path, 
     with pytest.raises(datasets.exceptions.DataFilesNotFoundError):
         datasets.load_dataset(str(out), split="train", cache_dir=str(tmp_path / "cache0"))
 
-    monkeypatch.setattr(pq, "write_table", write_table)
+    monkeypatch.setattr(datasets.Dataset, "to_parquet", to_parquet)
     stats = generate_dataset(small_config(out), generator=grey_images)
     assert stats["images"] == 6 and len(list((out / "data").iterdir())) == 6
     assert len(datasets.load_dataset(str(out), split="train", cache_dir=str(tmp_path / "cache"))) == 6

@@ -6,10 +6,16 @@ keyed by each photo's bytes and the alignment settings, so a second run starts i
 **Face sets** (MobileFaceNet and IResNet, :mod:`idgen.recognition.trainer`), read from any format
 ``idgen dataset generate`` writes:
 
-- ImageFolder: ``<root>/<identity>/<image>`` (the synth output's ``images/``);
+- ImageFolder: ``<root>/<identity>/<image>`` (the synth output's ``images/``), listed by
+  :func:`list_identities`, the one reader of identity folders;
 - Hugging Face parquet: ``.parquet`` files with an ``image`` column (JPEG/PNG bytes) and ``label``
-  (the synth output's ``data/``; ``datasets.load_dataset`` reads the same files);
+  (the synth output's ``data/``);
 - WebDataset: ``.tar`` shards of ``<key>.jpg`` + ``<key>.cls`` (the synth output's ``webdataset/``).
+
+Parquet shards are read by ``datasets.load_dataset`` (:func:`read_parquet`), so idgen reads what a
+user of ``datasets`` gets; folders are listed by :func:`list_identities` (``datasets``'
+``imagefolder`` builder lists a folder of many photos far more slowly) and WebDataset shards by
+:func:`read_webdataset`.
 
 Every image is aligned to the ArcFace template by detected landmarks (``align="dlib"``) or, for sets
 that are already aligned (LFW deep-funneled, generator outputs), by placing the template in a
@@ -29,6 +35,7 @@ import hashlib
 import json
 import os
 import tarfile
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -36,9 +43,10 @@ import numpy as np
 import torch
 
 from ..config import BOX, CROP_SIDE, Range, check_ranges, ranged
-from ..errors import ConfigError, DataError
+from ..errors import ConfigError, DataError, IdgenError
 from ..faces import iter_image_files
 from ..faces.cache import Alignment, aligned_crops
+from ..faces.image import MAX_IMAGE_FILE_BYTES
 from ..models import to_tensor
 
 
@@ -64,55 +72,91 @@ def _labelled(images: list, labels: list, names: dict, source: Path) -> Labelled
     return LabelledImages(images, index.astype(np.int64), [names.get(int(u), str(u)) for u in used])
 
 
-def read_image_folder(root: Path) -> LabelledImages:
-    people = sorted(p.name for p in root.iterdir() if p.is_dir())
-    images, labels = [], []
-    for label, person in enumerate(people):
-        files = list(iter_image_files(root / person))
-        images += [Path(f) for f in files]
-        labels += [label] * len(files)
-    return _labelled(images, labels, dict(enumerate(people)), root)
+@contextmanager
+def _unreadable_shards(where: Path, format: str):
+    """Turn what a shard reader raises for a shard it cannot parse (a truncated parquet, a tar that is
+    not one, an unreadable ``.cls``) into a :class:`DataError` naming ``where``."""
+    import pyarrow
+
+    try:
+        yield
+    except IdgenError:
+        raise
+    except (OSError, ValueError, tarfile.TarError, pyarrow.ArrowException) as error:
+        raise DataError(f"{where}: not readable as {format} shards ({error}); write them again") from None
 
 
 def read_parquet(files: list[Path]) -> LabelledImages:
-    import pyarrow.parquet as pq
+    """The face set in parquet shards, read by ``datasets.load_dataset`` (streamed: nothing is copied
+    into its cache), the images kept encoded: the ``image`` column (embedded bytes), ``label``, and
+    identity names from an ``identity`` column, else the label's ``ClassLabel`` names."""
+    import datasets
 
-    images, labels, names = [], [], {}
-    for path in files:
-        table = pq.read_table(path)
-        if "image" not in table.column_names or "label" not in table.column_names:
-            raise DataError(f"{path}: a face set needs 'image' and 'label' columns, found {table.column_names}")
-        batch_labels = table.column("label").to_pylist()
-        for cell in table.column("image").to_pylist():
-            if not cell or not cell.get("bytes"):
-                raise DataError(f"{path}: an image cell holds no bytes; write the shards with embedded images "
-                                  "(as `idgen dataset generate` and `datasets.Dataset.to_parquet` do)")
-            images.append(cell["bytes"])
-        if "identity" in table.column_names:
-            names.update(zip(batch_labels, table.column("identity").to_pylist()))
-        labels += batch_labels
-    return _labelled(images, labels, names, files[0].parent)
+    where = files[0] if len(files) == 1 else files[0].parent
+    with _unreadable_shards(where, "parquet"):
+        stream = datasets.load_dataset("parquet", data_files=[str(f) for f in files], split="train", streaming=True)
+    if not isinstance(stream.features.get("image"), datasets.Image) or "label" not in stream.features:
+        raise DataError(f"{where}: a face set needs an 'image' column of images and 'label', "
+                        f"found {list(stream.features)}")
+    classes = stream.features["label"]
+    names = dict(enumerate(classes.names)) if isinstance(classes, datasets.ClassLabel) else {}
+    images, labels = [], []
+    with _unreadable_shards(where, "parquet"):
+        for batch in stream.cast_column("image", datasets.Image(decode=False)).iter(batch_size=1000):
+            if any(not cell or not cell["bytes"] for cell in batch["image"]) or None in batch["label"]:
+                raise DataError(f"{where}: a row holds no image bytes (a path is never followed) or no label; write "
+                                "the shards with the images' bytes in them (as `idgen dataset generate` does)")
+            images += [cell["bytes"] for cell in batch["image"]]
+            labels += batch["label"]
+            names.update(zip(batch["label"], batch.get("identity") or ()))
+    return _labelled(images, labels, names, where)
 
 
 def read_webdataset(files: list[Path]) -> LabelledImages:
+    """The face set in WebDataset shards: ``<key>.jpg`` (or ``.jpeg``, ``.png``, ``.webp``) with
+    ``<key>.cls``, and the identity name from ``<key>.json``; samples without both are skipped, a
+    member over :data:`~idgen.faces.image.MAX_IMAGE_FILE_BYTES` is refused before it is read.
+
+    Read here rather than by ``datasets``' ``webdataset`` builder, which is slower and decompresses
+    ``.gz`` / ``.bz2`` / ``.xz`` members as it reads them, with no bound on what they unpack to."""
     images, labels, names = [], [], {}
     for path in files:
         samples: dict[str, dict[str, bytes]] = {}
-        with tarfile.open(path) as tar:
+        with _unreadable_shards(path, "webdataset"), tarfile.open(path) as tar:
             for member in tar.getmembers():
+                if member.size > MAX_IMAGE_FILE_BYTES:
+                    raise DataError(f"{path}: the member {member.name!r} is {member.size:,} bytes, more than "
+                                    f"the {MAX_IMAGE_FILE_BYTES:,} idgen reads for one image")
                 if member.isfile():
                     key, _, ext = member.name.rpartition(".")
                     samples.setdefault(key, {})[ext.lower()] = tar.extractfile(member).read()
-        for key, sample in samples.items():
-            image = next((sample[e] for e in ("jpg", "jpeg", "png", "webp") if e in sample), None)
-            if image is None or "cls" not in sample:
-                continue
-            label = int(sample["cls"])
-            images.append(image)
-            labels.append(label)
-            if "json" in sample:
-                names[label] = json.loads(sample["json"]).get("identity", str(label))
+            for key, sample in samples.items():
+                image = next((sample[e] for e in ("jpg", "jpeg", "png", "webp") if e in sample), None)
+                if image is None or "cls" not in sample:
+                    continue
+                label = int(sample["cls"])
+                images.append(image)
+                labels.append(label)
+                if "json" in sample:
+                    names[label] = json.loads(sample["json"]).get("identity", str(label))
     return _labelled(images, labels, names, files[0].parent)
+
+
+def list_identities(root: Path, min_images: int, label: str | None = None) -> dict[str, list[Path]]:
+    """Each identity folder of ``root`` (sorted by name) with its photos, when it has at least
+    ``min_images``; a DataError, naming the folder as ``label`` (default: its path), when it is not a
+    folder or fewer than two identities are left."""
+    label = label or str(root)
+    if not root.is_dir():
+        raise DataError(f"{label}: not a folder; expected <identity>/<image> sub-folders")
+    people = {}
+    for person in sorted(p for p in root.iterdir() if p.is_dir()):
+        files = sorted(Path(f) for f in iter_image_files(person))
+        if len(files) >= min_images:
+            people[person.name] = files
+    if len(people) < 2:
+        raise DataError(f"{label}: found {len(people)} identity folder(s) with ≥ {min_images} images; need at least 2")
+    return people
 
 
 def read_face_set(source: str | Path, format: str = "auto") -> LabelledImages:
@@ -138,9 +182,9 @@ def read_face_set(source: str | Path, format: str = "auto") -> LabelledImages:
         else:
             format = "imagefolder"
     if format == "imagefolder":
-        if not path.is_dir():
-            raise DataError(f"{path}: an ImageFolder face set is a folder of <identity>/<image> folders")
-        return read_image_folder(path)
+        people = list_identities(path, 1)
+        return LabelledImages([f for files in people.values() for f in files],
+                              np.repeat(np.arange(len(people)), [len(f) for f in people.values()]), list(people))
     files = shards("*.parquet", "data") if format == "parquet" else shards("*.tar", "webdataset")
     if not files:
         raise DataError(f"{path}: no {format} shards found")
@@ -233,23 +277,6 @@ class FaceDataConfig:
         check_ranges(self)
         if self.align not in ("dlib", "resize"):
             raise ConfigError(f"data.align must be 'dlib' or 'resize', not {self.align!r}")
-
-
-def list_identities(root: Path, min_images: int, label: str | None = None) -> dict[str, list[Path]]:
-    """Each identity folder of ``root`` (sorted by name) with its photos, when it has at least
-    ``min_images``; a DataError, naming the folder as ``label`` (default: its path), when it is not a
-    folder or fewer than two identities are left."""
-    label = label or str(root)
-    if not root.is_dir():
-        raise DataError(f"{label}: not a folder; expected <identity>/<image> sub-folders")
-    people = {}
-    for person in sorted(p for p in root.iterdir() if p.is_dir()):
-        files = sorted(Path(f) for f in iter_image_files(person))
-        if len(files) >= min_images:
-            people[person.name] = files
-    if len(people) < 2:
-        raise DataError(f"{label}: found {len(people)} identity folder(s) with ≥ {min_images} images; need at least 2")
-    return people
 
 
 def load_aligned(files: list[Path], config: FaceDataConfig) -> np.ndarray:
