@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import sys
 
 
 def register(subparsers) -> None:
@@ -25,10 +26,22 @@ def register(subparsers) -> None:
 
 
 def load(args):
-    """The :class:`~idgen.synth.SynthConfig` the parsed ``dataset generate`` command line asks for."""
+    """The :class:`~idgen.synth.SynthConfig` the parsed ``dataset generate`` command line asks for.
+    When neither the config nor the overrides name ``generator.type``, the generator is chosen as for
+    ``idgen generate`` (:func:`~idgen.application.models.dataset_generator`) and a line on stderr
+    says which and why."""
+    from ..application.models import ModelSettings, dataset_generator
+    from ..config import load_settings
     from ..synth import SynthConfig
 
-    return SynthConfig.load(args.config, args.overrides)
+    overrides = list(args.overrides)
+    generator = load_settings(SynthConfig, args.config, overrides).get("generator")
+    if not (isinstance(generator, dict) and "type" in generator):
+        spec, why = dataset_generator(ModelSettings.from_environment(tiny=False))
+        print(f"generator: {why}; set generator.type to choose (`idgen doctor` lists the models on this machine)",
+              file=sys.stderr)
+        overrides = [f"generator.{key}={value}" for key, value in spec.items()] + overrides
+    return SynthConfig.load(args.config, overrides)
 
 
 def run_generate(args) -> int:
