@@ -13,8 +13,14 @@ def register(subparsers) -> None:
         "generate", help="generate (or resume) a dataset from a config",
         description="Sample distinct identities, generate and filter images, and write ImageFolder, "
                     "parquet and WebDataset outputs with a manifest and a dataset card. Rerun the same "
-                    "command after an interruption to resume. Run under `accelerate launch -m idgen.synth` "
-                    "to split identities across processes.",
+                    "command after an interruption to resume. Run under `accelerate launch -m idgen.cli "
+                    "dataset generate` to split identities across processes.",
+        epilog="Which generator runs: generator.type when the config or an override names it; else the "
+               "published Arc2Face (FoivosPar/Arc2Face on SD 1.5) when its weights are downloaded (or the "
+               "copies $IDGEN_ARC2FACE and $IDGEN_BASE name, or the saved pipeline $IDGEN_MODEL names), else "
+               "the embedded mini model (64x64 faces, offline, ships with idgen; $IDGEN_MODEL=mini forces it). The command prints which, and why, first. Settings left "
+               "unset (identities.dim, filter.recognizer, filter.threshold) take that generator's defaults. "
+               "`idgen doctor` lists the models on this machine and the command that downloads each missing one.",
     )
     generate.add_argument("--config", help="YAML config (see idgen.synth.config for every setting); relative "
                                            "paths in it are relative to the file")
