@@ -71,7 +71,7 @@ def generator_defaults(generator_type: Optional[str]) -> dict:
 class FilterConfig:
     enabled: bool = True
     detector: str = path_field("dlib", MODEL)
-    recognizer: Optional[str] = path_field(None, MODEL_SPEC)  # see idgen.faces.FaceAnalyzer.from_backend; null: the generator's default (GENERATOR_DEFAULTS)
+    recognizer: Optional[str] = path_field(None, MODEL_SPEC)  # as --recognizer (e.g. dlib, mobilefacenet, arcface.onnx); null: the generator's default (GENERATOR_DEFAULTS)
     det_size: int = ranged(640, DET_SIZE)    # insightface detector input side
     fallback_box: Optional[float] = ranged(None, BOX)  # where no face is detected, a centred box of this fraction of the image
     threshold: Optional[float] = ranged(None, COSINE)  # keep an image when similarity to the reference ≥ this; null: the generator's default (GENERATOR_DEFAULTS)
