@@ -118,3 +118,28 @@ def test_doctor_loads_no_model(machine, monkeypatch, capsys):
     monkeypatch.setattr(diffusers.ModelMixin, "from_pretrained", refuse)
     download_arc2face(machine[0])
     assert doctor(capsys)[0] == 1
+
+
+def test_the_base_files_doctor_asks_for_are_all_arc2face_loads(machine, tmp_path):
+    """Offline, ``from_arc2face`` loads from a cache holding only the SD 1.5 files of SD15_FILES (the
+    tokenizer in the tiny model's own file names): the base's UNet and text encoder, which the
+    download commands leave out, are never read."""
+    import shutil
+
+    from idgen.pipelines import Arc2FacePipeline
+    from idgen.testing import tiny_arc2face
+
+    cache = machine[0]
+    pipe = tiny_arc2face()
+    pipe.save_pretrained(tmp_path / "saved")
+    pipe.unet.save_pretrained(tmp_path / "arc2face" / "arc2face")
+    pipe.text_encoder.save_pretrained(tmp_path / "arc2face" / "encoder")
+    for repo, folder in ((BASE, tmp_path / "saved"), (ARC2FACE, tmp_path / "arc2face")):
+        for path in sorted(p for p in folder.rglob("*") if p.is_file()):
+            name = path.relative_to(folder).as_posix()
+            if repo == ARC2FACE or name in SD15_FILES or name.startswith("tokenizer/"):
+                shutil.copy(path, cache_file(cache, repo, name).resolve())
+    base = cache / "models--stable-diffusion-v1-5--stable-diffusion-v1-5" / "snapshots" / COMMIT
+    assert not (base / "unet").exists() and not (base / "text_encoder").exists()
+    loaded = Arc2FacePipeline.from_arc2face(BASE, ARC2FACE)
+    assert loaded.unet.config.sample_size == pipe.unet.config.sample_size and loaded.safety_checker is None
