@@ -42,12 +42,13 @@ def load(args):
 
     overrides = list(args.overrides)
     generator = load_settings(SynthConfig, args.config, overrides).get("generator")
-    if not (isinstance(generator, dict) and "type" in generator):
-        spec, why = dataset_generator(ModelSettings.from_environment(tiny=False))
-        print(f"generator: {why}; set generator.type to choose (`idgen doctor` lists the models on this machine)",
-              file=sys.stderr)
-        overrides = [f"generator.{key}={value}" for key, value in spec.items()] + overrides
-    return SynthConfig.load(args.config, overrides)
+    if isinstance(generator, dict) and "type" in generator:
+        return SynthConfig.load(args.config, overrides)
+    spec, why = dataset_generator(ModelSettings.from_environment(tiny=False))
+    config = SynthConfig.load(args.config, [f"generator.{key}={value}" for key, value in spec.items()] + overrides)
+    print(f"generator: {why}; set generator.type to choose (`idgen doctor` lists the models on this machine)",
+          file=sys.stderr)
+    return config
 
 
 def run_generate(args) -> int:
