@@ -151,11 +151,24 @@ def test_generate_help_says_which_model_runs_and_how_to_choose(capsys):
     assert "embedded mini model (64x64 faces, offline" in text and "--model mini forces it" in text
     assert "--model FOLDER runs a saved Arc2Face pipeline" in text and "--style instantid or infiniteyou" in text
     assert "'mini' (the embedded model" in text   # the --model flag itself names the choice
+    assert "`idgen doctor` lists the models on this machine" in text
     from idgen.application import ModelSettings
     from idgen.cli.common import describe_style
 
     assert describe_style("instantid", ModelSettings(instantid="InstantX/InstantID")).endswith("(--instantid is set)")
     assert describe_style("arc2face", ModelSettings(model="mini")).startswith("the embedded mini model")
+
+
+def test_dataset_generate_help_says_which_generator_runs_and_points_to_doctor(capsys):
+    import pytest
+
+    with pytest.raises(SystemExit):
+        main(["dataset", "generate", "--help"])
+    text = " ".join(capsys.readouterr().out.split())
+    assert "else the embedded mini model (64x64 faces, offline" in text and "$IDGEN_MODEL=mini forces it" in text
+    assert "published Arc2Face (FoivosPar/Arc2Face on SD 1.5) when its weights are downloaded" in text
+    assert "`idgen doctor` lists the models on this machine" in text
+    assert "accelerate launch -m idgen.cli dataset generate" in text
 
 
 def test_operating_system_errors_are_one_line_naming_the_path_and_the_fix(tmp_path, faces_dir, capsys, monkeypatch):

@@ -148,7 +148,7 @@ def test_resuming_with_other_settings_is_refused(reference, mobilefacenet_path):
         generate_dataset(SynthConfig.load(None, changed))
 
 
-def run_engine(folder, generator, image_filter, count=4, per_identity=2, **settings):
+def run_engine(folder, generator, image_filter, count=4, per_identity=2, progress=False, **settings):
     """``DatasetEngine.run_shard`` on its own (no models): returns the journal entries."""
     import torch
 
@@ -159,7 +159,7 @@ def run_engine(folder, generator, image_filter, count=4, per_identity=2, **setti
 
     config = SynthConfig.from_dict({
         "output": str(folder), "identities": {"count": count}, "variation": {"images_per_identity": per_identity},
-        **settings, "runtime": {"batch_size": 4, "queue_size": 2, "progress": False},
+        **settings, "runtime": {"batch_size": 4, "queue_size": 2, "progress": progress},
     })
     engine = DatasetEngine(config, generator, image_filter)
     engine.targets = random_identities(count, 16, generator=torch.Generator().manual_seed(0))
@@ -222,6 +222,44 @@ def test_rejected_images_are_regenerated_at_most_max_retries_times(tmp_path):
         assert entry["counts"]["generated"] == entry["counts"]["no_face"] == 6
         assert entry["counts"]["dropped"] == 2
     assert not (tmp_path / "images").exists()
+
+
+def test_the_progress_bar_counts_every_render_and_grows_with_retries(tmp_path, monkeypatch):
+    """The one bar of a run ticks per image made, so it moves (with an ETA) while the filter keeps
+    nothing yet; each retry adds to its total, and the images kept so far stand beside it."""
+    import tqdm
+
+    import idgen.synth.engine
+    from idgen.synth.consistency import KeepAll, Verdict
+
+    bars = []
+
+    class Recorded(tqdm.tqdm):
+        def __init__(self, *args, **kwargs):
+            super().__init__(*args, **kwargs)
+            self.seen = []
+            bars.append(self)
+
+        def update(self, n=1):
+            super().update(n)
+            self.seen.append((self.n, self.total))
+
+    class RejectFirstTry(KeepAll):
+        def reference_for(self, target, embeddings):
+            return {"rounds": 0}      # one per identity
+
+        def judge(self, embeddings, reference, kept=()):
+            reference["rounds"] += 1
+            keep = reference["rounds"] > 1
+            return [Verdict(keep, "kept" if keep else "no_face", None, None) for _ in embeddings]
+
+    monkeypatch.setattr(idgen.synth.engine, "tqdm", Recorded)
+    entries = run_engine(tmp_path, grey_images, RejectFirstTry(), count=3, per_identity=2, progress=True)
+    assert sum(len(entry["images"]) for entry in entries.values()) == 6
+    (bar,) = bars
+    assert bar.seen[0] == (4, 6)           # the first batch of renders, before anything was kept
+    assert bar.seen[-1] == (12, 12)        # 6 first tries + 6 retries
+    assert bar.postfix == "kept=6"
 
 
 # ---------------------------------------------------------------- output folders and faults

@@ -320,7 +320,7 @@ def make_dataset(hub: ModelHub, workdir: Path, *, identities: int = 4, images_pe
 
     In tiny mode the consistency filter is off (random models make no faces to check); with the
     embedded mini model its threshold is that model's calibrated one
-    (:func:`idgen.synth.config.default_filter_threshold`), not the 0.5 of full-size models. Returns the
+    (:data:`idgen.synth.config.GENERATOR_DEFAULTS`), not the 0.5 of full-size models. Returns the
     statistics, the dataset folder (``workdir/dataset``), its similarity plot, a few sample images and
     the zip path (``workdir/dataset.zip``). The dataset is made in a hidden staging folder and renamed
     to ``workdir/dataset`` when finished, the zip written after that; cancelled through ``cancel`` (or

@@ -198,6 +198,22 @@ class ModelSettings:
         return torch.bfloat16 if self.resolved_device().startswith("cuda") else torch.float32
 
 
+def dataset_generator(settings: ModelSettings) -> tuple[dict, str]:
+    """The ``generator`` settings of a dataset whose config names no ``generator.type``, and one line
+    saying which model that is and why: the one :meth:`ModelSettings.arc2face_source` picks (the
+    published Arc2Face when its weights are on this machine, a saved pipeline that ``model`` names,
+    else the embedded mini model, offline)."""
+    source = settings.arc2face_source()
+    if source == "model" and settings.model != "mini":
+        spec = {"type": "arc2face", "path": settings.model}
+    elif source == "arc2face":
+        spec = {"type": "arc2face", "path": settings.arc2face, "base": settings.base}
+    else:
+        spec = {"type": "mini"}
+    why = " (its weights are on this machine)" if source == "arc2face" and settings.mini_fallback else ""
+    return spec, f"{settings.describe()}{why}"
+
+
 def _allowed_folder(path: str) -> str:
     """``path`` made absolute, or a ConfigError when it is not a folder (checked when the server starts)."""
     from ..errors import ConfigError
@@ -208,22 +224,25 @@ def _allowed_folder(path: str) -> str:
     return folder
 
 
-def _present(repo: str, filename: str) -> bool:
-    """Whether ``filename`` is in the local folder ``repo``, or in the hub cache of the hub id ``repo``
-    (looked up on disk only: deciding what can run never touches the network)."""
+def local_file(repo: str, filename: str) -> Optional[str]:
+    """The path of ``filename`` in the local folder ``repo``, or in the hub cache of the hub id ``repo``
+    (its ``main`` snapshot); ``None`` when it is not on this machine. Looked up on disk only: deciding
+    what can run never touches the network."""
     from huggingface_hub import try_to_load_from_cache
 
     if os.path.isdir(repo):
-        return os.path.isfile(os.path.join(repo, filename))
+        path = os.path.join(repo, filename)
+        return path if os.path.isfile(path) else None
     try:
-        return isinstance(try_to_load_from_cache(repo, filename), str)
+        path = try_to_load_from_cache(repo, filename)
     except ValueError:   # neither a folder nor a valid hub id (a missing path, say): not here
-        return False
+        return None
+    return path if isinstance(path, str) else None
 
 
 def published_arc2face_present(base: str, arc2face: str) -> bool:
     """Whether the SD 1.5 base and the Arc2Face checkpoint are local folders or already in the hub cache."""
-    return _present(base, "model_index.json") and _present(arc2face, "arc2face/config.json")
+    return local_file(base, "model_index.json") is not None and local_file(arc2face, "arc2face/config.json") is not None
 
 
 def lora_present(lora: str) -> bool:
@@ -235,7 +254,7 @@ def lora_present(lora: str) -> bool:
         return lora.endswith(".safetensors")
     if os.path.isdir(lora):
         return any(name.endswith(".safetensors") for name in os.listdir(lora))
-    return _present(lora, LORA_WEIGHT_NAME_SAFE)
+    return local_file(lora, LORA_WEIGHT_NAME_SAFE) is not None
 
 
 class ModelHub:

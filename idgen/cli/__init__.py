@@ -25,6 +25,7 @@ COMMANDS = [
     "idgen.cli.forget",
     "idgen.cli.dataset",
     "idgen.cli.generate",
+    "idgen.cli.doctor",
 ]
 
 

@@ -31,7 +31,8 @@ MODEL_CHOICE = (
     "downloaded, else the embedded mini model (64x64 faces, offline, ships with idgen; --model mini "
     "forces it). --model FOLDER runs a saved Arc2Face pipeline. --style instantid or infiniteyou "
     "(default when --instantid or --infiniteyou is given) switches to those, which take a --prompt "
-    "and a --pose. The command prints the model it runs, and why, on its first line.")
+    "and a --pose. The command prints the model it runs, and why, on its first line. `idgen doctor` "
+    "lists the models on this machine and the command that downloads each missing one.")
 
 #: The record of a run, written last: which images it made, with their seeds and similarities.
 RECORD = "similarities.json"

@@ -97,11 +97,20 @@ class Arc2FaceGenerator(FixedBatchAdapter):
         self.call_kwargs = dict(num_inference_steps=num_inference_steps, guidance_scale=guidance_scale, **call_kwargs)
 
     @classmethod
-    def from_pretrained(cls, path: str, device=None, dtype: str | None = None, **call_kwargs) -> "Arc2FaceGenerator":
+    def from_pretrained(cls, path: str, base: str | None = None, device=None, dtype: str | None = None,
+                        **call_kwargs) -> "Arc2FaceGenerator":
+        """A saved idgen Arc2Face pipeline ``path`` (``save_pretrained`` layout), or with ``base`` the
+        published checkpoint: ``path`` holds ``arc2face/`` and ``encoder/`` (``FoivosPar/Arc2Face``)
+        and ``base`` is SD 1.5 (:meth:`~idgen.pipelines.Arc2FacePipeline.from_arc2face`); each a hub
+        id or a folder."""
         from ..pipelines import Arc2FacePipeline
 
         check_micro_batch(call_kwargs.get("micro_batch", DEFAULT_MICRO_BATCH))
-        pipeline = Arc2FacePipeline.from_pretrained(path, dtype=getattr(torch, dtype) if dtype else None)
+        weights = getattr(torch, dtype) if dtype else None
+        if base is None:
+            pipeline = Arc2FacePipeline.from_pretrained(path, dtype=weights)
+        else:
+            pipeline = Arc2FacePipeline.from_arc2face(base, path, dtype=weights)
         if device is not None:
             pipeline.to(device)
         pipeline.set_progress_bar_config(disable=True)
@@ -357,7 +366,8 @@ def build_generator(spec: dict, device=None, identity_dim: int | None = None) ->
     """A generator from the config's ``generator`` mapping.
 
     ``type: photo`` (:class:`PhotoJitterGenerator`, needs ``photos``), ``type: arc2face``
-    (:meth:`Arc2FaceGenerator.from_pretrained`, needs ``path``), ``type: instantid``
+    (:meth:`Arc2FaceGenerator.from_pretrained`, needs ``path``; with ``base``, ``path`` is the published
+    checkpoint and ``base`` SD 1.5), ``type: instantid``
     (:meth:`InstantIDGenerator.from_pretrained`, needs ``path``; ``base`` is the SDXL model),
     ``type: mini`` (:meth:`Arc2FaceGenerator.mini`, the embedded model, offline, 128-d identities),
     ``type: instantid-tiny`` (:meth:`InstantIDGenerator.tiny`, offline; its adapter takes
@@ -388,8 +398,8 @@ def build_generator(spec: dict, device=None, identity_dim: int | None = None) ->
 
         if identity_dim not in (None, MINI_IDENTITY_DIM):
             raise ConfigError(f"generator type 'mini' conditions on {MINI_IDENTITY_DIM}-d MobileFaceNet identities, "
-                              f"but identities.dim is {identity_dim}; set identities.dim: {MINI_IDENTITY_DIM} "
-                              "(and filter.recognizer: mobilefacenet)")
+                              f"but identities.dim is {identity_dim}; leave identities.dim and filter.recognizer unset "
+                              f"(or set identities.dim: {MINI_IDENTITY_DIM} and filter.recognizer: mobilefacenet)")
         return Arc2FaceGenerator.mini(device=device, **spec)
     if kind in ("instantid-tiny", "infiniteyou-tiny"):
         if identity_dim is not None:
