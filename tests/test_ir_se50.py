@@ -12,53 +12,15 @@ import torch
 from idgen.errors import DataError, ModelFilesMissingError
 from idgen.faces import FaceAnalyzer, load_image
 from idgen.models import IRSE, load_ir_se
+from tiny_models import TINY_IR_SE, ir_se_state_dict
 
 pytestmark = pytest.mark.usefixtures("one_thread")
-
-
-def bn(prefix: str, width: int, tracked: bool = True) -> dict:
-    tensors = {f"{prefix}.weight": torch.rand(width) + 0.5, f"{prefix}.bias": torch.randn(width) * 0.1,
-               f"{prefix}.running_mean": torch.randn(width) * 0.1, f"{prefix}.running_var": torch.rand(width) + 0.5}
-    if tracked:
-        tensors[f"{prefix}.num_batches_tracked"] = torch.tensor(7)
-    return tensors
-
-
-def published_state_dict(units, channels, embedding=512, side=7, tracked=True) -> dict:
-    """A state dict in the tensor names and shapes of facexlib's ``Backbone(50, 0.6, 'ir_se')`` written
-    out from its layer description (not from idgen's module): stem conv + BN + PReLU as
-    ``input_layer.0/1/2``; per unit ``res_layer.0`` BN(in), ``.1`` conv 3×3 in→out, ``.2`` PReLU(out), ``.3``
-    conv 3×3 out→out, ``.4`` BN(out), ``.5.fc1/.fc2`` SE 1×1 convs through out/16, and where the width
-    changes ``shortcut_layer.0`` conv 1×1 + ``.1`` BN; then ``output_layer.0`` BN2d, ``.3`` linear, ``.4`` BN1d."""
-    conv = lambda *shape: torch.randn(*shape) * (2.0 / np.prod(shape[1:])) ** 0.5   # noqa: E731
-    state = {"input_layer.0.weight": conv(channels[0], 3, 3, 3), **bn("input_layer.1", channels[0], tracked),
-             "input_layer.2.weight": torch.full((channels[0],), 0.25)}
-    index, width = 0, channels[0]
-    for count, out in zip(units, channels):
-        for _ in range(count):
-            unit = f"body.{index}"
-            if width != out:
-                state.update({f"{unit}.shortcut_layer.0.weight": conv(out, width, 1, 1),
-                              **bn(f"{unit}.shortcut_layer.1", out, tracked)})
-            state.update({**bn(f"{unit}.res_layer.0", width, tracked), f"{unit}.res_layer.1.weight": conv(out, width, 3, 3),
-                          f"{unit}.res_layer.2.weight": torch.full((out,), 0.25),
-                          f"{unit}.res_layer.3.weight": conv(out, out, 3, 3), **bn(f"{unit}.res_layer.4", out, tracked),
-                          f"{unit}.res_layer.5.fc1.weight": conv(out // 16, out, 1, 1),
-                          f"{unit}.res_layer.5.fc2.weight": conv(out, out // 16, 1, 1)})
-            index, width = index + 1, out
-    state.update({**bn("output_layer.0", width, tracked),
-                  "output_layer.3.weight": torch.randn(embedding, width * side * side) / (width * side * side) ** 0.5,
-                  "output_layer.3.bias": torch.zeros(embedding), **bn("output_layer.4", embedding, tracked)})
-    return state
-
-
-TINY = {"units": (1, 2, 1, 1), "channels": (16, 32, 48, 64)}
 
 
 @pytest.fixture
 def tiny_checkpoint(tmp_path):
     torch.manual_seed(0)
-    state = published_state_dict(**TINY)
+    state = ir_se_state_dict(**TINY_IR_SE)
     path = tmp_path / "recognition_arcface_ir_se50.pth"
     torch.save(state, path)
     return path, state
@@ -69,7 +31,7 @@ def test_ir_se50_has_the_published_tensor_names_and_size():
     parameters, those of the published 174 MB file)."""
     with torch.device("meta"):
         model = IRSE()
-        published = published_state_dict((3, 4, 14, 3), (64, 128, 256, 512))
+        published = ir_se_state_dict((3, 4, 14, 3), (64, 128, 256, 512))
     shapes = {name: tuple(t.shape) for name, t in model.state_dict().items()}
     assert shapes == {name: tuple(t.shape) for name, t in published.items()}
     assert sum(p.numel() for p in model.parameters()) == 43_797_696
@@ -80,7 +42,7 @@ def test_ir_se50_has_the_published_tensor_names_and_size():
 def test_a_state_dict_in_the_published_names_loads_and_embeds(tiny_checkpoint, faces_dir):
     path, state = tiny_checkpoint
     model = load_ir_se(path)
-    assert model.config == {**TINY, "embedding_size": 512, "input_size": 112}
+    assert model.config == {**TINY_IR_SE, "embedding_size": 512, "input_size": 112}
     assert all(torch.equal(model.state_dict()[name], tensor) for name, tensor in state.items())
     analyzer = FaceAnalyzer.from_backend("dlib", f"ir_se50:{path}")
     photos = sorted(faces_dir.glob("Aaron_Peirsol_000*.jpg"))[:2] + [faces_dir / "Angelina_Jolie_0001.jpg"]
@@ -95,8 +57,8 @@ def test_a_state_dict_in_the_published_names_loads_and_embeds(tiny_checkpoint, f
 def test_checkpoints_without_batch_counters_load(tmp_path):
     """Checkpoints saved before PyTorch 0.4.1 have no ``num_batches_tracked``."""
     path = tmp_path / "old.pth"
-    torch.save(published_state_dict(**TINY, tracked=False), path)
-    assert load_ir_se(path).config["units"] == TINY["units"]
+    torch.save(ir_se_state_dict(**TINY_IR_SE, tracked=False), path)
+    assert load_ir_se(path).config["units"] == TINY_IR_SE["units"]
 
 
 def test_the_network_sees_insightfaces_bgr_norm_crop_in_minus_one_to_one(tiny_checkpoint, faces_dir):
