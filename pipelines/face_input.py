@@ -15,11 +15,16 @@ from diffusers import DiffusionPipeline
 
 from idgen.errors import DataError, IdgenError
 from idgen.faces import Face, FaceAnalyzer
+from idgen.faces.published import FaceBackends, warn_if_foreign
 
 
 class FaceInputMixin:
     """Gives a pipeline a face analyser (not a diffusers component: it is not saved with the
     pipeline) and a helper turning photos into :class:`~idgen.faces.Face` records.
+
+    :attr:`face_backends` is the face analysis the model was trained with (a class attribute, which a
+    pipeline whose weights come from elsewhere, such as the embedded mini model or a random tiny one,
+    replaces on the instance); :meth:`set_face_analyzer` warns when given another recogniser.
 
     A diffusers pipeline class with an identity mixin in front gets a ``__call__`` whose signature
     (``inspect.signature``, ``help()``, IDEs) lists the mixin's own arguments followed by every
@@ -28,6 +33,8 @@ class FaceInputMixin:
     """
 
     face_analyzer: Optional[FaceAnalyzer] = None
+    #: The face analysis the published model was trained with (``None``: random weights, any will do).
+    face_backends: Optional[FaceBackends] = None
     #: Arguments of the diffusers ``__call__`` behind the mixin that the mixin sets itself.
     parent_arguments_taken: frozenset = frozenset()
 
@@ -39,8 +46,9 @@ class FaceInputMixin:
             cls.__call__ = _with_parent_arguments(cls.__call__, parent.__call__, cls.parent_arguments_taken)
 
     def set_face_analyzer(self, analyzer: Optional[FaceAnalyzer]) -> None:
-        """Use ``analyzer`` for photos passed to ``__call__`` (e.g.
-        ``FaceAnalyzer.from_backend("antelopev2", "arcface.onnx")`` for Arc2Face)."""
+        """Use ``analyzer`` for photos passed to ``__call__``: normally ``pipe.face_backends.analyzer()``,
+        the one the model was trained with; another recogniser gets a ``UserWarning`` naming that one."""
+        warn_if_foreign(analyzer, self.face_backends, type(self).__name__)
         self.face_analyzer = analyzer
 
     def analyze_faces(self, images: Sequence, policy: str = "largest") -> list[Face]:

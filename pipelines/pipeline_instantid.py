@@ -32,9 +32,11 @@ from diffusers.models.embeddings import IPAdapterPlusImageProjection, MultiIPAda
 
 from idgen.errors import ConfigError, IdgenError, ModelFilesMissingError
 from idgen.faces import load_image
+from idgen.faces.published import FACE_BACKENDS
 from idgen.io import read_torch_weights, save_safetensors_atomic
 
-from .face_input import FaceInputMixin, identity_rows, photo_list, prompt_batch_size, renamed_argument
+from .face_input import (FaceInputMixin, identity_rows, photo_list, prompt_batch_size,
+                         renamed_argument)
 from .keypoints import draw_keypoints, scale_keypoints
 from .lcm import LCMLoRAMixin
 
@@ -86,6 +88,9 @@ class InstantIDMixin(LCMLoRAMixin, FaceInputMixin):
     call refuse until the adapter is loaded again.
     """
 
+    #: insightface ``antelopev2``: its detector and its own recogniser, ``glintr100.onnx`` (the raw,
+    #: un-normalised embedding goes in)
+    face_backends = FACE_BACKENDS["instantid"]
     #: The name under which the parent pipeline takes the ControlNet condition image(s).
     control_image_argument = "image"
     lcm_lora_default = LCM_LORA_SDXL

@@ -8,6 +8,7 @@ from collections import Counter
 from pathlib import Path
 
 import numpy as np
+import pytest
 from PIL import Image
 from safetensors.numpy import load_file
 
@@ -119,12 +120,44 @@ def test_shared_options_have_one_name_and_one_default(monkeypatch):
             flag for flag, users in seen.items() if command in users}, command
 
 
-def test_auto_face_backends_depend_on_the_command():
-    from idgen.application.hub import resolve_face_backends
+def test_auto_face_backends_are_dlib_for_analysis_and_each_models_own_for_generation():
+    from idgen.application import ModelHub, ModelSettings
+    from idgen.application.hub import ANALYSIS_FACE_BACKENDS, resolve_face_backends
 
-    assert resolve_face_backends("auto", "auto", "analysis") == ("dlib", "dlib")
-    assert resolve_face_backends("auto", "auto", "generation") == ("antelopev2", "arcface.onnx")
-    assert resolve_face_backends("dlib", "mobilefacenet:m.onnx", "generation") == ("dlib", "mobilefacenet:m.onnx")
+    assert resolve_face_backends("auto", "auto", ANALYSIS_FACE_BACKENDS) == ("dlib", "dlib")
+    hub = ModelHub(ModelSettings())
+    assert hub.face_backends("arc2face") == ("antelopev2", "arcface.onnx")
+    assert hub.face_backends("instantid") == ("antelopev2", "glintr100.onnx")
+    assert hub.face_backends("infiniteyou") == ("antelopev2", "ir_se50:recognition_arcface_ir_se50.pth")
+    chosen = ModelHub(ModelSettings(detector="dlib", recognizer="mobilefacenet:m.onnx"))
+    assert {chosen.face_backends(style) for style in ("arc2face", "instantid", "infiniteyou")} == {
+        ("dlib", "mobilefacenet:m.onnx")}
+
+
+def test_each_style_analyses_photos_with_the_recogniser_its_model_was_trained_on(tmp_path, monkeypatch):
+    """InfiniteYou's analyser embeds with facexlib's IR-SE50 from the antelopev2 folder; InstantID's and
+    Arc2Face's ask for their own files there (glintr100.onnx, arcface.onnx), not for one shared analyser."""
+    import torch
+    from tiny_models import TINY_IR_SE, ir_se_state_dict
+
+    from idgen.application import ModelHub, ModelSettings
+    from idgen.errors import ModelFilesMissingError
+    from idgen.faces import analyzer as analyzer_module
+    from idgen.faces.trained import IRSEFileRecognizer
+
+    pack = tmp_path / "models" / "antelopev2"
+    pack.mkdir(parents=True)
+    torch.save(ir_se_state_dict(**TINY_IR_SE), pack / "recognition_arcface_ir_se50.pth")
+    monkeypatch.setattr(analyzer_module, "InsightFaceDetector", lambda *args, **kwargs: "the antelopev2 detector")
+    hub = ModelHub(ModelSettings(insightface_root=str(tmp_path), mini_fallback=False))
+    infiniteyou = hub.analyzer("infiniteyou")
+    assert isinstance(infiniteyou.recognizer, IRSEFileRecognizer) and infiniteyou.detector == "the antelopev2 detector"
+    assert infiniteyou.recognizer.path == pack / "recognition_arcface_ir_se50.pth"
+    with pytest.raises(ModelFilesMissingError, match="antelopev2/glintr100.onnx"):
+        hub.analyzer("instantid")
+    with pytest.raises(ModelFilesMissingError, match="antelopev2/arcface.onnx"):
+        hub.analyzer("arc2face")
+    assert hub.loaded() == ["analyzer:infiniteyou"] and hub.analyzer("infiniteyou") is infiniteyou
 
 
 def test_failures_are_one_line_with_a_reason(tmp_path, faces_dir, capsys):

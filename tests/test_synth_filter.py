@@ -125,3 +125,29 @@ def test_the_mini_generator_refuses_a_filter_recogniser_whose_embeddings_it_was_
     assert build_filter(SynthConfig.load(None, ["generator.type=mini", "filter.recognizer=dlib",
                                                 "filter.reference=centroid"])).analyzer.flip
     build_filter(SynthConfig.load(None, ["generator.type=photo"]))
+
+
+def test_a_filter_recogniser_other_than_the_published_generators_own_gets_a_warning(tmp_path):
+    """InfiniteYou renders compared with their identity vectors need IR-SE50's embeddings: a dlib filter
+    that compares with the targets gets a warning naming IR-SE50; one comparing renders with each other
+    (reference centroid), or one that embeds with IR-SE50 itself, gets none."""
+    import warnings
+
+    import torch
+    from tiny_models import TINY_IR_SE, ir_se_state_dict
+
+    from idgen.synth import SynthConfig
+    from idgen.synth.dataset import build_filter
+
+    pytest.importorskip("dlib")
+    base = ["generator.type=infiniteyou", "generator.path=ByteDance/InfiniteYou", "identities.dim=128"]
+    with pytest.warns(UserWarning, match="generator type 'infiniteyou' was trained on the embeddings of "
+                                         "recognition_arcface_ir_se50.pth .*filter.recognizer embeds with DlibRecognizer"):
+        build_filter(SynthConfig.load(None, [*base, "filter.recognizer=dlib", "filter.reference=auto"]))
+    weights = tmp_path / "recognition_arcface_ir_se50.pth"
+    torch.save(ir_se_state_dict(**TINY_IR_SE), weights)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        build_filter(SynthConfig.load(None, [*base, "filter.recognizer=dlib", "filter.reference=centroid"]))
+        build_filter(SynthConfig.load(None, [*base, "identities.dim=512", f"filter.recognizer=ir_se50:{weights}",
+                                             "filter.reference=target"]))

@@ -38,6 +38,7 @@ from tqdm.auto import tqdm
 from idgen.config import read_yaml_mapping
 from idgen.errors import ConfigError, IdgenError, OutputError
 from idgen.faces import FaceAnalyzer
+from idgen.faces.published import FACE_BACKENDS, warn_if_foreign
 from idgen.io import (atomic_path, check_output_folder, os_error_message, remove_temporaries, save_pretrained_atomic,
                       write_bytes_atomic, write_json_atomic)
 from idgen.training import (Conditioning, FaceDataset, IdentityCache, SeededBatches, add_training_lora,
@@ -138,6 +139,8 @@ def main(argv=None) -> None:
     # Data first: bad folders fail before any model loads. The main process analyses; the rest read its cache.
     analyzer = FaceAnalyzer.from_backend(cfg.data.detector, cfg.data.recognizer, det_size=cfg.data.det_size,
                                          upsample=cfg.data.upsample, flip=cfg.data.recognizer_flip)
+    if cfg.model.arc2face:   # the published Arc2Face conditions on its own arcface.onnx's embeddings
+        warn_if_foreign(analyzer, FACE_BACKENDS["arc2face"], f"model.arc2face ({cfg.model.arc2face})", "data.recognizer")
     cache_path = cfg.data.identity_cache or default_cache_path(cfg.data.detector, cfg.data.recognizer,
                                                                cfg.data.recognizer_flip)
     with accelerator.main_process_first():

@@ -10,7 +10,7 @@ from __future__ import annotations
 import argparse
 import os
 
-from ..application.hub import ENVIRONMENT, STYLES, resolve_face_backends
+from ..application.hub import ANALYSIS_FACE_BACKENDS, ENVIRONMENT, STYLES, resolve_face_backends
 from ..config import BOX, DENOISING_STEPS, DET_SIZE, FACE_BATCH, SEED, UPSAMPLE, Range
 
 
@@ -35,12 +35,15 @@ def add_face_options(parser: argparse.ArgumentParser) -> None:
     group = parser.add_argument_group("face analysis")
     group.add_argument("--detector", default=os.environ.get("IDGEN_DETECTOR", "auto"),
                        help="'dlib', or an insightface pack name/folder such as 'antelopev2' ($IDGEN_DETECTOR; "
-                            "default auto: antelopev2 for generate/edit/the demo, dlib for embed/eval)")
+                            "default auto: for generate/edit/the demo each model's own, for embed/eval dlib)")
     group.add_argument("--recognizer", default=os.environ.get("IDGEN_RECOGNIZER", "auto"),
                        help="'dlib', 'mobilefacenet:PATH', 'iresnet:PATH' (an insightface arcface_torch backbone.pth), "
-                            "an ONNX file, a file inside the insightface pack (e.g. arcface.onnx), 'pack', or a folder "
-                            "written by `idgen recognizer train --arch mobilefacenet` (or iresnet) "
-                            "($IDGEN_RECOGNIZER; default auto: arcface.onnx for generate/edit/the demo, dlib for embed/eval)")
+                            "'ir_se50:PATH' (facexlib's recognition_arcface_ir_se50.pth), an ONNX file, a file inside "
+                            "the insightface pack (e.g. arcface.onnx), 'pack', or a folder written by `idgen recognizer "
+                            "train --arch mobilefacenet` (or iresnet) ($IDGEN_RECOGNIZER; default auto: for "
+                            "generate/edit/the demo the one each model was trained on (Arc2Face: arcface.onnx, "
+                            "InstantID: glintr100.onnx, InfiniteYou: ir_se50:recognition_arcface_ir_se50.pth; "
+                            "another one gets a warning), for embed/eval dlib)")
     group.add_argument("--insightface-root", default=os.environ.get("IDGEN_INSIGHTFACE_ROOT", "~/.insightface"),
                        help="insightface model root ($IDGEN_INSIGHTFACE_ROOT; default ~/.insightface)")
     group.add_argument("--det-size", type=number(int, DET_SIZE), default=640,
@@ -140,10 +143,11 @@ def add_model_arguments(parser) -> None:
     add_device_options(parser)
 
 
-def analyzer_from_args(args, purpose: str = "analysis"):
+def analyzer_from_args(args):
+    """The face analyser of an analysis command (embed, eval): ``--detector`` / ``--recognizer``, dlib by default."""
     from ..faces import FaceAnalyzer
 
-    detector, recognizer = resolve_face_backends(args.detector, args.recognizer, purpose)
+    detector, recognizer = resolve_face_backends(args.detector, args.recognizer, ANALYSIS_FACE_BACKENDS)
     return FaceAnalyzer.from_backend(
         detector, recognizer, root=args.insightface_root, det_size=args.det_size, upsample=args.upsample,
         flip=getattr(args, "flip", False), fallback_box=getattr(args, "fallback_box", None),

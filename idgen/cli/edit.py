@@ -56,14 +56,14 @@ def _face_choice(text: str | None):
 
 
 def _load_pipeline(args):
-    """The text-to-image pipeline of ``--style`` and the face analyser the shared model options name;
+    """The text-to-image pipeline of ``--style`` and its face analyser (the shared model options may override it);
     the edits derive their img2img / inpaint variant from it."""
     from ..application import ModelHub, settings_from_args
 
     hub = ModelHub(settings_from_args(args))
     style = chosen_style(args, hub.settings)
     print(f"idgen: {style}: {describe_style(style, hub.settings)}")
-    return getattr(hub, style)(), hub.analyzer()
+    return getattr(hub, style)(), hub.analyzer(style)
 
 
 def _edit_settings(args) -> dict:

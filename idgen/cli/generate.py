@@ -122,9 +122,9 @@ def run(args) -> int:
     earlier = _check_out(out)
     print(f"idgen: {style}: {describe_style(style, hub.settings)}")
     if args.random_identity:
-        identity = actions.random_identity(hub, args.seed)
+        identity = actions.random_identity(hub, args.seed, style)
     else:
-        identity = actions.identity_from_photos(hub, args.face)
+        identity = actions.identity_from_photos(hub, args.face, style)
     with tqdm(total=100, desc=f"{style}: {args.count} image(s)", unit="%") as bar:  # closed (own line) on errors too
 
         def progress(fraction, desc=None):

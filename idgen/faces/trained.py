@@ -1,10 +1,11 @@
 """Recognisers built from torch networks, behind the :mod:`idgen.faces` recogniser API: a folder
 written by ``idgen recognizer train --arch mobilefacenet|iresnet|face-transformer`` (:class:`TrainedRecognizer`),
-and an insightface ``arcface_torch`` IResNet checkpoint, ``backbone.pth`` (:class:`IResNetFileRecognizer`).
+an insightface ``arcface_torch`` IResNet checkpoint, ``backbone.pth`` (:class:`IResNetFileRecognizer`), and
+facexlib's IR-SE50, ``recognition_arcface_ir_se50.pth`` (:class:`IRSEFileRecognizer`).
 
 ``FaceAnalyzer.from_backend(detector, "<folder>")`` (hence ``idgen eval verify --recognizer <folder>``)
-loads the first, ``"iresnet:<backbone.pth>"`` the second: faces are aligned to the ArcFace template at
-the model's input size, exactly as in training.
+loads the first, ``"iresnet:<backbone.pth>"`` the second, ``"ir_se50:<file.pth>"`` the third: faces are
+aligned to the ArcFace template at the model's input size, exactly as in training.
 """
 
 from __future__ import annotations
@@ -18,7 +19,7 @@ import torch
 
 from ..errors import ModelFilesMissingError
 from ..io import load_module_weights
-from ..models import BACKBONES, FaceRecognizer, build_backbone, load_insightface_iresnet, to_tensor
+from ..models import BACKBONES, FaceRecognizer, build_backbone, load_insightface_iresnet, load_ir_se, to_tensor
 from ..models.face_transformer import ARCHITECTURE as FACE_TRANSFORMER
 from .align import align_face
 
@@ -85,3 +86,20 @@ class IResNetFileRecognizer(NetworkRecognizer):
         self.path = Path(path)
         model = load_insightface_iresnet(self.path)
         super().__init__(model, model.config["input_size"], model.config["embedding_size"], device)
+
+
+class IRSEFileRecognizer(NetworkRecognizer):
+    """facexlib's IR-SE50 (``recognition_arcface_ir_se50.pth``) as a recogniser, fed as InfiniteYou feeds it:
+    the face aligned to the ArcFace template at 112×112 (insightface's ``norm_crop``), its channels in BGR
+    order, scaled to [-1, 1]; the embedding is L2-normalised. Loaded with :func:`idgen.models.load_ir_se`
+    (``torch.load(weights_only=True)``)."""
+
+    def __init__(self, path: str | os.PathLike, device: str = "cpu"):
+        self.path = Path(path)
+        model = load_ir_se(self.path)
+        super().__init__(model, model.config["input_size"], model.config["embedding_size"], device)
+
+    @torch.no_grad()
+    def embed(self, crops: np.ndarray) -> np.ndarray:
+        bgr = np.ascontiguousarray(np.asarray(crops)[..., ::-1])
+        return self._embed(to_tensor(bgr).to(self.device)).cpu().numpy()

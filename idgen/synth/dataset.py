@@ -34,16 +34,24 @@ def build_filter(config: SynthConfig, analyzer=None):
 
     For ``generator.type: mini`` the analyser sees each render as the mini model's own face analysis
     does (:data:`~idgen.pipelines.mini.MINI_FACE_BACKENDS`): its 64×64 renders are too small for
-    dlib's detector unless upscaled, and its identity vectors are flip-summed embeddings.
+    dlib's detector unless upscaled, and its identity vectors are flip-summed embeddings. For a
+    published generator (``arc2face``, ``instantid``, ``infiniteyou``) whose renders are compared with
+    their identity vectors, a ``filter.recognizer`` other than the one the model was trained on
+    (:data:`~idgen.faces.published.FACE_BACKENDS`) gets a warning naming that one.
     """
     settings = config.filter
     if not settings.enabled:
         return KeepAll()
     if analyzer is None:
         from ..faces import FaceAnalyzer
+        from ..faces.published import FACE_BACKENDS, warn_if_foreign
 
         analyzer = FaceAnalyzer.from_backend(settings.detector, settings.recognizer, det_size=settings.det_size,
                                              fallback_box=settings.fallback_box, **_analysis_options(config))
+        size = getattr(analyzer.recognizer, "embedding_size", None)
+        if settings.reference == "target" or (settings.reference == "auto" and size == config.identities.dim):
+            kind = config.generator.get("type")
+            warn_if_foreign(analyzer, FACE_BACKENDS.get(kind), f"generator type {kind!r}", "filter.recognizer")
     return ConsistencyFilter(analyzer, settings.threshold, settings.reference, settings.duplicate_cosine)
 
 

@@ -140,13 +140,13 @@ class _PromptAndPoseGenerator(FixedBatchAdapter):
     """What the adapters of text-and-pose pipelines share: per image a text prompt (the ``prompt``
     condition, else ``default_prompt``) and a pose (the ``pose`` condition: five keypoints as
     fractions of width and height) turned into pixels of the ``width × height`` output (default: the
-    pipeline's native size)."""
+    pipeline's own, ``native`` = (width, height))."""
 
-    def __init__(self, pipeline, native: int, *, default_prompt: str, height: int | None, width: int | None,
-                 micro_batch: int = DEFAULT_MICRO_BATCH, **call_kwargs):
+    def __init__(self, pipeline, native: tuple[int, int], *, default_prompt: str, height: int | None,
+                 width: int | None, micro_batch: int = DEFAULT_MICRO_BATCH, **call_kwargs):
         super().__init__(pipeline, micro_batch)
         self.default_prompt = default_prompt
-        self.height, self.width = height or native, width or native
+        self.height, self.width = height or native[1], width or native[0]
         self.call_kwargs = call_kwargs
 
     @classmethod
@@ -188,8 +188,8 @@ class InstantIDGenerator(_PromptAndPoseGenerator):
     def __init__(self, pipeline, *, default_prompt: str = "a photo of a person", embedding_norm: float | None = None,
                  height: int | None = None, width: int | None = None, num_inference_steps: int = 30,
                  guidance_scale: float = 5.0, **call_kwargs):
-        super().__init__(pipeline, pipeline.unet.config.sample_size * pipeline.vae_scale_factor,
-                         default_prompt=default_prompt, height=height, width=width,
+        side = pipeline.unet.config.sample_size * pipeline.vae_scale_factor
+        super().__init__(pipeline, (side, side), default_prompt=default_prompt, height=height, width=width,
                          num_inference_steps=num_inference_steps, guidance_scale=guidance_scale, **call_kwargs)
         self.embedding_norm = embedding_norm
 
@@ -244,7 +244,7 @@ class InfiniteYouGenerator(_PromptAndPoseGenerator):
 
     def __init__(self, pipeline, *, default_prompt: str = "a photo of a person", height: int | None = None,
                  width: int | None = None, num_inference_steps: int = 30, guidance_scale: float = 3.5, **call_kwargs):
-        super().__init__(pipeline, pipeline.default_sample_size * pipeline.vae_scale_factor,
+        super().__init__(pipeline, (pipeline.default_width, pipeline.default_height),
                          default_prompt=default_prompt, height=height, width=width,
                          num_inference_steps=num_inference_steps, guidance_scale=guidance_scale, **call_kwargs)
 
