@@ -132,10 +132,10 @@ def sample_grid(folders: list[Path], path: Path, identities: int = 4, images: in
 
 
 def recognizer_config(data: Path, output: Path, args) -> RecognizerTrainConfig:
-    """``idgen recognizer train --arch mobilefacenet --align box --box 0.8 --input-size 64 --head cosface
+    """``idgen recognizer train --architecture mobilefacenet --align box --box 0.8 --input-size 64 --head cosface
     --scale 16 --margin 0.2``: the crops are already aligned, with the template shrunk by 0.8."""
     return RecognizerTrainConfig(data=str(data), output=str(output), backbone="mobilefacenet", epochs=args.epochs,
-                                 batch_size=64, align="box", box=FACE_SCALE, input_size=MINI_RESOLUTION,
+                                 batch_size=64, align="box", box=FACE_SCALE, resolution=MINI_RESOLUTION,
                                  head="cosface", scale=16.0, margin=0.2,
                                  cache_dir=str(args.out / "aligned"), seed=args.seed)
 

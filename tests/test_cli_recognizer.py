@@ -1,4 +1,4 @@
-"""`idgen recognizer train --arch …` and its old names: `idgen fr train` (MobileFaceNet) and
+"""`idgen recognizer train --architecture …` and its old names: `idgen fr train` (MobileFaceNet) and
 `idgen train-recognizer` (Face Transformer) make the same request, train the same weights and say
 which command they stand for; options of the other backbone are refused by name."""
 
@@ -55,19 +55,19 @@ def test_the_defaults_are_each_backbones_own():
     assert TrainConfig() == trainer          # the old name of the Face Transformer's config
     assert arch == "face-transformer" and RecognizerTrainConfig(**options, backbone=arch) == RecognizerTrainConfig(
         data="d", output="o", backbone="face-transformer")
-    assert (options["epochs"], options["lr"], options["weight_decay"], options["batch_size"]) == (
-        trainer.epochs, trainer.lr, trainer.weight_decay, trainer.batch_size)
+    assert (options["epochs"], options["learning_rate"], options["weight_decay"], options["batch_size"]) == (
+        trainer.epochs, trainer.learning_rate, trainer.weight_decay, trainer.batch_size)
     assert options["test_fraction"] == FaceDataConfig(root="d").test_fraction and options["min_images"] == 2
 
 
 @pytest.mark.parametrize("argv, message", [
-    (["--arch", "mobilefacenet", "--preset", "cpu-tiny"], "--preset: not an option of --arch mobilefacenet"),
+    (["--arch", "mobilefacenet", "--preset", "cpu-tiny"], "--preset: not an option of --architecture mobilefacenet"),
     (["--arch", "face-transformer", "--head", "cosface", "--width", "0.5"],
-     "--head, --width: not an option of --arch face-transformer"),
-    (["--arch", "mobilefacenet", "--distill-max-images", "0"], "--distill-max-images: not an option of --arch mob"),
-    (["--arch", "face-transformer", "--upsample", "1"], "--upsample: not an option of --arch face-transformer"),
-    (["--arch", "face-transformer", "--align", "box"], "--align box: --arch face-transformer aligns with dlib or resize"),
-    (["--arch", "mobilefacenet", "--align", "resize"], "--align resize: --arch mobilefacenet aligns with dlib or box"),
+     "--head, --width: not an option of --architecture face-transformer"),
+    (["--arch", "mobilefacenet", "--distill-max-images", "0"], "--distill-max-images: not an option of --architecture mob"),
+    (["--arch", "face-transformer", "--upsample", "1"], "--upsample: not an option of --architecture face-transformer"),
+    (["--arch", "face-transformer", "--align", "box"], "--align box: --architecture face-transformer aligns with dlib or resize"),
+    (["--arch", "mobilefacenet", "--align", "resize"], "--align resize: --architecture mobilefacenet aligns with dlib or box"),
 ])
 def test_options_of_the_other_backbone_are_refused(argv, message):
     with pytest.raises(ConfigError, match=message):
@@ -112,7 +112,7 @@ def test_both_names_train_the_same_mobilefacenet(tmp_path, capsys):
         config["train"].pop("output")
     assert configs[0] == configs[1] and configs[0]["summary"]["identities"] == 3
     assert old_out == new_out and "saved OUT/model.safetensors" in new_out
-    assert "idgen: note: `idgen fr train` is an old name of `idgen recognizer train --arch mobilefacenet`" in old_err
+    assert "idgen: note: `idgen fr train` is an old name of `idgen recognizer train --architecture mobilefacenet`" in old_err
     assert "note" not in new_err
 
 
@@ -131,6 +131,6 @@ def test_both_names_train_the_same_face_transformer(tmp_path, capsys):
     assert configs[0] == configs[1] and configs[0]["architecture"] == "face-transformer"
     accuracy = [out.split("; test accuracy ")[1] for out in (old_out, new_out)]
     assert accuracy[0] == accuracy[1] and "saved OUT/model.safetensors, config.json" in new_out
-    assert ("idgen: note: `idgen train-recognizer FOLDER` is an old name of `idgen recognizer train --arch "
+    assert ("idgen: note: `idgen train-recognizer FOLDER` is an old name of `idgen recognizer train --architecture "
             "face-transformer --data FOLDER`") in old_err
     assert "note" not in new_err

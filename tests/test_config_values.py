@@ -25,9 +25,7 @@ from idgen.recognition.data import FaceDataConfig
 from idgen.recognition.trainer import DEFAULTS, FIT_OPTIONS, OPTIONAL_BY_BACKBONE, RecognizerTrainConfig
 from idgen.synth import SynthConfig
 from idgen.training import TrainConfig
-from idgen.training import load_config as load_train_config
 from idgen.unlearn import RunConfig
-from idgen.unlearn import load_config as load_forget_config
 from idgen.unlearn.generator import GeneratorForgetConfig
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -129,7 +127,7 @@ def test_dataset_config_refuses_every_out_of_range_number(override, key, kind, a
 
 @pytest.mark.parametrize("override, key, kind, allowed", override_cases(TrainConfig))
 def test_training_config_refuses_every_out_of_range_number(override, key, kind, allowed):
-    assert_refused(lambda overrides: load_train_config(ROOT / "training/configs/id_adapter.yaml", overrides),
+    assert_refused(lambda overrides: TrainConfig.load(ROOT / "training/configs/id_adapter.yaml", overrides),
                    override, key, kind, allowed)
 
 
@@ -140,7 +138,7 @@ NOT_FIT = tuple(f"model.train.{name}" for name in OPTIONAL_BY_BACKBONE if name n
 @pytest.mark.parametrize("override, key, kind, allowed", override_cases(RunConfig, skip=NOT_FIT))
 def test_forgetting_config_refuses_every_out_of_range_number(override, key, kind, allowed, tmp_path):
     base = {"data": {"root": str(tmp_path)}, "model": {"path": str(tmp_path / "m")}, "output_dir": str(tmp_path)}
-    assert_refused(lambda overrides: load_forget_config(base, overrides), override, key, kind, allowed)
+    assert_refused(lambda overrides: RunConfig.from_dict(base, overrides), override, key, kind, allowed)
 
 
 def _in_code_cases(schema):
@@ -177,9 +175,9 @@ def test_face_data_settings_refuse_every_out_of_range_number(key, value, kind, a
 
 
 def test_embedding_networks_take_crops_whose_side_is_a_multiple_of_16():
-    with pytest.raises(ConfigError, match="input_size 120: iresnet takes crops whose side is a multiple of 16"):
-        RecognizerTrainConfig(backbone="iresnet", input_size=120)
-    assert RecognizerTrainConfig(backbone="face-transformer", preset="cpu-small").input_size == 40
+    with pytest.raises(ConfigError, match="resolution 120: iresnet takes crops whose side is a multiple of 16"):
+        RecognizerTrainConfig(backbone="iresnet", resolution=120)
+    assert RecognizerTrainConfig(backbone="face-transformer", preset="cpu-small").resolution == 40
 
 
 SCHEMAS = [SynthConfig, TrainConfig, RunConfig, RecognizerTrainConfig, GeneratorForgetConfig, FaceTransformerConfig,
@@ -200,22 +198,22 @@ def test_every_numeric_setting_declares_its_range(schema):
 
 def test_the_shipped_configs_and_every_default_are_in_range():
     for config in sorted((ROOT / "training/configs").glob("*.yaml")):
-        load = load_forget_config if "forget" in config.name else load_train_config
+        load = RunConfig.load if "forget" in config.name else TrainConfig.load
         assert isinstance(load(config), RunConfig if "forget" in config.name else TrainConfig)
     assert SynthConfig.load(None, []).identities.count == 100
-    assert load_train_config(None).optim.batch_size == 4
+    assert TrainConfig.load(None).optim.batch_size == 4
     assert [RecognizerTrainConfig(backbone=arch).batch_size for arch in DEFAULTS] == [64] * len(DEFAULTS)
     assert GeneratorForgetConfig().steps == 300
     assert [model_config(preset).depth for preset in ("paper", "cpu-small", "cpu-tiny")] == [6, 4, 4]
 
 
 def test_a_face_transformer_too_fine_to_fit_is_refused_when_the_forgetting_config_is_read(tmp_path):
-    base = {"data": {"root": str(tmp_path), "image_size": 512}, "model": {"path": "m"}, "output_dir": "o"}
+    base = {"data": {"root": str(tmp_path), "resolution": 512}, "model": {"path": "m"}, "output_dir": "o"}
     with pytest.raises(ConfigError, match="override 'model.overrides={patch_size: 2}': model.overrides: "
-                                          "image_size 512 / patch_size 2 makes 65536 patches; at most 4096"):
-        load_forget_config(base, ["model.overrides={patch_size: 2}"])
+                                          "resolution 512 / patch_size 2 makes 65536 patches; at most 4096"):
+        RunConfig.from_dict(base, ["model.overrides={patch_size: 2}"])
     with pytest.raises(ConfigError, match="config key dim must be an integer from 1 to 4,096, got 0"):
-        load_forget_config(base, ["model.overrides={dim: 0}"])
+        RunConfig.from_dict(base, ["model.overrides={dim: 0}"])
 
 
 # ---------------------------------------------------------------- where the value came from
@@ -223,14 +221,14 @@ def test_the_error_names_the_file_or_the_override_that_set_the_value(tmp_path):
     config = tmp_path / "train.yaml"
     config.write_text("optim:\n  batch_size: 0\n")
     with pytest.raises(ConfigError, match=f"^{config}: config key optim.batch_size must be an integer from 1 to 256"):
-        load_train_config(config)
-    assert load_train_config(config, ["optim.batch_size=2"]).optim.batch_size == 2   # fixed by an override
+        TrainConfig.load(config)
+    assert TrainConfig.load(config, ["optim.batch_size=2"]).optim.batch_size == 2   # fixed by an override
     with pytest.raises(ConfigError, match="^override 'optim={batch_size: 0}': config key optim.batch_size"):
-        load_train_config(None, ["optim={batch_size: 0}"])
+        TrainConfig.load(None, ["optim={batch_size: 0}"])
     with pytest.raises(ConfigError, match="^override 'task=draw': unknown task 'draw'"):
-        load_train_config(config, ["optim.batch_size=2", "task=draw"])
+        TrainConfig.load(config, ["optim.batch_size=2", "task=draw"])
     with pytest.raises(ConfigError, match="^demo dataset: config key identities.count must be an integer from 2"):
-        SynthConfig.from_dict({"identities": {"count": 1}}, "demo dataset")
+        SynthConfig.from_dict({"identities": {"count": 1}}, source="demo dataset")
 
 
 # ---------------------------------------------------------------- end to end through the command line

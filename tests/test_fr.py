@@ -25,9 +25,9 @@ def test_mobilefacenet_shapes_and_parameter_count():
     model = MobileFaceNet().eval()
     assert model(torch.zeros(2, 3, 112, 112)).shape == (2, 128)
     assert 0.9e6 < sum(p.numel() for p in model.parameters()) < 1.3e6  # the paper's ~1 M parameters
-    assert MobileFaceNet(64, width=0.5, input_size=64).eval()(torch.zeros(1, 3, 64, 64)).shape == (1, 64)
+    assert MobileFaceNet(64, width=0.5, resolution=64).eval()(torch.zeros(1, 3, 64, 64)).shape == (1, 64)
     with pytest.raises(ValueError, match="multiple of 16"):
-        MobileFaceNet(input_size=50)
+        MobileFaceNet(resolution=50)
 
 
 def test_the_old_module_names_still_work():
@@ -76,8 +76,8 @@ def test_one_schedule_gives_both_trainers_their_learning_rates(decay_from_start)
             if decay_from_start:
                 assert np.array_equal(got, expected)
             assert np.allclose(got, expected, rtol=1e-15, atol=1e-16)
-            for lr in (0.1, 1e-3, 3e-2):
-                assert np.array_equal(np.float32(lr * got), np.float32(lr * expected)), (total, warmup, lr)
+            for learning_rate in (0.1, 1e-3, 3e-2):
+                assert np.array_equal(np.float32(learning_rate * got), np.float32(learning_rate * expected)), (total, warmup, learning_rate)
 
 
 def margin_logits_reference(embeddings, centres, labels, kind, s, m):
@@ -110,7 +110,7 @@ def test_margin_head_used_for_training_matches_the_formula(kind):
 
 def test_a_few_steps_lower_the_loss_on_a_fixed_batch():
     torch.manual_seed(0)
-    model = MobileFaceNet(32, width=0.25, input_size=32)
+    model = MobileFaceNet(32, width=0.25, resolution=32)
     head = MarginHead(32, 4, "arcface", scale=16.0, margin=0.5)
     optimizer = torch.optim.SGD([*model.parameters(), *head.parameters()], lr=0.05, momentum=0.9)
     images, labels = torch.randn(16, 3, 32, 32), torch.arange(16) % 4
@@ -228,7 +228,7 @@ def test_an_edited_photo_is_aligned_again_not_served_from_the_cache(synth_folder
 
 
 def test_cli_trained_folder_is_a_recognizer_for_the_analyzer(synth_folder, tmp_path, capsys):
-    """`idgen recognizer train --arch mobilefacenet` on the tiny parquet set writes a folder that
+    """`idgen recognizer train --architecture mobilefacenet` on the tiny parquet set writes a folder that
     `FaceAnalyzer.from_backend` (hence `idgen eval verify --recognizer`) loads, and its embeddings are the
     model's own."""
     pytest.importorskip("dlib")
@@ -244,7 +244,7 @@ def test_cli_trained_folder_is_a_recognizer_for_the_analyzer(synth_folder, tmp_p
                  "--cache-dir", str(tmp_path / "cache"), "--no-progress"]) == 0
     summary = json.loads(capsys.readouterr().out.split("\nsaved")[0])
     assert summary["images"] == 5 and summary["identities"] == 2 and summary["steps"] == 2  # 1 full batch × 2 epochs
-    assert json.loads((out / "config.json").read_text())["model"] == {"embedding_size": 16, "width": 0.25, "input_size": 32,
+    assert json.loads((out / "config.json").read_text())["model"] == {"embedding_size": 16, "width": 0.25, "resolution": 32,
                                                                 "variant": "paper"}
 
     photo = synth_folder[0] / "images" / "id000000" / "0.jpg"
@@ -285,8 +285,8 @@ def test_training_on_lfw_dev_train_people_verifies_dev_test_pairs(lfw_dir, tmp_p
             (data / name / f"{name}_{k:04d}.jpg").symlink_to(lfw_dir / "images" / name / f"{name}_{k:04d}.jpg")
 
     config = MobileFaceNetTrainConfig(data=str(data), output=str(tmp_path / "model"), align="box", box=0.5,
-                                      cache_dir=None, input_size=32, width=0.5, head="cosface", scale=16.0, margin=0.2,
-                                      epochs=8, batch_size=64, lr=0.1, progress=False)
+                                      cache_dir=None, resolution=32, width=0.5, head="cosface", scale=16.0, margin=0.2,
+                                      epochs=8, batch_size=64, learning_rate=0.1, progress=False)
     summary = train_mobilefacenet(config)
     trained_on = {Path(p).parent.name for p in read_face_set(data).images}
     assert trained_on == set(train_people) and not trained_on & test_people

@@ -1,7 +1,7 @@
 """IResNet and AdaFace (issue 21): IR-50 on the meta device against the parameter count worked out
 from the layer description and insightface's tensor names, arcface_torch ``backbone.pth`` files loaded
 (and wrong ones refused by name), the AdaFace head against the paper's formulas written out here, and
-`idgen recognizer train --arch iresnet` training a tiny IResNet whose folder reloads as an
+`idgen recognizer train --architecture iresnet` training a tiny IResNet whose folder reloads as an
 `idgen.faces` recogniser with the same embeddings."""
 
 from __future__ import annotations
@@ -72,11 +72,11 @@ def test_other_depths_have_the_parameters_of_their_layers(depth, layers):
 
 
 def test_a_tiny_iresnet_runs_on_small_crops():
-    model = IResNet(18, embedding_size=16, width=0.125, input_size=32).eval()
+    model = IResNet(18, embedding_size=16, width=0.125, resolution=32).eval()
     assert model(torch.zeros(3, 3, 32, 32)).shape == (3, 16)
     assert model.fc.in_features == 64 * 2 * 2   # 512 · 0.125 channels on a 2×2 map
     with pytest.raises(ValueError, match="multiple of 16"):
-        IResNet(18, input_size=40)
+        IResNet(18, resolution=40)
     with pytest.raises(ValueError, match="depth must be one of"):
         IResNet(26)
 
@@ -85,7 +85,7 @@ def test_a_tiny_iresnet_runs_on_small_crops():
 
 def _tiny(seed=0):
     torch.manual_seed(seed)
-    model = IResNet(18, embedding_size=16, width=0.125, input_size=32)
+    model = IResNet(18, embedding_size=16, width=0.125, resolution=32)
     with torch.no_grad():   # running statistics that are not the defaults, so loading them matters
         for module in model.modules():
             if isinstance(module, (torch.nn.BatchNorm2d, torch.nn.BatchNorm1d)):
@@ -108,7 +108,7 @@ def test_a_backbone_pth_loads_with_its_sizes_and_gives_the_same_embeddings(tmp_p
         for name, saved in variants.items():
             torch.save(saved, tmp_path / name)
             loaded = load_insightface_iresnet(tmp_path / name)
-            assert loaded.config == {"depth": 18, "embedding_size": 16, "width": 0.125, "input_size": 32,
+            assert loaded.config == {"depth": 18, "embedding_size": 16, "width": 0.125, "resolution": 32,
                                      "dropout": 0.0}, name
             assert torch.equal(loaded.eval()(images), expected), name
 
@@ -270,7 +270,7 @@ def test_recognizer_train_arch_iresnet_saves_a_folder_that_reloads_with_equal_em
     assert math.isfinite(summary["final_loss"])
     config = json.loads((out / "config.json").read_text())
     assert config["architecture"] == "iresnet"
-    assert config["model"] == {"depth": 18, "embedding_size": 16, "width": 0.125, "input_size": 32, "dropout": 0.0}
+    assert config["model"] == {"depth": 18, "embedding_size": 16, "width": 0.125, "resolution": 32, "dropout": 0.0}
     assert (config["train"]["backbone"], config["train"]["head"], config["train"]["scale"]) == ("iresnet", "adaface", 64.0)
 
     recognizer = TrainedRecognizer(out)
@@ -292,12 +292,12 @@ def test_the_iresnet_options_and_defaults():
     arch, options = train_options(parser.parse_args(["recognizer", "train", "--arch", "iresnet", "--data", "d",
                                                      "--out", "o"]))
     config = MobileFaceNetTrainConfig(**options, backbone=arch)
-    assert (config.depth, config.embedding_size, config.scale, config.head, config.input_size) == (50, 512, 64.0,
+    assert (config.depth, config.embedding_size, config.scale, config.head, config.resolution) == (50, 512, 64.0,
                                                                                                    "arcface", 112)
-    for argv, message in [(["--arch", "mobilefacenet", "--depth", "18"], "--depth: not an option of --arch mobilefacenet"),
-                          (["--arch", "face-transformer", "--depth", "18"], "--depth: not an option of --arch face-trans"),
-                          (["--arch", "iresnet", "--preset", "cpu-tiny"], "--preset: not an option of --arch iresnet"),
-                          (["--arch", "iresnet", "--align", "resize"], "--align resize: --arch iresnet aligns with dlib")]:
+    for argv, message in [(["--arch", "mobilefacenet", "--depth", "18"], "--depth: not an option of --architecture mobilefacenet"),
+                          (["--arch", "face-transformer", "--depth", "18"], "--depth: not an option of --architecture face-trans"),
+                          (["--arch", "iresnet", "--preset", "cpu-tiny"], "--preset: not an option of --architecture iresnet"),
+                          (["--arch", "iresnet", "--align", "resize"], "--align resize: --architecture iresnet aligns with dlib")]:
         with pytest.raises(ConfigError, match=message):
             train_options(parser.parse_args(["recognizer", "train", "--data", "d", "--out", "o", *argv]))
     with pytest.raises(SystemExit):

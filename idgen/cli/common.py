@@ -39,7 +39,7 @@ def add_face_options(parser: argparse.ArgumentParser) -> None:
     group.add_argument("--recognizer", default=os.environ.get("IDGEN_RECOGNIZER", "auto"),
                        help="'dlib', 'mobilefacenet:PATH', 'iresnet:PATH' (an insightface arcface_torch backbone.pth), "
                             "an ONNX file, a file inside the insightface pack (e.g. arcface.onnx), 'pack', or a folder "
-                            "written by `idgen recognizer train --arch mobilefacenet` (or iresnet) "
+                            "written by `idgen recognizer train --architecture mobilefacenet` (or iresnet) "
                             "($IDGEN_RECOGNIZER; default auto: arcface.onnx for generate/edit/the demo, dlib for embed/eval)")
     group.add_argument("--insightface-root", default=os.environ.get("IDGEN_INSIGHTFACE_ROOT", "~/.insightface"),
                        help="insightface model root ($IDGEN_INSIGHTFACE_ROOT; default ~/.insightface)")

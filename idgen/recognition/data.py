@@ -220,7 +220,7 @@ class FaceSet:
 class FaceDataConfig:
     root: str
     align: str = "dlib"          # "dlib" (detect + align) or "resize" (pre-cropped faces)
-    image_size: int = ranged(112, CROP_SIDE)   # crop side in pixels; every crop is held in memory
+    resolution: int = ranged(112, CROP_SIDE)   # crop side in pixels; every crop is held in memory
     min_images_per_class: int = ranged(1, Range(1))
     test_fraction: float = ranged(0.25, Range(above=0, below=1))   # share of each identity's images held out for testing
     min_test: int = ranged(1, Range(1))
@@ -253,17 +253,17 @@ def list_identities(root: Path, min_images: int, label: str | None = None) -> di
 
 
 def load_aligned(files: list[Path], config: FaceDataConfig) -> np.ndarray:
-    """N×S×S×3 uint8 crops at ``config.image_size`` (S): resized photos, or 112×112 dlib-aligned
+    """N×S×S×3 uint8 crops at ``config.resolution`` (S): resized photos, or 112×112 dlib-aligned
     faces resized to S; the crops are cached in ``config.cache_dir`` by :mod:`idgen.faces.cache`."""
     if config.align == "resize":
-        alignment = Alignment("resize", config.image_size)
+        alignment = Alignment("resize", config.resolution)
     else:
         alignment = Alignment("dlib", 112, config.fallback_box)
     crops = aligned_crops(files, alignment, config.cache_dir or None)
-    if crops.shape[1] != config.image_size:
+    if crops.shape[1] != config.resolution:
         from PIL import Image
 
-        crops = np.stack([np.asarray(Image.fromarray(c).resize((config.image_size,) * 2, Image.BILINEAR))
+        crops = np.stack([np.asarray(Image.fromarray(c).resize((config.resolution,) * 2, Image.BILINEAR))
                           for c in crops])
     return crops
 
