@@ -22,7 +22,7 @@ from idgen.config import Range, value_range
 from idgen.errors import ConfigError
 from idgen.models import FaceTransformerConfig, model_config
 from idgen.recognition.data import FaceDataConfig
-from idgen.recognition.trainer import DEFAULTS, FIT_OPTIONS, OPTIONAL_BY_BACKBONE, RecognizerTrainConfig
+from idgen.recognition.trainer import FIT_OPTIONS, RECIPES, FaceTransformerRecipe, IResNetRecipe
 from idgen.synth import SynthConfig
 from idgen.training import TrainConfig
 from idgen.unlearn import RunConfig
@@ -132,7 +132,7 @@ def test_training_config_refuses_every_out_of_range_number(override, key, kind, 
 
 
 #: ``model.train`` of a forgetting run takes only the options of fitting a Face Transformer.
-NOT_FIT = tuple(f"model.train.{name}" for name in OPTIONAL_BY_BACKBONE if name not in FIT_OPTIONS)
+NOT_FIT = tuple(f"model.train.{f.name}" for f in dataclasses.fields(FaceTransformerRecipe) if f.name not in FIT_OPTIONS)
 
 
 @pytest.mark.parametrize("override, key, kind, allowed", override_cases(RunConfig, skip=NOT_FIT))
@@ -146,14 +146,15 @@ def _in_code_cases(schema):
             for key, kind, allowed, _ in numeric_keys(schema) for value in outside(kind, allowed)]
 
 
-def _backbone(name: str) -> str:
-    return next(arch for arch in DEFAULTS if name not in OPTIONAL_BY_BACKBONE or name in DEFAULTS[arch])
+def _recipe_cases():
+    return [pytest.param(recipe, *case.values, id=f"{name}:{case.id}")
+            for name, recipe in RECIPES.items() for case in _in_code_cases(recipe)]
 
 
-@pytest.mark.parametrize("key, value, kind, allowed", _in_code_cases(RecognizerTrainConfig))
-def test_recognizer_training_options_refuse_every_out_of_range_number(key, value, kind, allowed):
+@pytest.mark.parametrize("recipe, key, value, kind, allowed", _recipe_cases())
+def test_recognizer_training_options_refuse_every_out_of_range_number(recipe, key, value, kind, allowed):
     with refused_in_code(key, kind, allowed):
-        RecognizerTrainConfig(backbone=_backbone(key), **{key: value})
+        recipe(**{key: value})
 
 
 @pytest.mark.parametrize("key, value, kind, allowed", _in_code_cases(GeneratorForgetConfig))
@@ -176,11 +177,11 @@ def test_face_data_settings_refuse_every_out_of_range_number(key, value, kind, a
 
 def test_embedding_networks_take_crops_whose_side_is_a_multiple_of_16():
     with pytest.raises(ConfigError, match="resolution 120: iresnet takes crops whose side is a multiple of 16"):
-        RecognizerTrainConfig(backbone="iresnet", resolution=120)
-    assert RecognizerTrainConfig(backbone="face-transformer", preset="cpu-small").resolution == 40
+        IResNetRecipe(resolution=120)
+    assert FaceTransformerRecipe(preset="cpu-small").resolution == 40
 
 
-SCHEMAS = [SynthConfig, TrainConfig, RunConfig, RecognizerTrainConfig, GeneratorForgetConfig, FaceTransformerConfig,
+SCHEMAS = [SynthConfig, TrainConfig, RunConfig, *RECIPES.values(), GeneratorForgetConfig, FaceTransformerConfig,
            FaceDataConfig]
 
 
@@ -202,7 +203,7 @@ def test_the_shipped_configs_and_every_default_are_in_range():
         assert isinstance(load(config), RunConfig if "forget" in config.name else TrainConfig)
     assert SynthConfig.load(None, []).identities.count == 100
     assert TrainConfig.load(None).optim.batch_size == 4
-    assert [RecognizerTrainConfig(backbone=arch).batch_size for arch in DEFAULTS] == [64] * len(DEFAULTS)
+    assert [recipe().batch_size for recipe in RECIPES.values()] == [64] * len(RECIPES)
     assert GeneratorForgetConfig().steps == 300
     assert [model_config(preset).depth for preset in ("paper", "cpu-small", "cpu-tiny")] == [6, 4, 4]
 
@@ -254,7 +255,7 @@ def one_error_line(capsys) -> str:
 ])
 def test_dataset_generate_refuses_a_bad_value_in_one_line_before_any_work(override, message, tmp_path, capsys):
     out = tmp_path / "out"
-    assert main(["dataset", "generate", f"output={out}", "generator.type=mini", override]) == 1
+    assert main(["dataset", "generate", f"output_dir={out}", "generator.type=mini", override]) == 1
     assert one_error_line(capsys) == f"override {override!r}: {message}"
     assert not out.exists()
 
@@ -315,13 +316,13 @@ def test_the_training_launcher_refuses_a_bad_value_before_training(override, mes
     (["embed", "f", "--out", "o", "--batch-size", "0"], "argument --batch-size: must be an integer from 1 to 4,096, got 0"),
     (["embed", "f", "--out", "o", "--upsample", "9"], "argument --upsample: must be an integer from 0 to 3, got 9"),
     (["eval", "verify", "--bin", "b", "--fallback-box", "0"], "argument --fallback-box: must be a number > 0 and ≤ 1, got 0"),
-    (["recognizer", "train", "--arch", "mobilefacenet", "--data", "d", "--out", "o", "--epochs", "0"], "argument --epochs: must be an integer ≥ 1, got 0"),
-    (["recognizer", "train", "--arch", "iresnet", "--data", "d", "--out", "o", "--batch-size", "100000"], "argument --batch-size: must be an integer from 1 to 4,096, got 100000"),
-    (["recognizer", "train", "--arch", "mobilefacenet", "--data", "d", "--out", "o", "--lr", "0"], "argument --lr: must be a number > 0, got 0"),
-    (["recognizer", "train", "--arch", "mobilefacenet", "--data", "d", "--out", "o", "--width", "5"], "argument --width: must be a number > 0 and ≤ 4, got 5"),
-    (["recognizer", "train", "--arch", "face-transformer", "--data", "d", "--out", "o", "--test-fraction", "1"], "argument --test-fraction: must be a number > 0 and < 1, got 1"),
-    (["fr", "train", "--data", "d", "--out", "o", "--embedding-size", "100000"], "argument --embedding-size: must be an integer from 2 to 1,024, got 100000"),
-    (["train-recognizer", "f", "--out", "o", "--image-size", "4"], "argument --image-size: must be an integer from 8 to 512, got 4"),
+    (["recognizer", "train", "--architecture", "mobilefacenet", "--data", "d", "--output-dir", "o", "--epochs", "0"], "argument --epochs: must be an integer ≥ 1, got 0"),
+    (["recognizer", "train", "--architecture", "iresnet", "--data", "d", "--output-dir", "o", "--batch-size", "100000"], "argument --batch-size: must be an integer from 1 to 4,096, got 100000"),
+    (["recognizer", "train", "--architecture", "mobilefacenet", "--data", "d", "--output-dir", "o", "--learning-rate", "0"], "argument --learning-rate: must be a number > 0, got 0"),
+    (["recognizer", "train", "--architecture", "mobilefacenet", "--data", "d", "--output-dir", "o", "--width", "5"], "argument --width: must be a number > 0 and ≤ 4, got 5"),
+    (["recognizer", "train", "--architecture", "face-transformer", "--data", "d", "--output-dir", "o", "--test-fraction", "1"], "argument --test-fraction: must be a number > 0 and < 1, got 1"),
+    (["recognizer", "train", "--architecture", "mobilefacenet", "--data", "d", "--output-dir", "o", "--embedding-size", "100000"], "argument --embedding-size: must be an integer from 2 to 1,024, got 100000"),
+    (["recognizer", "train", "--architecture", "face-transformer", "--data", "d", "--output-dir", "o", "--resolution", "4"], "argument --resolution: must be an integer from 8 to 512, got 4"),
 ])
 def test_number_flags_are_range_checked_by_the_parser(argv, message, capsys):
     with pytest.raises(SystemExit) as caught:
@@ -339,5 +340,4 @@ def test_the_config_reference_shows_each_range():
     assert "`height`: from 8 to 4,096, a multiple of 8" in synth
     assert "| `optim.betas` | list[float] | `[0.9, 0.999]` | ≥ 0 and &lt; 1 |" in hooks.config_reference(
         "idgen.training.config:TrainConfig")
-    assert "| `epochs` | Optional[int] | `null` | ≥ 1 |" in hooks.config_reference(
-        "idgen.recognition.trainer:RecognizerTrainConfig")
+    assert "| `epochs` | int | `30` | ≥ 1 |" in hooks.config_reference("idgen.recognition.trainer:FaceTransformerRecipe")
