@@ -21,7 +21,7 @@ on the same number of images, and is tested on LFW View 1 DevTest (``pairsDevTes
 All training images are 64×64 crops aligned as the embedded model draws them (the ArcFace
 template shrunk by 0.8; real photos are cropped that way from their dlib landmarks), so the arms
 differ only in where the faces came from; the recogniser sees 64-px inputs. Each step's output is
-kept in ``--out`` and reused when the command is run again (datasets resume; finished models are
+kept in ``--output-dir`` and reused when the command is run again (datasets resume; finished models are
 not retrained). Prints the table and writes ``results.json`` and ``samples.png`` (four identities of
 each training set, one row each: hypersphere, Gaussian prior, real).
 """
@@ -137,7 +137,7 @@ def recognizer_config(data: Path, output: Path, args) -> RecognizerTrainConfig:
     return RecognizerTrainConfig(data=str(data), output=str(output), backbone="mobilefacenet", epochs=args.epochs,
                                  batch_size=64, align="box", box=FACE_SCALE, resolution=MINI_RESOLUTION,
                                  head="cosface", scale=16.0, margin=0.2,
-                                 cache_dir=str(args.out / "aligned"), seed=args.seed)
+                                 cache_dir=str(args.output_dir / "aligned"), seed=args.seed)
 
 
 def train_once(data: Path, output: Path, args) -> dict:
@@ -151,7 +151,7 @@ def train_once(data: Path, output: Path, args) -> dict:
 
 
 def save_untrained(output: Path, args) -> None:
-    config = recognizer_config(args.out, output, args)
+    config = recognizer_config(args.output_dir, output, args)
     torch.manual_seed(args.seed)
     network = build_backbone(config.backbone, network_arguments(config))
     save_recognizer(output, config.backbone, network, network.config, train={}, summary={})
@@ -180,9 +180,9 @@ def main() -> None:
     parser.add_argument("--retries", type=int, default=3, help="regenerations of a rejected render")
     parser.add_argument("--epochs", type=int, default=20, help="recogniser epochs (every arm)")
     parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--out", type=Path, default=Path("runs/synthetic-fr"))
+    parser.add_argument("--output-dir", type=Path, default=Path("runs/synthetic-fr"))
     args = parser.parse_args()
-    out, lfw = args.out, args.lfw
+    out, lfw = args.output_dir, args.lfw
     out.mkdir(parents=True, exist_ok=True)
 
     photos = training_photos(lfw)

@@ -48,7 +48,7 @@ def test_running_analysis_commands_does_not_import_gradio(tmp_path):
     """Not just the parser: the handlers of embed and eval run (and fail on their empty inputs) gradio-free."""
     loaded = _loaded_after(
         "from idgen.cli import main\n"
-        f"assert main(['embed', {str(tmp_path)!r}, '--out', {str(tmp_path / 'e.safetensors')!r}]) == 1\n"
+        f"assert main(['embed', {str(tmp_path)!r}, '--output-file', {str(tmp_path / 'e.safetensors')!r}]) == 1\n"
         f"assert main(['eval', 'verify', '--pairs', {str(tmp_path / 'pairs.txt')!r}, '--images', {str(tmp_path)!r}]) == 1\n")
     assert loaded == dict.fromkeys(HEAVY, False), loaded
 

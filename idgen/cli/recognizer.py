@@ -21,6 +21,10 @@ from .common import number
 
 #: Recipe fields that are not flags: the ones a forgetting run's ``model.train`` sets for its base model.
 NOT_FLAGS = ("warmup_epochs", "augment", "distill_batch_size")
+#: Flags other commands have too, holding those commands' default when not given (so that each flag
+#: name has one default in every command); given as this value, the recipe's own default applies, and
+#: an architecture without the option is not refused.
+SHARED_DEFAULTS = {"upsample": 0, "fallback_box": None}
 #: Options every run must be given (the recipes leave them unset so that code can fill them in later).
 REQUIRED = ("data", "output_dir")
 #: Flags whose help text is not their field's comment.
@@ -96,19 +100,32 @@ def _defaults(name: str) -> str:
     return "; ".join(f"{', '.join(archs)}: {value}" for value, archs in shown.items())
 
 
+def _parser_default(field):
+    """What the parser holds when the flag is not given: the default, where every architecture shares
+    it (another command's flag of the same name has it too) or the option is one other commands share
+    (:data:`SHARED_DEFAULTS`); else nothing, so that the recipe's own default applies."""
+    from ..recognition.trainer import RecognizerTrainConfig
+
+    if field.name in SHARED_DEFAULTS:
+        return SHARED_DEFAULTS[field.name]
+    if _defaults(field.name) == str(field.default) and field.name in {f.name for f in fields(RecognizerTrainConfig)}:
+        return field.default
+    return argparse.SUPPRESS
+
+
 def _add_option(group, field) -> None:
     """The flag of the recipe field ``field``: typed and range-checked as the field declares."""
     from ..config import value_range
 
     help_text = HELP.get(field.name, field.name.replace("_", " "))
     if field.type in (bool, "bool"):
-        group.add_argument(_flag(f"no_{field.name}"), dest=field.name, action="store_false", default=argparse.SUPPRESS,
-                           help=f"no {help_text}")
+        group.add_argument(_flag(f"no_{field.name}"), dest=field.name, action="store_false",
+                           default=_parser_default(field), help=f"no {help_text}")
         return
     kind = TYPES.get(field.name, type(field.default))
     allowed = value_range(field)
     required = field.name in REQUIRED
-    group.add_argument(_flag(field.name), default=argparse.SUPPRESS, choices=CHOICES.get(field.name),
+    group.add_argument(_flag(field.name), default=_parser_default(field), choices=CHOICES.get(field.name),
                        required=required, type=number(kind, allowed) if allowed is not None else kind,
                        help=help_text if required else f"{help_text} (default: {_defaults(field.name)})",
                        **({"metavar": METAVARS[field.name]} if field.name in METAVARS else {}))
@@ -149,7 +166,8 @@ def train_config(args):
     recipe = RECIPES[args.architecture]
     own = {f.name for f in _options(recipe)}
     given = {name: value for name, value in vars(args).items()
-             if name not in ("architecture", "handler", "command", "recognizer_command")}
+             if name not in ("architecture", "handler", "command", "recognizer_command")
+             and not (name in SHARED_DEFAULTS and value == SHARED_DEFAULTS[name])}
     other = sorted(set(given) - own)
     if other:
         raise ConfigError(f"{', '.join(map(_flag, other))}: not an option of --architecture {args.architecture} "
