@@ -44,7 +44,7 @@ from idgen.faces import FaceAnalyzer
 from idgen.io import atomic_path, write_json_atomic
 from idgen.models.backbones import build_backbone, save_recognizer
 from idgen.pipelines.mini import MINI_IDENTITY_DIM, MINI_RESOLUTION
-from idgen.recognition.trainer import RecognizerTrainConfig, network_arguments, train
+from idgen.recognition.trainer import MobileFaceNetRecipe, train
 from idgen.synth import generate_dataset
 from idgen.training.data import load_training_image, read_people
 from idgen.training.validation import save_grid
@@ -131,13 +131,12 @@ def sample_grid(folders: list[Path], path: Path, identities: int = 4, images: in
     save_grid(np.concatenate(rows), path)
 
 
-def recognizer_config(data: Path, output: Path, args) -> RecognizerTrainConfig:
-    """``idgen recognizer train --architecture mobilefacenet --align box --box 0.8 --input-size 64 --head cosface
-    --scale 16 --margin 0.2``: the crops are already aligned, with the template shrunk by 0.8."""
-    return RecognizerTrainConfig(data=str(data), output=str(output), backbone="mobilefacenet", epochs=args.epochs,
-                                 batch_size=64, align="box", box=FACE_SCALE, resolution=MINI_RESOLUTION,
-                                 head="cosface", scale=16.0, margin=0.2,
-                                 cache_dir=str(args.output_dir / "aligned"), seed=args.seed)
+def recognizer_config(data: Path, output: Path, args) -> MobileFaceNetRecipe:
+    """``idgen recognizer train --architecture mobilefacenet --align box --fallback-box 0.8 --resolution 64
+    --head cosface --scale 16 --margin 0.2``: the crops are already aligned, with the template shrunk by 0.8."""
+    return MobileFaceNetRecipe(data=str(data), output_dir=str(output), epochs=args.epochs, batch_size=64, align="box",
+                               fallback_box=FACE_SCALE, resolution=MINI_RESOLUTION, head="cosface", scale=16.0,
+                               margin=0.2, cache_dir=str(args.output_dir / "aligned"), seed=args.seed)
 
 
 def train_once(data: Path, output: Path, args) -> dict:
@@ -153,8 +152,8 @@ def train_once(data: Path, output: Path, args) -> dict:
 def save_untrained(output: Path, args) -> None:
     config = recognizer_config(args.output_dir, output, args)
     torch.manual_seed(args.seed)
-    network = build_backbone(config.backbone, network_arguments(config))
-    save_recognizer(output, config.backbone, network, network.config, train={}, summary={})
+    network = build_backbone(config.architecture, config.network_arguments())
+    save_recognizer(output, config.architecture, network, network.config, train={}, summary={})
 
 
 def verify(recognizer: str, lfw: Path) -> dict:

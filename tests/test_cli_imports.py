@@ -35,7 +35,7 @@ def test_every_subcommand_help_does_not_import_gradio():
 
     assert COMMANDS  # every registered command, including generate and edit (which take the model flags)
     commands = [["embed"], ["eval", "verify"], ["edit", "replace"], ["edit", "restyle"], ["recognizer", "train"],
-                ["train-recognizer"], ["forget"], ["dataset", "generate"], ["generate"], ["fr", "train"]]
+                ["forget"], ["dataset", "generate"], ["generate"]]
     loaded = _loaded_after(
         "from idgen.cli import main\n"
         f"for argv in {commands!r}:\n"

@@ -1,7 +1,6 @@
 """One override syntax and one path rule for every YAML-configured command (idgen.config).
 
-Overrides are positional ``section.key=value`` arguments everywhere (``idgen forget --set`` is an old
-spelling that still works and prints a note). A relative path written in a config file is relative
+Overrides are positional ``section.key=value`` arguments everywhere. A relative path written in a config file is relative
 to that file's folder; one given as an override is relative to the current directory. Hub ids,
 names and absolute paths are left alone.
 """

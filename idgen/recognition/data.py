@@ -147,18 +147,18 @@ def read_face_set(source: str | Path, format: str = "auto") -> LabelledImages:
     return read_parquet(files) if format == "parquet" else read_webdataset(files)
 
 
-def align_images(images: list, size: int, align: str = "dlib", box: float = 0.42, upsample: int = 0,
+def align_images(images: list, resolution: int, align: str = "dlib", fallback_box: float = 0.42, upsample: int = 0,
                  cache_dir: str | Path | None = None, progress: bool = True) -> np.ndarray:
-    """N×size×size×3 uint8 crops aligned to the ArcFace template (scaled to ``size``).
+    """N×resolution×resolution×3 uint8 crops aligned to the ArcFace template (scaled to ``resolution``).
 
     ``align="dlib"``: dlib landmarks, and where dlib finds no face its landmarks inside the
-    centred ``box`` (see ``FaceAnalyzer(fallback_box=...)``), detected after ``upsample`` doublings
+    centred ``fallback_box`` (see ``FaceAnalyzer(fallback_box=...)``), detected after ``upsample`` doublings
     (0, the idgen default, is enough for faces over ~80 px); ``align="box"``: the template in that box.
     The crops are cached in ``cache_dir`` by :mod:`idgen.faces.cache`.
     """
     if align not in ALIGNMENTS:
         raise ConfigError(f"unknown alignment {align!r}; use one of {ALIGNMENTS}")
-    return aligned_crops(images, Alignment(align, size, box, upsample), cache_dir, progress=progress)
+    return aligned_crops(images, Alignment(align, resolution, fallback_box, upsample), cache_dir, progress=progress)
 
 
 # --- identity folders with a fixed train/test split -------------------------------------------------

@@ -57,15 +57,15 @@ class RecognizerTrainConfig:
 
     data: Optional[str] = None          # the photos; required by `train`
     output_dir: Optional[str] = None    # folder for model.safetensors + config.json; required by `train`
-    epochs: int = ranged(10, Range(1))
+    epochs: int = ranged(10, Range(1))   # passes over the training photos
     batch_size: int = ranged(64, FACE_BATCH)     # images per step
     learning_rate: float = ranged(0.1, Range(above=0))   # peak learning rate
-    weight_decay: float = ranged(5e-4, Range(0))
-    seed: int = ranged(0, SEED)
-    align: str = "dlib"                 # dlib: detect landmarks and align; see each architecture for the others
+    weight_decay: float = ranged(5e-4, Range(0))   # the optimiser's weight decay
+    seed: int = ranged(0, SEED)   # of the initial weights, the batches and the augmentation
+    align: str = "dlib"                 # dlib: detect landmarks and align; box (already aligned; mobilefacenet, iresnet) or resize (already cropped; face-transformer)
     resolution: Optional[int] = ranged(112, CROP_SIDE)   # crop side in pixels; every crop is held in memory
     cache_dir: Optional[str] = ".cache/faces"  # aligned crops are cached here
-    progress: bool = True
+    progress: bool = True               # progress bars
 
     def __post_init__(self):
         if self.align not in self.alignments:
