@@ -132,7 +132,7 @@ def test_held_out_people_never_reach_training(vae_run, people):
 
 # ---------------------------------------------------------------- task: vae
 def test_vae_loss_falls_on_a_fixed_batch(people):
-    from idgen.training import full_training_groups, new_components, vae_loss
+    from idgen.training import TrainConfig, full_training_groups, new_components, vae_loss
     from idgen.training.data import load_training_image
 
     torch.manual_seed(0)
@@ -184,7 +184,7 @@ def test_vae_resume_reproduces_the_uninterrupted_run(vae_run, people, tmp_path):
 
 # ---------------------------------------------------------------- task: id-model
 def test_id_model_loss_falls_on_a_fixed_batch(vae_run, tokenizer_dir):
-    from idgen.training import (Conditioning, build_pipeline, full_training_groups, latent_diffusion_loss,
+    from idgen.training import (Conditioning, TrainConfig, build_pipeline, full_training_groups, latent_diffusion_loss,
                                 new_components)
 
     torch.manual_seed(0)
@@ -283,7 +283,7 @@ def test_init_from_a_float16_export_trains_in_float32(vae_run, id_run, tmp_path)
     """The shipped model is stored in float16; continuing from it must train in float32 (float16
     Adam steps on a CPU gave NaN losses from the first step) and start from the same weights."""
     from idgen.pipelines import Arc2FacePipeline
-    from idgen.training import new_components
+    from idgen.training import TrainConfig, new_components
 
     exported = Arc2FacePipeline.from_pretrained(id_run, dtype=torch.float16)
     exported.save_pretrained(tmp_path / "fp16")

@@ -252,7 +252,7 @@ def test_a_folder_holding_other_files_is_refused_and_left_untouched(tmp_path, ca
     assert code == 1
     lines = [line for line in capsys.readouterr().err.splitlines() if line.startswith("idgen: error:")]
     assert len(lines) == 1 and f"{out} is not empty and holds no earlier output" in lines[0]
-    assert "give output a new or empty folder" in lines[0]
+    assert "give output_dir a new or empty folder" in lines[0]
     assert files_of(out) == before
 
 

@@ -259,7 +259,7 @@ def test_training_loss_falls_on_a_fixed_batch(tiny_dir, folders, cpu_accelerator
     weights and their gradients in fp32, the UNet run under autocast, the configured optimizer."""
     if optimizer == "adamw8bit":
         bnb = pytest.importorskip("bitsandbytes")
-    from idgen.training import (Conditioning, add_training_lora, build_pipeline, latent_diffusion_loss,
+    from idgen.training import (Conditioning, TrainConfig, add_training_lora, build_pipeline, latent_diffusion_loss,
                                 load_components, make_optimizer)
     from idgen.training.data import load_training_image
 
