@@ -209,3 +209,22 @@ def test_shipped_configs_state_the_rule_and_mean_the_same_from_anywhere(config, 
     monkeypatch.chdir(tmp_path)
     assert train.load(train.parse_args(["--config", str(config)])) == from_root
     assert Path(from_root.output_dir).is_relative_to(ROOT / "runs")
+
+
+def test_every_yaml_schema_has_the_one_loader_shape(configs):
+    """``Schema.load(path, overrides)`` and ``Schema.from_dict(values, overrides)`` for every YAML-configured
+    command, the same code for each (idgen.config.YamlConfig), giving equal configs from a file and its mapping."""
+    import yaml
+
+    from idgen.config import YamlConfig
+    from idgen.synth import SynthConfig
+    from idgen.training import TrainConfig
+    from idgen.unlearn import RunConfig
+
+    for schema, name in ((TrainConfig, "train"), (RunConfig, "forget"), (SynthConfig, "synth")):
+        assert issubclass(schema, YamlConfig)
+        assert (schema.load.__func__, schema.from_dict.__func__) == (YamlConfig.load.__func__,
+                                                                     YamlConfig.from_dict.__func__)
+        loaded = schema.load(configs[name], ["seed=5"])
+        settings = yaml.safe_load(configs[name].read_text())
+        assert loaded.seed == 5 and schema.from_dict(settings, ["seed=5"]).seed == 5

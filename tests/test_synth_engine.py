@@ -310,7 +310,7 @@ def test_a_read_only_folder_is_refused_before_any_image_is_made(tmp_path, monkey
         raise AssertionError("generated before the folder was checked")
 
     monkeypatch.setattr(tempfile, "mkstemp", read_only)
-    with pytest.raises(OutputError, match=f"cannot write to {out} \\(output\\): Read-only file system"):
+    with pytest.raises(OutputError, match=f"cannot write to {out} \\(output_dir\\): Read-only file system"):
         generate_dataset(small_config(out), generator=never)
     assert list(out.iterdir()) == []
 
