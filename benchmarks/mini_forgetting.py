@@ -40,7 +40,7 @@ the average impostor does. The rows "neutral identity as forgotten 1 / 2" show t
 neutral identity rendered with the forgotten renders' seeds on the original weights, scored against
 the same people's galleries.
 
-Writes ``results.json`` to ``--out`` and prints a markdown table.
+Writes ``results.json`` to ``--output-dir`` and prints a markdown table.
 """
 
 from __future__ import annotations
@@ -171,7 +171,7 @@ def main() -> None:
     parser.add_argument("--batch-people", type=int, default=16, help="render vectors per pipeline call")
     parser.add_argument("--seed", type=int, default=0, help="which people are drawn")
     parser.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's)")
-    parser.add_argument("--out", default="runs/mini-forgetting")
+    parser.add_argument("--output-dir", default="runs/mini-forgetting")
     args = parser.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -325,7 +325,7 @@ def main() -> None:
                            "candidates_resemblance": resemblance},
                "requests": requests_out, "guard": guard_results,
                "targets": targets, "seconds": time.time() - started}
-    out = Path(args.out)
+    out = Path(args.output_dir)
     out.mkdir(parents=True, exist_ok=True)
     write_json_atomic(out / "results.json", results)
 

@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import functools
 import inspect
-import warnings
 from typing import Optional, Sequence
 
 import numpy as np
@@ -115,15 +114,3 @@ def prompt_batch_size(prompt, prompt_embeds) -> int:
         raise ValueError("no prompt: pass prompt (a text or a list of texts) or prompt_embeds "
                          "(with pooled_prompt_embeds), as for the diffusers pipeline")
     return prompt_embeds.shape[0]
-
-
-def renamed_argument(kwargs: dict, old: str, new: str, value):
-    """``value``, or ``kwargs[old]`` (removed from ``kwargs``) with a ``FutureWarning`` that ``old``
-    is now ``new``; both given is a ``ValueError``."""
-    if old not in kwargs:
-        return value
-    if value is not None:
-        raise ValueError(f"pass {new} only ({old} is its old name)")
-    warnings.warn(f"`{old}` is deprecated; pass `{new}` (the same argument, named as in every idgen pipeline)",
-                  FutureWarning, stacklevel=3)
-    return kwargs.pop(old)

@@ -32,7 +32,7 @@ def test_embed_folder_reports_skipped_files(tmp_path, faces_dir, dlib_analyzer):
     (photos / "broken.jpg").write_bytes(b"not a jpeg")
     Image.fromarray(np.full((200, 200, 3), 80, np.uint8)).save(photos / "wall.png")
     out = tmp_path / "emb.safetensors"
-    done = subprocess.run([sys.executable, "-m", "idgen.cli", "embed", str(photos), "--out", str(out)],
+    done = subprocess.run([sys.executable, "-m", "idgen.cli", "embed", str(photos), "--output-file", str(out)],
                           capture_output=True, text=True)
     assert done.returncode == 0, done.stderr
     index = json.loads(out.with_suffix(".json").read_text())
@@ -69,7 +69,7 @@ def test_embed_folder_reads_each_file_once(tmp_path, faces_dir, dlib_analyzer, m
 
 
 def test_errors_are_one_line(tmp_path):
-    done = subprocess.run([sys.executable, "-m", "idgen.cli", "embed", str(tmp_path / "nope"), "--out", "x.safetensors"],
+    done = subprocess.run([sys.executable, "-m", "idgen.cli", "embed", str(tmp_path / "nope"), "--output-file", "x.safetensors"],
                           capture_output=True, text=True)
     assert done.returncode == 1
     assert done.stderr.strip() == f"idgen: error: {tmp_path / 'nope'}: not a folder"
@@ -164,9 +164,9 @@ def test_failures_are_one_line_with_a_reason(tmp_path, faces_dir, capsys):
     photo = str(faces_dir / "Aaron_Peirsol_0001.jpg")
     cases = [
         (["eval", "verify", "--pairs", str(tmp_path / "pairs.txt"), "--images", str(tmp_path)], "pairs.txt"),
-        (["edit", "restyle", "--photo", photo, "--out", str(tmp_path / "x.png"), "--model", str(tmp_path / "nothing"),
+        (["edit", "restyle", "--photo", photo, "--output-file", str(tmp_path / "x.png"), "--model", str(tmp_path / "nothing"),
           "--detector", "dlib", "--recognizer", "dlib"], "cannot load the arc2face model"),
-        (["generate", "--random-identity", "--style", "instantid", "--tiny", "--out", str(tmp_path / "o")],
+        (["generate", "--random-identity", "--style", "instantid", "--tiny", "--output-dir", str(tmp_path / "o")],
          "InstantID needs a face photo"),
     ]
     for argv, reason in cases:
@@ -205,7 +205,7 @@ def test_dataset_generate_help_says_which_generator_runs_and_points_to_doctor(ca
 
 
 def test_operating_system_errors_are_one_line_naming_the_path_and_the_fix(tmp_path, faces_dir, capsys, monkeypatch):
-    """--out naming a folder where a file goes is refused before any face is analysed; a disk that
+    """--output-file naming a folder where a file goes is refused before any face is analysed; a disk that
     fills during the work (an OSError no command foresaw) prints the path, the reason and the fix."""
     import errno
 
@@ -217,9 +217,9 @@ def test_operating_system_errors_are_one_line_naming_the_path_and_the_fix(tmp_pa
     monkeypatch.setattr(idgen.faces.embedding_index, "embed_folder", disk_full)
     folder = tmp_path / "emb"
     folder.mkdir()
-    for out, expected in ((folder, f"{folder} is a folder; give --out a file name"),
+    for out, expected in ((folder, f"{folder} is a folder; give --output-file a file name"),
                           (tmp_path / "e.safetensors", f"{tmp_path / 'e.safetensors'}: No space left on device; "
                                                        "the disk is full: free space on it or write elsewhere")):
-        assert main(["embed", str(faces_dir), "--out", str(out)]) == 1
+        assert main(["embed", str(faces_dir), "--output-file", str(out)]) == 1
         errors = [line for line in capsys.readouterr().err.splitlines() if line.startswith("idgen: error:")]
         assert errors == [f"idgen: error: {expected}"]

@@ -66,7 +66,7 @@ def test_dataset_generate_with_no_config_makes_a_readable_dataset_offline(empty_
 
     pytest.importorskip("dlib")
     out = tmp_path / "faces"
-    code = main(["dataset", "generate", f"output={out}", "identities.count=2", "identities.steps=0",
+    code = main(["dataset", "generate", f"output_dir={out}", "identities.count=2", "identities.steps=0",
                  "variation.images_per_identity=1", "generator.num_inference_steps=2", "generator.micro_batch=1",
                  "runtime.batch_size=2", "runtime.device=cpu", "filter.enabled=false", "writers.formats=[parquet]"])
     captured = capsys.readouterr()

@@ -65,7 +65,7 @@ def common_args(config: str, out: Path, people: dict) -> list[str]:
             f"data.faces_dir={people['images']}", f"data.exclude_people=[{people['heldout']}]",
             f"data.identity_cache={people['cache']}", "data.recognizer=dlib", "data.recognizer_flip=false",
             f"data.resolution={RESOLUTION}", f"validation.faces_dir={people['images']}",
-            f"validation.people=[{people['heldout']}]", "optim.batch_size=2", "optim.lr_warmup_steps=0",
+            f"validation.people=[{people['heldout']}]", "optim.batch_size=2", "optim.learning_rate_warmup_steps=0",
             "optim.max_steps=3", "optim.gradient_accumulation_steps=2", "logging.checkpoint_every=2",
             "validation.every=3"]
 
@@ -132,11 +132,11 @@ def test_held_out_people_never_reach_training(vae_run, people):
 
 # ---------------------------------------------------------------- task: vae
 def test_vae_loss_falls_on_a_fixed_batch(people):
-    from idgen.training import full_training_groups, load_config, new_components, vae_loss
+    from idgen.training import TrainConfig, full_training_groups, new_components, vae_loss
     from idgen.training.data import load_training_image
 
     torch.manual_seed(0)
-    config = load_config(ROOT / "training/configs/mini_lfw64_vae.yaml", [f"model.vae_config={flow(TINY_VAE)}"])
+    config = TrainConfig.load(ROOT / "training/configs/mini_lfw64_vae.yaml", [f"model.vae_config={flow(TINY_VAE)}"])
     parts = new_components(config.model, "vae")
     groups, models = full_training_groups(parts, "vae", config.optim, "cpu")
     assert list(models) == ["vae"] and all(p.requires_grad for p in parts.vae.parameters())
@@ -184,12 +184,12 @@ def test_vae_resume_reproduces_the_uninterrupted_run(vae_run, people, tmp_path):
 
 # ---------------------------------------------------------------- task: id-model
 def test_id_model_loss_falls_on_a_fixed_batch(vae_run, tokenizer_dir):
-    from idgen.training import (Conditioning, build_pipeline, full_training_groups, latent_diffusion_loss,
-                                load_config, new_components)
+    from idgen.training import (Conditioning, TrainConfig, build_pipeline, full_training_groups, latent_diffusion_loss,
+                                new_components)
 
     torch.manual_seed(0)
     folder, real_clip = tokenizer_dir
-    config = load_config(ROOT / "training/configs/mini_lfw64.yaml", [
+    config = TrainConfig.load(ROOT / "training/configs/mini_lfw64.yaml", [
         f"model.vae={vae_run / 'vae'}", f"model.tokenizer={folder}", f"model.reduced_vocabulary={str(real_clip).lower()}",
         f"model.unet_config={flow(TINY_UNET)}", f"model.text_encoder_config={flow(TINY_TEXT)}"])
     parts = new_components(config.model, "id-model")
@@ -283,11 +283,11 @@ def test_init_from_a_float16_export_trains_in_float32(vae_run, id_run, tmp_path)
     """The shipped model is stored in float16; continuing from it must train in float32 (float16
     Adam steps on a CPU gave NaN losses from the first step) and start from the same weights."""
     from idgen.pipelines import Arc2FacePipeline
-    from idgen.training import load_config, new_components
+    from idgen.training import TrainConfig, new_components
 
     exported = Arc2FacePipeline.from_pretrained(id_run, dtype=torch.float16)
     exported.save_pretrained(tmp_path / "fp16")
-    config = load_config(ROOT / "training/configs/mini_lfw64.yaml",
+    config = TrainConfig.load(ROOT / "training/configs/mini_lfw64.yaml",
                          [f"model.vae={vae_run / 'vae'}", f"model.init={tmp_path / 'fp16'}"])
     parts = new_components(config.model, "id-model")
     for module in (parts.unet, parts.text_encoder, parts.vae):

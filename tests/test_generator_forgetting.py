@@ -27,7 +27,7 @@ from idgen.unlearn.generator import (LORA_WEIGHT_NAME, PLOT_NAME, REPORT_NAME, S
 DIM = TEXT_WIDTH  # 128-d identities, as from dlib
 RADIUS = 0.5
 STEPS = 120
-SETTINGS = dict(steps=STEPS, lr=1e-2, warmup_steps=STEPS // 2, nearby_per_identity=4, random_per_step=8,
+SETTINGS = dict(steps=STEPS, learning_rate=1e-2, warmup_steps=STEPS // 2, nearby_per_identity=4, random_per_step=8,
                 radius=RADIUS, show_progress=False)
 # Upper bounds at that length; measured over three seeds (README, `python benchmarks/generator_forgetting.py`,
 # 120 steps): forgotten ≤ 0.37, nearby 0.9: ≤ 0.47, 0.7: ≤ 0.63, retained change ≤ 0.082, unseen random

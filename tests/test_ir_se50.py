@@ -42,7 +42,7 @@ def test_ir_se50_has_the_published_tensor_names_and_size():
 def test_a_state_dict_in_the_published_names_loads_and_embeds(tiny_checkpoint, faces_dir):
     path, state = tiny_checkpoint
     model = load_ir_se(path)
-    assert model.config == {**TINY_IR_SE, "embedding_size": 512, "input_size": 112}
+    assert model.config == {**TINY_IR_SE, "embedding_size": 512, "resolution": 112}
     assert all(torch.equal(model.state_dict()[name], tensor) for name, tensor in state.items())
     analyzer = FaceAnalyzer.from_backend("dlib", f"ir_se50:{path}")
     photos = sorted(faces_dir.glob("Aaron_Peirsol_000*.jpg"))[:2] + [faces_dir / "Angelina_Jolie_0001.jpg"]

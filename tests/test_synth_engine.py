@@ -24,7 +24,7 @@ FACES = ROOT / "tests" / "data" / "faces"
 
 def overrides(output, mobilefacenet_path):
     return [
-        f"output={output}", "identities.count=12", "identities.dim=64", "identities.max_cosine=0.3",
+        f"output_dir={output}", "identities.count=12", "identities.dim=64", "identities.max_cosine=0.3",
         "variation.images_per_identity=4", "variation.min_cosine=0.95",
         "generator.type=photo", f"generator.photos={FACES}", "generator.failure_rate=0.25", "generator.size=200",
         f"filter.recognizer=mobilefacenet:{mobilefacenet_path}", "filter.threshold=0.4",
@@ -158,7 +158,7 @@ def run_engine(folder, generator, image_filter, count=4, per_identity=2, progres
     from idgen.synth.journal import Journal
 
     config = SynthConfig.from_dict({
-        "output": str(folder), "identities": {"count": count}, "variation": {"images_per_identity": per_identity},
+        "output_dir": str(folder), "identities": {"count": count}, "variation": {"images_per_identity": per_identity},
         **settings, "runtime": {"batch_size": 4, "queue_size": 2, "progress": progress},
     })
     engine = DatasetEngine(config, generator, image_filter)
@@ -268,7 +268,7 @@ def small_config(folder, **settings):
     from idgen.synth import SynthConfig
 
     return SynthConfig.from_dict({
-        "output": str(folder), "identities": {"count": 3, "dim": 16, "steps": 5},
+        "output_dir": str(folder), "identities": {"count": 3, "dim": 16, "steps": 5},
         "variation": {"images_per_identity": 2}, "filter": {"enabled": False}, "writers": {"shard_size": 1},
         "runtime": {"batch_size": 4, "progress": False, "device": "cpu"}, **settings})
 
@@ -288,12 +288,12 @@ def test_a_folder_holding_other_files_is_refused_and_left_untouched(tmp_path, ca
         (out / name).parent.mkdir(parents=True, exist_ok=True)
         (out / name).write_bytes(f"their {name}".encode())
     before = files_of(out)
-    code = main(["dataset", "generate", f"output={out}", "generator.type=photo", f"generator.photos={FACES}",
+    code = main(["dataset", "generate", f"output_dir={out}", "generator.type=photo", f"generator.photos={FACES}",
                  "filter.enabled=false", "identities.count=2", "runtime.progress=false"])
     assert code == 1
     lines = [line for line in capsys.readouterr().err.splitlines() if line.startswith("idgen: error:")]
     assert len(lines) == 1 and f"{out} is not empty and holds no earlier output" in lines[0]
-    assert "give output a new or empty folder" in lines[0]
+    assert "give output_dir a new or empty folder" in lines[0]
     assert files_of(out) == before
 
 
@@ -350,7 +350,7 @@ def test_a_read_only_folder_is_refused_before_any_image_is_made(tmp_path, monkey
         raise AssertionError("generated before the folder was checked")
 
     monkeypatch.setattr(tempfile, "mkstemp", read_only)
-    with pytest.raises(OutputError, match=f"cannot write to {out} \\(output\\): Read-only file system"):
+    with pytest.raises(OutputError, match=f"cannot write to {out} \\(output_dir\\): Read-only file system"):
         generate_dataset(small_config(out), generator=never)
     assert list(out.iterdir()) == []
 

@@ -41,9 +41,9 @@ from idgen.faces import FaceAnalyzer
 from idgen.faces.published import FACE_BACKENDS, warn_if_foreign
 from idgen.io import (atomic_path, check_output_folder, os_error_message, remove_temporaries, save_pretrained_atomic,
                       write_bytes_atomic, write_json_atomic)
-from idgen.training import (Conditioning, FaceDataset, IdentityCache, SeededBatches, add_training_lora,
+from idgen.training import (Conditioning, FaceDataset, TrainConfig, IdentityCache, SeededBatches, add_training_lora,
                             build_pipeline, default_cache_path, full_training_groups,
-                            latent_diffusion_loss, latest_checkpoint, load_components, load_config, make_optimizer,
+                            latent_diffusion_loss, latest_checkpoint, load_components, make_optimizer,
                             new_components, prune_checkpoints, read_people, register_trainable_state, standardize_latents,
                             save_lora_weights, scan_faces, vae_loss)
 from idgen.training.config import FULL_TASKS
@@ -86,10 +86,10 @@ def load(args):
     """The config the command line asks for: a forgetting run's (``task: forget``, the same loader as
     ``idgen forget``) or a training run's."""
     if config_task(args.config) == "forget":
-        from idgen.unlearn.config import load_config as load_forget_config
+        from idgen.unlearn.config import RunConfig
 
-        return load_forget_config(args.config, args.overrides)
-    return load_config(args.config, args.overrides)
+        return RunConfig.load(args.config, args.overrides)
+    return TrainConfig.load(args.config, args.overrides)
 
 
 def forget(config) -> None:
@@ -193,8 +193,8 @@ def main(argv=None) -> None:
     optimizer = make_optimizer(groups, cfg.optim, device)
     accelerator.print(f"optimizer: {type(optimizer).__name__}, {accelerator.num_processes} process(es), "
                       f"mixed precision {accelerator.mixed_precision}")
-    lr_scheduler = get_scheduler(cfg.optim.lr_scheduler, optimizer,
-                                 num_warmup_steps=cfg.optim.lr_warmup_steps * accelerator.num_processes,
+    lr_scheduler = get_scheduler(cfg.optim.learning_rate_scheduler, optimizer,
+                                 num_warmup_steps=cfg.optim.learning_rate_warmup_steps * accelerator.num_processes,
                                  num_training_steps=cfg.optim.max_steps * accelerator.num_processes)
     optimizer, lr_scheduler = accelerator.prepare(optimizer, lr_scheduler)
     register_trainable_state(accelerator, trainable)

@@ -370,7 +370,7 @@ def _dataset_into(out: Path, hub: ModelHub, generator, identities: int, images_p
     # which model made it and the filter gets that model's threshold (the mini model has its own)
     kind = "mini" if hub.settings.arc2face_source() == "mini" else "arc2face"
     config = SynthConfig.from_dict({
-        "output": str(out), "seed": int(seed),
+        "output_dir": str(out), "seed": int(seed),
         "generator": {"type": kind, "micro_batch": generator.micro_batch,
                       **{k: generator.call_kwargs[k] for k in ("num_inference_steps", "guidance_scale")}},
         "identities": {"count": int(identities), "dim": identity_dim(hub), "steps": 50},
@@ -423,12 +423,12 @@ def forget_in_recognizer(hub: ModelHub, faces: FaceFolder, workdir: Path, recogn
     run = Path(workdir) / "forgetting"
     with recognizers.use(f"recognizer-{face_folder_key(people)[:24]}-{base_epochs}") as cached:
         config = {
-            "data": {"root": str(faces.path), "align": "resize", "image_size": 32, "test_fraction": 0.3,
+            "data": {"root": str(faces.path), "align": "resize", "resolution": 32, "test_fraction": 0.3,
                      "cache_dir": str(cached / "faces")},
             "model": {"path": str(cached / "model"), "preset": "cpu-tiny",
-                      "train": {"epochs": base_epochs, "batch_size": 32, "lr": 1e-3}},
+                      "train": {"epochs": base_epochs, "batch_size": 32, "learning_rate": 1e-3}},
             "method": "gs-lora", "tasks": tasks,
-            "forget": {"epochs": epochs, "warmup_epochs": min(2, epochs - 1), "lr": 1e-2,
+            "forget": {"epochs": epochs, "warmup_epochs": min(2, epochs - 1), "learning_rate": 1e-2,
                        "lora": {"rank": 2, "grouping": "block"}},
             "baselines": {"methods": []},
         }

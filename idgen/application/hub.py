@@ -31,12 +31,20 @@ ENVIRONMENT = {
     "lcm_lora_sdxl": ("IDGEN_LCM_LORA_SDXL", "latent-consistency/lcm-lora-sdxl"),
     "device": ("IDGEN_DEVICE", None),
     "dtype": ("IDGEN_DTYPE", None),
+    "tiny": ("IDGEN_TINY", "0"),  # any value but empty or 0 turns it on
 }
 
 #: What ``--detector auto`` / ``--recognizer auto`` (the default) mean for the analysis commands
 #: (embed, eval): dlib, which runs offline with nothing to download. For generation ``auto`` is the
 #: face analysis each model was trained with (:meth:`ModelHub.analyzer`).
 ANALYSIS_FACE_BACKENDS = ("dlib", "dlib")
+
+
+def environment_default(name: str) -> str | None:
+    """The default of the setting ``name``: its ``IDGEN_*`` variable (:data:`ENVIRONMENT`) when set, else
+    the built-in default. Every command and the demo take their defaults from here."""
+    variable, default = ENVIRONMENT[name]
+    return os.environ.get(variable, default)
 
 
 def resolve_face_backends(detector: str | None, recognizer: str | None, auto: tuple[str, str]) -> tuple[str, str]:
@@ -112,8 +120,8 @@ class ModelSettings:
     @classmethod
     def from_environment(cls, **overrides) -> "ModelSettings":
         """Defaults, then ``IDGEN_*`` variables, then ``overrides`` that are not ``None``."""
-        values = {name: os.environ.get(variable, default) for name, (variable, default) in ENVIRONMENT.items()}
-        values["tiny"] = os.environ.get("IDGEN_TINY", "") not in ("", "0")
+        values = {name: environment_default(name) for name in ENVIRONMENT}
+        values["tiny"] = values["tiny"] not in ("", "0")
         values.update({k: v for k, v in overrides.items() if v is not None})
         named = any(name in overrides and overrides[name] is not None or ENVIRONMENT[name][0] in os.environ
                     for name in ("base", "arc2face"))
@@ -418,5 +426,5 @@ class ModelHub:
 
 def settings_from_args(args) -> ModelSettings:
     return ModelSettings.from_environment(**{name: getattr(args, name, None) for name in ENVIRONMENT},
-                                          det_size=args.det_size, upsample=args.upsample, tiny=args.tiny,
+                                          det_size=args.det_size, upsample=args.upsample,
                                           allow_folders=tuple(getattr(args, "allow_folder", None) or ()))

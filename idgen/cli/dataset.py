@@ -26,7 +26,7 @@ def register(subparsers) -> None:
                                            "paths in it are relative to the file")
     generate.add_argument("overrides", nargs="*", metavar="KEY=VALUE",
                           help="settings on top of the config (values parsed as YAML; relative paths relative "
-                               "to the current directory), e.g. identities.count=1000 output=out/faces")
+                               "to the current directory), e.g. identities.count=1000 output_dir=out/faces")
     generate.set_defaults(handler=run_generate)
     parser.set_defaults(handler=lambda args: parser.print_help() or 2)
 

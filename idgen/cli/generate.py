@@ -1,7 +1,7 @@
 """``idgen generate``: portraits of the person in a photo (or of a random identity), written to a folder
 with each image's identity similarity to the input.
 
-``--out`` is a new or empty folder, or one an earlier ``idgen generate`` wrote (its
+``--output-dir`` is a new or empty folder, or one an earlier ``idgen generate`` wrote (its
 ``similarities.json`` lists the images it made): a rerun replaces that output, removing the
 earlier images it does not write again, and touches nothing else in the folder."""
 
@@ -36,7 +36,7 @@ MODEL_CHOICE = (
 
 #: The record of a run, written last: which images it made, with their seeds and similarities.
 RECORD = "similarities.json"
-#: The names ``actions.save_images`` gives; only files so named are ever removed from ``--out``.
+#: The names ``actions.save_images`` gives; only files so named are ever removed from ``--output-dir``.
 IMAGE_NAME = re.compile(r"image_\d{3,}\.png")
 
 
@@ -50,7 +50,7 @@ def register(subparsers) -> None:
     source.add_argument("--face", action="append", metavar="PHOTO",
                         help="a photo of the person (repeat for several photos of the same person)")
     source.add_argument("--random-identity", action="store_true", help="a random identity instead of a photo")
-    parser.add_argument("--out", required=True, help="output folder (images + similarities.json)")
+    parser.add_argument("--output-dir", required=True, help="output folder (images + similarities.json)")
     parser.add_argument("--negative-prompt", default="", help="negative prompt (InstantID style only)")
     parser.add_argument("--pose", default=None, help="photo whose face pose to copy (InstantID and InfiniteYou styles)")
     add_style_option(parser)
@@ -75,8 +75,8 @@ def _earlier_images(folder: Path) -> list[str] | None:
 
 
 def _check_out(out: Path) -> list[str]:
-    """Check ``--out`` before any work (see the module docstring); returns the earlier run's images."""
-    if not check_output_folder(out, "--out", lambda folder: _earlier_images(folder) is not None):
+    """Check ``--output-dir`` before any work (see the module docstring); returns the earlier run's images."""
+    if not check_output_folder(out, "--output-dir", lambda folder: _earlier_images(folder) is not None):
         return []
     return _earlier_images(out)
 
@@ -118,7 +118,7 @@ def run(args) -> int:
                           "InfiniteYou style (--infiniteyou FOLDER); Arc2Face's only condition is the identity")
     if args.fast:
         actions.check_fast_preset(hub, style)
-    out = Path(args.out)
+    out = Path(args.output_dir)
     earlier = _check_out(out)
     print(f"idgen: {style}: {describe_style(style, hub.settings)}")
     if args.random_identity:

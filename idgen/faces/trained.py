@@ -1,5 +1,5 @@
 """Recognisers built from torch networks, behind the :mod:`idgen.faces` recogniser API: a folder
-written by ``idgen recognizer train --arch mobilefacenet|iresnet|face-transformer`` (:class:`TrainedRecognizer`),
+written by ``idgen recognizer train --architecture mobilefacenet|iresnet|face-transformer`` (:class:`TrainedRecognizer`),
 an insightface ``arcface_torch`` IResNet checkpoint, ``backbone.pth`` (:class:`IResNetFileRecognizer`), and
 facexlib's IR-SE50, ``recognition_arcface_ir_se50.pth`` (:class:`IRSEFileRecognizer`).
 
@@ -38,13 +38,13 @@ class NetworkRecognizer:
     them) as a recogniser (``crop`` + ``embed``). An embedding network's forward gives the embedding;
     a Face Transformer's forward classifies, so its ``embed`` is used."""
 
-    def __init__(self, model: torch.nn.Module, input_size: int, embedding_size: int, device: str = "cpu"):
+    def __init__(self, model: torch.nn.Module, resolution: int, embedding_size: int, device: str = "cpu"):
         self.model = model.eval().to(device)
-        self.device, self.input_size, self.embedding_size = device, input_size, embedding_size
+        self.device, self.resolution, self.embedding_size = device, resolution, embedding_size
         self._embed = model.embed if isinstance(model, FaceRecognizer) else model
 
     def crop(self, image: np.ndarray, landmarks: np.ndarray, bbox: np.ndarray) -> np.ndarray:
-        return align_face(image, landmarks, self.input_size)
+        return align_face(image, landmarks, self.resolution)
 
     @torch.no_grad()
     def embed(self, crops: np.ndarray) -> np.ndarray:
@@ -52,30 +52,29 @@ class NetworkRecognizer:
 
 
 class TrainedRecognizer(NetworkRecognizer):
-    """A folder written by ``idgen recognizer train --arch …`` (MobileFaceNet, IResNet or a Face
+    """A folder written by ``idgen recognizer train --architecture …`` (MobileFaceNet, IResNet or a Face
     Transformer, whose embedding is used and whose classifier head is not), as a recogniser;
-    ``config["architecture"]`` says which (folders without one are MobileFaceNet, or a Face Transformer
-    when ``config.json`` holds its options at the top level, as folders from before it was recorded do)."""
+    ``config["architecture"]`` says which."""
 
     def __init__(self, folder: str | os.PathLike, device: str = "cpu"):
         folder = Path(folder)
         if not is_trained_recognizer(folder):
             raise ModelFilesMissingError(f"{folder}: expected config.json and model.safetensors from "
-                                         "`idgen recognizer train --arch mobilefacenet|iresnet|face-transformer`")
+                                         "`idgen recognizer train --architecture mobilefacenet|iresnet|face-transformer`")
         self.config = json.loads((folder / "config.json").read_text())
-        architecture = self.config.get("architecture", "mobilefacenet" if "model" in self.config else FACE_TRANSFORMER)
+        architecture = self.config.get("architecture")
         if architecture not in (*BACKBONES, FACE_TRANSFORMER):
             raise ModelFilesMissingError(f"{folder}/config.json: unknown architecture {architecture!r}; this idgen "
                                          f"loads {sorted((*BACKBONES, FACE_TRANSFORMER))}")
         self.architecture = architecture
         if architecture == FACE_TRANSFORMER:
             model = FaceRecognizer.from_pretrained(folder)
-            super().__init__(model, model.config.image_size, model.config.embedding_dim, device)
+            super().__init__(model, model.config.resolution, model.config.embedding_dim, device)
             return
         model = build_backbone(architecture, self.config["model"])
         load_module_weights(model, folder / "model.safetensors", f"the {architecture} network config.json describes",
                             RETRAIN)
-        super().__init__(model, self.config["model"]["input_size"], self.config["model"]["embedding_size"], device)
+        super().__init__(model, self.config["model"]["resolution"], self.config["model"]["embedding_size"], device)
 
 
 class IResNetFileRecognizer(NetworkRecognizer):
@@ -85,7 +84,7 @@ class IResNetFileRecognizer(NetworkRecognizer):
     def __init__(self, path: str | os.PathLike, device: str = "cpu"):
         self.path = Path(path)
         model = load_insightface_iresnet(self.path)
-        super().__init__(model, model.config["input_size"], model.config["embedding_size"], device)
+        super().__init__(model, model.config["resolution"], model.config["embedding_size"], device)
 
 
 class IRSEFileRecognizer(NetworkRecognizer):
@@ -97,7 +96,7 @@ class IRSEFileRecognizer(NetworkRecognizer):
     def __init__(self, path: str | os.PathLike, device: str = "cpu"):
         self.path = Path(path)
         model = load_ir_se(self.path)
-        super().__init__(model, model.config["input_size"], model.config["embedding_size"], device)
+        super().__init__(model, model.config["resolution"], model.config["embedding_size"], device)
 
     @torch.no_grad()
     def embed(self, crops: np.ndarray) -> np.ndarray:

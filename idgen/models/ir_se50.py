@@ -65,7 +65,7 @@ class IRSEUnit(nn.Module):
 
 
 class IRSE(nn.Module):
-    """An IR-SE recogniser: N×3×S×S crops in [-1, 1] (S = ``input_size``, a multiple of 16) to
+    """An IR-SE recogniser: N×3×S×S crops in [-1, 1] (S = ``resolution``, a multiple of 16) to
     L2-normalised ``embedding_size`` vectors. The first unit of each stage halves the resolution.
 
     Args:
@@ -74,15 +74,15 @@ class IRSE(nn.Module):
     """
 
     def __init__(self, units=IR_SE50_UNITS, channels=IR_SE50_CHANNELS, embedding_size: int = 512,
-                 input_size: int = 112):
+                 resolution: int = 112):
         super().__init__()
         if len(units) != len(channels) or min(units) < 1 or min(channels) < SE_REDUCTION:
             raise ValueError(f"units {units} and channels {channels}: one positive count and one width of at least "
                              f"{SE_REDUCTION} per stage")
-        if input_size % 2 ** len(units):
-            raise ValueError(f"input_size {input_size} must be a multiple of {2 ** len(units)}")
+        if resolution % 2 ** len(units):
+            raise ValueError(f"resolution {resolution} must be a multiple of {2 ** len(units)}")
         self.config = {"units": tuple(units), "channels": tuple(channels), "embedding_size": embedding_size,
-                       "input_size": input_size}
+                       "resolution": resolution}
         self.input_layer = nn.Sequential(nn.Conv2d(3, channels[0], 3, 1, 1, bias=False), nn.BatchNorm2d(channels[0]),
                                          nn.PReLU(channels[0]))
         layers, width = [], channels[0]
@@ -91,7 +91,7 @@ class IRSE(nn.Module):
                 layers.append(IRSEUnit(width, stage_width, 2 if index == 0 else 1))
                 width = stage_width
         self.body = nn.Sequential(*layers)
-        side = input_size // 2 ** len(units)
+        side = resolution // 2 ** len(units)
         self.output_layer = nn.Sequential(nn.BatchNorm2d(width), nn.Dropout(), nn.Flatten(),
                                           nn.Linear(width * side * side, embedding_size),
                                           nn.BatchNorm1d(embedding_size))
@@ -125,7 +125,7 @@ def ir_se_config_of(state: dict, path: str | os.PathLike = "the state dict") -> 
     embedding_size, features = _shape(state, "output_layer.3.weight", path)
     side = math.isqrt(features // channels[-1])
     return {"units": tuple(units), "channels": tuple(channels), "embedding_size": embedding_size,
-            "input_size": side * 2 ** len(units)}
+            "resolution": side * 2 ** len(units)}
 
 
 def load_ir_se(path: str | os.PathLike) -> IRSE:

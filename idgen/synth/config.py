@@ -12,14 +12,12 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import json
-import os
 from dataclasses import dataclass, field
 from typing import Any, Optional
 
 
 from ..config import (BOX, COSINE, DENOISING_STEPS, DET_SIZE, DIFFUSION_BATCH, EMBEDDING_DIM, FRACTION, IMAGE_SIDE,
-                      MODEL, MODEL_SPEC, PATH, SEED, Range, build_dataclass, config_source, load_settings, path_field,
-                      ranged)
+                      MODEL, MODEL_SPEC, PATH, SEED, Range, YamlConfig, path_field, ranged)
 
 
 @dataclass
@@ -109,8 +107,8 @@ GENERATOR_RANGES = {
 
 
 @dataclass
-class SynthConfig:
-    output: str = path_field("synthetic-faces")
+class SynthConfig(YamlConfig):
+    output_dir: str = path_field("synthetic-faces")
     seed: int = ranged(0, SEED)
     #: the generator factory's settings: ``type`` (a built-in generator, or one an installed package
     #: registers in the ``idgen.generators`` entry-point group; never a module to import) and that
@@ -140,20 +138,5 @@ class SynthConfig:
         """Hash of everything that decides the dataset (not where it goes, nor the runtime section)."""
         content = self.to_dict()
         content.pop("runtime")
-        content.pop("output")
+        content.pop("output_dir")
         return hashlib.sha256(json.dumps(content, sort_keys=True).encode()).hexdigest()[:16]
-
-    @classmethod
-    def from_dict(cls, data: dict, source: str = "config") -> "SynthConfig":
-        """The config of the settings ``data``; an error names ``source`` (where they came from)."""
-        with config_source(source):
-            return build_dataclass(cls, data or {})
-
-    @classmethod
-    def load(cls, path: str | os.PathLike | None = None, overrides: list[str] | None = None) -> "SynthConfig":
-        """Read a YAML file (optional) and apply ``section.key=value`` overrides (YAML values);
-        relative paths in the file are relative to it, in overrides to the current directory. An
-        error names the override or the file the bad value came from."""
-        data = load_settings(cls, path, overrides or [])
-        with config_source(path, overrides or []):
-            return build_dataclass(cls, data)

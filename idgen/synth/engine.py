@@ -86,7 +86,7 @@ class DatasetEngine:
     def __init__(self, config: SynthConfig, generator=None, image_filter=None, process_index: int = 0,
                  num_processes: int = 1):
         self.config = config
-        self.out = Path(config.output)
+        self.out = Path(config.output_dir)
         self.rank, self.world = process_index, num_processes
         self.generator = generator
         self.filter = image_filter

@@ -62,18 +62,18 @@ SAME_PERSON_COSINE = 0.9
 
 @dataclass
 class GeneratorForgetConfig:
-    """Settings of one forgetting request. ``lr``, ``warmup_steps`` and ``beta`` are what
-    ``benchmarks/generator_forgetting.py --steps 300`` measured on the tiny encoder (lr 3e-3 had not
+    """Settings of one forgetting request. ``learning_rate``, ``warmup_steps`` and ``beta`` are what
+    ``benchmarks/generator_forgetting.py --steps 300`` measured on the tiny encoder (learning_rate 3e-3 had not
     been measured). ``beta`` 0.5 keeps unseen random identities' mean change below 0.1 of their
     distance to neutral on all three benchmark seeds (0.08–0.09) while the forgotten identities still
     reach ``to_neutral`` < 0.3 (0.26–0.28); ``beta`` 1 forgets more (0.20–0.23) but lets random
-    identities drift 0.10–0.14. Rank 16, a cosine lr decay, 32 instead of 8 random identities per
+    identities drift 0.10–0.14. Rank 16, a cosine learning-rate decay, 32 instead of 8 random identities per
     step, and LoRA on fc1 or fc2 alone gave no gain there (tried with the earlier squared retention
     loss). Not yet checked on real Arc2Face weights."""
 
     rank: int = ranged(4, Range(1, 1024))   # LoRA rank; alpha = rank, so the saved weights need no metadata
     steps: int = ranged(300, Range(1))
-    lr: float = ranged(1e-2, Range(above=0))
+    learning_rate: float = ranged(1e-2, Range(above=0))
     radius: float = ranged(0.5, Range(above=-1, below=1))   # forget every vector with cosine >= radius to a forgotten identity
     #: perturbed copies of each forgotten identity per step (each step encodes them all at once, hence the caps)
     nearby_per_identity: int = ranged(8, Range(1, 1024))
@@ -344,7 +344,7 @@ def forget_identities(pipe, identities, *, retain=None, neutral=None,
     parameters = [p for group in groups for p in group.parameters]
     for p in parameters:
         p.requires_grad_(True)
-    optimizer = torch.optim.Adam(parameters, lr=config.lr)
+    optimizer = torch.optim.Adam(parameters, lr=config.learning_rate)
     text_encoder.train()
 
     log = []
