@@ -1,9 +1,9 @@
 """What every YAML-configured command shares: reading the file, resolving its paths, applying
 command-line overrides and turning the nested mapping into that command's dataclasses, strictly.
 
-Each command (``training/train.py``, its ``task: forget`` route, ``idgen forget``, ``idgen dataset
-generate``) keeps its own dataclass schema and loads it with :func:`load_settings` then
-:func:`build_dataclass`, so they all read files, take overrides and check keys and types the same way:
+Each command (``training/train.py``, ``idgen forget``, ``idgen dataset generate``) keeps its own
+dataclass schema and loads it with :func:`load_settings` then :func:`build_dataclass`, so they all
+read files, take overrides and check keys and types the same way:
 
 - **One override syntax.** Overrides are positional ``section.key=value`` arguments after the
   options; values are parsed as YAML (``'data.exclude_people=[a.txt,b.txt]'`` is a list, ``1e-4``

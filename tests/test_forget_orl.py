@@ -44,23 +44,3 @@ def test_orl_preset_forgets_and_beats_baselines(orl_dir, tmp_path):
     assert (out / "groups.png").read_bytes()[:4] == b"\x89PNG"
     edited = FaceRecognizer.from_pretrained(out / "model")
     assert len(edited.class_names) == 40 and not any("lora" in k for k in edited.state_dict())
-
-
-@pytest.mark.slow
-def test_forget_task_through_the_training_launcher(orl_dir, tmp_path):
-    """``task: forget`` configs run through ``training/train.py`` (the accelerate entry point)."""
-    import subprocess
-    import sys
-
-    out = tmp_path / "run"
-    command = [sys.executable, str(CONFIG.parents[1] / "train.py"), "--config", str(CONFIG),
-               f"data.root={orl_dir}", f"model.path={tmp_path / 'base'}", f"data.cache_dir={tmp_path / 'cache'}",
-               f"output_dir={out}", "model.train.epochs=2", "forget.epochs=2", "baselines.methods=[]"]
-    done = subprocess.run(command, capture_output=True, text=True)
-    assert done.returncode == 0, done.stderr
-    report = json.loads((out / "report.json").read_text())
-    assert list(report["methods"]) == ["gs-lora"]
-    gs, = report["methods"]["gs-lora"]
-    assert f"gs-lora: Acc_r {gs['acc_r']:.2f}  Acc_f {gs['acc_f']:.2f}" in done.stdout
-    bad = subprocess.run(command + ["forget.lerning_rate=1"], capture_output=True, text=True)
-    assert bad.returncode == 1 and "unknown config key forget.lerning_rate" in bad.stderr

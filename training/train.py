@@ -1,6 +1,5 @@
-"""Train identity conditioning (``id-adapter``), a one-person LoRA (``personalize``), a whole
-Arc2Face-style model (``vae``, then ``id-model``), or make a recogniser forget identities
-(``forget``, GS-LoRA: :func:`idgen.unlearn.run_forgetting`).
+"""Train identity conditioning (``id-adapter``), a one-person LoRA (``personalize``), or a whole
+Arc2Face-style model (``vae``, then ``id-model``).
 
     accelerate launch training/train.py --config training/configs/id_adapter.yaml [section.key=value ...]
     accelerate launch --cpu training/train.py --config ... --resume latest
@@ -35,7 +34,6 @@ from diffusers.optimization import get_scheduler
 from diffusers.training_utils import EMAModel
 from tqdm.auto import tqdm
 
-from idgen.config import read_yaml_mapping
 from idgen.errors import ConfigError, IdgenError, OutputError
 from idgen.faces import FaceAnalyzer
 from idgen.io import (atomic_path, check_output_folder, os_error_message, remove_temporaries, save_pretrained_atomic,
@@ -74,32 +72,11 @@ def parse_args(argv=None):
     return parser.parse_args(argv)
 
 
-def config_task(path) -> str:
-    """The ``task:`` of a config file, read before choosing which config schema applies."""
-    if not path:
-        raise ConfigError("no config given; pass --config training/configs/<name>.yaml")
-    return read_yaml_mapping(path).get("task", "id-adapter")
-
-
 def load(args):
-    """The config the command line asks for: a forgetting run's (``task: forget``, the same loader as
-    ``idgen forget``) or a training run's."""
-    if config_task(args.config) == "forget":
-        from idgen.unlearn.config import load_config as load_forget_config
-
-        return load_forget_config(args.config, args.overrides)
+    """The training config the command line asks for."""
+    if not args.config:
+        raise ConfigError("no config given; pass --config training/configs/<name>.yaml")
     return load_config(args.config, args.overrides)
-
-
-def forget(config) -> None:
-    """``task: forget``: GS-LoRA identity forgetting in a recogniser (see :mod:`idgen.unlearn`)."""
-    from idgen.unlearn import run_forgetting
-
-    report = run_forgetting(config)
-    for method, tasks in report["methods"].items():
-        last = tasks[-1]
-        print(f"{method}: Acc_r {last['acc_r']:.2f}  Acc_f {last['acc_f']:.2f}  H-Mean {last['h_mean']:.2f}")
-    print(f"report -> {Path(report['config']['output_dir']) / 'report.md'}")
 
 
 @contextlib.contextmanager
@@ -119,8 +96,6 @@ def averaged_weights(ema, params):
 def main(argv=None) -> None:
     args = parse_args(argv)
     cfg = load(args)
-    if cfg.task == "forget":
-        return forget(cfg)
     out = Path(cfg.output_dir)
     accelerator = Accelerator(mixed_precision=cfg.optim.mixed_precision, log_with="tensorboard",
                               gradient_accumulation_steps=cfg.optim.gradient_accumulation_steps,
