@@ -26,7 +26,7 @@ def test_orl_preset_forgets_and_beats_baselines(orl_dir, tmp_path):
     finetune, = report["methods"]["finetune"]
     dropped, = report["methods"]["drop-classes"]
     # the targets, at the configured learning rates (chosen on ORL's validation split with 3
-    # seeds: GS-LoRA 1e-2, fine-tune 1e-5). Measured (seed 0; README for seeds 0-2): Acc_r
+    # seeds: GS-LoRA 1e-2, fine-tune 1e-5). Measured (seed 0; docs/results.md for seeds 0-2): Acc_r
     # 57.41 → 60.19, Acc_f 66.67 → 0, H-Mean 63.26 (ideal 61.69), 1.61 % trainable, 1 of 4 groups
     # exactly zero; fine-tune 60.13, retrain 33.33, drop-classes 62.75.
     assert gs["acc_f_before"] >= 50          # the base model did know these people
