@@ -146,7 +146,7 @@ def train_step(accelerator, recipe: Recipe, optimizer, lr_scheduler, step: int, 
     accum, step_loss, examples = optim.gradient_accumulation_steps, 0.0, []
     for micro in range(accum):
         batch = recipe.batch(step * accum + micro)
-        with accelerator.accumulate(), accelerator.autocast():
+        with accelerator.accumulate(*recipe.synced), accelerator.autocast():
             loss = recipe.loss(batch)
             accelerator.backward(loss)
             if accelerator.sync_gradients:
@@ -230,7 +230,8 @@ def main(argv=None) -> None:
             "task": cfg.task, "steps": optim.max_steps, "resumed_from": start,
             "final_loss": sum(tail) / len(tail) if tail else None,
             "steps_per_s": len(losses) / (time.time() - started), **metrics,
-            "processes": accelerator.num_processes, "replica_max_abs_diff": spread,
+            "processes": accelerator.num_processes, "gradient_sync": recipe.gradient_sync,
+            "replica_max_abs_diff": spread,
             "mixed_precision": accelerator.mixed_precision, "optimizer": type(optimizer.optimizer).__name__,
             "data": {"train_used": len(train_faces.files), "train_skipped": len(train_faces.skipped)}})
         print(f"saved {saved} and {out / 'metrics.json'}")

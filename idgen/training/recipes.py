@@ -7,6 +7,12 @@ training example is drawn from the example's own generator (:mod:`.randomness`) 
 flip, guidance dropout, then what the loss draws — so a step computes the same thing however its
 examples are split between processes, and a resumed run redraws what the uninterrupted one drew.
 
+With several processes, LoRA tasks average their few small gradients with one flat all-reduce per
+step (:func:`~.distributed.average_gradients`), keeping the frozen UNet the plain module that the
+validation pipeline and the LoRA writer use; whole-network tasks train under
+``DistributedDataParallel`` (``accelerator.prepare``), which all-reduces their gradients in buckets
+during the backward pass.
+
 - ``id-adapter``, ``personalize`` (:class:`LoraRecipe`): LoRA on the frozen UNet (and text encoder);
   saves ``pytorch_lora_weights.safetensors``.
 - ``id-model`` (:class:`IdModelRecipe`): the whole UNet and text encoder on a frozen VAE's latents,
@@ -53,11 +59,26 @@ def averaged_weights(ema, params: list[torch.nn.Parameter]):
         ema.restore(params)
 
 
+class TrainingStep(torch.nn.Module):
+    """The networks a whole-network task trains, as one module whose forward is the task's loss, so
+    that ``DistributedDataParallel`` sees one forward per backward however many times the loss calls
+    each network (the text encoder runs twice when guidance dropout drops some identities)."""
+
+    def __init__(self, loss, networks: dict[str, torch.nn.Module]):
+        super().__init__()
+        self.loss = loss
+        self.networks = torch.nn.ModuleDict(networks)
+
+    def forward(self, batch: dict) -> torch.Tensor:
+        return self.loss(batch)
+
+
 class Recipe:
     """What every task shares: the seeded batches with their flips, the parameter ``groups`` the
     optimizer steps and the ``trainable`` models by name (checkpointed by
     :func:`~.checkpoints.register_trainable_state`). Subclasses set those, ``valset``, and implement
-    :meth:`loss`, :meth:`validate` and :meth:`save`."""
+    :meth:`compute_loss`, :meth:`validate` and :meth:`save`; whole-network tasks end their
+    construction with :meth:`distribute`."""
 
     #: whether an example's identity is dropped with probability ``optim.cfg_dropout``
     learns_identity = False
@@ -71,6 +92,7 @@ class Recipe:
         self.groups: list[dict] = []
         self.trainable: dict[str, Optional[torch.nn.Module]] = {}
         self.valset = None
+        self.wrapped: Optional[torch.nn.Module] = None   # the prepared TrainingStep of a whole-network task
 
     @property
     def params(self) -> list[torch.nn.Parameter]:
@@ -91,13 +113,38 @@ class Recipe:
         batch["drop"] = rand(batch["generators"]) < self.cfg.optim.cfg_dropout if self.learns_identity else None
         return batch
 
-    def loss(self, batch: dict) -> torch.Tensor:
+    def compute_loss(self, batch: dict) -> torch.Tensor:
         """The scalar loss of one micro-batch (called inside ``accelerator.autocast``)."""
         raise NotImplementedError
 
+    def distribute(self) -> None:
+        """Train the ``trainable`` networks as one :class:`TrainingStep` prepared by accelerate
+        (``DistributedDataParallel`` with several processes; the module itself with one)."""
+        networks = {name: model for name, model in self.trainable.items() if model is not None}
+        self.wrapped = self.accelerator.prepare(TrainingStep(self.compute_loss, networks))
+
+    def loss(self, batch: dict) -> torch.Tensor:
+        """:meth:`compute_loss`, through the prepared :class:`TrainingStep` when there is one."""
+        return self.compute_loss(batch) if self.wrapped is None else self.wrapped(batch)
+
+    @property
+    def synced(self) -> list[torch.nn.Module]:
+        """The modules ``accelerator.accumulate`` keeps from all-reducing between optimizer steps."""
+        return [] if self.wrapped is None else [self.wrapped]
+
     def average_gradients(self) -> None:
-        """Make every process's gradients their mean over all processes (one all-reduce)."""
-        average_gradients(self.accelerator, self.params)
+        """Make every process's gradients their mean over all processes: one flat all-reduce, unless
+        ``DistributedDataParallel`` already averaged them during the backward pass."""
+        if self.wrapped is None:
+            average_gradients(self.accelerator, self.params)
+
+    @property
+    def gradient_sync(self) -> str:
+        """How gradients are averaged over processes: ``none`` (one process),
+        ``DistributedDataParallel`` or ``all-reduce``."""
+        if self.accelerator.num_processes == 1:
+            return "none"
+        return "all-reduce" if self.wrapped is None else type(self.wrapped).__name__
 
     def step_metrics(self) -> dict:
         """Task-specific numbers of the optimizer step just taken (``None``: not measured this step)."""
@@ -130,8 +177,9 @@ class VaeRecipe(Recipe):
         super().__init__(cfg, accelerator, faces)
         self.groups, self.trainable = full_training_groups(self.parts, cfg.task, cfg.optim, accelerator.device)
         self.valset = val_faces
+        self.distribute()
 
-    def loss(self, batch: dict) -> torch.Tensor:
+    def compute_loss(self, batch: dict) -> torch.Tensor:
         return vae_loss(self.parts.vae, batch["pixel_values"], batch["generators"], self.cfg.optim.kl_weight).mean()
 
     def validate(self, ema) -> tuple[dict, np.ndarray]:
@@ -172,7 +220,7 @@ class DiffusionRecipe(Recipe):
                 det_size=cfg.data.det_size, fallback_box=cfg.validation.fallback_box, upsample=cfg.validation.upsample)
             self.valset = validation.prepare_validation(val_faces, cfg.validation, self.evaluator)
 
-    def loss(self, batch: dict) -> torch.Tensor:
+    def compute_loss(self, batch: dict) -> torch.Tensor:
         optim, parts, accum = self.cfg.optim, self.parts, self.cfg.optim.gradient_accumulation_steps
         embeds = self.conditioning(batch, self.device, batch["drop"])
         if self.identity is None:
@@ -238,8 +286,8 @@ class LoraRecipe(DiffusionRecipe):
         batch["prior"] = self.prior_batches.batch(micro_step) if self.prior_batches is not None else None
         return batch
 
-    def loss(self, batch: dict) -> torch.Tensor:
-        loss = super().loss(batch)
+    def compute_loss(self, batch: dict) -> torch.Tensor:
+        loss = super().compute_loss(batch)
         prior, optim, parts = batch["prior"], self.cfg.optim, self.parts
         if prior is not None:
             loss = loss + self.cfg.prior.weight * latent_diffusion_loss(
@@ -264,6 +312,7 @@ class IdModelRecipe(DiffusionRecipe):
         super().__init__(cfg, accelerator, faces, parts)
         self.groups, self.trainable = groups, trainable
         self.finish(val_faces)
+        self.distribute()
 
     def save(self, output_dir: Path) -> Path:
         save_pretrained_atomic(self.pipe, output_dir, index_file="model_index.json")
