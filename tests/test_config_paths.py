@@ -47,7 +47,7 @@ def configs(tmp_path):
     """A forgetting, a training and a dataset config in ``tmp_path/conf``, with relative paths."""
     conf = tmp_path / "conf"
     (conf / "tok").mkdir(parents=True)          # a tokenizer folder next to the config
-    forget = write(conf, "forget.yaml", {"task": "forget", "data": {"root": "faces", "cache_dir": "cache"},
+    forget = write(conf, "forget.yaml", {"data": {"root": "faces", "cache_dir": "cache"},
                                          "model": {"path": "models/base",
                                                    "train": {"distill_from": "mobilefacenet:teacher.onnx"}},
                                          "output_dir": "runs/forget"})
@@ -79,8 +79,6 @@ def test_the_same_override_gives_the_same_config_through_every_loader(configs, t
     monkeypatch.chdir(configs["elsewhere"])
     overrides = ["seed=7", "output_dir=mine", "tasks.seed=3", "baselines.methods=[finetune]"]
     by_cli = forget_config(["--config", str(configs["forget"]), *overrides])
-    by_launcher = train.load(train.parse_args(["--config", str(configs["forget"]), *overrides]))
-    assert by_cli == by_launcher
     assert (by_cli.seed, by_cli.tasks.seed, by_cli.baselines.methods) == (7, 3, ["finetune"])
     assert by_cli.output_dir == str(configs["elsewhere"] / "mine")
 
@@ -203,11 +201,19 @@ SHIPPED = sorted((ROOT / "training" / "configs").glob("*.yaml"))
 
 @pytest.mark.parametrize("config", SHIPPED, ids=lambda p: p.name)
 def test_shipped_configs_state_the_rule_and_mean_the_same_from_anywhere(config, train, monkeypatch, tmp_path):
-    assert "# Relative paths are relative to this file" in config.read_text().split("task:")[0]
+    header = config.read_text().split("\n")
+    header = header[:next(i for i, line in enumerate(header) if not line.startswith("#"))]
+    assert "# Relative paths are relative to this file; in command-line overrides, to the current directory." in header
+    if config.name.startswith("forget_"):   # forgetting runs through `idgen forget`, the rest through train.py
+        def load():
+            return forget_config(["--config", str(config)])
+    else:
+        def load():
+            return train.load(train.parse_args(["--config", str(config)]))
     monkeypatch.chdir(ROOT)
-    from_root = train.load(train.parse_args(["--config", str(config)]))
+    from_root = load()
     monkeypatch.chdir(tmp_path)
-    assert train.load(train.parse_args(["--config", str(config)])) == from_root
+    assert load() == from_root
     assert Path(from_root.output_dir).is_relative_to(ROOT / "runs")
 
 

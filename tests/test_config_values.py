@@ -283,6 +283,11 @@ def test_forget_refuses_a_bad_value_in_one_line(capsys):
                                       "integer from 1 to 4,096, got 0")
 
 
+def test_forget_names_an_unknown_key_in_one_line(capsys):
+    assert main(["forget", "--config", str(ROOT / "training/configs/forget_orl.yaml"), "forget.lerning_rate=1"]) == 1
+    assert one_error_line(capsys).startswith("override 'forget.lerning_rate=1': unknown config key forget.lerning_rate")
+
+
 def train_script():
     spec = importlib.util.spec_from_file_location("idgen_train_script", ROOT / "training" / "train.py")
     module = importlib.util.module_from_spec(spec)
@@ -302,6 +307,14 @@ def test_the_training_launcher_refuses_a_bad_value_before_training(override, mes
     with pytest.raises(ConfigError) as caught:
         train.load(args)
     assert str(caught.value) == f"override {override!r}: {message}"
+
+
+def test_the_training_launcher_runs_no_forgetting_config():
+    """Forgetting runs through ``idgen forget`` only: to the launcher a forgetting config is a
+    training config with unknown keys."""
+    train = train_script()
+    with pytest.raises(ConfigError, match="unknown config key"):
+        train.load(train.parse_args(["--config", str(ROOT / "training/configs/forget_orl.yaml")]))
 
 
 @pytest.mark.parametrize("argv, message", [

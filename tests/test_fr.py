@@ -364,7 +364,7 @@ def test_training_on_lfw_dev_train_people_verifies_dev_test_pairs(lfw_dir, tmp_p
 @pytest.mark.slow
 def test_two_process_training_splits_the_batches_and_saves_once(synth_folder, tmp_path):
     """`ACCELERATE_USE_CPU=1 accelerate launch --multi_gpu --num_processes 2 -m idgen.cli recognizer train`
-    (two CPU processes over gloo, as the README says): each process takes half of
+    (two CPU processes over gloo, as docs/guides/recognizers.md says): each process takes half of
     every epoch (5 photos, batch 2: one whole batch each instead of two), one process aligns and
     caches while the other waits, and only the main process writes the model and reports."""
     import re

@@ -243,6 +243,28 @@ def test_id_model_resume_reproduces_the_uninterrupted_run_with_ema(id_run, peopl
         assert_same_weights(id_run / part, out / part)  # the saved weights are the EMA's: its state resumed too
 
 
+@pytest.mark.parametrize("task", ["vae", "id-model"])
+def test_two_processes_train_whole_networks_like_one(task, people, vae_run, id_run, tokenizer_dir, tmp_path):
+    """2 CPU processes (gloo) × batch 1 against the 1-process × batch 2 run of the same task.
+
+    The whole networks train under DistributedDataParallel (``accelerator.prepare``), which averages
+    their gradients in buckets during the backward pass: the processes take the one-process run's
+    examples, stay identical replicas, and compute its losses up to float32 summation order (a
+    batch of 2 and two batches of 1 sum differently; Adam amplifies that over the steps)."""
+    one = vae_run if task == "vae" else id_run
+    out = tmp_path / "two"
+    args = vae_args(out, people) if task == "vae" else id_model_args(out, people, vae_run / "vae", tokenizer_dir)
+    launch(args + ["optim.batch_size=1"], processes=2)
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert metrics["processes"] == 2 and metrics["gradient_sync"] == "DistributedDataParallel"
+    assert metrics["replica_max_abs_diff"] == 0.0
+    assert [r["examples"] for r in log(out)] == [r["examples"] for r in log(one)]
+    a, b = losses(one), losses(out)
+    assert a.keys() == b.keys() == {1, 2, 3}
+    assert all(abs(a[k] - b[k]) <= 1e-4 * abs(a[k]) for k in a), (a, b)
+    assert json.loads((one / "metrics.json").read_text())["gradient_sync"] == "none"
+
+
 def test_reduced_tokenizer_tokenises_like_clip(clip_tokenizer_dir):
     from transformers import CLIPTokenizer
 

@@ -1,4 +1,4 @@
-"""IResNet and AdaFace (issue 21): IR-50 on the meta device against the parameter count worked out
+"""IResNet and AdaFace: IR-50 on the meta device against the parameter count worked out
 from the layer description and insightface's tensor names, arcface_torch ``backbone.pth`` files loaded
 (and wrong ones refused by name), the AdaFace head against the paper's formulas written out here, and
 `idgen recognizer train --architecture iresnet` training a tiny IResNet whose folder reloads as an

@@ -19,8 +19,6 @@ from ..config import (BOX, DENOISING_STEPS, DET_SIZE, DIFFUSION_BATCH, FRACTION,
 from ..errors import ConfigError
 
 TASKS = ("id-adapter", "personalize", "vae", "id-model")
-#: Tasks that train whole networks (from scratch or a checkpoint) rather than LoRA adapters.
-FULL_TASKS = ("vae", "id-model")
 
 
 @dataclass

@@ -107,7 +107,6 @@ class RunConfig(YamlConfig):
     baselines: BaselinesConfig = field(default_factory=BaselinesConfig)
     selection: SelectionConfig = field(default_factory=SelectionConfig)
     method: str = "gs-lora"            # "gs-lora" or "gs-lora++"
-    task: str = "forget"               # lets training/train.py route this config here
     seed: int = ranged(0, SEED)
     repeats: int = ranged(1, Range(1, 100))   # training seeds per run (seed, seed + 1, …): reports mean ± spread
     save_model: bool = True

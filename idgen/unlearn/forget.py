@@ -2,8 +2,8 @@
 
 :func:`gs_lora_task` edits a recogniser for one forgetting task; :func:`run_forgetting` builds or
 loads the base recogniser, runs every task of the configured sequence with GS-LoRA and with each
-baseline in the same harness, and returns (and writes) the report. ``idgen forget`` and the
-``forget`` task of ``training/train.py`` are thin wrappers around :func:`run_forgetting`.
+baseline in the same harness, and returns (and writes) the report. ``idgen forget`` is a thin
+wrapper around :func:`run_forgetting`.
 """
 
 from __future__ import annotations
