@@ -8,7 +8,8 @@ image has its own seed and the filter compares it with its identity's vector alo
 test), so a try is kept or refused whatever the retry limit is: the run with many retries also says
 what a run with fewer would have kept. It prints, per seed and identity, the images kept, the renders
 made and the try that kept the identity's first image; then, per retry limit, how many identities of
-all runs would keep at least one image.
+all runs would keep at least one image. Each kept image is printed as it is written (with the renders
+made so far), so a run stopped early still says what it found.
 """
 
 from __future__ import annotations
@@ -34,6 +35,29 @@ def first_keeps(folder: Path, identities: int) -> tuple[list[int | None], list[d
     return firsts, [entries[i]["counts"] for i in range(identities)]
 
 
+class KeptAsTheyCome:
+    """A progress callback that prints each kept image as it is written, with the renders decoded so
+    far (counted at ``pipe``'s VAE decoder): a run stopped early still says what it found."""
+
+    def __init__(self, pipe):
+        self.work, self.started, self.seen, self.renders = None, 0.0, set(), 0
+        pipe.vae.decoder.register_forward_hook(self.decoded)
+
+    def start(self, work: Path) -> "KeptAsTheyCome":
+        self.work, self.started, self.seen, self.renders = work, time.perf_counter(), set(), 0
+        return self
+
+    def decoded(self, module, inputs, output):
+        self.renders += len(output)
+
+    def __call__(self, fraction, desc=None):
+        for path in sorted(self.work.glob(".dataset.*/images/*/*.jpg")):
+            if path.parent.name + path.name not in self.seen:
+                self.seen.add(path.parent.name + path.name)
+                print(f"  kept {path.parent.name}/{path.name} after {self.renders} renders of this run, "
+                      f"{time.perf_counter() - self.started:.0f} s", flush=True)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
@@ -44,6 +68,7 @@ def main() -> None:
     args = parser.parse_args()
 
     hub = ModelHub(ModelSettings(model="mini"))
+    watch = KeptAsTheyCome(hub.arc2face())
     print("| seed | identity | kept | renders | no face | below threshold | try of the first kept image | wall (run) |")
     print("|---|---|---|---|---|---|---|---|")
     every_first = []
@@ -51,7 +76,8 @@ def main() -> None:
         with tempfile.TemporaryDirectory() as work:
             started = time.perf_counter()
             result = actions.make_dataset(hub, Path(work), identities=args.identities, images_per_identity=args.images,
-                                          seed=seed, steps=args.steps, max_retries=args.max_retries)
+                                          seed=seed, steps=args.steps, max_retries=args.max_retries,
+                                          progress=watch.start(Path(work)))
             wall = time.perf_counter() - started
             firsts, counts = first_keeps(result["folder"], args.identities)
         every_first += firsts

@@ -1,4 +1,5 @@
-"""The Gradio page: one tab per task, each a thin wrapper around :mod:`idgen.application.actions`.
+"""The Gradio page: one tab per task, each built by its own function (``_generate_tab``, ...) and a
+thin wrapper around :mod:`idgen.application.actions`; :func:`build_demo` lists the tabs.
 
 Every handler goes through :func:`friendly_errors`, so a photo without a face, a group photo or a
 file that is not an image shows a one-line message in the page instead of a traceback. The long jobs
@@ -303,8 +304,9 @@ def _mix_tab(page: _Page) -> None:
 
 
 #: The Dataset tab's default retries of a render the filter refuses: enough that its default
-#: dataset keeps an image of every identity on the embedded mini model (docs/guides/demo.md).
-DATASET_RETRIES = 3
+#: dataset (3 identities × 2 images) keeps an image of every identity on the embedded mini model,
+#: which keeps about one render in 22 (docs/guides/demo.md, "How many retries the Dataset tab makes").
+DATASET_RETRIES = 40
 #: Images per row of the Dataset tab's grid.
 DATASET_COLUMNS = 8
 
@@ -329,7 +331,7 @@ def _dataset_tab(page: _Page) -> None:
         per_identity = gr.Slider(1, 8, value=2, step=1, label="images per identity")
         seed = _seed_field()
         steps = gr.Slider(1, 50, value=page.default_steps, step=1, label="steps")
-        retries = gr.Slider(0, 50, value=DATASET_RETRIES, step=1,
+        retries = gr.Slider(0, 100, value=DATASET_RETRIES, step=1,
                             label="retries (a render the filter refuses is made again up to this many times)")
     counts = gr.Markdown(elem_id="dataset-counts")
     grid = gr.Gallery(label="kept images, by identity", columns=DATASET_COLUMNS, object_fit="contain",
