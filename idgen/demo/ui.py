@@ -332,7 +332,7 @@ def _dataset_tab(page: _Page) -> None:
         seed = _seed_field()
         steps = gr.Slider(1, 50, value=page.default_steps, step=1, label="steps")
         retries = gr.Slider(0, 100, value=DATASET_RETRIES, step=1,
-                            label="retries (a render the filter refuses is made again up to this many times)")
+                            label="retries of a refused render")
     counts = gr.Markdown(elem_id="dataset-counts")
     grid = gr.Gallery(label="kept images, by identity", columns=DATASET_COLUMNS, object_fit="contain",
                       elem_id="dataset-grid", height="auto")
