@@ -323,9 +323,9 @@ def make_dataset(hub: ModelHub, workdir: Path, *, identities: int = 4, images_pe
     (:func:`idgen.synth.config.default_filter_threshold`), not the 0.5 of full-size models; a render it
     refuses is made again up to ``max_retries`` times. Returns the statistics, the dataset folder
     (``workdir/dataset``), its similarity plot, the kept images (the manifest's records in identity
-    order, each with its ``path``) and the zip path (``workdir/dataset.zip``). The dataset is made in a hidden staging folder and renamed
-    to ``workdir/dataset`` when finished, the zip written after that; cancelled through ``cancel`` (or
-    failing), the job deletes the staging folder.
+    order, each with its ``path``) and the zip path (``workdir/dataset.zip``). The dataset is made in
+    a hidden staging folder and renamed to ``workdir/dataset`` when finished, the zip written after
+    that; cancelled through ``cancel`` (or failing), the job deletes the staging folder.
     """
     from ..synth import Arc2FaceGenerator
 
@@ -445,8 +445,8 @@ def forget_in_recognizer(hub: ModelHub, faces: FaceFolder, workdir: Path, recogn
 #: (retained photos; 32 forgotten ones come on top).
 _TRAINING_BATCH, _FORGETTING_BATCH = 32, 64
 #: Seconds per optimiser step of a Forget → Recogniser run (the ``cpu-tiny`` Face Transformer on
-#: 32×32 crops): the CPU seconds ``benchmarks/forget_recognizer_steps.py`` measured on ORL, what the
-#: estimate said before a run starts is made of (the page's bar then times the steps themselves).
+#: 32×32 crops; the CPU seconds ``benchmarks/forget_recognizer_steps.py`` measured on ORL): the
+#: estimate said before a run starts (the page's bar then times the steps themselves).
 RECOGNIZER_STEP_SECONDS = {"training": 1.3, "forgetting": 1.1}
 
 
