@@ -304,8 +304,8 @@ def _mix_tab(page: _Page) -> None:
 
 
 #: The Dataset tab's default retries of a render the filter refuses: enough that its default
-#: dataset (3 identities × 2 images) keeps an image of every identity on the embedded mini model,
-#: which keeps about one render in 22 (docs/guides/demo.md, "How many retries the Dataset tab makes").
+#: dataset (3 identities × 2 images, seed 0) keeps an image of every identity on the embedded mini
+#: model (docs/guides/demo.md, "How many retries the Dataset tab makes").
 DATASET_RETRIES = 40
 #: Images per row of the Dataset tab's grid.
 DATASET_COLUMNS = 8
