@@ -28,7 +28,7 @@ from gradio import utils as gradio_utils
 from ..application import ModelHub, actions
 from ..application.face_folders import DATASET, default_source, face_sources, open_face_folder
 from ..application.jobs import CancelToken, JobCancelled
-from ..application.models import MODEL_FLAGS
+from ..application.hub import MODEL_FLAGS
 from ..application.workspace import Workspace
 from ..config import SEED
 from ..errors import IdgenError
@@ -266,16 +266,16 @@ def _identity_and_faces(hub: ModelHub, photos: list[str], use_random: bool, styl
     """The Generate tab's identity (a random one, or from the photos) and the image of the detected
     face(s) it shows: the photo's, beside the pose photo's for the styles that take one."""
     if use_random:
-        identity = actions.random_identity(hub, seed)
+        identity = actions.random_identity(hub, seed, style)
     elif not photos:
         raise gr.Error("Upload a face photo first, or tick 'random identity'.", print_exception=False)
     else:
         progress(0.0, desc="finding the face")
-        identity = actions.identity_from_photos(hub, photos)
+        identity = actions.identity_from_photos(hub, photos, style)
     if style == "arc2face" or not pose:
         return identity, identity.annotated
     progress(0.0, desc="finding the pose")
-    return identity, actions.side_by_side(identity.annotated, actions.annotated_photo(hub, pose[0]))
+    return identity, actions.side_by_side(identity.annotated, actions.annotated_photo(hub, pose[0], style))
 
 
 def _mix_tab(page: _Page) -> None:
