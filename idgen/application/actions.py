@@ -383,7 +383,7 @@ def _dataset_into(out: Path, hub: ModelHub, generator, identities: int, images_p
                    "max_retries": max_retries},
         "writers": {"formats": ["imagefolder"]},
         "runtime": {"progress": False, "batch_size": _DATASET_BATCH, "device": "cpu" if hub.settings.tiny else None},
-    }, "demo dataset")
+    }, source="demo dataset")
     report(0.1, desc=f"generating {identities}×{images_per_identity} images")
     with hub.exclusive("arc2face"), checkpoints(cancel):
         return generate_dataset(config, generator=generator, analyzer=hub.analyzer())
