@@ -715,9 +715,14 @@ def test_the_dataset_grid_groups_kept_images_by_identity_and_the_counts_are_in_w
         "generated": 23, "kept": 4, "no_face": 11, "low_similarity": 7, "duplicate": 1, "dropped": 2}}
     assert dataset_counts(stats, 3) == (
         "**4 images of 2 of 3 identities kept**, from 23 renders. Refused: 11 with no face found, "
-        "7 below the identity-similarity threshold, 1 duplicates. 2 images were still refused after their "
+        "7 below the identity-similarity threshold, 1 duplicate. 2 images were still refused after their "
         "last retry.")
     assert "still refused" not in dataset_counts({**stats, "counts": {**stats["counts"], "dropped": 0}}, 3)
+    one = {"images": 1, "identities_with_images": 1, "counts": {
+        "generated": 1, "kept": 1, "no_face": 0, "low_similarity": 0, "duplicate": 2, "dropped": 1}}
+    assert dataset_counts(one, 1) == (
+        "**1 image of 1 of 1 identity kept**, from 1 render. Refused: 0 with no face found, 0 below the "
+        "identity-similarity threshold, 2 duplicates. 1 image was still refused after its last retry.")
 
 
 def test_the_dataset_grid_never_stretches_one_image_to_the_page_width():

@@ -352,14 +352,21 @@ def dataset_grid(images: list[dict]) -> list[tuple[str, str]]:
             for record in ordered]
 
 
+def _counted(number: int, singular: str, plural: str = "") -> str:
+    """``number`` with ``singular`` when it is 1, else with ``plural`` (default: ``singular + "s"``)."""
+    return f"{number} {singular if number == 1 else plural or singular + 's'}"
+
+
 def dataset_counts(stats: dict, identities: int) -> str:
     """The Dataset tab's counts in words: what was kept, and why the other renders were refused."""
     counts = stats["counts"]
-    text = (f"**{stats['images']} images of {stats['identities_with_images']} of {identities} identities kept**, "
-            f"from {counts['generated']} renders. Refused: {counts['no_face']} with no face found, "
-            f"{counts['low_similarity']} below the identity-similarity threshold, {counts['duplicate']} duplicates.")
+    text = (f"**{_counted(stats['images'], 'image')} of {stats['identities_with_images']} of "
+            f"{_counted(identities, 'identity', 'identities')} kept**, from {_counted(counts['generated'], 'render')}. "
+            f"Refused: {counts['no_face']} with no face found, {counts['low_similarity']} below the "
+            f"identity-similarity threshold, {_counted(counts['duplicate'], 'duplicate')}.")
     if counts["dropped"]:
-        text += f" {counts['dropped']} images were still refused after their last retry."
+        text += " " + _counted(counts["dropped"], "image was still refused after its last retry.",
+                               "images were still refused after their last retry.")
     return text
 
 
