@@ -6,7 +6,7 @@ vendored photos in ``tests/data/faces``, waits for each tab's real output and sa
     python docs/screenshots.py [--model mini] [--chromium /usr/bin/chromium] [--output-dir docs/images]
 
 Needs Chromium and the ``playwright`` package (``pip install -e ".[browser-tests]"``, no Playwright
-browser download). The long tabs run with small settings: Dataset 4 identities × 3 images, Forget →
+browser download). The Dataset tab runs with its defaults; the long tabs with small settings: Forget →
 Recogniser on that dataset or on ``--forget-data`` (allowed with ``app.py --allow-folder``; 30 training epochs,
 3 forgetting epochs), Forget → Generator 20
 forgetting steps. A tab that shows an error instead of its output stops the script with the page's
@@ -136,11 +136,11 @@ def mix(page, timeout_ms: int, state: dict):
 
 def dataset(page, timeout_ms: int, state: dict):
     panel = panel_of(page, "Dataset")
-    set_number(panel, "identities", 4)
-    set_number(panel, "images per identity", 3)
-    panel.get_by_role("button", name="Generate dataset").click()
-    wait_output(page, panel.get_by_text("images of"), timeout_ms)
-    state["dataset_empty"] = panel.get_by_text("0 images of 0 identities").count() > 0
+    panel.get_by_role("button", name="Generate dataset").click()    # the tab's defaults
+    wait_output(page, panel.get_by_text("identities kept"), timeout_ms)
+    state["dataset_empty"] = panel.get_by_text("0 images of 0 of").count() > 0
+    if not state["dataset_empty"]:
+        panel.locator("#dataset-grid img").first.wait_for(timeout=timeout_ms)
     return panel
 
 

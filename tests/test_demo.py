@@ -231,14 +231,15 @@ def test_mix_without_two_photos(served, faces_dir):
 
 def test_dataset_then_forget(served):
     _, client = served
-    samples, plot, archive, summary, source = client.predict(3, 3, 0, 1, api_name="/dataset")
-    assert summary.startswith("9 images of 3 identities")
+    grid, plot, archive, summary, source = client.predict(3, 3, 0, 1, 3, api_name="/dataset")
+    assert summary.startswith("**9 images of 3 of 3 identities kept**, from 9 renders.")   # tiny: the filter is off
     assert Image.open(plot).format == "PNG"
     with zipfile.ZipFile(archive) as z:
         names = z.namelist()
     assert "plots/similarity.png" in names and "README.md" in names
     assert sum(n.startswith("images/") and n.endswith(".jpg") for n in names) == 9
-    assert len(samples) == 8
+    assert len(grid) == 9    # every kept image, each captioned with its identity, by identity
+    assert [item["caption"] for item in grid] == [f"id00000{k}" for k in range(3) for _ in range(3)]
     # The Forget tab now reads this session's dataset (the server keeps where it is): forget one named person.
     assert source == "dataset"
     people = sorted({n.split("/")[1] for n in names if n.startswith("images/") and n.endswith(".jpg")})
@@ -698,12 +699,100 @@ def test_dataset_progress_moves_with_every_denoising_step(tmp_path):
     assert steps[2][1].startswith("generating 3×2 images (3 steps each): 4 of 6 done")   # the first batch of 4
 
 
-def test_forgetting_says_before_it_starts_whether_it_trains_the_recogniser():
+def test_the_dataset_grid_groups_kept_images_by_identity_and_the_counts_are_in_words():
+    from idgen.demo.ui import dataset_counts, dataset_grid
+
+    def kept(identity, index, similarity):
+        return {"label": identity, "index": index, "identity": f"id{identity:06d}", "similarity": similarity,
+                "path": Path(f"images/id{identity:06d}/{index}.jpg")}
+
+    images = [kept(2, 0, 0.31), kept(0, 1, 0.25), kept(0, 0, 0.4), kept(2, 1, None)]   # out of order
+    assert dataset_grid(images) == [("images/id000000/0.jpg", "id000000 · similarity 0.40"),
+                                    ("images/id000000/1.jpg", "id000000 · similarity 0.25"),
+                                    ("images/id000002/0.jpg", "id000002 · similarity 0.31"),
+                                    ("images/id000002/1.jpg", "id000002")]
+    stats = {"images": 4, "identities_with_images": 2, "counts": {
+        "generated": 23, "kept": 4, "no_face": 11, "low_similarity": 7, "duplicate": 1, "dropped": 2}}
+    assert dataset_counts(stats, 3) == (
+        "**4 images of 2 of 3 identities kept**, from 23 renders. Refused: 11 with no face found, "
+        "7 below the identity-similarity threshold, 1 duplicate. 2 images were still refused after their "
+        "last retry.")
+    assert "still refused" not in dataset_counts({**stats, "counts": {**stats["counts"], "dropped": 0}}, 3)
+    one = {"images": 1, "identities_with_images": 1, "counts": {
+        "generated": 1, "kept": 1, "no_face": 0, "low_similarity": 0, "duplicate": 2, "dropped": 1}}
+    assert dataset_counts(one, 1) == (
+        "**1 image of 1 of 1 identity kept**, from 1 render. Refused: 0 with no face found, 0 below the "
+        "identity-similarity threshold, 2 duplicates. 1 image was still refused after its last retry.")
+
+
+def test_the_dataset_grid_never_stretches_one_image_to_the_page_width():
+    import gradio as gr
+
+    from idgen.demo.ui import DATASET_COLUMNS
+
+    demo = build_demo(ModelHub(ModelSettings(tiny=True)))
+    [grid] = [b for b in demo.blocks.values() if isinstance(b, gr.Gallery) and b.elem_id == "dataset-grid"]
+    assert grid.columns == DATASET_COLUMNS >= 4 and grid.object_fit == "contain"
+
+
+def test_forgetting_says_before_it_starts_whether_it_trains_the_recogniser_and_how_long_it_takes():
     people = {"a": [Path("1.jpg"), Path("2.jpg")], "b": [Path("3.jpg")]}
-    assert actions.forgetting_plan(people, 40, 10, trained=True) == (
-        "reusing the recogniser already trained on these 3 photos; then forgetting: 10 epochs")
-    assert actions.forgetting_plan(people, 40, 10, trained=False).startswith(
-        "training the recogniser on 3 photos of 2 people for 40 epochs (the long part")
+    seconds = actions.RECOGNIZER_STEP_SECONDS
+    assert actions.forgetting_plan(people, 40, 10, (0, 20)) == (
+        "reusing the recogniser already trained on these 3 photos; then forgetting: 10 epochs "
+        f"(20 steps, about {actions.time_left(20 * seconds['forgetting'])})")
+    assert actions.forgetting_plan(people, 40, 10, (360, 20)).startswith(
+        "training the recogniser on 3 photos of 2 people for 40 epochs (the long part: 360 steps, about "
+        f"{actions.time_left(360 * seconds['training'])}; later runs")
+
+
+def test_the_steps_of_a_forgetting_run_follow_the_photos_and_the_split():
+    from idgen.recognition.data import FaceDataConfig
+
+    orl = {f"s{k}": [Path(f"{n}.pgm") for n in range(10)] for k in range(40)}   # 40 people × 10 photos
+    data = FaceDataConfig(root="orl", align="resize", test_fraction=0.3)      # 3 test, 7 training photos each
+    # training: 280 photos in batches of 32 → 9 steps an epoch; forgetting one drawn person: 273 retained
+    # photos in batches of 64 → 5 steps an epoch
+    assert actions.forgetting_steps(orl, data, 1, 40, 10) == (360, 50)
+    assert actions.forgetting_steps(orl, data, ["s0"], 0, 10) == (0, 50)         # a trained recogniser is reused
+    few = {"a": [Path("1.jpg")] * 3, "b": [Path("2.jpg")] * 4}                    # 2 and 3 training photos
+    assert actions.forgetting_steps(few, data, ["b"], 2, 3) == (2, 3)             # at least one step an epoch
+
+
+def test_forgetting_reports_every_step_with_the_time_left(tmp_path, one_thread):
+    """Forget → Recogniser's bar: the plan first, then one update per optimiser step (training, then
+    forgetting), each with the time left, as many as the plan counted."""
+    from idgen.application.face_folders import FaceFolder
+    from idgen.application.workspace import FolderLRU
+
+    root = tmp_path / "faces"
+    for person in ("ann", "bob", "cid"):
+        (root / person).mkdir(parents=True)
+        for k in range(3):
+            Image.fromarray(np.random.default_rng(k).integers(0, 256, (24, 24, 3), dtype=np.uint8)).save(
+                root / person / f"{k}.png")
+    updates = []
+    actions.forget_in_recognizer(ModelHub(ModelSettings(tiny=True)), FaceFolder(root, "faces"), tmp_path / "work",
+                                 FolderLRU(tmp_path / "cache", 1), identities=["ann"], base_epochs=2, epochs=3,
+                                 progress=lambda f, desc=None: updates.append((f, desc)))
+    # 6 training photos (one a person is for testing): 2 epochs of 1 step; 4 retained photos: 3 epochs of 1 step
+    assert updates[0][1].startswith("training the recogniser on 9 photos of 3 people for 2 epochs (the long part: 2 steps")
+    steps = [desc for _, desc in updates if desc.startswith("step ")]
+    assert [desc.split(" · ")[0] for desc in steps] == (
+        [f"step {k} of 5: training the recogniser" for k in (1, 2)] + [f"step {k} of 5: forgetting" for k in (3, 4, 5)])
+    assert all(" · about " in desc and desc.endswith(" left") for desc in steps)
+    fractions = [f for f, _ in updates]
+    assert fractions == sorted(fractions) and fractions[-1] == 1.0
+
+
+def test_generator_forgetting_reports_every_step_with_the_time_left(tmp_path):
+    updates = []
+    actions.forget_in_generator(ModelHub(ModelSettings(tiny=True)), tmp_path, seed=3, steps=12, render_steps=1,
+                                progress=lambda f, desc=None: updates.append((f, desc)))
+    steps = [(f, desc) for f, desc in updates if ": step " in desc]
+    assert [desc.split(" · ")[0] for _, desc in steps] == [f"forgetting random identity: step {k} of 12" for k in range(1, 13)]
+    assert all(desc.endswith(" left") for _, desc in steps)
+    assert steps[0][0] > 0.1 and steps[-1][0] == pytest.approx(0.8)
 
 
 def test_models_come_from_flags_then_environment_then_defaults(monkeypatch):

@@ -86,7 +86,7 @@ def test_each_long_job_has_a_cancel_button_that_cancels_it(server):
 def test_a_cancelled_dataset_leaves_nothing_and_the_server_serves_the_next(server):
     _, demo, client = server
     requests = demo.workspace.root / "requests"
-    job = client.submit(16, 8, 0, 10, api_name="/dataset")     # 128 images: long enough to catch mid-way
+    job = client.submit(16, 8, 0, 10, 3, api_name="/dataset")     # 128 images: long enough to catch mid-way
     staged = lambda: list(requests.glob("*-dataset/.dataset.*.partial/images/*/*.jpg"))  # noqa: E731
     written = wait_for(lambda: len(staged()) >= 4 and staged(), 240, "the dataset's first images")
     assert len(written) < 128 and not list(requests.glob("*-dataset/dataset"))   # mid-way, unpublished
@@ -97,8 +97,8 @@ def test_a_cancelled_dataset_leaves_nothing_and_the_server_serves_the_next(serve
     time.sleep(1.0)   # a job still running in its thread would write its next batch (and recreate folders)
     assert job_files(demo, "dataset") == []
 
-    samples, plot, archive, summary, source = client.predict(2, 2, 0, 1, api_name="/dataset")
-    assert summary.startswith("4 images of 2 identities") and source == "dataset"
+    grid, plot, archive, summary, source = client.predict(2, 2, 0, 1, 3, api_name="/dataset")
+    assert summary.startswith("**4 images of 2 of 2 identities kept**") and source == "dataset"
     [published] = requests.glob("*-dataset/dataset")
     assert len(list((published / "images").rglob("*.jpg"))) == 4
     assert not list(published.parent.glob(".dataset.*"))       # the finished set was renamed into place
@@ -110,7 +110,7 @@ def test_a_cancelled_recogniser_forgetting_leaves_nothing(server):
     from idgen.models.face_transformer import FaceRecognizer
 
     _, demo, client = server
-    people = people_in(client.predict(4, 4, 1, 1, api_name="/dataset")[2])
+    people = people_in(client.predict(4, 4, 1, 1, 3, api_name="/dataset")[2])
     job = client.submit("dataset", None, people[0], 1, 60, 30, api_name="/forget")
     wait_for(lambda: any((unit.index or 0) >= 2 for unit in job.status().progress_data or []), 240,
              "the recogniser's training to be under way")

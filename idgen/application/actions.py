@@ -30,8 +30,8 @@ from ..errors import ConfigError, ImageReadError
 from ..identity import normalize, random_identities, slerp
 from ..io import atomic_folder, atomic_path
 from .face_folders import FaceFolder
-from .jobs import CancelToken, checked, checkpoints
 from .hub import STYLES, ModelHub
+from .jobs import CancelToken, checked, checkpoints, optimizer_steps
 from .workspace import FolderLRU
 
 Progress = Callable[..., None]
@@ -325,17 +325,18 @@ _DATASET_BATCH = 4
 
 
 def make_dataset(hub: ModelHub, workdir: Path, *, identities: int = 4, images_per_identity: int = 2, seed: int = 0,
-                 steps: int = 25, guidance: float = 3.0, progress: Progress = _no_progress,
+                 steps: int = 25, guidance: float = 3.0, max_retries: int = 3, progress: Progress = _no_progress,
                  cancel: Optional[CancelToken] = None) -> dict:
     """A small synthetic dataset with :func:`idgen.synth.generate_dataset` and the demo's models.
 
     In tiny mode the consistency filter is off (random models make no faces to check); with the
     embedded mini model its threshold is that model's calibrated one
-    (:data:`idgen.synth.config.GENERATOR_DEFAULTS`), not the 0.5 of full-size models. Returns the
-    statistics, the dataset folder (``workdir/dataset``), its similarity plot, a few sample images and
-    the zip path (``workdir/dataset.zip``). The dataset is made in a hidden staging folder and renamed
-    to ``workdir/dataset`` when finished, the zip written after that; cancelled through ``cancel`` (or
-    failing), the job deletes the staging folder.
+    (:data:`idgen.synth.config.GENERATOR_DEFAULTS`), not the 0.5 of full-size models; a render it
+    refuses is made again up to ``max_retries`` times. Returns the statistics, the dataset folder
+    (``workdir/dataset``), its similarity plot, the kept images (the manifest's records in identity
+    order, each with its ``path``) and the zip path (``workdir/dataset.zip``). The dataset is made in
+    a hidden staging folder and renamed to ``workdir/dataset`` when finished, the zip written after
+    that; cancelled through ``cancel`` (or failing), the job deletes the staging folder.
     """
     from ..synth import Arc2FaceGenerator
 
@@ -353,17 +354,19 @@ def make_dataset(hub: ModelHub, workdir: Path, *, identities: int = 4, images_pe
     generator = Arc2FaceGenerator(hub.arc2face(), num_inference_steps=steps, guidance_scale=float(guidance),
                                   callback_on_step_end=on_step_end, micro_batch=_DATASET_BATCH)
     with atomic_folder(Path(workdir) / "dataset") as staging:
-        stats = _dataset_into(staging, hub, generator, identities, images_per_identity, seed, report, cancel)
+        stats = _dataset_into(staging, hub, generator, identities, images_per_identity, seed, max_retries, report,
+                              cancel)
         report(0.9, desc="publishing")   # the last checkpoint: from here on the job runs to its end
     out = Path(workdir) / "dataset"
     progress(0.9, desc="zipping")
-    samples = sorted((out / "images").rglob("*.jpg"))[:8]
-    return {"stats": stats, "folder": out, "plot": out / "plots" / "similarity.png", "samples": samples,
+    records = [json.loads(line) for line in (out / "manifest.jsonl").read_text().splitlines()]
+    images = [{**record, "path": out / record["file"]} for record in records]
+    return {"stats": stats, "folder": out, "plot": out / "plots" / "similarity.png", "images": images,
             "zip": zip_folder(out, Path(workdir) / "dataset.zip")}
 
 
 def _dataset_into(out: Path, hub: ModelHub, generator, identities: int, images_per_identity: int, seed: int,
-                  report: Progress, cancel: Optional[CancelToken]) -> dict:
+                  max_retries: int, report: Progress, cancel: Optional[CancelToken]) -> dict:
     from ..synth import SynthConfig, generate_dataset
 
     # the generator object is passed in; the config still names its type, so the dataset records
@@ -376,10 +379,11 @@ def _dataset_into(out: Path, hub: ModelHub, generator, identities: int, images_p
         "identities": {"count": int(identities), "dim": identity_dim(hub), "steps": 50},
         "variation": {"images_per_identity": int(images_per_identity)},
         "filter": {"enabled": not hub.settings.tiny, "detector": hub.settings.detector if not hub.settings.tiny else "dlib",
-                   "recognizer": hub.settings.recognizer if not hub.settings.tiny else "dlib"},
+                   "recognizer": hub.settings.recognizer if not hub.settings.tiny else "dlib",
+                   "max_retries": max_retries},
         "writers": {"formats": ["imagefolder"]},
         "runtime": {"progress": False, "batch_size": _DATASET_BATCH, "device": "cpu" if hub.settings.tiny else None},
-    }, "demo dataset")
+    }, source="demo dataset")
     report(0.1, desc=f"generating {identities}×{images_per_identity} images")
     with hub.exclusive("arc2face"), checkpoints(cancel):
         return generate_dataset(config, generator=generator, analyzer=hub.analyzer())
@@ -405,7 +409,7 @@ def forget_in_recognizer(hub: ModelHub, faces: FaceFolder, workdir: Path, recogn
     only once trained (its weights file last), so a cancelled training leaves none, and one
     finished before the cancel is kept for the next run.
     """
-    from ..recognition.data import list_identities
+    from ..recognition.data import FaceDataConfig, list_identities
     from ..unlearn import run_forgetting
 
     base_epochs, epochs = check_range("recogniser training epochs", base_epochs, Range(1)), check_range("epochs", epochs, Range(1))
@@ -426,33 +430,67 @@ def forget_in_recognizer(hub: ModelHub, faces: FaceFolder, workdir: Path, recogn
             "data": {"root": str(faces.path), "align": "resize", "resolution": 32, "test_fraction": 0.3,
                      "cache_dir": str(cached / "faces")},
             "model": {"path": str(cached / "model"), "preset": "cpu-tiny",
-                      "train": {"epochs": base_epochs, "batch_size": 32, "learning_rate": 1e-3}},
+                      "train": {"epochs": base_epochs, "batch_size": _TRAINING_BATCH, "learning_rate": 1e-3}},
             "method": "gs-lora", "tasks": tasks,
             "forget": {"epochs": epochs, "warmup_epochs": min(2, epochs - 1), "learning_rate": 1e-2,
-                       "lora": {"rank": 2, "grouping": "block"}},
+                       "batch_size": _FORGETTING_BATCH, "lora": {"rank": 2, "grouping": "block"}},
             "baselines": {"methods": []},
         }
-        plan = forgetting_plan(people, base_epochs, epochs, trained=(cached / "model" / "model.safetensors").is_file())
+        trained = (cached / "model" / "model.safetensors").is_file()
+        steps = forgetting_steps(people, FaceDataConfig(**config["data"]), names or tasks["classes_per_task"],
+                                 0 if trained else base_epochs, epochs)
+        report = checked(progress, cancel)
+        work = WorkProgress(report, sum(steps), start=0.05, end=0.95, describe=lambda done: (
+            f"step {done} of {sum(steps)}: " + ("training the recogniser" if done <= steps[0] else "forgetting")))
         with atomic_folder(run) as staging:
-            checked(progress, cancel)(0.05, desc=plan)
-            with checkpoints(cancel):
-                report = run_forgetting({**config, "output_dir": str(staging)})
-            checked(progress, cancel)(0.95, desc="publishing")   # the last checkpoint
+            report(0.05, desc=forgetting_plan(people, base_epochs, epochs, steps))
+            with checkpoints(cancel), optimizer_steps(work.advance):
+                result = run_forgetting({**config, "output_dir": str(staging)})
+            report(0.95, desc="publishing")   # the last checkpoint
     progress(1.0, desc="done")
-    return {"report": report, "markdown": (run / "report.md").read_text(), "plot": run / "groups.png",
+    return {"report": result, "markdown": (run / "report.md").read_text(), "plot": run / "groups.png",
             "folder": run}
 
 
-def forgetting_plan(people: dict[str, list[Path]], base_epochs: int, epochs: int, trained: bool) -> str:
+#: Photos per optimiser step of a Forget → Recogniser run: training the recogniser, and forgetting
+#: (retained photos; 32 forgotten ones come on top).
+_TRAINING_BATCH, _FORGETTING_BATCH = 32, 64
+#: Seconds per optimiser step of a Forget → Recogniser run (the ``cpu-tiny`` Face Transformer on
+#: 32×32 crops; the CPU seconds ``benchmarks/forget_recognizer_steps.py`` measured on ORL): the
+#: estimate said before a run starts (the page's bar then times the steps themselves).
+RECOGNIZER_STEP_SECONDS = {"training": 1.3, "forgetting": 1.1}
+
+
+def forgetting_steps(people: dict[str, list[Path]], data, forgotten: Sequence[str] | int, base_epochs: int,
+                     epochs: int) -> tuple[int, int]:
+    """The optimiser steps of a Forget → Recogniser run on ``people`` split by ``data`` (a
+    :class:`~idgen.recognition.data.FaceDataConfig`): training the recogniser for ``base_epochs`` (0: it
+    is reused) and forgetting ``forgotten`` (names, or how many are drawn: then their photos are
+    counted as the average person's) for ``epochs``."""
+    from ..recognition.data import split_sizes
+
+    train = {name: split_sizes(len(files), data)[0] for name, files in people.items()}
+    if isinstance(forgotten, int):
+        retained = round(sum(train.values()) * (len(people) - forgotten) / len(people))
+    else:
+        retained = sum(count for name, count in train.items() if name not in forgotten)
+    return (base_epochs * -(-sum(train.values()) // _TRAINING_BATCH),
+            epochs * max(1, -(-retained // _FORGETTING_BATCH)))
+
+
+def forgetting_plan(people: dict[str, list[Path]], base_epochs: int, epochs: int, steps: tuple[int, int]) -> str:
     """What a Forget → Recogniser run is about to do, said before it starts: whether it trains the
-    recogniser (the long part) or reuses the one trained on these photos, and how many epochs each
-    part runs (the page's bars then count them)."""
+    recogniser (the long part; ``steps[0]`` is 0 when it reuses the one trained on these photos), how
+    many epochs and steps each part runs (:func:`forgetting_steps`) and about how long each takes
+    (:data:`RECOGNIZER_STEP_SECONDS`)."""
     photos = sum(len(files) for files in people.values())
-    forgetting = f"then forgetting: {epochs} epochs"
-    if trained:
-        return f"reusing the recogniser already trained on these {photos} photos; {forgetting}"
+    training, forgetting = (f"{count} steps, about {time_left(count * RECOGNIZER_STEP_SECONDS[part])}"
+                            for count, part in zip(steps, ("training", "forgetting")))
+    then = f"then forgetting: {epochs} epochs ({forgetting})"
+    if not steps[0]:
+        return f"reusing the recogniser already trained on these {photos} photos; {then}"
     return (f"training the recogniser on {photos} photos of {len(people)} people for {base_epochs} epochs "
-            f"(the long part; later runs on these photos reuse it), {forgetting}")
+            f"(the long part: {training}; later runs on these photos reuse it), {then}")
 
 
 def face_folder_key(people: dict[str, list[Path]]) -> str:
@@ -517,8 +555,11 @@ def forget_in_generator(hub: ModelHub, workdir: Path, photos: Sequence = (), *, 
             original, _ = pipeline_with_preset(hub, "arc2face", fast=False)
             edited = _with_own_text_encoder(original)
             report(0.1, desc=f"forgetting {identity.source}: {int(steps)} steps")
-            result = forget_in_encoder(edited, identity.vector[None], radius=float(radius), steps=int(steps),
-                                       save_dir=staging)  # its tqdm bar shows in the page (track_tqdm)
+            work = WorkProgress(report, int(steps), start=0.1, end=0.8,
+                                describe=lambda done: f"forgetting {identity.source}: step {done} of {int(steps)}")
+            with optimizer_steps(work.advance):
+                result = forget_in_encoder(edited, identity.vector[None], radius=float(radius), steps=int(steps),
+                                           save_dir=staging, show_progress=False)
             for name, pipe in (("before", original), ("after", edited)):
                 report(0.8 if name == "before" else 0.9, desc=f"rendering the person {name} forgetting")
                 settings = {} if render_steps is None else {"num_inference_steps": int(render_steps)}

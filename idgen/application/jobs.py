@@ -8,6 +8,9 @@ The job stops at its next *checkpoint*, raising :class:`JobCancelled`:
   denoising step, a recogniser batch, a text-encoder step), so a job stops within one network call
   however its inner loops are written.
 
+:func:`optimizer_steps` reports each optimiser step a job's thread takes (a training or a forgetting
+step), so a job can show per-step progress however deep in its code the training loop is.
+
 A job writes its output into a staging folder (:func:`idgen.io.atomic_folder`) and renames it into
 place only once finished, so a cancelled job leaves nothing half-written behind.
 """
@@ -94,3 +97,22 @@ def checkpoints(token: Optional[CancelToken]):
             if not _tokens and _hook is not None:
                 _hook.remove()
                 _hook = None
+
+
+@contextmanager
+def optimizer_steps(on_step: Callable[[], None]):
+    """While inside, ``on_step()`` runs after every optimiser step taken in this thread (a global
+    torch hook that ignores other threads); an exception it raises (:class:`JobCancelled`) stops the job."""
+    from torch.optim.optimizer import register_optimizer_step_post_hook
+
+    ident = threading.get_ident()
+
+    def after_step(optimizer, args, kwargs):
+        if threading.get_ident() == ident:
+            on_step()
+
+    hook = register_optimizer_step_post_hook(after_step)
+    try:
+        yield
+    finally:
+        hook.remove()

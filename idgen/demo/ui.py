@@ -1,4 +1,5 @@
-"""The Gradio page: one tab per task, each a thin wrapper around :mod:`idgen.application.actions`.
+"""The Gradio page: one tab per task, each built by its own function (``_generate_tab``, ...) and a
+thin wrapper around :mod:`idgen.application.actions`; :func:`build_demo` lists the tabs.
 
 Every handler goes through :func:`friendly_errors`, so a photo without a face, a group photo or a
 file that is not an image shows a one-line message in the page instead of a traceback. The long jobs
@@ -129,16 +130,16 @@ def _seed_field(label: str = "seed") -> gr.Number:
     return gr.Number(value=0, precision=0, minimum=0, maximum=SEED.at_most, label=label)
 
 
-def _sampling_controls(default_steps: int, fast_info: str, fast_offered: bool):
+def _sampling_controls(page: _Page, fast_offered: bool):
     """Seed, steps, guidance and the fast-preset checkbox, which is greyed out (the note under it says
     what to download) when the preset cannot run here."""
     with gr.Row():
         seed = _seed_field()
-        steps = gr.Slider(1, 50, value=default_steps, step=1, label="steps")
+        steps = gr.Slider(1, 50, value=page.default_steps, step=1, label="steps")
         guidance = gr.Slider(1.0, 10.0, value=3.0, step=0.5, label="guidance")
         fast = gr.Checkbox(value=False, label="fast preset (LCM-LoRA)" + ("" if fast_offered else ": not available here"),
                            interactive=fast_offered)
-    gr.Markdown(fast_info)
+    gr.Markdown(actions.fast_preset_description(page.hub))
     return seed, steps, guidance, fast
 
 
@@ -160,42 +161,126 @@ class DemoBlocks(gr.Blocks):
 GRADIO_CACHE_LIFETIME = (3600, 3600)
 
 
+class _Page:
+    """What the tabs share: the models, the workspace, the page's defaults, and the two components
+    the Dataset tab hands to Forget → Recogniser: the visitor's dataset (a workspace token in a
+    gr.State: it never reaches the browser) and the face-source list (made here unrendered, shown by
+    Forget → Recogniser, set to the dataset by the Dataset tab)."""
+
+    def __init__(self, hub: ModelHub, workspace: Workspace):
+        self.hub, self.workspace, self.tiny = hub, workspace, hub.settings.tiny
+        self.default_steps = 2 if self.tiny else 25
+        self.dataset_token = gr.State(None)
+        allowed = hub.settings.allow_folders
+        self.face_source = gr.Dropdown(face_sources(allowed), value=default_source(allowed), label="faces from",
+                                       elem_id="face-source", render=False)
+
+
 def build_demo(hub: ModelHub, workspace: Workspace | None = None) -> DemoBlocks:
-    """The page for ``hub``'s models, writing into ``workspace`` (default: a new one). Nothing is
-    loaded until a tab first needs it."""
+    """The page for ``hub``'s models, writing into ``workspace`` (default: a new one): a header and
+    one tab per task. Nothing is loaded until a tab first needs it."""
     workspace = workspace or Workspace()
-    tiny = hub.settings.tiny
-    default_steps = 2 if tiny else 25
+    title = "idgen demo" + (" (tiny random models)" if hub.settings.tiny else "")
+    with DemoBlocks(workspace, title=title, delete_cache=GRADIO_CACHE_LIFETIME) as demo:
+        page = _Page(hub, workspace)
+        _header(page, title)
+        with gr.Tab("Generate"):
+            _generate_tab(page)
+        with gr.Tab("Mix"):
+            _mix_tab(page)
+        with gr.Tab("Dataset"):
+            _dataset_tab(page)
+        with gr.Tab("Forget"):
+            with gr.Tab("Recogniser"):
+                _forget_recognizer_tab(page)
+            with gr.Tab("Generator"):
+                _forget_generator_tab(page)
+    return demo
+
+
+def _header(page: _Page, title: str) -> None:
+    gr.Markdown(f"# {title}\nIdentity-preserving face generation, synthetic datasets and identity mixing,\n"
+                "identity forgetting.")
+    if page.tiny:
+        gr.Markdown(TINY_BANNER, elem_id="tiny-banner")
+    gr.Markdown(f"Identity generator: {page.hub.settings.describe()}.", elem_id="model-line")
+
+
+def _job_buttons(handler, inputs, outputs, *, label: str, api_name: str, cancel_id: str) -> None:
+    """A long job's start button and its Cancel button, which stops it (:func:`cancellable`)."""
+    with gr.Row():
+        start = gr.Button(label, variant="primary")
+        cancel = gr.Button("Cancel", variant="stop", elem_id=cancel_id)
+    cancel.click(None, cancels=[start.click(handler, inputs, outputs, api_name=api_name)])
+
+
+def _generate_tab(page: _Page) -> None:
+    """Photos of a person (or a random identity) → images of them in a chosen style."""
+    hub = page.hub
     styles = ([("Arc2Face", "arc2face")] + ([("InstantID", "instantid")] if hub.instantid_available else [])
               + ([("InfiniteYou (FLUX)", "infiniteyou")] if hub.infiniteyou_available else []))
-    fast_info = actions.fast_preset_description(hub)
-    fast_styles = actions.fast_preset_styles(hub)
     prompted = hub.instantid_available or hub.infiniteyou_available   # the styles that take a prompt and a pose
 
     @friendly_errors
     def generate(photos, use_random, style, prompt, negative, pose, seed, steps, guidance, count, fast,
                  progress=gr.Progress()):
-        photos = _paths(photos)
-        if use_random:
-            identity = actions.random_identity(hub, seed, style)
-        elif not photos:
-            raise gr.Error("Upload a face photo first, or tick 'random identity'.", print_exception=False)
-        else:
-            progress(0.0, desc="finding the face")
-            identity = actions.identity_from_photos(hub, photos, style)
-        pose_path = _paths(pose)[0] if pose else None
-        detected = identity.annotated
-        if style != "arc2face" and pose_path:
-            progress(0.0, desc="finding the pose")
-            detected = actions.side_by_side(detected, actions.annotated_photo(hub, pose_path, style))
+        identity, detected = _identity_and_faces(hub, _paths(photos), use_random, style, _paths(pose), seed, progress)
         results = actions.generate_images(
             hub, identity, style=style, count=count, seed=seed, steps=int(steps), guidance=float(guidance),
-            fast=bool(fast), prompt=prompt, negative_prompt=negative, pose_photo=pose_path, progress=progress)
-        with workspace.request("generate") as folder:
+            fast=bool(fast), prompt=prompt, negative_prompt=negative, pose_photo=(_paths(pose) or [None])[0],
+            progress=progress)
+        with page.workspace.request("generate") as folder:
             paths = actions.save_images([image for image, _ in results], folder / "images")
             archive = actions.zip_folder(folder / "images", folder / "images.zip")
         gallery = [(str(path), actions.caption(similarity)) for path, (_, similarity) in zip(paths, results)]
         return gallery, detected, str(archive), f"{len(results)} image(s) of {identity.source}"
+
+    with gr.Row():
+        with gr.Column():
+            photos = gr.File(file_count="multiple", label="face photo(s) of one person", elem_id="photos")
+            use_random = gr.Checkbox(value=False, label="random identity (ignore the photos)")
+            style = gr.Radio(styles, value="arc2face", label="style", visible=prompted)
+            if not prompted:
+                gr.Markdown(f"Style: Arc2Face, whose only condition is the identity. Text prompts and pose "
+                            f"photos need InstantID ({MODEL_FLAGS['instantid']}) or InfiniteYou "
+                            f"({MODEL_FLAGS['infiniteyou']}) when starting the demo.", elem_id="styles-note")
+            prompt = gr.Textbox(label="prompt (InstantID, InfiniteYou)", visible=prompted,
+                                placeholder="a portrait photo, studio light")
+            negative = gr.Textbox(label="negative prompt (InstantID)", visible=hub.instantid_available)
+            pose = gr.File(label="pose photo (InstantID, InfiniteYou; optional)", file_count="single", visible=prompted)
+            seed, steps, guidance, fast = _sampling_controls(page, bool(actions.fast_preset_styles(hub)))
+            count = gr.Slider(1, 8, value=2, step=1, label="images")
+            go = gr.Button("Generate", variant="primary", elem_id="generate")
+        with gr.Column():
+            gallery = gr.Gallery(label="generated (caption: identity similarity to the photos, or to the "
+                                       "random identity)", elem_id="gallery")
+            detected = gr.Image(label="detected face and keypoints", format="png")
+            download = gr.File(label="download (zip)")
+            status = gr.Markdown()
+    go.click(generate, [photos, use_random, style, prompt, negative, pose, seed, steps, guidance, count, fast],
+             [gallery, detected, download, status], api_name="generate")
+
+
+def _identity_and_faces(hub: ModelHub, photos: list[str], use_random: bool, style: str, pose: list[str], seed,
+                        progress) -> tuple[actions.IdentityInput, object]:
+    """The Generate tab's identity (a random one, or from the photos) and the image of the detected
+    face(s) it shows: the photo's, beside the pose photo's for the styles that take one."""
+    if use_random:
+        identity = actions.random_identity(hub, seed, style)
+    elif not photos:
+        raise gr.Error("Upload a face photo first, or tick 'random identity'.", print_exception=False)
+    else:
+        progress(0.0, desc="finding the face")
+        identity = actions.identity_from_photos(hub, photos, style)
+    if style == "arc2face" or not pose:
+        return identity, identity.annotated
+    progress(0.0, desc="finding the pose")
+    return identity, actions.side_by_side(identity.annotated, actions.annotated_photo(hub, pose[0], style))
+
+
+def _mix_tab(page: _Page) -> None:
+    """Two photos and a slider: an image of the identity between them."""
+    hub = page.hub
 
     @friendly_errors
     def mix(photo_a, photo_b, t, seed, steps, guidance, fast, progress=gr.Progress()):
@@ -207,30 +292,87 @@ def build_demo(hub: ModelHub, workspace: Workspace | None = None) -> DemoBlocks:
         fmt = lambda s: "no face found" if s is None else f"{s:.3f}"  # noqa: E731
         return image, f"similarity to A: {fmt(to_a)} · similarity to B: {fmt(to_b)}"
 
-    @cancellable
-    @friendly_errors
-    def dataset(identities, per_identity, seed, steps, progress=gr.Progress()):
-        """Also returns the Forget tab's source set to this dataset, and the visitor's token for it
-        (the name of this request's folder, kept in a gr.State: it never reaches the browser)."""
-        with workspace.request("dataset") as folder:
-            result = actions.make_dataset(hub, folder, identities=int(identities), images_per_identity=int(per_identity),
-                                          seed=seed, steps=int(steps), progress=progress, cancel=cancel_token())
-        stats = result["stats"]
-        summary = (f"{stats['images']} images of {stats['identities_with_images']} identities · "
-                   f"counts: {stats['counts']}")
-        return ([str(p) for p in result["samples"]], str(result["plot"]), str(result["zip"]), summary, DATASET,
-                folder.name)
+    with gr.Row():
+        photo_a = gr.File(label="face A", file_count="single")
+        photo_b = gr.File(label="face B", file_count="single")
+    t = gr.Slider(0.0, 1.0, value=0.5, step=0.05, label="from A (0) to B (1), on the identity sphere")
+    seed, steps, guidance, fast = _sampling_controls(page, "arc2face" in actions.fast_preset_styles(hub))
+    mixed = gr.Image(label="mixed identity", format="png")
+    status = gr.Markdown()
+    gr.Button("Mix", variant="primary").click(mix, [photo_a, photo_b, t, seed, steps, guidance, fast],
+                                              [mixed, status], api_name="mix")
+
+
+#: The Dataset tab's default retries of a render the filter refuses: enough that its default
+#: dataset (3 identities × 2 images, seed 0) keeps an image of every identity on the embedded mini
+#: model (docs/guides/demo.md, "How many retries the Dataset tab makes").
+DATASET_RETRIES = 40
+#: Images per row of the Dataset tab's grid.
+DATASET_COLUMNS = 8
+
+
+def _dataset_tab(page: _Page) -> None:
+    """A small synthetic dataset: its kept images by identity, the counts, the similarity plot, a zip."""
 
     @cancellable
     @friendly_errors
-    def forget_generator(photos, seed, steps, radius, render_steps, progress=gr.Progress(track_tqdm=True)):
-        with workspace.request("forget-generator") as folder:
-            result = actions.forget_in_generator(hub, folder, _paths(photos), seed=seed, steps=int(steps),
-                                                 radius=float(radius), render_steps=int(render_steps),
-                                                 progress=progress, cancel=cancel_token())
-        gallery = [(image, f"{name}: {actions.caption(similarity)}") for name, image, similarity in result["renders"]]
-        text = f"Forgot **{result['identity'].source}** in a copy of the generator.\n\n{result['markdown']}"
-        return gallery, text, str(result["zip"])
+    def dataset(identities, per_identity, seed, steps, retries, progress=gr.Progress()):
+        """Also returns the Forget tab's source set to this dataset, and the visitor's token for it
+        (the name of this request's folder)."""
+        with page.workspace.request("dataset") as folder:
+            result = actions.make_dataset(page.hub, folder, identities=int(identities),
+                                          images_per_identity=int(per_identity), seed=seed, steps=int(steps),
+                                          max_retries=int(retries), progress=progress, cancel=cancel_token())
+        return (dataset_grid(result["images"]), str(result["plot"]), str(result["zip"]),
+                dataset_counts(result["stats"], int(identities)), DATASET, folder.name)
+
+    with gr.Row():
+        identities = gr.Slider(2, 16, value=3, step=1, label="identities")
+        per_identity = gr.Slider(1, 8, value=2, step=1, label="images per identity")
+        seed = _seed_field()
+        steps = gr.Slider(1, 50, value=page.default_steps, step=1, label="steps")
+        retries = gr.Slider(0, 100, value=DATASET_RETRIES, step=1,
+                            label="retries of a refused render")
+    counts = gr.Markdown(elem_id="dataset-counts")
+    grid = gr.Gallery(label="kept images, by identity", columns=DATASET_COLUMNS, object_fit="contain",
+                      elem_id="dataset-grid", height="auto")
+    plot = gr.Image(label="identity similarity statistics")
+    archive = gr.File(label="dataset (zip)")
+    _job_buttons(dataset, [identities, per_identity, seed, steps, retries],
+                 [grid, plot, archive, counts, page.face_source, page.dataset_token],
+                 label="Generate dataset", api_name="dataset", cancel_id="dataset-cancel")
+
+
+def dataset_grid(images: list[dict]) -> list[tuple[str, str]]:
+    """The Dataset tab's grid: each kept image (the dataset's manifest records, with their ``path``)
+    captioned with its identity, grouped by identity in the dataset's order."""
+    ordered = sorted(images, key=lambda record: (record["label"], record["index"]))
+    return [(str(record["path"]), record["identity"] + ("" if record["similarity"] is None
+                                                       else f" · similarity {record['similarity']:.2f}"))
+            for record in ordered]
+
+
+def _counted(number: int, singular: str, plural: str = "") -> str:
+    """``number`` with ``singular`` when it is 1, else with ``plural`` (default: ``singular + "s"``)."""
+    return f"{number} {singular if number == 1 else plural or singular + 's'}"
+
+
+def dataset_counts(stats: dict, identities: int) -> str:
+    """The Dataset tab's counts in words: what was kept, and why the other renders were refused."""
+    counts = stats["counts"]
+    text = (f"**{_counted(stats['images'], 'image')} of {stats['identities_with_images']} of "
+            f"{_counted(identities, 'identity', 'identities')} kept**, from {_counted(counts['generated'], 'render')}. "
+            f"Refused: {counts['no_face']} with no face found, {counts['low_similarity']} below the "
+            f"identity-similarity threshold, {_counted(counts['duplicate'], 'duplicate')}.")
+    if counts["dropped"]:
+        text += " " + _counted(counts["dropped"], "image was still refused after its last retry.",
+                               "images were still refused after their last retry.")
+    return text
+
+
+def _forget_recognizer_tab(page: _Page) -> None:
+    """Train a small recogniser on photos of people, then make it forget some of them (GS-LoRA)."""
+    hub, workspace = page.hub, page.workspace
 
     @cancellable
     @friendly_errors
@@ -245,119 +387,57 @@ def build_demo(hub: ModelHub, workspace: Workspace | None = None) -> DemoBlocks:
                                                   cancel=cancel_token())
         return result["markdown"], str(result["plot"])
 
-    title = "idgen demo" + (" (tiny random models)" if tiny else "")
-    with DemoBlocks(workspace, title=title, delete_cache=GRADIO_CACHE_LIFETIME) as demo:
-        dataset_token = gr.State(None)   # the visitor's dataset: a workspace token, kept on the server
-        gr.Markdown(f"# {title}\nIdentity-preserving face generation, synthetic datasets and identity mixing,\nidentity forgetting.")
-        if tiny:
-            gr.Markdown(TINY_BANNER, elem_id="tiny-banner")
-        gr.Markdown(f"Identity generator: {hub.settings.describe()}.", elem_id="model-line")
-        with gr.Tab("Generate"):
-            with gr.Row():
-                with gr.Column():
-                    photos = gr.File(file_count="multiple", label="face photo(s) of one person", elem_id="photos")
-                    use_random = gr.Checkbox(value=False, label="random identity (ignore the photos)")
-                    style = gr.Radio(styles, value="arc2face", label="style", visible=prompted)
-                    if not prompted:
-                        gr.Markdown(f"Style: Arc2Face, whose only condition is the identity. Text prompts and pose "
-                                    f"photos need InstantID ({MODEL_FLAGS['instantid']}) or InfiniteYou "
-                                    f"({MODEL_FLAGS['infiniteyou']}) when starting the demo.", elem_id="styles-note")
-                    prompt = gr.Textbox(label="prompt (InstantID, InfiniteYou)", visible=prompted,
-                                        placeholder="a portrait photo, studio light")
-                    negative = gr.Textbox(label="negative prompt (InstantID)", visible=hub.instantid_available)
-                    pose = gr.File(label="pose photo (InstantID, InfiniteYou; optional)", file_count="single",
-                                   visible=prompted)
-                    seed, steps, guidance, fast = _sampling_controls(default_steps, fast_info, bool(fast_styles))
-                    count = gr.Slider(1, 8, value=2, step=1, label="images")
-                    go = gr.Button("Generate", variant="primary", elem_id="generate")
-                with gr.Column():
-                    gallery = gr.Gallery(label="generated (caption: identity similarity to the photos, or to the "
-                                               "random identity)", elem_id="gallery")
-                    detected = gr.Image(label="detected face and keypoints", format="png")
-                    download = gr.File(label="download (zip)")
-                    status = gr.Markdown()
-            go.click(generate, [photos, use_random, style, prompt, negative, pose, seed, steps, guidance, count, fast],
-                     [gallery, detected, download, status], api_name="generate")
-        with gr.Tab("Mix"):
-            with gr.Row():
-                photo_a = gr.File(label="face A", file_count="single")
-                photo_b = gr.File(label="face B", file_count="single")
-            t = gr.Slider(0.0, 1.0, value=0.5, step=0.05, label="from A (0) to B (1), on the identity sphere")
-            seed_m, steps_m, guidance_m, fast_m = _sampling_controls(default_steps, fast_info,
-                                                                  "arc2face" in fast_styles)
-            mixed = gr.Image(label="mixed identity", format="png")
-            mix_status = gr.Markdown()
-            gr.Button("Mix", variant="primary").click(
-                mix, [photo_a, photo_b, t, seed_m, steps_m, guidance_m, fast_m], [mixed, mix_status], api_name="mix")
-        with gr.Tab("Dataset"):
-            with gr.Row():
-                n_ids = gr.Slider(2, 16, value=3, step=1, label="identities")
-                per_id = gr.Slider(1, 8, value=2, step=1, label="images per identity")
-                seed_d = _seed_field()
-                steps_d = gr.Slider(1, 50, value=default_steps, step=1, label="steps")
-            samples = gr.Gallery(label="sample images")
-            plot = gr.Image(label="identity similarity statistics")
-            archive = gr.File(label="dataset (zip)")
-            summary = gr.Markdown()
-            with gr.Row():
-                dataset_button = gr.Button("Generate dataset", variant="primary")
-                dataset_cancel = gr.Button("Cancel", variant="stop", elem_id="dataset-cancel")
-        with gr.Tab("Forget"):
-            with gr.Tab("Recogniser"):
-                gr.Markdown("Train a small face recogniser on photos of people (one folder of photos per person: "
-                            "a zip you upload, the dataset the Dataset tab made, or a server folder the operator "
-                            "allowed), then make it forget some people with GS-LoRA and compare accuracies before "
-                            "and after. The recogniser is trained once per set of photos and reused.")
-                allowed = hub.settings.allow_folders
-                with gr.Row():
-                    source = gr.Dropdown(face_sources(allowed), value=default_source(allowed), label="faces from",
-                                         elem_id="face-source")
-                    upload = gr.File(label="photos (zip: one folder of photos per person)", file_count="single",
-                                     file_types=[".zip"], elem_id="face-zip")
-                with gr.Row():
-                    names = gr.Textbox(label="people to forget (folder names, comma-separated; empty = draw)")
-                    count_f = gr.Number(value=1, precision=0, minimum=1, label="how many to draw")
-                with gr.Row():
-                    base_epochs = gr.Slider(1, 60, value=5 if tiny else 40, step=1, label="recogniser training epochs")
-                    epochs_f = gr.Slider(1, 30, value=2 if tiny else 10, step=1, label="forgetting epochs")
-                report = gr.Markdown()
-                groups = gr.Image(label="LoRA group norms")
-                with gr.Row():
-                    forget_button = gr.Button("Forget", variant="primary")
-                    forget_cancel = gr.Button("Cancel", variant="stop", elem_id="forget-cancel")
-                forget_event = forget_button.click(
-                    forget, [source, upload, names, count_f, base_epochs, epochs_f, dataset_token], [report, groups],
-                    api_name="forget")
-                forget_cancel.click(None, cancels=[forget_event])
-            with gr.Tab("Generator"):
-                gr.Markdown("Make a copy of the Arc2Face generator forget a person (GS-LoRA on its identity "
-                            "encoder): their conditioning moves to a neutral identity while other people's stays. "
-                            "The other tabs keep the original generator.")
-                with gr.Row():
-                    forget_photos = gr.File(file_count="multiple", label="photo(s) of the person to forget "
-                                                                         "(none: a random identity)")
-                    with gr.Column():
-                        seed_g = _seed_field("seed (random identity, renders)")
-                        steps_g = gr.Slider(10, 1000, value=40 if tiny else 300, step=10, label="forgetting steps")
-                        radius_g = gr.Slider(0.0, 0.95, value=0.5, step=0.05,
-                                             label="radius (cosine: vectors this close to the person are forgotten too)")
-                        render_g = gr.Slider(1, 50, value=default_steps, step=1, label="render steps")
-                renders = gr.Gallery(label="the person before and after (caption: identity similarity)",
-                                     elem_id="forget-renders", format="png")
-                metrics = gr.Markdown()
-                lora = gr.File(label="the forgetting LoRA (zip; pipe.load_lora_weights reads the folder)")
-                with gr.Row():
-                    forget_g_button = gr.Button("Forget in the generator", variant="primary")
-                    forget_g_cancel = gr.Button("Cancel", variant="stop", elem_id="forget-generator-cancel")
-                forget_g_event = forget_g_button.click(
-                    forget_generator, [forget_photos, seed_g, steps_g, radius_g, render_g], [renders, metrics, lora],
-                    api_name="forget_generator")
-                forget_g_cancel.click(None, cancels=[forget_g_event])
-        dataset_event = dataset_button.click(dataset, [n_ids, per_id, seed_d, steps_d],
-                                             [samples, plot, archive, summary, source, dataset_token],
-                                             api_name="dataset")
-        dataset_cancel.click(None, cancels=[dataset_event])
-    return demo
+    gr.Markdown("Train a small face recogniser on photos of people (one folder of photos per person: "
+                "a zip you upload, the dataset the Dataset tab made, or a server folder the operator "
+                "allowed), then make it forget some people with GS-LoRA and compare accuracies before "
+                "and after. The recogniser is trained once per set of photos and reused.")
+    with gr.Row():
+        page.face_source.render()
+        upload = gr.File(label="photos (zip: one folder of photos per person)", file_count="single",
+                         file_types=[".zip"], elem_id="face-zip")
+    with gr.Row():
+        names = gr.Textbox(label="people to forget (folder names, comma-separated; empty = draw)")
+        count = gr.Number(value=1, precision=0, minimum=1, label="how many to draw")
+    with gr.Row():
+        base_epochs = gr.Slider(1, 60, value=5 if page.tiny else 40, step=1, label="recogniser training epochs")
+        epochs = gr.Slider(1, 30, value=2 if page.tiny else 10, step=1, label="forgetting epochs")
+    report = gr.Markdown()
+    groups = gr.Image(label="LoRA group norms")
+    _job_buttons(forget, [page.face_source, upload, names, count, base_epochs, epochs, page.dataset_token],
+                 [report, groups], label="Forget", api_name="forget", cancel_id="forget-cancel")
+
+
+def _forget_generator_tab(page: _Page) -> None:
+    """Make a copy of the generator forget a person; their render before and after."""
+
+    @cancellable
+    @friendly_errors
+    def forget_generator(photos, seed, steps, radius, render_steps, progress=gr.Progress(track_tqdm=True)):
+        with page.workspace.request("forget-generator") as folder:
+            result = actions.forget_in_generator(page.hub, folder, _paths(photos), seed=seed, steps=int(steps),
+                                                 radius=float(radius), render_steps=int(render_steps),
+                                                 progress=progress, cancel=cancel_token())
+        gallery = [(image, f"{name}: {actions.caption(similarity)}") for name, image, similarity in result["renders"]]
+        text = f"Forgot **{result['identity'].source}** in a copy of the generator.\n\n{result['markdown']}"
+        return gallery, text, str(result["zip"])
+
+    gr.Markdown("Make a copy of the Arc2Face generator forget a person (GS-LoRA on its identity "
+                "encoder): their conditioning moves to a neutral identity while other people's stays. "
+                "The other tabs keep the original generator.")
+    with gr.Row():
+        photos = gr.File(file_count="multiple", label="photo(s) of the person to forget (none: a random identity)")
+        with gr.Column():
+            seed = _seed_field("seed (random identity, renders)")
+            steps = gr.Slider(10, 1000, value=40 if page.tiny else 300, step=10, label="forgetting steps")
+            radius = gr.Slider(0.0, 0.95, value=0.5, step=0.05,
+                               label="radius (cosine: vectors this close to the person are forgotten too)")
+            render_steps = gr.Slider(1, 50, value=page.default_steps, step=1, label="render steps")
+    renders = gr.Gallery(label="the person before and after (caption: identity similarity)",
+                         elem_id="forget-renders", format="png")
+    metrics = gr.Markdown()
+    lora = gr.File(label="the forgetting LoRA (zip; pipe.load_lora_weights reads the folder)")
+    _job_buttons(forget_generator, [photos, seed, steps, radius, render_steps], [renders, metrics, lora],
+                 label="Forget in the generator", api_name="forget_generator", cancel_id="forget-generator-cancel")
 
 
 #: The port the demo asks for first; when it is taken, the next free one (and the page says so).

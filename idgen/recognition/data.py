@@ -295,15 +295,21 @@ def load_aligned(files: list[Path], config: FaceDataConfig) -> np.ndarray:
     return crops
 
 
+def split_sizes(images: int, config: FaceDataConfig) -> tuple[int, int]:
+    """How many of an identity's ``images`` :func:`load_face_folder` trains on and tests on."""
+    n_test = int(min(config.max_test, max(config.min_test, round(config.test_fraction * images))))
+    return min(images - n_test, config.max_train or images), n_test
+
+
 def load_face_folder(config: FaceDataConfig) -> tuple[FaceSet, FaceSet]:
     """The (train, test) split of an identity-labelled folder, as aligned uint8 tensors."""
     people = list_identities(Path(os.path.expanduser(config.root)), config.min_images_per_class)
     train_files, test_files, train_labels, test_labels = [], [], [], []
     for label, files in enumerate(people.values()):
-        n_test = int(min(config.max_test, max(config.min_test, round(config.test_fraction * len(files)))))
+        n_train, n_test = split_sizes(len(files), config)
         if n_test >= len(files):
             raise DataError(f"identity {list(people)[label]!r} has {len(files)} images: too few for a test split")
-        train = files[: len(files) - n_test][: config.max_train]
+        train = files[: len(files) - n_test][:n_train]
         test_files += files[len(files) - n_test:]
         train_files += train
         train_labels += [label] * len(train)
