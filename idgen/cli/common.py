@@ -132,6 +132,8 @@ def add_model_arguments(parser) -> None:
     group.add_argument("--infiniteyou-base", help=f"FLUX.1-dev base for InfiniteYou ({env('infiniteyou_base')})")
     group.add_argument("--infiniteyou-variant", help=f"InfiniteYou weights: aes_stage2 (aesthetics) or sim_stage1 "
                                                      f"(identity similarity) ({env('infiniteyou_variant')})")
+    group.add_argument("--smirk", help="folder with SMIRK's face_landmarker.task and SMIRK_em1.pt, to read an "
+                                       f"--expression from a photo ({env('smirk')})")
     group.add_argument("--lcm-lora", help=f"LCM-LoRA of the fast preset for Arc2Face, hub id or folder ({env('lcm_lora')})")
     group.add_argument("--lcm-lora-sdxl", help=f"LCM-LoRA of the fast preset for InstantID ({env('lcm_lora_sdxl')})")
     group.add_argument("--tiny", action="store_true", default=None,
