@@ -13,6 +13,9 @@ import os
 from ..application.models import ENVIRONMENT, STYLES, resolve_face_backends
 from ..config import BOX, DENOISING_STEPS, DET_SIZE, FACE_BATCH, SEED, UPSAMPLE, Range
 
+#: The weight of an Arc2Face adapter (expression, reference) on the command line.
+ADAPTER_SCALE = Range(0.0, 2.0)
+
 
 def number(kind: type, allowed: Range):
     """An argparse ``type`` reading an int or a float (``kind``) in ``allowed``; anything else is refused

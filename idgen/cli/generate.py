@@ -19,12 +19,10 @@ from tqdm import tqdm
 from ..config import Range
 from ..errors import ConfigError
 from ..io import check_output_folder, output_errors, remove_temporaries, write_json_atomic
-from .common import add_model_arguments, add_sampling_options, add_style_option, chosen_style, describe_style, number
+from .common import ADAPTER_SCALE, add_model_arguments, add_sampling_options, add_style_option, chosen_style, describe_style, number
 
 #: Images one command renders: all of them in one batch, on the device together.
 COUNT = Range(1, 64)
-#: The weight of an Arc2Face adapter (expression, reference).
-ADAPTER_SCALE = Range(0.0, 2.0)
 
 
 #: How the model is chosen, for ``idgen generate --help``.
