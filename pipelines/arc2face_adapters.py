@@ -1,8 +1,8 @@
 """Arc2Face's published extensions beyond the identity (all in ``FoivosPar/Arc2Face``):
 
 - the **Expression Adapter** (``exp_adapter/exp_adapter.bin``): a diffusers IP-Adapter whose "image
-  embeds" are FLAME expression parameters, :data:`EXPRESSION_SIZE` numbers per image (50 expression,
-  2 eyelid, 3 jaw); the unconditional half of classifier-free guidance gets zeros;
+  embeds" are FLAME expression parameters, 55 numbers per image (50 expression, 2 eyelid, 3 jaw; see
+  :mod:`idgen.faces.expression`); the unconditional half of classifier-free guidance gets zeros;
 - the **Reference Adapter** (``ref_adapter/pytorch_lora_weights.safetensors``): a LoRA on the UNet
   plus *reference attention*: one UNet pass over a photo's latents at timestep 0 records the input
   of every self-attention layer, and while denoising, the conditional half of the batch attends to
@@ -15,18 +15,9 @@ The ControlNet (``controlnet/``) needs nothing here: it is diffusers' own Contro
 from __future__ import annotations
 
 import contextlib
-import json
-import os
-from pathlib import Path
 
-import numpy as np
 import torch
 
-from idgen.errors import DataError
-from idgen.io import read_npy
-
-#: FLAME parameters per image: 50 expression, 2 eyelid, 3 jaw (SMIRK's order).
-EXPRESSION_SIZE = 55
 #: Where the published files are, relative to the Arc2Face checkpoint folder or hub id.
 EXPRESSION_ADAPTER = ("exp_adapter", "exp_adapter.bin")
 REFERENCE_ADAPTER = ("ref_adapter", "pytorch_lora_weights.safetensors")
@@ -35,42 +26,6 @@ CONTROLNET_FOLDER = "controlnet"
 REFERENCE_LORA = "reference"
 #: The Reference Adapter's LoRA weight the reference demo advises (lower: closer to the asked expression).
 DEFAULT_REFERENCE_SCALE = 0.8
-
-EXPRESSION_FIX = (f"give {EXPRESSION_SIZE} FLAME parameters per expression (50 expression, 2 eyelid, 3 jaw): a .npy "
-                  f"array of shape ({EXPRESSION_SIZE},) or (K, {EXPRESSION_SIZE}), or a .json list of such lists")
-
-
-def expression_rows(expression) -> torch.Tensor:
-    """``expression`` (a tensor, array or list: one vector of :data:`EXPRESSION_SIZE` numbers, or ``K``
-    of them) as a ``K × 55`` float32 tensor; a ``ValueError`` for any other shape or non-finite values."""
-    rows = torch.as_tensor(np.asarray(expression.detach().cpu() if torch.is_tensor(expression) else expression,
-                                      dtype=np.float32))
-    if rows.ndim not in (1, 2) or rows.shape[-1] != EXPRESSION_SIZE or rows.numel() == 0:
-        raise ValueError(f"expression has shape {tuple(rows.shape)}; {EXPRESSION_FIX}")
-    if not torch.isfinite(rows).all():
-        raise ValueError("expression holds NaN or infinite values")
-    return rows.reshape(-1, EXPRESSION_SIZE)
-
-
-def read_expressions(path: str | os.PathLike) -> np.ndarray:
-    """The ``K × 55`` FLAME expression vectors in a ``.npy`` or ``.json`` file; a
-    :class:`~idgen.errors.DataError` naming the file when it holds anything else."""
-    path = Path(path)
-    if path.suffix.lower() == ".npy":
-        values = read_npy(path, EXPRESSION_FIX)
-    elif path.suffix.lower() == ".json":
-        try:
-            values = json.loads(path.read_text())
-        except (OSError, UnicodeDecodeError, ValueError) as exc:
-            raise DataError(f"{path}: cannot read it as JSON ({exc}); {EXPRESSION_FIX}") from None
-    else:
-        raise DataError(f"{path}: expressions are read from .npy or .json files; {EXPRESSION_FIX}")
-    try:
-        return expression_rows(values).numpy()
-    except (TypeError, ValueError) as exc:
-        raise DataError(f"{path}: {exc}" if str(exc).startswith("expression") else
-                        f"{path}: not a list of numbers; {EXPRESSION_FIX}") from None
-
 
 def rows_per_image(rows: torch.Tensor, identities: int, images_per_identity: int, name: str) -> torch.Tensor:
     """``rows`` (one for every image, one per identity, or one for all) as one row per image, in the

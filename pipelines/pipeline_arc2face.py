@@ -30,11 +30,11 @@ from diffusers.utils import BaseOutput, USE_PEFT_BACKEND, scale_lora_layers, uns
 from transformers import CLIPTextModel
 
 from idgen.faces import load_image
+from idgen.faces.expression import EXPRESSION_SIZE, expression_rows
 from idgen.identity import normalize
 
-from .arc2face_adapters import (CONTROLNET_FOLDER, DEFAULT_REFERENCE_SCALE, EXPRESSION_ADAPTER, EXPRESSION_SIZE,
-                                REFERENCE_ADAPTER, REFERENCE_LORA, expression_rows, lora_weight, loras_off,
-                                reference_attention, rows_per_image)
+from .arc2face_adapters import (CONTROLNET_FOLDER, DEFAULT_REFERENCE_SCALE, EXPRESSION_ADAPTER, REFERENCE_ADAPTER,
+                                REFERENCE_LORA, lora_weight, loras_off, reference_attention, rows_per_image)
 from .face_input import FaceInputMixin, identity_rows, photo_list
 from .lcm import LCMLoRAMixin
 

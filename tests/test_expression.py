@@ -9,9 +9,9 @@ import pytest
 import torch
 
 from idgen.errors import ConfigError, DataError, NoFaceError
-from idgen.faces.expression import ExpressionExtractor, crop, crop_box, load_smirk_encoder, mediapipe_landmarker
+from idgen.faces.expression import (ExpressionExtractor, crop, crop_box, load_smirk_encoder, mediapipe_landmarker,
+                                    read_expressions)
 from idgen.models.smirk import CHECKPOINT_PREFIX, SmirkExpressionEncoder
-from idgen.pipelines.arc2face_adapters import read_expressions
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 

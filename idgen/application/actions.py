@@ -239,7 +239,7 @@ def pipeline_with_preset(hub: ModelHub, style: str, fast: bool):
 def expression_vectors(hub: ModelHub, source) -> torch.Tensor:
     """FLAME expression parameters (``K × 55``) from ``source``: a ``.npy`` / ``.json`` file of them,
     a tensor or array of them, or a photo, read with SMIRK (:meth:`ModelHub.expression_extractor`)."""
-    from ..pipelines.arc2face_adapters import expression_rows, read_expressions
+    from ..faces.expression import expression_rows, read_expressions
 
     if isinstance(source, (str, Path)) and Path(source).suffix.lower() in (".npy", ".json"):
         return torch.from_numpy(read_expressions(source))

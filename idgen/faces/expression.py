@@ -1,5 +1,5 @@
-"""FLAME expression parameters from a photo, as the Arc2Face Expression Adapter's reference reads
-them: mediapipe's face landmarker finds 478 landmarks, a square around them (1.4 × their box) is
+"""FLAME expression parameters (the Arc2Face Expression Adapter's input): reading them from files,
+and from a photo as the adapter's reference does: mediapipe's face landmarker finds 478 landmarks, a square around them (1.4 × their box) is
 cropped to 224 × 224, and SMIRK's expression encoder (:mod:`idgen.models.smirk`) gives 55 numbers.
 
 Both files are downloaded by the user (they are not idgen's to ship): ``face_landmarker.task``
@@ -9,6 +9,7 @@ checkpoint, MIT).
 
 from __future__ import annotations
 
+import json
 import os
 from pathlib import Path
 from typing import Callable, Optional
@@ -18,15 +19,51 @@ import torch
 from PIL import Image
 
 from ..errors import ConfigError, DataError, NoFaceError
-from ..io import check_weights, read_torch_weights
-from ..models.smirk import CHECKPOINT_PREFIX, SmirkExpressionEncoder
+from ..io import check_weights, read_npy, read_torch_weights
+from ..models.smirk import CHECKPOINT_PREFIX, EXPRESSIONS, EYELIDS, JAW, SmirkExpressionEncoder
 from .image import describe, load_image
 
+#: FLAME parameters per image: 50 expression, 2 eyelid, 3 jaw (SMIRK's order).
+EXPRESSION_SIZE = EXPRESSIONS + EYELIDS + JAW
+EXPRESSION_FIX = (f"give {EXPRESSION_SIZE} FLAME parameters per expression (50 expression, 2 eyelid, 3 jaw): a .npy "
+                  f"array of shape ({EXPRESSION_SIZE},) or (K, {EXPRESSION_SIZE}), or a .json list of such lists")
 LANDMARKER_FILE, CHECKPOINT_FILE = "face_landmarker.task", "SMIRK_em1.pt"
 CROP_SIZE, CROP_SCALE = 224, 1.4
 
 #: RGB photo (H × W × 3, uint8) → the face's landmarks in pixels (L × 2), or None without a face.
 Landmarker = Callable[[np.ndarray], Optional[np.ndarray]]
+
+
+def expression_rows(expression) -> torch.Tensor:
+    """``expression`` (a tensor, array or list: one vector of :data:`EXPRESSION_SIZE` numbers, or ``K``
+    of them) as a ``K × 55`` float32 tensor; a ``ValueError`` for any other shape or non-finite values."""
+    rows = torch.as_tensor(np.asarray(expression.detach().cpu() if torch.is_tensor(expression) else expression,
+                                      dtype=np.float32))
+    if rows.ndim not in (1, 2) or rows.shape[-1] != EXPRESSION_SIZE or rows.numel() == 0:
+        raise ValueError(f"expression has shape {tuple(rows.shape)}; {EXPRESSION_FIX}")
+    if not torch.isfinite(rows).all():
+        raise ValueError("expression holds NaN or infinite values")
+    return rows.reshape(-1, EXPRESSION_SIZE)
+
+
+def read_expressions(path: str | os.PathLike) -> np.ndarray:
+    """The ``K × 55`` FLAME expression vectors in a ``.npy`` or ``.json`` file; a
+    :class:`~idgen.errors.DataError` naming the file when it holds anything else."""
+    path = Path(path)
+    if path.suffix.lower() == ".npy":
+        values = read_npy(path, EXPRESSION_FIX)
+    elif path.suffix.lower() == ".json":
+        try:
+            values = json.loads(path.read_text())
+        except (OSError, UnicodeDecodeError, ValueError) as exc:
+            raise DataError(f"{path}: cannot read it as JSON ({exc}); {EXPRESSION_FIX}") from None
+    else:
+        raise DataError(f"{path}: expressions are read from .npy or .json files; {EXPRESSION_FIX}")
+    try:
+        return expression_rows(values).numpy()
+    except (TypeError, ValueError) as exc:
+        raise DataError(f"{path}: {exc}" if str(exc).startswith("expression") else
+                        f"{path}: not a list of numbers; {EXPRESSION_FIX}") from None
 
 
 def crop_box(landmarks: np.ndarray) -> tuple[float, float, float]:

@@ -43,6 +43,9 @@ class VariationConfig:
     min_cosine: float = ranged(1.0, COSINE)          # perturb each image's identity vector to cosine ≥ this (1 = off)
     prompts: list = field(default_factory=list)   # passed per image as ``prompt`` when non-empty
     poses: Any = path_field(None, MODEL)   # pose bank, passed per image as ``pose``: "default", a photo folder, a file (idgen.synth.poses)
+    #: expression bank, passed per image as ``expression`` (Arc2Face's Expression Adapter: set
+    #: ``generator.expression_adapter``): a .npy or .json file of FLAME parameter vectors (K × 55), or a list of them
+    expressions: Any = path_field(None)
 
 
 #: The filter threshold a config gets when it leaves ``filter.threshold`` unset, per ``generator.type``.
@@ -94,12 +97,12 @@ class RuntimeConfig:
 #: The numeric keys of the ``generator`` mapping, checked whatever the generator type: ``height`` and
 #: ``width`` of the diffusion generators' renders, ``size`` of the photo generator's, the sampler's
 #: steps and guidance, the photo generator's ``failure_rate`` and ``key_seed``, the tiny models'
-#: ``embedding_dim`` and ``seed``.
+#: ``embedding_dim`` and ``seed``, the Arc2Face Expression Adapter's ``expression_scale``.
 GENERATOR_RANGES = {
     "height": (int, IMAGE_SIDE), "width": (int, IMAGE_SIDE), "size": (int, Range(8, 4096)),
     "num_inference_steps": (int, DENOISING_STEPS), "guidance_scale": (float, Range(0)),
     "failure_rate": (float, FRACTION), "key_seed": (int, SEED), "embedding_dim": (int, EMBEDDING_DIM),
-    "seed": (int, SEED),
+    "seed": (int, SEED), "expression_scale": (float, Range(0.0, 2.0)),
 }
 
 
@@ -112,7 +115,8 @@ class SynthConfig:
     #: generator's own keys (``photos``: a folder, ``path`` and ``base``: hub ids or folders, …; see
     #: ``idgen.synth.generators.build_generator``)
     generator: dict = path_field(default_factory=lambda: {"type": "photo"},
-                                 rule={"photos": PATH, "path": MODEL, "base": MODEL}, ranges=GENERATOR_RANGES)
+                                 rule={"photos": PATH, "path": MODEL, "base": MODEL, "expression_adapter": MODEL},
+                                 ranges=GENERATOR_RANGES)
     identities: IdentityConfig = field(default_factory=IdentityConfig)
     variation: VariationConfig = field(default_factory=VariationConfig)
     filter: FilterConfig = field(default_factory=FilterConfig)

@@ -88,7 +88,9 @@ class Arc2FaceGenerator(FixedBatchAdapter):
 
     Calls ``pipeline(id_embeds=..., num_images_per_prompt=1, generator=[...], ...)`` with one
     row per image (``micro_batch`` rows per call), so a batch mixes identities and each image keeps
-    its own generator.
+    its own generator. With the Expression Adapter loaded (``expression_adapter``: the Arc2Face
+    checkpoint holding ``exp_adapter/``), each image gets its ``expression`` condition (55 FLAME
+    parameters, from the bank ``variation.expressions``) at ``expression_scale``.
     """
 
     def __init__(self, pipeline, num_inference_steps: int = 25, guidance_scale: float = 3.0, micro_batch: int = DEFAULT_MICRO_BATCH,
@@ -97,11 +99,14 @@ class Arc2FaceGenerator(FixedBatchAdapter):
         self.call_kwargs = dict(num_inference_steps=num_inference_steps, guidance_scale=guidance_scale, **call_kwargs)
 
     @classmethod
-    def from_pretrained(cls, path: str, device=None, dtype: str | None = None, **call_kwargs) -> "Arc2FaceGenerator":
+    def from_pretrained(cls, path: str, device=None, dtype: str | None = None, expression_adapter: str | None = None,
+                        **call_kwargs) -> "Arc2FaceGenerator":
         from ..pipelines import Arc2FacePipeline
 
         check_micro_batch(call_kwargs.get("micro_batch", DEFAULT_MICRO_BATCH))
         pipeline = Arc2FacePipeline.from_pretrained(path, dtype=getattr(torch, dtype) if dtype else None)
+        if expression_adapter is not None:
+            pipeline.load_expression_adapter(expression_adapter)
         if device is not None:
             pipeline.to(device)
         pipeline.set_progress_bar_config(disable=True)
@@ -118,8 +123,10 @@ class Arc2FaceGenerator(FixedBatchAdapter):
         pipeline.set_progress_bar_config(disable=True)
         return cls(pipeline, **call_kwargs)
 
-    def _render(self, id_embeds, generators, **conditions):
+    def _render(self, id_embeds, generators, expression=None, **conditions):
         unet = self.pipeline.unet
+        if expression is not None:
+            conditions["expression"] = torch.from_numpy(np.stack(expression).astype(np.float32))
         result = self.pipeline(
             id_embeds=id_embeds.to(unet.device, unet.dtype), num_images_per_prompt=1, generator=generators,
             output_type="pil", **self.call_kwargs, **conditions,

@@ -18,7 +18,8 @@ from transformers import CLIPTokenizer
 
 from ..io import save_safetensors_atomic
 from ..pipelines import Arc2FacePipeline
-from ..pipelines.arc2face_adapters import CONTROLNET_FOLDER, EXPRESSION_ADAPTER, EXPRESSION_SIZE, REFERENCE_ADAPTER
+from ..faces.expression import EXPRESSION_SIZE
+from ..pipelines.arc2face_adapters import CONTROLNET_FOLDER, EXPRESSION_ADAPTER, REFERENCE_ADAPTER
 from ..pipelines.pipeline_arc2face import ARC2FACE_PROMPT
 from ..pipelines.sd15_architecture import random_sd15_components
 from .tiny_instantid import _cross_attention_layers
