@@ -85,18 +85,30 @@ def _lora_layers(model):
     return [module for module in model.modules() if isinstance(module, BaseTunerLayer)]
 
 
+def activate(model, adapters: list[str]) -> None:
+    """Make exactly ``adapters`` the active LoRAs of ``model``, each at the weight it had."""
+    for layer in _lora_layers(model):
+        layer.set_adapter(adapters)
+
+
 @contextlib.contextmanager
 def lora_weight(model, adapter: str, weight: float):
     """Inside the block, the LoRA ``adapter`` of ``model`` acts at ``weight`` (as ``set_adapters``'
-    weights do); its scale is restored afterwards, and the other adapters are untouched."""
-    layers = [(layer, layer.scaling[adapter]) for layer in _lora_layers(model) if adapter in getattr(layer, "scaling", {})]
-    for layer, _ in layers:
+    weights do), active together with the adapters active before (whatever ``set_adapters`` or a
+    later LoRA left active); afterwards its scale and the active set are as they were."""
+    layers = [(layer, layer.scaling[adapter], list(layer.active_adapters))
+              for layer in _lora_layers(model) if adapter in getattr(layer, "scaling", {})]
+    for layer, _, active in layers:
         layer.set_scale(adapter, weight)
+        if weight and adapter not in active:
+            layer.set_adapter([*active, adapter])
     try:
         yield
     finally:
-        for layer, scaling in layers:
+        for layer, scaling, active in layers:
             layer.scaling[adapter] = scaling
+            if list(layer.active_adapters) != active:
+                layer.set_adapter(active)
 
 
 @contextlib.contextmanager

@@ -34,7 +34,8 @@ from idgen.faces.expression import EXPRESSION_SIZE, expression_rows
 from idgen.identity import normalize
 
 from .arc2face_adapters import (CONTROLNET_FOLDER, DEFAULT_REFERENCE_SCALE, EXPRESSION_ADAPTER, REFERENCE_ADAPTER,
-                                REFERENCE_LORA, lora_weight, loras_off, reference_attention, rows_per_image)
+                                REFERENCE_LORA, activate, lora_weight, loras_off, reference_attention,
+                                rows_per_image)
 from .face_input import FaceInputMixin, identity_rows, photo_list
 from .lcm import LCMLoRAMixin
 
@@ -137,11 +138,14 @@ class Arc2FaceMixin(LCMLoRAMixin, FaceInputMixin):
         """Load the Reference Adapter's LoRA, ``ref_adapter/pytorch_lora_weights.safetensors`` of
         ``arc2face_model`` (hub id or folder; or its state dict), as the LoRA adapter ``"reference"``.
         It acts only in calls given a ``reference_image`` (at ``reference_scale``), together with
-        the LoRAs set by ``set_adapters``. ``kwargs`` go to ``load_lora_weights``."""
+        whichever LoRAs are active (loading it keeps them active; ``set_adapters`` need not name
+        it). ``kwargs`` go to ``load_lora_weights``."""
         subfolder, weight_name = REFERENCE_ADAPTER
         if not isinstance(arc2face_model, dict):
             kwargs.update(subfolder=subfolder, weight_name=weight_name)
+        active = self.get_active_adapters() if getattr(self.unet, "peft_config", None) else []
         self.load_lora_weights(arc2face_model, adapter_name=REFERENCE_LORA, **kwargs)
+        activate(self.unet, [*active, REFERENCE_LORA])   # diffusers leaves only the new one active
 
     @property
     def has_expression_adapter(self) -> bool:

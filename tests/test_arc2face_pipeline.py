@@ -481,3 +481,22 @@ def test_controlnet_loads_from_the_published_layout_and_follows_its_condition(fa
     combined = pipe(id_embeds=ids, image=reference_photo(1), expression=torch.ones(55), reference_image=reference_photo(3),
                     generator=gens(3), **RUN).images
     assert np.abs(combined - one).mean() > 1e-3
+
+
+def test_the_reference_adapter_combines_with_other_loras(family):
+    """Loading it keeps the active LoRAs active at their weights; off, the images are those of the
+    other LoRAs alone; a reference image brings it in even when set_adapters (or a LoRA loaded
+    later, such as the LCM-LoRA) left it out, and the active set is as it was afterwards."""
+    pipe = tiny_pipeline(seed=0)
+    ids = identities(1, seed=9)
+    pipe.load_lora_weights(random_lora(pipe.unet, "unet", {"to_q", "to_v"}, seed=5), adapter_name="style")
+    pipe.set_adapters(["style"], [0.5])
+    styled = pipe(id_embeds=ids, generator=gens(1), **RUN).images
+    pipe.load_reference_adapter(family)
+    assert sorted(pipe.get_active_adapters()) == ["reference", "style"]
+    assert np.array_equal(pipe(id_embeds=ids, generator=gens(1), **RUN).images, styled)
+    kept = pipe(id_embeds=ids, reference_image=reference_photo(), generator=gens(1), **RUN).images
+    assert np.abs(kept - styled).mean() > 1e-3
+    pipe.set_adapters(["style"], [0.5])
+    again = pipe(id_embeds=ids, reference_image=reference_photo(), generator=gens(1), **RUN).images
+    assert np.abs(again - kept).max() < 1e-5 and pipe.get_active_adapters() == ["style"]
