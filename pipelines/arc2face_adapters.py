@@ -27,6 +27,7 @@ REFERENCE_LORA = "reference"
 #: The Reference Adapter's LoRA weight the reference demo advises (lower: closer to the asked expression).
 DEFAULT_REFERENCE_SCALE = 0.8
 
+
 def rows_per_image(rows: torch.Tensor, identities: int, images_per_identity: int, name: str) -> torch.Tensor:
     """``rows`` (one for every image, one per identity, or one for all) as one row per image, in the
     pipelines' order (identity 0's images first)."""
