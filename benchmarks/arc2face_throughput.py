@@ -24,7 +24,7 @@ from transformers import CLIPTokenizer
 
 from idgen.identity import random_identities
 from idgen.pipelines import Arc2FacePipeline
-from idgen.pipelines.sd15_architecture import random_sd15_components
+from idgen.testing.sd15_architecture import random_sd15_components
 
 ROOT = Path(__file__).resolve().parents[1]
 UNET_TFLOP_PER_SAMPLE_STEP = 0.68  # SD 1.5 UNet, one 64×64 latent

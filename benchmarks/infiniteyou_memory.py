@@ -9,7 +9,7 @@ of 64; double quantisation saves a little more), everything else kept in bf16. R
     python benchmarks/infiniteyou_memory.py
 
 Weights only: activations (joint attention over 4,096 image + 512 text tokens at 1024²) come on
-top and are not measured here; no GPU was available when this was written.
+top and are not measured here.
 """
 
 from __future__ import annotations
@@ -19,7 +19,7 @@ from accelerate import init_empty_weights
 from transformers import CLIPTextConfig, CLIPTextModel
 
 from idgen.pipelines import InfiniteYouProjection
-from idgen.pipelines.flux_architecture import flux_dev_transformer, flux_vae, infusenet, t5_xxl_encoder
+from idgen.testing.flux_architecture import flux_dev_transformer, flux_vae, infusenet, t5_xxl_encoder
 
 GIB = 1024**3
 

@@ -31,6 +31,7 @@ from transformers import CLIPTextModel
 
 from idgen.faces import load_image
 from idgen.faces.expression import EXPRESSION_SIZE, expression_rows
+from idgen.faces.published import FACE_BACKENDS
 from idgen.identity import normalize
 
 from .arc2face_adapters import (CONTROLNET_FOLDER, DEFAULT_REFERENCE_SCALE, EXPRESSION_ADAPTER, REFERENCE_ADAPTER,
@@ -80,7 +81,8 @@ class Arc2FaceMixin(LCMLoRAMixin, FaceInputMixin):
     ``safety_checker``/``feature_extractor``/``image_encoder``), with Arc2Face's fine-tuned UNet and
     text encoder in place of the originals; :meth:`from_arc2face` assembles them from the published
     folder layout. Photos are turned into embeddings by the analyser set with
-    :meth:`set_face_analyzer` (Arc2Face uses insightface ``antelopev2`` + its own ``arcface.onnx``).
+    :meth:`set_face_analyzer`: :attr:`face_backends`, the analysis Arc2Face was trained with
+    (``pipe.set_face_analyzer(pipe.face_backends.analyzer())``).
 
     The published extensions load unchanged: the pose ControlNet with the ControlNet pipeline class,
     the Expression Adapter with :meth:`load_expression_adapter` (``expression=`` in ``__call__``) and
@@ -89,6 +91,8 @@ class Arc2FaceMixin(LCMLoRAMixin, FaceInputMixin):
     pipeline, when its input is not given or its scale is 0.
     """
 
+    #: Arc2Face's own ``arcface.onnx`` (trained on WebFace42M) on insightface ``antelopev2`` detections
+    face_backends = FACE_BACKENDS["arc2face"]
     lcm_lora_default = LCM_LORA_SD15
     lcm_preset = LCM_PRESET
     #: the prompt is fixed: the identity becomes ``prompt_embeds``

@@ -16,7 +16,7 @@ from tiny_sd import IMAGE_SIZE, TEXT_WIDTH, tiny_clip_tokenizer, tiny_components
 from idgen.errors import NoFaceError
 from idgen.identity import random_identities
 from idgen.pipelines import Arc2FacePipeline
-from idgen.pipelines.sd15_architecture import SD15_SCHEDULER_CONFIG
+from idgen.testing.sd15_architecture import SD15_SCHEDULER_CONFIG
 
 STEPS = 2
 RUN = dict(num_inference_steps=STEPS, height=IMAGE_SIZE, width=IMAGE_SIZE, output_type="np")

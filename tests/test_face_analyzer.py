@@ -172,7 +172,7 @@ def test_the_shipped_mobilefacenet_is_the_reference_model(mfn_analyzer, faces_di
     import numpy as np
 
     from idgen.faces import FaceAnalyzer
-    from idgen.faces.models import MOBILEFACENET_ONNX
+    from idgen.faces.model_files import MOBILEFACENET_ONNX
 
     assert MOBILEFACENET_ONNX.is_file() and (MOBILEFACENET_ONNX.parent / "LICENSE.md").is_file()
     photo = faces_dir / "Aaron_Peirsol_0001.jpg"

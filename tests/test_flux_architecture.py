@@ -5,7 +5,7 @@ checkpoints hold exist with their shapes."""
 import pytest
 from accelerate import init_empty_weights
 
-from idgen.pipelines.flux_architecture import flux_dev_transformer, infusenet
+from idgen.testing.flux_architecture import flux_dev_transformer, infusenet
 
 WIDTH, MLP, HEAD = 3072, 4 * 3072, 128
 

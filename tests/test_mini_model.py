@@ -79,16 +79,16 @@ def test_the_offline_default_is_the_mini_model(monkeypatch, tmp_path):
 
 
 def test_the_published_checkpoints_win_when_they_are_on_the_machine(monkeypatch, tmp_path):
-    import idgen.application.models as models
+    import idgen.application.hub as hub
 
     base, arc2face = tmp_path / "sd15", tmp_path / "arc2face"
     (base).mkdir()
     (arc2face / "arc2face").mkdir(parents=True)
-    assert not models.published_arc2face_present(str(base), str(arc2face))
+    assert not hub.published_arc2face_present(str(base), str(arc2face))
     (base / "model_index.json").write_text("{}")
     (arc2face / "arc2face" / "config.json").write_text("{}")
-    assert models.published_arc2face_present(str(base), str(arc2face))
-    monkeypatch.setattr(models, "published_arc2face_present", lambda base, arc2face: True)
+    assert hub.published_arc2face_present(str(base), str(arc2face))
+    monkeypatch.setattr(hub, "published_arc2face_present", lambda base, arc2face: True)
     assert ModelSettings().arc2face_source() == "arc2face"
 
 
@@ -135,12 +135,12 @@ def test_the_demo_dataset_tab_keeps_mini_model_renders(mini, tmp_path):
     import json
 
     from idgen.application import actions
-    from idgen.synth.config import FILTER_THRESHOLDS
+    from idgen.synth.config import GENERATOR_DEFAULTS
 
     hub = ModelHub(ModelSettings(model="mini", device="cpu"))
     result = actions.make_dataset(hub, identities=4, images_per_identity=3, seed=0, steps=10, workdir=tmp_path)
     saved = json.loads((result["folder"] / "config.json").read_text())["config"]
-    assert saved["filter"]["threshold"] == FILTER_THRESHOLDS["mini"]
+    assert saved["filter"]["threshold"] == GENERATOR_DEFAULTS["mini"]["filter.threshold"]
     assert saved["generator"]["type"] == "mini"   # the dataset records which model made it
     assert saved["generator"]["micro_batch"] == saved["runtime"]["batch_size"]  # no pipeline call is padding
     assert result["stats"]["images"] > 0 and result["samples"]

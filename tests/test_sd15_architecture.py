@@ -3,7 +3,7 @@ do they hold exactly the tensors the published checkpoints hold?
 
 The expected numbers are facts about the published files (``stable-diffusion-v1-5`` ``unet/`` and
 ``text_encoder/``, which Arc2Face's ``arc2face/`` and ``encoder/`` share), written down here
-independently of :mod:`idgen.pipelines.sd15_architecture`.
+independently of :mod:`idgen.testing.sd15_architecture`.
 """
 
 import pytest
@@ -12,7 +12,7 @@ from accelerate import init_empty_weights
 from safetensors.torch import load_file, save_file
 from transformers import CLIPTextConfig, CLIPTextModel
 
-from idgen.pipelines.sd15_architecture import SD15_TEXT_ENCODER_CONFIG, random_sd15_components
+from idgen.testing.sd15_architecture import SD15_TEXT_ENCODER_CONFIG, random_sd15_components
 from tiny_sd import TINY_TEXT
 
 UNET_TENSORS, UNET_PARAMETERS = 686, 859_520_964

@@ -18,11 +18,14 @@ import torch
 
 pytestmark = pytest.mark.usefixtures("one_thread")  # the in-process runs match the subprocesses' OMP_NUM_THREADS=1
 
+#: ``python -m`` arguments of the dataset command, the way ``accelerate launch`` starts it too.
+GENERATE = ("-m", "idgen.cli", "dataset", "generate")
+
 
 def settings(output, batch_size=16, *extra):
     """4 identities × 4 images of the mini model, 4 steps, the filter a mini dataset gets at a
     threshold that rejects some images (their retries fill later batches); shards of 4 images."""
-    return [f"output={output}", "generator.type=mini", "generator.num_inference_steps=4",
+    return [f"output_dir={output}", "generator.type=mini", "generator.num_inference_steps=4",
             "identities.count=4", "identities.dim=128", "filter.recognizer=mobilefacenet",
             "variation.images_per_identity=4", "filter.threshold=0.1", "writers.shard_size=4",
             f"runtime.batch_size={batch_size}", "runtime.progress=false", *extra]
@@ -70,7 +73,7 @@ def reference(tmp_path_factory):
     """An uninterrupted single-process run with the default batches of 16 images."""
     pytest.importorskip("dlib")
     output = tmp_path_factory.mktemp("determinism") / "reference"
-    run("-m", "idgen.synth", *settings(output))
+    run(*GENERATE, *settings(output))
     files = tree(output)
     counts = json.loads(files["stats.json"])["counts"]
     assert counts["generated"] > counts["kept"] >= 8  # some images were retried
@@ -81,14 +84,14 @@ def reference(tmp_path_factory):
 
 
 def test_batches_of_one_give_identical_files(reference, tmp_path):
-    run("-m", "idgen.synth", *settings(tmp_path, 1))
+    run(*GENERATE, *settings(tmp_path, 1))
     assert tree(tmp_path) == reference
 
 
 @pytest.mark.slow
 def test_two_processes_give_identical_files(reference, tmp_path):
     run("-m", "accelerate.commands.launch", "--multi_gpu", "--num_processes", "2", "--num_machines", "1",
-        "--mixed_precision", "no", "--dynamo_backend", "no", "-m", "idgen.synth", *settings(tmp_path))
+        "--mixed_precision", "no", "--dynamo_backend", "no", *GENERATE, *settings(tmp_path))
     assert sorted(p.name for p in (tmp_path / "journal").iterdir()) == ["rank-0-of-2.jsonl", "rank-1-of-2.jsonl"]
     assert tree(tmp_path) == reference
 

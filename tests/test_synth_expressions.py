@@ -29,7 +29,7 @@ def published(tmp_path_factory):
 
 
 def config(output, published, **variation):
-    return {"output": str(output), "seed": 2,
+    return {"output_dir": str(output), "seed": 2,
             "generator": {"type": "arc2face", "path": str(published / "model"), "num_inference_steps": 2,
                           "micro_batch": 4, "expression_adapter": str(published / "Arc2Face")},
             "identities": {"count": 2, "dim": 128, "max_cosine": 0.3, "steps": 20},

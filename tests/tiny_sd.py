@@ -14,7 +14,7 @@ from transformers import CLIPTokenizer
 from idgen.testing.tiny_arc2face import IMAGE_SIZE, TEXT_WIDTH, TINY_TEXT, TINY_UNET, TINY_VAE  # noqa: F401 (re-exported)
 from idgen.testing.tiny_arc2face import letters_tokenizer as tiny_clip_tokenizer
 from idgen.pipelines import Arc2FacePipeline
-from idgen.pipelines.sd15_architecture import random_sd15_components
+from idgen.testing.sd15_architecture import random_sd15_components
 
 
 def tokenizer():

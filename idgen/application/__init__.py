@@ -1,7 +1,7 @@
 """What the CLI and the demo share, with no Gradio: which models run and how they load
-(:mod:`.models`), and what each task does as plain functions (:mod:`.actions`). ``idgen generate``
+(:mod:`.hub`), and what each task does as plain functions (:mod:`.actions`). ``idgen generate``
 and the demo's Generate tab are the same code."""
 
-from .models import ModelHub, ModelSettings, settings_from_args
+from .hub import ModelHub, ModelSettings, settings_from_args
 
 __all__ = ["ModelHub", "ModelSettings", "settings_from_args"]

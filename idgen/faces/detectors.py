@@ -11,7 +11,7 @@ from typing import NamedTuple, Protocol
 
 import numpy as np
 
-from .models import dlib_model_file, insightface_files, read_onnx
+from .model_files import dlib_model_file, insightface_files, read_onnx
 
 
 class Detection(NamedTuple):

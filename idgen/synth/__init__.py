@@ -6,7 +6,7 @@
 Or from the shell, on any number of processes / GPUs / machines::
 
     idgen dataset generate --config synth.yaml identities.count=10000
-    accelerate launch -m idgen.synth --config synth.yaml
+    accelerate launch -m idgen.cli dataset generate --config synth.yaml
 """
 
 from .config import SynthConfig

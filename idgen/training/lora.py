@@ -20,7 +20,7 @@ from peft.utils import get_peft_model_state_dict
 
 from ..io import LORA_WEIGHT_NAME, check_weights, read_safetensors, save_safetensors_atomic
 from .config import GeneratorLoraConfig, OptimConfig
-from .models import Components
+from .components import Components
 
 TRAINABLE_STATE_NAME = "trainable_parameters.safetensors"
 #: What to do about a checkpoint that cannot be resumed from.
