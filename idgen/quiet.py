@@ -2,7 +2,7 @@
 
 Importing the pipelines makes transformers fall back to its PIL image processors when torchvision is
 absent (idgen does not use torchvision) and makes bitsandbytes say that an optional CPU kernel package
-is missing. Both are logged as warnings on every command. :func:`silence_third_party_noise` drops
+is missing. Both are logged as warnings on every command; loading Arc2Face's adapters logs three more. :func:`silence_third_party_noise` drops
 exactly those messages, matched by logger and text; every other message of those libraries passes.
 """
 
@@ -15,6 +15,12 @@ from contextlib import contextmanager
 NOISE = (
     ("transformers.utils.import_utils", "requires torchvision (not installed)"),
     ("bitsandbytes.backends.cpu.ops", "Failed to load CPU gemm_4bit_forward from kernels-community"),
+    # Loading Arc2Face's Expression Adapter (an IP-Adapter with no image encoder, by design) and its
+    # Reference Adapter (a LoRA of the UNet only); and diffusers' own cast of the UNet when it adds an
+    # IP-Adapter, which names no module to keep in float32 (the empty list).
+    ("diffusers.loaders.ip_adapter", "image_encoder is not loaded since `image_encoder_folder=None` passed"),
+    ("diffusers.loaders.lora_base", "No LoRA keys associated to CLIPTextModel found"),
+    ("diffusers.models.modeling_utils", "that should be kept in float32: []. Casting directly with `to()`"),
 )
 
 

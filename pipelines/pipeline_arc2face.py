@@ -15,6 +15,8 @@ schedulers, LoRA loading, offloading, callbacks — is diffusers' own code.
 
 from __future__ import annotations
 
+import contextlib
+import inspect
 import os
 from dataclasses import dataclass
 from typing import Optional, Sequence, Union
@@ -23,13 +25,18 @@ import numpy as np
 import PIL.Image
 import torch
 import torch.nn.functional as F
-from diffusers import DPMSolverMultistepScheduler, StableDiffusionPipeline, UNet2DConditionModel
+from diffusers import ControlNetModel, DPMSolverMultistepScheduler, StableDiffusionPipeline, UNet2DConditionModel
 from diffusers.utils import BaseOutput, USE_PEFT_BACKEND, scale_lora_layers, unscale_lora_layers
 from transformers import CLIPTextModel
 
+from idgen.faces import load_image
+from idgen.faces.expression import EXPRESSION_SIZE, expression_rows
 from idgen.faces.published import FACE_BACKENDS
 from idgen.identity import normalize
 
+from .arc2face_adapters import (CONTROLNET_FOLDER, DEFAULT_REFERENCE_SCALE, EXPRESSION_ADAPTER, REFERENCE_ADAPTER,
+                                REFERENCE_LORA, activate, lora_weight, loras_off, reference_attention,
+                                rows_per_image)
 from .face_input import FaceInputMixin, identity_rows, photo_list
 from .lcm import LCMLoRAMixin
 
@@ -76,6 +83,12 @@ class Arc2FaceMixin(LCMLoRAMixin, FaceInputMixin):
     folder layout. Photos are turned into embeddings by the analyser set with
     :meth:`set_face_analyzer`: :attr:`face_backends`, the analysis Arc2Face was trained with
     (``pipe.set_face_analyzer(pipe.face_backends.analyzer())``).
+
+    The published extensions load unchanged: the pose ControlNet with the ControlNet pipeline class,
+    the Expression Adapter with :meth:`load_expression_adapter` (``expression=`` in ``__call__``) and
+    the Reference Adapter with :meth:`load_reference_adapter` (``reference_image=``); see
+    :mod:`idgen.pipelines.arc2face_adapters`. Each is off, and the images exactly those of the plain
+    pipeline, when its input is not given or its scale is 0.
     """
 
     #: Arc2Face's own ``arcface.onnx`` (trained on WebFace42M) on insightface ``antelopev2`` detections
@@ -95,6 +108,8 @@ class Arc2FaceMixin(LCMLoRAMixin, FaceInputMixin):
         the UNet in ``arc2face/`` and the text encoder in ``encoder/``; everything else comes from
         ``base_model`` (e.g. ``"stable-diffusion-v1-5/stable-diffusion-v1-5"``). The scheduler becomes
         DPM-Solver++ built from the base's scheduler config. No safety checker unless one is passed.
+        A class that takes a ``controlnet`` (:class:`~idgen.pipelines.Arc2FaceControlNetPipeline`)
+        gets the pose ControlNet from ``controlnet/`` of ``arc2face_model`` unless one is passed.
 
         ``cache_dir``, ``local_files_only`` and ``token`` in ``kwargs`` apply to both checkpoints;
         all ``kwargs`` go to :meth:`~diffusers.DiffusionPipeline.from_pretrained` of the base.
@@ -104,6 +119,9 @@ class Arc2FaceMixin(LCMLoRAMixin, FaceInputMixin):
                                                     dtype=dtype, **hub)
         text_encoder = CLIPTextModel.from_pretrained(arc2face_model, subfolder=encoder_subfolder,
                                                      dtype=dtype, **hub)
+        if "controlnet" in inspect.signature(cls.__init__).parameters and "controlnet" not in kwargs:
+            kwargs["controlnet"] = ControlNetModel.from_pretrained(arc2face_model, subfolder=CONTROLNET_FOLDER,
+                                                                   dtype=dtype, **hub)
         kwargs.setdefault("safety_checker", None)
         kwargs.setdefault("feature_extractor", None)
         kwargs.setdefault("requires_safety_checker", kwargs["safety_checker"] is not None)
@@ -111,6 +129,35 @@ class Arc2FaceMixin(LCMLoRAMixin, FaceInputMixin):
                                    **kwargs)
         pipe.scheduler = DPMSolverMultistepScheduler.from_config(pipe.scheduler.config)
         return pipe
+
+    def load_expression_adapter(self, arc2face_model: Union[str, os.PathLike, dict], **kwargs) -> None:
+        """Load the Expression Adapter, ``exp_adapter/exp_adapter.bin`` of ``arc2face_model`` (hub id or
+        folder; or its state dict), with diffusers' ``load_ip_adapter`` (no image encoder: its inputs
+        are FLAME parameters). ``kwargs`` go to ``load_ip_adapter`` (``cache_dir``, ``local_files_only`` …)."""
+        subfolder, weight_name = EXPRESSION_ADAPTER
+        self.load_ip_adapter(arc2face_model, subfolder=subfolder, weight_name=weight_name,
+                             image_encoder_folder=None, **kwargs)
+
+    def load_reference_adapter(self, arc2face_model: Union[str, os.PathLike, dict], **kwargs) -> None:
+        """Load the Reference Adapter's LoRA, ``ref_adapter/pytorch_lora_weights.safetensors`` of
+        ``arc2face_model`` (hub id or folder; or its state dict), as the LoRA adapter ``"reference"``.
+        It acts only in calls given a ``reference_image`` (at ``reference_scale``), together with
+        whichever LoRAs are active (loading it keeps them active; ``set_adapters`` need not name
+        it). ``kwargs`` go to ``load_lora_weights``."""
+        subfolder, weight_name = REFERENCE_ADAPTER
+        if not isinstance(arc2face_model, dict):
+            kwargs.update(subfolder=subfolder, weight_name=weight_name)
+        active = self.get_active_adapters() if getattr(self.unet, "peft_config", None) else []
+        self.load_lora_weights(arc2face_model, adapter_name=REFERENCE_LORA, **kwargs)
+        activate(self.unet, [*active, REFERENCE_LORA])   # diffusers leaves only the new one active
+
+    @property
+    def has_expression_adapter(self) -> bool:
+        return getattr(self.unet, "encoder_hid_proj", None) is not None
+
+    @property
+    def has_reference_adapter(self) -> bool:
+        return REFERENCE_LORA in getattr(self.unet, "peft_config", {})
 
     # ------------------------------------------------------------------ identity conditioning
     @property
@@ -172,7 +219,9 @@ class Arc2FaceMixin(LCMLoRAMixin, FaceInputMixin):
     @torch.no_grad()
     def __call__(self, id_embeds: Optional[torch.Tensor] = None, face_images: Optional[FaceImages] = None, *,
                  num_inference_steps: int = DEFAULT_STEPS, guidance_scale: float = DEFAULT_GUIDANCE,
-                 num_images_per_prompt: int = 1, face_policy: str = "largest", **kwargs):
+                 num_images_per_prompt: int = 1, face_policy: str = "largest", expression=None,
+                 expression_scale: float = 1.0, reference_image: Optional[FaceImages] = None,
+                 reference_scale: float = DEFAULT_REFERENCE_SCALE, **kwargs):
         """Generate ``num_images_per_prompt`` images for each identity.
 
         Args:
@@ -181,6 +230,16 @@ class Arc2FaceMixin(LCMLoRAMixin, FaceInputMixin):
             face_images: instead of ``id_embeds``: a photo or a list of photos (paths, PIL images,
                 RGB arrays), one identity each, analysed with the pipeline's face analyser.
             face_policy: ``"largest"`` face of each photo, or ``"single"`` to refuse group photos.
+            expression: with the Expression Adapter loaded, FLAME expression parameters (55 numbers:
+                50 expression, 2 eyelid, 3 jaw): one vector for all images, one per identity or one per
+                image (tensor, array or list); ``None`` leaves the expression to the model.
+            expression_scale: the Expression Adapter's weight (its IP-Adapter scale); 0 turns it off.
+            reference_image: with the Reference Adapter loaded, a photo (or one per identity, all of
+                one size, used at that size) whose appearance and background the images keep; frame it
+                as the output is framed (the reference aligns it FFHQ-style to the output size first).
+                Its latents are the VAE posterior's mean.
+            reference_scale: the Reference Adapter LoRA's weight (the reference advises about 0.8:
+                lower follows the asked expression more, higher copies the photo more); 0 turns it off.
             num_inference_steps, guidance_scale, num_images_per_prompt: as in Stable Diffusion;
                 Arc2Face's defaults are 25 steps at guidance 3.0.
             **kwargs: any other argument of the diffusers pipeline behind the mixin (listed in the
@@ -208,14 +267,94 @@ class Arc2FaceMixin(LCMLoRAMixin, FaceInputMixin):
         prompt_embeds = self.encode_identity(ids, lora_scale=lora_scale)
 
         return_dict = kwargs.pop("return_dict", True)
-        output = super().__call__(prompt_embeds=prompt_embeds, num_inference_steps=num_inference_steps,
-                                  guidance_scale=guidance_scale, num_images_per_prompt=num_images_per_prompt,
-                                  return_dict=True, **kwargs)
+        with self._reference(reference_image, reference_scale, prompt_embeds, num_images_per_prompt), \
+                self._expressions(expression, expression_scale, len(ids), num_images_per_prompt, kwargs):
+            output = super().__call__(prompt_embeds=prompt_embeds, num_inference_steps=num_inference_steps,
+                                      guidance_scale=guidance_scale, num_images_per_prompt=num_images_per_prompt,
+                                      return_dict=True, **kwargs)
         per_image = ids.repeat_interleave(num_images_per_prompt, dim=0)
         if not return_dict:
             return output.images, output.nsfw_content_detected, per_image
         return Arc2FacePipelineOutput(images=output.images, nsfw_content_detected=output.nsfw_content_detected,
                                       id_embeds=per_image)
+
+    # ------------------------------------------------------------------ the published adapters
+    #: this call's expression rows (one per image), read by :meth:`prepare_ip_adapter_image_embeds`
+    _expression_embeds: Optional[torch.Tensor] = None
+
+    @contextlib.contextmanager
+    def _expressions(self, expression, scale: float, identities: int, per_identity: int, kwargs: dict):
+        """While the call runs: the Expression Adapter gets ``expression`` at ``scale`` (zeros at
+        scale 0 when there is none: a loaded IP-Adapter needs embeds in every call)."""
+        if not self.has_expression_adapter:
+            if expression is not None:
+                raise ValueError("expression needs the Expression Adapter: call "
+                                 "pipe.load_expression_adapter('FoivosPar/Arc2Face') (or its folder) first")
+            yield
+            return
+        if "ip_adapter_image_embeds" in kwargs or "ip_adapter_image" in kwargs:
+            raise TypeError("an Arc2Face pipeline with the Expression Adapter takes its embeds as expression=")
+        rows = expression_rows(expression) if expression is not None else torch.zeros(1, EXPRESSION_SIZE)
+        rows = rows_per_image(rows, identities, per_identity, "expression")[:, None, :]
+        self.set_ip_adapter_scale(scale if expression is not None else 0.0)
+        self._expression_embeds = rows.to(self.unet.dtype)
+        kwargs["ip_adapter_image_embeds"] = [self._expression_embeds]
+        try:
+            yield
+        finally:
+            self._expression_embeds = None
+
+    def prepare_ip_adapter_image_embeds(self, ip_adapter_image, ip_adapter_image_embeds, device,
+                                        num_images_per_prompt, do_classifier_free_guidance):
+        """diffusers' step, except for the Expression Adapter: its rows are one per image already
+        (so identities and expressions pair up in any batch) and the unconditional half is zeros."""
+        rows = self._expression_embeds
+        if rows is None:
+            return super().prepare_ip_adapter_image_embeds(ip_adapter_image, ip_adapter_image_embeds, device,
+                                                           num_images_per_prompt, do_classifier_free_guidance)
+        rows = rows.to(device)
+        return [torch.cat([torch.zeros_like(rows), rows]) if do_classifier_free_guidance else rows]
+
+    @contextlib.contextmanager
+    def _reference(self, photos, scale: float, prompt_embeds: torch.Tensor, per_identity: int):
+        """While the call runs: with a reference photo and a non-zero ``scale``, the Reference
+        Adapter's LoRA at ``scale`` and reference attention to the photo; else the LoRA off."""
+        if photos is None or scale == 0:
+            with lora_weight(self.unet, REFERENCE_LORA, 0.0):
+                yield
+            return
+        if not self.has_reference_adapter:
+            raise ValueError("reference_image needs the Reference Adapter: call "
+                             "pipe.load_reference_adapter('FoivosPar/Arc2Face') (or its folder) first")
+        bank = self._record_reference(photos, prompt_embeds, per_identity)
+        with lora_weight(self.unet, REFERENCE_LORA, scale), reference_attention(self.unet, False, bank):
+            yield
+
+    def _record_reference(self, photos, prompt_embeds: torch.Tensor, per_identity: int) -> dict:
+        """The reference pass: the UNet as published (no LoRA, no IP-Adapter) over the photos'
+        latents at timestep 0, conditioned on the identities; returns what each self-attention
+        layer saw, one sample per generated image."""
+        device = self._execution_device
+        pixels = [self.image_processor.preprocess(PIL.Image.fromarray(load_image(photo))) for photo in photo_list(photos)]
+        if len({tuple(p.shape) for p in pixels}) > 1:
+            raise ValueError("the reference photos differ in size; give photos of one size (the output's)")
+        pixels = torch.cat(pixels).to(device=device, dtype=self.vae.dtype)
+        latents = self.vae.encode(pixels).latent_dist.mode() * self.vae.config.scaling_factor
+        identities = len(prompt_embeds)
+        if len(latents) not in (1, identities):
+            raise ValueError(f"give one reference photo, or one per identity ({identities}); got {len(latents)}")
+        latents = latents.repeat_interleave(identities * per_identity // len(latents), dim=0)
+        states = prompt_embeds.repeat_interleave(per_identity, dim=0)
+        added = None
+        if self.has_expression_adapter:   # its layers need embeds; at scale 0 they add nothing
+            self.set_ip_adapter_scale(0.0)
+            added = {"image_embeds": [torch.zeros(len(latents), 1, EXPRESSION_SIZE, device=device,
+                                                  dtype=self.unet.dtype)]}
+        bank: dict = {}
+        with torch.no_grad(), loras_off(self.unet), reference_attention(self.unet, True, bank):
+            self.unet(latents.to(self.unet.dtype), torch.zeros(len(latents), dtype=torch.long, device=device),
+                      encoder_hidden_states=states, added_cond_kwargs=added, return_dict=False)
+        return bank
 
     # ------------------------------------------------------------------ speed
     def compile_unet(self, **compile_kwargs) -> None:

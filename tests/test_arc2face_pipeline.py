@@ -368,3 +368,135 @@ def test_an_empty_list_of_photos_says_to_pass_one(face_pipe):
     for empty in ([], ()):
         with pytest.raises(DataError, match="face_images is empty: pass at least one face photo"):
             face_pipe(face_images=empty, **RUN)
+
+
+# ---------------------------------------------------------------- the published extensions
+@pytest.fixture(scope="module")
+def family(tmp_path_factory):
+    """A tiny Arc2Face folder with controlnet/, exp_adapter/ and ref_adapter/ as published."""
+    from idgen.testing.tiny_arc2face import write_arc2face_extensions
+
+    return write_arc2face_extensions(tmp_path_factory.mktemp("Arc2Face"), tiny_pipeline(seed=0).unet)
+
+
+def reference_photo(seed=0):
+    return Image.fromarray((np.random.RandomState(seed).rand(IMAGE_SIZE, IMAGE_SIZE, 3) * 255).astype(np.uint8))
+
+
+def test_each_adapter_off_or_at_scale_0_equals_the_plain_pipeline_bit_for_bit(family):
+    pipe = tiny_pipeline(seed=0)
+    ids, batch = identities(2, seed=7), dict(num_images_per_prompt=2, **RUN)
+    plain = pipe(id_embeds=ids, generator=gens(1, 2, 3, 4), **batch).images
+    pipe.load_expression_adapter(family)
+    pipe.load_reference_adapter(family)
+    assert pipe.has_expression_adapter and pipe.has_reference_adapter
+    expression = torch.randn(55, generator=torch.Generator().manual_seed(0))
+    for off in ({}, {"expression": expression, "expression_scale": 0.0},
+                {"reference_image": reference_photo(), "reference_scale": 0.0}):
+        assert np.array_equal(pipe(id_embeds=ids, generator=gens(1, 2, 3, 4), **off, **batch).images, plain), off
+    for on in ({"expression": expression}, {"reference_image": reference_photo()}):
+        assert np.abs(pipe(id_embeds=ids, generator=gens(1, 2, 3, 4), **on, **batch).images - plain).mean() > 1e-3, on
+    # a call with an adapter leaves nothing behind (IP-Adapter scale, LoRA scale, attention processors)
+    assert np.array_equal(pipe(id_embeds=ids, generator=gens(1, 2, 3, 4), **batch).images, plain)
+
+
+def test_expressions_pair_with_their_identities_in_any_batch(family):
+    pipe = tiny_pipeline(seed=0)
+    pipe.load_expression_adapter(family)
+    ids = identities(2, seed=8)
+    expressions = torch.randn(2, 55, generator=torch.Generator().manual_seed(1))
+    both = pipe(id_embeds=ids, expression=expressions, num_images_per_prompt=2, generator=gens(1, 2, 3, 4), **RUN).images
+    for k in range(2):   # identity k with expression k, alone, gives the same images
+        alone = pipe(id_embeds=ids[k], expression=expressions[k], num_images_per_prompt=2,
+                     generator=gens(1 + 2 * k, 2 + 2 * k), **RUN).images
+        assert np.abs(alone - both[2 * k:2 * k + 2]).max() < 1e-5
+    per_image = pipe(id_embeds=ids, expression=expressions.repeat_interleave(2, dim=0), num_images_per_prompt=2,
+                     generator=gens(1, 2, 3, 4), **RUN).images
+    assert np.abs(per_image - both).max() < 1e-6
+    with pytest.raises(ValueError, match="give 1, one per identity"):
+        pipe(id_embeds=ids, expression=torch.zeros(3, 55), **RUN)
+    with pytest.raises(ValueError, match="55 FLAME parameters"):
+        pipe(id_embeds=ids, expression=torch.zeros(50), **RUN)
+
+
+def test_adapters_need_loading_first(pipe):
+    with pytest.raises(ValueError, match="load_expression_adapter"):
+        pipe(id_embeds=identities(1), expression=torch.zeros(55), **RUN)
+    with pytest.raises(ValueError, match="load_reference_adapter"):
+        pipe(id_embeds=identities(1), reference_image=reference_photo(), **RUN)
+
+
+def test_reference_attention_lets_the_guided_half_attend_to_the_recorded_states():
+    """The read step by hand: queries from the sample, keys and values from it and the recorded states."""
+    from diffusers.models.attention_processor import Attention, AttnProcessor2_0
+
+    from idgen.pipelines.arc2face_adapters import _ReferenceAttention
+
+    torch.manual_seed(0)
+    attn = Attention(16, heads=2, dim_head=8)
+    x, recorded = torch.randn(2, 5, 16), torch.randn(1, 7, 16)
+    read = _ReferenceAttention(AttnProcessor2_0(), {"a": recorded}, "a", write=False)
+    out = read(attn, x)
+
+    def by_hand(h, context):
+        q, k, v = (p(t).view(1, -1, 2, 8).transpose(1, 2) for p, t in ((attn.to_q, h), (attn.to_k, context), (attn.to_v, context)))
+        w = torch.softmax(q @ k.transpose(-1, -2) / math.sqrt(8), dim=-1)
+        return attn.to_out[0]((w @ v).transpose(1, 2).reshape(1, -1, 16))
+
+    assert torch.allclose(out[:1], by_hand(x[:1], x[:1]), atol=1e-5)                          # unconditional: plain
+    assert torch.allclose(out[1:], by_hand(x[1:], torch.cat([x[1:], recorded], 1)), atol=1e-5)  # guided: + reference
+
+
+def test_the_reference_pass_runs_the_unet_as_published(family):
+    """The photo's states are recorded by the UNet without the Reference LoRA or the Expression
+    Adapter (the reference runs a separate, plain copy of the Arc2Face UNet)."""
+    pipe = tiny_pipeline(seed=0)
+    embeds = pipe.encode_identity(identities(1))
+    plain = pipe._record_reference(reference_photo(), embeds, 2)
+    pipe.load_expression_adapter(family)
+    pipe.load_reference_adapter(family)
+    loaded = pipe._record_reference(reference_photo(), embeds, 2)
+    self_attention = [name for name in pipe.unet.attn_processors if name.endswith("attn1.processor")]
+    assert sorted(plain) == sorted(loaded) == sorted(self_attention)
+    for name in plain:
+        assert plain[name].shape[0] == 2 and torch.equal(plain[name], loaded[name])
+
+
+def test_controlnet_loads_from_the_published_layout_and_follows_its_condition(family, tmp_path):
+    from idgen.pipelines import Arc2FaceControlNetPipeline
+
+    base = tiny_pipeline(seed=0)
+    base.save_pretrained(tmp_path / "sd15")
+    base.unet.save_pretrained(family / "arc2face")
+    base.text_encoder.save_pretrained(family / "encoder")
+    pipe = Arc2FaceControlNetPipeline.from_arc2face(tmp_path / "sd15", family)
+    pipe.set_progress_bar_config(disable=True)
+    pipe.load_expression_adapter(family)
+    pipe.load_reference_adapter(family)
+    assert type(pipe.controlnet).__name__ == "ControlNetModel"
+    ids = identities(1, seed=2)
+    one, other = (pipe(id_embeds=ids, image=reference_photo(seed), generator=gens(3), **RUN).images for seed in (1, 2))
+    assert np.abs(one - other).mean() > 1e-3
+    # all three together
+    combined = pipe(id_embeds=ids, image=reference_photo(1), expression=torch.ones(55), reference_image=reference_photo(3),
+                    generator=gens(3), **RUN).images
+    assert np.abs(combined - one).mean() > 1e-3
+
+
+def test_the_reference_adapter_combines_with_other_loras(family):
+    """Loading it keeps the active LoRAs active at their weights; off, the images are those of the
+    other LoRAs alone; a reference image brings it in even when set_adapters (or a LoRA loaded
+    later, such as the LCM-LoRA) left it out, and the active set is as it was afterwards."""
+    pipe = tiny_pipeline(seed=0)
+    ids = identities(1, seed=9)
+    pipe.load_lora_weights(random_lora(pipe.unet, "unet", {"to_q", "to_v"}, seed=5), adapter_name="style")
+    pipe.set_adapters(["style"], [0.5])
+    styled = pipe(id_embeds=ids, generator=gens(1), **RUN).images
+    pipe.load_reference_adapter(family)
+    assert sorted(pipe.get_active_adapters()) == ["reference", "style"]
+    assert np.array_equal(pipe(id_embeds=ids, generator=gens(1), **RUN).images, styled)
+    kept = pipe(id_embeds=ids, reference_image=reference_photo(), generator=gens(1), **RUN).images
+    assert np.abs(kept - styled).mean() > 1e-3
+    pipe.set_adapters(["style"], [0.5])
+    again = pipe(id_embeds=ids, reference_image=reference_photo(), generator=gens(1), **RUN).images
+    assert np.abs(again - kept).max() < 1e-5 and pipe.get_active_adapters() == ["style"]

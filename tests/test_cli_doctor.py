@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 from hub_cache import COMMIT, cache_file
 
-from idgen.application.doctor import ARC2FACE_FILES, PARAMETERS, SD15_FILES
+from idgen.application.doctor import ARC2FACE_FILES, EXTENSION_FILES, PARAMETERS, SD15_FILES
 from idgen.cli import main
 
 ARC2FACE, BASE = "FoivosPar/Arc2Face", "stable-diffusion-v1-5/stable-diffusion-v1-5"
@@ -46,11 +46,12 @@ def test_nothing_downloaded_names_every_family_and_the_command_that_gets_it(mach
     assert code == 1
     assert out.splitlines()[0].startswith("idgen generate and idgen dataset generate run: the embedded mini model")
     assert "embedded mini model: present" in out
-    for family in ("Arc2Face", "face analysis for Arc2Face and InstantID", "InstantID", "InfiniteYou",
-                   "LCM-LoRA fast preset"):
+    for family in ("Arc2Face", "Arc2Face extensions", "face analysis for Arc2Face and InstantID", "InstantID",
+                   "InfiniteYou", "LCM-LoRA fast preset"):
         assert f"\n{family}: not on this machine" in out
     assert f"hf download {ARC2FACE} {' '.join(ARC2FACE_FILES)}\n" in out
     assert f"hf download {BASE} {' '.join(SD15_FILES)}\n" in out
+    assert f"hf download {ARC2FACE} {' '.join(EXTENSION_FILES)}\n" in out
     pack = machine[1]
     assert f"hf download DIAMONIK7777/antelopev2 scrfd_10g_bnkps.onnx glintr100.onnx --local-dir {pack}\n" in out
     assert f"hf download {ARC2FACE} arcface.onnx --local-dir {pack}\n" in out
@@ -70,6 +71,19 @@ def test_downloaded_arc2face_is_present_and_runs(machine, capsys):
     assert out.splitlines()[0] == f"idgen generate and idgen dataset generate run: Arc2Face {ARC2FACE} on {BASE}"
     assert "\nArc2Face: present" in out and "\nface analysis for Arc2Face and InstantID: present" in out
     assert f"hf download {ARC2FACE} arc2face" not in out and "antelopev2 scrfd" not in out
+    assert "\nArc2Face extensions: not on this machine" in out   # optional: the base model runs without them
+
+
+def test_downloaded_extensions_are_present_and_generate_may_use_them(machine, capsys):
+    from idgen.application.hub import ModelSettings
+
+    cache, _ = machine
+    download_arc2face(cache)
+    for name in EXTENSION_FILES:
+        cache_file(cache, ARC2FACE, name, 2 << 20)
+    _, out = doctor(capsys)
+    assert "\nArc2Face extensions: present" in out and "controlnet/config.json" not in out
+    assert ModelSettings.from_environment().arc2face_extensions() == {"pose", "expression", "appearance"}
 
 
 def test_a_partial_download_lists_what_is_missing_or_broken(machine, capsys):

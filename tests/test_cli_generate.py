@@ -213,3 +213,65 @@ def test_a_full_disk_while_saving_leaves_the_earlier_output_as_it_was(tmp_path, 
     assert line.startswith("idgen: error: ") and "similarities.json: No space left on device; the disk is full" in line
     assert line.endswith("run the same command again")
     assert _files(out) == before and sorted(p.name for p in out.iterdir()) == sorted(before)
+
+
+def _images(folder):
+    return [np.asarray(Image.open(folder / f"image_{k:03d}.png"), dtype=np.float64) for k in range(2)]
+
+
+def test_arc2face_extensions_from_the_command_line(faces_dir, tmp_path):
+    """--tiny has all three extensions (tiny random ones): a pose normal map, an expression file and
+    --keep-appearance each change the images; --expression-scale 0 leaves them as without it."""
+    face = str(faces_dir / "Aaron_Peirsol_0001.jpg")
+    Image.fromarray((np.random.RandomState(0).rand(48, 48, 3) * 255).astype(np.uint8)).save(tmp_path / "normals.png")
+    (tmp_path / "smile.json").write_text(json.dumps([[0.8] * 55]))
+    runs = {"plain": [], "pose": ["--pose", str(tmp_path / "normals.png")],
+            "expression": ["--expression", str(tmp_path / "smile.json")],
+            "expression_off": ["--expression", str(tmp_path / "smile.json"), "--expression-scale", "0"],
+            "appearance": ["--keep-appearance", "--reference-scale", "1"]}
+    images = {}
+    for name, extra in runs.items():
+        assert main(["generate", "--face", face, "--output-dir", str(tmp_path / name), "--tiny", "--count", "2",
+                     "--steps", "2", *extra]) == 0, name
+        images[name] = _images(tmp_path / name)
+    for name in ("pose", "expression", "appearance"):
+        assert all(np.abs(a - b).mean() > 0.5 for a, b in zip(images[name], images["plain"])), name
+    assert all(np.array_equal(a, b) for a, b in zip(images["expression_off"], images["plain"]))
+
+
+def _published_arc2face(folder):
+    """A tiny Arc2Face in the published layout (an SD 1.5 base folder, an Arc2Face folder) with its
+    Expression Adapter only."""
+    from diffusers import StableDiffusionPipeline
+
+    from idgen.testing import tiny_arc2face
+    from idgen.testing.tiny_arc2face import expression_adapter_state_dict
+
+    import torch
+
+    pipe = tiny_arc2face()
+    StableDiffusionPipeline(**pipe.components).save_pretrained(folder / "sd15")
+    pipe.unet.save_pretrained(folder / "Arc2Face" / "arc2face")
+    pipe.text_encoder.save_pretrained(folder / "Arc2Face" / "encoder")
+    (folder / "Arc2Face" / "exp_adapter").mkdir()
+    torch.save(expression_adapter_state_dict(pipe.unet), folder / "Arc2Face" / "exp_adapter" / "exp_adapter.bin")
+    return ["--base", str(folder / "sd15"), "--arc2face", str(folder / "Arc2Face"), "--detector", "dlib",
+            "--recognizer", "dlib", "--device", "cpu"]
+
+
+def test_published_extensions_load_when_their_files_are_there_and_are_refused_naming_them(faces_dir, tmp_path,
+                                                                                           capsys):
+    models = _published_arc2face(tmp_path)
+    face = str(faces_dir / "Aaron_Peirsol_0001.jpg")
+    np.save(tmp_path / "expressions.npy", np.random.RandomState(0).randn(2, 55))
+    assert main(["generate", "--face", face, "--output-dir", str(tmp_path / "out"), "--count", "2", "--steps", "1",
+                 "--expression", str(tmp_path / "expressions.npy"), *models]) == 0
+    for flags, missing in ((["--keep-appearance"], "ref_adapter/pytorch_lora_weights.safetensors"),
+                           (["--pose", face], "controlnet/config.json"),
+                           (["--expression", face], "SMIRK")):
+        capsys.readouterr()
+        assert main(["generate", "--face", face, "--output-dir", str(tmp_path / "refused"), "--count", "1", "--steps", "1",
+                     *flags, *models]) == 1
+        error = [line for line in capsys.readouterr().err.splitlines() if line.startswith("idgen: error:")]
+        assert len(error) == 1 and missing in error[0], error
+        assert not (tmp_path / "refused" / "image_000.png").exists()

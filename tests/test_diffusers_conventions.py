@@ -1,5 +1,5 @@
-"""The conventions diffusers' generic pipeline tests check, on all nine idgen pipelines (Arc2Face,
-InstantID, InfiniteYou × text-to-image, img2img, inpaint) with the tiny components of
+"""The conventions diffusers' generic pipeline tests check, on all ten idgen pipelines (Arc2Face,
+InstantID, InfiniteYou × text-to-image, img2img, inpaint; Arc2Face with its ControlNet) with the tiny components of
 :mod:`idgen.testing`: the call signature lists the standard arguments, callbacks see and change the
 denoising tensors, ``num_images_per_prompt`` and the three output types, save/load, ``from_pipe``,
 attention settings, dtypes, layerwise casting on the CPU, dict vs tuple output, seeds.
@@ -23,11 +23,11 @@ import torch
 from diffusers.models.attention_processor import AttnProcessor
 
 from idgen.errors import IdgenError
-from idgen.pipelines import (Arc2FaceImg2ImgPipeline, Arc2FaceInpaintPipeline, Arc2FacePipeline,
+from idgen.pipelines import (Arc2FaceControlNetPipeline, Arc2FaceImg2ImgPipeline, Arc2FaceInpaintPipeline, Arc2FacePipeline,
                              InfiniteYouImg2ImgPipeline, InfiniteYouInpaintPipeline, InfiniteYouPipeline,
                              InstantIDImg2ImgPipeline, InstantIDInpaintPipeline, InstantIDPipeline)
 from idgen.testing import tiny_arc2face, tiny_infiniteyou, tiny_instantid
-from idgen.testing.tiny_arc2face import TEXT_WIDTH
+from idgen.testing.tiny_arc2face import TEXT_WIDTH, tiny_arc2face_controlnet
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
@@ -89,6 +89,11 @@ def arc2face_components():
     return {**tiny_arc2face().components, "requires_safety_checker": False}
 
 
+def arc2face_controlnet_components():
+    components = arc2face_components()
+    return {**components, "controlnet": tiny_arc2face_controlnet(components["unet"])}
+
+
 def instantid_components():
     return tiny_instantid(embedding_dim=TEXT_WIDTH).components
 
@@ -105,6 +110,8 @@ CASES = {
     "arc2face": Case(Arc2FacePipeline, arc2face_components, 32, TEXT_WIDTH, False, sized),
     "arc2face-img2img": Case(Arc2FaceImg2ImgPipeline, arc2face_components, 32, TEXT_WIDTH, False, edited),
     "arc2face-inpaint": Case(Arc2FaceInpaintPipeline, arc2face_components, 32, TEXT_WIDTH, False, inpainted),
+    "arc2face-controlnet": Case(Arc2FaceControlNetPipeline, arc2face_controlnet_components, 32, TEXT_WIDTH, False,
+                                lambda size: {**sized(size), "image": photo(size)}),
     "instantid": Case(InstantIDPipeline, instantid_components, 64, TEXT_WIDTH, True, posed(sized)),
     "instantid-img2img": Case(InstantIDImg2ImgPipeline, instantid_components, 64, TEXT_WIDTH, True, posed(edited)),
     "instantid-inpaint": Case(InstantIDInpaintPipeline, instantid_components, 64, TEXT_WIDTH, True, posed(inpainted)),
@@ -218,16 +225,20 @@ def test_save_pretrained_and_from_pretrained_give_back_the_same_pipeline(case, t
 
 
 def test_from_pipe_shares_the_components_and_leaves_the_source_as_it_was(case):
-    """Each pipeline turns into its two siblings (text-to-image, img2img, inpaint of the same family)."""
+    """Each pipeline turns into its siblings (text-to-image, img2img, inpaint of the same family, and for
+    Arc2Face the ControlNet one, given its ControlNet)."""
     source = case.pipe()
     before = source(**case.inputs()).images
-    siblings = [other for other in CASES.values() if other.components is case.components and other is not case]
-    assert len(siblings) == 2
+    family = case.pipeline_class.__mro__[1]   # the identity mixin
+    siblings = [other for other in CASES.values() if issubclass(other.pipeline_class, family) and other is not case]
+    assert len(siblings) >= 2
     for sibling in siblings:
-        other = sibling.pipeline_class.from_pipe(source)
+        names = set(inspect.signature(sibling.pipeline_class.__init__).parameters)
+        missing = {k: v for k, v in sibling.components().items() if k in names and k not in source.components}
+        other = sibling.pipeline_class.from_pipe(source, **missing)
         other.set_progress_bar_config(disable=True)
         assert all(getattr(other, name) is component for name, component in source.components.items()
-                   if isinstance(component, torch.nn.Module))
+                   if isinstance(component, torch.nn.Module) and name in other.components)
         assert np.isfinite(other(**sibling.inputs()).images).all()
     np.testing.assert_array_equal(source(**case.inputs()).images, before)
 

@@ -164,6 +164,37 @@ def test_restyle_rerenders_the_photo_at_full_size_keeping_its_identity(pipe, dli
         restyle(faces_dir / PHOTO, "an oil painting", pipe=pipe, **FAST)
 
 
+def test_restyle_keeps_the_appearance_with_the_reference_adapter(dlib_analyzer, faces_dir, tmp_path):
+    """keep_appearance passes the resized photo as the reference: it changes the result, and at
+    reference scale 0 the result is that of a plain restyle, bit for bit."""
+    from idgen.testing.tiny_arc2face import write_arc2face_extensions
+
+    pipe = tiny_pipeline(seed=7)
+    pipe.set_face_analyzer(dlib_analyzer)
+    plain = np.asarray(restyle(faces_dir / PHOTO, pipe=pipe, generator=torch.Generator().manual_seed(2), **FAST).image)
+    with pytest.raises(ValueError, match="load_reference_adapter"):
+        restyle(faces_dir / PHOTO, pipe=pipe, keep_appearance=True, **FAST)
+    pipe.load_reference_adapter(write_arc2face_extensions(tmp_path, pipe.unet))
+    kept = [np.asarray(restyle(faces_dir / PHOTO, pipe=pipe, keep_appearance=True, reference_scale=scale,
+                               generator=torch.Generator().manual_seed(2), **FAST).image) for scale in (1.0, 0.0)]
+    assert np.abs(kept[0].astype(float) - plain).mean() > 0.5
+    assert np.array_equal(kept[1], plain)
+
+
+def test_cli_restyle_keep_appearance_needs_the_reference_adapter(pipe, faces_dir, tmp_path, capsys):
+    out = tmp_path / "kept.png"
+    assert main(["edit", "restyle", "--photo", str(faces_dir / PHOTO), "--output-file", str(out), "--keep-appearance",
+                 "--tiny", "--steps", "2"]) == 0
+    assert Image.open(out).size == Image.open(faces_dir / PHOTO).size
+    pipe.save_pretrained(tmp_path / "model")
+    capsys.readouterr()
+    assert main(["edit", "restyle", "--photo", str(faces_dir / PHOTO), "--output-file", str(tmp_path / "no.png"),
+                 "--keep-appearance", "--model", str(tmp_path / "model"), "--detector", "dlib", "--recognizer",
+                 "dlib"]) == 1
+    assert "appearance extension needs the published Arc2Face" in capsys.readouterr().err
+    assert not (tmp_path / "no.png").exists()
+
+
 def test_cli_replace_and_restyle(pipe, faces_dir, tmp_path, capsys):
     model = tmp_path / "model"
     pipe.save_pretrained(model)

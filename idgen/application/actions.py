@@ -243,9 +243,47 @@ def pipeline_with_preset(hub: ModelHub, style: str, fast: bool):
     return pipe, (dict(pipe.lcm_preset) if fast else {})
 
 
+def expression_vectors(hub: ModelHub, source) -> torch.Tensor:
+    """FLAME expression parameters (``K × 55``) from ``source``: a ``.npy`` / ``.json`` file of them,
+    a tensor or array of them, or a photo, read with SMIRK (:meth:`ModelHub.expression_extractor`)."""
+    from ..faces.expression import expression_rows, read_expressions
+
+    if isinstance(source, (str, Path)) and Path(source).suffix.lower() in (".npy", ".json"):
+        return torch.from_numpy(read_expressions(source))
+    if isinstance(source, (torch.Tensor, list)) or (isinstance(source, np.ndarray) and source.ndim < 3):
+        return expression_rows(source)
+    return torch.from_numpy(hub.expression_extractor()(source))[None]
+
+
+def _arc2face_extras(hub: ModelHub, pipe, identity: IdentityInput, pose_image, expression, expression_scale: float,
+                     keep_appearance: bool, reference_scale: Optional[float]):
+    """The Arc2Face pipeline to call (the ControlNet one when there is a pose image) and the extra
+    call arguments of the published extensions asked for; a ConfigError naming the missing files."""
+    from ..faces import load_image
+    from ..pipelines import Arc2FaceControlNetPipeline
+
+    extras, size = {}, pipe.unet.config.sample_size * pipe.vae_scale_factor   # photos are drawn at the model's size
+    if expression is not None:
+        extras.update(expression=expression_vectors(hub, expression), expression_scale=float(expression_scale))
+    if keep_appearance:
+        if not identity.photos:
+            raise ConfigError("keeping the photo's appearance needs a face photo; upload one")
+        extras["reference_image"] = Image.fromarray(load_image(identity.photos[0])).resize((size, size))
+        if reference_scale is not None:
+            extras["reference_scale"] = float(reference_scale)
+    if pose_image is not None:
+        posed = Arc2FaceControlNetPipeline.from_pipe(pipe, controlnet=hub.arc2face_controlnet())
+        posed.set_progress_bar_config(disable=True)
+        extras["image"] = Image.fromarray(load_image(pose_image)).resize((size, size))
+        return posed, extras
+    return pipe, extras
+
+
 def generate_images(hub: ModelHub, identity: IdentityInput, *, style: str = "arc2face", count: int = 1,
                     seed: int = 0, steps: Optional[int] = None, guidance: Optional[float] = None, fast: bool = False,
-                    prompt: str = "", negative_prompt: str = "", pose_photo=None,
+                    prompt: str = "", negative_prompt: str = "", pose_photo=None, expression=None,
+                    expression_scale: float = 1.0, keep_appearance: bool = False,
+                    reference_scale: Optional[float] = None,
                     progress: Progress = _no_progress) -> list[tuple[Image.Image, Optional[float]]]:
     """``count`` images of ``identity`` (made for ``style``: its vector is in that model's embedding space),
     each with its identity similarity to the input.
@@ -256,11 +294,25 @@ def generate_images(hub: ModelHub, identity: IdentityInput, *, style: str = "arc
     else from the (first) identity photo; InfiniteYou from ``pose_photo``, else it has no pose (the
     prompt decides it), so it also draws random identities. InfiniteYou has no negative prompt
     (FLUX.1-dev's guidance is embedded, not classifier-free).
+
+    Arc2Face's published extensions (each refused, naming its files, when they are not here): its
+    ControlNet takes ``pose_photo`` as a rendered face normal map; the Expression Adapter takes
+    ``expression`` (see :func:`expression_vectors`: one for all images, or one per image) at
+    ``expression_scale``; ``keep_appearance`` keeps the (first) identity photo's appearance and
+    background through the Reference Adapter at ``reference_scale`` (default the pipeline's).
     """
     count, seed = check_range("count", count, Range(1)), check_range("seed", seed, SEED)
     if identity.style != style:
         raise ConfigError(f"the identity was embedded by the {identity.style} model's recogniser, whose vectors "
                           f"mean nothing to {style}: make it with style={style!r}")
+    if style != "arc2face" and (expression is not None or keep_appearance):
+        raise ConfigError("an expression and keeping the photo's appearance are Arc2Face's (its Expression and "
+                          "Reference Adapters); choose the arc2face style")
+    if style == "arc2face":   # before anything loads: each extension asked for must be here
+        asked = {"pose": pose_photo is not None, "expression": expression is not None, "appearance": keep_appearance}
+        for name in (name for name, wanted in asked.items() if wanted):
+            if name not in hub.settings.arc2face_extensions():
+                raise ConfigError(hub.settings.missing_extension(name))
     if style == "instantid" and not identity.faces:
         raise ConfigError("InstantID needs a face photo (it uses the face's keypoints); upload one")
     if style == "infiniteyou" and negative_prompt:
@@ -274,7 +326,9 @@ def generate_images(hub: ModelHub, identity: IdentityInput, *, style: str = "arc
         common = dict(num_images_per_prompt=count, callback_on_step_end=_step_callback(progress, count),
                       generator=[torch.Generator().manual_seed(int(seed) + k) for k in range(count)], **settings)
         if style == "arc2face":
-            images = pipe(id_embeds=identity.vector[None], **common).images
+            pipe, extras = _arc2face_extras(hub, pipe, identity, pose_photo, expression, expression_scale,
+                                            keep_appearance, reference_scale)
+            images = pipe(id_embeds=identity.vector[None], **extras, **common).images
         elif style == "infiniteyou":   # it normalises the identity itself: the unit vector goes in as it is
             images = pipe(prompt or "a portrait photo", id_embeds=identity.vector[None], pose_image=pose_photo,
                           **common).images

@@ -15,7 +15,7 @@ import os
 from dataclasses import dataclass
 from typing import Optional
 
-from .hub import ENVIRONMENT, ModelSettings, local_file
+from .hub import ARC2FACE_EXTENSIONS, ENVIRONMENT, ModelSettings, local_file
 
 #: The floor of a weights file whose parameter count is not known here.
 MIN_WEIGHTS_BYTES = 1 << 20
@@ -29,6 +29,8 @@ SD15_FILES = ("model_index.json", "scheduler/scheduler_config.json", "tokenizer/
               "vae/config.json", "vae/diffusion_pytorch_model.safetensors")
 ARC2FACE_FILES = ("arc2face/config.json", "arc2face/diffusion_pytorch_model.safetensors", "encoder/config.json",
                   "encoder/pytorch_model.bin")
+#: The files of Arc2Face's optional extensions (:data:`~idgen.application.hub.ARC2FACE_EXTENSIONS`).
+EXTENSION_FILES = tuple(name for files in ARC2FACE_EXTENSIONS.values() for name in files)
 #: The antelopev2 files idgen reads (the detector and InstantID's recogniser), from a mirror of the pack.
 ANTELOPEV2_MIRROR, ANTELOPEV2_FILES = "DIAMONIK7777/antelopev2", ("scrfd_10g_bnkps.onnx", "glintr100.onnx")
 #: SDXL and FLUX.1-dev: their configs, tokenizers and the diffusers-layout weights, not the single-file checkpoints.
@@ -122,6 +124,11 @@ def families(settings: ModelSettings) -> list[Family]:
                + tuple(Need(arc2face, name, weights.get(name, 1)) for name in ARC2FACE_FILES),
                (_download(ENVIRONMENT["arc2face"][1], arc2face, ARC2FACE_FILES),
                 _download(ENVIRONMENT["base"][1], base, SD15_FILES))),
+        Family("Arc2Face extensions", f"--pose, --expression and --keep-appearance with Arc2Face {arc2face} "
+               "(its ControlNet, Expression and Reference Adapters)",
+               tuple(Need(arc2face, name, MIN_WEIGHTS_BYTES if name.endswith((".safetensors", ".bin")) else 1)
+                     for name in EXTENSION_FILES),
+               (_download(ENVIRONMENT["arc2face"][1], arc2face, EXTENSION_FILES),)),
         Family("face analysis for Arc2Face and InstantID",
                f"insightface antelopev2 with Arc2Face's arcface.onnx, in {pack}",
                tuple(Need(pack, name, MIN_WEIGHTS_BYTES) for name in (*ANTELOPEV2_FILES, "arcface.onnx")),

@@ -27,6 +27,7 @@ ENVIRONMENT = {
     "detector": ("IDGEN_DETECTOR", "auto"),  # auto: each model's own (ModelHub.analyzer)
     "recognizer": ("IDGEN_RECOGNIZER", "auto"),
     "insightface_root": ("IDGEN_INSIGHTFACE_ROOT", "~/.insightface"),
+    "smirk": ("IDGEN_SMIRK", None),
     "lcm_lora": ("IDGEN_LCM_LORA", "latent-consistency/lcm-lora-sdv1-5"),
     "lcm_lora_sdxl": ("IDGEN_LCM_LORA_SDXL", "latent-consistency/lcm-lora-sdxl"),
     "device": ("IDGEN_DEVICE", None),
@@ -53,11 +54,20 @@ def resolve_face_backends(detector: str | None, recognizer: str | None, auto: tu
             auto[1] if recognizer in (None, "auto") else recognizer)
 
 
+#: Arc2Face's optional published extensions: name → its files in ``FoivosPar/Arc2Face`` (pose: the
+#: ControlNet; expression: the Expression Adapter; appearance: the Reference Adapter).
+ARC2FACE_EXTENSIONS = {"pose": ("controlnet/config.json", "controlnet/diffusion_pytorch_model.safetensors"),
+                       "expression": ("exp_adapter/exp_adapter.bin",),
+                       "appearance": ("ref_adapter/pytorch_lora_weights.safetensors",)}
+#: The SMIRK expression extractor's files (users download them into the ``smirk`` folder).
+SMIRK_FILES = ("face_landmarker.task", "SMIRK_em1.pt")
+
 #: The generation styles: each is a :class:`ModelHub` method returning its pipeline.
 STYLES = ("arc2face", "instantid", "infiniteyou")
 
 #: The flags that choose each model of :class:`ModelHub` (for error messages).
 MODEL_FLAGS = {"analyzer": "--detector / --recognizer / --insightface-root (default: each model's own)",
+               "expression_extractor": "--smirk", "arc2face_controlnet": "--arc2face (its controlnet/)",
                "arc2face": "--model, or --base and --arc2face", "instantid": "--instantid and --instantid-base",
                "infiniteyou": "--infiniteyou (a download of ByteDance/InfiniteYou) and --infiniteyou-base "
                               "(of black-forest-labs/FLUX.1-dev)"}
@@ -74,7 +84,9 @@ class ModelSettings:
     and ``ip-adapter.bin``); leave it unset to hide the InstantID style. ``infiniteyou`` is the
     InfiniteYou folder or hub id (``ByteDance/InfiniteYou``: ``infu_flux_v1.0/<infiniteyou_variant>/``
     with ``InfuseNetModel/`` and ``image_proj_model.bin``) on the FLUX.1-dev ``infiniteyou_base``;
-    unset, the InfiniteYou style is hidden. ``tiny`` replaces every
+    unset, the InfiniteYou style is hidden. Arc2Face's extensions (:data:`ARC2FACE_EXTENSIONS`) are
+    used when their files are in ``arc2face`` (:meth:`arc2face_extensions`); ``smirk`` is the folder
+    with SMIRK's :data:`SMIRK_FILES`, which reads expressions from photos. ``tiny`` replaces every
     model by a tiny random one built in code (dlib for faces) so the demo runs offline.
 
     ``allow_folders`` are the server folders the demo's Forget → Recogniser tab may read (``python
@@ -95,6 +107,7 @@ class ModelSettings:
     infiniteyou: Optional[str] = None
     infiniteyou_base: str = ENVIRONMENT["infiniteyou_base"][1]
     infiniteyou_variant: str = ENVIRONMENT["infiniteyou_variant"][1]
+    smirk: Optional[str] = None
     lcm_lora: Optional[str] = ENVIRONMENT["lcm_lora"][1]
     lcm_lora_sdxl: Optional[str] = ENVIRONMENT["lcm_lora_sdxl"][1]
     detector: str = ENVIRONMENT["detector"][1]
@@ -143,6 +156,27 @@ class ModelSettings:
         if defaults and self.mini_fallback and not published_arc2face_present(self.base, self.arc2face):
             return "mini"
         return "arc2face"
+
+    def arc2face_extensions(self) -> frozenset:
+        """Which of :data:`ARC2FACE_EXTENSIONS` can run here: their files are in ``arc2face`` (on disk
+        or in the hub cache; never looked up online) and the published Arc2Face runs; all of them,
+        tiny and random, in tiny mode; none for the mini model or a saved pipeline folder."""
+        source = self.arc2face_source()
+        if source == "tiny":
+            return frozenset(ARC2FACE_EXTENSIONS)
+        if source != "arc2face":
+            return frozenset()
+        return frozenset(name for name, files in ARC2FACE_EXTENSIONS.items()
+                         if all(local_file(self.arc2face, path) is not None for path in files))
+
+    def missing_extension(self, name: str) -> str:
+        """Why the Arc2Face extension ``name`` cannot run here, and what to download."""
+        if self.arc2face_source() != "arc2face":
+            return (f"the Arc2Face {name} extension needs the published Arc2Face (--base/--arc2face), "
+                    f"not {self.describe()}")
+        files = " ".join(ARC2FACE_EXTENSIONS[name])
+        return (f"the Arc2Face {name} extension needs {files} in {self.arc2face}: download them with "
+                f"`hf download FoivosPar/Arc2Face {files}` (or name a folder holding them with --arc2face)")
 
     def describe(self) -> str:
         """One line saying which generator runs, for the page and the CLI."""
@@ -359,11 +393,64 @@ class ModelHub:
                 else:
                     pipe = Arc2FacePipeline.from_arc2face(s.base, s.arc2face, dtype=s.resolved_dtype())
                 pipe.to(self.settings.resolved_device())
+            self._load_arc2face_adapters(pipe)
             pipe.set_face_analyzer(self.analyzer())
             pipe.set_progress_bar_config(disable=True)
             return pipe
 
         return self._get("arc2face", build)
+
+    def _load_arc2face_adapters(self, pipe) -> None:
+        """Load the Expression and Reference Adapters that are here into ``pipe`` (tiny random ones in
+        tiny mode); loaded, each still leaves the images as they were until a call asks for it."""
+        s = self.settings
+        extensions = s.arc2face_extensions()
+        if s.tiny:
+            from ..testing.tiny_arc2face import expression_adapter_state_dict, reference_lora_state_dict
+
+            expression, appearance = expression_adapter_state_dict(pipe.unet), reference_lora_state_dict(pipe.unet)
+        else:
+            expression = appearance = s.arc2face
+        if "expression" in extensions:
+            pipe.load_expression_adapter(expression)
+        if "appearance" in extensions:
+            pipe.load_reference_adapter(appearance)
+
+    def arc2face_controlnet(self):
+        """Arc2Face's pose ControlNet (``controlnet/``); the pipeline that uses it is
+        ``Arc2FaceControlNetPipeline.from_pipe(hub.arc2face(), controlnet=...)``."""
+        from ..errors import ConfigError
+
+        s = self.settings
+        if "pose" not in s.arc2face_extensions():
+            raise ConfigError(s.missing_extension("pose"))
+
+        def build():
+            if s.tiny:
+                from ..testing.tiny_arc2face import tiny_arc2face, tiny_arc2face_controlnet
+
+                return tiny_arc2face_controlnet(tiny_arc2face().unet)   # the same UNet, without adapters
+            from diffusers import ControlNetModel
+
+            return ControlNetModel.from_pretrained(s.arc2face, subfolder="controlnet",
+                                                   dtype=s.resolved_dtype()).to(s.resolved_device())
+
+        return self._get("arc2face_controlnet", build)
+
+    def expression_extractor(self):
+        """SMIRK's expression encoder, which reads FLAME expression parameters from a photo; a
+        ConfigError naming its files when ``smirk`` does not hold them."""
+        from ..errors import ConfigError
+        from ..faces.expression import ExpressionExtractor
+
+        folder = self.settings.smirk
+        missing = [name for name in SMIRK_FILES if not folder or not os.path.isfile(os.path.join(folder, name))]
+        if missing:
+            raise ConfigError(f"reading an expression from a photo needs SMIRK's {' and '.join(SMIRK_FILES)} "
+                              f"({'missing: ' + ', '.join(missing) + ' in ' + folder if folder else 'no --smirk folder'}): "
+                              "download them into a folder (see the Arc2Face guide) and pass --smirk FOLDER, "
+                              "or give the expression as a .npy/.json file of FLAME parameters")
+        return self._get("expression_extractor", lambda: ExpressionExtractor.from_folder(folder))
 
     def instantid(self):
         """The InstantID pipeline (SDXL + IdentityNet + face adapter), with its face analyser."""

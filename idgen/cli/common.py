@@ -13,6 +13,9 @@ import argparse
 from ..application.hub import ANALYSIS_FACE_BACKENDS, ENVIRONMENT, STYLES, environment_default, resolve_face_backends
 from ..config import BOX, DENOISING_STEPS, DET_SIZE, FACE_BATCH, SEED, UPSAMPLE, Range
 
+#: The weight of an Arc2Face adapter (expression, reference) on the command line.
+ADAPTER_SCALE = Range(0.0, 2.0)
+
 
 def number(kind: type, allowed: Range):
     """An argparse ``type`` reading an int or a float (``kind``) in ``allowed``; anything else is refused
@@ -135,6 +138,8 @@ def add_model_arguments(parser) -> None:
     group.add_argument("--infiniteyou-base", help=f"FLUX.1-dev base for InfiniteYou ({env('infiniteyou_base')})")
     group.add_argument("--infiniteyou-variant", help=f"InfiniteYou weights: aes_stage2 (aesthetics) or sim_stage1 "
                                                      f"(identity similarity) ({env('infiniteyou_variant')})")
+    group.add_argument("--smirk", help="folder with SMIRK's face_landmarker.task and SMIRK_em1.pt, to read an "
+                                       f"--expression from a photo ({env('smirk')})")
     group.add_argument("--lcm-lora", help=f"LCM-LoRA of the fast preset for Arc2Face, hub id or folder ({env('lcm_lora')})")
     group.add_argument("--lcm-lora-sdxl", help=f"LCM-LoRA of the fast preset for InstantID ({env('lcm_lora_sdxl')})")
     group.add_argument("--tiny", action="store_true", default=None,

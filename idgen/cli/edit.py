@@ -8,7 +8,7 @@ from PIL import Image
 from ..config import FRACTION, IMAGE_SIDE
 from ..errors import ConfigError
 from ..io import atomic_path, check_output_file, read_npy
-from .common import add_model_arguments, add_sampling_options, add_style_option, chosen_style, describe_style, number
+from .common import ADAPTER_SCALE, add_model_arguments, add_sampling_options, add_style_option, chosen_style, describe_style, number
 
 
 def register(subparsers) -> None:
@@ -33,6 +33,11 @@ def register(subparsers) -> None:
     restyle.add_argument("--face-index", default=None, help="whose identity to keep when there are several faces (index)")
     restyle.add_argument("--strength", type=number(float, FRACTION), default=0.5,
                          help="how much of the photo is re-drawn (0–1)")
+    restyle.add_argument("--keep-appearance", action="store_true",
+                         help="Arc2Face's Reference Adapter (ref_adapter/ in --arc2face): also keep the photo's "
+                              "appearance and background")
+    restyle.add_argument("--reference-scale", type=number(float, ADAPTER_SCALE), default=None,
+                         help=f"the Reference Adapter's weight, {ADAPTER_SCALE.describe()} (default 0.8)")
     restyle.set_defaults(handler=run_restyle)
 
     for action in (replace, restyle):
@@ -105,12 +110,26 @@ def run_replace(args) -> int:
     return 0
 
 
+def _check_appearance(args) -> None:
+    """--keep-appearance needs the Arc2Face style with its Reference Adapter here (checked before loading)."""
+    from ..application import settings_from_args
+
+    settings = settings_from_args(args)
+    if chosen_style(args, settings) != "arc2face":
+        raise ConfigError("--keep-appearance is Arc2Face's Reference Adapter; use --style arc2face")
+    if "appearance" not in settings.arc2face_extensions():
+        raise ConfigError(settings.missing_extension("appearance"))
+
+
 def run_restyle(args) -> int:
     from ..edit import restyle
 
     image_format = _output_format(args.output_file)
+    if args.keep_appearance:
+        _check_appearance(args)
     pipe, analyzer = _load_pipeline(args)
-    result = restyle(args.photo, pipe=pipe, analyzer=analyzer, **_edit_settings(args))
+    result = restyle(args.photo, pipe=pipe, analyzer=analyzer, keep_appearance=args.keep_appearance,
+                     reference_scale=args.reference_scale, **_edit_settings(args))
     _save(result.image, args.output_file, image_format)
     print(f"face {result.faces[0]}: similarity to the original person {result.similarity_to_target[0]:.3f}")
     print(f"wrote {args.output_file}")

@@ -19,7 +19,7 @@ from tqdm import tqdm
 from ..config import Range
 from ..errors import ConfigError
 from ..io import check_output_folder, output_errors, remove_temporaries, write_json_atomic
-from .common import add_model_arguments, add_sampling_options, add_style_option, chosen_style, describe_style, number
+from .common import ADAPTER_SCALE, add_model_arguments, add_sampling_options, add_style_option, chosen_style, describe_style, number
 
 #: Images one command renders: all of them in one batch, on the device together.
 COUNT = Range(1, 64)
@@ -29,7 +29,8 @@ COUNT = Range(1, 64)
 MODEL_CHOICE = (
     "Which model runs: the published Arc2Face (--base/--arc2face, 512x512) when its weights are "
     "downloaded, else the embedded mini model (64x64 faces, offline, ships with idgen; --model mini "
-    "forces it). --model FOLDER runs a saved Arc2Face pipeline. --style instantid or infiniteyou "
+    "forces it); with the published Arc2Face, --pose, --expression and --keep-appearance use its ControlNet, "
+    "Expression and Reference Adapters when they are downloaded too. --model FOLDER runs a saved Arc2Face pipeline. --style instantid or infiniteyou "
     "(default when --instantid or --infiniteyou is given) switches to those, which take a --prompt "
     "and a --pose. The command prints the model it runs, and why, on its first line. `idgen doctor` "
     "lists the models on this machine and the command that downloads each missing one.")
@@ -52,7 +53,21 @@ def register(subparsers) -> None:
     source.add_argument("--random-identity", action="store_true", help="a random identity instead of a photo")
     parser.add_argument("--output-dir", required=True, help="output folder (images + similarities.json)")
     parser.add_argument("--negative-prompt", default="", help="negative prompt (InstantID style only)")
-    parser.add_argument("--pose", default=None, help="photo whose face pose to copy (InstantID and InfiniteYou styles)")
+    parser.add_argument("--pose", default=None,
+                        help="InstantID and InfiniteYou: a photo whose face pose to copy; Arc2Face: a rendered face "
+                             "normal map (as its ControlNet was trained on), which needs controlnet/ in --arc2face")
+    parser.add_argument("--expression", default=None, metavar="FILE_OR_PHOTO",
+                        help="Arc2Face's Expression Adapter (exp_adapter/ in --arc2face): FLAME expression parameters "
+                             "in a .npy or .json file (55 per row: one row for all images or one per image), or a "
+                             "photo whose expression to copy (read with SMIRK: --smirk)")
+    parser.add_argument("--expression-scale", type=number(float, ADAPTER_SCALE), default=1.0,
+                        help=f"the Expression Adapter's weight, {ADAPTER_SCALE.describe()} (default 1; 0: off)")
+    parser.add_argument("--keep-appearance", action="store_true",
+                        help="Arc2Face's Reference Adapter (ref_adapter/ in --arc2face): keep the appearance and "
+                             "background of the first --face photo (give a face crop framed as the output)")
+    parser.add_argument("--reference-scale", type=number(float, ADAPTER_SCALE), default=None,
+                        help=f"the Reference Adapter's weight, {ADAPTER_SCALE.describe()} (default 0.8: lower follows "
+                             "--expression more, higher copies the photo more)")
     add_style_option(parser)
     parser.add_argument("--count", type=number(int, COUNT), default=4,
                         help=f"images to generate, {COUNT.describe()}, in one batch (default 4)")
@@ -113,9 +128,13 @@ def run(args) -> int:
     hide_loading_bars()   # the one bar is the job's own, below
     hub = ModelHub(settings_from_args(args))
     style = chosen_style(args, hub.settings)
-    if style == "arc2face" and (args.prompt or args.negative_prompt or args.pose):
-        raise ConfigError("--prompt/--negative-prompt/--pose need the InstantID style (--instantid FOLDER) or the "
-                          "InfiniteYou style (--infiniteyou FOLDER); Arc2Face's only condition is the identity")
+    if style == "arc2face" and (args.prompt or args.negative_prompt):
+        raise ConfigError("--prompt/--negative-prompt need the InstantID style (--instantid FOLDER) or the "
+                          "InfiniteYou style (--infiniteyou FOLDER); Arc2Face takes no text")
+    if style != "arc2face" and (args.expression or args.keep_appearance):
+        raise ConfigError("--expression/--keep-appearance are Arc2Face's adapters; use --style arc2face")
+    if args.keep_appearance and args.random_identity:
+        raise ConfigError("--keep-appearance keeps a --face photo's appearance; give --face instead of --random-identity")
     if args.fast:
         actions.check_fast_preset(hub, style)
     out = Path(args.output_dir)
@@ -134,7 +153,10 @@ def run(args) -> int:
 
         results = actions.generate_images(hub, identity, style=style, count=args.count, seed=args.seed,
                                           steps=args.steps, guidance=args.guidance, fast=args.fast, prompt=args.prompt,
-                                          negative_prompt=args.negative_prompt, pose_photo=args.pose, progress=progress)
+                                          negative_prompt=args.negative_prompt, pose_photo=args.pose,
+                                          expression=args.expression, expression_scale=args.expression_scale,
+                                          keep_appearance=args.keep_appearance, reference_scale=args.reference_scale,
+                                          progress=progress)
     details = [{"seed": args.seed + k, "identity_similarity": similarity} for k, (_, similarity) in enumerate(results)]
     with output_errors("run the same command again"):
         paths = _publish(out, [image for image, _ in results], details,

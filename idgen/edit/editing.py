@@ -265,7 +265,8 @@ def replace_identity(photo, identity, *, pipe, analyzer: Optional[FaceAnalyzer] 
 def restyle(photo, prompt: Optional[str] = None, *, pipe, analyzer: Optional[FaceAnalyzer] = None,
             face: FaceChoice = None, strength: float = 0.5, num_inference_steps: Optional[int] = None,
             guidance_scale: Optional[float] = None, generator: Optional[torch.Generator] = None,
-            size: Optional[int] = None) -> EditResult:
+            size: Optional[int] = None, keep_appearance: bool = False,
+            reference_scale: Optional[float] = None) -> EditResult:
     """Re-render ``photo`` while keeping the identity of its (chosen) person.
 
     The identity is the embedding of the chosen face of the photo itself; the whole image goes
@@ -273,8 +274,12 @@ def restyle(photo, prompt: Optional[str] = None, *, pipe, analyzer: Optional[Fac
     photo's size. With an InstantID or InfiniteYou pipeline ``prompt`` changes style, setting or attributes and the
     pose is the face's own; Arc2Face pipelines have no text input, so ``prompt`` must be ``None``
     for them: they re-render the photo as the same person (``strength`` sets how much changes).
+    ``keep_appearance`` (Arc2Face with its Reference Adapter loaded) also keeps the photo's appearance
+    and background through reference attention to the photo, at ``reference_scale`` (default the pipeline's).
     """
     _check_prompt(pipe, prompt)
+    if keep_appearance and _family(pipe) != "arc2face":
+        raise ValueError("keep_appearance is Arc2Face's Reference Adapter; use an Arc2Face pipeline")
     analyzer = _analyzer_for(pipe, analyzer)
     rgb = load_image(photo)
     faces = analyzer.analyze(rgb)
@@ -295,7 +300,12 @@ def restyle(photo, prompt: Optional[str] = None, *, pipe, analyzer: Optional[Fac
         # SD 1.5 img2img takes its size from the image; InstantID and InfiniteYou draw their keypoint
         # image at height × width (and FLUX resizes the photo to it).
         sized = {"height": work[1], "width": work[0]} if _takes_text(pipe) else {}
-        output = pipe(image=Image.fromarray(resize(rgb, work)), strength=strength, generator=generator,
+        image = Image.fromarray(resize(rgb, work))
+        if keep_appearance:
+            sized["reference_image"] = image
+            if reference_scale is not None:
+                sized["reference_scale"] = reference_scale
+        output = pipe(image=image, strength=strength, generator=generator,
                       output_type="np", **sized, **_identity_arguments(pipe, target, prompt, pose),
                       **_sampling(num_inference_steps, guidance_scale))
         edited = resize((output.images[0] * 255).round().astype(np.uint8), (width, height))

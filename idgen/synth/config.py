@@ -41,6 +41,9 @@ class VariationConfig:
     min_cosine: float = ranged(1.0, COSINE)          # perturb each image's identity vector to cosine ≥ this (1 = off)
     prompts: list = field(default_factory=list)   # passed per image as ``prompt`` when non-empty
     poses: Any = path_field(None, MODEL)   # pose bank, passed per image as ``pose``: "default", a photo folder, a file (idgen.synth.poses)
+    #: expression bank, passed per image as ``expression`` (Arc2Face's Expression Adapter: set
+    #: ``generator.expression_adapter``): a .npy or .json file of FLAME parameter vectors (K × 55), or a list of them
+    expressions: Any = path_field(None)
 
 
 #: The keys a config may leave unset (null) and the value each then gets, per ``generator.type``:
@@ -97,12 +100,12 @@ class RuntimeConfig:
 #: The numeric keys of the ``generator`` mapping, checked whatever the generator type: ``height`` and
 #: ``width`` of the diffusion generators' renders, ``size`` of the photo generator's, the sampler's
 #: steps and guidance, the photo generator's ``failure_rate`` and ``key_seed``, the tiny models'
-#: ``embedding_dim`` and ``seed``.
+#: ``embedding_dim`` and ``seed``, the Arc2Face Expression Adapter's ``expression_scale``.
 GENERATOR_RANGES = {
     "height": (int, IMAGE_SIDE), "width": (int, IMAGE_SIDE), "size": (int, Range(8, 4096)),
     "num_inference_steps": (int, DENOISING_STEPS), "guidance_scale": (float, Range(0)),
     "failure_rate": (float, FRACTION), "key_seed": (int, SEED), "embedding_dim": (int, EMBEDDING_DIM),
-    "seed": (int, SEED),
+    "seed": (int, SEED), "expression_scale": (float, Range(0.0, 2.0)),
 }
 
 
@@ -117,7 +120,8 @@ class SynthConfig(YamlConfig):
     #: offline; ``idgen dataset generate`` with no ``generator.type`` takes the published Arc2Face
     #: instead when its weights are on the machine (``idgen doctor`` says which are)
     generator: dict = path_field(default_factory=lambda: {"type": "mini"},
-                                 rule={"photos": PATH, "path": MODEL, "base": MODEL}, ranges=GENERATOR_RANGES)
+                                 rule={"photos": PATH, "path": MODEL, "base": MODEL, "expression_adapter": MODEL},
+                                 ranges=GENERATOR_RANGES)
     identities: IdentityConfig = field(default_factory=IdentityConfig)
     variation: VariationConfig = field(default_factory=VariationConfig)
     filter: FilterConfig = field(default_factory=FilterConfig)

@@ -138,6 +138,7 @@ def generate_dataset(config, *, generator=None, analyzer=None) -> dict | None:
     with output_errors(RESUME):
         identity_stats = engine.sample_or_load_identities(state)
         engine.load_pose_bank(state)
+        engine.load_expression_bank(state)
         journal = Journal(out / "journal", state.process_index, state.num_processes)
         finished = set(journal.entries())
         journal.open()

@@ -45,6 +45,7 @@ from .consistency import Verdict
 from .generators import derive_seed
 from .identities import GaussianPrior, perturb_within_cosine, sample_identities
 from .journal import Journal
+from ..faces.expression import expression_rows, read_expressions
 from .poses import PoseBank, resolve_pose_bank
 
 REASONS = ("kept", "no_face", "low_similarity", "duplicate")
@@ -55,7 +56,7 @@ class Slot:
     """One image to generate: the ``index``-th image of ``identity``, at try ``attempt``.
 
     ``conditions`` go to the generator (``prompt``, ``pose``); ``choices`` go to the manifest
-    (``prompt_index``, ``prompt``, ``pose_index``)."""
+    (``prompt_index``, ``prompt``, ``pose_index``, ``expression_index``)."""
 
     identity: int
     index: int
@@ -82,6 +83,16 @@ def identity_name(index: int, count: int) -> str:
     return f"id{index:0{max(6, len(str(count - 1)))}d}"
 
 
+def _expression_bank(spec) -> np.ndarray:
+    """``variation.expressions``: a list of FLAME vectors, or a .npy / .json file of them."""
+    if isinstance(spec, list):
+        try:
+            return expression_rows(spec).numpy()
+        except (TypeError, ValueError) as exc:
+            raise ConfigError(f"variation.expressions: {exc}") from None
+    return read_expressions(spec)
+
+
 class DatasetEngine:
     def __init__(self, config: SynthConfig, generator=None, image_filter=None, process_index: int = 0,
                  num_processes: int = 1):
@@ -92,6 +103,7 @@ class DatasetEngine:
         self.filter = image_filter
         self.targets: Optional[torch.Tensor] = None
         self.poses: Optional[PoseBank] = None
+        self.expressions: Optional[np.ndarray] = None   # K × 55 FLAME parameters
 
     # ------------------------------------------------------------------ identities
     def sample_or_load_identities(self, state) -> dict:
@@ -113,6 +125,18 @@ class DatasetEngine:
         self.targets = read_safetensors(path, "it is written when the dataset starts: generate into a new "
                                         "output folder")["identities"]
         return json.loads((self.out / "identities.json").read_text())
+
+    def load_expression_bank(self, state) -> None:
+        """The expression bank ``variation.expressions`` names, written once (process 0) into
+        ``expressions.json``, which a resumed run reads."""
+        spec = self.config.variation.expressions
+        if spec is None:
+            return
+        path = self.out / "expressions.json"
+        if state.is_main_process and not path.exists():
+            write_json_atomic(path, _expression_bank(spec).tolist())
+        state.wait_for_everyone()
+        self.expressions = read_expressions(path)
 
     def load_pose_bank(self, state) -> None:
         """The pose bank ``variation.poses`` names, resolved once (process 0) into ``poses.json``."""
@@ -152,6 +176,10 @@ class DatasetEngine:
             chosen = self._choice(identity, index, "pose", len(self.poses))
             conditions["pose"] = self.poses.keypoints[chosen]
             choices["pose_index"] = chosen
+        if self.expressions is not None:
+            chosen = self._choice(identity, index, "expression", len(self.expressions))
+            conditions["expression"] = self.expressions[chosen]
+            choices["expression_index"] = chosen
         return Slot(identity, index, attempt, seed, vector, float(vector @ target), conditions, choices)
 
     def generate(self, slots: list[Slot]) -> list:

@@ -88,7 +88,9 @@ class Arc2FaceGenerator(FixedBatchAdapter):
 
     Calls ``pipeline(id_embeds=..., num_images_per_prompt=1, generator=[...], ...)`` with one
     row per image (``micro_batch`` rows per call), so a batch mixes identities and each image keeps
-    its own generator.
+    its own generator. With the Expression Adapter loaded (``expression_adapter``: the Arc2Face
+    checkpoint holding ``exp_adapter/``), each image gets its ``expression`` condition (55 FLAME
+    parameters, from the bank ``variation.expressions``) at ``expression_scale``.
     """
 
     def __init__(self, pipeline, num_inference_steps: int = 25, guidance_scale: float = 3.0, micro_batch: int = DEFAULT_MICRO_BATCH,
@@ -98,11 +100,12 @@ class Arc2FaceGenerator(FixedBatchAdapter):
 
     @classmethod
     def from_pretrained(cls, path: str, base: str | None = None, device=None, dtype: str | None = None,
-                        **call_kwargs) -> "Arc2FaceGenerator":
+                        expression_adapter: str | None = None, **call_kwargs) -> "Arc2FaceGenerator":
         """A saved idgen Arc2Face pipeline ``path`` (``save_pretrained`` layout), or with ``base`` the
         published checkpoint: ``path`` holds ``arc2face/`` and ``encoder/`` (``FoivosPar/Arc2Face``)
         and ``base`` is SD 1.5 (:meth:`~idgen.pipelines.Arc2FacePipeline.from_arc2face`); each a hub
-        id or a folder."""
+        id or a folder. ``expression_adapter`` (a folder or hub id holding ``exp_adapter/``) loads
+        Arc2Face's Expression Adapter."""
         from ..pipelines import Arc2FacePipeline
 
         check_micro_batch(call_kwargs.get("micro_batch", DEFAULT_MICRO_BATCH))
@@ -111,6 +114,8 @@ class Arc2FaceGenerator(FixedBatchAdapter):
             pipeline = Arc2FacePipeline.from_pretrained(path, dtype=weights)
         else:
             pipeline = Arc2FacePipeline.from_arc2face(base, path, dtype=weights)
+        if expression_adapter is not None:
+            pipeline.load_expression_adapter(expression_adapter)
         if device is not None:
             pipeline.to(device)
         pipeline.set_progress_bar_config(disable=True)
@@ -127,8 +132,10 @@ class Arc2FaceGenerator(FixedBatchAdapter):
         pipeline.set_progress_bar_config(disable=True)
         return cls(pipeline, **call_kwargs)
 
-    def _render(self, id_embeds, generators, **conditions):
+    def _render(self, id_embeds, generators, expression=None, **conditions):
         unet = self.pipeline.unet
+        if expression is not None:
+            conditions["expression"] = torch.from_numpy(np.stack(expression).astype(np.float32))
         result = self.pipeline(
             id_embeds=id_embeds.to(unet.device, unet.dtype), num_images_per_prompt=1, generator=generators,
             output_type="pil", **self.call_kwargs, **conditions,

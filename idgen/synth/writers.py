@@ -34,8 +34,8 @@ FORMATS = ("imagefolder", "parquet", "webdataset")
 #: Manifest fields copied into the parquet columns (besides ``image``).
 PARQUET_COLUMNS = {"label": "int64", "identity": "string", "index": "int32", "seed": "int64",
                    "attempt": "int32", "similarity": "float32", "perturbation": "float32"}
-#: Columns present when the run varies prompts or poses (every record then has them).
-CHOICE_COLUMNS = {"prompt_index": "int32", "prompt": "string", "pose_index": "int32"}
+#: Columns present when the run varies prompts, poses or expressions (every record then has them).
+CHOICE_COLUMNS = {"prompt_index": "int32", "prompt": "string", "pose_index": "int32", "expression_index": "int32"}
 
 #: The shard names each format's writer gives (the only files of ``data/`` and ``webdataset/``).
 SHARD_NAMES = {"parquet": re.compile(r"train-\d{5}-of-\d{5}\.parquet"), "webdataset": re.compile(r"train-\d{6}\.tar")}

@@ -9,12 +9,20 @@ title whenever these are in use.
 
 from __future__ import annotations
 
+import os
+from pathlib import Path
+
 import torch
+from diffusers import ControlNetModel
 from transformers import CLIPTokenizer
 
+from ..io import save_safetensors_atomic
 from ..pipelines import Arc2FacePipeline
+from ..faces.expression import EXPRESSION_SIZE
+from ..pipelines.arc2face_adapters import CONTROLNET_FOLDER, EXPRESSION_ADAPTER, REFERENCE_ADAPTER
 from ..pipelines.pipeline_arc2face import ARC2FACE_PROMPT
 from .sd15_architecture import random_sd15_components
+from .tiny_instantid import _cross_attention_layers
 
 TEXT_WIDTH = 128
 IMAGE_SIZE = 32  # the VAE downsamples twice → 16×16 latents
@@ -56,3 +64,58 @@ def tiny_arc2face(seed: int = 0) -> Arc2FacePipeline:
     pipe.face_backends = None   # random weights: trained on no recogniser
     return pipe
 
+
+
+# ---------------------------------------------------------------- the published extensions
+def expression_adapter_state_dict(unet, seed: int = 0) -> dict:
+    """An ``exp_adapter/exp_adapter.bin`` payload, random: IP-Adapter's layout, with the FLAME
+    parameters (55) as its "image embeds": ``image_proj`` a linear map to 4 tokens plus a layer norm,
+    ``ip_adapter`` the ``to_k_ip`` / ``to_v_ip`` of each cross-attention layer."""
+    g = torch.Generator().manual_seed(seed)
+    width, tokens = unet.config.cross_attention_dim, 4
+    proj = {"proj.weight": 0.3 * torch.randn(tokens * width, EXPRESSION_SIZE, generator=g),
+            "proj.bias": 0.1 * torch.randn(tokens * width, generator=g),
+            "norm.weight": 1 + 0.1 * torch.randn(width, generator=g), "norm.bias": 0.1 * torch.randn(width, generator=g)}
+    ip = {f"{index}.{name}.weight": 0.3 * torch.randn(attn.to_k.weight.shape, generator=g)
+          for index, attn in _cross_attention_layers(unet) for name in ("to_k_ip", "to_v_ip")}
+    return {"image_proj": proj, "ip_adapter": ip}
+
+
+def reference_lora_state_dict(unet, rank: int = 4, seed: int = 0) -> dict:
+    """A ``ref_adapter/pytorch_lora_weights.safetensors`` payload, random: the layout diffusers'
+    LoRA training scripts save (``unet.<layer>.lora.down/up.weight``) on every attention projection."""
+    g = torch.Generator().manual_seed(seed)
+    state = {}
+    for name, module in unet.named_modules():
+        if isinstance(module, torch.nn.Linear) and name.rsplit(".", 1)[-1] in ("to_q", "to_k", "to_v", "0") \
+                and ".attn" in name:
+            state[f"unet.{name}.lora.down.weight"] = 0.3 * torch.randn(rank, module.in_features, generator=g)
+            state[f"unet.{name}.lora.up.weight"] = 0.3 * torch.randn(module.out_features, rank, generator=g)
+    return state
+
+
+def tiny_arc2face_controlnet(unet, seed: int = 0) -> ControlNetModel:
+    """A ControlNet built from ``unet`` (as Arc2Face's was) whose zero-initialised convolutions are
+    randomised, so its condition image changes the result; it downsamples the condition as the tiny
+    VAE does (2×)."""
+    with torch.random.fork_rng():
+        torch.manual_seed(seed)
+        controlnet = ControlNetModel.from_unet(unet, conditioning_embedding_out_channels=(16, 32))
+        with torch.no_grad():
+            for parameter in controlnet.parameters():
+                if not parameter.any():
+                    parameter.normal_(0.0, 0.5)
+    return controlnet
+
+
+def write_arc2face_extensions(folder: str | os.PathLike, unet, seed: int = 0) -> Path:
+    """Write random ``controlnet/``, ``exp_adapter/exp_adapter.bin`` and
+    ``ref_adapter/pytorch_lora_weights.safetensors`` for ``unet`` into ``folder``, in the file layout
+    and names of ``FoivosPar/Arc2Face``; returns ``folder``."""
+    folder = Path(folder)
+    tiny_arc2face_controlnet(unet, seed).save_pretrained(folder / CONTROLNET_FOLDER)
+    for subfolder in (EXPRESSION_ADAPTER[0], REFERENCE_ADAPTER[0]):
+        (folder / subfolder).mkdir(parents=True, exist_ok=True)
+    torch.save(expression_adapter_state_dict(unet, seed), folder / EXPRESSION_ADAPTER[0] / EXPRESSION_ADAPTER[1])
+    save_safetensors_atomic(reference_lora_state_dict(unet, seed=seed), folder / REFERENCE_ADAPTER[0] / REFERENCE_ADAPTER[1])
+    return folder
