@@ -38,8 +38,9 @@ def add_face_options(parser: argparse.ArgumentParser) -> None:
                             "default auto: antelopev2 for generate/edit/the demo, dlib for embed/eval)")
     group.add_argument("--recognizer", default=os.environ.get("IDGEN_RECOGNIZER", "auto"),
                        help="'dlib', 'mobilefacenet:PATH', 'iresnet:PATH' (an insightface arcface_torch backbone.pth), "
+                            "'edgeface:PATH' (a published EdgeFace checkpoint, edgeface_xs_gamma_06.pt), "
                             "an ONNX file, a file inside the insightface pack (e.g. arcface.onnx), 'pack', or a folder "
-                            "written by `idgen recognizer train --arch mobilefacenet` (or iresnet) "
+                            "written by `idgen recognizer train --arch mobilefacenet` (or iresnet, edgeface) "
                             "($IDGEN_RECOGNIZER; default auto: arcface.onnx for generate/edit/the demo, dlib for embed/eval)")
     group.add_argument("--insightface-root", default=os.environ.get("IDGEN_INSIGHTFACE_ROOT", "~/.insightface"),
                        help="insightface model root ($IDGEN_INSIGHTFACE_ROOT; default ~/.insightface)")

@@ -24,7 +24,7 @@ from dataclasses import fields
 
 from .common import number
 
-ARCHS = ("mobilefacenet", "iresnet", "face-transformer")
+ARCHS = ("mobilefacenet", "iresnet", "edgeface", "face-transformer")
 #: Options of every backbone that are not flags: ``--arch`` sets ``backbone``; the rest are the Face
 #: Transformer's fitting details that a forgetting run's ``model.train`` sets.
 NOT_FLAGS = ("data", "output", "backbone", "warmup_epochs", "augment", "distill_batch_size")
@@ -42,6 +42,7 @@ HELP = {
     "scale": "logit scale s of the margin head",
     "width": "channel multiplier",
     "depth": "IResNet depth (IR-18, IR-34, IR-50, IR-100)",
+    "variant": "the published EdgeFace network (gamma: the low-rank ratio of its linear layers)",
     "embedding_size": "embedding size",
     "input_size": "crop side in pixels (a multiple of 16)",
     "warmup": "fraction of the steps with a linear learning-rate warm-up (then cosine decay)",
@@ -136,6 +137,10 @@ def register(subparsers) -> None:
     iresnet = train.add_argument_group("--arch iresnet only")
     for name in sorted(set(_own("iresnet")) - set(_own("mobilefacenet"))):
         _add_option(iresnet, name, s, iresnet=True)
+    from ..models import EDGEFACE_VARIANTS
+
+    edgeface = train.add_argument_group("--architecture edgeface only (and the --arch mobilefacenet options but --width)")
+    _add(edgeface, "variant", s, HELP["variant"], defaults("edgeface")["variant"], choices=list(EDGEFACE_VARIANTS))
     transformer = train.add_argument_group("--arch face-transformer only")
     for name in _own("face-transformer"):
         _add_option(transformer, name, s, arch="face-transformer")

@@ -13,7 +13,7 @@ from .align import align_face, center_box, template_in_box
 from .detectors import Detection, Detector, DlibDetector, InsightFaceDetector
 from .image import ImageInput, describe, load_image
 from .model_files import MOBILEFACENET_ONNX, insightface_files
-from .trained import IResNetFileRecognizer, TrainedRecognizer
+from .trained import EdgeFaceFileRecognizer, IResNetFileRecognizer, TrainedRecognizer
 from .recognizers import DlibRecognizer, OnnxRecognizer, Recognizer
 from .types import Face
 
@@ -68,7 +68,8 @@ class FaceAnalyzer:
         ONNX recogniser, a file name inside the insightface pack (e.g. Arc2Face's
         ``"arcface.onnx"``), ``"pack"`` for the pack's own recogniser, a folder written by
         ``idgen recognizer train --arch mobilefacenet`` or ``--arch iresnet``, ``"iresnet:<path>"`` for an
-        insightface ``arcface_torch`` checkpoint (``backbone.pth``), or ``None``.
+        insightface ``arcface_torch`` checkpoint (``backbone.pth``), ``"edgeface:<path>"`` for a published
+        EdgeFace checkpoint (``edgeface_xs_gamma_06.pt``, …), or ``None``.
         """
         if detector == "dlib":
             det = DlibDetector(upsample=upsample)
@@ -85,6 +86,8 @@ class FaceAnalyzer:
             rec = OnnxRecognizer.mobilefacenet(MOBILEFACENET_ONNX)
         elif str(recognizer).startswith("iresnet:"):
             rec = IResNetFileRecognizer(str(recognizer).split(":", 1)[1])
+        elif str(recognizer).startswith("edgeface:"):
+            rec = EdgeFaceFileRecognizer(str(recognizer).split(":", 1)[1])
         elif str(recognizer).startswith("mobilefacenet:"):
             rec = OnnxRecognizer.mobilefacenet(str(recognizer).split(":", 1)[1])
         elif os.path.isfile(str(recognizer)):

@@ -1,5 +1,5 @@
-"""The one recogniser trainer, every backbone: MobileFaceNet and IResNet (embedding networks with an
-ArcFace, CosFace or AdaFace margin head) and the Face Transformer (a classifier whose embedding
+"""The one recogniser trainer, every backbone: MobileFaceNet, IResNet and EdgeFace (embedding networks
+with an ArcFace, CosFace or AdaFace margin head) and the Face Transformer (a classifier whose embedding
 ``idgen forget`` edits), on one device or many (accelerate).
 
 One config (:class:`RecognizerTrainConfig`, its ``backbone`` field says which network), one training
@@ -8,7 +8,7 @@ learning-rate schedule, :func:`warmup_cosine`) and one folder format (:func:`idg
 ``model.safetensors`` + ``config.json`` with its ``architecture``, a recogniser for :mod:`idgen.faces`).
 What differs between the backbones is their published recipe, kept as it was:
 
-- **mobilefacenet, iresnet**: any face set (:func:`.data.read_face_set`), aligned once and cached,
+- **mobilefacenet, iresnet, edgeface**: any face set (:func:`.data.read_face_set`), aligned once and cached,
   held as uint8 crops; SGD with Nesterov momentum, a warm-up over the first ``warmup`` fraction of
   the steps, then a cosine to zero; random horizontal flips; the last partial batch is dropped (batch
   norm); the margin head's class centres are training-only, so the folder holds the network alone.
@@ -36,7 +36,7 @@ from tqdm.auto import tqdm
 
 from ..config import BOX, CROP_SIDE, EMBEDDING_DIM, FACE_BATCH, SEED, UPSAMPLE, Range, check_ranges, ranged
 from ..errors import ConfigError
-from ..models import (BACKBONES, HEADS, IRESNET_DEPTHS, PRESETS, FaceRecognizer, build_backbone, margin_head,
+from ..models import (BACKBONES, EDGEFACE_VARIANTS, HEADS, IRESNET_DEPTHS, PRESETS, FaceRecognizer, build_backbone, margin_head,
                       model_config, save_recognizer, to_tensor)
 from .data import FaceDataConfig, FaceSet, align_images, load_face_folder, random_flip, read_face_set, to_model_input
 from .distill import prepare_distillation
@@ -54,13 +54,16 @@ _EMBEDDING = {"format": "auto", "box": 0.42, "upsample": 0, "head": "arcface", "
 DEFAULTS: dict[str, dict] = {
     "mobilefacenet": _EMBEDDING,
     "iresnet": {**_EMBEDDING, "depth": 50, "embedding_size": 512, "scale": 64.0},
+    "edgeface": {**{k: v for k, v in _EMBEDDING.items() if k != "width"}, "variant": "xs_gamma_06",
+                 "embedding_size": 512, "scale": 64.0},
     "face-transformer": {"preset": "cpu-small", "input_size": None, "min_images": 2, "test_fraction": 0.25,
                          "max_train": None, "epochs": 30, "lr": 1e-3, "weight_decay": 0.05, "warmup_epochs": 2,
                          "augment": True, "distill_from": None, "distill_weight": 10.0, "distill_images": None,
                          "distill_max_images": 0, "distill_batch_size": 32},
 }
 #: How each backbone's photos may be aligned.
-ALIGNMENTS = {"mobilefacenet": ("dlib", "box"), "iresnet": ("dlib", "box"), "face-transformer": ("dlib", "resize")}
+ALIGNMENTS = {"mobilefacenet": ("dlib", "box"), "iresnet": ("dlib", "box"), "edgeface": ("dlib", "box"),
+              "face-transformer": ("dlib", "resize")}
 #: The options of fitting a Face Transformer already built on photos already read (:func:`fit`): a
 #: forgetting run's ``model.train`` section (its photos are its ``data`` section, its folder ``model.path``).
 FIT_OPTIONS = ("backbone", "epochs", "batch_size", "lr", "weight_decay", "seed", "warmup_epochs", "augment",
@@ -90,6 +93,7 @@ class RecognizerTrainConfig:
     box: Optional[float] = ranged(None, BOX)   # mobilefacenet, iresnet: centred box (fraction of the shorter side) for "box" / dlib misses; 0.42
     upsample: Optional[int] = ranged(None, UPSAMPLE)   # mobilefacenet, iresnet: dlib detector upsampling (as `idgen eval verify --upsample`); 0
     depth: Optional[int] = None         # iresnet only: 18, 34, 50 (default) or 100 (layers [2,2,2,2] … [3,13,30,3])
+    variant: Optional[str] = None       # edgeface only: xs_gamma_06 (default), s_gamma_05, xxs or base (the published networks)
     head: Optional[str] = None          # mobilefacenet, iresnet: arcface (default), cosface or adaface
     margin: Optional[float] = ranged(None, Range(0))   # mobilefacenet, iresnet: default 0.5 (ArcFace) / 0.35 (CosFace) / 0.4 (AdaFace)
     scale: Optional[float] = ranged(None, Range(above=0))   # mobilefacenet, iresnet: logit scale s: 32 / iresnet 64
@@ -129,6 +133,9 @@ class RecognizerTrainConfig:
                 raise ConfigError(f"unknown margin head {self.head!r}; use one of {sorted(DEFAULT_MARGIN)}")
             if self.backbone == "iresnet" and self.depth not in IRESNET_DEPTHS:
                 raise ConfigError(f"IResNet depth {self.depth}: use one of {sorted(IRESNET_DEPTHS)}")
+            if self.backbone == "edgeface" and self.variant not in EDGEFACE_VARIANTS:
+                raise ConfigError(f"EdgeFace variant {self.variant!r}: use one of {sorted(EDGEFACE_VARIANTS)}",
+                                  "variant")
         if self.align not in ALIGNMENTS[self.backbone]:
             raise ConfigError(f"align {self.align!r}: backbone {self.backbone!r} aligns with "
                               f"{' or '.join(ALIGNMENTS[self.backbone])}")
@@ -139,7 +146,7 @@ class RecognizerTrainConfig:
 
     @property
     def embedding_network(self) -> bool:
-        """MobileFaceNet or IResNet (the SGD recipe), not the Face Transformer (AdamW)."""
+        """MobileFaceNet, IResNet or EdgeFace (the SGD recipe), not the Face Transformer (AdamW)."""
         return self.backbone in BACKBONES
 
 
@@ -288,14 +295,16 @@ def _epoch_means(losses: list[float], sizes: list[int], epochs: int) -> list[flo
             for e in range(epochs)]
 
 
-def fit(model: FaceRecognizer, train: FaceSet, config: RecognizerTrainConfig, progress: bool = True,
+def fit(model: torch.nn.Module, train: FaceSet, config: RecognizerTrainConfig, progress: bool = True,
         extra: FaceSet | None = None) -> dict:
-    """Train a Face Transformer already built on photos already read (``config.backbone`` is
-    ``face-transformer``), in this process, with the loop every backbone trains with; returns a small
-    log (per-epoch mean losses, wall time)."""
+    """Train a classifier already built (a Face Transformer, or an EdgeFace classifier: ``embed``, ``head``)
+    on photos already read, with the Face Transformer's recipe (``config.backbone`` is ``face-transformer``),
+    in this process, with the loop every backbone trains with; returns a small log (per-epoch mean
+    losses, wall time)."""
     if config.backbone != "face-transformer":
-        raise ConfigError(f"fit trains a Face Transformer in memory; backbone {config.backbone!r} trains "
-                          "with `train(RecognizerTrainConfig(...))`")
+        raise ConfigError(f"fit trains a Face Transformer (or an EdgeFace classifier) in memory with the Face "
+                          f"Transformer's recipe; backbone {config.backbone!r} trains with "
+                          "`train(RecognizerTrainConfig(...))`")
     torch.manual_seed(config.seed)   # the augmentation draws from torch's global generator
     start = time.perf_counter()
     losses, sizes = _fit(replace(config, progress=progress), model, model.head, train, extra)
@@ -309,6 +318,8 @@ def fit(model: FaceRecognizer, train: FaceSet, config: RecognizerTrainConfig, pr
 def network_arguments(config: RecognizerTrainConfig) -> dict:
     """The arguments of ``config.backbone``'s embedding network (what its folder's ``config.json`` records
     as ``model``)."""
+    if config.backbone == "edgeface":
+        return {"variant": config.variant, "embedding_size": config.embedding_size, "input_size": config.input_size}
     shared = {"embedding_size": config.embedding_size, "width": config.width, "input_size": config.input_size}
     return {"depth": config.depth, **shared} if config.backbone == "iresnet" else shared
 
