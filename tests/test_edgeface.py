@@ -266,6 +266,12 @@ def test_idgen_forget_edits_an_edgeface_classifier_with_one_group_per_block(tmp_
     edited = TrainedRecognizer(tmp_path / "out" / "model")   # the edited classifier is a recogniser too
     assert isinstance(edited.model, EdgeFaceClassifier) and edited.embed(np.zeros((1, 32, 32, 3), np.uint8)).shape == (1, 512)
     assert run_forgetting({**config, "output_dir": str(tmp_path / "again")})["base"]["trained"] is False
+    with pytest.raises(ConfigError, match=r"base holds an EdgeFace xxs, not the s_gamma_05 model.variant names"):
+        run_forgetting({**config, "model": {**config["model"], "variant": "s_gamma_05"},
+                        "output_dir": str(tmp_path / "other")})
+    with pytest.raises(FileNotFoundError, match=r"base holds a edgeface recogniser, not a Face Transformer"):
+        run_forgetting({**config, "model": {**config["model"], "architecture": "face-transformer", "preset": "cpu-tiny"},
+                        "output_dir": str(tmp_path / "ft")})
 
 
 def test_a_forgetting_config_names_a_wrong_architecture_variant_or_size(tmp_path):

@@ -83,8 +83,10 @@ class EdgeFaceClassifier(EdgeFace):
                                              "model.architecture: edgeface trains and saves one there")
         saved = json.loads((folder / "config.json").read_text())
         if saved.get("architecture") != ARCHITECTURE or not isinstance(saved.get("classifier"), dict):
-            raise ModelFilesMissingError(f"{folder} holds no EdgeFace classifier (a {saved.get('architecture')} "
-                                         "recogniser without a classifier); point model.path at a new folder")
+            what = "an EdgeFace embedding network" if saved.get("architecture") == ARCHITECTURE else \
+                f"a {saved.get('architecture')} recogniser"
+            raise ModelFilesMissingError(f"{folder} holds {what}, not an EdgeFace classifier; point model.path at a "
+                                         "new folder to train one there")
         network = saved["model"]
         known = {f.name for f in fields(EdgeFaceClassifierConfig)}
         values = {"variant": network["variant"], "image_size": network["input_size"],

@@ -194,6 +194,10 @@ def load_or_train_base(config: RunConfig, train: FaceSet, test: FaceSet,
     edgeface = config.model.architecture == EDGEFACE
     if (path / "model.safetensors").is_file():
         model = (EdgeFaceClassifier if edgeface else FaceRecognizer).from_pretrained(path)
+        if edgeface and model.config.variant != config.model.variant:
+            raise ConfigError(f"{path} holds an EdgeFace {model.config.variant}, not the {config.model.variant} "
+                              "model.variant names; set model.variant to it, or point model.path at a new folder",
+                              "model.variant")
         _check_made_for(path, model.class_names, train, config.data.root)
         return model.eval(), {"trained": False}
     torch.manual_seed(config.seed)
