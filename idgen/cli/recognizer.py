@@ -1,8 +1,9 @@
-"""``idgen recognizer train --arch {mobilefacenet,iresnet,face-transformer}``: train a face recogniser.
+"""``idgen recognizer train --arch {mobilefacenet,iresnet,edgeface,face-transformer}``: train a face recogniser.
 
 One command and one trainer (:func:`idgen.recognition.train`, its options
 :class:`idgen.recognition.RecognizerTrainConfig` with ``backbone=arch``) for every backbone.
 ``--arch mobilefacenet`` trains MobileFaceNet, ``--arch iresnet`` an IResNet (``--depth 18|34|50|100``),
+``--architecture edgeface`` an EdgeFace (``--variant``),
 with an ArcFace, CosFace or AdaFace margin head on any face set (ImageFolder, parquet or WebDataset
 shards; accelerate, several processes). ``--arch face-transformer`` trains a Face Transformer
 classifier on an ``<identity>/<image>`` folder (a fixed train/test split per identity, optional
@@ -95,15 +96,16 @@ def _own(arch: str) -> list[str]:
 # --- idgen recognizer train -----------------------------------------------------------------------
 
 def register(subparsers) -> None:
-    parser = subparsers.add_parser("recognizer", help="train face recognisers (MobileFaceNet, IResNet, Face Transformer)")
+    parser = subparsers.add_parser("recognizer", help="train face recognisers (MobileFaceNet, IResNet, EdgeFace, Face Transformer)")
     commands = parser.add_subparsers(dest="recognizer_command", metavar="RECOGNIZER_COMMAND", required=True)
     train = commands.add_parser(
-        "train", help="train a recogniser: MobileFaceNet, IResNet or a Face Transformer (--arch)",
+        "train", help="train a recogniser: MobileFaceNet, IResNet, EdgeFace or a Face Transformer (--arch)",
         description="--arch mobilefacenet / --arch iresnet (--depth 18|34|50|100): MobileFaceNet or insightface's "
                     "IResNet with an ArcFace, CosFace or AdaFace margin head on a face set "
                     "(ImageFolder, parquet or WebDataset shards, e.g. the output of `idgen dataset generate`); the "
                     "folder it writes (model.safetensors + config.json) is a recogniser for `idgen eval verify "
                     "--recognizer <output>`; several GPUs: `accelerate launch -m idgen.cli recognizer train ...`. "
+                    "--architecture edgeface (--variant xs_gamma_06|s_gamma_05|xxs|base): EdgeFace, the same way. "
                     "--arch face-transformer: a Face Transformer classifier on an <identity>/<image> folder: the "
                     "faces are aligned (dlib; cached), every identity is split into train/test images, the model "
                     "is trained (optionally distilling a pretrained recogniser, --distill-from) and saved "
@@ -131,7 +133,7 @@ def register(subparsers) -> None:
                       help="crop side in pixels (default: 112 / the preset's; mobilefacenet, iresnet: a multiple of 16)")
     both.add_argument("--cache-dir", default=".cache/faces", help="aligned crops are cached here (default: .cache/faces)")
     both.add_argument("--no-progress", dest="progress", action="store_false", help="no progress bars")
-    mobile = train.add_argument_group("--arch mobilefacenet and --arch iresnet")
+    mobile = train.add_argument_group("--arch mobilefacenet, --arch iresnet and --architecture edgeface (but --width)")
     for name in _own("mobilefacenet"):
         _add_option(mobile, name, SHARED_DEFAULTS.get(name, s), iresnet=True)
     iresnet = train.add_argument_group("--arch iresnet only")
@@ -139,7 +141,7 @@ def register(subparsers) -> None:
         _add_option(iresnet, name, s, iresnet=True)
     from ..models import EDGEFACE_VARIANTS
 
-    edgeface = train.add_argument_group("--architecture edgeface only (and the --arch mobilefacenet options but --width)")
+    edgeface = train.add_argument_group("--architecture edgeface only")
     _add(edgeface, "variant", s, HELP["variant"], defaults("edgeface")["variant"], choices=list(EDGEFACE_VARIANTS))
     transformer = train.add_argument_group("--arch face-transformer only")
     for name in _own("face-transformer"):
