@@ -55,8 +55,9 @@ class NetworkRecognizer:
 
 
 class TrainedRecognizer(NetworkRecognizer):
-    """A folder written by ``idgen recognizer train --arch …`` (MobileFaceNet, IResNet or a Face
-    Transformer, whose embedding is used and whose classifier head is not), as a recogniser;
+    """A folder written by ``idgen recognizer train --arch …`` (MobileFaceNet, IResNet, EdgeFace or a Face
+    Transformer) or an EdgeFace classifier ``idgen forget`` saved (of a classifier, the embedding is used
+    and the classifier head is not), as a recogniser;
     ``config["architecture"]`` says which (folders without one are MobileFaceNet, or a Face Transformer
     when ``config.json`` holds its options at the top level, as folders from before it was recorded do)."""
 
@@ -64,7 +65,7 @@ class TrainedRecognizer(NetworkRecognizer):
         folder = Path(folder)
         if not is_trained_recognizer(folder):
             raise ModelFilesMissingError(f"{folder}: expected config.json and model.safetensors from "
-                                         "`idgen recognizer train --arch mobilefacenet|iresnet|face-transformer`")
+                                         "`idgen recognizer train --arch mobilefacenet|iresnet|edgeface|face-transformer`")
         self.config = json.loads((folder / "config.json").read_text())
         architecture = self.config.get("architecture", "mobilefacenet" if "model" in self.config else FACE_TRANSFORMER)
         if architecture not in (*BACKBONES, FACE_TRANSFORMER):
