@@ -209,6 +209,8 @@ def test_the_edgeface_training_options_are_checked():
     assert (config.variant, config.embedding_size, config.input_size, config.head) == ("xs_gamma_06", 512, 112, "arcface")
     with pytest.raises(ConfigError, match="EdgeFace variant 'm': use one of"):
         RecognizerTrainConfig(data="d", output="o", backbone="edgeface", variant="m")
+    with pytest.raises(ConfigError, match="input_size 16: EdgeFace takes crops of at least 32 pixels"):
+        RecognizerTrainConfig(data="d", output="o", backbone="edgeface", input_size=16)
     with pytest.raises(ConfigError, match="width: not an option of backbone 'edgeface'"):
         RecognizerTrainConfig(data="d", output="o", backbone="edgeface", width=0.5)
     with pytest.raises(ConfigError, match="variant: not an option of backbone 'iresnet'"):

@@ -143,6 +143,9 @@ class RecognizerTrainConfig:
         if self.embedding_network and self.input_size % 16:
             raise ConfigError(f"input_size {self.input_size}: {self.backbone} takes crops whose side is a multiple "
                               "of 16", "input_size")
+        if self.backbone == "edgeface" and self.input_size < 32:
+            raise ConfigError(f"input_size {self.input_size}: EdgeFace takes crops of at least 32 pixels (its 4× stem "
+                              "and three halvings leave one pixel of 32)", "input_size")
 
     @property
     def embedding_network(self) -> bool:
