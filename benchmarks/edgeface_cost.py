@@ -27,8 +27,8 @@ SIDE = 112
 
 def networks(variants: list[str]) -> dict[str, torch.nn.Module]:
     """MobileFaceNet, then each EdgeFace variant, in eval mode."""
-    built = {"mobilefacenet": MobileFaceNet(embedding_size=128, input_size=SIDE)}
-    built.update({f"edgeface-{v}": EdgeFace(v, input_size=SIDE) for v in variants})
+    built = {"mobilefacenet": MobileFaceNet(embedding_size=128, resolution=SIDE)}
+    built.update({f"edgeface-{v}": EdgeFace(v, resolution=SIDE) for v in variants})
     return {name: model.eval() for name, model in built.items()}
 
 

@@ -92,7 +92,7 @@ def test_a_published_checkpoint_loads_with_its_variant_and_gives_the_same_embedd
                             (f"ddp_{variant}.pt", {f"module.{k}": v for k, v in model.state_dict().items()})):
             torch.save(saved, tmp_path / name)
             loaded = load_edgeface(tmp_path / name)
-            assert loaded.config == {"variant": variant, "embedding_size": 512, "input_size": 112}, name
+            assert loaded.config == {"variant": variant, "embedding_size": 512, "resolution": 112}, name
             assert not loaded.training
             with torch.no_grad():
                 assert torch.equal(loaded(images), expected), name
@@ -181,15 +181,15 @@ def test_recognizer_train_edgeface_saves_a_folder_that_reloads_with_equal_embedd
 
     monkeypatch.setattr(trainer, "save_recognizer", keep)
     out = tmp_path / "edgeface"
-    assert main(["recognizer", "train", "--arch", "edgeface", "--variant", "xxs", "--head", "cosface", "--data",
-                 str(face_folder), "--out", str(out), "--align", "box", "--box", "0.5", "--input-size", "32",
+    assert main(["recognizer", "train", "--architecture", "edgeface", "--variant", "xxs", "--head", "cosface", "--data",
+                 str(face_folder), "--output-dir", str(out), "--align", "box", "--fallback-box", "0.5", "--resolution", "32",
                  "--embedding-size", "16", "--epochs", "2", "--batch-size", "4",
                  "--cache-dir", str(tmp_path / "cache"), "--no-progress"]) == 0
     summary = json.loads(capsys.readouterr().out.split("\nsaved")[0])
     assert summary["images"] == 5 and summary["steps"] == 2 and math.isfinite(summary["final_loss"])
     config = json.loads((out / "config.json").read_text())
     assert config["architecture"] == "edgeface"
-    assert config["model"] == {"variant": "xxs", "embedding_size": 16, "input_size": 32}
+    assert config["model"] == {"variant": "xxs", "embedding_size": 16, "resolution": 32}
     assert (config["train"]["variant"], config["train"]["head"], config["train"]["scale"]) == ("xxs", "cosface", 64.0)
 
     recognizer = TrainedRecognizer(out)
@@ -203,18 +203,34 @@ def test_recognizer_train_edgeface_saves_a_folder_that_reloads_with_equal_embedd
 
 
 def test_the_edgeface_training_options_are_checked():
-    from idgen.recognition import RecognizerTrainConfig
+    from idgen.cli import build_parser
+    from idgen.cli.recognizer import train_config
+    from idgen.recognition import RECIPES, EdgeFaceRecipe, IResNetRecipe
 
-    config = RecognizerTrainConfig(data="d", output="o", backbone="edgeface")
-    assert (config.variant, config.embedding_size, config.input_size, config.head) == ("xs_gamma_06", 512, 112, "arcface")
-    with pytest.raises(ConfigError, match="EdgeFace variant 'm': use one of"):
-        RecognizerTrainConfig(data="d", output="o", backbone="edgeface", variant="m")
-    with pytest.raises(ConfigError, match="input_size 16: EdgeFace takes crops of at least 32 pixels"):
-        RecognizerTrainConfig(data="d", output="o", backbone="edgeface", input_size=16)
-    with pytest.raises(ConfigError, match="width: not an option of backbone 'edgeface'"):
-        RecognizerTrainConfig(data="d", output="o", backbone="edgeface", width=0.5)
-    with pytest.raises(ConfigError, match="variant: not an option of backbone 'iresnet'"):
-        RecognizerTrainConfig(data="d", output="o", backbone="iresnet", variant="xxs")
+    assert RECIPES["edgeface"] is EdgeFaceRecipe
+    config = EdgeFaceRecipe(data="d", output_dir="o")
+    assert (config.variant, config.embedding_size, config.resolution, config.head) == ("xs_gamma_06", 512, 112, "arcface")
+    assert config.embedding_network and config.network_arguments() == {"variant": "xs_gamma_06", "embedding_size": 512,
+                                                                       "resolution": 112}
+    with pytest.raises(ConfigError, match="EdgeFace variant 'm': use one of") as error:
+        EdgeFaceRecipe(data="d", output_dir="o", variant="m")
+    assert error.value.key == "variant"
+    with pytest.raises(ConfigError, match="resolution 16: EdgeFace takes crops of at least 32 pixels") as error:
+        EdgeFaceRecipe(data="d", output_dir="o", resolution=16)
+    assert error.value.key == "resolution"
+    with pytest.raises(TypeError, match="unexpected keyword argument 'width'"):
+        EdgeFaceRecipe(data="d", output_dir="o", width=0.5)
+    with pytest.raises(TypeError, match="unexpected keyword argument 'variant'"):
+        IResNetRecipe(data="d", output_dir="o", variant="xxs")
+
+    def parse(*argv):
+        return train_config(build_parser().parse_args(["recognizer", "train", "--data", "d", "--output-dir", "o", *argv]))
+
+    assert parse("--architecture", "edgeface", "--variant", "xxs") == EdgeFaceRecipe(data="d", output_dir="o", variant="xxs")
+    with pytest.raises(ConfigError, match="--width: not an option of --architecture edgeface"):
+        parse("--architecture", "edgeface", "--width", "0.5")
+    with pytest.raises(ConfigError, match="--variant: not an option of --architecture iresnet"):
+        parse("--architecture", "iresnet", "--variant", "xxs")
 
 
 # --- GS-LoRA --------------------------------------------------------------------------------------------
@@ -251,9 +267,9 @@ def test_idgen_forget_edits_an_edgeface_classifier_with_one_group_per_block(tmp_
     from idgen.unlearn import run_forgetting
 
     config = {
-        "data": {"root": str(_toy_folder(tmp_path)), "align": "resize", "image_size": 32, "test_fraction": 0.34},
+        "data": {"root": str(_toy_folder(tmp_path)), "align": "resize", "resolution": 32, "test_fraction": 0.34},
         "model": {"path": str(tmp_path / "base"), "architecture": "edgeface", "variant": "xxs",
-                  "train": {"epochs": 2, "batch_size": 8, "lr": 3e-3, "warmup_epochs": 1}},
+                  "train": {"epochs": 2, "batch_size": 8, "learning_rate": 3e-3, "warmup_epochs": 1}},
         "forget": {"epochs": 2, "batch_size": 8, "forget_batch_size": 4, "lora": {"rank": 2}},
         "baselines": {"methods": ["retrain"]},
         "output_dir": str(tmp_path / "out"),
@@ -277,14 +293,15 @@ def test_idgen_forget_edits_an_edgeface_classifier_with_one_group_per_block(tmp_
 
 
 def test_a_forgetting_config_names_a_wrong_architecture_variant_or_size(tmp_path):
-    from idgen.unlearn import load_config
+    from idgen.unlearn import RunConfig
 
-    good = {"data": {"root": str(tmp_path), "image_size": 32}, "model": {"path": str(tmp_path / "m"),
+    load_config = RunConfig.from_dict
+    good = {"data": {"root": str(tmp_path), "resolution": 32}, "model": {"path": str(tmp_path / "m"),
             "architecture": "edgeface"}, "output_dir": str(tmp_path / "o")}
     assert load_config(good).model.variant == "xs_gamma_06"
     with pytest.raises(ConfigError, match="model.architecture: 'iresnet' is not one forgetting edits"):
         load_config(good, ["model.architecture=iresnet"])
     with pytest.raises(ConfigError, match="model.variant: unknown EdgeFace variant 'tiny'"):
         load_config(good, ["model.variant=tiny"])
-    with pytest.raises(ConfigError, match="data.image_size: image_size 40: EdgeFace takes crops whose side is a multiple"):
-        load_config(good, ["data.image_size=40"])
+    with pytest.raises(ConfigError, match="data.resolution: resolution 40: EdgeFace takes crops whose side is a multiple"):
+        load_config(good, ["data.resolution=40"])

@@ -25,7 +25,7 @@ GENERATE = ("-m", "idgen.cli", "dataset", "generate")
 def settings(output, batch_size=16, *extra):
     """4 identities × 4 images of the mini model, 4 steps, the filter a mini dataset gets at a
     threshold that rejects some images (their retries fill later batches); shards of 4 images."""
-    return [f"output={output}", "generator.type=mini", "generator.num_inference_steps=4",
+    return [f"output_dir={output}", "generator.type=mini", "generator.num_inference_steps=4",
             "identities.count=4", "identities.dim=128", "filter.recognizer=mobilefacenet",
             "variation.images_per_identity=4", "filter.threshold=0.1", "writers.shard_size=4",
             f"runtime.batch_size={batch_size}", "runtime.progress=false", *extra]

@@ -24,7 +24,7 @@ FACES = ROOT / "tests" / "data" / "faces"
 
 def overrides(output, mobilefacenet_path):
     return [
-        f"output={output}", "identities.count=12", "identities.dim=64", "identities.max_cosine=0.3",
+        f"output_dir={output}", "identities.count=12", "identities.dim=64", "identities.max_cosine=0.3",
         "variation.images_per_identity=4", "variation.min_cosine=0.95",
         "generator.type=photo", f"generator.photos={FACES}", "generator.failure_rate=0.25", "generator.size=200",
         f"filter.recognizer=mobilefacenet:{mobilefacenet_path}", "filter.threshold=0.4",
@@ -148,7 +148,7 @@ def test_resuming_with_other_settings_is_refused(reference, mobilefacenet_path):
         generate_dataset(SynthConfig.load(None, changed))
 
 
-def run_engine(folder, generator, image_filter, count=4, per_identity=2, **settings):
+def run_engine(folder, generator, image_filter, count=4, per_identity=2, progress=False, **settings):
     """``DatasetEngine.run_shard`` on its own (no models): returns the journal entries."""
     import torch
 
@@ -158,8 +158,8 @@ def run_engine(folder, generator, image_filter, count=4, per_identity=2, **setti
     from idgen.synth.journal import Journal
 
     config = SynthConfig.from_dict({
-        "output": str(folder), "identities": {"count": count}, "variation": {"images_per_identity": per_identity},
-        **settings, "runtime": {"batch_size": 4, "queue_size": 2, "progress": False},
+        "output_dir": str(folder), "identities": {"count": count}, "variation": {"images_per_identity": per_identity},
+        **settings, "runtime": {"batch_size": 4, "queue_size": 2, "progress": progress},
     })
     engine = DatasetEngine(config, generator, image_filter)
     engine.targets = random_identities(count, 16, generator=torch.Generator().manual_seed(0))
@@ -224,13 +224,51 @@ def test_rejected_images_are_regenerated_at_most_max_retries_times(tmp_path):
     assert not (tmp_path / "images").exists()
 
 
+def test_the_progress_bar_counts_every_render_and_grows_with_retries(tmp_path, monkeypatch):
+    """The one bar of a run ticks per image made, so it moves (with an ETA) while the filter keeps
+    nothing yet; each retry adds to its total, and the images kept so far stand beside it."""
+    import tqdm
+
+    import idgen.synth.engine
+    from idgen.synth.consistency import KeepAll, Verdict
+
+    bars = []
+
+    class Recorded(tqdm.tqdm):
+        def __init__(self, *args, **kwargs):
+            super().__init__(*args, **kwargs)
+            self.seen = []
+            bars.append(self)
+
+        def update(self, n=1):
+            super().update(n)
+            self.seen.append((self.n, self.total))
+
+    class RejectFirstTry(KeepAll):
+        def reference_for(self, target, embeddings):
+            return {"rounds": 0}      # one per identity
+
+        def judge(self, embeddings, reference, kept=()):
+            reference["rounds"] += 1
+            keep = reference["rounds"] > 1
+            return [Verdict(keep, "kept" if keep else "no_face", None, None) for _ in embeddings]
+
+    monkeypatch.setattr(idgen.synth.engine, "tqdm", Recorded)
+    entries = run_engine(tmp_path, grey_images, RejectFirstTry(), count=3, per_identity=2, progress=True)
+    assert sum(len(entry["images"]) for entry in entries.values()) == 6
+    (bar,) = bars
+    assert bar.seen[0] == (4, 6)           # the first batch of renders, before anything was kept
+    assert bar.seen[-1] == (12, 12)        # 6 first tries + 6 retries
+    assert bar.postfix == "kept=6"
+
+
 # ---------------------------------------------------------------- output folders and faults
 def small_config(folder, **settings):
     """Three identities × two grey images, one image per shard, no models (see ``grey_images``)."""
     from idgen.synth import SynthConfig
 
     return SynthConfig.from_dict({
-        "output": str(folder), "identities": {"count": 3, "dim": 16, "steps": 5},
+        "output_dir": str(folder), "identities": {"count": 3, "dim": 16, "steps": 5},
         "variation": {"images_per_identity": 2}, "filter": {"enabled": False}, "writers": {"shard_size": 1},
         "runtime": {"batch_size": 4, "progress": False, "device": "cpu"}, **settings})
 
@@ -250,12 +288,12 @@ def test_a_folder_holding_other_files_is_refused_and_left_untouched(tmp_path, ca
         (out / name).parent.mkdir(parents=True, exist_ok=True)
         (out / name).write_bytes(f"their {name}".encode())
     before = files_of(out)
-    code = main(["dataset", "generate", f"output={out}", "generator.type=photo", f"generator.photos={FACES}",
+    code = main(["dataset", "generate", f"output_dir={out}", "generator.type=photo", f"generator.photos={FACES}",
                  "filter.enabled=false", "identities.count=2", "runtime.progress=false"])
     assert code == 1
     lines = [line for line in capsys.readouterr().err.splitlines() if line.startswith("idgen: error:")]
     assert len(lines) == 1 and f"{out} is not empty and holds no earlier output" in lines[0]
-    assert "give output a new or empty folder" in lines[0]
+    assert "give output_dir a new or empty folder" in lines[0]
     assert files_of(out) == before
 
 
@@ -312,7 +350,7 @@ def test_a_read_only_folder_is_refused_before_any_image_is_made(tmp_path, monkey
         raise AssertionError("generated before the folder was checked")
 
     monkeypatch.setattr(tempfile, "mkstemp", read_only)
-    with pytest.raises(OutputError, match=f"cannot write to {out} \\(output\\): Read-only file system"):
+    with pytest.raises(OutputError, match=f"cannot write to {out} \\(output_dir\\): Read-only file system"):
         generate_dataset(small_config(out), generator=never)
     assert list(out.iterdir()) == []
 

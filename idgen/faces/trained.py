@@ -1,11 +1,13 @@
 """Recognisers built from torch networks, behind the :mod:`idgen.faces` recogniser API: a folder
 written by ``idgen recognizer train --architecture mobilefacenet|iresnet|edgeface|face-transformer`` (or an
 EdgeFace classifier ``idgen forget`` saved) (:class:`TrainedRecognizer`), an insightface ``arcface_torch``
-IResNet checkpoint, ``backbone.pth`` (:class:`IResNetFileRecognizer`), and a published EdgeFace checkpoint,
+IResNet checkpoint, ``backbone.pth`` (:class:`IResNetFileRecognizer`), facexlib's IR-SE50,
+``recognition_arcface_ir_se50.pth`` (:class:`IRSEFileRecognizer`), and a published EdgeFace checkpoint,
 ``edgeface_<variant>.pt`` (:class:`EdgeFaceFileRecognizer`).
 
 ``FaceAnalyzer.from_backend(detector, "<folder>")`` (hence ``idgen eval verify --recognizer <folder>``)
-loads the first, ``"iresnet:<backbone.pth>"`` the second, ``"edgeface:<file.pt>"`` the third: faces are
+loads the first, ``"iresnet:<backbone.pth>"`` the second, ``"ir_se50:<file.pth>"`` the third,
+``"edgeface:<file.pt>"`` the fourth: faces are
 aligned to the ArcFace template at the model's input size, exactly as in training.
 """
 
@@ -21,7 +23,7 @@ import torch
 from ..errors import ModelFilesMissingError
 from ..io import load_module_weights
 from ..models import (BACKBONES, EdgeFaceClassifier, FaceRecognizer, build_backbone, load_edgeface,
-                      load_insightface_iresnet, to_tensor)
+                      load_insightface_iresnet, load_ir_se, to_tensor)
 from ..models.edgeface import ARCHITECTURE as EDGEFACE
 from ..models.face_transformer import ARCHITECTURE as FACE_TRANSFORMER
 from .align import align_face
@@ -41,13 +43,13 @@ class NetworkRecognizer:
     them) as a recogniser (``crop`` + ``embed``). An embedding network's forward gives the embedding;
     a classifier's (a Face Transformer, an EdgeFace classifier) forward classifies, so its ``embed`` is used."""
 
-    def __init__(self, model: torch.nn.Module, input_size: int, embedding_size: int, device: str = "cpu"):
+    def __init__(self, model: torch.nn.Module, resolution: int, embedding_size: int, device: str = "cpu"):
         self.model = model.eval().to(device)
-        self.device, self.input_size, self.embedding_size = device, input_size, embedding_size
+        self.device, self.resolution, self.embedding_size = device, resolution, embedding_size
         self._embed = model.embed if isinstance(model, (FaceRecognizer, EdgeFaceClassifier)) else model
 
     def crop(self, image: np.ndarray, landmarks: np.ndarray, bbox: np.ndarray) -> np.ndarray:
-        return align_face(image, landmarks, self.input_size)
+        return align_face(image, landmarks, self.resolution)
 
     @torch.no_grad()
     def embed(self, crops: np.ndarray) -> np.ndarray:
@@ -55,19 +57,17 @@ class NetworkRecognizer:
 
 
 class TrainedRecognizer(NetworkRecognizer):
-    """A folder written by ``idgen recognizer train --arch …`` (MobileFaceNet, IResNet, EdgeFace or a Face
-    Transformer) or an EdgeFace classifier ``idgen forget`` saved (of a classifier, the embedding is used
-    and the classifier head is not), as a recogniser;
-    ``config["architecture"]`` says which (folders without one are MobileFaceNet, or a Face Transformer
-    when ``config.json`` holds its options at the top level, as folders from before it was recorded do)."""
+    """A folder written by ``idgen recognizer train --architecture …`` (MobileFaceNet, IResNet, EdgeFace or a
+    Face Transformer) or an EdgeFace classifier ``idgen forget`` saved (of a classifier, the embedding is used
+    and the classifier head is not), as a recogniser; ``config["architecture"]`` says which."""
 
     def __init__(self, folder: str | os.PathLike, device: str = "cpu"):
         folder = Path(folder)
         if not is_trained_recognizer(folder):
             raise ModelFilesMissingError(f"{folder}: expected config.json and model.safetensors from "
-                                         "`idgen recognizer train --arch mobilefacenet|iresnet|edgeface|face-transformer`")
+                                         "`idgen recognizer train --architecture mobilefacenet|iresnet|edgeface|face-transformer`")
         self.config = json.loads((folder / "config.json").read_text())
-        architecture = self.config.get("architecture", "mobilefacenet" if "model" in self.config else FACE_TRANSFORMER)
+        architecture = self.config.get("architecture")
         if architecture not in (*BACKBONES, FACE_TRANSFORMER):
             raise ModelFilesMissingError(f"{folder}/config.json: unknown architecture {architecture!r}; this idgen "
                                          f"loads {sorted((*BACKBONES, FACE_TRANSFORMER))}")
@@ -75,12 +75,12 @@ class TrainedRecognizer(NetworkRecognizer):
         if architecture == FACE_TRANSFORMER or (architecture == EDGEFACE and "classifier" in self.config):
             classifier = FaceRecognizer if architecture == FACE_TRANSFORMER else EdgeFaceClassifier
             model = classifier.from_pretrained(folder)
-            super().__init__(model, model.config.image_size, model.config.embedding_dim, device)
+            super().__init__(model, model.config.resolution, model.config.embedding_dim, device)
             return
         model = build_backbone(architecture, self.config["model"])
         load_module_weights(model, folder / "model.safetensors", f"the {architecture} network config.json describes",
                             RETRAIN)
-        super().__init__(model, self.config["model"]["input_size"], self.config["model"]["embedding_size"], device)
+        super().__init__(model, self.config["model"]["resolution"], self.config["model"]["embedding_size"], device)
 
 
 class IResNetFileRecognizer(NetworkRecognizer):
@@ -90,7 +90,24 @@ class IResNetFileRecognizer(NetworkRecognizer):
     def __init__(self, path: str | os.PathLike, device: str = "cpu"):
         self.path = Path(path)
         model = load_insightface_iresnet(self.path)
-        super().__init__(model, model.config["input_size"], model.config["embedding_size"], device)
+        super().__init__(model, model.config["resolution"], model.config["embedding_size"], device)
+
+
+class IRSEFileRecognizer(NetworkRecognizer):
+    """facexlib's IR-SE50 (``recognition_arcface_ir_se50.pth``) as a recogniser, fed as InfiniteYou feeds it:
+    the face aligned to the ArcFace template at 112×112 (insightface's ``norm_crop``), its channels in BGR
+    order, scaled to [-1, 1]; the embedding is L2-normalised. Loaded with :func:`idgen.models.load_ir_se`
+    (``torch.load(weights_only=True)``)."""
+
+    def __init__(self, path: str | os.PathLike, device: str = "cpu"):
+        self.path = Path(path)
+        model = load_ir_se(self.path)
+        super().__init__(model, model.config["resolution"], model.config["embedding_size"], device)
+
+    @torch.no_grad()
+    def embed(self, crops: np.ndarray) -> np.ndarray:
+        bgr = np.ascontiguousarray(np.asarray(crops)[..., ::-1])
+        return self._embed(to_tensor(bgr).to(self.device)).cpu().numpy()
 
 
 class EdgeFaceFileRecognizer(NetworkRecognizer):
@@ -100,4 +117,4 @@ class EdgeFaceFileRecognizer(NetworkRecognizer):
     def __init__(self, path: str | os.PathLike, device: str = "cpu"):
         self.path = Path(path)
         model = load_edgeface(self.path)
-        super().__init__(model, model.config["input_size"], model.config["embedding_size"], device)
+        super().__init__(model, model.config["resolution"], model.config["embedding_size"], device)

@@ -250,17 +250,17 @@ class EdgeNeXt(nn.Module):
 
 
 class EdgeFace(nn.Module):
-    """The EdgeFace ``variant`` (a key of :data:`VARIANTS`) for ``input_size``×``input_size`` crops
+    """The EdgeFace ``variant`` (a key of :data:`VARIANTS`) for ``resolution``×``resolution`` crops
     (112 published; any multiple of 16 from 32 works, the network pools globally); ``forward`` gives
     N×``embedding_size`` embeddings (not normalised)."""
 
-    def __init__(self, variant: str = "xs_gamma_06", embedding_size: int = 512, input_size: int = 112):
+    def __init__(self, variant: str = "xs_gamma_06", embedding_size: int = 512, resolution: int = 112):
         super().__init__()
         if variant not in VARIANTS:
             raise ValueError(f"unknown EdgeFace variant {variant!r}; known: {sorted(VARIANTS)}")
-        if input_size % 16 or input_size < 32:
-            raise ValueError(f"EdgeFace takes crops whose side is a multiple of 16, at least 32; got {input_size}")
-        self.config = {"variant": variant, "embedding_size": embedding_size, "input_size": input_size}
+        if resolution % 16 or resolution < 32:
+            raise ValueError(f"EdgeFace takes crops whose side is a multiple of 16, at least 32; got {resolution}")
+        self.config = {"variant": variant, "embedding_size": embedding_size, "resolution": resolution}
         self.model = EdgeNeXt(VARIANTS[variant], embedding_size)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -292,7 +292,7 @@ def edgeface_config_of(state: dict, path: str | os.PathLike = "the state dict") 
     if not found:
         raise DataError(f"{path}: a {stem.shape[0]}-channel stem with {'low-rank' if low_rank else 'plain'} layers "
                         f"matches no EdgeFace variant ({', '.join(f'{n}: {v.dims[0]}' for n, v in VARIANTS.items())})")
-    return {"variant": found[0], "embedding_size": int(last.shape[0]), "input_size": 112}
+    return {"variant": found[0], "embedding_size": int(last.shape[0]), "resolution": 112}
 
 
 def load_edgeface(path: str | os.PathLike) -> EdgeFace:

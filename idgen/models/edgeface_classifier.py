@@ -4,7 +4,7 @@ with the same interface: ``embed``, ``head``, ``forward`` gives class logits, ``
 ``save_pretrained`` / ``from_pretrained``, ``num_parameters``).
 
 Its tensors are the EdgeFace network's, under their published names (``model.…``), plus the head's
-class centres (``head.weight``); its folder is the recogniser folder every backbone writes
+class centres (``head.weight``); its folder is the recogniser folder every architecture writes
 (architecture ``edgeface``), with the head's options as ``classifier`` and the class names, so
 :mod:`idgen.faces` loads an edited classifier as a recogniser (its embedding) too.
 """
@@ -28,10 +28,10 @@ from .heads import MarginHead
 
 @dataclass
 class EdgeFaceClassifierConfig:
-    """An EdgeFace ``variant`` for ``image_size`` crops and its CosFace or ArcFace head over ``num_classes`` people."""
+    """An EdgeFace ``variant`` for ``resolution`` crops and its CosFace or ArcFace head over ``num_classes`` people."""
 
     variant: str = "xs_gamma_06"
-    image_size: int = ranged(112, CROP_SIDE)   # a multiple of 16, at least 32
+    resolution: int = ranged(112, CROP_SIDE)   # a multiple of 16, at least 32
     embedding_dim: int = ranged(512, EMBEDDING_DIM)
     num_classes: int = ranged(100, Range(2, 1_000_000))
     head: str = "cosface"  # or "arcface"
@@ -42,8 +42,8 @@ class EdgeFaceClassifierConfig:
         check_ranges(self)
         if self.variant not in VARIANTS:
             raise ConfigError(f"unknown EdgeFace variant {self.variant!r}; choose one of {sorted(VARIANTS)}")
-        if self.image_size % 16 or self.image_size < 32:
-            raise ConfigError(f"image_size {self.image_size}: EdgeFace takes crops whose side is a multiple of 16, "
+        if self.resolution % 16 or self.resolution < 32:
+            raise ConfigError(f"resolution {self.resolution}: EdgeFace takes crops whose side is a multiple of 16, "
                               "at least 32")
         if self.head not in ("cosface", "arcface"):
             raise ConfigError(f"head must be 'cosface' or 'arcface', not {self.head!r}")
@@ -53,7 +53,7 @@ class EdgeFaceClassifier(EdgeFace):
     """EdgeFace (``embed``) + margin head (``forward`` gives class logits)."""
 
     def __init__(self, config: EdgeFaceClassifierConfig):
-        super().__init__(config.variant, config.embedding_dim, config.image_size)
+        super().__init__(config.variant, config.embedding_dim, config.resolution)
         self.network_config = self.config   # the EdgeFace arguments, what a recogniser folder records as ``model``
         self.config = config
         self.head = MarginHead(config.embedding_dim, config.num_classes, config.head, config.scale, config.margin)
@@ -67,7 +67,7 @@ class EdgeFaceClassifier(EdgeFace):
         return self.head(self.embed(images), labels)
 
     def save_pretrained(self, folder: str | os.PathLike, class_names: list[str] | None = None, **record) -> None:
-        """The recogniser folder every backbone writes (:func:`idgen.models.save_recognizer`), architecture
+        """The recogniser folder every architecture writes (:func:`idgen.models.save_recognizer`), architecture
         ``edgeface``, with the head's options as ``classifier``, the class names and ``record``."""
         extra = {"class_names": list(class_names)} if class_names is not None else {}
         head = {k: v for k, v in asdict(self.config).items() if k in ("num_classes", "head", "scale", "margin")}
@@ -89,7 +89,7 @@ class EdgeFaceClassifier(EdgeFace):
                                          "new folder to train one there")
         network = saved["model"]
         known = {f.name for f in fields(EdgeFaceClassifierConfig)}
-        values = {"variant": network["variant"], "image_size": network["input_size"],
+        values = {"variant": network["variant"], "resolution": network["resolution"],
                   "embedding_dim": network["embedding_size"], **saved["classifier"]}
         unknown = sorted(set(values) - known)
         if unknown:

@@ -191,18 +191,18 @@ def read_face_set(source: str | Path, format: str = "auto") -> LabelledImages:
     return read_parquet(files) if format == "parquet" else read_webdataset(files)
 
 
-def align_images(images: list, size: int, align: str = "dlib", box: float = 0.42, upsample: int = 0,
+def align_images(images: list, resolution: int, align: str = "dlib", fallback_box: float = 0.42, upsample: int = 0,
                  cache_dir: str | Path | None = None, progress: bool = True) -> np.ndarray:
-    """N×size×size×3 uint8 crops aligned to the ArcFace template (scaled to ``size``).
+    """N×resolution×resolution×3 uint8 crops aligned to the ArcFace template (scaled to ``resolution``).
 
     ``align="dlib"``: dlib landmarks, and where dlib finds no face its landmarks inside the
-    centred ``box`` (see ``FaceAnalyzer(fallback_box=...)``), detected after ``upsample`` doublings
+    centred ``fallback_box`` (see ``FaceAnalyzer(fallback_box=...)``), detected after ``upsample`` doublings
     (0, the idgen default, is enough for faces over ~80 px); ``align="box"``: the template in that box.
     The crops are cached in ``cache_dir`` by :mod:`idgen.faces.cache`.
     """
     if align not in ALIGNMENTS:
         raise ConfigError(f"unknown alignment {align!r}; use one of {ALIGNMENTS}")
-    return aligned_crops(images, Alignment(align, size, box, upsample), cache_dir, progress=progress)
+    return aligned_crops(images, Alignment(align, resolution, fallback_box, upsample), cache_dir, progress=progress)
 
 
 # --- identity folders with a fixed train/test split -------------------------------------------------
@@ -264,7 +264,7 @@ class FaceSet:
 class FaceDataConfig:
     root: str
     align: str = "dlib"          # "dlib" (detect + align) or "resize" (pre-cropped faces)
-    image_size: int = ranged(112, CROP_SIDE)   # crop side in pixels; every crop is held in memory
+    resolution: int = ranged(112, CROP_SIDE)   # crop side in pixels; every crop is held in memory
     min_images_per_class: int = ranged(1, Range(1))
     test_fraction: float = ranged(0.25, Range(above=0, below=1))   # share of each identity's images held out for testing
     min_test: int = ranged(1, Range(1))
@@ -280,17 +280,17 @@ class FaceDataConfig:
 
 
 def load_aligned(files: list[Path], config: FaceDataConfig) -> np.ndarray:
-    """N×S×S×3 uint8 crops at ``config.image_size`` (S): resized photos, or 112×112 dlib-aligned
+    """N×S×S×3 uint8 crops at ``config.resolution`` (S): resized photos, or 112×112 dlib-aligned
     faces resized to S; the crops are cached in ``config.cache_dir`` by :mod:`idgen.faces.cache`."""
     if config.align == "resize":
-        alignment = Alignment("resize", config.image_size)
+        alignment = Alignment("resize", config.resolution)
     else:
         alignment = Alignment("dlib", 112, config.fallback_box)
     crops = aligned_crops(files, alignment, config.cache_dir or None)
-    if crops.shape[1] != config.image_size:
+    if crops.shape[1] != config.resolution:
         from PIL import Image
 
-        crops = np.stack([np.asarray(Image.fromarray(c).resize((config.image_size,) * 2, Image.BILINEAR))
+        crops = np.stack([np.asarray(Image.fromarray(c).resize((config.resolution,) * 2, Image.BILINEAR))
                           for c in crops])
     return crops
 

@@ -86,7 +86,7 @@ class DatasetEngine:
     def __init__(self, config: SynthConfig, generator=None, image_filter=None, process_index: int = 0,
                  num_processes: int = 1):
         self.config = config
-        self.out = Path(config.output)
+        self.out = Path(config.output_dir)
         self.rank, self.world = process_index, num_processes
         self.generator = generator
         self.filter = image_filter
@@ -252,17 +252,23 @@ class DatasetEngine:
         worker.start()
         todo, pending = deque(mine), deque()
         active = 0
+        # one bar per process, in renders: every image made ticks it, retries add to its total, so
+        # its rate and ETA are the generator's whatever the filter keeps (the kept count is beside it)
         bar = tqdm(total=len(mine) * per_identity, desc=f"images[{self.rank}]", unit="img",
                    disable=not config.runtime.progress)
+        kept_so_far = 0
 
         def handle(message):
-            nonlocal active
+            nonlocal active, kept_so_far
             kind, payload, kept = message
-            bar.update(kept)
+            kept_so_far += kept
+            bar.set_postfix(kept=kept_so_far, refresh=False)
             if kind == "error":
                 raise payload
             if kind == "retry":
                 pending.extendleft(reversed(payload))  # finish started identities first
+                bar.total += len(payload)
+                bar.refresh()
             else:
                 active -= 1
 
@@ -280,7 +286,9 @@ class DatasetEngine:
                     handle(feedback.get())
                     continue
                 batch = [pending.popleft() for _ in range(min(config.runtime.batch_size, len(pending)))]
-                work.put((batch, self.generate(batch)))
+                images = self.generate(batch)
+                bar.update(len(batch))
+                work.put((batch, images))
         finally:
             work.put(None)
             worker.join()
