@@ -295,13 +295,12 @@ def test_idgen_forget_edits_an_edgeface_classifier_with_one_group_per_block(tmp_
 def test_a_forgetting_config_names_a_wrong_architecture_variant_or_size(tmp_path):
     from idgen.unlearn import RunConfig
 
-    load_config = RunConfig.from_dict
     good = {"data": {"root": str(tmp_path), "resolution": 32}, "model": {"path": str(tmp_path / "m"),
             "architecture": "edgeface"}, "output_dir": str(tmp_path / "o")}
-    assert load_config(good).model.variant == "xs_gamma_06"
+    assert RunConfig.from_dict(good).model.variant == "xs_gamma_06"
     with pytest.raises(ConfigError, match="model.architecture: 'iresnet' is not one forgetting edits"):
-        load_config(good, ["model.architecture=iresnet"])
+        RunConfig.from_dict(good, ["model.architecture=iresnet"])
     with pytest.raises(ConfigError, match="model.variant: unknown EdgeFace variant 'tiny'"):
-        load_config(good, ["model.variant=tiny"])
+        RunConfig.from_dict(good, ["model.variant=tiny"])
     with pytest.raises(ConfigError, match="data.resolution: resolution 40: EdgeFace takes crops whose side is a multiple"):
-        load_config(good, ["data.resolution=40"])
+        RunConfig.from_dict(good, ["data.resolution=40"])
