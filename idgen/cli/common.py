@@ -41,7 +41,8 @@ def add_face_options(parser: argparse.ArgumentParser) -> None:
                             "'edgeface:PATH' (a published EdgeFace checkpoint, edgeface_xs_gamma_06.pt), "
                             "'ir_se50:PATH' (facexlib's recognition_arcface_ir_se50.pth), an ONNX file, a file inside "
                             "the insightface pack (e.g. arcface.onnx), 'pack', or a folder written by `idgen recognizer "
-                            "train --architecture mobilefacenet` (or iresnet, edgeface) ($IDGEN_RECOGNIZER; default auto: for "
+                            "train --architecture mobilefacenet` (or iresnet, edgeface) ($IDGEN_RECOGNIZER; "
+                            "default auto: for "
                             "generate/edit/the demo the one each model was trained on (Arc2Face: arcface.onnx, "
                             "InstantID: glintr100.onnx, InfiniteYou: ir_se50:recognition_arcface_ir_se50.pth; "
                             "another one gets a warning), for embed/eval dlib)")

@@ -45,8 +45,10 @@ HELP = {
     "scale": "logit scale s of the margin head",
     "width": "channel multiplier",
     "depth": "IResNet depth (IR-18, IR-34, IR-50, IR-100)",
-    "variant": "the published EdgeFace network: xs_gamma_06, s_gamma_05, xxs or base (gamma: the low-rank ratio of its linear layers)",
-    "resolution": "crop side in pixels (mobilefacenet, iresnet, edgeface: a multiple of 16, edgeface at least 32; face-transformer: the preset's)",
+    "variant": "the published EdgeFace network: xs_gamma_06, s_gamma_05, xxs or base "
+               "(gamma: the low-rank ratio of its linear layers)",
+    "resolution": "crop side in pixels (mobilefacenet, iresnet, edgeface: a multiple of 16, edgeface at least 32; "
+                  "face-transformer: the preset's)",
     "warmup": "fraction of the steps with a linear learning-rate warm-up (then cosine decay)",
     "preset": "model size: paper, cpu-small, cpu-tiny",
     "min_images": "skip identities with fewer images",
@@ -84,7 +86,8 @@ def _groups() -> list[tuple[str, list]]:
         own = [f for f in _options(recipe) if f.name not in seen]
         seen.update(f.name for f in own)
         if own:
-            groups.append((f"--architecture {name}" + (" (and iresnet; edgeface: all but --width)" if name == "mobilefacenet" else ""), own))
+            shared = " (and iresnet; edgeface: all but --width)" if name == "mobilefacenet" else ""
+            groups.append((f"--architecture {name}{shared}", own))
     return groups
 
 

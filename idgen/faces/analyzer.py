@@ -67,9 +67,9 @@ class FaceAnalyzer:
         idgen, see :data:`~idgen.faces.model_files.MOBILEFACENET_ONNX`), ``"mobilefacenet:<path>"``, the path of an
         ONNX recogniser, a file name inside the insightface pack (e.g. Arc2Face's
         ``"arcface.onnx"``), ``"pack"`` for the pack's own recogniser, a folder written by
-        ``idgen recognizer train --architecture mobilefacenet`` (or ``iresnet``, ``edgeface``), ``"iresnet:<path>"`` for an
-        insightface ``arcface_torch`` checkpoint (``backbone.pth``), ``"edgeface:<path>"`` for a published
-        EdgeFace checkpoint (``edgeface_xs_gamma_06.pt``, …), ``"ir_se50:<path>"`` for facexlib's
+        ``idgen recognizer train --architecture mobilefacenet`` (or ``iresnet``, ``edgeface``),
+        ``"iresnet:<path>"`` for an insightface ``arcface_torch`` checkpoint (``backbone.pth``),
+        ``"edgeface:<path>"`` for a published EdgeFace checkpoint (``edgeface_xs_gamma_06.pt``, …), ``"ir_se50:<path>"`` for facexlib's
         ``recognition_arcface_ir_se50.pth`` (a file, or a file name inside the insightface pack of
         ``detector``, as for ``"arcface.onnx"``), or ``None``.
         """

@@ -65,7 +65,8 @@ class TrainedRecognizer(NetworkRecognizer):
         folder = Path(folder)
         if not is_trained_recognizer(folder):
             raise ModelFilesMissingError(f"{folder}: expected config.json and model.safetensors from "
-                                         "`idgen recognizer train --architecture mobilefacenet|iresnet|edgeface|face-transformer`")
+                                         "`idgen recognizer train --architecture "
+                                         "mobilefacenet|iresnet|edgeface|face-transformer`")
         self.config = json.loads((folder / "config.json").read_text())
         architecture = self.config.get("architecture")
         if architecture not in (*BACKBONES, FACE_TRANSFORMER):
