@@ -227,10 +227,10 @@ def test_each_architecture_has_its_own_recipe_with_its_own_defaults():
     recipe's defaults, and records which architecture it trains."""
     from dataclasses import fields
 
-    from idgen.recognition import (RECIPES, FaceTransformerRecipe, IResNetRecipe, MobileFaceNetRecipe,
+    from idgen.recognition import (RECIPES, EdgeFaceRecipe, FaceTransformerRecipe, IResNetRecipe, MobileFaceNetRecipe,
                                    RecognizerTrainConfig)
 
-    assert RECIPES == {"mobilefacenet": MobileFaceNetRecipe, "iresnet": IResNetRecipe,
+    assert RECIPES == {"mobilefacenet": MobileFaceNetRecipe, "iresnet": IResNetRecipe, "edgeface": EdgeFaceRecipe,
                        "face-transformer": FaceTransformerRecipe}
     assert all(issubclass(recipe, RecognizerTrainConfig) for recipe in RECIPES.values())
     transformer = FaceTransformerRecipe(epochs=3, learning_rate=3e-3)

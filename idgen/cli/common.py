@@ -41,9 +41,11 @@ def add_face_options(parser: argparse.ArgumentParser) -> None:
                             "default auto: for generate/edit/the demo each model's own, for embed/eval dlib)")
     group.add_argument("--recognizer", default=environment_default("recognizer"),
                        help="'dlib', 'mobilefacenet:PATH', 'iresnet:PATH' (an insightface arcface_torch backbone.pth), "
+                            "'edgeface:PATH' (a published EdgeFace checkpoint, edgeface_xs_gamma_06.pt), "
                             "'ir_se50:PATH' (facexlib's recognition_arcface_ir_se50.pth), an ONNX file, a file inside "
                             "the insightface pack (e.g. arcface.onnx), 'pack', or a folder written by `idgen recognizer "
-                            "train --architecture mobilefacenet` (or iresnet) ($IDGEN_RECOGNIZER; default auto: for "
+                            "train --architecture mobilefacenet` (or iresnet, edgeface) ($IDGEN_RECOGNIZER; "
+                            "default auto: for "
                             "generate/edit/the demo the one each model was trained on (Arc2Face: arcface.onnx, "
                             "InstantID: glintr100.onnx, InfiniteYou: ir_se50:recognition_arcface_ir_se50.pth; "
                             "another one gets a warning), for embed/eval dlib)")

@@ -1,9 +1,10 @@
-"""``idgen recognizer train --architecture {mobilefacenet,iresnet,face-transformer}``: train a face recogniser.
+"""``idgen recognizer train --architecture {mobilefacenet,iresnet,edgeface,face-transformer}``: train a face recogniser.
 
 One command and one trainer (:func:`idgen.recognition.train`) for every architecture; the flags are the
 fields of that architecture's recipe (:data:`idgen.recognition.trainer.RECIPES`), spelled
 ``--kebab-case``. ``--architecture mobilefacenet`` trains MobileFaceNet, ``--architecture iresnet`` an
-IResNet (``--depth 18|34|50|100``), with an ArcFace, CosFace or AdaFace margin head on any face set
+IResNet (``--depth 18|34|50|100``), ``--architecture edgeface`` an EdgeFace (``--variant``), with an
+ArcFace, CosFace or AdaFace margin head on any face set
 (ImageFolder, parquet or WebDataset shards; accelerate, several processes). ``--architecture
 face-transformer`` trains a Face Transformer classifier on an ``<identity>/<image>`` folder (a fixed
 train/test split per identity, optional distillation), the recogniser that ``idgen forget`` edits.
@@ -29,10 +30,10 @@ SHARED_DEFAULTS = {"upsample": 0, "fallback_box": None}
 REQUIRED = ("data", "output_dir")
 #: Flags whose help text is not their field's comment.
 HELP = {
-    "data": "mobilefacenet, iresnet: ImageFolder, parquet file/folder, or WebDataset .tar/folder; "
+    "data": "mobilefacenet, iresnet, edgeface: ImageFolder, parquet file/folder, or WebDataset .tar/folder; "
             "face-transformer: a face folder, one sub-folder per identity",
     "output_dir": "folder for model.safetensors and config.json",
-    "align": "dlib: detect landmarks and align; box (mobilefacenet, iresnet): the faces are already aligned, "
+    "align": "dlib: detect landmarks and align; box (mobilefacenet, iresnet, edgeface): the faces are already aligned, "
              "template in a centred box; resize (face-transformer): the faces are already cropped, resized",
     "format": "face-set format; auto decides by the files (a synth output folder -> its images/)",
     "fallback_box": "centred box, as a fraction of the shorter side, for --align box and where dlib finds no face",
@@ -44,7 +45,10 @@ HELP = {
     "scale": "logit scale s of the margin head",
     "width": "channel multiplier",
     "depth": "IResNet depth (IR-18, IR-34, IR-50, IR-100)",
-    "resolution": "crop side in pixels (mobilefacenet, iresnet: a multiple of 16; face-transformer: the preset's)",
+    "variant": "the published EdgeFace network: xs_gamma_06, s_gamma_05, xxs or base "
+               "(gamma: the low-rank ratio of its linear layers)",
+    "resolution": "crop side in pixels (mobilefacenet, iresnet, edgeface: a multiple of 16, edgeface at least 32; "
+                  "face-transformer: the preset's)",
     "warmup": "fraction of the steps with a linear learning-rate warm-up (then cosine decay)",
     "preset": "model size: paper, cpu-small, cpu-tiny",
     "min_images": "skip identities with fewer images",
@@ -82,7 +86,8 @@ def _groups() -> list[tuple[str, list]]:
         own = [f for f in _options(recipe) if f.name not in seen]
         seen.update(f.name for f in own)
         if own:
-            groups.append((f"--architecture {name}" + (" (and iresnet)" if name == "mobilefacenet" else ""), own))
+            shared = " (and iresnet; edgeface: all but --width)" if name == "mobilefacenet" else ""
+            groups.append((f"--architecture {name}{shared}", own))
     return groups
 
 
@@ -134,15 +139,16 @@ def _add_option(group, field) -> None:
 def register(subparsers) -> None:
     from ..recognition.trainer import ARCHITECTURES
 
-    parser = subparsers.add_parser("recognizer", help="train face recognisers (MobileFaceNet, IResNet, Face Transformer)")
+    parser = subparsers.add_parser("recognizer", help="train face recognisers (MobileFaceNet, IResNet, EdgeFace, Face Transformer)")
     commands = parser.add_subparsers(dest="recognizer_command", metavar="RECOGNIZER_COMMAND", required=True)
     train = commands.add_parser(
-        "train", help="train a recogniser: MobileFaceNet, IResNet or a Face Transformer (--architecture)",
+        "train", help="train a recogniser: MobileFaceNet, IResNet, EdgeFace or a Face Transformer (--architecture)",
         description="--architecture mobilefacenet / --architecture iresnet (--depth 18|34|50|100): MobileFaceNet or "
                     "insightface's IResNet with an ArcFace, CosFace or AdaFace margin head on a face set "
                     "(ImageFolder, parquet or WebDataset shards, e.g. the output of `idgen dataset generate`); the "
                     "folder it writes (model.safetensors + config.json) is a recogniser for `idgen eval verify "
                     "--recognizer <output-dir>`; several GPUs: `accelerate launch -m idgen.cli recognizer train ...`. "
+                    "--architecture edgeface (--variant xs_gamma_06|s_gamma_05|xxs|base): EdgeFace, the same way. "
                     "--architecture face-transformer: a Face Transformer classifier on an <identity>/<image> folder: "
                     "the faces are aligned (dlib; cached), every identity is split into train/test images, the model "
                     "is trained (optionally distilling a pretrained recogniser, --distill-from) and saved "

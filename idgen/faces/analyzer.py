@@ -13,7 +13,7 @@ from .align import align_face, center_box, template_in_box
 from .detectors import Detection, Detector, DlibDetector, InsightFaceDetector
 from .image import ImageInput, describe, load_image
 from .model_files import MOBILEFACENET_ONNX, insightface_files, insightface_pack_dir
-from .trained import IResNetFileRecognizer, IRSEFileRecognizer, TrainedRecognizer
+from .trained import EdgeFaceFileRecognizer, IResNetFileRecognizer, IRSEFileRecognizer, TrainedRecognizer
 from .recognizers import DlibRecognizer, OnnxRecognizer, Recognizer
 from .types import Face
 
@@ -67,8 +67,9 @@ class FaceAnalyzer:
         idgen, see :data:`~idgen.faces.model_files.MOBILEFACENET_ONNX`), ``"mobilefacenet:<path>"``, the path of an
         ONNX recogniser, a file name inside the insightface pack (e.g. Arc2Face's
         ``"arcface.onnx"``), ``"pack"`` for the pack's own recogniser, a folder written by
-        ``idgen recognizer train --architecture mobilefacenet`` or ``--architecture iresnet``, ``"iresnet:<path>"`` for an
-        insightface ``arcface_torch`` checkpoint (``backbone.pth``), ``"ir_se50:<path>"`` for facexlib's
+        ``idgen recognizer train --architecture mobilefacenet`` (or ``iresnet``, ``edgeface``),
+        ``"iresnet:<path>"`` for an insightface ``arcface_torch`` checkpoint (``backbone.pth``),
+        ``"edgeface:<path>"`` for a published EdgeFace checkpoint (``edgeface_xs_gamma_06.pt``, …), ``"ir_se50:<path>"`` for facexlib's
         ``recognition_arcface_ir_se50.pth`` (a file, or a file name inside the insightface pack of
         ``detector``, as for ``"arcface.onnx"``), or ``None``.
         """
@@ -87,6 +88,8 @@ class FaceAnalyzer:
             rec = OnnxRecognizer.mobilefacenet(MOBILEFACENET_ONNX)
         elif str(recognizer).startswith("iresnet:"):
             rec = IResNetFileRecognizer(str(recognizer).split(":", 1)[1])
+        elif str(recognizer).startswith("edgeface:"):
+            rec = EdgeFaceFileRecognizer(str(recognizer).split(":", 1)[1])
         elif str(recognizer).startswith("ir_se50:"):
             rec = IRSEFileRecognizer(_pack_file(str(recognizer).split(":", 1)[1], detector, root))
         elif str(recognizer).startswith("mobilefacenet:"):

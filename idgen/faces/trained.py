@@ -1,10 +1,13 @@
 """Recognisers built from torch networks, behind the :mod:`idgen.faces` recogniser API: a folder
-written by ``idgen recognizer train --architecture mobilefacenet|iresnet|face-transformer`` (:class:`TrainedRecognizer`),
-an insightface ``arcface_torch`` IResNet checkpoint, ``backbone.pth`` (:class:`IResNetFileRecognizer`), and
-facexlib's IR-SE50, ``recognition_arcface_ir_se50.pth`` (:class:`IRSEFileRecognizer`).
+written by ``idgen recognizer train --architecture mobilefacenet|iresnet|edgeface|face-transformer`` (or an
+EdgeFace classifier ``idgen forget`` saved) (:class:`TrainedRecognizer`), an insightface ``arcface_torch``
+IResNet checkpoint, ``backbone.pth`` (:class:`IResNetFileRecognizer`), facexlib's IR-SE50,
+``recognition_arcface_ir_se50.pth`` (:class:`IRSEFileRecognizer`), and a published EdgeFace checkpoint,
+``edgeface_<variant>.pt`` (:class:`EdgeFaceFileRecognizer`).
 
 ``FaceAnalyzer.from_backend(detector, "<folder>")`` (hence ``idgen eval verify --recognizer <folder>``)
-loads the first, ``"iresnet:<backbone.pth>"`` the second, ``"ir_se50:<file.pth>"`` the third: faces are
+loads the first, ``"iresnet:<backbone.pth>"`` the second, ``"ir_se50:<file.pth>"`` the third,
+``"edgeface:<file.pt>"`` the fourth: faces are
 aligned to the ArcFace template at the model's input size, exactly as in training.
 """
 
@@ -19,7 +22,9 @@ import torch
 
 from ..errors import ModelFilesMissingError
 from ..io import load_module_weights
-from ..models import BACKBONES, FaceRecognizer, build_backbone, load_insightface_iresnet, load_ir_se, to_tensor
+from ..models import (BACKBONES, EdgeFaceClassifier, FaceRecognizer, build_backbone, load_edgeface,
+                      load_insightface_iresnet, load_ir_se, to_tensor)
+from ..models.edgeface import ARCHITECTURE as EDGEFACE
 from ..models.face_transformer import ARCHITECTURE as FACE_TRANSFORMER
 from .align import align_face
 
@@ -36,12 +41,12 @@ RETRAIN = "train the recogniser again (`idgen recognizer train`) or copy its fol
 class NetworkRecognizer:
     """A torch embedding network (input: aligned uint8 crops as :func:`idgen.models.to_tensor` makes
     them) as a recogniser (``crop`` + ``embed``). An embedding network's forward gives the embedding;
-    a Face Transformer's forward classifies, so its ``embed`` is used."""
+    a classifier's (a Face Transformer, an EdgeFace classifier) forward classifies, so its ``embed`` is used."""
 
     def __init__(self, model: torch.nn.Module, resolution: int, embedding_size: int, device: str = "cpu"):
         self.model = model.eval().to(device)
         self.device, self.resolution, self.embedding_size = device, resolution, embedding_size
-        self._embed = model.embed if isinstance(model, FaceRecognizer) else model
+        self._embed = model.embed if isinstance(model, (FaceRecognizer, EdgeFaceClassifier)) else model
 
     def crop(self, image: np.ndarray, landmarks: np.ndarray, bbox: np.ndarray) -> np.ndarray:
         return align_face(image, landmarks, self.resolution)
@@ -52,23 +57,25 @@ class NetworkRecognizer:
 
 
 class TrainedRecognizer(NetworkRecognizer):
-    """A folder written by ``idgen recognizer train --architecture …`` (MobileFaceNet, IResNet or a Face
-    Transformer, whose embedding is used and whose classifier head is not), as a recogniser;
-    ``config["architecture"]`` says which."""
+    """A folder written by ``idgen recognizer train --architecture …`` (MobileFaceNet, IResNet, EdgeFace or a
+    Face Transformer) or an EdgeFace classifier ``idgen forget`` saved (of a classifier, the embedding is used
+    and the classifier head is not), as a recogniser; ``config["architecture"]`` says which."""
 
     def __init__(self, folder: str | os.PathLike, device: str = "cpu"):
         folder = Path(folder)
         if not is_trained_recognizer(folder):
             raise ModelFilesMissingError(f"{folder}: expected config.json and model.safetensors from "
-                                         "`idgen recognizer train --architecture mobilefacenet|iresnet|face-transformer`")
+                                         "`idgen recognizer train --architecture "
+                                         "mobilefacenet|iresnet|edgeface|face-transformer`")
         self.config = json.loads((folder / "config.json").read_text())
         architecture = self.config.get("architecture")
         if architecture not in (*BACKBONES, FACE_TRANSFORMER):
             raise ModelFilesMissingError(f"{folder}/config.json: unknown architecture {architecture!r}; this idgen "
                                          f"loads {sorted((*BACKBONES, FACE_TRANSFORMER))}")
         self.architecture = architecture
-        if architecture == FACE_TRANSFORMER:
-            model = FaceRecognizer.from_pretrained(folder)
+        if architecture == FACE_TRANSFORMER or (architecture == EDGEFACE and "classifier" in self.config):
+            classifier = FaceRecognizer if architecture == FACE_TRANSFORMER else EdgeFaceClassifier
+            model = classifier.from_pretrained(folder)
             super().__init__(model, model.config.resolution, model.config.embedding_dim, device)
             return
         model = build_backbone(architecture, self.config["model"])
@@ -102,3 +109,13 @@ class IRSEFileRecognizer(NetworkRecognizer):
     def embed(self, crops: np.ndarray) -> np.ndarray:
         bgr = np.ascontiguousarray(np.asarray(crops)[..., ::-1])
         return self._embed(to_tensor(bgr).to(self.device)).cpu().numpy()
+
+
+class EdgeFaceFileRecognizer(NetworkRecognizer):
+    """A published EdgeFace checkpoint (``edgeface_xs_gamma_06.pt``, …) as a recogniser: loaded with
+    :func:`idgen.models.load_edgeface` (``torch.load(weights_only=True)``), RGB crops in [-1, 1]."""
+
+    def __init__(self, path: str | os.PathLike, device: str = "cpu"):
+        self.path = Path(path)
+        model = load_edgeface(self.path)
+        super().__init__(model, model.config["resolution"], model.config["embedding_size"], device)

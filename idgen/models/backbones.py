@@ -9,11 +9,12 @@ from pathlib import Path
 from torch import nn
 
 from ..io import save_module_weights, write_json_atomic
+from .edgeface import EdgeFace
 from .iresnet import IResNet
 from .mobilefacenet import MobileFaceNet
 
 #: ``architecture`` (``config.json``) -> the class its ``model`` arguments build.
-BACKBONES = {"mobilefacenet": MobileFaceNet, "iresnet": IResNet}
+BACKBONES = {"mobilefacenet": MobileFaceNet, "iresnet": IResNet, "edgeface": EdgeFace}
 
 
 def build_backbone(architecture: str, config: dict) -> nn.Module:
@@ -26,7 +27,7 @@ def build_backbone(architecture: str, config: dict) -> nn.Module:
 def save_recognizer(folder: str | os.PathLike, architecture: str, network: nn.Module, model: dict,
                     **record) -> None:
     """The recogniser folder of every backbone: ``model.safetensors`` (``network``'s weights) and
-    ``config.json``: ``architecture`` (``mobilefacenet``, ``iresnet``, ``face-transformer``), the
+    ``config.json``: ``architecture`` (``mobilefacenet``, ``iresnet``, ``edgeface``, ``face-transformer``), the
     network's arguments as ``model``, and ``record`` (the training options, a summary, a Face
     Transformer's class names). :mod:`idgen.faces` loads it as a recogniser."""
     folder = Path(folder)

@@ -1,5 +1,5 @@
-"""The one recogniser trainer, every architecture: MobileFaceNet and IResNet (embedding networks with an
-ArcFace, CosFace or AdaFace margin head) and the Face Transformer (a classifier whose embedding
+"""The one recogniser trainer, every architecture: MobileFaceNet, IResNet and EdgeFace (embedding networks
+with an ArcFace, CosFace or AdaFace margin head) and the Face Transformer (a classifier whose embedding
 ``idgen forget`` edits), on one device or many (accelerate).
 
 One config per architecture (a :class:`RecognizerTrainConfig` subclass, :data:`RECIPES`), one training
@@ -8,7 +8,7 @@ learning-rate schedule, :func:`warmup_cosine`) and one folder format (:func:`idg
 ``model.safetensors`` + ``config.json`` with its ``architecture``, a recogniser for :mod:`idgen.faces`).
 What differs between the architectures is their published recipe, kept as it was:
 
-- **mobilefacenet, iresnet**: any face set (:func:`.data.read_face_set`), aligned once and cached,
+- **mobilefacenet, iresnet, edgeface**: any face set (:func:`.data.read_face_set`), aligned once and cached,
   held as uint8 crops; SGD with Nesterov momentum, a warm-up over the first ``warmup`` fraction of
   the steps, then a cosine to zero; random horizontal flips; the last partial batch is dropped (batch
   norm); the margin head's class centres are training-only, so the folder holds the network alone.
@@ -35,8 +35,8 @@ from tqdm.auto import tqdm
 
 from ..config import BOX, CROP_SIDE, EMBEDDING_DIM, FACE_BATCH, SEED, UPSAMPLE, Range, check_ranges, ranged
 from ..errors import ConfigError
-from ..models import (HEADS, IRESNET_DEPTHS, PRESETS, FaceRecognizer, build_backbone, margin_head, model_config,
-                      save_recognizer, to_tensor)
+from ..models import (EDGEFACE_VARIANTS, HEADS, IRESNET_DEPTHS, PRESETS, FaceRecognizer, build_backbone, margin_head,
+                      model_config, save_recognizer, to_tensor)
 from .data import FaceDataConfig, FaceSet, align_images, load_face_folder, random_flip, read_face_set, to_model_input
 from .distill import prepare_distillation
 
@@ -62,7 +62,7 @@ class RecognizerTrainConfig:
     learning_rate: float = ranged(0.1, Range(above=0))   # peak learning rate
     weight_decay: float = ranged(5e-4, Range(0))   # the optimiser's weight decay
     seed: int = ranged(0, SEED)   # of the initial weights, the batches and the augmentation
-    align: str = "dlib"                 # dlib: detect landmarks and align; box (already aligned; mobilefacenet, iresnet) or resize (already cropped; face-transformer)
+    align: str = "dlib"                 # dlib: detect landmarks and align; box (already aligned; mobilefacenet, iresnet, edgeface) or resize (already cropped; face-transformer)
     resolution: Optional[int] = ranged(112, CROP_SIDE)   # crop side in pixels; every crop is held in memory
     cache_dir: Optional[str] = ".cache/faces"  # aligned crops are cached here
     progress: bool = True               # progress bars
@@ -75,16 +75,16 @@ class RecognizerTrainConfig:
 
     @property
     def embedding_network(self) -> bool:
-        """MobileFaceNet or IResNet (the SGD recipe), not the Face Transformer (AdamW)."""
-        return isinstance(self, MobileFaceNetRecipe)
+        """MobileFaceNet, IResNet or EdgeFace (the SGD recipe), not the Face Transformer (AdamW)."""
+        return isinstance(self, EmbeddingRecipe)
 
 
 @dataclass
-class MobileFaceNetRecipe(RecognizerTrainConfig):
-    """MobileFaceNet with a margin head on any face set (:func:`.data.read_face_set`): SGD with Nesterov
-    momentum, a linear warm-up over the first ``warmup`` fraction of the steps, then a cosine to zero."""
+class EmbeddingRecipe(RecognizerTrainConfig):
+    """The recipe of the embedding networks (MobileFaceNet, IResNet, EdgeFace): a margin head on any face
+    set (:func:`.data.read_face_set`), SGD with Nesterov momentum, a linear warm-up over the first
+    ``warmup`` fraction of the steps, then a cosine to zero."""
 
-    architecture: ClassVar[str] = "mobilefacenet"
     alignments: ClassVar[tuple[str, ...]] = ("dlib", "box")   # box: the faces are already aligned
 
     format: str = "auto"                # imagefolder, parquet, webdataset; auto: by the files
@@ -93,7 +93,6 @@ class MobileFaceNetRecipe(RecognizerTrainConfig):
     head: str = "arcface"               # margin head: arcface, cosface or adaface
     margin: Optional[float] = ranged(None, Range(0))   # None: the head's own, 0.5 (ArcFace) / 0.35 (CosFace) / 0.4 (AdaFace)
     scale: float = ranged(32.0, Range(above=0))   # logit scale s of the margin head
-    width: float = ranged(1.0, Range(at_most=4, above=0))   # channel multiplier (memory grows with its square)
     embedding_size: int = ranged(128, EMBEDDING_DIM)
     warmup: float = ranged(0.05, Range(0, below=1))   # fraction of the steps with a linear warm-up (then cosine decay)
 
@@ -104,6 +103,15 @@ class MobileFaceNetRecipe(RecognizerTrainConfig):
         if self.resolution % 16:
             raise ConfigError(f"resolution {self.resolution}: {self.architecture} takes crops whose side is a "
                               "multiple of 16", "resolution")
+
+
+@dataclass
+class MobileFaceNetRecipe(EmbeddingRecipe):
+    """MobileFaceNet with the embedding networks' recipe."""
+
+    architecture: ClassVar[str] = "mobilefacenet"
+
+    width: float = ranged(1.0, Range(at_most=4, above=0))   # channel multiplier (memory grows with its square)
 
     def network_arguments(self) -> dict:
         """The arguments of the embedding network (what its folder's ``config.json`` records as ``model``)."""
@@ -127,6 +135,29 @@ class IResNetRecipe(MobileFaceNetRecipe):
 
     def network_arguments(self) -> dict:
         return {"depth": self.depth, **super().network_arguments()}
+
+
+@dataclass
+class EdgeFaceRecipe(EmbeddingRecipe):
+    """EdgeFace (one of its published variants) with the embedding networks' recipe, scale and embedding
+    size as published."""
+
+    architecture: ClassVar[str] = "edgeface"
+
+    scale: float = ranged(64.0, Range(above=0))
+    embedding_size: int = ranged(512, EMBEDDING_DIM)
+    variant: str = "xs_gamma_06"        # the published network: xs_gamma_06, s_gamma_05, xxs or base
+
+    def __post_init__(self):
+        super().__post_init__()
+        if self.variant not in EDGEFACE_VARIANTS:
+            raise ConfigError(f"EdgeFace variant {self.variant!r}: use one of {sorted(EDGEFACE_VARIANTS)}", "variant")
+        if self.resolution < 32:
+            raise ConfigError(f"resolution {self.resolution}: EdgeFace takes crops of at least 32 pixels (its 4× "
+                              "stem and three halvings leave one pixel of 32)", "resolution")
+
+    def network_arguments(self) -> dict:
+        return {"variant": self.variant, "embedding_size": self.embedding_size, "resolution": self.resolution}
 
 
 @dataclass
@@ -163,7 +194,7 @@ class FaceTransformerRecipe(RecognizerTrainConfig):
 
 #: Each architecture's recipe, by the name ``--architecture`` takes and its folder records.
 RECIPES: dict[str, type[RecognizerTrainConfig]] = {
-    recipe.architecture: recipe for recipe in (MobileFaceNetRecipe, IResNetRecipe, FaceTransformerRecipe)}
+    recipe.architecture: recipe for recipe in (MobileFaceNetRecipe, IResNetRecipe, EdgeFaceRecipe, FaceTransformerRecipe)}
 ARCHITECTURES = tuple(RECIPES)
 #: The options of fitting a Face Transformer already built on photos already read (:func:`fit`): a
 #: forgetting run's ``model.train`` section (its photos are its ``data`` section, its folder ``model.path``).
@@ -312,13 +343,15 @@ def _epoch_means(losses: list[float], sizes: list[int], epochs: int) -> list[flo
             for e in range(epochs)]
 
 
-def fit(model: FaceRecognizer, train: FaceSet, config: RecognizerTrainConfig, progress: bool = True,
+def fit(model: torch.nn.Module, train: FaceSet, config: RecognizerTrainConfig, progress: bool = True,
         extra: FaceSet | None = None) -> dict:
-    """Train a Face Transformer already built on photos already read (``config`` is a
-    :class:`FaceTransformerRecipe`), in this process, with the loop every architecture trains with; returns a small
-    log (per-epoch mean losses, wall time)."""
+    """Train a classifier already built (a Face Transformer, or an EdgeFace classifier: ``embed``, ``head``)
+    on photos already read, with the Face Transformer's recipe (``config`` is a :class:`FaceTransformerRecipe`),
+    in this process, with the loop every architecture trains with; returns a small log (per-epoch mean
+    losses, wall time)."""
     if not isinstance(config, FaceTransformerRecipe):
-        raise ConfigError(f"fit trains a Face Transformer in memory; architecture {config.architecture!r} trains "
+        raise ConfigError(f"fit trains a Face Transformer (or an EdgeFace classifier) in memory with the Face "
+                          f"Transformer's recipe; architecture {config.architecture!r} trains "
                           f"with `train({type(config).__name__}(...))`")
     torch.manual_seed(config.seed)   # the augmentation draws from torch's global generator
     start = time.perf_counter()

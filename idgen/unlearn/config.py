@@ -8,14 +8,21 @@ from dataclasses import dataclass, field
 
 from ..config import FACE_BATCH, PATH, SEED, PathRule, Range, YamlConfig, path_field, ranged
 from ..errors import ConfigError
-from ..models import model_config
+from ..models import EDGEFACE_VARIANTS, EdgeFaceClassifierConfig, model_config
 from ..recognition.data import FaceDataConfig
 from ..recognition.trainer import FIT_OPTIONS, FaceTransformerRecipe
 
 
+#: The classifiers forgetting edits (``model.architecture``); the Face Transformer is the paper's.
+FACE_TRANSFORMER = "face-transformer"
+EDGEFACE = "edgeface"
+CLASSIFIERS = (FACE_TRANSFORMER, EDGEFACE)
+
+
 @dataclass
 class GroupSparseLoraConfig:
-    """GS-LoRA's LoRA on a Face Transformer: adapters on the feed-forward linears, grouped so that the
+    """GS-LoRA's LoRA on a classifier (a Face Transformer, an EdgeFace): adapters on the feed-forward linears
+    of its transformer-style blocks, grouped so that the
     group-lasso loss can switch whole groups off (:mod:`idgen.unlearn.lora`); not the generator LoRA a
     ``personalize`` run trains (:class:`idgen.training.config.GeneratorLoraConfig`)."""
 
@@ -60,13 +67,16 @@ class TasksConfig:
 @dataclass
 class ModelConfig:
     path: str = path_field()           # recogniser folder: loaded if present, else trained and saved there
-    preset: str | None = "cpu-small"
-    #: the Face Transformer's sizes on top of the preset (``idgen.models.FaceTransformerConfig``:
+    architecture: str = FACE_TRANSFORMER   # the classifier edited: face-transformer or edgeface (its blocks' MLPs get the LoRA)
+    variant: str = "xs_gamma_06"       # edgeface: the published network (xs_gamma_06, s_gamma_05, xxs, base)
+    preset: str | None = "cpu-small"   # face-transformer: the model size
+    #: face-transformer: the Face Transformer's sizes on top of the preset (``idgen.models.FaceTransformerConfig``:
     #: resolution, patch_size, dim, depth, heads, mlp_dim, embedding_dim, …), checked when the config is read
     overrides: dict = field(default_factory=dict)
     #: how the base model is trained when model.path holds none: the options of the Face Transformer's
-    #: recipe (``idgen.recognition.FaceTransformerRecipe``) that fit a model in memory: epochs, batch_size,
-    #: learning_rate, weight_decay, seed, warmup_epochs, augment, distill_* (the photos are ``data``'s)
+    #: recipe (``idgen.recognition.FaceTransformerRecipe``, the recipe every classifier here trains with)
+    #: that fit a model in memory: epochs, batch_size, learning_rate, weight_decay, seed, warmup_epochs,
+    #: augment, distill_* (the photos are ``data``'s)
     train: FaceTransformerRecipe = path_field(default_factory=FaceTransformerRecipe, rule={
         "distill_from": PathRule(prefixed=True),   # "mobilefacenet:PATH" or a path
         "distill_images": PATH})
@@ -121,8 +131,21 @@ class RunConfig(YamlConfig):
 
 
 def _check_model_sizes(config: RunConfig) -> None:
-    """The Face Transformer that ``model.preset`` and ``model.overrides`` describe for
-    ``data.resolution`` crops (as :func:`idgen.unlearn.run_forgetting` builds it) is a valid one."""
+    """The classifier ``model`` describes for ``data.resolution`` crops (as :func:`idgen.unlearn.run_forgetting`
+    builds it) is a valid one: a Face Transformer of ``model.preset`` and ``model.overrides``, or an EdgeFace
+    ``model.variant``."""
+    if config.model.architecture not in CLASSIFIERS:
+        raise ConfigError(f"model.architecture: {config.model.architecture!r} is not one forgetting edits; use one "
+                          f"of {list(CLASSIFIERS)}", "model.architecture")
+    if config.model.architecture == EDGEFACE:
+        if config.model.variant not in EDGEFACE_VARIANTS:
+            raise ConfigError(f"model.variant: unknown EdgeFace variant {config.model.variant!r}; use one of "
+                              f"{sorted(EDGEFACE_VARIANTS)}", "model.variant")
+        try:
+            EdgeFaceClassifierConfig(config.model.variant, config.data.resolution)
+        except ConfigError as exc:
+            raise ConfigError(f"data.resolution: {exc}", "data.resolution") from None
+        return
     try:
         model_config(config.model.preset, **{"resolution": config.data.resolution, **config.model.overrides})
     except ConfigError as exc:

@@ -26,9 +26,9 @@ from ..errors import ConfigError
 from ..io import check_output_folder, output_errors, remove_temporaries
 from ..recognition.data import FaceSet, load_face_folder, to_model_input
 from ..recognition.distill import prepare_distillation
-from ..models import FaceRecognizer, model_config
+from ..models import EdgeFaceClassifier, EdgeFaceClassifierConfig, FaceRecognizer, model_config
 from ..recognition.trainer import FaceTransformerRecipe, embed, fit, predict
-from .config import ForgetConfig, RunConfig
+from .config import EDGEFACE, ForgetConfig, RunConfig
 from .journal import RunJournal, fingerprint
 from .lora import add_task_lora, lora_groups, merge_task_lora
 from .losses import (class_prototypes, forgetting_loss, group_lasso, group_soft_threshold, prototype_logits,
@@ -137,7 +137,7 @@ def retrain_task(model: FaceRecognizer, retain: FaceSet, train_config: FaceTrans
     """Baseline: a fresh recogniser of the same size trained on the retained data only, with the base
     model's recipe (distillation included, when the base was distilled)."""
     torch.manual_seed(seed)
-    fresh = FaceRecognizer(model.config)
+    fresh = type(model)(model.config)
     config = dataclasses.replace(train_config, epochs=epochs, seed=seed,
                                  warmup_epochs=min(train_config.warmup_epochs, max(0, epochs - 1)))
     log = fit(fresh, retain, config, progress=False, extra=extra)
@@ -191,14 +191,22 @@ def load_or_train_base(config: RunConfig, train: FaceSet, test: FaceSet,
     same people in the same order, and, when it records its training data, have been trained on
     exactly these photos; otherwise a ConfigError says what differs."""
     path = Path(config.model.path)
+    edgeface = config.model.architecture == EDGEFACE
     if (path / "model.safetensors").is_file():
-        model = FaceRecognizer.from_pretrained(path)
+        model = (EdgeFaceClassifier if edgeface else FaceRecognizer).from_pretrained(path)
+        if edgeface and model.config.variant != config.model.variant:
+            raise ConfigError(f"{path} holds an EdgeFace {model.config.variant}, not the {config.model.variant} "
+                              "model.variant names; set model.variant to it, or point model.path at a new folder",
+                              "model.variant")
         _check_made_for(path, model.class_names, train, config.data.root)
         return model.eval(), {"trained": False}
     torch.manual_seed(config.seed)
-    mc = model_config(config.model.preset, **{"resolution": config.data.resolution, **config.model.overrides,
-                                             "num_classes": len(train.class_names)})
-    model = FaceRecognizer(mc)
+    if edgeface:
+        model = EdgeFaceClassifier(EdgeFaceClassifierConfig(config.model.variant, config.data.resolution,
+                                                            num_classes=len(train.class_names)))
+    else:
+        model = FaceRecognizer(model_config(config.model.preset, **{
+            "resolution": config.data.resolution, **config.model.overrides, "num_classes": len(train.class_names)}))
     log = fit(model, train, config.model.train, extra=extra)
     model.save_pretrained(path, train.class_names, training_data=train.digest())
     acc = accuracy(predict(model, test), test.labels, range(len(train.class_names)))
