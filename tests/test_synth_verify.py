@@ -34,10 +34,15 @@ def dataset(tmp_path) -> Path:
 
 
 def problems(folder: Path) -> list[str]:
-    """The problem lines of the error ``verify_dataset`` raises on ``folder``."""
+    """The problems listed in the one-line error ``verify_dataset`` raises on ``folder``."""
+    from idgen.synth.verify import REPAIR
+
     with pytest.raises(DataError) as raised:
         verify_dataset(folder)
-    return [line.strip() for line in str(raised.value).splitlines()[1:-1]]
+    message = str(raised.value)
+    assert "\n" not in message and message.endswith(f". {REPAIR}")
+    listed = message.split(" problem(s) found: ", 1)[1][: -len(f". {REPAIR}")]
+    return listed.split("; ")
 
 
 def test_a_good_dataset_passes_with_its_counts(dataset, capsys):
@@ -54,7 +59,8 @@ def test_a_missing_shard_is_named(dataset, capsys):
                                  "webdataset/train-000001.tar: missing (the manifest's images make 6 shards)"]
     assert main(["dataset", "verify", str(dataset)]) == 1
     error = capsys.readouterr().err
-    assert error.startswith(f"idgen: error: {dataset}: 2 problem(s) found:") and "rerunning it as it is" in error
+    assert error.startswith(f"idgen: error: {dataset}: 2 problem(s) found: data/train-00004-of-00006.parquet: missing")
+    assert error.count("\n") == 1 and "rerunning it as it is" in error
 
 
 def test_a_corrupted_image_and_corrupted_shards_are_named(dataset):
@@ -70,7 +76,7 @@ def test_a_corrupted_image_and_corrupted_shards_are_named(dataset):
     assert found[0] == ("images/id000001/0.jpg: its sha256 differs from the one in manifest.jsonl (the file is "
                         "corrupted or was changed)")
     assert found[1].startswith("data/train-00002-of-00006.parquet: cannot be read as parquet (")
-    assert found[2] == ("webdataset/train-000003.tar: holds 1 images, the manifest puts 1 there; they first differ "
+    assert found[2] == ("webdataset/train-000003.tar: holds 1 images, the manifest puts 1 there, and they first differ "
                         "at image 0 of the shard (corrupted, or from another run)")
     assert len(found) == 3
 

@@ -26,6 +26,9 @@ from .writers import parquet_shard_name, shard_count, webdataset_shard_name
 
 #: At most this many problems are spelled out in the error (the count says how many there are).
 LISTED_PROBLEMS = 20
+#: How to repair what the check found.
+REPAIR = ("Regenerate a damaged or missing image by deleting its identity's line from journal/ and rerunning the "
+          "same `idgen dataset generate` command; a damaged or missing shard by rerunning it as it is")
 
 
 def _sha256(data: bytes) -> str:
@@ -115,7 +118,7 @@ def _compare_shard(shard: str, found: list[tuple[str, int, str]], expected: list
     wanted = [(r["identity"], r["index"], r["sha256"]) for r in expected]
     if found != wanted:
         differing = next((i for i, (a, b) in enumerate(zip(found, wanted)) if a != b), min(len(found), len(wanted)))
-        problems.append(f"{shard}: holds {len(found)} images, the manifest puts {len(wanted)} there; they first "
+        problems.append(f"{shard}: holds {len(found)} images, the manifest puts {len(wanted)} there, and they first "
                         f"differ at image {differing} of the shard (corrupted, or from another run)")
 
 
@@ -161,7 +164,8 @@ def verify_dataset(folder) -> dict:
     """Check the dataset in ``folder`` (see the module docstring) and return what it holds:
     ``{"images", "identities", "formats", "shards"}``.
 
-    Raises :class:`~idgen.errors.DataError` listing every problem found, each naming its file.
+    Raises :class:`~idgen.errors.DataError` listing the problems found (one line, the first
+    :data:`LISTED_PROBLEMS` spelled out), each naming its file.
     """
     folder = Path(folder)
     if not folder.is_dir():
@@ -182,11 +186,9 @@ def verify_dataset(folder) -> dict:
     if "webdataset" in formats:
         _check_webdataset(folder, records, shard_size, problems)
     if problems:
-        listed = "\n  ".join(problems[:LISTED_PROBLEMS])
-        more = f"\n  ... and {len(problems) - LISTED_PROBLEMS} more" if len(problems) > LISTED_PROBLEMS else ""
-        raise DataError(f"{folder}: {len(problems)} problem(s) found:\n  {listed}{more}\nRegenerate a damaged "
-                        "or missing image by deleting its identity's line from journal/ and rerunning the same "
-                        "`idgen dataset generate` command; a damaged or missing shard by rerunning it as it is")
+        more = f"; and {len(problems) - LISTED_PROBLEMS} more" if len(problems) > LISTED_PROBLEMS else ""
+        raise DataError(f"{folder}: {len(problems)} problem(s) found: {'; '.join(problems[:LISTED_PROBLEMS])}{more}. "
+                        f"{REPAIR}")
     return {"images": len(records), "identities": len({r["label"] for r in records}), "formats": formats,
             "shards": {kind: shard_count(len(records), shard_size) for kind in ("parquet", "webdataset")
                        if kind in formats}}
