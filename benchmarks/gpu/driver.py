@@ -44,12 +44,11 @@ class Part:
 
     def record(self, **values) -> None:
         self.results.update(values)
-        tmp = self.path.with_suffix(".tmp")
-        tmp.write_text(json.dumps(self.results, indent=2, default=str))
-        os.replace(tmp, self.path)
+        write_json(self.path, self.results)
         print(f"[{self.name}] {json.dumps(values, default=str)}", flush=True)
 
     def device(self):
+        """The GPU, or the CPU in a dry run."""
         import torch
 
         return torch.device("cpu" if self.dry_run else "cuda")
@@ -419,8 +418,8 @@ def mini_training(part: Part) -> None:
 
 
 #: Each part and its box of seconds on the GPU (0: whatever the budget has left when it starts).
-PARTS = {"matmul": (matmul, 20), "sd15": (sd15, 70), "sd15_compiled": (sd15_compiled, 90), "lcm": (lcm, 30),
-         "engine": (engine, 55), "sdxl": (sdxl, 65), "flux": (flux, 100), "lora": (lora, 40),
+PARTS = {"matmul": (matmul, 20), "sd15": (sd15, 60), "sd15_compiled": (sd15_compiled, 85), "lcm": (lcm, 30),
+         "engine": (engine, 55), "sdxl": (sdxl, 65), "flux": (flux, 100), "lora": (lora, 60),
          "mini_training": (mini_training, 0)}
 
 
@@ -440,7 +439,7 @@ def orchestrate(out: Path, names: list[str], budget: float, scale: float, dry_ru
     """Run the parts ``names`` in order, each in a child process killed at the end of its box
     (``scale`` × its seconds in :data:`PARTS`, less what the parts after it need from ``budget``)."""
     deadline = time.monotonic() + budget
-    results = {"dry_run": dry_run, "budget_s": budget, "parts": {}}
+    results = {"dry_run": dry_run, "budget_s": budget, "versions": versions(), "parts": {}}
     for index, name in enumerate(names):
         left = deadline - time.monotonic()
         box = PARTS[name][1] * scale or left
@@ -473,6 +472,19 @@ def orchestrate(out: Path, names: list[str], budget: float, scale: float, dry_ru
         print(f"== {name}: {entry['status']}", flush=True)
         write_json(out / "gpu_results.json", results)
     return results
+
+
+def versions() -> dict:
+    """The versions of the packages the numbers depend on (None: not installed)."""
+    from importlib.metadata import PackageNotFoundError, version
+
+    found = {"python": sys.version.split()[0]}
+    for name in ("torch", "diffusers", "transformers", "accelerate", "bitsandbytes"):
+        try:
+            found[name] = version(name)
+        except PackageNotFoundError:
+            found[name] = None
+    return found
 
 
 def write_json(path: Path, data) -> None:
