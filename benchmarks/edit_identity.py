@@ -81,10 +81,10 @@ def main() -> None:
     parser.add_argument("--guidance", type=float, default=None, help="guidance scale (default: the pipeline's, 3.0)")
     parser.add_argument("--restyle-strength", type=float, default=0.5)
     parser.add_argument("--grid-people", type=int, default=8, help="rows of samples.png")
-    parser.add_argument("--out", default="runs/edit-benchmark")
+    parser.add_argument("--output-dir", default="runs/edit-benchmark")
     args = parser.parse_args()
 
-    lfw, out = Path(args.lfw), Path(args.out)
+    lfw, out = Path(args.lfw), Path(args.output_dir)
     people = held_out_people(lfw, args.people)
     if len(people) < 3:
         raise SystemExit(f"--people {args.people}: need at least 3 (A, B and someone unrelated)")

@@ -75,12 +75,12 @@ def input_space_floor(dim: int, forgotten: int = 2, samples: int = 20_000) -> fl
     return float((moved.norm(dim=1) / (others - neutral).norm(dim=1)).mean())
 
 
-def measure(seed: int, steps: int, lr: float, beta: float) -> dict[str, float]:
+def measure(seed: int, steps: int, learning_rate: float, beta: float) -> dict[str, float]:
     original, pipe = tiny_pipeline(), tiny_pipeline()
     forget, retain = identities(2, 1 + 10 * seed), identities(6, 2 + 10 * seed)
     unseen = identities(30, 99 + seed)
     start = time.perf_counter()
-    result = forget_identities(pipe, forget, retain=retain, steps=steps, lr=lr, beta=beta, warmup_steps=steps // 2,
+    result = forget_identities(pipe, forget, retain=retain, steps=steps, learning_rate=learning_rate, beta=beta, warmup_steps=steps // 2,
                                nearby_per_identity=4, random_per_step=8, radius=0.5, show_progress=False)
     seconds = time.perf_counter() - start
     neutral = conditioning(original, result.neutral)
@@ -116,16 +116,16 @@ def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     parser.add_argument("--steps", type=int, default=120)
-    parser.add_argument("--lr", type=float, default=1e-2)
+    parser.add_argument("--learning-rate", type=float, default=1e-2)
     parser.add_argument("--beta", type=float, default=GeneratorForgetConfig.beta, help="weight of the forgetting term")
     parser.add_argument("--threads", type=int, default=1,
                         help="torch CPU threads; the matrices are tiny, so on a shared machine more threads "
                              "mostly wait for each other (15x slower measured on 2 busy cores)")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
-    rows = [measure(seed, args.steps, args.lr, args.beta) for seed in args.seeds]
+    rows = [measure(seed, args.steps, args.learning_rate, args.beta) for seed in args.seeds]
     names = list(rows[0])
-    print(f"{args.steps} steps, lr {args.lr}, beta {args.beta}")
+    print(f"{args.steps} steps, learning rate {args.learning_rate}, beta {args.beta}")
     print("| seed | " + " | ".join(names) + " |")
     for seed, row in zip(args.seeds, rows):
         print(f"| {seed} | " + " | ".join(f"{row[n]:.3f}" if n != "seconds" else f"{row[n]:.0f}" for n in names) + " |")

@@ -9,7 +9,7 @@ of 64; double quantisation saves a little more), everything else kept in bf16. R
     python benchmarks/infiniteyou_memory.py
 
 Weights only: activations (joint attention over 4,096 image + 512 text tokens at 1024²) come on
-top and are not measured here; no GPU was available when this was written.
+top and are not measured here.
 """
 
 from __future__ import annotations

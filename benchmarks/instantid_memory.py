@@ -6,7 +6,7 @@ download) and its parameters are counted; bytes = parameters × 2 for fp16 / bf1
     python benchmarks/instantid_memory.py
 
 This counts weights only. Activations (attention at 1024², the VAE decode) come on top and are
-not measured here: no GPU was available when this was written.
+not measured here.
 """
 
 from __future__ import annotations

@@ -24,7 +24,7 @@ held-out) against that group's galleries (``others against forgotten N``: some g
 every render more than others do). Measured before the first request, after it, and after the
 second (continual).
 
-Targets (issue 21): the forgotten people's genuine similarity falls to the impostor level (here: no
+Targets: the forgotten people's genuine similarity falls to the impostor level (here: no
 more than two standard errors above both levels), the retained people's drops by 0.03 at most.
 
 The protected-identity guard (``idgen.guard``), given the same photos 1–3 as its protected list and
@@ -40,7 +40,7 @@ the average impostor does. The rows "neutral identity as forgotten 1 / 2" show t
 neutral identity rendered with the forgotten renders' seeds on the original weights, scored against
 the same people's galleries.
 
-Writes ``results.json`` to ``--out`` and prints a markdown table.
+Writes ``results.json`` to ``--output-dir`` and prints a markdown table.
 """
 
 from __future__ import annotations
@@ -144,7 +144,7 @@ def choose_neutral(pipe, population: torch.Tensor, *, candidates: int, steps: in
     return pool[int(torch.where(scored.isnan(), torch.inf, scored).argmin())], resemblance
 
 
-def main() -> None:
+def parse_args() -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--lfw", default=str(ROOT.parent / "shared" / "data" / "lfw"), help="LFW folder (images/, peopleDevTest.txt)")
     parser.add_argument("--forget", type=int, default=5, help="people per forgetting request (two requests)")
@@ -171,13 +171,31 @@ def main() -> None:
     parser.add_argument("--batch-people", type=int, default=16, help="render vectors per pipeline call")
     parser.add_argument("--seed", type=int, default=0, help="which people are drawn")
     parser.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's)")
-    parser.add_argument("--out", default="runs/mini-forgetting")
-    args = parser.parse_args()
-    if args.threads:
-        torch.set_num_threads(args.threads)
-    started = time.time()
+    parser.add_argument("--output-dir", default="runs/mini-forgetting")
+    return parser.parse_args()
 
-    # ---------------------------------------------------------------- people and their vectors
+
+@dataclass
+class Cohort:
+    """Who takes part: two forgetting requests of trained people, retained trained people, held-out
+    people, the render set of each group, and each request's protected vectors (photos 1–3)."""
+
+    faces: object
+    people: dict[str, Person]
+    trained: list[Person]
+    requests: list[list[Person]]
+    retained: list[Person]
+    held_out: list[Person]
+    sets: dict[str, RenderSet]
+    protected: list[torch.Tensor]
+
+    @property
+    def forgotten(self) -> list[Person]:
+        return self.requests[0] + self.requests[1]
+
+
+def choose_people(args) -> Cohort:
+    """Draw the people (``--seed``): forgotten ones with at least 6 photos, retained with 3."""
     lfw = Path(args.lfw)
     faces = mini_lfw_faces(lfw)
     people = people_by_name(faces)
@@ -194,44 +212,56 @@ def main() -> None:
     sets = {"forgotten 1": render_set(requests[0], slice(3, 6)), "forgotten 2": render_set(requests[1], slice(3, 6)),
             "retained": render_set(retained, slice(1, 2)), "held-out": render_set(held_out, slice(1, 2))}
     protected = [torch.cat([p.vectors[:3] for p in request]) for request in requests]
+    return Cohort(faces, people, trained, requests, retained, held_out, sets, protected)
 
-    # ---------------------------------------------------------------- the guard
+
+def check_guard(args, cohort: Cohort) -> tuple[dict, RenderSet, RenderSet | None]:
+    """The guard on the requests' protected vectors: what it refuses, the evading request, and the
+    forgotten render vectors it lets through (``None`` when it refuses them all)."""
+    lfw, sets, requests = Path(args.lfw), cohort.sets, cohort.requests
     pairs = read_pairs(lfw / "pairsDevTest.txt", lfw / "images")
-    vector_of = dict(zip(faces.files, normed(faces.id_embeds)))
+    vector_of = dict(zip(cohort.faces.files, normed(cohort.faces.id_embeds)))
     usable = [p for p in pairs if p.first in vector_of and p.second in vector_of]
     pair_scores = np.array([vector_of[p.first] @ vector_of[p.second] for p in usable])
     threshold = args.guard_threshold if args.guard_threshold is not None else best_threshold(
         pair_scores, np.array([p.same for p in usable]))
-    guard = IdentityGuard(torch.cat(protected), threshold=threshold,
+    guard = IdentityGuard(torch.cat(cohort.protected), threshold=threshold,
                           names=[p.name for request in requests for p in request for _ in range(3)])
 
     def refused(vectors: torch.Tensor) -> np.ndarray:
         hits = {m.index for m in guard.matches(vectors)} if len(vectors) else set()
         return np.array([i in hits for i in range(len(vectors))], dtype=bool)
 
-    forgotten_all = requests[0] + requests[1]
-    others = [p for name, p in people.items() if name not in forgotten_names]
-    guard_results = {
+    forgotten_names = {p.name for p in cohort.forgotten}
+    others = [p for name, p in cohort.people.items() if name not in forgotten_names]
+    results = {
         "threshold": threshold, "threshold_from": "--guard-threshold" if args.guard_threshold is not None
         else f"best accuracy on {len(usable)} pairsDevTest pairs",
-        "forgotten_other_photos_refused": float(refused(torch.cat([p.vectors[3:] for p in forgotten_all])).mean()),
-        "retained_photos_refused": float(refused(torch.cat([p.vectors for p in retained])).mean()),
-        "held_out_photos_refused": float(refused(torch.cat([p.vectors for p in held_out])).mean()),
+        "forgotten_other_photos_refused": float(refused(torch.cat([p.vectors[3:] for p in cohort.forgotten])).mean()),
+        "retained_photos_refused": float(refused(torch.cat([p.vectors for p in cohort.retained])).mean()),
+        "held_out_photos_refused": float(refused(torch.cat([p.vectors for p in cohort.held_out])).mean()),
         "all_other_lfw_photos_refused": float(refused(torch.cat([p.vectors for p in others])).mean()),
     }
     forgotten_renders = torch.cat([sets["forgotten 1"].vectors, sets["forgotten 2"].vectors])
     forgotten_owners = np.concatenate([sets["forgotten 1"].owners, args.forget + sets["forgotten 2"].owners])
     passed = ~refused(forgotten_renders)
-    own_protected = torch.stack([normalize(protected[o // args.forget][3 * (o % args.forget):3 * (o % args.forget) + 3]
+    own_protected = torch.stack([normalize(cohort.protected[o // args.forget][3 * (o % args.forget):3 * (o % args.forget) + 3]
                                            .mean(0)) for o in forgotten_owners])
-    evade = RenderSet(forgotten_all, evading(forgotten_renders, own_protected, guard), forgotten_owners,
+    evade = RenderSet(cohort.forgotten, evading(forgotten_renders, own_protected, guard), forgotten_owners,
                       sets["forgotten 1"].render_files | sets["forgotten 2"].render_files)
-    guard_results["evading_cosine_to_original"] = float((normalize(forgotten_renders) * evade.vectors).sum(1).mean())
+    results["evading_cosine_to_original"] = float((normalize(forgotten_renders) * evade.vectors).sum(1).mean())
+    passing = (RenderSet(cohort.forgotten, forgotten_renders[passed], forgotten_owners[passed], set())
+               if passed.any() else None)
+    return results, evade, passing
 
-    # ---------------------------------------------------------------- galleries (dlib)
+
+def gallery_scorer(args, cohort: Cohort):
+    """``similarities(images, render_set)``: dlib cosines of renders to their person's gallery
+    (``genuine``), to everybody else's (``impostor``) and to each forgotten group's (``against``)."""
     scorer = FaceAnalyzer.from_backend("dlib", "dlib")
     render_scorer = FaceAnalyzer.from_backend("dlib", "dlib", min_side=MINI_FACE_BACKENDS["min_side"], fallback_box=0.7)
-    gallery_people = forgotten_all + retained + held_out
+    sets = cohort.sets
+    gallery_people = cohort.forgotten + cohort.retained + cohort.held_out
     excluded = set().union(*(s.render_files for s in sets.values()))
     gallery_files = [[f for f in p.files if f not in excluded][:args.gallery] for p in gallery_people]
     flat = [f for files in gallery_files for f in files]
@@ -255,10 +285,15 @@ def main() -> None:
         return {"genuine": genuine.tolist(), "impostor": impostor.tolist(),
                 "against": {name: scores[:, columns].mean(1).tolist() for name, columns in groups.items()}}
 
-    # ---------------------------------------------------------------- render, forget, render, forget, render
+    return similarities
+
+
+def render_and_forget(args, cohort: Cohort, similarities, evade: RenderSet, passing: RenderSet | None):
+    """Render and score every set, forget request 1, render and score, forget request 2, render and
+    score: the scores by (state, set), each request's training metrics, and the neutral identity."""
     pipe = load_mini_pipeline("cpu" if not torch.cuda.is_available() else None)
     pipe.set_progress_bar_config(disable=True)
-    scores, requests_out = {}, []
+    sets, trained, scores, requests_out = cohort.sets, cohort.trained, {}, []
 
     def measure(state: str, extra: dict[str, RenderSet]) -> None:
         for name, render_on in tqdm({**sets, **extra}.items(), desc=f"scoring {state}", leave=False):
@@ -272,6 +307,7 @@ def main() -> None:
     # what the forgotten people turn into, and its floor: the neutral identity rendered with the
     # forgotten renders' seeds, scored against the same people's galleries (not an impostor level)
     forgotten_groups = ("forgotten 1", "forgotten 2")
+    bystanders = None
     if args.neutral == "mean":
         neutral, resemblance = normalize(normalize(torch.cat([p.vectors for p in trained])).mean(0)), None
     else:  # judged against trained people who play no part in the measurement
@@ -284,22 +320,29 @@ def main() -> None:
                  **{f"neutral to {name}": float((normalize(sets[name].vectors) @ neutral).mean()) for name in forgotten_groups}}
     floors = {f"{NEUTRAL} {name}": RenderSet(sets[name].people, neutral.expand(len(sets[name].vectors), -1),
                                               sets[name].owners, set()) for name in forgotten_groups}
-    measure(STATES[0], {"evading guard": evade, **floors, **({"passing guard": RenderSet(
-        forgotten_all, forgotten_renders[passed], forgotten_owners[passed], set())} if passed.any() else {})})
-    pinned = torch.cat([p.vectors[:1] for p in retained])
-    for number, request in enumerate(requests, start=1):
-        keep = pinned if number == 1 else torch.cat([pinned, protected[0]])
-        result = forget_identities(pipe, protected[number - 1], retain=keep, neutral=neutral, steps=args.forget_steps,
-                                   warmup_steps=args.forget_steps // 2, nearby_per_identity=args.nearby,
-                                   radius=args.radius, random_per_step=args.random)
+    measure(STATES[0], {"evading guard": evade, **floors, **({"passing guard": passing} if passing else {})})
+    pinned = torch.cat([p.vectors[:1] for p in cohort.retained])
+    for number, request in enumerate(cohort.requests, start=1):
+        keep = pinned if number == 1 else torch.cat([pinned, cohort.protected[0]])
+        result = forget_identities(pipe, cohort.protected[number - 1], retain=keep, neutral=neutral,
+                                   steps=args.forget_steps, warmup_steps=args.forget_steps // 2,
+                                   nearby_per_identity=args.nearby, radius=args.radius, random_per_step=args.random)
         requests_out.append({"people": [p.name for p in request], "metrics": result.metrics})
         measure(STATES[number], {"evading guard": evade} if number == 2 else {})
+    neutral_info = {"kind": args.neutral, "identity": neutral.tolist(), "mobilefacenet_cosine": closeness,
+                    "candidates_resemblance": resemblance,
+                    "bystanders": None if bystanders is None else len(bystanders)}
+    return scores, requests_out, neutral_info
 
-    # ---------------------------------------------------------------- summary
-    def mean_and_se(values) -> tuple[float, float]:
-        values = np.asarray(values)
-        return float(values.mean()), float(values.std(ddof=1) / np.sqrt(len(values)))
 
+def mean_and_se(values) -> tuple[float, float]:
+    values = np.asarray(values)
+    return float(values.mean()), float(values.std(ddof=1) / np.sqrt(len(values)))
+
+
+def summarize(scores: dict) -> dict:
+    """Per set and state: genuine mean ± standard error and impostor level; per state the impostor
+    level over all sets; the others' scores against each forgotten group; whether the targets are met."""
     table = {}
     for (state, name), value in scores.items():
         genuine, se = mean_and_se(value["genuine"])
@@ -308,6 +351,7 @@ def main() -> None:
     impostor = {state: float(np.mean([v["impostor"][i] for (s, name), v in scores.items()
                                       if s == state and not name.startswith(NEUTRAL)
                                       for i in range(len(v["impostor"]))])) for state in STATES}
+    forgotten_groups = ("forgotten 1", "forgotten 2")
     others_against = {group: {state: float(np.mean([x for name in ("retained", "held-out")
                                                     for x in scores[(state, name)]["against"][group]]))
                               for state in STATES} for group in forgotten_groups}
@@ -319,16 +363,12 @@ def main() -> None:
         "retained_drop": table["retained"][STATES[0]]["genuine"] - table["retained"][last]["genuine"],
     }
     targets["retained_drop_at_most_0.03"] = targets["retained_drop"] <= 0.03
-    results = {"settings": vars(args), "people": {name: [p.name for p in s.people] for name, s in sets.items()},
-               "impostor_level": impostor, "others_against_forgotten": others_against, "sets": table,
-               "neutral": {"kind": args.neutral, "identity": neutral.tolist(), "mobilefacenet_cosine": closeness,
-                           "candidates_resemblance": resemblance},
-               "requests": requests_out, "guard": guard_results,
-               "targets": targets, "seconds": time.time() - started}
-    out = Path(args.out)
-    out.mkdir(parents=True, exist_ok=True)
-    write_json_atomic(out / "results.json", results)
+    return {"impostor_level": impostor, "others_against_forgotten": others_against, "sets": table, "targets": targets}
 
+
+def print_summary(args, results: dict, out: Path) -> None:
+    """The markdown table and the guard's and the targets' lines."""
+    table, impostor, targets = results["sets"], results["impostor_level"], results["targets"]
     print(f"mini model, {args.renders} renders per photo, {args.steps} steps, guidance {args.guidance}; "
           f"dlib cosine of renders to the person's other photos (± standard error)")
     print("| renders from | " + " | ".join(STATES) + " |\n|---|" + "---|" * len(STATES))
@@ -336,13 +376,16 @@ def main() -> None:
         cells = [f"{row[s]['genuine']:.3f} ± {row[s]['genuine_se']:.3f}" if s in row else "–" for s in STATES]
         print(f"| {name} ({row[STATES[0]]['renders']}) | " + " | ".join(cells) + " |")
     print("| impostor level | " + " | ".join(f"{impostor[s]:.3f}" for s in STATES) + " |")
-    for group, levels in others_against.items():
+    for group, levels in results["others_against_forgotten"].items():
         print(f"| others against {group} | " + " | ".join(f"{levels[s]:.3f}" for s in STATES) + " |")
-    print("MobileFaceNet cosine (mean): " + ", ".join(f"{name} {value:.3f}" for name, value in closeness.items()))
+    neutral = results["neutral"]
+    print("MobileFaceNet cosine (mean): " + ", ".join(f"{name} {value:.3f}"
+                                                      for name, value in neutral["mobilefacenet_cosine"].items()))
+    resemblance = neutral["candidates_resemblance"]
     if resemblance:
-        print(f"choose_neutral: mean MobileFaceNet cosine of the renders to {len(bystanders)} trained people, the pick "
+        print(f"choose_neutral: mean MobileFaceNet cosine of the renders to {neutral['bystanders']} trained people, the pick "
               f"{np.nanmin(resemblance):.3f}, the candidates " + ", ".join(f"{x:.3f}" for x in resemblance))
-    g = guard_results
+    g = results["guard"]
     print(f"guard (threshold {g['threshold']:.3f}, {g['threshold_from']}): refuses "
           f"{100 * g['forgotten_other_photos_refused']:.1f} % of the forgotten people's other photos; wrongly refuses "
           f"{100 * g['retained_photos_refused']:.1f} % of retained, {100 * g['held_out_photos_refused']:.1f} % of held-out, "
@@ -351,6 +394,24 @@ def main() -> None:
     print(f"targets: forgotten at impostor level {targets['forgotten_at_impostor_level']}; retained drop "
           f"{targets['retained_drop']:.3f} (≤ 0.03: {targets['retained_drop_at_most_0.03']}); "
           f"{results['seconds'] / 60:.1f} min; wrote {out / 'results.json'}")
+
+
+def main() -> None:
+    args = parse_args()
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    started = time.time()
+    cohort = choose_people(args)
+    guard_results, evade, passing = check_guard(args, cohort)
+    similarities = gallery_scorer(args, cohort)
+    scores, requests_out, neutral = render_and_forget(args, cohort, similarities, evade, passing)
+    results = {"settings": vars(args), "people": {name: [p.name for p in s.people] for name, s in cohort.sets.items()},
+               **summarize(scores), "neutral": neutral, "requests": requests_out, "guard": guard_results,
+               "seconds": time.time() - started}
+    out = Path(args.output_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    write_json_atomic(out / "results.json", results)
+    print_summary(args, results, out)
 
 
 if __name__ == "__main__":

@@ -115,10 +115,10 @@ def main() -> None:
     parser.add_argument("--guidance", type=float, default=3.0)
     parser.add_argument("--batch-people", type=int, default=8, help="people per pipeline call")
     parser.add_argument("--grid-people", type=int, default=8, help="rows of samples.png")
-    parser.add_argument("--out", default="runs/mini-benchmark")
+    parser.add_argument("--output-dir", default="runs/mini-benchmark")
     args = parser.parse_args()
 
-    lfw, out = Path(args.lfw), Path(args.out)
+    lfw, out = Path(args.lfw), Path(args.output_dir)
     people = held_out_people(lfw, args.people, args.skip)
     conditioning = mini_face_analyzer()
     # renders are 64² crops: detected on an upscaled copy, and undetected ones scored on a centred box

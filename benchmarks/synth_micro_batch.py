@@ -44,7 +44,7 @@ class OneCallPerBatch(Arc2FaceGenerator):
 def run(settings: list[str], generator, targets) -> tuple[int, float, float]:
     """Renders, wall seconds and CPU seconds of one engine run."""
     with tempfile.TemporaryDirectory() as folder:
-        config = SynthConfig.load(None, [f"output={folder}", *settings])
+        config = SynthConfig.load(None, [f"output_dir={folder}", *settings])
         renders = []
 
         def counted(id_embeds, generators, **conditions):

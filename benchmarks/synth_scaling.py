@@ -53,7 +53,7 @@ def run(processes: int, machines: int, settings: list[str]) -> dict:
     with tempfile.TemporaryDirectory() as folder:
         load = os.getloadavg()[0]
         start = time.time()
-        running = [subprocess.Popen([*launch, "-m", "idgen.cli", "dataset", "generate", f"output={folder}",
+        running = [subprocess.Popen([*launch, "-m", "idgen.cli", "dataset", "generate", f"output_dir={folder}",
                                      *settings], env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
                    for launch in launches(processes, machines)]
         for process in running:

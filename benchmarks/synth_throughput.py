@@ -86,7 +86,7 @@ def main() -> None:
     results = {}
     for mode in ("naive", "engine"):
         with tempfile.TemporaryDirectory() as folder:
-            config = SynthConfig.load(None, [f"output={folder}", *settings])
+            config = SynthConfig.load(None, [f"output_dir={folder}", *settings])
             timer = Timer()
             image_filter = build_filter(config)
             engine = DatasetEngine(config, timer.wrap("generate", per_identity if mode == "naive" else generator),

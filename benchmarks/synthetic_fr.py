@@ -21,7 +21,7 @@ on the same number of images, and is tested on LFW View 1 DevTest (``pairsDevTes
 All training images are 64×64 crops aligned as the embedded model draws them (the ArcFace
 template shrunk by 0.8; real photos are cropped that way from their dlib landmarks), so the arms
 differ only in where the faces came from; the recogniser sees 64-px inputs. Each step's output is
-kept in ``--out`` and reused when the command is run again (datasets resume; finished models are
+kept in ``--output-dir`` and reused when the command is run again (datasets resume; finished models are
 not retrained). Prints the table and writes ``results.json`` and ``samples.png`` (four identities of
 each training set, one row each: hypersphere, Gaussian prior, real).
 """
@@ -44,7 +44,7 @@ from idgen.faces import FaceAnalyzer
 from idgen.io import atomic_path, write_json_atomic
 from idgen.models.backbones import build_backbone, save_recognizer
 from idgen.pipelines.mini import MINI_IDENTITY_DIM, MINI_RESOLUTION
-from idgen.recognition.trainer import RecognizerTrainConfig, network_arguments, train
+from idgen.recognition.trainer import MobileFaceNetRecipe, train
 from idgen.synth import generate_dataset
 from idgen.training.data import load_training_image, read_people
 from idgen.training.validation import save_grid
@@ -131,13 +131,12 @@ def sample_grid(folders: list[Path], path: Path, identities: int = 4, images: in
     save_grid(np.concatenate(rows), path)
 
 
-def recognizer_config(data: Path, output: Path, args) -> RecognizerTrainConfig:
-    """``idgen recognizer train --arch mobilefacenet --align box --box 0.8 --input-size 64 --head cosface
-    --scale 16 --margin 0.2``: the crops are already aligned, with the template shrunk by 0.8."""
-    return RecognizerTrainConfig(data=str(data), output=str(output), backbone="mobilefacenet", epochs=args.epochs,
-                                 batch_size=64, align="box", box=FACE_SCALE, input_size=MINI_RESOLUTION,
-                                 head="cosface", scale=16.0, margin=0.2,
-                                 cache_dir=str(args.out / "aligned"), seed=args.seed)
+def recognizer_config(data: Path, output: Path, args) -> MobileFaceNetRecipe:
+    """``idgen recognizer train --architecture mobilefacenet --align box --fallback-box 0.8 --resolution 64
+    --head cosface --scale 16 --margin 0.2``: the crops are already aligned, with the template shrunk by 0.8."""
+    return MobileFaceNetRecipe(data=str(data), output_dir=str(output), epochs=args.epochs, batch_size=64, align="box",
+                               fallback_box=FACE_SCALE, resolution=MINI_RESOLUTION, head="cosface", scale=16.0,
+                               margin=0.2, cache_dir=str(args.output_dir / "aligned"), seed=args.seed)
 
 
 def train_once(data: Path, output: Path, args) -> dict:
@@ -151,10 +150,10 @@ def train_once(data: Path, output: Path, args) -> dict:
 
 
 def save_untrained(output: Path, args) -> None:
-    config = recognizer_config(args.out, output, args)
+    config = recognizer_config(args.output_dir, output, args)
     torch.manual_seed(args.seed)
-    network = build_backbone(config.backbone, network_arguments(config))
-    save_recognizer(output, config.backbone, network, network.config, train={}, summary={})
+    network = build_backbone(config.architecture, config.network_arguments())
+    save_recognizer(output, config.architecture, network, network.config, train={}, summary={})
 
 
 def verify(recognizer: str, lfw: Path) -> dict:
@@ -180,9 +179,9 @@ def main() -> None:
     parser.add_argument("--retries", type=int, default=3, help="regenerations of a rejected render")
     parser.add_argument("--epochs", type=int, default=20, help="recogniser epochs (every arm)")
     parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--out", type=Path, default=Path("runs/synthetic-fr"))
+    parser.add_argument("--output-dir", type=Path, default=Path("runs/synthetic-fr"))
     args = parser.parse_args()
-    out, lfw = args.out, args.lfw
+    out, lfw = args.output_dir, args.lfw
     out.mkdir(parents=True, exist_ok=True)
 
     photos = training_photos(lfw)

@@ -27,13 +27,13 @@ REDUCED_UNET = {"block_out_channels": [32, 64, 128, 128], "cross_attention_dim":
 def measure(checkpointing: bool, full: bool, steps: int, batch: int) -> dict:
     from idgen.testing.sd15_architecture import SD15_UNET_CONFIG
     from idgen.training import add_lora
-    from idgen.training.config import LoraConfig
+    from idgen.training.config import GeneratorLoraConfig
     from diffusers import UNet2DConditionModel
 
     device = torch.device("cuda" if full else "cpu")
     torch.manual_seed(0)
     unet = UNet2DConditionModel(**{**SD15_UNET_CONFIG, **({} if full else REDUCED_UNET)})
-    params = add_lora(unet, LoraConfig(rank=16), LoraConfig().unet_targets)
+    params = add_lora(unet, GeneratorLoraConfig(rank=16), GeneratorLoraConfig().unet_targets)
     unet.to(device, dtype=torch.float16 if full else torch.float32)
     for p in params:
         p.data = p.data.float()

@@ -75,7 +75,16 @@ def cli_reference() -> str:
 # --- configuration files ------------------------------------------------------------------------
 
 def _field_comments(cls) -> dict[str, str]:
-    """The comment of each field: ``#`` lines right above it and the ``#`` comment on its line."""
+    """The comment of each field, a subclass's over its base's: ``#`` lines right above it and the
+    ``#`` comment on its line."""
+    comments = {}
+    for klass in reversed([k for k in cls.__mro__ if dataclasses.is_dataclass(k)]):
+        comments.update({name: text for name, text in _own_field_comments(klass).items() if text})
+    return comments
+
+
+def _own_field_comments(cls) -> dict[str, str]:
+    """The comments of the fields ``cls``'s own source defines."""
     lines, _ = inspect.getsourcelines(cls)
     trailing = {tok.start[0]: tok.string for tok in tokenize.generate_tokens(iter(lines).__next__)
                 if tok.type == tokenize.COMMENT}

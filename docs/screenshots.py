@@ -3,7 +3,7 @@ offline, on 127.0.0.1 and a free port), drives every tab in headless Chromium wi
 vendored photos in ``tests/data/faces``, waits for each tab's real output and saves
 ``docs/images/demo-<tab>.png`` (the tab's panel, downscaled and palette-compressed).
 
-    python docs/screenshots.py [--model mini] [--chromium /usr/bin/chromium] [--out docs/images]
+    python docs/screenshots.py [--model mini] [--chromium /usr/bin/chromium] [--output-dir docs/images]
 
 Needs Chromium and the ``playwright`` package (``pip install -e ".[browser-tests]"``, no Playwright
 browser download). The long tabs run with small settings: Dataset 4 identities × 3 images, Forget →
@@ -177,7 +177,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--model", default="mini", help="app.py --model (default: the embedded mini model)")
     parser.add_argument("--chromium", default=shutil.which("chromium") or "/usr/bin/chromium")
-    parser.add_argument("--out", default=str(ROOT / "docs" / "images"))
+    parser.add_argument("--output-dir", default=str(ROOT / "docs" / "images"))
     parser.add_argument("--forget-data", default=None,
                         help="face folder (one sub-folder per person, e.g. ORL) for Forget → Recogniser, instead of "
                              "the Dataset tab's output; the page shows it as TMP/faces")
@@ -187,7 +187,7 @@ def main() -> None:
 
     from playwright.sync_api import sync_playwright
 
-    out = Path(args.out)
+    out = Path(args.output_dir)
     out.mkdir(parents=True, exist_ok=True)
     port = free_port()
     url = f"http://127.0.0.1:{port}/"

@@ -1,9 +1,10 @@
 """What every YAML-configured command shares: reading the file, resolving its paths, applying
 command-line overrides and turning the nested mapping into that command's dataclasses, strictly.
 
-Each command (``training/train.py``, its ``task: forget`` route, ``idgen forget``, ``idgen dataset
-generate``) keeps its own dataclass schema and loads it with :func:`load_settings` then
-:func:`build_dataclass`, so they all read files, take overrides and check keys and types the same way:
+Each command (``training/train.py``, ``idgen forget``, ``idgen dataset generate``) keeps its own
+dataclass schema, a :class:`YamlConfig`, and loads it the one way, ``Schema.load(path, overrides)``
+(:func:`load_settings` then :func:`build_dataclass`), so they all read files, take overrides and
+check keys and types the same way:
 
 - **One override syntax.** Overrides are positional ``section.key=value`` arguments after the
   options; values are parsed as YAML (``'data.exclude_people=[a.txt,b.txt]'`` is a list, ``1e-4``
@@ -38,6 +39,7 @@ silently train with the default), and so is a value of the wrong type or out of 
 
 from __future__ import annotations
 
+import copy
 import dataclasses
 import math
 import numbers
@@ -365,6 +367,36 @@ def build_dataclass(cls, values: Any, where: str = ""):
         raise ConfigError(f"config {where or 'top level'} is missing required key(s) {', '.join(required)}",
                           f"{where}.{required[0]}" if where else required[0])
     return cls(**kwargs)
+
+
+class YamlConfig:
+    """The one loader shape of every YAML-configured command: its schema, a dataclass deriving from this,
+    is read with ``Schema.load(path, overrides)`` (a file, optional, then ``section.key=value``
+    overrides) or built from settings given in code with ``Schema.from_dict(values)``. Checks that
+    involve several keys belong in the dataclass's ``__post_init__``: they run inside the loader, so
+    their errors name the file or the override the bad value came from."""
+
+    @classmethod
+    def load(cls, path: str | os.PathLike | None = None, overrides: Sequence[str] = ()):
+        """Read a YAML file (optional) and apply ``section.key=value`` overrides (YAML values); relative
+        paths in the file are relative to it, in overrides to the current directory (:func:`load_settings`)."""
+        values = load_settings(cls, path, overrides)
+        with config_source(path, overrides):
+            return build_dataclass(cls, cls.prepare(values))
+
+    @classmethod
+    def from_dict(cls, values: dict | None, overrides: Sequence[str] = (), source: str = "config"):
+        """The config of the nested settings ``values`` (relative paths: to the current directory) with
+        ``overrides`` on top; an error names the override or ``source`` (where ``values`` came from)."""
+        values = apply_overrides(copy.deepcopy(values or {}), list(overrides), cls)
+        with config_source(source, overrides):
+            return build_dataclass(cls, cls.prepare(values))
+
+    @classmethod
+    def prepare(cls, values: dict) -> dict:
+        """The settings as read, before they are built: a schema overrides this to refuse settings that
+        its types alone allow."""
+        return values
 
 
 def check_ranges(config) -> None:

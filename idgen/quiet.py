@@ -9,6 +9,7 @@ exactly those messages, matched by logger and text; every other message of those
 from __future__ import annotations
 
 import logging
+from contextlib import contextmanager
 
 #: (logger name, text that identifies the message)
 NOISE = (
@@ -42,3 +43,18 @@ def hide_loading_bars() -> None:
 
     diffusers_logging.disable_progress_bar()
     transformers_logging.disable_progress_bar()
+
+
+@contextmanager
+def datasets_bars_hidden():
+    """Hide ``datasets``' progress bars inside the block (its bar for every parquet file written), and
+    show them again afterwards if they were shown before."""
+    from datasets.utils import are_progress_bars_disabled, disable_progress_bars, enable_progress_bars
+
+    shown = not are_progress_bars_disabled()
+    disable_progress_bars()
+    try:
+        yield
+    finally:
+        if shown:
+            enable_progress_bars()

@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import functools
 import inspect
-import warnings
 from typing import Optional, Sequence
 
 import numpy as np
@@ -15,11 +14,16 @@ from diffusers import DiffusionPipeline
 
 from idgen.errors import DataError, IdgenError
 from idgen.faces import Face, FaceAnalyzer
+from idgen.faces.published import FaceBackends, warn_if_foreign
 
 
 class FaceInputMixin:
     """Gives a pipeline a face analyser (not a diffusers component: it is not saved with the
     pipeline) and a helper turning photos into :class:`~idgen.faces.Face` records.
+
+    :attr:`face_backends` is the face analysis the model was trained with (a class attribute, which a
+    pipeline whose weights come from elsewhere, such as the embedded mini model or a random tiny one,
+    replaces on the instance); :meth:`set_face_analyzer` warns when given another recogniser.
 
     A diffusers pipeline class with an identity mixin in front gets a ``__call__`` whose signature
     (``inspect.signature``, ``help()``, IDEs) lists the mixin's own arguments followed by every
@@ -28,6 +32,8 @@ class FaceInputMixin:
     """
 
     face_analyzer: Optional[FaceAnalyzer] = None
+    #: The face analysis the published model was trained with (``None``: random weights, any will do).
+    face_backends: Optional[FaceBackends] = None
     #: Arguments of the diffusers ``__call__`` behind the mixin that the mixin sets itself.
     parent_arguments_taken: frozenset = frozenset()
 
@@ -39,8 +45,9 @@ class FaceInputMixin:
             cls.__call__ = _with_parent_arguments(cls.__call__, parent.__call__, cls.parent_arguments_taken)
 
     def set_face_analyzer(self, analyzer: Optional[FaceAnalyzer]) -> None:
-        """Use ``analyzer`` for photos passed to ``__call__`` (e.g.
-        ``FaceAnalyzer.from_backend("antelopev2", "arcface.onnx")`` for Arc2Face)."""
+        """Use ``analyzer`` for photos passed to ``__call__``: normally ``pipe.face_backends.analyzer()``,
+        the one the model was trained with; another recogniser gets a ``UserWarning`` naming that one."""
+        warn_if_foreign(analyzer, self.face_backends, type(self).__name__)
         self.face_analyzer = analyzer
 
     def analyze_faces(self, images: Sequence, policy: str = "largest") -> list[Face]:
@@ -107,15 +114,3 @@ def prompt_batch_size(prompt, prompt_embeds) -> int:
         raise ValueError("no prompt: pass prompt (a text or a list of texts) or prompt_embeds "
                          "(with pooled_prompt_embeds), as for the diffusers pipeline")
     return prompt_embeds.shape[0]
-
-
-def renamed_argument(kwargs: dict, old: str, new: str, value):
-    """``value``, or ``kwargs[old]`` (removed from ``kwargs``) with a ``FutureWarning`` that ``old``
-    is now ``new``; both given is a ``ValueError``."""
-    if old not in kwargs:
-        return value
-    if value is not None:
-        raise ValueError(f"pass {new} only ({old} is its old name)")
-    warnings.warn(f"`{old}` is deprecated; pass `{new}` (the same argument, named as in every idgen pipeline)",
-                  FutureWarning, stacklevel=3)
-    return kwargs.pop(old)

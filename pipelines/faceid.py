@@ -13,6 +13,7 @@ import numpy as np
 import torch
 
 from idgen.faces import FaceAnalyzer
+from idgen.faces.published import FACE_BACKENDS, warn_if_foreign
 
 
 def faceid_embeds(analyzer: FaceAnalyzer, images: Sequence, *, do_classifier_free_guidance: bool = True,
@@ -20,7 +21,8 @@ def faceid_embeds(analyzer: FaceAnalyzer, images: Sequence, *, do_classifier_fre
     """``ip_adapter_image_embeds`` for IP-Adapter FaceID from photos of one person.
 
     Each photo's largest face is embedded and L2-normalised (FaceID was trained on normalised
-    ``buffalo_l`` embeddings: use ``FaceAnalyzer.from_backend("buffalo_l", "pack")``); every photo
+    ``buffalo_l`` embeddings: use ``FACE_BACKENDS["faceid"].analyzer()``; another recogniser gets a
+    ``UserWarning`` naming that one); every photo
     adds its own 4 identity tokens. Returns ``[tensor]`` of shape ``(2, len(images), D)`` — a zero
     negative then the faces — or ``(1, len(images), D)`` without classifier-free guidance. It is the
     embedding for one prompt; raises :class:`~idgen.errors.NoFaceError` naming a photo without a face.
@@ -31,6 +33,7 @@ def faceid_embeds(analyzer: FaceAnalyzer, images: Sequence, *, do_classifier_fre
     >>> embeds = faceid_embeds(analyzer, ["me.jpg"], device=pipe.device, dtype=pipe.dtype)
     >>> pipe("a photo of a person in a garden", ip_adapter_image_embeds=embeds).images[0]
     """
+    warn_if_foreign(analyzer, FACE_BACKENDS["faceid"], "IP-Adapter FaceID")
     faces = [analyzer.get_face(image) for image in images]
     identity = torch.from_numpy(np.stack([face.normed_embedding for face in faces]).astype(np.float32))[None]
     if do_classifier_free_guidance:

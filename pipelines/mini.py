@@ -20,6 +20,8 @@ import torch
 import idgen
 from idgen.errors import ModelFilesMissingError
 from idgen.faces import FaceAnalyzer
+from idgen.faces.model_files import MOBILEFACENET_ONNX
+from idgen.faces.published import FaceBackends
 
 from .pipeline_arc2face import Arc2FacePipeline
 
@@ -54,5 +56,6 @@ def load_mini_pipeline(device: Optional[str | torch.device] = None,
     device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
     dtype = dtype or (torch.float16 if device.type == "cuda" else torch.float32)
     pipe = Arc2FacePipeline.from_pretrained(os.fspath(MINI_MODEL_DIR), dtype=dtype).to(device)
+    pipe.face_backends = FaceBackends(MINI_FACE_BACKENDS["detector"], f"mobilefacenet:{MOBILEFACENET_ONNX}")
     pipe.set_face_analyzer(mini_face_analyzer())
     return pipe

@@ -27,6 +27,7 @@ from diffusers import DPMSolverMultistepScheduler, StableDiffusionPipeline, UNet
 from diffusers.utils import BaseOutput, USE_PEFT_BACKEND, scale_lora_layers, unscale_lora_layers
 from transformers import CLIPTextModel
 
+from idgen.faces.published import FACE_BACKENDS
 from idgen.identity import normalize
 
 from .face_input import FaceInputMixin, identity_rows, photo_list
@@ -73,9 +74,12 @@ class Arc2FaceMixin(LCMLoRAMixin, FaceInputMixin):
     ``safety_checker``/``feature_extractor``/``image_encoder``), with Arc2Face's fine-tuned UNet and
     text encoder in place of the originals; :meth:`from_arc2face` assembles them from the published
     folder layout. Photos are turned into embeddings by the analyser set with
-    :meth:`set_face_analyzer` (Arc2Face uses insightface ``antelopev2`` + its own ``arcface.onnx``).
+    :meth:`set_face_analyzer`: :attr:`face_backends`, the analysis Arc2Face was trained with
+    (``pipe.set_face_analyzer(pipe.face_backends.analyzer())``).
     """
 
+    #: Arc2Face's own ``arcface.onnx`` (trained on WebFace42M) on insightface ``antelopev2`` detections
+    face_backends = FACE_BACKENDS["arc2face"]
     lcm_lora_default = LCM_LORA_SD15
     lcm_preset = LCM_PRESET
     #: the prompt is fixed: the identity becomes ``prompt_embeds``

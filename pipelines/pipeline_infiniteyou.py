@@ -40,6 +40,7 @@ from transformers import (CLIPImageProcessor, CLIPTextModel, CLIPTokenizer, CLIP
 
 from idgen.errors import IdgenError, ModelFilesMissingError
 from idgen.faces import load_image
+from idgen.faces.published import FACE_BACKENDS
 from idgen.identity import normalize
 
 from .face_input import FaceInputMixin, identity_rows, photo_list, prompt_batch_size
@@ -50,6 +51,8 @@ from .keypoints import draw_keypoints, scale_keypoints
 DEFAULT_INFUSENET_SCALE = 1.0
 DEFAULT_GUIDANCE = 3.5
 DEFAULT_STEPS = 30
+#: The reference's output size when none is asked for (portrait, 3:4).
+DEFAULT_WIDTH, DEFAULT_HEIGHT = 864, 1152
 #: InfuseNet's own embedded guidance: the reference passes 1.0 whatever FLUX's guidance is.
 INFUSENET_GUIDANCE = 1.0
 
@@ -102,6 +105,11 @@ class InfiniteYouMixin(FaceInputMixin):
     ``identity_projection=InfiniteYouProjection.from_infiniteyou(...)``.
     """
 
+    #: facexlib's IR-SE50 ArcFace on insightface ``antelopev2`` detections, fed the BGR 112×112 aligned crop
+    #: in [-1, 1] (the ``ir_se50:`` recogniser); its file sits in the antelopev2 folder
+    face_backends = FACE_BACKENDS["infiniteyou"]
+    #: The output size when ``width`` / ``height`` are not given: the reference's 864×1152.
+    default_width, default_height = DEFAULT_WIDTH, DEFAULT_HEIGHT
     #: InfuseNet's own scale and schedule are ``infusenet_*`` arguments
     parent_arguments_taken = frozenset({"controlnet_conditioning_scale", "control_guidance_start",
                                         "control_guidance_end"})
@@ -193,7 +201,8 @@ class InfiniteYouMixin(FaceInputMixin):
         identity each; needs ``set_face_analyzer``) or ``id_embeds`` (512-d ArcFace embeddings, one
         row per prompt or one for all; normalised here) — the identity arguments of every idgen pipeline.
 
-        The pose comes from ``keypoints`` (5×2 pixels in the output image, or N×5×2: one pose per
+        ``width`` × ``height`` default to :attr:`default_width` × :attr:`default_height`, the reference's
+        864×1152. The pose comes from ``keypoints`` (5×2 pixels in the output image, or N×5×2: one pose per
         prompt) or from the face in ``pose_image``; with neither, InfuseNet gets a black condition
         image, as in the reference.
         ``infusenet_conditioning_scale`` scales InfuseNet's residuals (0 leaves plain FLUX);
@@ -210,8 +219,7 @@ class InfiniteYouMixin(FaceInputMixin):
         if embeddings.shape[-1] != expected:
             raise ValueError(f"the face embedding has {embeddings.shape[-1]} values but the projection expects "
                              f"{expected}; InfiniteYou needs 512-d ArcFace embeddings")
-        height = height or self.default_sample_size * self.vae_scale_factor
-        width = width or self.default_sample_size * self.vae_scale_factor
+        height, width = height or self.default_height, width or self.default_width
         pose = self._pose_image(pose_image, keypoints, width, height)
         extra = kwargs.pop("control_image", None)
         if isinstance(self.controlnet, FluxMultiControlNetModel):

@@ -32,9 +32,10 @@ from diffusers.models.embeddings import IPAdapterPlusImageProjection, MultiIPAda
 
 from idgen.errors import ConfigError, IdgenError, ModelFilesMissingError
 from idgen.faces import load_image
+from idgen.faces.published import FACE_BACKENDS
 from idgen.io import read_torch_weights, save_safetensors_atomic
 
-from .face_input import FaceInputMixin, identity_rows, photo_list, prompt_batch_size, renamed_argument
+from .face_input import FaceInputMixin, identity_rows, photo_list, prompt_batch_size
 from .keypoints import draw_keypoints, scale_keypoints
 from .lcm import LCMLoRAMixin
 
@@ -86,6 +87,9 @@ class InstantIDMixin(LCMLoRAMixin, FaceInputMixin):
     call refuse until the adapter is loaded again.
     """
 
+    #: insightface ``antelopev2``: its detector and its own recogniser, ``glintr100.onnx`` (the raw,
+    #: un-normalised embedding goes in)
+    face_backends = FACE_BACKENDS["instantid"]
     #: The name under which the parent pipeline takes the ControlNet condition image(s).
     control_image_argument = "image"
     lcm_lora_default = LCM_LORA_SDXL
@@ -364,8 +368,7 @@ class InstantIDMixin(LCMLoRAMixin, FaceInputMixin):
         identity each; needs ``set_face_analyzer``) or ``id_embeds`` (the raw, un-normalised
         insightface embedding, 512-d, one row per prompt or one for all; a list of vectors works too)
         — the identity arguments of :class:`Arc2FacePipeline` too. Each prompt's identity is used for
-        all ``num_images_per_prompt`` of its images. ``face_image`` / ``face_embedding``, the names of earlier
-        releases, still work and warn.
+        all ``num_images_per_prompt`` of its images.
 
         The pose comes from ``keypoints`` (5×2 pixels in the output image), else from the face in
         ``pose_image``, else from the face in the (first) photo; with none of these, ``image`` is used as
@@ -377,8 +380,6 @@ class InstantIDMixin(LCMLoRAMixin, FaceInputMixin):
         class's signature) but the IP-Adapter image, which is the face. Argument mistakes raise
         ``ValueError``, as in diffusers.
         """
-        id_embeds = renamed_argument(kwargs, "face_embedding", "id_embeds", id_embeds)
-        face_images = renamed_argument(kwargs, "face_image", "face_images", face_images)
         image = kwargs.pop(self.control_image_argument, None)
         embeddings, face, face_source = self._identity(face_images, id_embeds)
         expected = self._face_resampler().proj_in.in_features

@@ -8,6 +8,7 @@ from collections import Counter
 from pathlib import Path
 
 import numpy as np
+import pytest
 from PIL import Image
 from safetensors.numpy import load_file
 
@@ -31,7 +32,7 @@ def test_embed_folder_reports_skipped_files(tmp_path, faces_dir, dlib_analyzer):
     (photos / "broken.jpg").write_bytes(b"not a jpeg")
     Image.fromarray(np.full((200, 200, 3), 80, np.uint8)).save(photos / "wall.png")
     out = tmp_path / "emb.safetensors"
-    done = subprocess.run([sys.executable, "-m", "idgen.cli", "embed", str(photos), "--out", str(out)],
+    done = subprocess.run([sys.executable, "-m", "idgen.cli", "embed", str(photos), "--output-file", str(out)],
                           capture_output=True, text=True)
     assert done.returncode == 0, done.stderr
     index = json.loads(out.with_suffix(".json").read_text())
@@ -68,7 +69,7 @@ def test_embed_folder_reads_each_file_once(tmp_path, faces_dir, dlib_analyzer, m
 
 
 def test_errors_are_one_line(tmp_path):
-    done = subprocess.run([sys.executable, "-m", "idgen.cli", "embed", str(tmp_path / "nope"), "--out", "x.safetensors"],
+    done = subprocess.run([sys.executable, "-m", "idgen.cli", "embed", str(tmp_path / "nope"), "--output-file", "x.safetensors"],
                           capture_output=True, text=True)
     assert done.returncode == 1
     assert done.stderr.strip() == f"idgen: error: {tmp_path / 'nope'}: not a folder"
@@ -119,21 +120,53 @@ def test_shared_options_have_one_name_and_one_default(monkeypatch):
             flag for flag, users in seen.items() if command in users}, command
 
 
-def test_auto_face_backends_depend_on_the_command():
-    from idgen.application.hub import resolve_face_backends
+def test_auto_face_backends_are_dlib_for_analysis_and_each_models_own_for_generation():
+    from idgen.application import ModelHub, ModelSettings
+    from idgen.application.hub import ANALYSIS_FACE_BACKENDS, resolve_face_backends
 
-    assert resolve_face_backends("auto", "auto", "analysis") == ("dlib", "dlib")
-    assert resolve_face_backends("auto", "auto", "generation") == ("antelopev2", "arcface.onnx")
-    assert resolve_face_backends("dlib", "mobilefacenet:m.onnx", "generation") == ("dlib", "mobilefacenet:m.onnx")
+    assert resolve_face_backends("auto", "auto", ANALYSIS_FACE_BACKENDS) == ("dlib", "dlib")
+    hub = ModelHub(ModelSettings())
+    assert hub.face_backends("arc2face") == ("antelopev2", "arcface.onnx")
+    assert hub.face_backends("instantid") == ("antelopev2", "glintr100.onnx")
+    assert hub.face_backends("infiniteyou") == ("antelopev2", "ir_se50:recognition_arcface_ir_se50.pth")
+    chosen = ModelHub(ModelSettings(detector="dlib", recognizer="mobilefacenet:m.onnx"))
+    assert {chosen.face_backends(style) for style in ("arc2face", "instantid", "infiniteyou")} == {
+        ("dlib", "mobilefacenet:m.onnx")}
+
+
+def test_each_style_analyses_photos_with_the_recogniser_its_model_was_trained_on(tmp_path, monkeypatch):
+    """InfiniteYou's analyser embeds with facexlib's IR-SE50 from the antelopev2 folder; InstantID's and
+    Arc2Face's ask for their own files there (glintr100.onnx, arcface.onnx), not for one shared analyser."""
+    import torch
+    from tiny_models import TINY_IR_SE, ir_se_state_dict
+
+    from idgen.application import ModelHub, ModelSettings
+    from idgen.errors import ModelFilesMissingError
+    from idgen.faces import analyzer as analyzer_module
+    from idgen.faces.trained import IRSEFileRecognizer
+
+    pack = tmp_path / "models" / "antelopev2"
+    pack.mkdir(parents=True)
+    torch.save(ir_se_state_dict(**TINY_IR_SE), pack / "recognition_arcface_ir_se50.pth")
+    monkeypatch.setattr(analyzer_module, "InsightFaceDetector", lambda *args, **kwargs: "the antelopev2 detector")
+    hub = ModelHub(ModelSettings(insightface_root=str(tmp_path), mini_fallback=False))
+    infiniteyou = hub.analyzer("infiniteyou")
+    assert isinstance(infiniteyou.recognizer, IRSEFileRecognizer) and infiniteyou.detector == "the antelopev2 detector"
+    assert infiniteyou.recognizer.path == pack / "recognition_arcface_ir_se50.pth"
+    with pytest.raises(ModelFilesMissingError, match="antelopev2/glintr100.onnx"):
+        hub.analyzer("instantid")
+    with pytest.raises(ModelFilesMissingError, match="antelopev2/arcface.onnx"):
+        hub.analyzer("arc2face")
+    assert hub.loaded() == ["analyzer:infiniteyou"] and hub.analyzer("infiniteyou") is infiniteyou
 
 
 def test_failures_are_one_line_with_a_reason(tmp_path, faces_dir, capsys):
     photo = str(faces_dir / "Aaron_Peirsol_0001.jpg")
     cases = [
         (["eval", "verify", "--pairs", str(tmp_path / "pairs.txt"), "--images", str(tmp_path)], "pairs.txt"),
-        (["edit", "restyle", "--photo", photo, "--out", str(tmp_path / "x.png"), "--model", str(tmp_path / "nothing"),
+        (["edit", "restyle", "--photo", photo, "--output-file", str(tmp_path / "x.png"), "--model", str(tmp_path / "nothing"),
           "--detector", "dlib", "--recognizer", "dlib"], "cannot load the arc2face model"),
-        (["generate", "--random-identity", "--style", "instantid", "--tiny", "--out", str(tmp_path / "o")],
+        (["generate", "--random-identity", "--style", "instantid", "--tiny", "--output-dir", str(tmp_path / "o")],
          "InstantID needs a face photo"),
     ]
     for argv, reason in cases:
@@ -151,6 +184,7 @@ def test_generate_help_says_which_model_runs_and_how_to_choose(capsys):
     assert "embedded mini model (64x64 faces, offline" in text and "--model mini forces it" in text
     assert "--model FOLDER runs a saved Arc2Face pipeline" in text and "--style instantid or infiniteyou" in text
     assert "'mini' (the embedded model" in text   # the --model flag itself names the choice
+    assert "`idgen doctor` lists the models on this machine" in text
     from idgen.application import ModelSettings
     from idgen.cli.common import describe_style
 
@@ -158,8 +192,20 @@ def test_generate_help_says_which_model_runs_and_how_to_choose(capsys):
     assert describe_style("arc2face", ModelSettings(model="mini")).startswith("the embedded mini model")
 
 
+def test_dataset_generate_help_says_which_generator_runs_and_points_to_doctor(capsys):
+    import pytest
+
+    with pytest.raises(SystemExit):
+        main(["dataset", "generate", "--help"])
+    text = " ".join(capsys.readouterr().out.split())
+    assert "else the embedded mini model (64x64 faces, offline" in text and "$IDGEN_MODEL=mini forces it" in text
+    assert "published Arc2Face (FoivosPar/Arc2Face on SD 1.5) when its weights are downloaded" in text
+    assert "`idgen doctor` lists the models on this machine" in text
+    assert "accelerate launch -m idgen.cli dataset generate" in text
+
+
 def test_operating_system_errors_are_one_line_naming_the_path_and_the_fix(tmp_path, faces_dir, capsys, monkeypatch):
-    """--out naming a folder where a file goes is refused before any face is analysed; a disk that
+    """--output-file naming a folder where a file goes is refused before any face is analysed; a disk that
     fills during the work (an OSError no command foresaw) prints the path, the reason and the fix."""
     import errno
 
@@ -171,9 +217,9 @@ def test_operating_system_errors_are_one_line_naming_the_path_and_the_fix(tmp_pa
     monkeypatch.setattr(idgen.faces.embedding_index, "embed_folder", disk_full)
     folder = tmp_path / "emb"
     folder.mkdir()
-    for out, expected in ((folder, f"{folder} is a folder; give --out a file name"),
+    for out, expected in ((folder, f"{folder} is a folder; give --output-file a file name"),
                           (tmp_path / "e.safetensors", f"{tmp_path / 'e.safetensors'}: No space left on device; "
                                                        "the disk is full: free space on it or write elsewhere")):
-        assert main(["embed", str(faces_dir), "--out", str(out)]) == 1
+        assert main(["embed", str(faces_dir), "--output-file", str(out)]) == 1
         errors = [line for line in capsys.readouterr().err.splitlines() if line.startswith("idgen: error:")]
         assert errors == [f"idgen: error: {expected}"]

@@ -16,7 +16,7 @@ pytestmark = pytest.mark.usefixtures("one_thread")  # conftest.py: tiny matrices
 
 def test_generate_writes_images_and_similarities(faces_dir, tmp_path, capsys):
     out = tmp_path / "out"
-    code = main(["generate", "--face", str(faces_dir / "Aaron_Peirsol_0001.jpg"), "--out", str(out), "--tiny",
+    code = main(["generate", "--face", str(faces_dir / "Aaron_Peirsol_0001.jpg"), "--output-dir", str(out), "--tiny",
                  "--count", "2", "--steps", "2", "--seed", "7"])
     assert code == 0
     record = json.loads((out / "similarities.json").read_text())
@@ -28,7 +28,7 @@ def test_generate_writes_images_and_similarities(faces_dir, tmp_path, capsys):
     assert "image_001.png" in printed.out and "arc2face: 2 image(s)" in printed.err  # tqdm bar on stderr
     # A random identity needs no photo.
     again = tmp_path / "again"
-    assert main(["generate", "--random-identity", "--out", str(again), "--tiny", "--count", "1", "--steps", "2"]) == 0
+    assert main(["generate", "--random-identity", "--output-dir", str(again), "--tiny", "--count", "1", "--steps", "2"]) == 0
     assert (again / "image_000.png").is_file()
 
 
@@ -46,7 +46,7 @@ def test_failures_are_one_line(faces_dir, tmp_path, capsys, make, extra, expecte
         photo.write_text("not an image")
     else:
         photo = faces_dir / "Aaron_Peirsol_0001.jpg"
-    code = main(["generate", "--face", str(photo), "--out", str(tmp_path / "out"), "--tiny", "--count", "1",
+    code = main(["generate", "--face", str(photo), "--output-dir", str(tmp_path / "out"), "--tiny", "--count", "1",
                  "--steps", "1", *extra])
     assert code == 1
     lines = [line for line in capsys.readouterr().err.splitlines() if line.startswith("idgen: error:")]
@@ -65,7 +65,7 @@ def test_generate_with_the_infiniteyou_style(faces_dir, tmp_path, capsys, monkey
     photo, pose = faces_dir / "Aaron_Peirsol_0001.jpg", faces_dir / "Abdullah_Gul_0001.jpg"
     out = tmp_path / "out"
     assert main(["generate", "--face", str(photo), "--style", "infiniteyou", "--tiny", "--prompt", "a watercolour",
-                 "--pose", str(pose), "--count", "2", "--steps", "2", "--seed", "3", "--out", str(out)]) == 0
+                 "--pose", str(pose), "--count", "2", "--steps", "2", "--seed", "3", "--output-dir", str(out)]) == 0
     record = json.loads((out / "similarities.json").read_text())
     assert record["style"] == "infiniteyou" and [r["seed"] for r in record["images"]] == [3, 4]
     assert "infiniteyou: 2 image(s)" in capsys.readouterr().err
@@ -84,7 +84,7 @@ def test_generate_with_the_infiniteyou_style(faces_dir, tmp_path, capsys, monkey
                           ([], "InfiniteYou is not configured: download ByteDance/InfiniteYou"),
                           (["--fast", "--tiny"], "InfiniteYou has none")):
         assert main(["generate", "--random-identity", "--style", "infiniteyou", "--count", "1", "--steps", "1",
-                     "--detector", "dlib", "--recognizer", "dlib", "--out", str(tmp_path / "bad"), *extra]) == 1
+                     "--detector", "dlib", "--recognizer", "dlib", "--output-dir", str(tmp_path / "bad"), *extra]) == 1
         lines = [line for line in capsys.readouterr().err.splitlines() if line.startswith("idgen: error:")]
         assert len(lines) == 1 and reason in lines[0], (extra, lines)
     assert not (tmp_path / "bad").exists()
@@ -100,7 +100,7 @@ def test_fast_is_refused_up_front_when_its_lcm_lora_is_not_here(tmp_path, capsys
                           (["--model", "mini"], "does not fit the embedded mini model"),
                           (["--tiny", "--lcm-lora", str(tmp_path)], f"--lcm-lora {tmp_path}: no LoRA weights"),
                           (["--tiny", "--lcm-lora", str(tmp_path / "missing")], "missing: no LoRA weights")):
-        code = main(["generate", "--face", str(tmp_path / "not-read.jpg"), "--fast", "--out", str(tmp_path / "out"),
+        code = main(["generate", "--face", str(tmp_path / "not-read.jpg"), "--fast", "--output-dir", str(tmp_path / "out"),
                      *extra])
         err = capsys.readouterr().err
         lines = [line for line in err.splitlines() if line.startswith("idgen: error:")]
@@ -120,7 +120,7 @@ def test_generate_prints_one_progress_bar_and_no_future_warning(tmp_path):
     env = {**os.environ, "HF_HUB_OFFLINE": "1"}
     env.pop("PYTHONWARNINGS", None)
     done = subprocess.run([sys.executable, "-m", "idgen.cli", "generate", "--model", "mini", "--random-identity",
-                           "--count", "1", "--steps", "2", "--out", str(tmp_path / "out")],
+                           "--count", "1", "--steps", "2", "--output-dir", str(tmp_path / "out")],
                           capture_output=True, text=True, env=env, timeout=600)
     assert done.returncode == 0, done.stderr
     assert "FutureWarning" not in done.stderr and "Warning" not in done.stderr, done.stderr
@@ -130,7 +130,7 @@ def test_generate_prints_one_progress_bar_and_no_future_warning(tmp_path):
 
 
 def _generate(out, *extra):
-    return main(["generate", "--random-identity", "--out", str(out), "--tiny", "--steps", "1", *extra])
+    return main(["generate", "--random-identity", "--output-dir", str(out), "--tiny", "--steps", "1", *extra])
 
 
 def _error_lines(capsys) -> list[str]:
@@ -155,12 +155,12 @@ def test_a_rerun_replaces_its_own_images_and_nothing_else(tmp_path):
 
 @pytest.mark.parametrize("make, expected", [
     ("folder", "is not empty and holds no earlier output of this command (it holds 'image_001.png' and 1 more); "
-               "give --out a new or empty folder"),
-    ("file", "is a file, not a folder; give --out a new or empty folder"),
-    ("read-only", "(--out): Read-only file system; the file system is read-only: write elsewhere"),
+               "give --output-dir a new or empty folder"),
+    ("file", "is a file, not a folder; give --output-dir a new or empty folder"),
+    ("read-only", "(--output-dir): Read-only file system; the file system is read-only: write elsewhere"),
 ])
 def test_an_unusable_out_is_refused_before_any_image_is_made(tmp_path, capsys, monkeypatch, make, expected):
-    """Someone else's images, a file, a read-only folder: one line naming --out, exit 1, nothing
+    """Someone else's images, a file, a read-only folder: one line naming --output-dir, exit 1, nothing
     generated and nothing there changed."""
     import errno
     import tempfile
@@ -183,7 +183,7 @@ def test_an_unusable_out_is_refused_before_any_image_is_made(tmp_path, capsys, m
         monkeypatch.setattr(tempfile, "mkstemp", read_only)
 
     def never(*args, **kwargs):
-        raise AssertionError("generated before --out was checked")
+        raise AssertionError("generated before --output-dir was checked")
 
     monkeypatch.setattr(actions, "generate_images", never)
     before = out.read_bytes() if out.is_file() else _files(out)

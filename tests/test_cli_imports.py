@@ -35,7 +35,7 @@ def test_every_subcommand_help_does_not_import_gradio():
 
     assert COMMANDS  # every registered command, including generate and edit (which take the model flags)
     commands = [["embed"], ["eval", "verify"], ["edit", "replace"], ["edit", "restyle"], ["recognizer", "train"],
-                ["train-recognizer"], ["forget"], ["dataset", "generate"], ["generate"], ["fr", "train"]]
+                ["forget"], ["dataset", "generate"], ["generate"]]
     loaded = _loaded_after(
         "from idgen.cli import main\n"
         f"for argv in {commands!r}:\n"
@@ -48,7 +48,7 @@ def test_running_analysis_commands_does_not_import_gradio(tmp_path):
     """Not just the parser: the handlers of embed and eval run (and fail on their empty inputs) gradio-free."""
     loaded = _loaded_after(
         "from idgen.cli import main\n"
-        f"assert main(['embed', {str(tmp_path)!r}, '--out', {str(tmp_path / 'e.safetensors')!r}]) == 1\n"
+        f"assert main(['embed', {str(tmp_path)!r}, '--output-file', {str(tmp_path / 'e.safetensors')!r}]) == 1\n"
         f"assert main(['eval', 'verify', '--pairs', {str(tmp_path / 'pairs.txt')!r}, '--images', {str(tmp_path)!r}]) == 1\n")
     assert loaded == dict.fromkeys(HEAVY, False), loaded
 

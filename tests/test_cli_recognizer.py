@@ -1,6 +1,6 @@
-"""`idgen recognizer train --arch …` and its old names: `idgen fr train` (MobileFaceNet) and
-`idgen train-recognizer` (Face Transformer) make the same request, train the same weights and say
-which command they stand for; options of the other backbone are refused by name."""
+"""`idgen recognizer train --architecture …`: the flags are the fields of that architecture's recipe
+(the same defaults), options of another architecture are refused by name, and the command trains
+the same weights as the library call with the same recipe."""
 
 from __future__ import annotations
 
@@ -12,66 +12,50 @@ from PIL import Image
 from safetensors.numpy import load_file
 
 from idgen.cli import build_parser, main
-from idgen.cli.recognizer import train_options
+from idgen.cli.recognizer import train_config
 from idgen.errors import ConfigError
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
-PAIRS = [
-    (["fr", "train", "--data", "faces", "--out", "m"],
-     ["recognizer", "train", "--arch", "mobilefacenet", "--data", "faces", "--out", "m"]),
-    (["fr", "train", "--data", "faces", "--out", "m", "--head", "cosface", "--margin", "0.2", "--input-size", "32",
-      "--align", "box", "--epochs", "3", "--weight-decay", "0.01", "--no-progress"],
-     ["recognizer", "train", "--arch", "mobilefacenet", "--data", "faces", "--out", "m", "--head", "cosface",
-      "--margin", "0.2", "--input-size", "32", "--align", "box", "--epochs", "3", "--weight-decay", "0.01",
-      "--no-progress"]),
-    (["train-recognizer", "faces", "--out", "m"],
-     ["recognizer", "train", "--arch", "face-transformer", "--data", "faces", "--out", "m"]),
-    (["train-recognizer", "faces", "--out", "m", "--image-size", "16", "--align", "resize", "--preset", "cpu-tiny",
-      "--max-train", "3", "--distill-from", "mobilefacenet:t.onnx", "--distill-max-images", "5"],
-     ["recognizer", "train", "--arch", "face-transformer", "--data", "faces", "--out", "m", "--input-size", "16",
-      "--align", "resize", "--preset", "cpu-tiny", "--max-train", "3", "--distill-from", "mobilefacenet:t.onnx",
-      "--distill-max-images", "5"]),
-]
 
-
-@pytest.mark.parametrize("old, new", PAIRS, ids=lambda argv: " ".join(argv[:2]))
-def test_old_and_new_names_make_the_same_request(old, new):
-    parser = build_parser()
-    assert train_options(parser.parse_args(old)) == train_options(parser.parse_args(new))
-
-
-def test_the_defaults_are_each_backbones_own():
-    from idgen.recognition import FaceDataConfig, RecognizerTrainConfig, TrainConfig
-    from idgen.recognition import MobileFaceNetTrainConfig as MobileConfig
+def test_the_defaults_are_each_architectures_own():
+    from idgen.recognition import FaceDataConfig, FaceTransformerRecipe, IResNetRecipe, MobileFaceNetRecipe
 
     parser = build_parser()
-    arch, options = train_options(parser.parse_args(["recognizer", "train", "--arch", "mobilefacenet",
-                                                     "--data", "d", "--out", "o"]))
-    assert arch == "mobilefacenet" and MobileConfig(**options) == MobileConfig(data="d", output="o")
-    arch, options = train_options(parser.parse_args(["recognizer", "train", "--arch", "face-transformer",
-                                                     "--data", "d", "--out", "o"]))
-    trainer = RecognizerTrainConfig(backbone="face-transformer")
-    assert TrainConfig() == trainer          # the old name of the Face Transformer's config
-    assert arch == "face-transformer" and RecognizerTrainConfig(**options, backbone=arch) == RecognizerTrainConfig(
-        data="d", output="o", backbone="face-transformer")
-    assert (options["epochs"], options["lr"], options["weight_decay"], options["batch_size"]) == (
-        trainer.epochs, trainer.lr, trainer.weight_decay, trainer.batch_size)
-    assert options["test_fraction"] == FaceDataConfig(root="d").test_fraction and options["min_images"] == 2
+    for recipe in (MobileFaceNetRecipe, IResNetRecipe, FaceTransformerRecipe):
+        config = train_config(parser.parse_args(["recognizer", "train", "--architecture", recipe.architecture,
+                                                 "--data", "d", "--output-dir", "o"]))
+        assert config == recipe(data="d", output_dir="o")
+    config = train_config(parser.parse_args(["recognizer", "train", "--architecture", "face-transformer",
+                                             "--data", "d", "--output-dir", "o"]))
+    assert (config.epochs, config.learning_rate, config.weight_decay, config.batch_size) == (30, 1e-3, 0.05, 64)
+    assert config.test_fraction == FaceDataConfig(root="d").test_fraction and config.min_images == 2
+    given = train_config(parser.parse_args([
+        "recognizer", "train", "--architecture", "mobilefacenet", "--data", "faces", "--output-dir", "m", "--head",
+        "cosface", "--margin", "0.2", "--resolution", "32", "--align", "box", "--epochs", "3", "--weight-decay", "0.01",
+        "--fallback-box", "0.5", "--learning-rate", "0.05", "--no-progress"]))
+    assert given == MobileFaceNetRecipe(data="faces", output_dir="m", head="cosface", margin=0.2, resolution=32,
+                                        align="box", epochs=3, weight_decay=0.01, fallback_box=0.5,
+                                        learning_rate=0.05, progress=False)
 
 
-@pytest.mark.parametrize("argv, message", [
-    (["--arch", "mobilefacenet", "--preset", "cpu-tiny"], "--preset: not an option of --arch mobilefacenet"),
-    (["--arch", "face-transformer", "--head", "cosface", "--width", "0.5"],
-     "--head, --width: not an option of --arch face-transformer"),
-    (["--arch", "mobilefacenet", "--distill-max-images", "0"], "--distill-max-images: not an option of --arch mob"),
-    (["--arch", "face-transformer", "--upsample", "1"], "--upsample: not an option of --arch face-transformer"),
-    (["--arch", "face-transformer", "--align", "box"], "--align box: --arch face-transformer aligns with dlib or resize"),
-    (["--arch", "mobilefacenet", "--align", "resize"], "--align resize: --arch mobilefacenet aligns with dlib or box"),
+@pytest.mark.parametrize("argv, error, message", [
+    (["--architecture", "mobilefacenet", "--preset", "cpu-tiny"], ConfigError,
+     "--preset: not an option of --architecture mobilefacenet"),
+    (["--architecture", "face-transformer", "--head", "cosface", "--width", "0.5"], ConfigError,
+     "--head, --width: not an option of --architecture face-transformer"),
+    (["--architecture", "mobilefacenet", "--distill-max-images", "0"], ConfigError,
+     "--distill-max-images: not an option of --architecture mob"),
+    (["--architecture", "face-transformer", "--upsample", "1"], ConfigError,
+     "--upsample: not an option of --architecture face-transformer"),
+    (["--architecture", "face-transformer", "--align", "box"], ConfigError,
+     "align 'box': architecture 'face-transformer' aligns with dlib or resize"),
+    (["--architecture", "mobilefacenet", "--align", "resize"], ConfigError,
+     "align 'resize': architecture 'mobilefacenet' aligns with dlib or box"),
 ])
-def test_options_of_the_other_backbone_are_refused(argv, message):
-    with pytest.raises(ConfigError, match=message):
-        train_options(build_parser().parse_args(["recognizer", "train", "--data", "d", "--out", "o", *argv]))
+def test_options_of_another_architecture_are_refused(argv, error, message):
+    with pytest.raises(error, match=message):
+        train_config(build_parser().parse_args(["recognizer", "train", "--data", "d", "--output-dir", "o", *argv]))
 
 
 def _random_faces(root, people=3, per_person=4, size=(24, 20)):
@@ -82,15 +66,18 @@ def _random_faces(root, people=3, per_person=4, size=(24, 20)):
             Image.fromarray(rng.integers(0, 255, (*size, 3), dtype=np.uint8)).save(root / f"p{p}" / f"{i}.png")
 
 
-def _train_both(capsys, tmp_path, old, new):
-    """Run the old and the new command line (``OUT`` → a folder each); their outputs and messages."""
-    runs = {}
-    for name, argv in (("old", old), ("new", new)):
-        out = tmp_path / name
-        assert main([str(out) if a == "OUT" else a for a in argv]) == 0
-        captured = capsys.readouterr()
-        runs[name] = out, captured.out.replace(str(out), "OUT"), captured.err
-    return runs
+def _train_both(capsys, tmp_path, argv, recipe):
+    """Run the command line (``OUT`` → a folder) and the library's ``train`` on ``recipe`` with the
+    same options (into another folder): their folders and the command's output."""
+    from idgen.recognition import train
+
+    command, library = tmp_path / "command", tmp_path / "library"
+    assert main([str(command) if a == "OUT" else a for a in argv]) == 0
+    printed = capsys.readouterr().out.replace(str(command), "OUT")
+    from dataclasses import replace
+
+    train(replace(recipe, output_dir=str(library)))
+    return command, library, printed
 
 
 def _same_weights(a, b):
@@ -98,39 +85,38 @@ def _same_weights(a, b):
     return first.keys() == second.keys() and all(np.array_equal(first[k], second[k]) for k in first)
 
 
-def test_both_names_train_the_same_mobilefacenet(tmp_path, capsys):
+def test_the_command_trains_the_library_recipes_mobilefacenet(tmp_path, capsys):
+    from idgen.recognition import MobileFaceNetRecipe
+
     _random_faces(tmp_path / "faces")
-    flags = ["--data", str(tmp_path / "faces"), "--out", "OUT", "--align", "box", "--input-size", "32", "--width",
-             "0.25", "--embedding-size", "16", "--epochs", "2", "--batch-size", "4", "--no-progress",
-             "--cache-dir", str(tmp_path / "cache")]
-    runs = _train_both(capsys, tmp_path, ["fr", "train", *flags],
-                       ["recognizer", "train", "--arch", "mobilefacenet", *flags])
-    (old, old_out, old_err), (new, new_out, new_err) = runs["old"], runs["new"]
-    assert _same_weights(old, new)
-    configs = [json.loads((folder / "config.json").read_text()) for folder in (old, new)]
+    argv = ["recognizer", "train", "--architecture", "mobilefacenet", "--data", str(tmp_path / "faces"),
+            "--output-dir", "OUT", "--align", "box", "--resolution", "32", "--width", "0.25", "--embedding-size", "16",
+            "--epochs", "2", "--batch-size", "4", "--no-progress", "--cache-dir", str(tmp_path / "cache")]
+    recipe = MobileFaceNetRecipe(data=str(tmp_path / "faces"), align="box", resolution=32, width=0.25,
+                                 embedding_size=16, epochs=2, batch_size=4, progress=False,
+                                 cache_dir=str(tmp_path / "cache"))
+    command, library, printed = _train_both(capsys, tmp_path, argv, recipe)
+    assert _same_weights(command, library)
+    configs = [json.loads((folder / "config.json").read_text()) for folder in (command, library)]
     for config in configs:
-        config["train"].pop("output")
+        config["train"].pop("output_dir")
     assert configs[0] == configs[1] and configs[0]["summary"]["identities"] == 3
-    assert old_out == new_out and "saved OUT/model.safetensors" in new_out
-    assert "idgen: note: `idgen fr train` is an old name of `idgen recognizer train --arch mobilefacenet`" in old_err
-    assert "note" not in new_err
+    assert configs[0]["architecture"] == "mobilefacenet" and "saved OUT/model.safetensors" in printed
 
 
-def test_both_names_train_the_same_face_transformer(tmp_path, capsys):
+def test_the_command_trains_the_library_recipes_face_transformer(tmp_path, capsys):
+    from idgen.recognition import FaceTransformerRecipe
+
     _random_faces(tmp_path / "faces", per_person=5)
-    common = ["--out", "OUT", "--preset", "cpu-tiny", "--align", "resize", "--epochs", "2",
-              "--cache-dir", str(tmp_path / "cache")]
-    runs = _train_both(capsys, tmp_path, ["train-recognizer", str(tmp_path / "faces"), "--image-size", "16", *common],
-                       ["recognizer", "train", "--arch", "face-transformer", "--data", str(tmp_path / "faces"),
-                        "--input-size", "16", *common])
-    (old, old_out, old_err), (new, new_out, new_err) = runs["old"], runs["new"]
-    assert _same_weights(old, new)
-    configs = [json.loads((folder / "config.json").read_text()) for folder in (old, new)]
+    argv = ["recognizer", "train", "--architecture", "face-transformer", "--data", str(tmp_path / "faces"),
+            "--resolution", "16", "--output-dir", "OUT", "--preset", "cpu-tiny", "--align", "resize", "--epochs", "2",
+            "--cache-dir", str(tmp_path / "cache")]
+    recipe = FaceTransformerRecipe(data=str(tmp_path / "faces"), resolution=16, preset="cpu-tiny", align="resize",
+                                   epochs=2, cache_dir=str(tmp_path / "cache"))
+    command, library, printed = _train_both(capsys, tmp_path, argv, recipe)
+    assert _same_weights(command, library)
+    configs = [json.loads((folder / "config.json").read_text()) for folder in (command, library)]
     for config in configs:
-        config["train"].pop("output"), config["summary"].pop("wall_seconds")
+        config["train"].pop("output_dir"), config["summary"].pop("wall_seconds")
     assert configs[0] == configs[1] and configs[0]["architecture"] == "face-transformer"
-    accuracy = [out.split("; test accuracy ")[1] for out in (old_out, new_out)]
-    assert accuracy[0] == accuracy[1] and "saved OUT/model.safetensors, config.json" in new_out
-    assert ("idgen: note: `idgen train-recognizer FOLDER` is an old name of `idgen recognizer train --arch "
-            "face-transformer --data FOLDER`") in old_err
-    assert "note" not in new_err
+    assert "; test accuracy " in printed and "saved OUT/model.safetensors, config.json" in printed

@@ -22,12 +22,10 @@ from idgen.config import Range, value_range
 from idgen.errors import ConfigError
 from idgen.models import FaceTransformerConfig, model_config
 from idgen.recognition.data import FaceDataConfig
-from idgen.recognition.trainer import DEFAULTS, FIT_OPTIONS, OPTIONAL_BY_BACKBONE, RecognizerTrainConfig
+from idgen.recognition.trainer import FIT_OPTIONS, RECIPES, FaceTransformerRecipe, IResNetRecipe
 from idgen.synth import SynthConfig
 from idgen.training import TrainConfig
-from idgen.training import load_config as load_train_config
 from idgen.unlearn import RunConfig
-from idgen.unlearn import load_config as load_forget_config
 from idgen.unlearn.generator import GeneratorForgetConfig
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -129,18 +127,18 @@ def test_dataset_config_refuses_every_out_of_range_number(override, key, kind, a
 
 @pytest.mark.parametrize("override, key, kind, allowed", override_cases(TrainConfig))
 def test_training_config_refuses_every_out_of_range_number(override, key, kind, allowed):
-    assert_refused(lambda overrides: load_train_config(ROOT / "training/configs/id_adapter.yaml", overrides),
+    assert_refused(lambda overrides: TrainConfig.load(ROOT / "training/configs/id_adapter.yaml", overrides),
                    override, key, kind, allowed)
 
 
 #: ``model.train`` of a forgetting run takes only the options of fitting a Face Transformer.
-NOT_FIT = tuple(f"model.train.{name}" for name in OPTIONAL_BY_BACKBONE if name not in FIT_OPTIONS)
+NOT_FIT = tuple(f"model.train.{f.name}" for f in dataclasses.fields(FaceTransformerRecipe) if f.name not in FIT_OPTIONS)
 
 
 @pytest.mark.parametrize("override, key, kind, allowed", override_cases(RunConfig, skip=NOT_FIT))
 def test_forgetting_config_refuses_every_out_of_range_number(override, key, kind, allowed, tmp_path):
     base = {"data": {"root": str(tmp_path)}, "model": {"path": str(tmp_path / "m")}, "output_dir": str(tmp_path)}
-    assert_refused(lambda overrides: load_forget_config(base, overrides), override, key, kind, allowed)
+    assert_refused(lambda overrides: RunConfig.from_dict(base, overrides), override, key, kind, allowed)
 
 
 def _in_code_cases(schema):
@@ -148,14 +146,15 @@ def _in_code_cases(schema):
             for key, kind, allowed, _ in numeric_keys(schema) for value in outside(kind, allowed)]
 
 
-def _backbone(name: str) -> str:
-    return next(arch for arch in DEFAULTS if name not in OPTIONAL_BY_BACKBONE or name in DEFAULTS[arch])
+def _recipe_cases():
+    return [pytest.param(recipe, *case.values, id=f"{name}:{case.id}")
+            for name, recipe in RECIPES.items() for case in _in_code_cases(recipe)]
 
 
-@pytest.mark.parametrize("key, value, kind, allowed", _in_code_cases(RecognizerTrainConfig))
-def test_recognizer_training_options_refuse_every_out_of_range_number(key, value, kind, allowed):
+@pytest.mark.parametrize("recipe, key, value, kind, allowed", _recipe_cases())
+def test_recognizer_training_options_refuse_every_out_of_range_number(recipe, key, value, kind, allowed):
     with refused_in_code(key, kind, allowed):
-        RecognizerTrainConfig(backbone=_backbone(key), **{key: value})
+        recipe(**{key: value})
 
 
 @pytest.mark.parametrize("key, value, kind, allowed", _in_code_cases(GeneratorForgetConfig))
@@ -177,12 +176,12 @@ def test_face_data_settings_refuse_every_out_of_range_number(key, value, kind, a
 
 
 def test_embedding_networks_take_crops_whose_side_is_a_multiple_of_16():
-    with pytest.raises(ConfigError, match="input_size 120: iresnet takes crops whose side is a multiple of 16"):
-        RecognizerTrainConfig(backbone="iresnet", input_size=120)
-    assert RecognizerTrainConfig(backbone="face-transformer", preset="cpu-small").input_size == 40
+    with pytest.raises(ConfigError, match="resolution 120: iresnet takes crops whose side is a multiple of 16"):
+        IResNetRecipe(resolution=120)
+    assert FaceTransformerRecipe(preset="cpu-small").resolution == 40
 
 
-SCHEMAS = [SynthConfig, TrainConfig, RunConfig, RecognizerTrainConfig, GeneratorForgetConfig, FaceTransformerConfig,
+SCHEMAS = [SynthConfig, TrainConfig, RunConfig, *RECIPES.values(), GeneratorForgetConfig, FaceTransformerConfig,
            FaceDataConfig]
 
 
@@ -200,22 +199,22 @@ def test_every_numeric_setting_declares_its_range(schema):
 
 def test_the_shipped_configs_and_every_default_are_in_range():
     for config in sorted((ROOT / "training/configs").glob("*.yaml")):
-        load = load_forget_config if "forget" in config.name else load_train_config
+        load = RunConfig.load if "forget" in config.name else TrainConfig.load
         assert isinstance(load(config), RunConfig if "forget" in config.name else TrainConfig)
     assert SynthConfig.load(None, []).identities.count == 100
-    assert load_train_config(None).optim.batch_size == 4
-    assert [RecognizerTrainConfig(backbone=arch).batch_size for arch in DEFAULTS] == [64] * len(DEFAULTS)
+    assert TrainConfig.load(None).optim.batch_size == 4
+    assert [recipe().batch_size for recipe in RECIPES.values()] == [64] * len(RECIPES)
     assert GeneratorForgetConfig().steps == 300
     assert [model_config(preset).depth for preset in ("paper", "cpu-small", "cpu-tiny")] == [6, 4, 4]
 
 
 def test_a_face_transformer_too_fine_to_fit_is_refused_when_the_forgetting_config_is_read(tmp_path):
-    base = {"data": {"root": str(tmp_path), "image_size": 512}, "model": {"path": "m"}, "output_dir": "o"}
+    base = {"data": {"root": str(tmp_path), "resolution": 512}, "model": {"path": "m"}, "output_dir": "o"}
     with pytest.raises(ConfigError, match="override 'model.overrides={patch_size: 2}': model.overrides: "
-                                          "image_size 512 / patch_size 2 makes 65536 patches; at most 4096"):
-        load_forget_config(base, ["model.overrides={patch_size: 2}"])
+                                          "resolution 512 / patch_size 2 makes 65536 patches; at most 4096"):
+        RunConfig.from_dict(base, ["model.overrides={patch_size: 2}"])
     with pytest.raises(ConfigError, match="config key dim must be an integer from 1 to 4,096, got 0"):
-        load_forget_config(base, ["model.overrides={dim: 0}"])
+        RunConfig.from_dict(base, ["model.overrides={dim: 0}"])
 
 
 # ---------------------------------------------------------------- where the value came from
@@ -223,14 +222,14 @@ def test_the_error_names_the_file_or_the_override_that_set_the_value(tmp_path):
     config = tmp_path / "train.yaml"
     config.write_text("optim:\n  batch_size: 0\n")
     with pytest.raises(ConfigError, match=f"^{config}: config key optim.batch_size must be an integer from 1 to 256"):
-        load_train_config(config)
-    assert load_train_config(config, ["optim.batch_size=2"]).optim.batch_size == 2   # fixed by an override
+        TrainConfig.load(config)
+    assert TrainConfig.load(config, ["optim.batch_size=2"]).optim.batch_size == 2   # fixed by an override
     with pytest.raises(ConfigError, match="^override 'optim={batch_size: 0}': config key optim.batch_size"):
-        load_train_config(None, ["optim={batch_size: 0}"])
+        TrainConfig.load(None, ["optim={batch_size: 0}"])
     with pytest.raises(ConfigError, match="^override 'task=draw': unknown task 'draw'"):
-        load_train_config(config, ["optim.batch_size=2", "task=draw"])
+        TrainConfig.load(config, ["optim.batch_size=2", "task=draw"])
     with pytest.raises(ConfigError, match="^demo dataset: config key identities.count must be an integer from 2"):
-        SynthConfig.from_dict({"identities": {"count": 1}}, "demo dataset")
+        SynthConfig.from_dict({"identities": {"count": 1}}, source="demo dataset")
 
 
 # ---------------------------------------------------------------- end to end through the command line
@@ -256,7 +255,7 @@ def one_error_line(capsys) -> str:
 ])
 def test_dataset_generate_refuses_a_bad_value_in_one_line_before_any_work(override, message, tmp_path, capsys):
     out = tmp_path / "out"
-    assert main(["dataset", "generate", f"output={out}", "generator.type=mini", override]) == 1
+    assert main(["dataset", "generate", f"output_dir={out}", "generator.type=mini", override]) == 1
     assert one_error_line(capsys) == f"override {override!r}: {message}"
     assert not out.exists()
 
@@ -284,6 +283,11 @@ def test_forget_refuses_a_bad_value_in_one_line(capsys):
                                       "integer from 1 to 4,096, got 0")
 
 
+def test_forget_names_an_unknown_key_in_one_line(capsys):
+    assert main(["forget", "--config", str(ROOT / "training/configs/forget_orl.yaml"), "forget.lerning_rate=1"]) == 1
+    assert one_error_line(capsys).startswith("override 'forget.lerning_rate=1': unknown config key forget.lerning_rate")
+
+
 def train_script():
     spec = importlib.util.spec_from_file_location("idgen_train_script", ROOT / "training" / "train.py")
     module = importlib.util.module_from_spec(spec)
@@ -305,25 +309,33 @@ def test_the_training_launcher_refuses_a_bad_value_before_training(override, mes
     assert str(caught.value) == f"override {override!r}: {message}"
 
 
+def test_the_training_launcher_runs_no_forgetting_config():
+    """Forgetting runs through ``idgen forget`` only: to the launcher a forgetting config is a
+    training config with unknown keys."""
+    train = train_script()
+    with pytest.raises(ConfigError, match="unknown config key"):
+        train.load(train.parse_args(["--config", str(ROOT / "training/configs/forget_orl.yaml")]))
+
+
 @pytest.mark.parametrize("argv, message", [
-    (["generate", "--random-identity", "--out", "o", "--count", "0"], "argument --count: must be an integer from 1 to 64, got 0"),
-    (["generate", "--random-identity", "--out", "o", "--count", "many"], "argument --count: must be an integer from 1 to 64, got 'many'"),
-    (["generate", "--random-identity", "--out", "o", "--seed", "-1"], "argument --seed: must be an integer from 0 to 4,294,967,295, got -1"),
-    (["generate", "--random-identity", "--out", "o", "--steps", "0"], "argument --steps: must be an integer from 1 to 1,000, got 0"),
-    (["generate", "--random-identity", "--out", "o", "--guidance", "nan"], "argument --guidance: must be a number ≥ 0, got nan"),
-    (["generate", "--random-identity", "--out", "o", "--det-size", "100"], "argument --det-size: must be an integer from 32 to 2,048, a multiple of 32, got 100"),
-    (["edit", "restyle", "--photo", "p", "--out", "o.png", "--strength", "1.5"], "argument --strength: must be a number from 0 to 1, got 1.5"),
-    (["edit", "replace", "--photo", "p", "--identity", "i", "--out", "o.png", "--size", "100000"], "argument --size: must be an integer from 8 to 4,096, a multiple of 8, got 100000"),
-    (["embed", "f", "--out", "o", "--batch-size", "0"], "argument --batch-size: must be an integer from 1 to 4,096, got 0"),
-    (["embed", "f", "--out", "o", "--upsample", "9"], "argument --upsample: must be an integer from 0 to 3, got 9"),
+    (["generate", "--random-identity", "--output-dir", "o", "--count", "0"], "argument --count: must be an integer from 1 to 64, got 0"),
+    (["generate", "--random-identity", "--output-dir", "o", "--count", "many"], "argument --count: must be an integer from 1 to 64, got 'many'"),
+    (["generate", "--random-identity", "--output-dir", "o", "--seed", "-1"], "argument --seed: must be an integer from 0 to 4,294,967,295, got -1"),
+    (["generate", "--random-identity", "--output-dir", "o", "--steps", "0"], "argument --steps: must be an integer from 1 to 1,000, got 0"),
+    (["generate", "--random-identity", "--output-dir", "o", "--guidance", "nan"], "argument --guidance: must be a number ≥ 0, got nan"),
+    (["generate", "--random-identity", "--output-dir", "o", "--det-size", "100"], "argument --det-size: must be an integer from 32 to 2,048, a multiple of 32, got 100"),
+    (["edit", "restyle", "--photo", "p", "--output-file", "o.png", "--strength", "1.5"], "argument --strength: must be a number from 0 to 1, got 1.5"),
+    (["edit", "replace", "--photo", "p", "--identity", "i", "--output-file", "o.png", "--size", "100000"], "argument --size: must be an integer from 8 to 4,096, a multiple of 8, got 100000"),
+    (["embed", "f", "--output-file", "o", "--batch-size", "0"], "argument --batch-size: must be an integer from 1 to 4,096, got 0"),
+    (["embed", "f", "--output-file", "o", "--upsample", "9"], "argument --upsample: must be an integer from 0 to 3, got 9"),
     (["eval", "verify", "--bin", "b", "--fallback-box", "0"], "argument --fallback-box: must be a number > 0 and ≤ 1, got 0"),
-    (["recognizer", "train", "--arch", "mobilefacenet", "--data", "d", "--out", "o", "--epochs", "0"], "argument --epochs: must be an integer ≥ 1, got 0"),
-    (["recognizer", "train", "--arch", "iresnet", "--data", "d", "--out", "o", "--batch-size", "100000"], "argument --batch-size: must be an integer from 1 to 4,096, got 100000"),
-    (["recognizer", "train", "--arch", "mobilefacenet", "--data", "d", "--out", "o", "--lr", "0"], "argument --lr: must be a number > 0, got 0"),
-    (["recognizer", "train", "--arch", "mobilefacenet", "--data", "d", "--out", "o", "--width", "5"], "argument --width: must be a number > 0 and ≤ 4, got 5"),
-    (["recognizer", "train", "--arch", "face-transformer", "--data", "d", "--out", "o", "--test-fraction", "1"], "argument --test-fraction: must be a number > 0 and < 1, got 1"),
-    (["fr", "train", "--data", "d", "--out", "o", "--embedding-size", "100000"], "argument --embedding-size: must be an integer from 2 to 1,024, got 100000"),
-    (["train-recognizer", "f", "--out", "o", "--image-size", "4"], "argument --image-size: must be an integer from 8 to 512, got 4"),
+    (["recognizer", "train", "--architecture", "mobilefacenet", "--data", "d", "--output-dir", "o", "--epochs", "0"], "argument --epochs: must be an integer ≥ 1, got 0"),
+    (["recognizer", "train", "--architecture", "iresnet", "--data", "d", "--output-dir", "o", "--batch-size", "100000"], "argument --batch-size: must be an integer from 1 to 4,096, got 100000"),
+    (["recognizer", "train", "--architecture", "mobilefacenet", "--data", "d", "--output-dir", "o", "--learning-rate", "0"], "argument --learning-rate: must be a number > 0, got 0"),
+    (["recognizer", "train", "--architecture", "mobilefacenet", "--data", "d", "--output-dir", "o", "--width", "5"], "argument --width: must be a number > 0 and ≤ 4, got 5"),
+    (["recognizer", "train", "--architecture", "face-transformer", "--data", "d", "--output-dir", "o", "--test-fraction", "1"], "argument --test-fraction: must be a number > 0 and < 1, got 1"),
+    (["recognizer", "train", "--architecture", "mobilefacenet", "--data", "d", "--output-dir", "o", "--embedding-size", "100000"], "argument --embedding-size: must be an integer from 2 to 1,024, got 100000"),
+    (["recognizer", "train", "--architecture", "face-transformer", "--data", "d", "--output-dir", "o", "--resolution", "4"], "argument --resolution: must be an integer from 8 to 512, got 4"),
 ])
 def test_number_flags_are_range_checked_by_the_parser(argv, message, capsys):
     with pytest.raises(SystemExit) as caught:
@@ -341,5 +353,4 @@ def test_the_config_reference_shows_each_range():
     assert "`height`: from 8 to 4,096, a multiple of 8" in synth
     assert "| `optim.betas` | list[float] | `[0.9, 0.999]` | ≥ 0 and &lt; 1 |" in hooks.config_reference(
         "idgen.training.config:TrainConfig")
-    assert "| `epochs` | Optional[int] | `null` | ≥ 1 |" in hooks.config_reference(
-        "idgen.recognition.trainer:RecognizerTrainConfig")
+    assert "| `epochs` | int | `30` | ≥ 1 |" in hooks.config_reference("idgen.recognition.trainer:FaceTransformerRecipe")

@@ -1,4 +1,4 @@
-"""Cancelling the demo's long jobs (issue 24): a job cancelled mid-way stops, leaves no half-written
+"""Cancelling the demo's long jobs: a job cancelled mid-way stops, leaves no half-written
 output on disk, and the server serves the next request.
 
 The server runs in this process, so its workspace (a ``tempfile.mkdtemp`` folder) is made in the

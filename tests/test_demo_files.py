@@ -309,3 +309,16 @@ def test_a_seed_out_of_range_is_refused_with_the_range(tiny_hub, seed):
     with pytest.raises(ConfigError, match="count must be an integer ≥ 1, not -1"):
         actions.generate_images(tiny_hub, identity, count=-1)
     assert tiny_hub.loaded() == []     # refused before any model was loaded
+
+
+def test_an_identity_embedded_for_one_model_is_refused_by_another(tiny_hub):
+    """Each model has its own recogniser's embedding space: a vector made for Arc2Face means nothing to
+    InstantID or InfiniteYou, and generating with it is refused before any model loads."""
+    import torch
+
+    identity = actions.IdentityInput(vector=actions.normalize(torch.ones(128)))
+    assert identity.style == "arc2face"
+    for style in ("instantid", "infiniteyou"):
+        with pytest.raises(ConfigError, match=f"embedded by the arc2face model's recogniser.* style='{style}'"):
+            actions.generate_images(tiny_hub, identity, style=style)
+    assert tiny_hub.loaded() == []

@@ -83,3 +83,16 @@ def test_the_set_up_commands_are_stated_once_and_the_same_everywhere():
     ci = (ROOT / ".ci" / "run").read_text(encoding="utf-8").replace("-c constraints/ci.txt ", "")
     assert "pip install torch==2.13.0" in commands and 'pip install -e ".[dev]"' in commands
     assert "pip install --quiet torch==2.13.0" in ci and 'pip install --quiet -e ".[dev' in ci
+
+
+def test_every_idgen_variable_is_listed_in_the_command_line_reference():
+    """The ``IDGEN_*`` variables the code reads (the package, the demo launcher, the test suite) are all
+    named in one place, the command-line reference, with each flag default's variable in its table."""
+    from idgen.application.models import ENVIRONMENT
+
+    sources = [*ROOT.glob("idgen/**/*.py"), ROOT / "app.py", *ROOT.glob("tests/*.py")]
+    read = {name for path in sources for name in re.findall(r"\bIDGEN_[A-Z0-9_]*[A-Z0-9]\b", path.read_text())}
+    reference = (ROOT / "docs/reference/cli.md").read_text()
+    table = reference.split("## Options shared by the commands")[1].split("**Which generator runs.**")[0]
+    assert {variable for variable, _ in ENVIRONMENT.values()} <= read
+    assert sorted(name for name in read if f"`{name}" not in table) == []

@@ -170,7 +170,7 @@ def test_cli_replace_and_restyle(pipe, faces_dir, tmp_path, capsys):
     out = tmp_path / "replaced.png"
     common = ["--model", str(model), "--steps", "2", "--seed", "3", "--detector", "dlib", "--recognizer", "dlib"]
     assert main(["edit", "replace", "--photo", str(faces_dir / PHOTO), "--identity", str(faces_dir / TARGET),
-                 "--face-index", "0", "--out", str(out), *common]) == 0
+                 "--face-index", "0", "--output-file", str(out), *common]) == 0
     printed = capsys.readouterr().out
     assert "face 0: similarity to target" in printed and "to original person" in printed
     replaced = np.asarray(Image.open(out))
@@ -178,11 +178,11 @@ def test_cli_replace_and_restyle(pipe, faces_dir, tmp_path, capsys):
     assert replaced.shape == original.shape and not np.array_equal(replaced, original)
     assert np.array_equal(replaced[:10], original[:10])  # the top rows are far outside the face mask
     restyled = tmp_path / "restyled.jpg"
-    assert main(["edit", "restyle", "--photo", str(faces_dir / PHOTO), "--out", str(restyled),
+    assert main(["edit", "restyle", "--photo", str(faces_dir / PHOTO), "--output-file", str(restyled),
                  "--strength", "0.5", *common]) == 0
     assert Image.open(restyled).size == (original.shape[1], original.shape[0])
     assert main(["edit", "replace", "--photo", str(blank_photo(tmp_path / "wall.png")), "--identity",
-                 str(faces_dir / TARGET), "--out", str(tmp_path / "x.png"), *common]) == 1
+                 str(faces_dir / TARGET), "--output-file", str(tmp_path / "x.png"), *common]) == 1
     assert "no face found in" in capsys.readouterr().err
 
 
@@ -264,13 +264,13 @@ def test_cli_replace_with_an_instantid_checkpoint_folder(faces_dir, tmp_path, ca
     out = tmp_path / "replaced.png"
     assert main(["edit", "replace", "--photo", str(faces_dir / PHOTO), "--identity", str(faces_dir / TARGET),
                  "--instantid", str(checkpoint), "--instantid-base", str(base), "--prompt", "a portrait", "--steps", "2",
-                 "--detector", "dlib", "--recognizer", "dlib", "--out", str(out)]) == 0
+                 "--detector", "dlib", "--recognizer", "dlib", "--output-file", str(out)]) == 0
     assert "face 0: similarity to target" in capsys.readouterr().out
     replaced, original = np.asarray(Image.open(out)), load_image(faces_dir / PHOTO)
     assert replaced.shape == original.shape and not np.array_equal(replaced, original)
     assert main(["edit", "replace", "--photo", str(faces_dir / PHOTO), "--identity", str(faces_dir / TARGET),
                  "--instantid", str(tmp_path / "missing"), "--instantid-base", str(base), "--detector", "dlib",
-                 "--recognizer", "dlib", "--out", str(out)]) == 1
+                 "--recognizer", "dlib", "--output-file", str(out)]) == 1
     error = capsys.readouterr().err.strip()
     assert error.startswith("idgen: error: cannot load the instantid model") and "\n" not in error
 
@@ -334,7 +334,7 @@ def test_cli_edit_with_infiniteyou_downloads_tiny_and_unconfigured(faces_dir, tm
     out = tmp_path / "replaced.png"
     assert main(["edit", "replace", "--photo", str(faces_dir / PHOTO), "--identity", str(faces_dir / TARGET),
                  "--infiniteyou", str(checkpoint), "--infiniteyou-base", str(base), "--prompt", "a portrait",
-                 "--size", "32", "--out", str(out), *faces]) == 0   # --infiniteyou alone picks the style
+                 "--size", "32", "--output-file", str(out), *faces]) == 0   # --infiniteyou alone picks the style
     printed = capsys.readouterr().out
     assert "idgen: infiniteyou: InfiniteYou" in printed and "face 0: similarity to target" in printed
     replaced, original = np.asarray(Image.open(out)), load_image(faces_dir / PHOTO)
@@ -343,7 +343,7 @@ def test_cli_edit_with_infiniteyou_downloads_tiny_and_unconfigured(faces_dir, tm
 
     restyled = tmp_path / "restyled.png"
     assert main(["edit", "restyle", "--photo", str(faces_dir / PHOTO), "--style", "infiniteyou", "--tiny",
-                 "--prompt", "an oil painting", "--strength", "0.5", "--out", str(restyled), *faces]) == 0
+                 "--prompt", "an oil painting", "--strength", "0.5", "--output-file", str(restyled), *faces]) == 0
     assert Image.open(restyled).size == (original.shape[1], original.shape[0])
 
     failures = [(["--style", "infiniteyou"], "InfiniteYou is not configured: download ByteDance/InfiniteYou"),
@@ -352,7 +352,7 @@ def test_cli_edit_with_infiniteyou_downloads_tiny_and_unconfigured(faces_dir, tm
                 (["--infiniteyou", str(checkpoint), "--infiniteyou-base", str(tmp_path / "missing")],
                  "cannot load the infiniteyou model")]
     for flags, reason in failures:
-        assert main(["edit", "restyle", "--photo", str(faces_dir / PHOTO), "--out", str(restyled), *flags, *faces]) == 1
+        assert main(["edit", "restyle", "--photo", str(faces_dir / PHOTO), "--output-file", str(restyled), *flags, *faces]) == 1
         errors = [line for line in capsys.readouterr().err.splitlines() if line.startswith("idgen: error:")]
         assert len(errors) == 1 and reason in errors[0], (flags, errors)
 
@@ -362,5 +362,5 @@ def test_cli_replace_refuses_an_identity_npy_of_objects_naming_it(tmp_path, face
 
     identity = object_array_npy(tmp_path / "target.npy")
     assert main(["edit", "replace", "--photo", str(faces_dir / PHOTO), "--identity", str(identity),
-                 "--out", str(tmp_path / "x.png"), "--model", str(tmp_path / "no-model")]) == 1
+                 "--output-file", str(tmp_path / "x.png"), "--model", str(tmp_path / "no-model")]) == 1
     assert f"{identity}: it holds Python objects (dtype object)" in capsys.readouterr().err

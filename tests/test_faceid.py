@@ -56,3 +56,13 @@ def test_faceid_adapter_loads_and_conditions_sd15(dlib_analyzer, faces_dir, tmp_
     assert aaron.shape == (1, 64, 64, 3)
     assert np.abs(aaron - angelina).max() > 1e-3
     np.testing.assert_array_equal(aaron, generate("Aaron_Peirsol_0001.jpg"))
+
+
+def test_another_recogniser_than_buffalo_ls_gets_a_warning_naming_it(dlib_analyzer, faces_dir):
+    """FaceID was trained on buffalo_l's w600k_r50.onnx embeddings; dlib's are accepted, with a warning."""
+    from idgen.faces.published import FACE_BACKENDS
+
+    assert FACE_BACKENDS["faceid"] == ("buffalo_l", "w600k_r50.onnx")
+    with pytest.warns(UserWarning, match="IP-Adapter FaceID was trained on the embeddings of w600k_r50.onnx "
+                                         r"\(detector buffalo_l.*embeds with DlibRecognizer"):
+        faceid_embeds(dlib_analyzer, [faces_dir / "Aaron_Peirsol_0001.jpg"])

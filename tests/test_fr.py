@@ -1,4 +1,4 @@
-"""MobileFaceNet recognisers (`idgen.recognition`, formerly `idgen.fr`): margin heads against an
+"""MobileFaceNet recognisers (`idgen.recognition`): margin heads against an
 independent computation, the one learning-rate schedule, the face-set readers on a tiny set written
 by idgen.synth's writers, training steps that lower the loss, a trained folder used
 as an `idgen.faces` recogniser, and (slow) a short CPU training on real LFW View 1 training people
@@ -25,31 +25,9 @@ def test_mobilefacenet_shapes_and_parameter_count():
     model = MobileFaceNet().eval()
     assert model(torch.zeros(2, 3, 112, 112)).shape == (2, 128)
     assert 0.9e6 < sum(p.numel() for p in model.parameters()) < 1.3e6  # the paper's ~1 M parameters
-    assert MobileFaceNet(64, width=0.5, input_size=64).eval()(torch.zeros(1, 3, 64, 64)).shape == (1, 64)
+    assert MobileFaceNet(64, width=0.5, resolution=64).eval()(torch.zeros(1, 3, 64, 64)).shape == (1, 64)
     with pytest.raises(ValueError, match="multiple of 16"):
-        MobileFaceNet(input_size=50)
-
-
-def test_the_old_module_names_still_work():
-    """``idgen.fr`` (and its ``data`` / ``train`` modules) name the same objects as ``idgen.recognition``, with a
-    FutureWarning that says where they went."""
-    import importlib
-    import sys
-    import warnings
-
-    import idgen.recognition as recognition
-
-    sys.modules.pop("idgen.fr", None)
-    with warnings.catch_warnings(record=True) as caught:
-        warnings.simplefilter("always")
-        fr = importlib.import_module("idgen.fr")
-    assert any("idgen.fr is now idgen.recognition" in str(w.message) for w in caught)
-    assert fr.TrainConfig is recognition.MobileFaceNetTrainConfig and fr.train_recognizer is recognition.train_mobilefacenet
-    assert fr.read_face_set is recognition.read_face_set and fr.TrainedRecognizer is recognition.TrainedRecognizer
-    from idgen.fr.data import align_images
-    from idgen.fr.train import TrainConfig
-
-    assert align_images is recognition.align_images and TrainConfig is recognition.MobileFaceNetTrainConfig
+        MobileFaceNet(resolution=50)
 
 
 def warmup_cosine_reference(total, warmup_steps, decay_from_start):
@@ -76,8 +54,8 @@ def test_one_schedule_gives_both_trainers_their_learning_rates(decay_from_start)
             if decay_from_start:
                 assert np.array_equal(got, expected)
             assert np.allclose(got, expected, rtol=1e-15, atol=1e-16)
-            for lr in (0.1, 1e-3, 3e-2):
-                assert np.array_equal(np.float32(lr * got), np.float32(lr * expected)), (total, warmup, lr)
+            for learning_rate in (0.1, 1e-3, 3e-2):
+                assert np.array_equal(np.float32(learning_rate * got), np.float32(learning_rate * expected)), (total, warmup, learning_rate)
 
 
 def margin_logits_reference(embeddings, centres, labels, kind, s, m):
@@ -110,7 +88,7 @@ def test_margin_head_used_for_training_matches_the_formula(kind):
 
 def test_a_few_steps_lower_the_loss_on_a_fixed_batch():
     torch.manual_seed(0)
-    model = MobileFaceNet(32, width=0.25, input_size=32)
+    model = MobileFaceNet(32, width=0.25, resolution=32)
     head = MarginHead(32, 4, "arcface", scale=16.0, margin=0.5)
     optimizer = torch.optim.SGD([*model.parameters(), *head.parameters()], lr=0.05, momentum=0.9)
     images, labels = torch.randn(16, 3, 32, 32), torch.arange(16) % 4
@@ -173,10 +151,80 @@ def test_unreadable_face_sets_are_data_errors_naming_the_path(tmp_path):
     with pytest.raises(DataError, match="missing: no such file"):
         read_face_set(tmp_path / "missing")
     (tmp_path / "empty" / "person").mkdir(parents=True)
-    with pytest.raises(DataError, match="empty: no labelled images"):
+    with pytest.raises(DataError, match="empty: found 0 identity folder"):
         read_face_set(tmp_path / "empty")
     with pytest.raises(DataError, match="no parquet shards"):
         read_face_set(tmp_path / "empty", "parquet")
+
+
+def test_shards_that_cannot_be_parsed_are_data_errors_naming_them(synth_folder, tmp_path):
+    """A truncated parquet shard, a file that is not a tar, a ``.cls`` that is not a number, and a
+    parquet file without the face set's columns: each a DataError naming the shard, never the parser's
+    own exception."""
+    import tarfile
+
+    from hostile_files import cut_short
+    from idgen.errors import DataError
+
+    out, _ = synth_folder
+    shard = cut_short(sorted((out / "data").glob("*.parquet"))[0])
+    with pytest.raises(DataError, match=f"{shard}: not readable as parquet shards"):
+        read_face_set(shard)
+    (tmp_path / "not.tar").write_bytes(b"not a tar file" * 100)
+    with pytest.raises(DataError, match="not.tar: not readable as webdataset shards"):
+        read_face_set(tmp_path / "not.tar")
+    with tarfile.open(tmp_path / "odd.tar", "w") as tar:
+        for name, data in (("a.jpg", (out / "images/id000000/0.jpg").read_bytes()), ("a.cls", b"Ann")):
+            info = tarfile.TarInfo(name)
+            info.size = len(data)
+            tar.addfile(info, io.BytesIO(data))
+    with pytest.raises(DataError, match="odd.tar: not readable as webdataset shards"):
+        read_face_set(tmp_path / "odd.tar")
+    import datasets
+
+    datasets.Dataset.from_dict({"text": ["a"], "label": [0]}).to_parquet(tmp_path / "text.parquet")
+    with pytest.raises(DataError, match=r"text.parquet: a face set needs an 'image' column.*\['text', 'label'\]"):
+        read_face_set(tmp_path / "text.parquet")
+
+
+def test_a_webdataset_member_over_the_image_size_cap_is_refused_before_it_is_read(tmp_path):
+    """A tar member that declares more than MAX_IMAGE_FILE_BYTES (a hole: no disk, no time) is refused
+    from its header, before any of it is read."""
+    import tarfile
+
+    from idgen.errors import DataError
+    from idgen.faces.image import MAX_IMAGE_FILE_BYTES
+
+    shard = tmp_path / "big.tar"
+    info = tarfile.TarInfo("a.jpg")
+    info.size = MAX_IMAGE_FILE_BYTES + 1
+    with open(shard, "wb") as handle:
+        handle.write(info.tobuf(tarfile.USTAR_FORMAT))
+        handle.truncate(512 + -(-info.size // 512) * 512 + 1024)   # its data, then the tar's end
+    with pytest.raises(DataError, match=f"big.tar: the member 'a.jpg' is {info.size:,} bytes, more than"):
+        read_face_set(shard)
+
+
+def test_a_parquet_face_set_takes_its_names_from_class_labels(faces_dir, tmp_path):
+    """A face set written with ``datasets`` and a ``ClassLabel`` label (as ``push_to_hub`` of an
+    ``imagefolder`` gives) and no ``identity`` column is read with the class names, in label order;
+    one whose image cells only name files is refused (a path in a shard is never followed)."""
+    import datasets
+
+    from idgen.errors import DataError
+
+    photos = sorted(faces_dir.iterdir())[:4]
+    features = datasets.Features({"image": datasets.Image(), "label": datasets.ClassLabel(names=["ann", "bob"])})
+
+    def write(images, name):
+        datasets.Dataset.from_dict({"image": images, "label": [1, 0, 1, 1]}, features=features).to_parquet(tmp_path / name)
+        return tmp_path / name
+
+    with pytest.raises(DataError, match="paths.parquet: a row holds no image bytes"):
+        read_face_set(write([str(p) for p in photos], "paths.parquet"))
+    faces = read_face_set(write([{"bytes": p.read_bytes(), "path": p.name} for p in photos], "people.parquet"))
+    assert faces.names == ["ann", "bob"] and faces.labels.tolist() == [1, 0, 1, 1]
+    assert faces.images == [p.read_bytes() for p in photos]
 
 
 def _box_crop(rgb, size, box):
@@ -228,7 +276,7 @@ def test_an_edited_photo_is_aligned_again_not_served_from_the_cache(synth_folder
 
 
 def test_cli_trained_folder_is_a_recognizer_for_the_analyzer(synth_folder, tmp_path, capsys):
-    """`idgen recognizer train --arch mobilefacenet` on the tiny parquet set writes a folder that
+    """`idgen recognizer train --architecture mobilefacenet` on the tiny parquet set writes a folder that
     `FaceAnalyzer.from_backend` (hence `idgen eval verify --recognizer`) loads, and its embeddings are the
     model's own."""
     pytest.importorskip("dlib")
@@ -238,13 +286,13 @@ def test_cli_trained_folder_is_a_recognizer_for_the_analyzer(synth_folder, tmp_p
     from idgen.recognition import TrainedRecognizer
 
     out = tmp_path / "model"
-    assert main(["recognizer", "train", "--arch", "mobilefacenet", "--data", str(synth_folder[0] / "data"),
-                 "--out", str(out), "--epochs", "2",
-                 "--batch-size", "4", "--width", "0.25", "--input-size", "32", "--embedding-size", "16",
+    assert main(["recognizer", "train", "--architecture", "mobilefacenet", "--data", str(synth_folder[0] / "data"),
+                 "--output-dir", str(out), "--epochs", "2",
+                 "--batch-size", "4", "--width", "0.25", "--resolution", "32", "--embedding-size", "16",
                  "--cache-dir", str(tmp_path / "cache"), "--no-progress"]) == 0
     summary = json.loads(capsys.readouterr().out.split("\nsaved")[0])
     assert summary["images"] == 5 and summary["identities"] == 2 and summary["steps"] == 2  # 1 full batch × 2 epochs
-    assert json.loads((out / "config.json").read_text())["model"] == {"embedding_size": 16, "width": 0.25, "input_size": 32,
+    assert json.loads((out / "config.json").read_text())["model"] == {"embedding_size": 16, "width": 0.25, "resolution": 32,
                                                                 "variant": "paper"}
 
     photo = synth_folder[0] / "images" / "id000000" / "0.jpg"
@@ -271,7 +319,7 @@ def test_training_on_lfw_dev_train_people_verifies_dev_test_pairs(lfw_dir, tmp_p
     An untrained network reaches about 65 % there; training must add at least 5 points and reach 70 %."""
     from idgen.eval import evaluate_scores, read_pairs
     from idgen.models import to_tensor
-    from idgen.recognition import MobileFaceNetTrainConfig, TrainedRecognizer, train_mobilefacenet
+    from idgen.recognition import MobileFaceNetRecipe, TrainedRecognizer, train
 
     train_people = {name: count for name, count in people_of(lfw_dir / "peopleDevTrain.txt").items() if count >= 8}
     pairs = read_pairs(lfw_dir / "pairsDevTest.txt", lfw_dir / "images")
@@ -284,10 +332,10 @@ def test_training_on_lfw_dev_train_people_verifies_dev_test_pairs(lfw_dir, tmp_p
         for k in range(1, min(count, 12) + 1):
             (data / name / f"{name}_{k:04d}.jpg").symlink_to(lfw_dir / "images" / name / f"{name}_{k:04d}.jpg")
 
-    config = MobileFaceNetTrainConfig(data=str(data), output=str(tmp_path / "model"), align="box", box=0.5,
-                                      cache_dir=None, input_size=32, width=0.5, head="cosface", scale=16.0, margin=0.2,
-                                      epochs=8, batch_size=64, lr=0.1, progress=False)
-    summary = train_mobilefacenet(config)
+    config = MobileFaceNetRecipe(data=str(data), output_dir=str(tmp_path / "model"), align="box", fallback_box=0.5,
+                                 cache_dir=None, resolution=32, width=0.5, head="cosface", scale=16.0, margin=0.2,
+                                      epochs=8, batch_size=64, learning_rate=0.1, progress=False)
+    summary = train(config)
     trained_on = {Path(p).parent.name for p in read_face_set(data).images}
     assert trained_on == set(train_people) and not trained_on & test_people
 
@@ -316,7 +364,7 @@ def test_training_on_lfw_dev_train_people_verifies_dev_test_pairs(lfw_dir, tmp_p
 @pytest.mark.slow
 def test_two_process_training_splits_the_batches_and_saves_once(synth_folder, tmp_path):
     """`ACCELERATE_USE_CPU=1 accelerate launch --multi_gpu --num_processes 2 -m idgen.cli recognizer train`
-    (two CPU processes over gloo, as the README says): each process takes half of
+    (two CPU processes over gloo, as docs/guides/recognizers.md says): each process takes half of
     every epoch (5 photos, batch 2: one whole batch each instead of two), one process aligns and
     caches while the other waits, and only the main process writes the model and reports."""
     import re
@@ -327,9 +375,9 @@ def test_two_process_training_splits_the_batches_and_saves_once(synth_folder, tm
     out = tmp_path / "model"
     command = [sys.executable, "-m", "accelerate.commands.launch", "--multi_gpu", "--num_processes", "2",
                "--num_machines", "1", "--mixed_precision", "no", "--dynamo_backend", "no",
-               "-m", "idgen.cli", "recognizer", "train", "--arch", "mobilefacenet",
-               "--data", str(synth_folder[0] / "data"), "--out", str(out),
-               "--epochs", "2", "--batch-size", "2", "--width", "0.25", "--input-size", "32",
+               "-m", "idgen.cli", "recognizer", "train", "--architecture", "mobilefacenet",
+               "--data", str(synth_folder[0] / "data"), "--output-dir", str(out),
+               "--epochs", "2", "--batch-size", "2", "--width", "0.25", "--resolution", "32",
                "--embedding-size", "16", "--cache-dir", str(tmp_path / "cache"), "--no-progress"]
     done = subprocess.run(command, capture_output=True, text=True, timeout=600,
                           env={**os.environ, "OMP_NUM_THREADS": "1", "ACCELERATE_USE_CPU": "1"})

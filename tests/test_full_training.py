@@ -65,7 +65,7 @@ def common_args(config: str, out: Path, people: dict) -> list[str]:
             f"data.faces_dir={people['images']}", f"data.exclude_people=[{people['heldout']}]",
             f"data.identity_cache={people['cache']}", "data.recognizer=dlib", "data.recognizer_flip=false",
             f"data.resolution={RESOLUTION}", f"validation.faces_dir={people['images']}",
-            f"validation.people=[{people['heldout']}]", "optim.batch_size=2", "optim.lr_warmup_steps=0",
+            f"validation.people=[{people['heldout']}]", "optim.batch_size=2", "optim.learning_rate_warmup_steps=0",
             "optim.max_steps=3", "optim.gradient_accumulation_steps=2", "logging.checkpoint_every=2",
             "validation.every=3"]
 
@@ -132,11 +132,11 @@ def test_held_out_people_never_reach_training(vae_run, people):
 
 # ---------------------------------------------------------------- task: vae
 def test_vae_loss_falls_on_a_fixed_batch(people):
-    from idgen.training import full_training_groups, load_config, new_components, vae_loss
+    from idgen.training import TrainConfig, full_training_groups, new_components, vae_loss
     from idgen.training.data import load_training_image
 
     torch.manual_seed(0)
-    config = load_config(ROOT / "training/configs/mini_lfw64_vae.yaml", [f"model.vae_config={flow(TINY_VAE)}"])
+    config = TrainConfig.load(ROOT / "training/configs/mini_lfw64_vae.yaml", [f"model.vae_config={flow(TINY_VAE)}"])
     parts = new_components(config.model, "vae")
     groups, models = full_training_groups(parts, "vae", config.optim, "cpu")
     assert list(models) == ["vae"] and all(p.requires_grad for p in parts.vae.parameters())
@@ -184,12 +184,12 @@ def test_vae_resume_reproduces_the_uninterrupted_run(vae_run, people, tmp_path):
 
 # ---------------------------------------------------------------- task: id-model
 def test_id_model_loss_falls_on_a_fixed_batch(vae_run, tokenizer_dir):
-    from idgen.training import (Conditioning, build_pipeline, full_training_groups, latent_diffusion_loss,
-                                load_config, new_components)
+    from idgen.training import (Conditioning, TrainConfig, build_pipeline, full_training_groups, latent_diffusion_loss,
+                                new_components)
 
     torch.manual_seed(0)
     folder, real_clip = tokenizer_dir
-    config = load_config(ROOT / "training/configs/mini_lfw64.yaml", [
+    config = TrainConfig.load(ROOT / "training/configs/mini_lfw64.yaml", [
         f"model.vae={vae_run / 'vae'}", f"model.tokenizer={folder}", f"model.reduced_vocabulary={str(real_clip).lower()}",
         f"model.unet_config={flow(TINY_UNET)}", f"model.text_encoder_config={flow(TINY_TEXT)}"])
     parts = new_components(config.model, "id-model")
@@ -243,6 +243,28 @@ def test_id_model_resume_reproduces_the_uninterrupted_run_with_ema(id_run, peopl
         assert_same_weights(id_run / part, out / part)  # the saved weights are the EMA's: its state resumed too
 
 
+@pytest.mark.parametrize("task", ["vae", "id-model"])
+def test_two_processes_train_whole_networks_like_one(task, people, vae_run, id_run, tokenizer_dir, tmp_path):
+    """2 CPU processes (gloo) × batch 1 against the 1-process × batch 2 run of the same task.
+
+    The whole networks train under DistributedDataParallel (``accelerator.prepare``), which averages
+    their gradients in buckets during the backward pass: the processes take the one-process run's
+    examples, stay identical replicas, and compute its losses up to float32 summation order (a
+    batch of 2 and two batches of 1 sum differently; Adam amplifies that over the steps)."""
+    one = vae_run if task == "vae" else id_run
+    out = tmp_path / "two"
+    args = vae_args(out, people) if task == "vae" else id_model_args(out, people, vae_run / "vae", tokenizer_dir)
+    launch(args + ["optim.batch_size=1"], processes=2)
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert metrics["processes"] == 2 and metrics["gradient_sync"] == "DistributedDataParallel"
+    assert metrics["replica_max_abs_diff"] == 0.0
+    assert [r["examples"] for r in log(out)] == [r["examples"] for r in log(one)]
+    a, b = losses(one), losses(out)
+    assert a.keys() == b.keys() == {1, 2, 3}
+    assert all(abs(a[k] - b[k]) <= 1e-4 * abs(a[k]) for k in a), (a, b)
+    assert json.loads((one / "metrics.json").read_text())["gradient_sync"] == "none"
+
+
 def test_reduced_tokenizer_tokenises_like_clip(clip_tokenizer_dir):
     from transformers import CLIPTokenizer
 
@@ -283,11 +305,11 @@ def test_init_from_a_float16_export_trains_in_float32(vae_run, id_run, tmp_path)
     """The shipped model is stored in float16; continuing from it must train in float32 (float16
     Adam steps on a CPU gave NaN losses from the first step) and start from the same weights."""
     from idgen.pipelines import Arc2FacePipeline
-    from idgen.training import load_config, new_components
+    from idgen.training import TrainConfig, new_components
 
     exported = Arc2FacePipeline.from_pretrained(id_run, dtype=torch.float16)
     exported.save_pretrained(tmp_path / "fp16")
-    config = load_config(ROOT / "training/configs/mini_lfw64.yaml",
+    config = TrainConfig.load(ROOT / "training/configs/mini_lfw64.yaml",
                          [f"model.vae={vae_run / 'vae'}", f"model.init={tmp_path / 'fp16'}"])
     parts = new_components(config.model, "id-model")
     for module in (parts.unet, parts.text_encoder, parts.vae):

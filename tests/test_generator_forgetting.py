@@ -4,8 +4,8 @@ Every check recomputes the conditioning itself with ``pipe.encode_identity`` on 
 of the same tiny pipeline, instead of trusting the metrics the training function reports.
 
 Training is cut to STEPS so the module fits the CPU budget; the thresholds are what that length
-reaches on this random 2-layer encoder across the benchmark's three seeds, with margin (README
-section "Forgetting identities in the generator" has the measured numbers). With the forgetting
+reaches on this random 2-layer encoder across the benchmark's three seeds, with margin (docs/results.md,
+"Forgetting in the generator", has the measured numbers). With the forgetting
 term switched off (``beta=0``) the forgetting checks fail.
 
 "Retained within a small tolerance" is asserted against a yardstick measured on the unedited
@@ -27,9 +27,9 @@ from idgen.unlearn.generator import (LORA_WEIGHT_NAME, PLOT_NAME, REPORT_NAME, S
 DIM = TEXT_WIDTH  # 128-d identities, as from dlib
 RADIUS = 0.5
 STEPS = 120
-SETTINGS = dict(steps=STEPS, lr=1e-2, warmup_steps=STEPS // 2, nearby_per_identity=4, random_per_step=8,
+SETTINGS = dict(steps=STEPS, learning_rate=1e-2, warmup_steps=STEPS // 2, nearby_per_identity=4, random_per_step=8,
                 radius=RADIUS, show_progress=False)
-# Upper bounds at that length; measured over three seeds (README, `python benchmarks/generator_forgetting.py`,
+# Upper bounds at that length; measured over three seeds (docs/results.md, `python benchmarks/generator_forgetting.py`,
 # 120 steps): forgotten ≤ 0.37, nearby 0.9: ≤ 0.47, 0.7: ≤ 0.63, retained change ≤ 0.082, unseen random
 # change ≤ 0.14 (max 0.35), empty prompt ≤ 0.011; same-person yardstick 0.335–0.353.
 FORGOTTEN_MAX = 0.45                  # to_neutral of the forgotten identities (1 = untouched)

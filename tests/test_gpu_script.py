@@ -17,7 +17,7 @@ def test_a_part_past_its_box_is_killed_keeping_what_it_recorded_and_the_next_par
     """Boxes at a tenth of the GPU's: sd15 (6 s) cannot build and run its pipelines in that time on a
     CPU; it is killed, its first record (``started``) stays, and the part after it still runs."""
     env = dict(os.environ, HF_HUB_OFFLINE="1", OMP_NUM_THREADS="1")
-    subprocess.run([sys.executable, str(DRIVER), "--out", str(tmp_path), "--dry-run", "--only", "sd15",
+    subprocess.run([sys.executable, str(DRIVER), "--output-dir", str(tmp_path), "--dry-run", "--only", "sd15",
                     "mini_training", "--box-scale", "0.1", "--budget", "60"], env=env, check=True, timeout=300,
                    capture_output=True)
     results = json.loads((tmp_path / "gpu_results.json").read_text())

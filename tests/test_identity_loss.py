@@ -181,16 +181,16 @@ def test_examples_without_identity_or_at_high_noise_take_no_part(tiny, recognize
     (["optim.id_loss_weight=0.1", "task=vae"], "applies to task id-model only"),
 ])
 def test_bad_identity_loss_settings_are_config_errors(overrides, message):
-    from idgen.training import load_config
+    from idgen.training import TrainConfig
 
     with pytest.raises(ConfigError, match=message):
-        load_config(ROOT / "training/configs/mini_lfw64.yaml", overrides)
+        TrainConfig.load(ROOT / "training/configs/mini_lfw64.yaml", overrides)
 
 
 def test_the_identity_loss_config_continues_the_shipped_model():
-    from idgen.training import load_config
+    from idgen.training import TrainConfig
 
-    config = load_config(ROOT / "training/configs/mini_lfw64_idloss.yaml")
+    config = TrainConfig.load(ROOT / "training/configs/mini_lfw64_idloss.yaml")
     assert config.task == "id-model" and config.optim.id_loss_weight > 0 and config.data.recognizer == "mobilefacenet"
     assert Path(config.model.init) == ROOT / "idgen/weights/mini-arc2face"
     assert Path(config.model.vae) == ROOT / "idgen/weights/mini-arc2face/vae"

@@ -458,3 +458,50 @@ def test_an_empty_list_of_photos_says_to_pass_one(pipe, dlib_analyzer):
             pipe("a photo", face_images=[], height=IMAGE_SIZE, width=IMAGE_SIZE, num_inference_steps=STEPS)
     finally:
         pipe.set_face_analyzer(None)
+
+
+def test_default_size_is_the_references_864_by_1152(monkeypatch):
+    """With no width/height the pipeline asks diffusers for the reference's portrait 864×1152 (its
+    pipeline's, CLI's and demo's default), not FLUX's square 1024, with a black condition image of that size."""
+    assert (InfiniteYouPipeline.default_width, InfiniteYouPipeline.default_height) == (864, 1152)
+    pipe = tiny_infiniteyou()
+    del pipe.default_width, pipe.default_height   # the class defaults, as a published pipeline has them
+    seen = {}
+
+    class Stop(Exception):
+        pass
+
+    def diffusers_call(self, **kwargs):   # what the mixin hands the diffusers pipeline; rendering 864×1152 is slow
+        seen.update(kwargs)
+        raise Stop
+
+    monkeypatch.setattr(FluxControlNetPipeline, "__call__", diffusers_call)
+    with pytest.raises(Stop):
+        pipe("a photo", id_embeds=identity(0))
+    assert (seen["width"], seen["height"]) == (864, 1152) and seen["control_image"].size == (864, 1152)
+    with pytest.raises(Stop):
+        pipe("a photo", id_embeds=identity(0), width=512, height=768)
+    assert (seen["width"], seen["height"]) == (512, 768)
+
+
+def test_the_trained_recogniser_is_facexlibs_ir_se50_and_others_get_a_warning(dlib_analyzer, tmp_path):
+    """InfiniteYou was trained on facexlib's IR-SE50; an analyser with another recogniser is accepted
+    with a warning naming it, the same file is accepted silently."""
+    import warnings
+
+    from tiny_models import TINY_IR_SE, ir_se_state_dict
+
+    from idgen.faces import FaceAnalyzer
+
+    pipe = tiny_infiniteyou()
+    assert pipe.face_backends is None   # random weights: no warning for the tiny model
+    pipe.face_backends = InfiniteYouPipeline.face_backends
+    assert pipe.face_backends == ("antelopev2", "ir_se50:recognition_arcface_ir_se50.pth")
+    with pytest.warns(UserWarning, match="InfiniteYouPipeline was trained on the embeddings of "
+                                         "recognition_arcface_ir_se50.pth .*embeds with DlibRecognizer"):
+        pipe.set_face_analyzer(dlib_analyzer)
+    path = tmp_path / "recognition_arcface_ir_se50.pth"
+    torch.save(ir_se_state_dict(**TINY_IR_SE), path)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        pipe.set_face_analyzer(FaceAnalyzer.from_backend("dlib", f"ir_se50:{path}"))

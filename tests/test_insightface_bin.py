@@ -1,4 +1,4 @@
-"""insightface verification sets (`.bin`, issue 21): written and read back equal in every layout the
+"""insightface verification sets (`.bin`): written and read back equal in every layout the
 published files use (Python 2 strings, numpy arrays of bytes, Python 3 bytes), pickles that would run
 code refused by name with nothing run, and `idgen eval verify --bin` scoring the same pairs exactly as
 `--pairs/--images` does on the photos they were aligned from."""

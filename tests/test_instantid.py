@@ -257,18 +257,6 @@ def test_each_image_of_a_batch_gets_its_prompts_identity(make_pipe):
             np.testing.assert_allclose(image, run(pipe, face, seed=seed)[0], atol=1e-4)
 
 
-def test_the_old_identity_argument_names_still_work_and_warn(make_pipe):
-    pipe = make_pipe()
-    face = faces(1)[0]
-    new = run(pipe, face)
-    with pytest.warns(FutureWarning, match="`face_embedding` is deprecated; pass `id_embeds`"):
-        old = pipe("a portrait", face_embedding=face, keypoints=KPS, generator=torch.Generator().manual_seed(0),
-                   **ARGS).images
-    np.testing.assert_array_equal(old, new)
-    with pytest.raises(ValueError, match="pass id_embeds only"):
-        pipe("a portrait", id_embeds=face, face_embedding=face, keypoints=KPS, **ARGS)
-
-
 def test_deterministic_with_seed(make_pipe):
     pipe = make_pipe()
     face = faces(1)[0]

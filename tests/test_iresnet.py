@@ -1,7 +1,7 @@
-"""IResNet and AdaFace (issue 21): IR-50 on the meta device against the parameter count worked out
+"""IResNet and AdaFace: IR-50 on the meta device against the parameter count worked out
 from the layer description and insightface's tensor names, arcface_torch ``backbone.pth`` files loaded
 (and wrong ones refused by name), the AdaFace head against the paper's formulas written out here, and
-`idgen recognizer train --arch iresnet` training a tiny IResNet whose folder reloads as an
+`idgen recognizer train --architecture iresnet` training a tiny IResNet whose folder reloads as an
 `idgen.faces` recogniser with the same embeddings."""
 
 from __future__ import annotations
@@ -72,11 +72,11 @@ def test_other_depths_have_the_parameters_of_their_layers(depth, layers):
 
 
 def test_a_tiny_iresnet_runs_on_small_crops():
-    model = IResNet(18, embedding_size=16, width=0.125, input_size=32).eval()
+    model = IResNet(18, embedding_size=16, width=0.125, resolution=32).eval()
     assert model(torch.zeros(3, 3, 32, 32)).shape == (3, 16)
     assert model.fc.in_features == 64 * 2 * 2   # 512 · 0.125 channels on a 2×2 map
     with pytest.raises(ValueError, match="multiple of 16"):
-        IResNet(18, input_size=40)
+        IResNet(18, resolution=40)
     with pytest.raises(ValueError, match="depth must be one of"):
         IResNet(26)
 
@@ -85,7 +85,7 @@ def test_a_tiny_iresnet_runs_on_small_crops():
 
 def _tiny(seed=0):
     torch.manual_seed(seed)
-    model = IResNet(18, embedding_size=16, width=0.125, input_size=32)
+    model = IResNet(18, embedding_size=16, width=0.125, resolution=32)
     with torch.no_grad():   # running statistics that are not the defaults, so loading them matters
         for module in model.modules():
             if isinstance(module, (torch.nn.BatchNorm2d, torch.nn.BatchNorm1d)):
@@ -108,7 +108,7 @@ def test_a_backbone_pth_loads_with_its_sizes_and_gives_the_same_embeddings(tmp_p
         for name, saved in variants.items():
             torch.save(saved, tmp_path / name)
             loaded = load_insightface_iresnet(tmp_path / name)
-            assert loaded.config == {"depth": 18, "embedding_size": 16, "width": 0.125, "input_size": 32,
+            assert loaded.config == {"depth": 18, "embedding_size": 16, "width": 0.125, "resolution": 32,
                                      "dropout": 0.0}, name
             assert torch.equal(loaded.eval()(images), expected), name
 
@@ -261,17 +261,17 @@ def test_recognizer_train_arch_iresnet_saves_a_folder_that_reloads_with_equal_em
 
     monkeypatch.setattr(trainer, "save_recognizer", keep)
     out = tmp_path / "ir18"
-    assert main(["recognizer", "train", "--arch", "iresnet", "--depth", "18", "--head", "adaface", "--data",
-                 str(face_folder), "--out", str(out), "--align", "box", "--box", "0.5", "--width", "0.125",
-                 "--input-size", "32", "--embedding-size", "16", "--epochs", "3", "--batch-size", "4",
+    assert main(["recognizer", "train", "--architecture", "iresnet", "--depth", "18", "--head", "adaface", "--data",
+                 str(face_folder), "--output-dir", str(out), "--align", "box", "--fallback-box", "0.5", "--width", "0.125",
+                 "--resolution", "32", "--embedding-size", "16", "--epochs", "3", "--batch-size", "4",
                  "--cache-dir", str(tmp_path / "cache"), "--no-progress"]) == 0
     summary = json.loads(capsys.readouterr().out.split("\nsaved")[0])
     assert summary["images"] == 5 and summary["identities"] == 2 and summary["steps"] == 3
     assert math.isfinite(summary["final_loss"])
     config = json.loads((out / "config.json").read_text())
     assert config["architecture"] == "iresnet"
-    assert config["model"] == {"depth": 18, "embedding_size": 16, "width": 0.125, "input_size": 32, "dropout": 0.0}
-    assert (config["train"]["backbone"], config["train"]["head"], config["train"]["scale"]) == ("iresnet", "adaface", 64.0)
+    assert config["model"] == {"depth": 18, "embedding_size": 16, "width": 0.125, "resolution": 32, "dropout": 0.0}
+    assert (config["train"]["depth"], config["train"]["head"], config["train"]["scale"]) == (18, "adaface", 64.0)
 
     recognizer = TrainedRecognizer(out)
     assert recognizer.architecture == "iresnet" and isinstance(recognizer.model, IResNet)
@@ -285,27 +285,29 @@ def test_recognizer_train_arch_iresnet_saves_a_folder_that_reloads_with_equal_em
 
 def test_the_iresnet_options_and_defaults():
     from idgen.cli import build_parser
-    from idgen.cli.recognizer import train_options
-    from idgen.recognition import MobileFaceNetTrainConfig
+    from idgen.cli.recognizer import train_config
+    from idgen.recognition import IResNetRecipe
 
     parser = build_parser()
-    arch, options = train_options(parser.parse_args(["recognizer", "train", "--arch", "iresnet", "--data", "d",
-                                                     "--out", "o"]))
-    config = MobileFaceNetTrainConfig(**options, backbone=arch)
-    assert (config.depth, config.embedding_size, config.scale, config.head, config.input_size) == (50, 512, 64.0,
+    config = train_config(parser.parse_args(["recognizer", "train", "--architecture", "iresnet", "--data", "d",
+                                             "--output-dir", "o"]))
+    assert config == IResNetRecipe(data="d", output_dir="o")
+    assert (config.depth, config.embedding_size, config.scale, config.head, config.resolution) == (50, 512, 64.0,
                                                                                                    "arcface", 112)
-    for argv, message in [(["--arch", "mobilefacenet", "--depth", "18"], "--depth: not an option of --arch mobilefacenet"),
-                          (["--arch", "face-transformer", "--depth", "18"], "--depth: not an option of --arch face-trans"),
-                          (["--arch", "iresnet", "--preset", "cpu-tiny"], "--preset: not an option of --arch iresnet"),
-                          (["--arch", "iresnet", "--align", "resize"], "--align resize: --arch iresnet aligns with dlib")]:
+    for argv, message in [
+            (["--architecture", "mobilefacenet", "--depth", "18"], "--depth: not an option of --architecture mobilefacenet"),
+            (["--architecture", "face-transformer", "--depth", "18"], "--depth: not an option of --architecture face-trans"),
+            (["--architecture", "iresnet", "--preset", "cpu-tiny"], "--preset: not an option of --architecture iresnet"),
+            (["--architecture", "iresnet", "--align", "resize"], "align 'resize': architecture 'iresnet' aligns with dlib")]:
         with pytest.raises(ConfigError, match=message):
-            train_options(parser.parse_args(["recognizer", "train", "--data", "d", "--out", "o", *argv]))
+            train_config(parser.parse_args(["recognizer", "train", "--data", "d", "--output-dir", "o", *argv]))
     with pytest.raises(SystemExit):
-        parser.parse_args(["recognizer", "train", "--arch", "iresnet", "--data", "d", "--out", "o", "--depth", "26"])
+        parser.parse_args(["recognizer", "train", "--architecture", "iresnet", "--data", "d", "--output-dir", "o",
+                           "--depth", "26"])
+    with pytest.raises(SystemExit):
+        parser.parse_args(["recognizer", "train", "--architecture", "resnet", "--data", "d", "--output-dir", "o"])
     with pytest.raises(ConfigError, match="IResNet depth 26"):
-        MobileFaceNetTrainConfig(data="d", output="o", backbone="iresnet", depth=26)
-    with pytest.raises(ConfigError, match="unknown backbone 'resnet'"):
-        MobileFaceNetTrainConfig(data="d", output="o", backbone="resnet")
+        IResNetRecipe(data="d", output_dir="o", depth=26)
 
 
 def test_a_backbone_with_nan_weights_is_refused_by_name(tmp_path):

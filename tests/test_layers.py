@@ -18,7 +18,6 @@ LAYERS = [
     {"models"},                                         # network definitions (recogniser backbones, heads)
     {"faces"},                                          # detect, align, embed
     {"pipelines", "recognition"},                       # diffusers pipelines; recogniser data and trainers
-    {"fr"},                                             # old name of idgen.recognition's MobileFaceNet part
     {"testing"},                                        # tiny random models for tests, --tiny and *-tiny presets
     {"training", "synth", "unlearn", "edit", "eval", "guard"},
     {"application"},                                    # what the CLI and the demo share (no gradio)

@@ -45,6 +45,8 @@ class PresetAnalyzer:
     """Returns ``embeddings[k]`` (``None``: no face) for the ``k``-th batch of images it is given, so
     the expected choice is known here without trusting the benchmark's arithmetic."""
 
+    recognizer = None   # no recogniser of its own: the pipeline has nothing to compare with its model's
+
     def __init__(self, embeddings):
         self.embeddings, self.images = list(embeddings), []
 

@@ -135,12 +135,12 @@ def test_the_demo_dataset_tab_keeps_mini_model_renders(mini, tmp_path):
     import json
 
     from idgen.application import actions
-    from idgen.synth.config import FILTER_THRESHOLDS
+    from idgen.synth.config import GENERATOR_DEFAULTS
 
     hub = ModelHub(ModelSettings(model="mini", device="cpu"))
     result = actions.make_dataset(hub, identities=4, images_per_identity=3, seed=0, steps=10, workdir=tmp_path)
     saved = json.loads((result["folder"] / "config.json").read_text())["config"]
-    assert saved["filter"]["threshold"] == FILTER_THRESHOLDS["mini"]
+    assert saved["filter"]["threshold"] == GENERATOR_DEFAULTS["mini"]["filter.threshold"]
     assert saved["generator"]["type"] == "mini"   # the dataset records which model made it
     assert saved["generator"]["micro_batch"] == saved["runtime"]["batch_size"]  # no pipeline call is padding
     assert result["stats"]["images"] > 0 and result["samples"]

@@ -49,7 +49,7 @@ def largest_difference(analyzer, network, photos: list[Path]) -> float:
 
 
 def test_the_converted_network_embeds_the_vendored_faces_like_onnx(analyzer, network, faces_dir):
-    assert network.config == {"embedding_size": 128, "width": 1.0, "input_size": 112, "variant": "foamliu"}
+    assert network.config == {"embedding_size": 128, "width": 1.0, "resolution": 112, "variant": "foamliu"}
     assert not network.training
     assert largest_difference(analyzer, network, sorted(faces_dir.glob("*.jpg"))) <= 1e-4
 

@@ -48,10 +48,10 @@ def test_draws_a_run_and_its_continuation_in_one_png(tmp_path):
     second = fake_run(tmp_path / "second", 4, {2: 0.6, 4: 0.7})
     out = tmp_path / "curve.png"
     result = subprocess.run([sys.executable, str(ROOT / "training/plot_run.py"), str(first), str(second),
-                             "--offset", "0", "4", "--out", str(out)], capture_output=True, text=True)
+                             "--offset", "0", "4", "--output-file", str(out)], capture_output=True, text=True)
     assert result.returncode == 0, result.stderr
     with Image.open(out) as image:
         assert image.format == "PNG" and image.width > 2 * image.height   # the loss and one metric side by side
     bad = subprocess.run([sys.executable, str(ROOT / "training/plot_run.py"), str(first), str(second),
-                          "--offset", "0", "--out", str(out)], capture_output=True, text=True)
+                          "--offset", "0", "--output-file", str(out)], capture_output=True, text=True)
     assert bad.returncode == 2 and "one --offset" in bad.stderr

@@ -28,3 +28,22 @@ def test_the_filter_drops_only_the_named_messages(caplog):
         logger.warning("`CLIPImageProcessor` %s; falling back", text)
         logger.warning("a message a user needs")
     assert [r.getMessage() for r in caplog.records] == ["a message a user needs"]
+
+
+def test_writing_parquet_shards_shows_no_datasets_bars_and_leaves_them_as_they_were(tmp_path, capsys):
+    """``write_parquet`` writes each shard with ``datasets``, which draws a bar per file: none is shown,
+    and ``datasets``' bars are shown again afterwards (and stay hidden where a user hid them)."""
+    import datasets.utils as datasets_utils
+
+    from idgen.synth.writers import write_parquet
+
+    records = [{"file": f"images/id000000/{k}.jpg", "label": 0, "identity": "id000000", "index": k, "seed": k,
+                "attempt": 0, "similarity": None, "perturbation": 0.0} for k in range(3)]
+    for hidden in (False, True):
+        (datasets_utils.disable_progress_bars if hidden else datasets_utils.enable_progress_bars)()
+        folder = tmp_path / str(hidden)
+        folder.mkdir()
+        assert len(write_parquet(records, lambda record: b"\xff\xd8", folder, shard_size=2)) == 2
+        assert "Creating parquet" not in capsys.readouterr().err
+        assert datasets_utils.are_progress_bars_disabled() is hidden
+    datasets_utils.enable_progress_bars()

@@ -1,5 +1,5 @@
 """Face Transformer recogniser: margin heads vs independent formulas, the face-folder split, and the
-``idgen recognizer train --arch face-transformer`` command on a tiny synthetic folder."""
+``idgen recognizer train --architecture face-transformer`` command on a tiny synthetic folder."""
 
 from __future__ import annotations
 
@@ -34,7 +34,7 @@ def test_cosface_and_arcface_margins_match_formulas():
 def test_presets_and_bad_sizes():
     assert model_config("paper").dim == 512 and model_config("paper").depth == 6
     with pytest.raises(ConfigError, match="multiple of patch_size"):
-        model_config("cpu-tiny", image_size=30)
+        model_config("cpu-tiny", resolution=30)
     with pytest.raises(ConfigError, match="unknown model preset"):
         model_config("huge")
 
@@ -49,7 +49,7 @@ def _write_folder(root, people=3, per_person=5):
 
 def test_face_folder_split_is_fixed_per_identity(tmp_path):
     _write_folder(tmp_path / "faces")
-    config = FaceDataConfig(root=str(tmp_path / "faces"), align="resize", image_size=16, test_fraction=0.4,
+    config = FaceDataConfig(root=str(tmp_path / "faces"), align="resize", resolution=16, test_fraction=0.4,
                             max_train=2, cache_dir=str(tmp_path / "cache"))
     train, test = load_face_folder(config)
     assert train.images.shape == (6, 3, 16, 16) and test.images.shape == (6, 3, 16, 16)
@@ -60,7 +60,7 @@ def test_face_folder_split_is_fixed_per_identity(tmp_path):
 
 def test_an_edited_photo_is_read_again_not_served_from_the_crop_cache(tmp_path):
     _write_folder(tmp_path / "faces")
-    config = FaceDataConfig(root=str(tmp_path / "faces"), align="resize", image_size=16, test_fraction=0.4,
+    config = FaceDataConfig(root=str(tmp_path / "faces"), align="resize", resolution=16, test_fraction=0.4,
                             cache_dir=str(tmp_path / "cache"))
     before, _ = load_face_folder(config)
     edited = np.random.default_rng(1).integers(0, 255, (20, 24, 3), dtype=np.uint8)
@@ -72,10 +72,10 @@ def test_an_edited_photo_is_read_again_not_served_from_the_crop_cache(tmp_path):
     assert not torch.equal(after.images[0], before.images[0]) and torch.equal(after.images[1:], before.images[1:])
 
 
-def test_train_recognizer_command(tmp_path, capsys):
+def test_recognizer_train_command(tmp_path, capsys):
     _write_folder(tmp_path / "faces")
-    code = main(["recognizer", "train", "--arch", "face-transformer", "--data", str(tmp_path / "faces"),
-                 "--out", str(tmp_path / "model"), "--preset", "cpu-tiny", "--input-size", "16", "--align", "resize", "--epochs", "1",
+    code = main(["recognizer", "train", "--architecture", "face-transformer", "--data", str(tmp_path / "faces"),
+                 "--output-dir", str(tmp_path / "model"), "--preset", "cpu-tiny", "--resolution", "16", "--align", "resize", "--epochs", "1",
                  "--cache-dir", str(tmp_path / "cache")])
     assert code == 0 and "test accuracy" in capsys.readouterr().out
     model = FaceRecognizer.from_pretrained(tmp_path / "model")
@@ -93,7 +93,7 @@ def _toy_set(num_classes=4, per_class=8, seed=0, label_offset=0):
 def test_distillation_pulls_embeddings_to_the_teacher():
     """With teacher embeddings attached, training makes the student's embeddings match them (also on
     the unlabelled extra images); without, they stay unrelated."""
-    from idgen.recognition import TrainConfig, embed, train_recognizer
+    from idgen.recognition import FaceTransformerRecipe, embed, fit
 
     train = _toy_set()
     extra = _toy_set(seed=1, label_offset=-100)
@@ -109,12 +109,12 @@ def test_distillation_pulls_embeddings_to_the_teacher():
     results = {}
     for distill in (True, False):
         torch.manual_seed(0)
-        model = FaceRecognizer(model_config(None, image_size=16, patch_size=8, dim=32, depth=2, heads=4, mlp_dim=64,
+        model = FaceRecognizer(model_config(None, resolution=16, patch_size=8, dim=32, depth=2, heads=4, mlp_dim=64,
                                             embedding_dim=16, num_classes=4))
         data = train if distill else FaceSet(train.images, train.labels, train.class_names)
-        config = TrainConfig(epochs=20, batch_size=16, lr=3e-3, warmup_epochs=1, augment=False,
+        config = FaceTransformerRecipe(epochs=20, batch_size=16, learning_rate=3e-3, warmup_epochs=1, augment=False,
                              distill_weight=10.0, distill_batch_size=16)
-        train_recognizer(model, data, config, progress=False, extra=extra if distill else None)
+        fit(model, data, config, progress=False, extra=extra if distill else None)
         results[distill] = cos_to_teacher(model, train), cos_to_teacher(model, extra)
     # measured: 0.65 / 0.79 with distillation, −0.12 / 0.11 without
     assert results[True][0] > 0.5 and results[True][1] > 0.5
@@ -132,13 +132,13 @@ def test_extra_distillation_photos_skip_the_recognisers_classes(tmp_path):
         extra_face_files(str(tmp_path / "faces"), {"p0", "p1", "p2", "p3"}, max_images=4)
 
 
-def test_train_recognizer_command_distils_mobilefacenet(tmp_path, capsys, mobilefacenet_path):
+def test_recognizer_train_command_distils_mobilefacenet(tmp_path, capsys, mobilefacenet_path):
     from idgen.recognition.distill import teacher_embeddings
 
     _write_folder(tmp_path / "faces", people=3, per_person=4)
     _write_folder(tmp_path / "others", people=5, per_person=2)     # p0–p2 are classes: skipped
-    code = main(["recognizer", "train", "--arch", "face-transformer", "--data", str(tmp_path / "faces"),
-                 "--out", str(tmp_path / "model"), "--preset", "cpu-tiny", "--input-size", "16", "--align", "resize", "--epochs", "2",
+    code = main(["recognizer", "train", "--architecture", "face-transformer", "--data", str(tmp_path / "faces"),
+                 "--output-dir", str(tmp_path / "model"), "--preset", "cpu-tiny", "--resolution", "16", "--align", "resize", "--epochs", "2",
                  "--cache-dir", str(tmp_path / "cache"), "--distill-from", f"mobilefacenet:{mobilefacenet_path}",
                  "--distill-images", str(tmp_path / "others"), "--distill-max-images", "3"])
     assert code == 0 and "test accuracy" in capsys.readouterr().out
@@ -148,10 +148,10 @@ def test_train_recognizer_command_distils_mobilefacenet(tmp_path, capsys, mobile
     from idgen.faces import FaceAnalyzer
     from idgen.recognition.data import FaceDataConfig, load_aligned
 
-    data = FaceDataConfig(root=str(tmp_path / "faces"), align="resize", image_size=16, cache_dir=str(tmp_path / "cache"))
+    data = FaceDataConfig(root=str(tmp_path / "faces"), align="resize", resolution=16, cache_dir=str(tmp_path / "cache"))
     files = sorted((tmp_path / "faces" / "p1").glob("*.png"))[:2]
     got = teacher_embeddings(files, data, f"mobilefacenet:{mobilefacenet_path}")
-    crops = load_aligned(files, FaceDataConfig(root=data.root, align="resize", image_size=112))
+    crops = load_aligned(files, FaceDataConfig(root=data.root, align="resize", resolution=112))
     rec = FaceAnalyzer.from_backend("dlib", f"mobilefacenet:{mobilefacenet_path}").recognizer
     expected = torch.from_numpy(rec.embed(crops) + rec.embed(np.ascontiguousarray(crops[:, :, ::-1])))
     assert torch.allclose(got, torch.nn.functional.normalize(expected, dim=-1), atol=1e-5)
@@ -159,8 +159,8 @@ def test_train_recognizer_command_distils_mobilefacenet(tmp_path, capsys, mobile
 
 def test_the_face_transformer_trains_through_the_shared_trainer_and_reloads_with_equal_embeddings(
         tmp_path, monkeypatch, capsys):
-    """`--arch face-transformer` runs the one trainer (the same `_fit` loop and folder format as the
-    other backbones): its folder records architecture face-transformer, the options and a summary, and
+    """`--architecture face-transformer` runs the one trainer (the same `_fit` loop and folder format as the
+    other architectures): its folder records architecture face-transformer, the options and a summary, and
     loads back, as `FaceRecognizer` and as an `idgen.faces` recogniser, with the embeddings the network
     had at the end of training."""
     import json
@@ -174,19 +174,19 @@ def test_the_face_transformer_trains_through_the_shared_trainer_and_reloads_with
     fit = trainer._fit
 
     def spy_fit(config, network, *args, **kwargs):
-        calls["fit"], calls["network"] = config.backbone, network
+        calls["fit"], calls["network"] = config.architecture, network
         return fit(config, network, *args, **kwargs)
 
     monkeypatch.setattr(trainer, "_fit", spy_fit)
     _write_folder(tmp_path / "faces")
     out = tmp_path / "model"
-    assert main(["recognizer", "train", "--arch", "face-transformer", "--data", str(tmp_path / "faces"), "--out",
-                 str(out), "--preset", "cpu-tiny", "--input-size", "16", "--align", "resize", "--epochs", "2",
+    assert main(["recognizer", "train", "--architecture", "face-transformer", "--data", str(tmp_path / "faces"), "--output-dir",
+                 str(out), "--preset", "cpu-tiny", "--resolution", "16", "--align", "resize", "--epochs", "2",
                  "--cache-dir", str(tmp_path / "cache"), "--no-progress"]) == 0
     assert "test accuracy" in capsys.readouterr().out and calls["fit"] == "face-transformer"
     config = json.loads((out / "config.json").read_text())
     assert config["architecture"] == "face-transformer" and config["class_names"] == ["p0", "p1", "p2"]
-    assert config["model"]["image_size"] == 16 and config["train"]["backbone"] == "face-transformer"
+    assert config["model"]["resolution"] == 16 and config["train"]["preset"] == "cpu-tiny"
     assert config["summary"]["identities"] == 3 and config["summary"]["steps"] == 2
 
     crops = np.random.default_rng(1).integers(0, 255, (4, 16, 16, 3), dtype=np.uint8)
@@ -197,70 +197,70 @@ def test_the_face_transformer_trains_through_the_shared_trainer_and_reloads_with
     with torch.no_grad():
         assert np.allclose(reloaded.embed(to_tensor(crops)).numpy(), expected, atol=1e-6)
     recognizer = TrainedRecognizer(out)
-    assert recognizer.architecture == "face-transformer" and recognizer.input_size == 16
+    assert recognizer.architecture == "face-transformer" and recognizer.resolution == 16
     assert recognizer.embedding_size == 64 and np.allclose(recognizer.embed(crops), expected, atol=1e-6)
     assert isinstance(FaceAnalyzer.from_backend("dlib", str(out)).recognizer, TrainedRecognizer)
 
 
-def test_a_face_transformer_folder_from_before_the_architecture_field_still_loads(tmp_path):
-    """Folders written before every backbone shared one format kept the options at the top level."""
+def test_a_folder_that_does_not_record_its_architecture_is_refused(tmp_path):
+    """Every recogniser folder records its ``architecture``; one without is refused, by both loaders,
+    with a message saying how to make a usable one."""
     import json
 
+    from idgen.errors import ModelFilesMissingError
     from idgen.io import save_module_weights
     from idgen.recognition import TrainedRecognizer
 
     model = FaceRecognizer(model_config("cpu-tiny", num_classes=3))
-    (tmp_path / "old").mkdir()
-    (tmp_path / "old" / "config.json").write_text(json.dumps(
+    (tmp_path / "bare").mkdir()
+    (tmp_path / "bare" / "config.json").write_text(json.dumps(
         {**__import__("dataclasses").asdict(model.config), "class_names": ["a", "b", "c"]}))
-    save_module_weights(model, tmp_path / "old" / "model.safetensors")
-    loaded = FaceRecognizer.from_pretrained(tmp_path / "old")
-    assert loaded.class_names == ["a", "b", "c"] and loaded.config == model.config
-    assert all(torch.equal(a, b) for a, b in zip(loaded.state_dict().values(), model.state_dict().values()))
-    assert TrainedRecognizer(tmp_path / "old").architecture == "face-transformer"
+    save_module_weights(model, tmp_path / "bare" / "model.safetensors")
+    with pytest.raises(ModelFilesMissingError, match="holds a None recogniser, not a Face Transformer .*--architecture"):
+        FaceRecognizer.from_pretrained(tmp_path / "bare")
+    with pytest.raises(ModelFilesMissingError, match="config.json: unknown architecture None"):
+        TrainedRecognizer(tmp_path / "bare")
 
 
-def test_old_and_new_trainer_names_are_the_same_trainer():
-    """The one config and trainer, and the old names that stay importable."""
-    import warnings
+def test_each_architecture_has_its_own_recipe_with_its_own_defaults():
+    """One config per architecture on a shared base: each holds only its own options, with its
+    recipe's defaults, and records which architecture it trains."""
+    from dataclasses import fields
 
-    from idgen import recognition
-    from idgen.recognition import RecognizerTrainConfig
+    from idgen.recognition import (RECIPES, FaceTransformerRecipe, IResNetRecipe, MobileFaceNetRecipe,
+                                   RecognizerTrainConfig)
 
-    assert recognition.MobileFaceNetTrainConfig is RecognizerTrainConfig
-    assert recognition.train_mobilefacenet is recognition.train and recognition.train_recognizer is recognition.fit
-    old = recognition.TrainConfig(epochs=3, lr=3e-3)
-    assert old == RecognizerTrainConfig(backbone="face-transformer", epochs=3, lr=3e-3)
-    assert (old.weight_decay, old.warmup_epochs, old.augment, old.head) == (0.05, 2, True, None)
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", FutureWarning)
-        from idgen.fr import TrainConfig, train_recognizer
-    assert TrainConfig is RecognizerTrainConfig and train_recognizer is recognition.train
-    mobile = RecognizerTrainConfig(data="d", output="o")
-    assert (mobile.backbone, mobile.lr, mobile.epochs, mobile.head, mobile.preset) == ("mobilefacenet", 0.1, 10,
-                                                                                       "arcface", None)
+    assert RECIPES == {"mobilefacenet": MobileFaceNetRecipe, "iresnet": IResNetRecipe,
+                       "face-transformer": FaceTransformerRecipe}
+    assert all(issubclass(recipe, RecognizerTrainConfig) for recipe in RECIPES.values())
+    transformer = FaceTransformerRecipe(epochs=3, learning_rate=3e-3)
+    assert (transformer.architecture, transformer.weight_decay, transformer.warmup_epochs, transformer.augment,
+            transformer.resolution) == ("face-transformer", 0.05, 2, True, 40)   # cpu-small's crop side
+    mobile = MobileFaceNetRecipe(data="d", output_dir="o")
+    assert (mobile.architecture, mobile.learning_rate, mobile.epochs, mobile.head, mobile.resolution) == (
+        "mobilefacenet", 0.1, 10, "arcface", 112)
+    assert {f.name for f in fields(MobileFaceNetRecipe)}.isdisjoint({"preset", "warmup_epochs", "distill_from"})
+    assert {f.name for f in fields(FaceTransformerRecipe)}.isdisjoint({"head", "margin", "fallback_box", "depth"})
 
 
-@pytest.mark.parametrize("options, message", [
-    ({"backbone": "face-transformer", "head": "adaface"}, "head: not an option of backbone 'face-transformer'"),
-    ({"backbone": "mobilefacenet", "preset": "cpu-tiny", "warmup_epochs": 1},
-     "preset, warmup_epochs: not an option of backbone 'mobilefacenet'"),
-    ({"backbone": "iresnet", "align": "resize"}, "align 'resize': backbone 'iresnet' aligns with dlib or box"),
-    ({"backbone": "face-transformer", "preset": "huge"}, "unknown preset 'huge'"),
-    ({"backbone": "vit"}, "unknown backbone 'vit'"),
+@pytest.mark.parametrize("recipe, options, error, message", [
+    ("face-transformer", {"head": "adaface"}, TypeError, "unexpected keyword argument 'head'"),
+    ("mobilefacenet", {"preset": "cpu-tiny"}, TypeError, "unexpected keyword argument 'preset'"),
+    ("iresnet", {"align": "resize"}, ConfigError, "align 'resize': architecture 'iresnet' aligns with dlib or box"),
+    ("face-transformer", {"preset": "huge"}, ConfigError, "unknown preset 'huge'"),
 ])
-def test_the_trainer_config_refuses_options_of_another_backbone(options, message):
-    from idgen.recognition import RecognizerTrainConfig
+def test_a_recipe_refuses_options_of_another_architecture(recipe, options, error, message):
+    from idgen.recognition import RECIPES
 
-    with pytest.raises(ConfigError, match=message):
-        RecognizerTrainConfig(data="d", output="o", **options)
+    with pytest.raises(error, match=message):
+        RECIPES[recipe](data="d", output_dir="o", **options)
 
 
 def test_fit_trains_only_a_face_transformer_in_memory():
-    from idgen.recognition import RecognizerTrainConfig, fit
+    from idgen.recognition import MobileFaceNetRecipe, fit
 
     with pytest.raises(ConfigError, match="fit trains a Face Transformer"):
-        fit(FaceRecognizer(model_config("cpu-tiny", num_classes=4)), _toy_set(), RecognizerTrainConfig())
+        fit(FaceRecognizer(model_config("cpu-tiny", num_classes=4)), _toy_set(), MobileFaceNetRecipe())
 
 
 def _recogniser_folder(folder, architecture: str):
@@ -310,4 +310,4 @@ def test_a_recogniser_folder_with_unusable_weights_is_refused_naming_the_file(tm
     with pytest.raises(DataError, match=r"nan/model.safetensors: NaN or infinite values"):
         FaceAnalyzer.from_backend("dlib", str(tmp_path / "nan"))
     good = TrainedRecognizer(_recogniser_folder(tmp_path / "good", architecture))
-    assert np.isfinite(good.embed(np.zeros((1, good.input_size, good.input_size, 3), np.uint8))).all()
+    assert np.isfinite(good.embed(np.zeros((1, good.resolution, good.resolution, 3), np.uint8))).all()

@@ -1,5 +1,5 @@
 """Drift test of the dependency stack: the seams where a new transformers / diffusers / peft release
-has broken idgen (issue 19: transformers 5.24 refused every peft < 0.22), each run on tiny random
+can break idgen (e.g. a transformers release that refuses the installed peft), each run on tiny random
 models built in code, in seconds.
 
 Every failure names the installed versions, e.g. ``LoRA on the CLIP text encoder broke with

@@ -27,7 +27,7 @@ GENERATE = ("-m", "idgen.cli", "dataset", "generate")
 def settings(output, batch_size=16, *extra):
     """4 identities × 4 images of the mini model, 4 steps, the filter a mini dataset gets at a
     threshold that rejects some images (their retries fill later batches); shards of 4 images."""
-    return [f"output={output}", "generator.type=mini", "generator.num_inference_steps=4",
+    return [f"output_dir={output}", "generator.type=mini", "generator.num_inference_steps=4",
             "identities.count=4", "identities.dim=128", "filter.recognizer=mobilefacenet",
             "variation.images_per_identity=4", "filter.threshold=0.1", "writers.shard_size=4",
             f"runtime.batch_size={batch_size}", "runtime.progress=false", *extra]
@@ -98,7 +98,7 @@ def test_two_processes_give_identical_files(reference, tmp_path):
     assert tree(tmp_path) == reference
 
 
-def machines(output, batch_size=16) -> list[subprocess.Popen]:
+def machines(output_dir, batch_size=16) -> list[subprocess.Popen]:
     """Two "machines" on loopback, one process each: ``accelerate launch --num_machines 2
     --machine_rank 0|1`` on CPU (gloo), rendezvous at 127.0.0.1 on a free port, one shared output
     folder."""
@@ -110,7 +110,7 @@ def machines(output, batch_size=16) -> list[subprocess.Popen]:
         [sys.executable, "-m", "accelerate.commands.launch", "--multi_gpu", "--num_machines", "2",
          "--machine_rank", str(rank), "--main_process_ip", "127.0.0.1", "--main_process_port", str(port),
          "--num_processes", "2", "--mixed_precision", "no", "--dynamo_backend", "no",
-         *GENERATE, *settings(output, batch_size)],
+         *GENERATE, *settings(output_dir, batch_size)],
         env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE) for rank in (0, 1)]
 
 
@@ -137,13 +137,13 @@ def finish(processes, timeout=900) -> None:
         assert process.returncode == 0, error.decode()[-2000:]
 
 
-def check_two_machine_dataset(output: Path, reference: dict) -> None:
+def check_two_machine_dataset(output_dir: Path, reference: dict) -> None:
     """Byte for byte the one-process dataset; one journal per rank; ``idgen dataset verify`` passes."""
     from idgen.synth.verify import verify_dataset
 
-    assert sorted(p.name for p in (output / "journal").iterdir()) == ["rank-0-of-2.jsonl", "rank-1-of-2.jsonl"]
-    assert tree(output) == reference
-    assert verify_dataset(output)["images"] == json.loads(reference["stats.json"])["images"]
+    assert sorted(p.name for p in (output_dir / "journal").iterdir()) == ["rank-0-of-2.jsonl", "rank-1-of-2.jsonl"]
+    assert tree(output_dir) == reference
+    assert verify_dataset(output_dir)["images"] == json.loads(reference["stats.json"])["images"]
 
 
 @pytest.mark.slow

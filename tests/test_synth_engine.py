@@ -24,7 +24,7 @@ FACES = ROOT / "tests" / "data" / "faces"
 
 def overrides(output, mobilefacenet_path):
     return [
-        f"output={output}", "identities.count=12", "identities.dim=64", "identities.max_cosine=0.3",
+        f"output_dir={output}", "identities.count=12", "identities.dim=64", "identities.max_cosine=0.3",
         "variation.images_per_identity=4", "variation.min_cosine=0.95",
         "generator.type=photo", f"generator.photos={FACES}", "generator.failure_rate=0.25", "generator.size=200",
         f"filter.recognizer=mobilefacenet:{mobilefacenet_path}", "filter.threshold=0.4",
@@ -84,6 +84,9 @@ def test_small_run_writes_every_format_and_a_matching_manifest(reference, tmp_pa
     assert first["identity"] == records[0]["identity"] and first["seed"] == records[0]["seed"]
     assert first["image"].size == (200, 200)
     assert len(list((output / "data").glob("*.parquet"))) == -(-len(records) // 20)
+    import pyarrow.parquet as pq   # written by Dataset.to_parquet: content-defined chunking, as push_to_hub writes
+    assert all(b"content_defined_chunking" in pq.ParquetFile(shard).metadata.metadata
+               for shard in (output / "data").glob("*.parquet"))
 
     members = {}
     for shard in sorted((output / "webdataset").glob("*.tar")):
@@ -145,7 +148,7 @@ def test_resuming_with_other_settings_is_refused(reference, mobilefacenet_path):
         generate_dataset(SynthConfig.load(None, changed))
 
 
-def run_engine(folder, generator, image_filter, count=4, per_identity=2, **settings):
+def run_engine(folder, generator, image_filter, count=4, per_identity=2, progress=False, **settings):
     """``DatasetEngine.run_shard`` on its own (no models): returns the journal entries."""
     import torch
 
@@ -155,8 +158,8 @@ def run_engine(folder, generator, image_filter, count=4, per_identity=2, **setti
     from idgen.synth.journal import Journal
 
     config = SynthConfig.from_dict({
-        "output": str(folder), "identities": {"count": count}, "variation": {"images_per_identity": per_identity},
-        **settings, "runtime": {"batch_size": 4, "queue_size": 2, "progress": False},
+        "output_dir": str(folder), "identities": {"count": count}, "variation": {"images_per_identity": per_identity},
+        **settings, "runtime": {"batch_size": 4, "queue_size": 2, "progress": progress},
     })
     engine = DatasetEngine(config, generator, image_filter)
     engine.targets = random_identities(count, 16, generator=torch.Generator().manual_seed(0))
@@ -221,13 +224,51 @@ def test_rejected_images_are_regenerated_at_most_max_retries_times(tmp_path):
     assert not (tmp_path / "images").exists()
 
 
+def test_the_progress_bar_counts_every_render_and_grows_with_retries(tmp_path, monkeypatch):
+    """The one bar of a run ticks per image made, so it moves (with an ETA) while the filter keeps
+    nothing yet; each retry adds to its total, and the images kept so far stand beside it."""
+    import tqdm
+
+    import idgen.synth.engine
+    from idgen.synth.consistency import KeepAll, Verdict
+
+    bars = []
+
+    class Recorded(tqdm.tqdm):
+        def __init__(self, *args, **kwargs):
+            super().__init__(*args, **kwargs)
+            self.seen = []
+            bars.append(self)
+
+        def update(self, n=1):
+            super().update(n)
+            self.seen.append((self.n, self.total))
+
+    class RejectFirstTry(KeepAll):
+        def reference_for(self, target, embeddings):
+            return {"rounds": 0}      # one per identity
+
+        def judge(self, embeddings, reference, kept=()):
+            reference["rounds"] += 1
+            keep = reference["rounds"] > 1
+            return [Verdict(keep, "kept" if keep else "no_face", None, None) for _ in embeddings]
+
+    monkeypatch.setattr(idgen.synth.engine, "tqdm", Recorded)
+    entries = run_engine(tmp_path, grey_images, RejectFirstTry(), count=3, per_identity=2, progress=True)
+    assert sum(len(entry["images"]) for entry in entries.values()) == 6
+    (bar,) = bars
+    assert bar.seen[0] == (4, 6)           # the first batch of renders, before anything was kept
+    assert bar.seen[-1] == (12, 12)        # 6 first tries + 6 retries
+    assert bar.postfix == "kept=6"
+
+
 # ---------------------------------------------------------------- output folders and faults
 def small_config(folder, **settings):
     """Three identities × two grey images, one image per shard, no models (see ``grey_images``)."""
     from idgen.synth import SynthConfig
 
     return SynthConfig.from_dict({
-        "output": str(folder), "identities": {"count": 3, "dim": 16, "steps": 5},
+        "output_dir": str(folder), "identities": {"count": 3, "dim": 16, "steps": 5},
         "variation": {"images_per_identity": 2}, "filter": {"enabled": False}, "writers": {"shard_size": 1},
         "runtime": {"batch_size": 4, "progress": False, "device": "cpu"}, **settings})
 
@@ -252,7 +293,7 @@ def test_a_process_that_does_not_see_the_shared_output_folder_names_the_file_and
     with pytest.raises(DataError) as raised:
         engine.DatasetEngine(small_config(tmp_path), None, None, 1, 2).sample_or_load_identities(OtherMachine())
     assert str(raised.value).startswith(f"{tmp_path / 'identities.safetensors'}: process 1 (on ")
-    assert "output must be one folder that every machine mounts (NFS, Lustre, ...)" in str(raised.value)
+    assert "output_dir must be one folder that every machine mounts (NFS, Lustre, ...)" in str(raised.value)
 
 
 def test_a_folder_holding_other_files_is_refused_and_left_untouched(tmp_path, capsys):
@@ -266,12 +307,12 @@ def test_a_folder_holding_other_files_is_refused_and_left_untouched(tmp_path, ca
         (out / name).parent.mkdir(parents=True, exist_ok=True)
         (out / name).write_bytes(f"their {name}".encode())
     before = files_of(out)
-    code = main(["dataset", "generate", f"output={out}", "generator.type=photo", f"generator.photos={FACES}",
+    code = main(["dataset", "generate", f"output_dir={out}", "generator.type=photo", f"generator.photos={FACES}",
                  "filter.enabled=false", "identities.count=2", "runtime.progress=false"])
     assert code == 1
     lines = [line for line in capsys.readouterr().err.splitlines() if line.startswith("idgen: error:")]
     assert len(lines) == 1 and f"{out} is not empty and holds no earlier output" in lines[0]
-    assert "give output a new or empty folder" in lines[0]
+    assert "give output_dir a new or empty folder" in lines[0]
     assert files_of(out) == before
 
 
@@ -283,21 +324,20 @@ def test_a_full_disk_leaves_no_partial_shards_and_the_rerun_completes(tmp_path, 
     import errno
 
     import datasets
-    import pyarrow.parquet as pq
 
     from idgen.errors import OutputError
     from idgen.io import is_temporary
     from idgen.synth import generate_dataset
 
-    out, written, write_table = tmp_path / "ds", [], pq.write_table
+    out, written, to_parquet = tmp_path / "ds", [], datasets.Dataset.to_parquet
 
-    def fill_up(table, where, *args, **kwargs):
+    def fill_up(dataset, where, *args, **kwargs):
         if len(written) == 2:
             raise OSError(errno.ENOSPC, "No space left on device", str(where))
         written.append(where)
-        return write_table(table, where, *args, **kwargs)
+        return to_parquet(dataset, where, *args, **kwargs)
 
-    monkeypatch.setattr(pq, "write_table", fill_up)
+    monkeypatch.setattr(datasets.Dataset, "to_parquet", fill_up)
     with pytest.raises(OutputError, match="No space left on device; the disk is full.*run the same command again"):
         generate_dataset(small_config(out), generator=grey_images)
     assert not (out / "data").exists() and not (out / "webdataset").exists()
@@ -306,7 +346,7 @@ def test_a_full_disk_leaves_no_partial_shards_and_the_rerun_completes(tmp_path, 
     with pytest.raises(datasets.exceptions.DataFilesNotFoundError):
         datasets.load_dataset(str(out), split="train", cache_dir=str(tmp_path / "cache0"))
 
-    monkeypatch.setattr(pq, "write_table", write_table)
+    monkeypatch.setattr(datasets.Dataset, "to_parquet", to_parquet)
     stats = generate_dataset(small_config(out), generator=grey_images)
     assert stats["images"] == 6 and len(list((out / "data").iterdir())) == 6
     assert len(datasets.load_dataset(str(out), split="train", cache_dir=str(tmp_path / "cache"))) == 6
@@ -329,7 +369,7 @@ def test_a_read_only_folder_is_refused_before_any_image_is_made(tmp_path, monkey
         raise AssertionError("generated before the folder was checked")
 
     monkeypatch.setattr(tempfile, "mkstemp", read_only)
-    with pytest.raises(OutputError, match=f"cannot write to {out} \\(output\\): Read-only file system"):
+    with pytest.raises(OutputError, match=f"cannot write to {out} \\(output_dir\\): Read-only file system"):
         generate_dataset(small_config(out), generator=never)
     assert list(out.iterdir()) == []
 

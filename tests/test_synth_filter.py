@@ -57,11 +57,11 @@ def test_the_threshold_default_depends_on_the_generator_and_never_overrides_a_se
     so it gets its own calibrated default; a threshold the user writes is kept, even one equal to
     another generator's default."""
     from idgen.synth import SynthConfig
-    from idgen.synth.config import DEFAULT_FILTER_THRESHOLD, FILTER_THRESHOLDS, default_filter_threshold
+    from idgen.synth.config import COMMON_DEFAULTS, GENERATOR_DEFAULTS, generator_defaults
 
-    mini = FILTER_THRESHOLDS["mini"]
-    assert mini < DEFAULT_FILTER_THRESHOLD == 0.5
-    assert default_filter_threshold("mini") == mini and default_filter_threshold(None) == 0.5
+    mini = GENERATOR_DEFAULTS["mini"]["filter.threshold"]
+    assert mini < COMMON_DEFAULTS["filter.threshold"] == 0.5
+    assert generator_defaults("mini")["filter.threshold"] == mini and generator_defaults(None)["filter.threshold"] == 0.5
     for generator, expected in (("mini", mini), ("arc2face", 0.5), ("photo", 0.5), ("my-registered-gen", 0.5)):
         assert SynthConfig.load(None, [f"generator.type={generator}"]).filter.threshold == expected
         assert SynthConfig.load(None, [f"generator.type={generator}", "filter.threshold=null"]).filter.threshold == expected
@@ -71,10 +71,29 @@ def test_the_threshold_default_depends_on_the_generator_and_never_overrides_a_se
     assert SynthConfig.from_dict({"generator": {"type": "mini"}, "filter": {"threshold": 0.5}}).filter.threshold == 0.5
     # the number is resolved into the config, so config.json records it and datasets made before the
     # per-generator default (threshold 0.5 written out) keep their fingerprint and still resume
-    assert SynthConfig.load(None, []).to_dict()["filter"]["threshold"] == 0.5
-    assert SynthConfig.load(None, []).fingerprint() == SynthConfig.load(None, ["filter.threshold=0.5"]).fingerprint()
+    photo = ["generator.type=photo"]
+    assert SynthConfig.load(None, photo).to_dict()["filter"]["threshold"] == 0.5
+    assert SynthConfig.load(None, photo).fingerprint() == SynthConfig.load(None, [*photo, "filter.threshold=0.5"]).fingerprint()
     assert SynthConfig.load(None, ["generator.type=mini"]).fingerprint() != SynthConfig.load(
         None, ["generator.type=mini", "filter.threshold=0.5"]).fingerprint()
+
+
+def test_the_mini_generator_alone_gets_its_identity_size_and_recogniser():
+    """``generator.type=mini`` is a whole config: the identity length and the filter's recogniser
+    follow the model (its own constants), a value the user writes is kept, and configs written out
+    before these keys had per-generator defaults keep their fingerprint."""
+    from idgen.pipelines.mini import MINI_FACE_BACKENDS, MINI_IDENTITY_DIM
+    from idgen.synth import SynthConfig
+
+    config = SynthConfig.load(None, ["generator.type=mini"])
+    assert config.identities.dim == MINI_IDENTITY_DIM == 128
+    assert config.filter.recognizer == MINI_FACE_BACKENDS["recognizer"] == "mobilefacenet"
+    explicit = SynthConfig.load(None, ["generator.type=mini", "identities.dim=64", "filter.recognizer=dlib"])
+    assert (explicit.identities.dim, explicit.filter.recognizer) == (64, "dlib")
+    other = SynthConfig.load(None, ["generator.type=arc2face"])
+    assert (other.identities.dim, other.filter.recognizer) == (512, "dlib")
+    assert other.fingerprint() == SynthConfig.load(
+        None, ["generator.type=arc2face", "identities.dim=512", "filter.recognizer=dlib"]).fingerprint()
 
 
 def test_the_mini_generator_filter_sees_renders_as_the_mini_model_does():
@@ -99,9 +118,36 @@ def test_the_mini_generator_refuses_a_filter_recogniser_whose_embeddings_it_was_
     from idgen.synth.dataset import build_filter
 
     with pytest.raises(ConfigError, match="filter.recognizer: mobilefacenet"):
-        build_filter(SynthConfig.load(None, ["generator.type=mini"]))  # the default recogniser is dlib
+        build_filter(SynthConfig.load(None, ["generator.type=mini", "filter.recognizer=dlib"]))
     with pytest.raises(ConfigError, match="'dlib'"):
-        build_filter(SynthConfig.load(None, ["generator.type=mini", "filter.reference=target"]))
+        build_filter(SynthConfig.load(None, ["generator.type=mini", "filter.recognizer=dlib", "filter.reference=target"]))
     # renders compared with each other (no identity vectors) and other generators are fine with dlib
-    assert build_filter(SynthConfig.load(None, ["generator.type=mini", "filter.reference=centroid"])).analyzer.flip
+    assert build_filter(SynthConfig.load(None, ["generator.type=mini", "filter.recognizer=dlib",
+                                                "filter.reference=centroid"])).analyzer.flip
     build_filter(SynthConfig.load(None, ["generator.type=photo"]))
+
+
+def test_a_filter_recogniser_other_than_the_published_generators_own_gets_a_warning(tmp_path):
+    """InfiniteYou renders compared with their identity vectors need IR-SE50's embeddings: a dlib filter
+    that compares with the targets gets a warning naming IR-SE50; one comparing renders with each other
+    (reference centroid), or one that embeds with IR-SE50 itself, gets none."""
+    import warnings
+
+    import torch
+    from tiny_models import TINY_IR_SE, ir_se_state_dict
+
+    from idgen.synth import SynthConfig
+    from idgen.synth.dataset import build_filter
+
+    pytest.importorskip("dlib")
+    base = ["generator.type=infiniteyou", "generator.path=ByteDance/InfiniteYou", "identities.dim=128"]
+    with pytest.warns(UserWarning, match="generator type 'infiniteyou' was trained on the embeddings of "
+                                         "recognition_arcface_ir_se50.pth .*filter.recognizer embeds with DlibRecognizer"):
+        build_filter(SynthConfig.load(None, [*base, "filter.recognizer=dlib", "filter.reference=auto"]))
+    weights = tmp_path / "recognition_arcface_ir_se50.pth"
+    torch.save(ir_se_state_dict(**TINY_IR_SE), weights)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        build_filter(SynthConfig.load(None, [*base, "filter.recognizer=dlib", "filter.reference=centroid"]))
+        build_filter(SynthConfig.load(None, [*base, "identities.dim=512", f"filter.recognizer=ir_se50:{weights}",
+                                             "filter.reference=target"]))

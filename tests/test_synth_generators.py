@@ -102,7 +102,7 @@ def test_arc2face_dataset_images_equal_direct_pipeline_calls(tmp_path, one_threa
     pipe = tiny_pipeline(seed=0)
     run = dict(num_inference_steps=2, guidance_scale=3.0, height=IMAGE_SIZE, width=IMAGE_SIZE)
     config = SynthConfig.from_dict({
-        "output": str(tmp_path / "ds"), "seed": 7,
+        "output_dir": str(tmp_path / "ds"), "seed": 7,
         "identities": {"count": 3, "dim": TEXT_WIDTH, "max_cosine": 0.3, "steps": 50},
         "variation": {"images_per_identity": 2},
         "filter": {"enabled": False},

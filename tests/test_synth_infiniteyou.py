@@ -21,7 +21,7 @@ pytestmark = pytest.mark.usefixtures("one_thread")
 
 def config(output, **changes):
     settings = {
-        "output": str(output), "seed": 3,
+        "output_dir": str(output), "seed": 3,
         "generator": {"type": "infiniteyou-tiny", "num_inference_steps": 2, "micro_batch": 3},
         "identities": {"count": 2, "dim": 32, "max_cosine": 0.3, "steps": 50},
         "variation": {"images_per_identity": 3, "prompts": PROMPTS, "poses": "default"},

@@ -18,7 +18,7 @@ PROMPTS = ["a photo of a person", "an oil painting of a person", "a pencil sketc
 
 def config(output, **changes):
     settings = {
-        "output": str(output), "seed": 5,
+        "output_dir": str(output), "seed": 5,
         "generator": {"type": "instantid-tiny", "num_inference_steps": 2, "micro_batch": 4},
         "identities": {"count": 2, "dim": 32, "max_cosine": 0.3, "steps": 50},
         "variation": {"images_per_identity": 4, "prompts": PROMPTS, "poses": "default"},
@@ -109,8 +109,8 @@ def test_same_config_twice_gives_identical_files(dataset, tmp_path, one_thread, 
 
     again = tmp_path / "again"
     settings = config(again)
-    (tmp_path / "synth.yaml").write_text(yaml.safe_dump({k: v for k, v in settings.items() if k != "output"}))
-    assert main(["dataset", "generate", "--config", str(tmp_path / "synth.yaml"), f"output={again}"]) == 0
+    (tmp_path / "synth.yaml").write_text(yaml.safe_dump({k: v for k, v in settings.items() if k != "output_dir"}))
+    assert main(["dataset", "generate", "--config", str(tmp_path / "synth.yaml"), f"output_dir={again}"]) == 0
     assert json.loads(capsys.readouterr().out)["images"] == 8
     assert tree(again) == tree(dataset[0])
 

@@ -27,7 +27,7 @@ def dataset(tmp_path) -> Path:
 
     folder = tmp_path / "faces"
     generate_dataset(SynthConfig.from_dict({
-        "output": str(folder), "identities": {"count": 3, "dim": 16, "steps": 5},
+        "output_dir": str(folder), "identities": {"count": 3, "dim": 16, "steps": 5},
         "variation": {"images_per_identity": 2}, "filter": {"enabled": False}, "writers": {"shard_size": 1},
         "runtime": {"batch_size": 4, "progress": False, "device": "cpu"}}), generator=grey_images)
     return folder

@@ -61,7 +61,7 @@ def train_args(tiny_dir, folders, out, *extra) -> list[str]:
             f"model.pretrained={tiny_dir}", "model.arc2face=null", f"data.faces_dir={folders['train']}",
             "data.detector=dlib", "data.recognizer=dlib", f"data.identity_cache={folders['cache']}",
             f"data.resolution={RESOLUTION}", "optim.mixed_precision=no", "optim.gradient_checkpointing=false",
-            "optim.batch_size=2", "optim.lr_warmup_steps=0", "optim.learning_rate=1e-3", "lora.rank=4", *extra]
+            "optim.batch_size=2", "optim.learning_rate_warmup_steps=0", "optim.learning_rate=1e-3", "lora.rank=4", *extra]
 
 
 def launch(args: list[str], processes: int = 1, mixed_precision: str = "no") -> subprocess.CompletedProcess:
@@ -107,17 +107,17 @@ def full_run(tiny_dir, folders, tmp_path_factory) -> Path:
 
 # ---------------------------------------------------------------- config
 def test_unknown_config_key_is_named(tmp_path):
-    from idgen.training import load_config
+    from idgen.training import TrainConfig
 
     with pytest.raises(ConfigError, match="optim.lerning_rate"):
-        load_config(ROOT / "training/configs/id_adapter.yaml", ["optim.lerning_rate=1e-4"])
+        TrainConfig.load(ROOT / "training/configs/id_adapter.yaml", ["optim.lerning_rate=1e-4"])
     bad = tmp_path / "bad.yaml"
     bad.write_text("task: id-adapter\nvalidaton:\n  every: 5\n")
     with pytest.raises(ConfigError, match="unknown config key validaton"):
-        load_config(bad)
+        TrainConfig.load(bad)
     with pytest.raises(ConfigError, match="optim.max_steps"):
-        load_config(None, ["optim.max_steps=lots"])
-    config = load_config(None, ["optim.learning_rate=1e-4", "optim.mixed_precision=no", "lora.rank=4"])
+        TrainConfig.load(None, ["optim.max_steps=lots"])
+    config = TrainConfig.load(None, ["optim.learning_rate=1e-4", "optim.mixed_precision=no", "lora.rank=4"])
     assert config.optim.learning_rate == 1e-4 and config.optim.mixed_precision == "no" and config.lora.rank == 4
 
 
@@ -259,13 +259,13 @@ def test_training_loss_falls_on_a_fixed_batch(tiny_dir, folders, cpu_accelerator
     weights and their gradients in fp32, the UNet run under autocast, the configured optimizer."""
     if optimizer == "adamw8bit":
         bnb = pytest.importorskip("bitsandbytes")
-    from idgen.training import (Conditioning, add_training_lora, build_pipeline, latent_diffusion_loss,
-                                load_components, load_config, make_optimizer)
+    from idgen.training import (Conditioning, TrainConfig, add_training_lora, build_pipeline, latent_diffusion_loss,
+                                load_components, make_optimizer)
     from idgen.training.data import load_training_image
 
     torch.manual_seed(0)
     # rank 64: the 64-wide blocks' LoRA matrices reach bitsandbytes' 4,096 elements for 8-bit state
-    config = load_config(None, [f"model.pretrained={tiny_dir}", "lora.rank=64", f"optim.mixed_precision={precision}",
+    config = TrainConfig.load(None, [f"model.pretrained={tiny_dir}", "lora.rank=64", f"optim.mixed_precision={precision}",
                                 f"optim.optimizer={optimizer}", "optim.learning_rate=3e-3"])
     accelerator = cpu_accelerator(precision)
     parts = load_components(config.model).freeze(accelerator.device, precision)

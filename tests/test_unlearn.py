@@ -15,14 +15,14 @@ from torch import nn
 from idgen.errors import ConfigError
 from idgen.recognition import FaceRecognizer, FaceSet, model_config
 from idgen.unlearn import (add_task_lora, class_prototypes, find_ffn_linears, forgetting_loss, group_lasso,
-                           group_soft_threshold, gs_lora_task, load_config, lora_groups, merge_task_lora,
+                           group_soft_threshold, gs_lora_task, lora_groups, merge_task_lora,
                            prototype_loss)
-from idgen.unlearn.config import ForgetConfig, GroupSparseLoraConfig
+from idgen.unlearn.config import ForgetConfig, GroupSparseLoraConfig, RunConfig
 
 
 def tiny(num_classes=6, depth=3):
     torch.manual_seed(0)
-    return FaceRecognizer(model_config(None, image_size=16, patch_size=8, dim=32, depth=depth, heads=4,
+    return FaceRecognizer(model_config(None, resolution=16, patch_size=8, dim=32, depth=depth, heads=4,
                                        mlp_dim=64, embedding_dim=16, num_classes=num_classes)).eval()
 
 
@@ -179,15 +179,15 @@ def _toy_faces(num_classes=6, per_class=12, seed=0):
 
 
 def test_gs_lora_task_forgets_and_keeps_on_toy_data():
-    from idgen.recognition import TrainConfig, predict, train_recognizer
+    from idgen.recognition import FaceTransformerRecipe, fit, predict
 
     data = _toy_faces()
     model = tiny()
-    train_recognizer(model, data, TrainConfig(epochs=6, batch_size=24, lr=3e-3, warmup_epochs=1, augment=False),
+    fit(model, data, FaceTransformerRecipe(epochs=6, batch_size=24, learning_rate=3e-3, warmup_epochs=1, augment=False),
                      progress=False)
     assert float((predict(model, data) == data.labels).float().mean()) > 0.95
     forget, retain = data.of_classes([0]), data.of_classes(range(1, 6))
-    config = ForgetConfig(epochs=8, batch_size=24, forget_batch_size=8, lr=1e-2, bound=20.0, augment=False,
+    config = ForgetConfig(epochs=8, batch_size=24, forget_batch_size=8, learning_rate=1e-2, bound=20.0, augment=False,
                           prototype_weight=0.5, lora=GroupSparseLoraConfig(rank=2))
     edited, stats = gs_lora_task(model, forget, retain, config)
     pred = predict(edited, data)
@@ -207,7 +207,7 @@ def test_proximal_group_lasso_sets_whole_groups_exactly_to_zero():
     reference = model.embed(x).detach()
     zero_tol = 1e-3
     for proximal, expect_zero in ((True, 3), (False, 0)):
-        config = ForgetConfig(epochs=2, batch_size=24, forget_batch_size=8, lr=1e-2, alpha=1000.0, warmup_epochs=1,
+        config = ForgetConfig(epochs=2, batch_size=24, forget_batch_size=8, learning_rate=1e-2, alpha=1000.0, warmup_epochs=1,
                               proximal=proximal, augment=False, lora=GroupSparseLoraConfig(rank=2, zero_tol=zero_tol))
         edited, stats = gs_lora_task(copy.deepcopy(model), forget, retain, config)
         zero = [name for name, norm in stats["group_norms"].items() if norm == 0.0]
@@ -218,17 +218,17 @@ def test_proximal_group_lasso_sets_whole_groups_exactly_to_zero():
 
 def test_config_rejects_unknown_keys_by_name(tmp_path):
     good = {"data": {"root": "x"}, "model": {"path": "m"}, "output_dir": "o"}
-    assert load_config(good).forget.lora.rank == 8
+    assert RunConfig.from_dict(good).forget.lora.rank == 8
     with pytest.raises(ConfigError, match="forget.lora.rnak"):
-        load_config({**good, "forget": {"lora": {"rnak": 4}}})
+        RunConfig.from_dict({**good, "forget": {"lora": {"rnak": 4}}})
     with pytest.raises(ConfigError, match="unknown config key epochs"):
-        load_config({**good, "epochs": 3})
-    assert load_config(good, ["baselines.finetune_lr=1e-4"]).baselines.finetune_lr == pytest.approx(1e-4)
-    with pytest.raises(ConfigError, match="forget.lr must be a number"):
-        load_config(good, ["forget.lr=fast"])
+        RunConfig.from_dict({**good, "epochs": 3})
+    assert RunConfig.from_dict(good, ["baselines.finetune_learning_rate=1e-4"]).baselines.finetune_learning_rate == pytest.approx(1e-4)
+    with pytest.raises(ConfigError, match="forget.learning_rate must be a number"):
+        RunConfig.from_dict(good, ["forget.learning_rate=fast"])
     path = tmp_path / "c.yaml"
     path.write_text("data: {root: faces}\nmodel: {path: m}\noutput_dir: out\n")
-    assert load_config(path).data.root == str(tmp_path / "faces")
+    assert RunConfig.load(path).data.root == str(tmp_path / "faces")
 
 
 def test_save_and_load_recognizer_roundtrip(tmp_path):
@@ -249,10 +249,10 @@ def _toy_run(tmp_path, num_classes: int, train_epochs: int) -> dict:
         folder.mkdir(parents=True, exist_ok=True)
         Image.fromarray(image.permute(1, 2, 0).numpy()).save(folder / f"{i:03d}.png")
     return {
-        "data": {"root": str(tmp_path / "faces"), "align": "resize", "image_size": 16, "test_fraction": 0.34},
+        "data": {"root": str(tmp_path / "faces"), "align": "resize", "resolution": 16, "test_fraction": 0.34},
         "model": {"path": str(tmp_path / "base"), "preset": None,
                   "overrides": {"patch_size": 8, "dim": 32, "depth": 2, "heads": 4, "mlp_dim": 64, "embedding_dim": 16},
-                  "train": {"epochs": train_epochs, "batch_size": 16, "lr": 3e-3, "warmup_epochs": 1}},
+                  "train": {"epochs": train_epochs, "batch_size": 16, "learning_rate": 3e-3, "warmup_epochs": 1}},
     }
 
 
@@ -320,7 +320,7 @@ def test_a_saved_base_is_used_only_for_the_people_and_photos_it_was_trained_on(t
 
 def test_hyperparameters_chosen_on_a_validation_split_of_training_images(tmp_path):
     """selection: the last training image of each person is held out of all training; each candidate
-    (lr, BND, and α for GS-LoRA) is scored on those images and the best one is the one used for the
+    (learning_rate, BND, and α for GS-LoRA) is scored on those images and the best one is the one used for the
     reported run."""
     from idgen.unlearn import run_forgetting
 
@@ -329,21 +329,21 @@ def test_hyperparameters_chosen_on_a_validation_split_of_training_images(tmp_pat
         "tasks": {"num_tasks": 1, "classes_per_task": 1, "seed": 0},
         "forget": {"epochs": 1, "batch_size": 8, "forget_batch_size": 2, "warmup_epochs": 0, "lora": {"rank": 2}},
         "baselines": {"methods": ["finetune"]},
-        "selection": {"val_per_class": 1, "gs_lora_lrs": [1e-4, 3e-2], "finetune_lrs": ["1e-5", 1e-3],
+        "selection": {"val_per_class": 1, "gs_lora_learning_rates": [1e-4, 3e-2], "finetune_learning_rates": ["1e-5", 1e-3],
                       "bounds": [5, 40], "alphas": [0, 10]},
         "output_dir": str(tmp_path / "out"), "save_model": False,
     }
     report = run_forgetting(config)
     assert report["data"] == {"identities": 5, "train_images": 5 * 3, "test_images": 5 * 2, "validation_images": 5}
-    grids = {"gs-lora": {(lr, b, a) for lr in (1e-4, 3e-2) for b in (5.0, 40.0) for a in (0.0, 10.0)},
-             "finetune": {(lr, b, None) for lr in (1e-5, 1e-3) for b in (5.0, 40.0)}}   # no groups: no α
-    for method, (section, lr_key, bound_key) in (("gs-lora", ("forget", "lr", "bound")),
-                                                 ("finetune", ("baselines", "finetune_lr", "finetune_bound"))):
+    grids = {"gs-lora": {(learning_rate, b, a) for learning_rate in (1e-4, 3e-2) for b in (5.0, 40.0) for a in (0.0, 10.0)},
+             "finetune": {(learning_rate, b, None) for learning_rate in (1e-5, 1e-3) for b in (5.0, 40.0)}}   # no groups: no α
+    for method, (section, lr_key, bound_key) in (("gs-lora", ("forget", "learning_rate", "bound")),
+                                                 ("finetune", ("baselines", "finetune_learning_rate", "finetune_bound"))):
         candidates = report["selection"][method]["candidates"]
-        assert {(c["lr"], c["bound"], c.get("alpha")) for c in candidates} == grids[method]
+        assert {(c["learning_rate"], c["bound"], c.get("alpha")) for c in candidates} == grids[method]
         best = max(candidates, key=lambda c: c["val_h_mean"])
         assert report["selection"][method]["chosen"] == {k: v for k, v in best.items() if k != "val_h_mean"}
-        assert report["config"][section][lr_key] == best["lr"]
+        assert report["config"][section][lr_key] == best["learning_rate"]
         assert report["config"][section][bound_key] == best["bound"]
     assert report["config"]["forget"]["alpha"] == max(report["selection"]["gs-lora"]["candidates"],
                                                       key=lambda c: c["val_h_mean"])["alpha"]
@@ -351,7 +351,7 @@ def test_hyperparameters_chosen_on_a_validation_split_of_training_images(tmp_pat
 
 
 def test_gs_lora_plus_plus_chooses_its_prototype_weight_on_validation_too(tmp_path):
-    """GS-LoRA++'s grid crosses lr, BND and α with the prototype weight γ; the best γ is the one
+    """GS-LoRA++'s grid crosses learning_rate, BND and α with the prototype weight γ; the best γ is the one
     the reported run uses. Plain GS-LoRA has no prototypes: a γ grid for it is refused by name."""
     from idgen.unlearn import run_forgetting
 
@@ -361,12 +361,12 @@ def test_gs_lora_plus_plus_chooses_its_prototype_weight_on_validation_too(tmp_pa
         "forget": {"epochs": 1, "batch_size": 8, "forget_batch_size": 2, "warmup_epochs": 0, "alpha": 10,
                    "lora": {"rank": 2}},
         "baselines": {"methods": []},
-        "selection": {"val_per_class": 1, "gs_lora_lrs": [3e-2], "bounds": [5, 40], "prototype_weights": [0.1, 3]},
+        "selection": {"val_per_class": 1, "gs_lora_learning_rates": [3e-2], "bounds": [5, 40], "prototype_weights": [0.1, 3]},
         "output_dir": str(tmp_path / "out"), "save_model": False,
     }
     report = run_forgetting(config)
     candidates = report["selection"]["gs-lora++"]["candidates"]
-    assert [(c["lr"], c["bound"], c["alpha"], c["prototype_weight"]) for c in candidates] == [
+    assert [(c["learning_rate"], c["bound"], c["alpha"], c["prototype_weight"]) for c in candidates] == [
         (3e-2, b, 10.0, g) for b in (5.0, 40.0) for g in (0.1, 3.0)]
     best = max(candidates, key=lambda c: c["val_h_mean"])
     assert report["config"]["forget"]["prototype_weight"] == best["prototype_weight"]
@@ -404,19 +404,19 @@ def test_a_configuration_gives_the_same_result_whatever_ran_before_it(tmp_path):
     global generator for itself and leaves the caller's state as it found it."""
     import dataclasses
 
-    from idgen.recognition import TrainConfig, predict, train_recognizer
+    from idgen.recognition import FaceTransformerRecipe, fit, predict
     from idgen.unlearn.forget import run_method
 
     data = _toy_faces(per_class=8)
     model = tiny()
-    train_recognizer(model, data, TrainConfig(epochs=2, batch_size=24, lr=3e-3, warmup_epochs=0), progress=False)
-    config = load_config({**_toy_run(tmp_path, num_classes=6, train_epochs=1), "output_dir": str(tmp_path),
+    fit(model, data, FaceTransformerRecipe(epochs=2, batch_size=24, learning_rate=3e-3, warmup_epochs=0), progress=False)
+    config = RunConfig.from_dict({**_toy_run(tmp_path, num_classes=6, train_epochs=1), "output_dir": str(tmp_path),
                           "tasks": {"num_tasks": 1, "classes_per_task": 1},
                           "forget": {"epochs": 1, "batch_size": 16, "forget_batch_size": 4, "lora": {"rank": 2}}})
     base_predictions = predict(model, data)
 
-    def run(lr):
-        run_config = dataclasses.replace(config, forget=dataclasses.replace(config.forget, lr=lr))
+    def run(learning_rate):
+        run_config = dataclasses.replace(config, forget=dataclasses.replace(config.forget, learning_rate=learning_rate))
         return run_method("gs-lora", model, data, data, [[0]], run_config, base_predictions)[-1]
 
     state = torch.get_rng_state()
@@ -433,17 +433,17 @@ def test_a_configuration_gives_the_same_result_whatever_ran_before_it(tmp_path):
 def test_gallery_accuracy_is_nearest_class_mean_of_the_edited_models_embeddings(tmp_path):
     """gallery_acc_f / gallery_acc_r: test photos identified by the nearest class mean (cosine) of the
     training photos' embeddings, all embedded by the edited model; checked against a plain loop."""
-    from idgen.recognition import TrainConfig, predict, train_recognizer
+    from idgen.recognition import FaceTransformerRecipe, fit, predict
     from idgen.recognition.data import to_model_input
     from idgen.unlearn.forget import run_method
 
     data = _toy_faces(per_class=8)
     train, test = data.hold_out(3)
     model = tiny()
-    train_recognizer(model, train, TrainConfig(epochs=3, batch_size=24, lr=3e-3, warmup_epochs=0), progress=False)
-    config = load_config({**_toy_run(tmp_path, num_classes=6, train_epochs=1), "output_dir": str(tmp_path),
+    fit(model, train, FaceTransformerRecipe(epochs=3, batch_size=24, learning_rate=3e-3, warmup_epochs=0), progress=False)
+    config = RunConfig.from_dict({**_toy_run(tmp_path, num_classes=6, train_epochs=1), "output_dir": str(tmp_path),
                           "tasks": {"num_tasks": 1, "classes_per_task": 2},
-                          "forget": {"epochs": 2, "batch_size": 16, "forget_batch_size": 4, "lr": 3e-2,
+                          "forget": {"epochs": 2, "batch_size": 16, "forget_batch_size": 4, "learning_rate": 3e-2,
                                      "lora": {"rank": 2}}})
     result = run_method("gs-lora", model, train, test, [[0, 1]], config, predict(model, test))[-1]
 
@@ -479,7 +479,7 @@ def test_repeats_report_the_mean_and_spread_of_single_seed_runs(tmp_path):
     config = {
         **_toy_run(tmp_path, num_classes=5, train_epochs=10),
         "tasks": {"num_tasks": 2, "classes_per_task": 1, "seed": 1},
-        "forget": {"epochs": 1, "batch_size": 8, "forget_batch_size": 2, "warmup_epochs": 0, "lr": 1e-2,
+        "forget": {"epochs": 1, "batch_size": 8, "forget_batch_size": 2, "warmup_epochs": 0, "learning_rate": 1e-2,
                    "lora": {"rank": 2}},
         "baselines": {"methods": ["drop-classes"]}, "save_model": False, "seed": 4,
     }
@@ -516,15 +516,15 @@ def test_drop_classes_baseline_only_takes_forgotten_classes_out_of_the_heads_arg
     """``drop-classes``: no training; after each task the test photos get the base model's best
     class among those not forgotten so far (checked against numpy on the base's logits), so the head
     never names a forgotten person while the embeddings, and the gallery metric, stay the base's."""
-    from idgen.recognition import TrainConfig, predict, train_recognizer
+    from idgen.recognition import FaceTransformerRecipe, fit, predict
     from idgen.recognition.data import to_model_input
     from idgen.unlearn.forget import run_method
 
     data = _toy_faces(per_class=8)
     train, test = data.hold_out(3)
     model = tiny()
-    train_recognizer(model, train, TrainConfig(epochs=3, batch_size=24, lr=3e-3, warmup_epochs=0), progress=False)
-    config = load_config({**_toy_run(tmp_path, num_classes=6, train_epochs=1), "output_dir": str(tmp_path)})
+    fit(model, train, FaceTransformerRecipe(epochs=3, batch_size=24, learning_rate=3e-3, warmup_epochs=0), progress=False)
+    config = RunConfig.from_dict({**_toy_run(tmp_path, num_classes=6, train_epochs=1), "output_dir": str(tmp_path)})
     tasks = [[0, 1], [4]]
     results = run_method("drop-classes", model, train, test, tasks, config, predict(model, test))
     with torch.no_grad():
@@ -588,7 +588,7 @@ def test_a_killed_run_resumes_and_reports_what_an_uninterrupted_run_reports(tmp_
         "tasks": {"num_tasks": 2, "classes_per_task": 1, "seed": 0},
         "forget": {"epochs": 1, "batch_size": 8, "forget_batch_size": 2, "warmup_epochs": 0, "lora": {"rank": 2}},
         "baselines": {"methods": ["finetune", "drop-classes"]},
-        "selection": {"val_per_class": 1, "gs_lora_lrs": [1e-3, 3e-2], "finetune_lrs": [1e-3]},
+        "selection": {"val_per_class": 1, "gs_lora_learning_rates": [1e-3, 3e-2], "finetune_learning_rates": [1e-3]},
         "repeats": 2,
     }
     uninterrupted = run_forgetting({**config, "output_dir": str(tmp_path / "whole")})   # trains the base too
@@ -661,21 +661,15 @@ def test_output_dir_is_refused_unless_new_empty_or_an_earlier_runs(tmp_path, mon
 
 
 def test_the_base_model_section_is_the_face_transformers_fitting_options():
-    """`model.train` is the one recogniser trainer's config, Face Transformer, fitting options only; the
-    two LoRA configs have names that say which LoRA they are, and the old names still work."""
-    from idgen.recognition import RecognizerTrainConfig
-    from idgen.training.config import GeneratorLoraConfig
-    from idgen.training.config import LoraConfig as OldGeneratorName
-    from idgen.unlearn.config import LoraConfig as OldName
-    from idgen.unlearn.config import load_config
+    """`model.train` is the Face Transformer's recipe, fitting options only."""
+    from idgen.recognition import FaceTransformerRecipe
 
     base = {"data": {"root": "faces"}, "model": {"path": "m", "train": {"epochs": 3, "warmup_epochs": 1}},
             "output_dir": "out"}
-    train = load_config(base).model.train
-    assert train == RecognizerTrainConfig(backbone="face-transformer", epochs=3, warmup_epochs=1)
-    assert load_config({**base, "model": {"path": "m"}}).model.train == RecognizerTrainConfig(backbone="face-transformer")
+    train = RunConfig.from_dict(base).model.train
+    assert train == FaceTransformerRecipe(epochs=3, warmup_epochs=1)
+    assert RunConfig.from_dict({**base, "model": {"path": "m"}}).model.train == FaceTransformerRecipe()
     with pytest.raises(ConfigError, match="model.train: data, head not an option of training the base model"):
-        load_config({**base, "model": {"path": "m", "train": {"head": "arcface", "data": "x"}}})
-    with pytest.raises(ConfigError, match="forgetting edits a face-transformer, not 'iresnet'"):
-        load_config({**base, "model": {"path": "m", "train": {"backbone": "iresnet"}}})
-    assert OldName is GroupSparseLoraConfig and OldGeneratorName is GeneratorLoraConfig
+        RunConfig.from_dict({**base, "model": {"path": "m", "train": {"head": "arcface", "data": "x"}}})
+    with pytest.raises(ConfigError, match="model.train: architecture not an option of training the base model"):
+        RunConfig.from_dict({**base, "model": {"path": "m", "train": {"architecture": "iresnet"}}})

@@ -95,7 +95,7 @@ def test_lfw_view2_mobilefacenet_reproduces(lfw_dir, mobilefacenet_path):
 
 @pytest.mark.slow
 def test_lfw_view1_dlib_resnet(lfw_dir):
-    """dlib's 128-d ResNet on View 1 test pairs; its View 2 result (98.23 %) is in the README."""
+    """dlib's 128-d ResNet on View 1 test pairs; its View 2 result (98.23 %) is in docs/results.md."""
     result = _verify(lfw_dir, "pairsDevTest.txt", "--recognizer", "dlib", "--fallback-box", "0.42")
     assert result["pairs"] == 1000
     assert result["accuracy"] >= 0.975 and result["auc"] >= 0.99

@@ -1,5 +1,6 @@
 """Tiny random SDXL / SD 1.5 parts built in code (the shapes diffusers' own SDXL tests use), a tiny CLIP
-vocabulary, and InstantID / FaceID adapter state dicts in their ORIGINAL published key layouts.
+vocabulary, and InstantID / FaceID adapter and facexlib IR-SE50 state dicts in their ORIGINAL published
+key layouts.
 
 The SDXL and InstantID parts live in the package (:mod:`idgen.testing.tiny_instantid`, behind the
 dataset engine's offline preset) and are re-exported here for the tests."""
@@ -7,6 +8,8 @@ dataset engine's offline preset) and are re-exported here for the tests."""
 from __future__ import annotations
 
 from pathlib import Path
+
+import numpy as np
 
 import torch
 from diffusers import UNet2DConditionModel
@@ -63,3 +66,45 @@ def faceid_state_dict(unet, embedding_dim: int, tokens: int = 4, rank: int = 4, 
             ip[f"{index}.to_k_ip.weight"] = rand(width, context)
             ip[f"{index}.to_v_ip.weight"] = rand(width, context)
     return {"image_proj": proj, "ip_adapter": ip}
+
+
+def _batch_norm(prefix: str, width: int, tracked: bool = True) -> dict:
+    tensors = {f"{prefix}.weight": torch.rand(width) + 0.5, f"{prefix}.bias": torch.randn(width) * 0.1,
+               f"{prefix}.running_mean": torch.randn(width) * 0.1, f"{prefix}.running_var": torch.rand(width) + 0.5}
+    if tracked:
+        tensors[f"{prefix}.num_batches_tracked"] = torch.tensor(7)
+    return tensors
+
+
+def ir_se_state_dict(units, channels, embedding=512, side=7, tracked=True) -> dict:
+    """A state dict in the tensor names and shapes of facexlib's ``Backbone(50, 0.6, 'ir_se')`` written
+    out from its layer description (not from idgen's module): stem conv + BN + PReLU as
+    ``input_layer.0/1/2``; per unit ``res_layer.0`` BN(in), ``.1`` conv 3×3 in→out, ``.2`` PReLU(out), ``.3``
+    conv 3×3 out→out, ``.4`` BN(out), ``.5.fc1/.fc2`` SE 1×1 convs through out/16, and where the width
+    changes ``shortcut_layer.0`` conv 1×1 + ``.1`` BN; then ``output_layer.0`` BN2d, ``.3`` linear, ``.4`` BN1d."""
+    conv = lambda *shape: torch.randn(*shape) * (2.0 / np.prod(shape[1:])) ** 0.5   # noqa: E731
+    state = {"input_layer.0.weight": conv(channels[0], 3, 3, 3), **_batch_norm("input_layer.1", channels[0], tracked),
+             "input_layer.2.weight": torch.full((channels[0],), 0.25)}
+    index, width = 0, channels[0]
+    for count, out in zip(units, channels):
+        for _ in range(count):
+            unit = f"body.{index}"
+            if width != out:
+                state.update({f"{unit}.shortcut_layer.0.weight": conv(out, width, 1, 1),
+                              **_batch_norm(f"{unit}.shortcut_layer.1", out, tracked)})
+            state.update({**_batch_norm(f"{unit}.res_layer.0", width, tracked),
+                          f"{unit}.res_layer.1.weight": conv(out, width, 3, 3),
+                          f"{unit}.res_layer.2.weight": torch.full((out,), 0.25),
+                          f"{unit}.res_layer.3.weight": conv(out, out, 3, 3),
+                          **_batch_norm(f"{unit}.res_layer.4", out, tracked),
+                          f"{unit}.res_layer.5.fc1.weight": conv(out // 16, out, 1, 1),
+                          f"{unit}.res_layer.5.fc2.weight": conv(out, out // 16, 1, 1)})
+            index, width = index + 1, out
+    state.update({**_batch_norm("output_layer.0", width, tracked),
+                  "output_layer.3.weight": torch.randn(embedding, width * side * side) / (width * side * side) ** 0.5,
+                  "output_layer.3.bias": torch.zeros(embedding), **_batch_norm("output_layer.4", embedding, tracked)})
+    return state
+
+
+#: A small IR-SE in the published layout (112 px in, 512-d out), for the tests.
+TINY_IR_SE = {"units": (1, 2, 1, 1), "channels": (16, 32, 48, 64)}

@@ -1,6 +1,6 @@
 """Plot a training run: the loss of every step and each validation metric, against the step.
 
-    python training/plot_run.py RUN_DIR [RUN_DIR ...] --out curve.png
+    python training/plot_run.py RUN_DIR [RUN_DIR ...] --output-file curve.png
 
 ``RUN_DIR`` is the ``output_dir`` of a ``training/train.py`` run: its ``log.jsonl`` holds the loss of
 every step and its TensorBoard log (``logs/``) the ``val/*`` metrics. Several runs (a run and its
@@ -48,7 +48,7 @@ def main() -> None:
                         help="steps to add to each run's steps (default 0 each), e.g. 0 2200 for a continuation")
     parser.add_argument("--labels", nargs="*", default=None, help="one legend label per run")
     parser.add_argument("--smooth", type=int, default=50, help="steps in the loss's trailing mean")
-    parser.add_argument("--out", type=Path, required=True, help="PNG to write")
+    parser.add_argument("--output-file", type=Path, required=True, help="PNG to write")
     args = parser.parse_args()
     offsets = args.offset or [0] * len(args.runs)
     labels = args.labels or [run.name for run in args.runs]
@@ -74,9 +74,9 @@ def main() -> None:
     if len(args.runs) > 1:
         axes[0].legend()
     figure.tight_layout()
-    with atomic_path(args.out) as tmp:
+    with atomic_path(args.output_file) as tmp:
         figure.savefig(tmp, dpi=110, format="png")
-    print(f"wrote {args.out}")
+    print(f"wrote {args.output_file}")
 
 
 if __name__ == "__main__":

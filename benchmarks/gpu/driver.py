@@ -1,7 +1,7 @@
 """The prepared GPU run: the measurements idgen has no GPU number for, each part time-boxed, one JSON out.
 
-    python benchmarks/gpu/driver.py --out DIR [--budget 480]      # on a GPU (benchmarks/gpu/run.sh)
-    python benchmarks/gpu/driver.py --out DIR --dry-run           # every size shrunk, on the CPU
+    python benchmarks/gpu/driver.py --output-dir DIR [--budget 480]      # on a GPU (benchmarks/gpu/run.sh)
+    python benchmarks/gpu/driver.py --output-dir DIR --dry-run           # every size shrunk, on the CPU
 
 Weights are random, in the published full-size architectures (:mod:`idgen.testing.sd15_architecture`,
 :mod:`idgen.testing.flux_architecture`, ``benchmarks/instantid_memory.py``): speed and memory do not
@@ -228,7 +228,7 @@ def engine(part: Part) -> None:
     for mode in ("naive", "engine"):
         with tempfile.TemporaryDirectory() as folder:
             config = SynthConfig.from_dict({
-                "output": folder, "identities": {"count": identities, "dim": dim},
+                "output_dir": folder, "identities": {"count": identities, "dim": dim},
                 "variation": {"images_per_identity": per_identity}, "filter": {"enabled": False},
                 "runtime": {"batch_size": 16, "progress": False}, "writers": {"formats": ["imagefolder"]}})
             timer = Timer()
@@ -452,7 +452,7 @@ def orchestrate(out: Path, names: list[str], budget: float, scale: float, dry_ru
             entry["status"] = "skipped: no time left in the budget"
         else:
             start = time.monotonic()
-            child = subprocess.Popen([sys.executable, __file__, "--out", str(out), "--part", name,
+            child = subprocess.Popen([sys.executable, __file__, "--output-dir", str(out), "--part", name,
                                       *(["--dry-run"] if dry_run else [])], start_new_session=True,
                                      stdout=sys.stdout, stderr=subprocess.PIPE, text=True)
             try:
@@ -497,7 +497,7 @@ def write_json(path: Path, data) -> None:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--out", required=True, help="folder for gpu_results.json and parts/")
+    parser.add_argument("--output-dir", required=True, help="folder for gpu_results.json and parts/")
     parser.add_argument("--budget", type=float, help="seconds for all parts together (default: 480 on the GPU, "
                                                      "the boxes' sum in a dry run)")
     parser.add_argument("--dry-run", action="store_true", help="shrink every size and run on the CPU")
@@ -506,7 +506,7 @@ def main() -> None:
                                                         f"{DRY_RUN_BOX_SCALE} in a dry run)")
     parser.add_argument("--part", choices=list(PARTS), help=argparse.SUPPRESS)   # the child process: one part
     args = parser.parse_args()
-    out = Path(args.out)
+    out = Path(args.output_dir)
     (out / "parts").mkdir(parents=True, exist_ok=True)
     if args.part:
         run_part(args.part, out, args.dry_run)

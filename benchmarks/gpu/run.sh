@@ -29,6 +29,6 @@ start=$(date +%s)
         fi
     fi
     # the driver's budget (480 s on the GPU) leaves the 9 minutes room for start-up and the wheels
-    PYTHONUNBUFFERED=1 "$PYTHON" benchmarks/gpu/driver.py --out "$OUT" "$@"
+    PYTHONUNBUFFERED=1 "$PYTHON" benchmarks/gpu/driver.py --output-dir "$OUT" "$@"
     echo "run.sh: $(( $(date +%s) - start )) s in all"
 } 2>&1 | tee "$log"

@@ -66,11 +66,12 @@ def draw_faces(image: np.ndarray, faces) -> np.ndarray:
     return canvas
 
 
-def annotated_photo(hub: ModelHub, photo) -> np.ndarray:
-    """``photo`` with its one face's box and keypoints drawn (errors name the photo)."""
+def annotated_photo(hub: ModelHub, photo, style: str = "arc2face") -> np.ndarray:
+    """``photo`` with its one face's box and keypoints drawn, as ``style``'s analyser finds them (errors
+    name the photo)."""
     from ..faces import load_image
 
-    return draw_faces(load_image(photo), [hub.analyzer().get_face(photo, policy="single")])
+    return draw_faces(load_image(photo), [hub.analyzer(style).get_face(photo, policy="single")])
 
 
 def side_by_side(left: np.ndarray, right: np.ndarray) -> np.ndarray:
@@ -83,49 +84,55 @@ def side_by_side(left: np.ndarray, right: np.ndarray) -> np.ndarray:
 
 @dataclass
 class IdentityInput:
-    """The identity to generate: a unit vector, and the photos and faces it came from (if any)."""
+    """The identity to generate: a unit vector in the embedding space of ``style``'s recogniser, and the
+    photos and faces it came from (if any)."""
 
     vector: torch.Tensor
     faces: list = field(default_factory=list)
     annotated: Optional[np.ndarray] = None
     source: str = "random identity"
     photos: list = field(default_factory=list)
+    style: str = "arc2face"
 
 
-def identity_dim(hub: ModelHub) -> int:
-    """Length of the recogniser's embeddings (512 for ArcFace, 128 for dlib)."""
-    size = getattr(hub.analyzer().recognizer, "embedding_size", None)
+def identity_dim(hub: ModelHub, style: str = "arc2face") -> int:
+    """Length of the embeddings of ``style``'s recogniser (512 for ArcFace, 128 for dlib)."""
+    size = getattr(hub.analyzer(style).recognizer, "embedding_size", None)
     if size is None:
         raise ConfigError("the face recogniser does not report its embedding size; upload a photo instead")
     return int(size)
 
 
-def identity_from_photos(hub: ModelHub, photos: Sequence) -> IdentityInput:
-    """One identity from one or more photos of a person: the normalised mean of their embeddings.
+def identity_from_photos(hub: ModelHub, photos: Sequence, style: str = "arc2face") -> IdentityInput:
+    """One identity for the ``style`` model from one or more photos of a person: the normalised mean of
+    their embeddings by that model's recogniser.
 
     Each photo must show exactly one face (group photos are refused so the identity is never
     silently taken from the wrong person)."""
     from ..faces import load_image
 
-    analyzer = hub.analyzer()
+    analyzer = hub.analyzer(style)
     if not photos:
         raise ImageReadError("no photo given; upload a face photo or tick 'random identity'")
     faces = [analyzer.get_face(photo, policy="single") for photo in photos]  # errors name the photo
     first_image = load_image(photos[0])
     vector = normalize(torch.from_numpy(np.stack([f.normed_embedding for f in faces]).astype(np.float32)).mean(0))
     names = ", ".join(Path(str(p)).name for p in photos)
-    return IdentityInput(vector, faces, draw_faces(first_image, faces[:1]), source=names, photos=list(photos))
+    return IdentityInput(vector, faces, draw_faces(first_image, faces[:1]), source=names, photos=list(photos),
+                         style=style)
 
 
-def random_identity(hub: ModelHub, seed: int) -> IdentityInput:
+def random_identity(hub: ModelHub, seed: int, style: str = "arc2face") -> IdentityInput:
+    """A random unit vector as long as the embeddings of ``style``'s recogniser, drawn from ``seed``."""
     generator = torch.Generator().manual_seed(check_range("seed", seed, SEED))
-    return IdentityInput(random_identities(1, identity_dim(hub), generator=generator)[0])
+    return IdentityInput(random_identities(1, identity_dim(hub, style), generator=generator)[0], style=style)
 
 
-def similarity_to(hub: ModelHub, image: Image.Image, identity: torch.Tensor) -> Optional[float]:
-    """Cosine similarity between the largest face in ``image`` and ``identity``; ``None`` when the
-    image holds no detectable face (common for tiny random models)."""
-    faces = hub.analyzer().analyze(np.asarray(image.convert("RGB")))
+def similarity_to(hub: ModelHub, image: Image.Image, identity: torch.Tensor,
+                  style: str = "arc2face") -> Optional[float]:
+    """Cosine similarity between the largest face in ``image`` and ``identity``, by ``style``'s recogniser;
+    ``None`` when the image holds no detectable face (common for tiny random models)."""
+    faces = hub.analyzer(style).analyze(np.asarray(image.convert("RGB")))
     if not faces:
         return None
     face = max(faces, key=lambda f: (f.bbox[2] - f.bbox[0]) * (f.bbox[3] - f.bbox[1]))
@@ -240,7 +247,8 @@ def generate_images(hub: ModelHub, identity: IdentityInput, *, style: str = "arc
                     seed: int = 0, steps: Optional[int] = None, guidance: Optional[float] = None, fast: bool = False,
                     prompt: str = "", negative_prompt: str = "", pose_photo=None,
                     progress: Progress = _no_progress) -> list[tuple[Image.Image, Optional[float]]]:
-    """``count`` images of ``identity``, each with its identity similarity to the input.
+    """``count`` images of ``identity`` (made for ``style``: its vector is in that model's embedding space),
+    each with its identity similarity to the input.
 
     Image ``k`` uses the generator seeded ``seed + k``, so it does not change with ``count``.
     ``steps`` / ``guidance`` default to the pipeline's own; ``fast`` replaces them by the LCM-LoRA
@@ -250,6 +258,9 @@ def generate_images(hub: ModelHub, identity: IdentityInput, *, style: str = "arc
     (FLUX.1-dev's guidance is embedded, not classifier-free).
     """
     count, seed = check_range("count", count, Range(1)), check_range("seed", seed, SEED)
+    if identity.style != style:
+        raise ConfigError(f"the identity was embedded by the {identity.style} model's recogniser, whose vectors "
+                          f"mean nothing to {style}: make it with style={style!r}")
     if style == "instantid" and not identity.faces:
         raise ConfigError("InstantID needs a face photo (it uses the face's keypoints); upload one")
     if style == "infiniteyou" and negative_prompt:
@@ -273,7 +284,7 @@ def generate_images(hub: ModelHub, identity: IdentityInput, *, style: str = "arc
             images = pipe(prompt or "a portrait photo", negative_prompt=negative_prompt or None, id_embeds=raw,
                           pose_image=pose_photo if pose_photo is not None else identity.photos[0], **common).images
     progress(1.0, desc="measuring identity similarity")
-    return [(image, similarity_to(hub, image, identity.vector)) for image in images]
+    return [(image, similarity_to(hub, image, identity.vector, style)) for image in images]
 
 
 def mix_identities(hub: ModelHub, photo_a, photo_b, t: float, *, seed: int = 0, steps: Optional[int] = None,
@@ -320,7 +331,7 @@ def make_dataset(hub: ModelHub, workdir: Path, *, identities: int = 4, images_pe
 
     In tiny mode the consistency filter is off (random models make no faces to check); with the
     embedded mini model its threshold is that model's calibrated one
-    (:func:`idgen.synth.config.default_filter_threshold`), not the 0.5 of full-size models. Returns the
+    (:data:`idgen.synth.config.GENERATOR_DEFAULTS`), not the 0.5 of full-size models. Returns the
     statistics, the dataset folder (``workdir/dataset``), its similarity plot, a few sample images and
     the zip path (``workdir/dataset.zip``). The dataset is made in a hidden staging folder and renamed
     to ``workdir/dataset`` when finished, the zip written after that; cancelled through ``cancel`` (or
@@ -359,7 +370,7 @@ def _dataset_into(out: Path, hub: ModelHub, generator, identities: int, images_p
     # which model made it and the filter gets that model's threshold (the mini model has its own)
     kind = "mini" if hub.settings.arc2face_source() == "mini" else "arc2face"
     config = SynthConfig.from_dict({
-        "output": str(out), "seed": int(seed),
+        "output_dir": str(out), "seed": int(seed),
         "generator": {"type": kind, "micro_batch": generator.micro_batch,
                       **{k: generator.call_kwargs[k] for k in ("num_inference_steps", "guidance_scale")}},
         "identities": {"count": int(identities), "dim": identity_dim(hub), "steps": 50},
@@ -412,12 +423,12 @@ def forget_in_recognizer(hub: ModelHub, faces: FaceFolder, workdir: Path, recogn
     run = Path(workdir) / "forgetting"
     with recognizers.use(f"recognizer-{face_folder_key(people)[:24]}-{base_epochs}") as cached:
         config = {
-            "data": {"root": str(faces.path), "align": "resize", "image_size": 32, "test_fraction": 0.3,
+            "data": {"root": str(faces.path), "align": "resize", "resolution": 32, "test_fraction": 0.3,
                      "cache_dir": str(cached / "faces")},
             "model": {"path": str(cached / "model"), "preset": "cpu-tiny",
-                      "train": {"epochs": base_epochs, "batch_size": 32, "lr": 1e-3}},
+                      "train": {"epochs": base_epochs, "batch_size": 32, "learning_rate": 1e-3}},
             "method": "gs-lora", "tasks": tasks,
-            "forget": {"epochs": epochs, "warmup_epochs": min(2, epochs - 1), "lr": 1e-2,
+            "forget": {"epochs": epochs, "warmup_epochs": min(2, epochs - 1), "learning_rate": 1e-2,
                        "lora": {"rank": 2, "grouping": "block"}},
             "baselines": {"methods": []},
         }

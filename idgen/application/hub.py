@@ -2,9 +2,9 @@
 
 :class:`ModelSettings` names the checkpoints (hub ids or local folders) and comes from command-line
 flags or ``IDGEN_*`` environment variables. :class:`ModelHub` turns settings into objects on first
-use and keeps them: opening the page loads nothing, the first Generate click loads the face analyser
-and the Arc2Face pipeline, and the InstantID or InfiniteYou pipeline is loaded only if someone picks
-that style.
+use and keeps them: opening the page loads nothing, the first Generate click loads the Arc2Face face
+analyser and pipeline, and the InstantID or InfiniteYou pipeline (each with the face analyser its
+model was trained with) is loaded only if someone picks that style.
 """
 
 from __future__ import annotations
@@ -24,35 +24,40 @@ ENVIRONMENT = {
     "infiniteyou": ("IDGEN_INFINITEYOU", None),
     "infiniteyou_base": ("IDGEN_INFINITEYOU_BASE", "black-forest-labs/FLUX.1-dev"),
     "infiniteyou_variant": ("IDGEN_INFINITEYOU_VARIANT", "aes_stage2"),
-    "detector": ("IDGEN_DETECTOR", "auto"),  # AUTO_FACE_BACKENDS: antelopev2
-    "recognizer": ("IDGEN_RECOGNIZER", "auto"),  # and Arc2Face's arcface.onnx
+    "detector": ("IDGEN_DETECTOR", "auto"),  # auto: each model's own (ModelHub.analyzer)
+    "recognizer": ("IDGEN_RECOGNIZER", "auto"),
     "insightface_root": ("IDGEN_INSIGHTFACE_ROOT", "~/.insightface"),
     "lcm_lora": ("IDGEN_LCM_LORA", "latent-consistency/lcm-lora-sdv1-5"),
     "lcm_lora_sdxl": ("IDGEN_LCM_LORA_SDXL", "latent-consistency/lcm-lora-sdxl"),
     "device": ("IDGEN_DEVICE", None),
     "dtype": ("IDGEN_DTYPE", None),
+    "tiny": ("IDGEN_TINY", "0"),  # any value but empty or 0 turns it on
 }
 
-#: What ``--detector auto`` / ``--recognizer auto`` (the default) mean for each kind of command.
-#: Generators condition on the embedding of the recogniser they were trained with (Arc2Face: its
-#: ``arcface.onnx`` in the antelopev2 folder; InstantID: antelopev2's), so generation needs those
-#: (the embedded mini model brings its own, :data:`idgen.pipelines.mini.MINI_FACE_BACKENDS`); the
-#: analysis commands default to dlib, which runs offline with nothing to download.
-AUTO_FACE_BACKENDS = {"generation": ("antelopev2", "arcface.onnx"), "analysis": ("dlib", "dlib")}
+#: What ``--detector auto`` / ``--recognizer auto`` (the default) mean for the analysis commands
+#: (embed, eval): dlib, which runs offline with nothing to download. For generation ``auto`` is the
+#: face analysis each model was trained with (:meth:`ModelHub.analyzer`).
+ANALYSIS_FACE_BACKENDS = ("dlib", "dlib")
 
 
-def resolve_face_backends(detector: str | None, recognizer: str | None, purpose: str) -> tuple[str, str]:
-    """``(detector, recognizer)`` with ``"auto"`` (or ``None``) replaced by the choice for ``purpose``."""
-    auto_detector, auto_recognizer = AUTO_FACE_BACKENDS[purpose]
-    return (auto_detector if detector in (None, "auto") else detector,
-            auto_recognizer if recognizer in (None, "auto") else recognizer)
+def environment_default(name: str) -> str | None:
+    """The default of the setting ``name``: its ``IDGEN_*`` variable (:data:`ENVIRONMENT`) when set, else
+    the built-in default. Every command and the demo take their defaults from here."""
+    variable, default = ENVIRONMENT[name]
+    return os.environ.get(variable, default)
+
+
+def resolve_face_backends(detector: str | None, recognizer: str | None, auto: tuple[str, str]) -> tuple[str, str]:
+    """``(detector, recognizer)`` with ``"auto"`` (or ``None``) replaced by the ``auto`` pair's."""
+    return (auto[0] if detector in (None, "auto") else detector,
+            auto[1] if recognizer in (None, "auto") else recognizer)
 
 
 #: The generation styles: each is a :class:`ModelHub` method returning its pipeline.
 STYLES = ("arc2face", "instantid", "infiniteyou")
 
 #: The flags that choose each model of :class:`ModelHub` (for error messages).
-MODEL_FLAGS = {"analyzer": "--detector / --recognizer / --insightface-root",
+MODEL_FLAGS = {"analyzer": "--detector / --recognizer / --insightface-root (default: each model's own)",
                "arc2face": "--model, or --base and --arc2face", "instantid": "--instantid and --instantid-base",
                "infiniteyou": "--infiniteyou (a download of ByteDance/InfiniteYou) and --infiniteyou-base "
                               "(of black-forest-labs/FLUX.1-dev)"}
@@ -115,8 +120,8 @@ class ModelSettings:
     @classmethod
     def from_environment(cls, **overrides) -> "ModelSettings":
         """Defaults, then ``IDGEN_*`` variables, then ``overrides`` that are not ``None``."""
-        values = {name: os.environ.get(variable, default) for name, (variable, default) in ENVIRONMENT.items()}
-        values["tiny"] = os.environ.get("IDGEN_TINY", "") not in ("", "0")
+        values = {name: environment_default(name) for name in ENVIRONMENT}
+        values["tiny"] = values["tiny"] not in ("", "0")
         values.update({k: v for k, v in overrides.items() if v is not None})
         named = any(name in overrides and overrides[name] is not None or ENVIRONMENT[name][0] in os.environ
                     for name in ("base", "arc2face"))
@@ -198,6 +203,22 @@ class ModelSettings:
         return torch.bfloat16 if self.resolved_device().startswith("cuda") else torch.float32
 
 
+def dataset_generator(settings: ModelSettings) -> tuple[dict, str]:
+    """The ``generator`` settings of a dataset whose config names no ``generator.type``, and one line
+    saying which model that is and why: the one :meth:`ModelSettings.arc2face_source` picks (the
+    published Arc2Face when its weights are on this machine, a saved pipeline that ``model`` names,
+    else the embedded mini model, offline)."""
+    source = settings.arc2face_source()
+    if source == "model" and settings.model != "mini":
+        spec = {"type": "arc2face", "path": settings.model}
+    elif source == "arc2face":
+        spec = {"type": "arc2face", "path": settings.arc2face, "base": settings.base}
+    else:
+        spec = {"type": "mini"}
+    why = " (its weights are on this machine)" if source == "arc2face" and settings.mini_fallback else ""
+    return spec, f"{settings.describe()}{why}"
+
+
 def _allowed_folder(path: str) -> str:
     """``path`` made absolute, or a ConfigError when it is not a folder (checked when the server starts)."""
     from ..errors import ConfigError
@@ -208,22 +229,25 @@ def _allowed_folder(path: str) -> str:
     return folder
 
 
-def _present(repo: str, filename: str) -> bool:
-    """Whether ``filename`` is in the local folder ``repo``, or in the hub cache of the hub id ``repo``
-    (looked up on disk only: deciding what can run never touches the network)."""
+def local_file(repo: str, filename: str) -> Optional[str]:
+    """The path of ``filename`` in the local folder ``repo``, or in the hub cache of the hub id ``repo``
+    (its ``main`` snapshot); ``None`` when it is not on this machine. Looked up on disk only: deciding
+    what can run never touches the network."""
     from huggingface_hub import try_to_load_from_cache
 
     if os.path.isdir(repo):
-        return os.path.isfile(os.path.join(repo, filename))
+        path = os.path.join(repo, filename)
+        return path if os.path.isfile(path) else None
     try:
-        return isinstance(try_to_load_from_cache(repo, filename), str)
+        path = try_to_load_from_cache(repo, filename)
     except ValueError:   # neither a folder nor a valid hub id (a missing path, say): not here
-        return False
+        return None
+    return path if isinstance(path, str) else None
 
 
 def published_arc2face_present(base: str, arc2face: str) -> bool:
     """Whether the SD 1.5 base and the Arc2Face checkpoint are local folders or already in the hub cache."""
-    return _present(base, "model_index.json") and _present(arc2face, "arc2face/config.json")
+    return local_file(base, "model_index.json") is not None and local_file(arc2face, "arc2face/config.json") is not None
 
 
 def lora_present(lora: str) -> bool:
@@ -235,7 +259,7 @@ def lora_present(lora: str) -> bool:
         return lora.endswith(".safetensors")
     if os.path.isdir(lora):
         return any(name.endswith(".safetensors") for name in os.listdir(lora))
-    return _present(lora, LORA_WEIGHT_NAME_SAFE)
+    return local_file(lora, LORA_WEIGHT_NAME_SAFE) is not None
 
 
 class ModelHub:
@@ -285,26 +309,37 @@ class ModelHub:
                 except (OSError, ValueError) as error:  # what from_pretrained raises for a bad id or folder
                     reason = (str(error).strip().splitlines() or [type(error).__name__])[0]
                     raise ModelFilesMissingError(f"cannot load the {name} model: {reason} (choose it with "
-                                                 f"{MODEL_FLAGS[name]}, or run with --tiny)") from error
+                                                 f"{MODEL_FLAGS[name.split(':')[0]]}, or run with --tiny)") from error
             return self._cache[name]
 
-    def analyzer(self):
-        """The face analyser: dlib in tiny mode, else the configured detector and recogniser."""
+    def face_backends(self, style: str) -> tuple[str, str]:
+        """``(detector, recognizer)`` that photos for ``style`` are analysed with: the face analysis its
+        model was trained with (:data:`idgen.faces.published.FACE_BACKENDS`), except where ``--detector`` /
+        ``--recognizer`` are set (the pipeline then warns, naming the recogniser it was trained on)."""
+        from ..faces.published import FACE_BACKENDS
+
+        return resolve_face_backends(self.settings.detector, self.settings.recognizer, FACE_BACKENDS[style])
+
+    def analyzer(self, style: str = "arc2face"):
+        """The face analyser of the ``style`` model (one of :data:`STYLES`): dlib in tiny mode (the random
+        models are built for its 128-d embeddings), the embedded mini model's own analysis when it is the
+        Arc2Face model that runs, else :meth:`face_backends`."""
         from ..faces import FaceAnalyzer
 
         s = self.settings
         if s.tiny:
             return self._get("analyzer", lambda: FaceAnalyzer.from_backend("dlib", "dlib"))
-        if s.arc2face_source() == "mini" and (s.detector, s.recognizer) == ("auto", "auto"):
+        name = "analyzer" if style == "arc2face" else f"analyzer:{style}"
+        if style == "arc2face" and s.arc2face_source() == "mini" and (s.detector, s.recognizer) == ("auto", "auto"):
             from ..pipelines.mini import mini_face_analyzer   # the analysis the mini model was trained with
 
-            return self._get("analyzer", lambda: mini_face_analyzer(upsample=s.upsample))
-        detector, recognizer = resolve_face_backends(s.detector, s.recognizer, "generation")
-        return self._get("analyzer", lambda: FaceAnalyzer.from_backend(
+            return self._get(name, lambda: mini_face_analyzer(upsample=s.upsample))
+        detector, recognizer = self.face_backends(style)
+        return self._get(name, lambda: FaceAnalyzer.from_backend(
             detector, recognizer, root=s.insightface_root, det_size=s.det_size, upsample=s.upsample))
 
     def arc2face(self):
-        """The Arc2Face pipeline, with the face analyser attached."""
+        """The Arc2Face pipeline, with its face analyser attached."""
         def build():
             s = self.settings
             source = s.arc2face_source()
@@ -331,7 +366,7 @@ class ModelHub:
         return self._get("arc2face", build)
 
     def instantid(self):
-        """The InstantID pipeline (SDXL + IdentityNet + face adapter), with the face analyser."""
+        """The InstantID pipeline (SDXL + IdentityNet + face adapter), with its face analyser."""
         from ..errors import ConfigError
 
         if not self.instantid_available:
@@ -354,14 +389,14 @@ class ModelHub:
                                                          dtype=s.resolved_dtype())
                 pipe.load_instantid_adapter(s.instantid)
                 pipe.to(s.resolved_device())
-            pipe.set_face_analyzer(self.analyzer())
+            pipe.set_face_analyzer(self.analyzer("instantid"))
             pipe.set_progress_bar_config(disable=True)
             return pipe
 
         return self._get("instantid", build)
 
     def infiniteyou(self):
-        """The InfiniteYou pipeline (FLUX.1-dev + InfuseNet + identity projection), with the face analyser."""
+        """The InfiniteYou pipeline (FLUX.1-dev + InfuseNet + identity projection), with its face analyser."""
         from ..errors import ConfigError
 
         if not self.infiniteyou_available:
@@ -375,14 +410,14 @@ class ModelHub:
                 from ..testing.tiny_infiniteyou import tiny_infiniteyou
 
                 # the projection takes the tiny analyser's (dlib's) embeddings
-                pipe = tiny_infiniteyou(embedding_dim=self.analyzer().recognizer.embedding_size)
+                pipe = tiny_infiniteyou(embedding_dim=self.analyzer("infiniteyou").recognizer.embedding_size)
             else:
                 from ..pipelines import load_infiniteyou_pipeline
 
                 pipe = load_infiniteyou_pipeline(s.infiniteyou_base, s.infiniteyou, variant=s.infiniteyou_variant,
                                                  dtype=s.flux_dtype())
                 pipe.to(s.resolved_device())
-            pipe.set_face_analyzer(self.analyzer())
+            pipe.set_face_analyzer(self.analyzer("infiniteyou"))
             pipe.set_progress_bar_config(disable=True)
             return pipe
 
@@ -391,5 +426,5 @@ class ModelHub:
 
 def settings_from_args(args) -> ModelSettings:
     return ModelSettings.from_environment(**{name: getattr(args, name, None) for name in ENVIRONMENT},
-                                          det_size=args.det_size, upsample=args.upsample, tiny=args.tiny,
+                                          det_size=args.det_size, upsample=args.upsample,
                                           allow_folders=tuple(getattr(args, "allow_folder", None) or ()))

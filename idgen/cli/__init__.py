@@ -21,10 +21,11 @@ COMMANDS = [
     "idgen.cli.embed",
     "idgen.cli.evaluate",
     "idgen.cli.edit",
-    "idgen.cli.recognizer",        # also registers the old names `fr train` and `train-recognizer`
+    "idgen.cli.recognizer",
     "idgen.cli.forget",
     "idgen.cli.dataset",
     "idgen.cli.generate",
+    "idgen.cli.doctor",
 ]
 
 

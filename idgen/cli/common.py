@@ -3,14 +3,14 @@ command spells it the same way and has the same default (an ``IDGEN_*`` variable
 
 Nothing here imports :mod:`idgen.demo` (whose package imports gradio): building the ``idgen`` parser,
 ``idgen --help`` and every subcommand but the demo's own run step stay gradio-free. The defaults
-and ``IDGEN_*`` variables come from :data:`idgen.application.hub.ENVIRONMENT`, which resolves them."""
+and ``IDGEN_*`` variables come from :data:`idgen.application.hub.ENVIRONMENT`
+(:func:`~idgen.application.hub.environment_default` resolves them)."""
 
 from __future__ import annotations
 
 import argparse
-import os
 
-from ..application.hub import ENVIRONMENT, STYLES, resolve_face_backends
+from ..application.hub import ANALYSIS_FACE_BACKENDS, ENVIRONMENT, STYLES, environment_default, resolve_face_backends
 from ..config import BOX, DENOISING_STEPS, DET_SIZE, FACE_BATCH, SEED, UPSAMPLE, Range
 
 
@@ -33,15 +33,18 @@ def number(kind: type, allowed: Range):
 def add_face_options(parser: argparse.ArgumentParser) -> None:
     """Which face detector and recogniser to use (every command that looks at faces)."""
     group = parser.add_argument_group("face analysis")
-    group.add_argument("--detector", default=os.environ.get("IDGEN_DETECTOR", "auto"),
+    group.add_argument("--detector", default=environment_default("detector"),
                        help="'dlib', or an insightface pack name/folder such as 'antelopev2' ($IDGEN_DETECTOR; "
-                            "default auto: antelopev2 for generate/edit/the demo, dlib for embed/eval)")
-    group.add_argument("--recognizer", default=os.environ.get("IDGEN_RECOGNIZER", "auto"),
+                            "default auto: for generate/edit/the demo each model's own, for embed/eval dlib)")
+    group.add_argument("--recognizer", default=environment_default("recognizer"),
                        help="'dlib', 'mobilefacenet:PATH', 'iresnet:PATH' (an insightface arcface_torch backbone.pth), "
-                            "an ONNX file, a file inside the insightface pack (e.g. arcface.onnx), 'pack', or a folder "
-                            "written by `idgen recognizer train --arch mobilefacenet` (or iresnet) "
-                            "($IDGEN_RECOGNIZER; default auto: arcface.onnx for generate/edit/the demo, dlib for embed/eval)")
-    group.add_argument("--insightface-root", default=os.environ.get("IDGEN_INSIGHTFACE_ROOT", "~/.insightface"),
+                            "'ir_se50:PATH' (facexlib's recognition_arcface_ir_se50.pth), an ONNX file, a file inside "
+                            "the insightface pack (e.g. arcface.onnx), 'pack', or a folder written by `idgen recognizer "
+                            "train --architecture mobilefacenet` (or iresnet) ($IDGEN_RECOGNIZER; default auto: for "
+                            "generate/edit/the demo the one each model was trained on (Arc2Face: arcface.onnx, "
+                            "InstantID: glintr100.onnx, InfiniteYou: ir_se50:recognition_arcface_ir_se50.pth; "
+                            "another one gets a warning), for embed/eval dlib)")
+    group.add_argument("--insightface-root", default=environment_default("insightface_root"),
                        help="insightface model root ($IDGEN_INSIGHTFACE_ROOT; default ~/.insightface)")
     group.add_argument("--det-size", type=number(int, DET_SIZE), default=640,
                        help=f"insightface detector input size, {DET_SIZE.describe()} (default 640)")
@@ -63,9 +66,9 @@ def add_embedding_options(parser: argparse.ArgumentParser) -> None:
 def add_device_options(parser: argparse.ArgumentParser) -> None:
     """Where and in which precision models run (every command that runs a diffusion model)."""
     group = parser.add_argument_group("device")
-    group.add_argument("--device", default=os.environ.get("IDGEN_DEVICE"),
+    group.add_argument("--device", default=environment_default("device"),
                        help="torch device ($IDGEN_DEVICE; default: cuda when available, else cpu)")
-    group.add_argument("--dtype", choices=["float32", "float16", "bfloat16"], default=os.environ.get("IDGEN_DTYPE"),
+    group.add_argument("--dtype", choices=["float32", "float16", "bfloat16"], default=environment_default("dtype"),
                        help="weights dtype ($IDGEN_DTYPE; default: float16 on GPU, float32 on CPU)")
 
 
@@ -140,10 +143,11 @@ def add_model_arguments(parser) -> None:
     add_device_options(parser)
 
 
-def analyzer_from_args(args, purpose: str = "analysis"):
+def analyzer_from_args(args):
+    """The face analyser of an analysis command (embed, eval): ``--detector`` / ``--recognizer``, dlib by default."""
     from ..faces import FaceAnalyzer
 
-    detector, recognizer = resolve_face_backends(args.detector, args.recognizer, purpose)
+    detector, recognizer = resolve_face_backends(args.detector, args.recognizer, ANALYSIS_FACE_BACKENDS)
     return FaceAnalyzer.from_backend(
         detector, recognizer, root=args.insightface_root, det_size=args.det_size, upsample=args.upsample,
         flip=getattr(args, "flip", False), fallback_box=getattr(args, "fallback_box", None),

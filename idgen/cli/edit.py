@@ -37,7 +37,7 @@ def register(subparsers) -> None:
 
     for action in (replace, restyle):
         action.add_argument("--photo", required=True, help="the photo to edit")
-        action.add_argument("--out", required=True, help="where to write the edited image (.png, .jpg)")
+        action.add_argument("--output-file", required=True, help="where to write the edited image (.png, .jpg)")
         action.add_argument("--size", type=number(int, IMAGE_SIDE), default=None,
                             help=f"generation resolution, {IMAGE_SIDE.describe()} (default: the model's)")
         add_style_option(action)
@@ -56,14 +56,14 @@ def _face_choice(text: str | None):
 
 
 def _load_pipeline(args):
-    """The text-to-image pipeline of ``--style`` and the face analyser the shared model options name;
+    """The text-to-image pipeline of ``--style`` and its face analyser (the shared model options may override it);
     the edits derive their img2img / inpaint variant from it."""
     from ..application import ModelHub, settings_from_args
 
     hub = ModelHub(settings_from_args(args))
     style = chosen_style(args, hub.settings)
     print(f"idgen: {style}: {describe_style(style, hub.settings)}")
-    return getattr(hub, style)(), hub.analyzer()
+    return getattr(hub, style)(), hub.analyzer(style)
 
 
 def _edit_settings(args) -> dict:
@@ -75,13 +75,13 @@ def _edit_settings(args) -> dict:
 
 
 def _output_format(path: str) -> str:
-    """The image format ``--out``'s extension names, after checking the file can be written there
+    """The image format ``--output-file``'s extension names, after checking the file can be written there
     (before any model loads)."""
     extension = "." + path.rsplit(".", 1)[-1].lower() if "." in path else ""
     image_format = Image.registered_extensions().get(extension)
     if image_format is None:
-        raise ConfigError(f"--out {path}: unknown image type; use .png or .jpg")
-    check_output_file(path, "--out")
+        raise ConfigError(f"--output-file {path}: unknown image type; use .png or .jpg")
+    check_output_file(path, "--output-file")
     return image_format
 
 
@@ -93,25 +93,25 @@ def _save(image: Image.Image, path: str, image_format: str) -> None:
 def run_replace(args) -> int:
     from ..edit import replace_identity
 
-    image_format = _output_format(args.out)
+    image_format = _output_format(args.output_file)
     identity = (read_npy(args.identity, "save the embedding as a numeric array with np.save")
                 if args.identity.endswith(".npy") else args.identity)
     pipe, analyzer = _load_pipeline(args)
     result = replace_identity(args.photo, identity, pipe=pipe, analyzer=analyzer, **_edit_settings(args))
-    _save(result.image, args.out, image_format)
+    _save(result.image, args.output_file, image_format)
     for index, to_target, to_original in zip(result.faces, result.similarity_to_target, result.similarity_to_original):
         print(f"face {index}: similarity to target {to_target:.3f}, to original person {to_original:.3f}")
-    print(f"wrote {args.out}")
+    print(f"wrote {args.output_file}")
     return 0
 
 
 def run_restyle(args) -> int:
     from ..edit import restyle
 
-    image_format = _output_format(args.out)
+    image_format = _output_format(args.output_file)
     pipe, analyzer = _load_pipeline(args)
     result = restyle(args.photo, pipe=pipe, analyzer=analyzer, **_edit_settings(args))
-    _save(result.image, args.out, image_format)
+    _save(result.image, args.output_file, image_format)
     print(f"face {result.faces[0]}: similarity to the original person {result.similarity_to_target[0]:.3f}")
-    print(f"wrote {args.out}")
+    print(f"wrote {args.output_file}")
     return 0

@@ -18,7 +18,7 @@ def register(subparsers) -> None:
                     "index; images with no face or that cannot be read are skipped and reported.",
     )
     parser.add_argument("folder", help="folder of images (searched recursively)")
-    parser.add_argument("--out", required=True, help="output .safetensors file; the index goes beside it as .json")
+    parser.add_argument("--output-file", required=True, help="output .safetensors file; the index goes beside it as .json")
     add_face_options(parser)
     add_embedding_options(parser)
     parser.set_defaults(handler=run)
@@ -34,9 +34,9 @@ def run(args) -> int:
     files = list(iter_image_files(folder))
     if not files:
         raise ConfigError(f"{folder}: no image files (.jpg, .png, ...) found")
-    check_output_file(args.out, "--out")
-    index = embed_folder(analyzer_from_args(args), files, args.out, root=folder, batch_size=args.batch_size)
-    print(f"embedded {len(index['files'])} of {len(files)} images -> {args.out}")
+    check_output_file(args.output_file, "--output-file")
+    index = embed_folder(analyzer_from_args(args), files, args.output_file, root=folder, batch_size=args.batch_size)
+    print(f"embedded {len(index['files'])} of {len(files)} images -> {args.output_file}")
     for skipped in index["skipped"]:
         print(f"  skipped {skipped['file']}: {skipped['reason']}", file=sys.stderr)
     return 0 if index["files"] else 1

@@ -1,14 +1,9 @@
 """``idgen forget``: make a face recogniser forget identities with GS-LoRA (a YAML-configured run).
 
-Overrides are positional ``section.key=value`` arguments, as for every YAML-configured command;
-``--set KEY=VALUE``, the old spelling, still works and prints a note.
+Overrides are positional ``section.key=value`` arguments, as for every YAML-configured command.
 """
 
 from __future__ import annotations
-
-import sys
-
-SET_NOTE = "--set is an old spelling; write the override as a plain section.key=value argument"
 
 
 def register(subparsers) -> None:
@@ -23,8 +18,6 @@ def register(subparsers) -> None:
     )
     parser.add_argument("--config", required=True, help="YAML config file")
     parser.add_argument("--output-dir", help="override the config's output_dir (the same as output_dir=PATH)")
-    parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
-                        help="old spelling of a KEY=VALUE override (repeatable); prints a note")
     parser.add_argument("overrides", nargs="*", metavar="KEY=VALUE",
                         help="settings on top of the config (values parsed as YAML), e.g. tasks.seed=1 "
                              "'baselines.methods=[finetune]'")
@@ -34,11 +27,9 @@ def register(subparsers) -> None:
 def load(args):
     """The :class:`~idgen.unlearn.RunConfig` the parsed command line asks for."""
     from ..config import resolve_path
-    from ..unlearn import load_config
+    from ..unlearn import RunConfig
 
-    if args.set:
-        print(f"idgen: note: {SET_NOTE}", file=sys.stderr)
-    config = load_config(args.config, [*args.set, *args.overrides])
+    config = RunConfig.load(args.config, args.overrides)
     if args.output_dir:
         config.output_dir = resolve_path(args.output_dir)
     return config

@@ -1,7 +1,7 @@
 """``idgen generate``: portraits of the person in a photo (or of a random identity), written to a folder
 with each image's identity similarity to the input.
 
-``--out`` is a new or empty folder, or one an earlier ``idgen generate`` wrote (its
+``--output-dir`` is a new or empty folder, or one an earlier ``idgen generate`` wrote (its
 ``similarities.json`` lists the images it made): a rerun replaces that output, removing the
 earlier images it does not write again, and touches nothing else in the folder."""
 
@@ -31,11 +31,12 @@ MODEL_CHOICE = (
     "downloaded, else the embedded mini model (64x64 faces, offline, ships with idgen; --model mini "
     "forces it). --model FOLDER runs a saved Arc2Face pipeline. --style instantid or infiniteyou "
     "(default when --instantid or --infiniteyou is given) switches to those, which take a --prompt "
-    "and a --pose. The command prints the model it runs, and why, on its first line.")
+    "and a --pose. The command prints the model it runs, and why, on its first line. `idgen doctor` "
+    "lists the models on this machine and the command that downloads each missing one.")
 
 #: The record of a run, written last: which images it made, with their seeds and similarities.
 RECORD = "similarities.json"
-#: The names ``actions.save_images`` gives; only files so named are ever removed from ``--out``.
+#: The names ``actions.save_images`` gives; only files so named are ever removed from ``--output-dir``.
 IMAGE_NAME = re.compile(r"image_\d{3,}\.png")
 
 
@@ -49,7 +50,7 @@ def register(subparsers) -> None:
     source.add_argument("--face", action="append", metavar="PHOTO",
                         help="a photo of the person (repeat for several photos of the same person)")
     source.add_argument("--random-identity", action="store_true", help="a random identity instead of a photo")
-    parser.add_argument("--out", required=True, help="output folder (images + similarities.json)")
+    parser.add_argument("--output-dir", required=True, help="output folder (images + similarities.json)")
     parser.add_argument("--negative-prompt", default="", help="negative prompt (InstantID style only)")
     parser.add_argument("--pose", default=None, help="photo whose face pose to copy (InstantID and InfiniteYou styles)")
     add_style_option(parser)
@@ -74,8 +75,8 @@ def _earlier_images(folder: Path) -> list[str] | None:
 
 
 def _check_out(out: Path) -> list[str]:
-    """Check ``--out`` before any work (see the module docstring); returns the earlier run's images."""
-    if not check_output_folder(out, "--out", lambda folder: _earlier_images(folder) is not None):
+    """Check ``--output-dir`` before any work (see the module docstring); returns the earlier run's images."""
+    if not check_output_folder(out, "--output-dir", lambda folder: _earlier_images(folder) is not None):
         return []
     return _earlier_images(out)
 
@@ -117,13 +118,13 @@ def run(args) -> int:
                           "InfiniteYou style (--infiniteyou FOLDER); Arc2Face's only condition is the identity")
     if args.fast:
         actions.check_fast_preset(hub, style)
-    out = Path(args.out)
+    out = Path(args.output_dir)
     earlier = _check_out(out)
     print(f"idgen: {style}: {describe_style(style, hub.settings)}")
     if args.random_identity:
-        identity = actions.random_identity(hub, args.seed)
+        identity = actions.random_identity(hub, args.seed, style)
     else:
-        identity = actions.identity_from_photos(hub, args.face)
+        identity = actions.identity_from_photos(hub, args.face, style)
     with tqdm(total=100, desc=f"{style}: {args.count} image(s)", unit="%") as bar:  # closed (own line) on errors too
 
         def progress(fraction, desc=None):

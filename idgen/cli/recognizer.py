@@ -1,49 +1,50 @@
-"""``idgen recognizer train --arch {mobilefacenet,iresnet,face-transformer}``: train a face recogniser.
+"""``idgen recognizer train --architecture {mobilefacenet,iresnet,face-transformer}``: train a face recogniser.
 
-One command and one trainer (:func:`idgen.recognition.train`, its options
-:class:`idgen.recognition.RecognizerTrainConfig` with ``backbone=arch``) for every backbone.
-``--arch mobilefacenet`` trains MobileFaceNet, ``--arch iresnet`` an IResNet (``--depth 18|34|50|100``),
-with an ArcFace, CosFace or AdaFace margin head on any face set (ImageFolder, parquet or WebDataset
-shards; accelerate, several processes). ``--arch face-transformer`` trains a Face Transformer
-classifier on an ``<identity>/<image>`` folder (a fixed train/test split per identity, optional
-distillation), the recogniser that ``idgen forget`` edits. Every backbone writes the same folder
-(``model.safetensors`` + ``config.json`` with its ``architecture``), an :mod:`idgen.faces` recogniser.
-
-The older commands stay as aliases, with their own flags: ``idgen fr train`` is ``--arch
-mobilefacenet`` and ``idgen train-recognizer FOLDER`` is ``--arch face-transformer --data FOLDER``
-(``--image-size`` is ``--input-size``). They print a note naming the new command, turn their flags
-into the same options (:func:`train_options`) and run the same trainer.
+One command and one trainer (:func:`idgen.recognition.train`) for every architecture; the flags are the
+fields of that architecture's recipe (:data:`idgen.recognition.trainer.RECIPES`), spelled
+``--kebab-case``. ``--architecture mobilefacenet`` trains MobileFaceNet, ``--architecture iresnet`` an
+IResNet (``--depth 18|34|50|100``), with an ArcFace, CosFace or AdaFace margin head on any face set
+(ImageFolder, parquet or WebDataset shards; accelerate, several processes). ``--architecture
+face-transformer`` trains a Face Transformer classifier on an ``<identity>/<image>`` folder (a fixed
+train/test split per identity, optional distillation), the recogniser that ``idgen forget`` edits.
+Every architecture writes the same folder (``model.safetensors`` + ``config.json`` with its
+``architecture``), an :mod:`idgen.faces` recogniser.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
-import sys
-from dataclasses import fields
+from dataclasses import MISSING, fields
 
 from .common import number
 
-ARCHS = ("mobilefacenet", "iresnet", "face-transformer")
-#: Options of every backbone that are not flags: ``--arch`` sets ``backbone``; the rest are the Face
-#: Transformer's fitting details that a forgetting run's ``model.train`` sets.
-NOT_FLAGS = ("data", "output", "backbone", "warmup_epochs", "augment", "distill_batch_size")
-#: Options every backbone has; their flags are defined once, with each backbone's default in the help.
-COMMON = ("epochs", "batch_size", "lr", "weight_decay", "seed", "align", "input_size", "cache_dir", "progress")
-
+#: Recipe fields that are not flags: the ones a forgetting run's ``model.train`` sets for its base model.
+NOT_FLAGS = ("warmup_epochs", "augment", "distill_batch_size")
+#: Flags other commands have too, holding those commands' default when not given (so that each flag
+#: name has one default in every command); given as this value, the recipe's own default applies, and
+#: an architecture without the option is not refused.
+SHARED_DEFAULTS = {"upsample": 0, "fallback_box": None}
+#: Options every run must be given (the recipes leave them unset so that code can fill them in later).
+REQUIRED = ("data", "output_dir")
+#: Flags whose help text is not their field's comment.
 HELP = {
+    "data": "mobilefacenet, iresnet: ImageFolder, parquet file/folder, or WebDataset .tar/folder; "
+            "face-transformer: a face folder, one sub-folder per identity",
+    "output_dir": "folder for model.safetensors and config.json",
+    "align": "dlib: detect landmarks and align; box (mobilefacenet, iresnet): the faces are already aligned, "
+             "template in a centred box; resize (face-transformer): the faces are already cropped, resized",
     "format": "face-set format; auto decides by the files (a synth output folder -> its images/)",
-    "align": "dlib: detect landmarks and align; box: the faces are already aligned (template in a centred box)",
-    "box": "centred box, as a fraction of the shorter side, for --align box and where dlib finds no face",
+    "fallback_box": "centred box, as a fraction of the shorter side, for --align box and where dlib finds no face",
     "upsample": "dlib detector upsampling; use the same with `idgen eval verify --upsample`",
     "cache_dir": "aligned crops are cached here",
+    "progress": "progress bars",
     "head": "margin head (adaface: the margin adapts to each image's feature norm)",
-    "margin": "margin; None: 0.5 for ArcFace, 0.35 for CosFace, 0.4 for AdaFace",
+    "margin": "margin; default: 0.5 for ArcFace, 0.35 for CosFace, 0.4 for AdaFace",
     "scale": "logit scale s of the margin head",
     "width": "channel multiplier",
     "depth": "IResNet depth (IR-18, IR-34, IR-50, IR-100)",
-    "embedding_size": "embedding size",
-    "input_size": "crop side in pixels (a multiple of 16)",
+    "resolution": "crop side in pixels (mobilefacenet, iresnet: a multiple of 16; face-transformer: the preset's)",
     "warmup": "fraction of the steps with a linear learning-rate warm-up (then cosine decay)",
     "preset": "model size: paper, cpu-small, cpu-tiny",
     "min_images": "skip identities with fewer images",
@@ -54,208 +55,141 @@ HELP = {
     "distill_images": "extra <identity>/<image> photos to distil on; identities that are classes are skipped",
     "distill_max_images": "how many extra photos (a seeded draw)",
 }
-CHOICES = {"format": ["auto", "imagefolder", "parquet", "webdataset"], "align": ["dlib", "box"],
-           "head": ["arcface", "cosface", "adaface"], "depth": [18, 34, 50, 100]}
+CHOICES = {"format": ["auto", "imagefolder", "parquet", "webdataset"], "align": ["dlib", "box", "resize"],
+           "head": ["arcface", "cosface", "adaface"], "depth": [18, 34, 50, 100], "preset": ["paper", "cpu-small", "cpu-tiny"]}
 #: Types of options whose default is None.
-TYPES = {"margin": float, "max_train": int, "distill_from": str, "distill_images": str}
+TYPES = {"margin": float, "max_train": int, "distill_from": str, "distill_images": str, "resolution": int,
+         "data": str, "output_dir": str, "cache_dir": str}
 METAVARS = {"distill_from": "TEACHER", "distill_images": "FOLDER"}
-#: Backbone-only flags that other commands have too: they keep the one default every command gives them
-#: (a backbone without the option takes only that value).
-SHARED_DEFAULTS = {"upsample": 0}
 
 
-def _typed(name: str, kind: type):
-    """The argparse ``type`` of the flag of the trainer option ``name``: a ``kind``, in the range the
-    option's field declares (:class:`~idgen.recognition.RecognizerTrainConfig`), when it has one."""
-    from ..config import declared_range
+def _flag(name: str) -> str:
+    return f"--{name.replace('_', '-')}"
+
+
+def _options(recipe) -> list:
+    """The fields of ``recipe`` that are flags, in its order."""
+    return [f for f in fields(recipe) if f.name not in NOT_FLAGS]
+
+
+def _groups() -> list[tuple[str, list]]:
+    """``(title, fields)``: the options every architecture has, then each architecture's own, each once."""
+    from ..recognition.trainer import RECIPES, RecognizerTrainConfig
+
+    seen = {f.name for f in fields(RecognizerTrainConfig)}
+    groups = [("every architecture", _options(RecognizerTrainConfig))]
+    for name, recipe in RECIPES.items():
+        own = [f for f in _options(recipe) if f.name not in seen]
+        seen.update(f.name for f in own)
+        if own:
+            groups.append((f"--architecture {name}" + (" (and iresnet)" if name == "mobilefacenet" else ""), own))
+    return groups
+
+
+def _defaults(name: str) -> str:
+    """The default of option ``name`` in every architecture that has it, for its help."""
+    from ..recognition.trainer import RECIPES
+
+    shown = {}
+    for arch, recipe in RECIPES.items():
+        for f in fields(recipe):
+            if f.name == name and f.default is not MISSING:
+                shown.setdefault(f.default, []).append(arch)
+    if len(shown) == 1:
+        return str(next(iter(shown)))
+    return "; ".join(f"{', '.join(archs)}: {value}" for value, archs in shown.items())
+
+
+def _parser_default(field):
+    """What the parser holds when the flag is not given: the default, where every architecture shares
+    it (another command's flag of the same name has it too) or the option is one other commands share
+    (:data:`SHARED_DEFAULTS`); else nothing, so that the recipe's own default applies."""
     from ..recognition.trainer import RecognizerTrainConfig
 
-    allowed = declared_range(RecognizerTrainConfig, name)
-    return number(kind, allowed) if allowed is not None else kind
+    if field.name in SHARED_DEFAULTS:
+        return SHARED_DEFAULTS[field.name]
+    if _defaults(field.name) == str(field.default) and field.name in {f.name for f in fields(RecognizerTrainConfig)}:
+        return field.default
+    return argparse.SUPPRESS
 
 
-def defaults(arch: str) -> dict:
-    """Every flag of ``arch`` with its default (``data`` and ``output`` are required): the trainer's."""
-    from ..recognition.trainer import DEFAULTS, RecognizerTrainConfig
+def _add_option(group, field) -> None:
+    """The flag of the recipe field ``field``: typed and range-checked as the field declares."""
+    from ..config import value_range
 
-    common = {f.name: f.default for f in fields(RecognizerTrainConfig) if f.name in COMMON}
-    own = {name: value for name, value in DEFAULTS[arch].items() if name not in NOT_FLAGS}
-    return {**common, **own}
+    help_text = HELP.get(field.name, field.name.replace("_", " "))
+    if field.type in (bool, "bool"):
+        group.add_argument(_flag(f"no_{field.name}"), dest=field.name, action="store_false",
+                           default=_parser_default(field), help=f"no {help_text}")
+        return
+    kind = TYPES.get(field.name, type(field.default))
+    allowed = value_range(field)
+    required = field.name in REQUIRED
+    group.add_argument(_flag(field.name), default=_parser_default(field), choices=CHOICES.get(field.name),
+                       required=required, type=number(kind, allowed) if allowed is not None else kind,
+                       help=help_text if required else f"{help_text} (default: {_defaults(field.name)})",
+                       **({"metavar": METAVARS[field.name]} if field.name in METAVARS else {}))
 
-
-def _own(arch: str) -> list[str]:
-    """The flags only ``arch`` (and maybe other backbones) has, in the config's order."""
-    from ..recognition.trainer import DEFAULTS, RecognizerTrainConfig
-
-    return [f.name for f in fields(RecognizerTrainConfig) if f.name in DEFAULTS[arch] and f.name not in COMMON
-            and f.name not in NOT_FLAGS]
-
-
-# --- idgen recognizer train -----------------------------------------------------------------------
 
 def register(subparsers) -> None:
+    from ..recognition.trainer import ARCHITECTURES
+
     parser = subparsers.add_parser("recognizer", help="train face recognisers (MobileFaceNet, IResNet, Face Transformer)")
     commands = parser.add_subparsers(dest="recognizer_command", metavar="RECOGNIZER_COMMAND", required=True)
     train = commands.add_parser(
-        "train", help="train a recogniser: MobileFaceNet, IResNet or a Face Transformer (--arch)",
-        description="--arch mobilefacenet / --arch iresnet (--depth 18|34|50|100): MobileFaceNet or insightface's "
-                    "IResNet with an ArcFace, CosFace or AdaFace margin head on a face set "
+        "train", help="train a recogniser: MobileFaceNet, IResNet or a Face Transformer (--architecture)",
+        description="--architecture mobilefacenet / --architecture iresnet (--depth 18|34|50|100): MobileFaceNet or "
+                    "insightface's IResNet with an ArcFace, CosFace or AdaFace margin head on a face set "
                     "(ImageFolder, parquet or WebDataset shards, e.g. the output of `idgen dataset generate`); the "
                     "folder it writes (model.safetensors + config.json) is a recogniser for `idgen eval verify "
-                    "--recognizer <output>`; several GPUs: `accelerate launch -m idgen.cli recognizer train ...`. "
-                    "--arch face-transformer: a Face Transformer classifier on an <identity>/<image> folder: the "
-                    "faces are aligned (dlib; cached), every identity is split into train/test images, the model "
+                    "--recognizer <output-dir>`; several GPUs: `accelerate launch -m idgen.cli recognizer train ...`. "
+                    "--architecture face-transformer: a Face Transformer classifier on an <identity>/<image> folder: "
+                    "the faces are aligned (dlib; cached), every identity is split into train/test images, the model "
                     "is trained (optionally distilling a pretrained recogniser, --distill-from) and saved "
                     "(config.json + model.safetensors), the recogniser `idgen forget` edits. "
-                    "Options of the other backbone are refused.",
+                    "Options of another architecture are refused.",
     )
-    s = argparse.SUPPRESS   # unset options whose default differs take the backbone's (see defaults())
-    train.add_argument("--arch", required=True, choices=ARCHS, help="which recogniser to train")
-    train.add_argument("--data", required=True,
-                       help="mobilefacenet, iresnet: ImageFolder, parquet file/folder, or WebDataset .tar/folder; "
-                            "face-transformer: a face folder, one sub-folder per identity")
-    train.add_argument("--out", dest="output", required=True, help="folder for model.safetensors and config.json")
-    both = train.add_argument_group("training (every backbone; defaults: mobilefacenet and iresnet / face-transformer)")
-    both.add_argument("--epochs", type=_typed("epochs", int), default=s, help="epochs (default: 10 / 30)")
-    both.add_argument("--batch-size", type=_typed("batch_size", int), default=64, help="images per step (default: 64)")
-    both.add_argument("--lr", type=_typed("lr", float), default=s, help="peak learning rate (default: 0.1 SGD / 1e-3 AdamW)")
-    both.add_argument("--weight-decay", type=_typed("weight_decay", float), default=s,
-                      help="weight decay (default: 5e-4 / 0.05)")
-    both.add_argument("--seed", type=_typed("seed", int), default=0, help="random seed (default: 0)")
-    both.add_argument("--align", choices=["dlib", "box", "resize"], default="dlib",
-                      help="dlib: detect landmarks and align (default); box (mobilefacenet, iresnet): the faces are already "
-                           "aligned, template in a centred box; resize (face-transformer): the faces are already "
-                           "cropped, resized")
-    both.add_argument("--input-size", type=_typed("input_size", int), default=s,
-                      help="crop side in pixels (default: 112 / the preset's; mobilefacenet, iresnet: a multiple of 16)")
-    both.add_argument("--cache-dir", default=".cache/faces", help="aligned crops are cached here (default: .cache/faces)")
-    both.add_argument("--no-progress", dest="progress", action="store_false", help="no progress bars")
-    mobile = train.add_argument_group("--arch mobilefacenet and --arch iresnet")
-    for name in _own("mobilefacenet"):
-        _add_option(mobile, name, SHARED_DEFAULTS.get(name, s), iresnet=True)
-    iresnet = train.add_argument_group("--arch iresnet only")
-    for name in sorted(set(_own("iresnet")) - set(_own("mobilefacenet"))):
-        _add_option(iresnet, name, s, iresnet=True)
-    transformer = train.add_argument_group("--arch face-transformer only")
-    for name in _own("face-transformer"):
-        _add_option(transformer, name, s, arch="face-transformer")
-    train.set_defaults(handler=run, route="recognizer train")
-    _register_aliases(subparsers)
+    train.add_argument("--architecture", required=True, choices=ARCHITECTURES, help="which recogniser to train")
+    for title, options in _groups():
+        group = train.add_argument_group(title)
+        for field in options:
+            _add_option(group, field)
+    train.set_defaults(handler=run)
 
 
-def _add(group, name: str, default, text: str, shown, **extra) -> None:
-    """``--name-with-dashes`` for the option ``name``; ``shown`` is the default the help names."""
-    group.add_argument(f"--{name.replace('_', '-')}", default=default, help=f"{text} (default: {shown})", **extra)
-
-
-def _add_option(group, name: str, default, arch: str = "mobilefacenet", iresnet: bool = False) -> None:
-    """The flag of the trainer option ``name`` of ``arch``; its help names ``arch``'s default, and IResNet's
-    where that differs and ``iresnet``."""
-    own, ir = defaults(arch), defaults("iresnet")
-    shown = own.get(name, ir.get(name))
-    kind = TYPES.get(name, type(shown))
-    if iresnet and name in own and ir[name] != shown:
-        shown = f"{shown}; iresnet: {ir[name]}"
-    _add(group, name, default, HELP.get(name, name.replace("_", " ")), shown, type=_typed(name, kind), choices=CHOICES.get(name),
-         **({"metavar": METAVARS[name]} if name in METAVARS else {}))
-
-
-# --- the old names ------------------------------------------------------------------------------
-
-#: What each old command prints before running (on stderr).
-NOTES = {
-    "fr train": "`idgen fr train` is an old name of `idgen recognizer train --arch mobilefacenet` (same flags); "
-                "it still works",
-    "train-recognizer": "`idgen train-recognizer FOLDER` is an old name of `idgen recognizer train --arch "
-                        "face-transformer --data FOLDER` (--image-size is --input-size); it still works",
-}
-
-
-def _register_aliases(subparsers) -> None:
-    parser = subparsers.add_parser("fr", help="old name of `idgen recognizer` (MobileFaceNet)")
-    commands = parser.add_subparsers(dest="fr_command", metavar="FR_COMMAND", required=True)
-    train = commands.add_parser(
-        "train", help="old name of `idgen recognizer train --arch mobilefacenet`",
-        description="The old name of `idgen recognizer train --arch mobilefacenet`, with the same flags: train "
-                    "MobileFaceNet with an ArcFace, CosFace or AdaFace margin head on a face set (ImageFolder, parquet shards "
-                    "or WebDataset shards, e.g. the output of `idgen dataset generate`). Writes model.safetensors "
-                    "+ config.json to --out; evaluate with `idgen eval verify --recognizer <output>`.",
-    )
-    train.add_argument("--data", required=True, help="ImageFolder, parquet file/folder, or WebDataset .tar/folder")
-    train.add_argument("--out", dest="output", required=True, help="folder for model.safetensors and config.json")
-    for name, value in defaults("mobilefacenet").items():
-        if name != "progress":
-            _add_option(train, name, value)
-    train.add_argument("--no-progress", dest="progress", action="store_false", help="no progress bars")
-    train.set_defaults(handler=run, route="fr train")
-
-    old = subparsers.add_parser(
-        "train-recognizer", help="old name of `idgen recognizer train --arch face-transformer`",
-        description="The old name of `idgen recognizer train --arch face-transformer --data FOLDER` (its "
-                    "--image-size is --input-size there): aligns the faces (dlib; cached), splits every identity "
-                    "into train/test images, trains the model (optionally distilling a pretrained recogniser, "
-                    "--distill-from) and saves config.json + model.safetensors to --out.",
-    )
-    old.add_argument("folder", help="face folder, one sub-folder per identity")
-    old.add_argument("--out", required=True, help="output folder for the recogniser")
-    old.add_argument("--image-size", type=_typed("input_size", int), default=None, help="crop size (default: the preset's)")
-    old.add_argument("--align", default="dlib", choices=["dlib", "resize"],
-                     help="dlib: detect and align; resize: faces are already cropped")
-    old.add_argument("--epochs", type=_typed("epochs", int), default=30)
-    old.add_argument("--batch-size", type=_typed("batch_size", int), default=64)
-    old.add_argument("--lr", type=_typed("lr", float), default=1e-3)
-    old.add_argument("--cache-dir", default=".cache/faces", help="aligned-crop cache")
-    old.add_argument("--seed", type=_typed("seed", int), default=0)
-    for name in _own("face-transformer"):
-        _add_option(old, name, defaults("face-transformer")[name], arch="face-transformer")
-    old.set_defaults(handler=run, route="train-recognizer")
-
-
-# --- one request, whichever name it came by --------------------------------------------------------
-
-def train_options(args) -> tuple[str, dict]:
-    """``(arch, options)`` of a parsed ``recognizer train`` / ``fr train`` / ``train-recognizer``: every
-    option of that backbone, defaults filled in; the same request gives the same pair by every name."""
+def train_config(args):
+    """The recipe of ``args.architecture`` with the flags given (the rest keep the recipe's defaults);
+    a flag of another architecture is refused by name."""
     from ..errors import ConfigError
-    from ..recognition.trainer import ALIGNMENTS
+    from ..recognition.trainer import RECIPES
 
-    if args.route == "fr train":
-        return "mobilefacenet", {name: getattr(args, name) for name in ["data", "output", *defaults("mobilefacenet")]}
-    if args.route == "train-recognizer":
-        options = {name: getattr(args, name, value) for name, value in defaults("face-transformer").items()}
-        return "face-transformer", {**options, "data": args.folder, "output": args.out, "input_size": args.image_size}
-    arch, options = args.arch, {**defaults(args.arch), "data": args.data, "output": args.output}
+    recipe = RECIPES[args.architecture]
+    own = {f.name for f in _options(recipe)}
     given = {name: value for name, value in vars(args).items()
-             if name not in ("arch", "route", "handler", "command", "recognizer_command")}
-    other = sorted(name for name, value in given.items()
-                   if name not in options and not (name in SHARED_DEFAULTS and value == SHARED_DEFAULTS[name]))
+             if name not in ("architecture", "handler", "command", "recognizer_command")
+             and not (name in SHARED_DEFAULTS and value == SHARED_DEFAULTS[name])}
+    other = sorted(set(given) - own)
     if other:
-        flags = ", ".join(f"--{name.replace('_', '-')}" for name in other)
-        raise ConfigError(f"{flags}: not an option of --arch {arch} (see `idgen recognizer train --help`)")
-    options.update((name, value) for name, value in given.items() if name in options)
-    if options["align"] not in ALIGNMENTS[arch]:
-        raise ConfigError(f"--align {options['align']}: --arch {arch} aligns with {' or '.join(ALIGNMENTS[arch])}")
-    return arch, options
+        raise ConfigError(f"{', '.join(map(_flag, other))}: not an option of --architecture {args.architecture} "
+                          "(see `idgen recognizer train --help`)")
+    return recipe(**given)
 
 
 def run(args) -> int:
-    if args.route in NOTES:
-        print(f"idgen: note: {NOTES[args.route]}", file=sys.stderr)
-    arch, options = train_options(args)
+    config = train_config(args)
     from accelerate import PartialState
 
-    from ..recognition import RecognizerTrainConfig, train
+    from ..recognition import train
 
-    config = RecognizerTrainConfig(**options, backbone=arch)
     summary = train(config)
     if not PartialState().is_main_process:   # under `accelerate launch` every process trains; one reports
         return 0
-    if arch == "face-transformer":
+    if config.architecture == "face-transformer":
         print(f"{summary['identities']} identities, {summary['images']} train / {summary['test_images']} test images; "
               f"{summary['parameters']:,} parameters; {summary['wall_seconds']:.0f} s; "
               f"test accuracy {summary['test_accuracy']:.2f} %")
     else:
         print(json.dumps(summary, indent=2))
-    print(f"saved {config.output}/model.safetensors, config.json; evaluate with "
-          f"`idgen eval verify --recognizer {config.output} ...`")
+    print(f"saved {config.output_dir}/model.safetensors, config.json; evaluate with "
+          f"`idgen eval verify --recognizer {config.output_dir} ...`")
     return 0

@@ -177,17 +177,17 @@ def build_demo(hub: ModelHub, workspace: Workspace | None = None) -> DemoBlocks:
                  progress=gr.Progress()):
         photos = _paths(photos)
         if use_random:
-            identity = actions.random_identity(hub, seed)
+            identity = actions.random_identity(hub, seed, style)
         elif not photos:
             raise gr.Error("Upload a face photo first, or tick 'random identity'.", print_exception=False)
         else:
             progress(0.0, desc="finding the face")
-            identity = actions.identity_from_photos(hub, photos)
+            identity = actions.identity_from_photos(hub, photos, style)
         pose_path = _paths(pose)[0] if pose else None
         detected = identity.annotated
         if style != "arc2face" and pose_path:
             progress(0.0, desc="finding the pose")
-            detected = actions.side_by_side(detected, actions.annotated_photo(hub, pose_path))
+            detected = actions.side_by_side(detected, actions.annotated_photo(hub, pose_path, style))
         results = actions.generate_images(
             hub, identity, style=style, count=count, seed=seed, steps=int(steps), guidance=float(guidance),
             fast=bool(fast), prompt=prompt, negative_prompt=negative, pose_photo=pose_path, progress=progress)

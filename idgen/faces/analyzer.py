@@ -12,8 +12,8 @@ from ..errors import IdgenError, MultipleFacesError, NoFaceError
 from .align import align_face, center_box, template_in_box
 from .detectors import Detection, Detector, DlibDetector, InsightFaceDetector
 from .image import ImageInput, describe, load_image
-from .model_files import MOBILEFACENET_ONNX, insightface_files
-from .trained import IResNetFileRecognizer, TrainedRecognizer
+from .model_files import MOBILEFACENET_ONNX, insightface_files, insightface_pack_dir
+from .trained import IResNetFileRecognizer, IRSEFileRecognizer, TrainedRecognizer
 from .recognizers import DlibRecognizer, OnnxRecognizer, Recognizer
 from .types import Face
 
@@ -67,8 +67,10 @@ class FaceAnalyzer:
         idgen, see :data:`~idgen.faces.model_files.MOBILEFACENET_ONNX`), ``"mobilefacenet:<path>"``, the path of an
         ONNX recogniser, a file name inside the insightface pack (e.g. Arc2Face's
         ``"arcface.onnx"``), ``"pack"`` for the pack's own recogniser, a folder written by
-        ``idgen recognizer train --arch mobilefacenet`` or ``--arch iresnet``, ``"iresnet:<path>"`` for an
-        insightface ``arcface_torch`` checkpoint (``backbone.pth``), or ``None``.
+        ``idgen recognizer train --architecture mobilefacenet`` or ``--architecture iresnet``, ``"iresnet:<path>"`` for an
+        insightface ``arcface_torch`` checkpoint (``backbone.pth``), ``"ir_se50:<path>"`` for facexlib's
+        ``recognition_arcface_ir_se50.pth`` (a file, or a file name inside the insightface pack of
+        ``detector``, as for ``"arcface.onnx"``), or ``None``.
         """
         if detector == "dlib":
             det = DlibDetector(upsample=upsample)
@@ -85,6 +87,8 @@ class FaceAnalyzer:
             rec = OnnxRecognizer.mobilefacenet(MOBILEFACENET_ONNX)
         elif str(recognizer).startswith("iresnet:"):
             rec = IResNetFileRecognizer(str(recognizer).split(":", 1)[1])
+        elif str(recognizer).startswith("ir_se50:"):
+            rec = IRSEFileRecognizer(_pack_file(str(recognizer).split(":", 1)[1], detector, root))
         elif str(recognizer).startswith("mobilefacenet:"):
             rec = OnnxRecognizer.mobilefacenet(str(recognizer).split(":", 1)[1])
         elif os.path.isfile(str(recognizer)):
@@ -228,6 +232,14 @@ class FaceAnalyzer:
                 flush()
         flush()
         return results
+
+
+def _pack_file(name: str, detector: str, root) -> str:
+    """``name`` when it is a file (or no insightface pack is the detector), else that name inside the
+    detector's insightface pack folder, where the model files of a published model's face analysis sit."""
+    if os.path.isfile(os.path.expanduser(name)) or detector == "dlib":
+        return os.path.expanduser(name)
+    return str(insightface_pack_dir(detector, root) / name)
 
 
 def cosine_similarity(a: np.ndarray, b: np.ndarray) -> np.ndarray:

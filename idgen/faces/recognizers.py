@@ -117,7 +117,7 @@ class OnnxRecognizer:
         model_input = self.session.get_inputs()[0]
         self.input_name = model_input.name
         size = model_input.shape[2]
-        self.input_size = size if isinstance(size, int) else 112
+        self.resolution = size if isinstance(size, int) else 112
         out_dim = self.session.get_outputs()[0].shape[-1]
         self.embedding_size = out_dim if isinstance(out_dim, int) else None
 
@@ -127,7 +127,7 @@ class OnnxRecognizer:
         return cls(path, normalization="imagenet", **kwargs)
 
     def crop(self, image: np.ndarray, landmarks: np.ndarray, bbox: np.ndarray) -> np.ndarray:
-        return align_face(image, landmarks, self.input_size)
+        return align_face(image, landmarks, self.resolution)
 
     def embed(self, crops: np.ndarray) -> np.ndarray:
         blob = np.asarray(crops, dtype=np.float32).transpose(0, 3, 1, 2)
@@ -152,7 +152,7 @@ class DlibRecognizer:
         self._dlib = dlib
         self._shape5 = dlib.shape_predictor(str(dlib_model_file("shape_predictor_5_face_landmarks.dat")))
         self._net = dlib.face_recognition_model_v1(str(dlib_model_file("dlib_face_recognition_resnet_model_v1.dat")))
-        self.input_size = 150
+        self.resolution = 150
 
     def crop(self, image: np.ndarray, landmarks: np.ndarray, bbox: np.ndarray) -> np.ndarray:
         x1, y1, x2, y2 = (int(round(v)) for v in bbox)

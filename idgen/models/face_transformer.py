@@ -34,10 +34,10 @@ ARCHITECTURE = "face-transformer"
 @dataclass
 class FaceTransformerConfig:
     """The sizes of a Face Transformer. The caps bound its memory: the attention of one image compares
-    each of its (image_size / patch_size)² patches (at most 4096) with every other, and the widths
+    each of its (resolution / patch_size)² patches (at most 4096) with every other, and the widths
     multiply the parameter count."""
 
-    image_size: int = ranged(112, CROP_SIDE)
+    resolution: int = ranged(112, CROP_SIDE)
     channels: int = ranged(3, Range(1, 4))
     patch_size: int = ranged(8, Range(1, 64))
     dim: int = ranged(512, Range(1, 4096))
@@ -53,11 +53,11 @@ class FaceTransformerConfig:
 
     def __post_init__(self):
         check_ranges(self)
-        if (self.image_size // self.patch_size) ** 2 > 4096:
-            raise ConfigError(f"image_size {self.image_size} / patch_size {self.patch_size} makes "
-                              f"{(self.image_size // self.patch_size) ** 2} patches; at most 4096 (64 × 64)")
-        if self.image_size % self.patch_size:
-            raise ConfigError(f"image_size {self.image_size} is not a multiple of patch_size {self.patch_size}")
+        if (self.resolution // self.patch_size) ** 2 > 4096:
+            raise ConfigError(f"resolution {self.resolution} / patch_size {self.patch_size} makes "
+                              f"{(self.resolution // self.patch_size) ** 2} patches; at most 4096 (64 × 64)")
+        if self.resolution % self.patch_size:
+            raise ConfigError(f"resolution {self.resolution} is not a multiple of patch_size {self.patch_size}")
         if self.dim % self.heads:
             raise ConfigError(f"dim {self.dim} is not divisible by heads {self.heads}")
         if self.head not in ("cosface", "arcface"):
@@ -74,9 +74,9 @@ class FaceTransformerConfig:
 
 #: Named sizes. ``paper`` is the GS-LoRA Face Transformer; the others are small enough for a CPU.
 PRESETS: dict[str, dict] = {
-    "paper": dict(image_size=112, patch_size=8, dim=512, depth=6, heads=8, mlp_dim=2048, embedding_dim=512),
-    "cpu-small": dict(image_size=40, patch_size=8, dim=128, depth=4, heads=4, mlp_dim=512, embedding_dim=128),
-    "cpu-tiny": dict(image_size=32, patch_size=8, dim=96, depth=4, heads=4, mlp_dim=384, embedding_dim=64),
+    "paper": dict(resolution=112, patch_size=8, dim=512, depth=6, heads=8, mlp_dim=2048, embedding_dim=512),
+    "cpu-small": dict(resolution=40, patch_size=8, dim=128, depth=4, heads=4, mlp_dim=512, embedding_dim=128),
+    "cpu-tiny": dict(resolution=32, patch_size=8, dim=96, depth=4, heads=4, mlp_dim=384, embedding_dim=64),
 }
 
 
@@ -138,7 +138,7 @@ class FaceRecognizer(nn.Module):
     def __init__(self, config: FaceTransformerConfig):
         super().__init__()
         self.config = config
-        patches = (config.image_size // config.patch_size) ** 2
+        patches = (config.resolution // config.patch_size) ** 2
         self.patch_embed = nn.Conv2d(config.channels, config.dim, config.patch_size, stride=config.patch_size)
         self.cls_token = nn.Parameter(torch.zeros(1, 1, config.dim))
         self.pos_embed = nn.Parameter(torch.randn(1, patches + 1, config.dim) * 0.02)
@@ -168,23 +168,20 @@ class FaceRecognizer(nn.Module):
 
     @classmethod
     def from_pretrained(cls, folder: str | os.PathLike) -> "FaceRecognizer":
-        """A folder :meth:`save_pretrained` wrote, or one from before folders recorded their architecture
-        (the network's options at the top level of ``config.json``)."""
+        """A folder :meth:`save_pretrained` wrote."""
         folder = Path(folder)
         for name in ("config.json", "model.safetensors"):
             if not (folder / name).is_file():
                 raise ModelFilesMissingError(
-                    f"{folder / name} is missing; train one with `idgen recognizer train --arch face-transformer` first")
+                    f"{folder / name} is missing; train one with `idgen recognizer train --architecture face-transformer` first")
         config = json.loads((folder / "config.json").read_text())
-        if "architecture" in config and config["architecture"] != ARCHITECTURE:
-            raise ModelFilesMissingError(f"{folder} holds a {config['architecture']} recogniser, not a Face Transformer "
-                                         "(`idgen recognizer train --arch face-transformer`)")
-        class_names = config.get("class_names")
-        options = config["model"] if "architecture" in config else {k: v for k, v in config.items() if k != "class_names"}
-        model = cls(FaceTransformerConfig.from_dict(options))
+        if config.get("architecture") != ARCHITECTURE:
+            raise ModelFilesMissingError(f"{folder} holds a {config.get('architecture')} recogniser, not a Face "
+                                         "Transformer (`idgen recognizer train --architecture face-transformer`)")
+        model = cls(FaceTransformerConfig.from_dict(config["model"]))
         load_module_weights(model, folder / "model.safetensors", "the Face Transformer config.json describes",
-                            "train it again (`idgen recognizer train --arch face-transformer`) or copy the folder again")
-        model.class_names = class_names
+                            "train it again (`idgen recognizer train --architecture face-transformer`) or copy the folder again")
+        model.class_names = config.get("class_names")
         return model
 
     def num_parameters(self) -> int:

@@ -9,7 +9,7 @@ changes). :data:`DEPTHS` gives the blocks per stage of IR-18/34/50/100.
 
 Tensor names are those of insightface's published ``arcface_torch`` checkpoints (``backbone.pth``),
 so :func:`load_insightface_iresnet` loads one unchanged. ``width`` scales every channel count and
-``input_size`` may be any multiple of 16 (the linear layer follows the final map), so the same class
+``resolution`` may be any multiple of 16 (the linear layer follows the final map), so the same class
 builds the full network (112 px: a 7×7 map) and tiny ones for CPU tests. Input: aligned RGB crops
 in [-1, 1] (:func:`idgen.models.to_tensor`), as ``arcface_torch`` normalises them.
 """
@@ -56,17 +56,17 @@ class IBasicBlock(nn.Module):
 
 
 class IResNet(nn.Module):
-    """IR-``depth`` for ``input_size``×``input_size`` crops; ``forward`` gives N×``embedding_size``
+    """IR-``depth`` for ``resolution``×``resolution`` crops; ``forward`` gives N×``embedding_size``
     embeddings (not normalised)."""
 
-    def __init__(self, depth: int = 50, embedding_size: int = 512, width: float = 1.0, input_size: int = 112,
+    def __init__(self, depth: int = 50, embedding_size: int = 512, width: float = 1.0, resolution: int = 112,
                  dropout: float = 0.0):
         super().__init__()
         if depth not in DEPTHS:
             raise ValueError(f"IResNet depth must be one of {sorted(DEPTHS)}, got {depth}")
-        if input_size % 16:
-            raise ValueError(f"input_size must be a multiple of 16, got {input_size}")
-        self.config = {"depth": depth, "embedding_size": embedding_size, "width": width, "input_size": input_size,
+        if resolution % 16:
+            raise ValueError(f"resolution must be a multiple of 16, got {resolution}")
+        self.config = {"depth": depth, "embedding_size": embedding_size, "width": width, "resolution": resolution,
                        "dropout": dropout}
         stem, *channels = [max(8, int(c * width)) for c in (STAGE_CHANNELS[0], *STAGE_CHANNELS)]
         self.conv1 = conv3x3(3, stem)
@@ -77,7 +77,7 @@ class IResNet(nn.Module):
             stage = [IBasicBlock(cin, cout, stride=2)] + [IBasicBlock(cout, cout) for _ in range(blocks - 1)]
             self.add_module(f"layer{index}", nn.Sequential(*stage))
             cin = cout
-        side = input_size // 16
+        side = resolution // 16
         self.bn2 = nn.BatchNorm2d(cin, eps=1e-5)
         self.dropout = nn.Dropout(dropout)
         self.fc = nn.Linear(cin * side * side, embedding_size)
@@ -130,7 +130,7 @@ def iresnet_config_of(state: dict, path: str | os.PathLike = "the state dict") -
     side = round((features / final) ** 0.5)
     if side * side * final != features:
         raise DataError(f"{path}: fc.weight takes {features} features, not {final} channels × a square map")
-    return {"depth": depth, "embedding_size": int(embedding_size), "width": width, "input_size": side * 16}
+    return {"depth": depth, "embedding_size": int(embedding_size), "width": width, "resolution": side * 16}
 
 
 def load_insightface_iresnet(path: str | os.PathLike) -> IResNet:

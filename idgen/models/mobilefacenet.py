@@ -3,7 +3,7 @@
 Inverted-residual bottlenecks as in MobileNetV2, then a global *depthwise* convolution over the
 final feature map instead of global average pooling (it lets the network weigh the face centre
 differently from the border), then a linear embedding. ``width`` scales every channel count and
-``input_size`` may be any multiple of 16 (the global depthwise kernel follows it), so the same
+``resolution`` may be any multiple of 16 (the global depthwise kernel follows it), so the same
 class gives the full model (112 px, width 1) and tiny ones for CPU tests.
 
 Two variants share the layout: ``"paper"`` (PReLU activations, the paper's; what idgen trains) and
@@ -64,13 +64,13 @@ def _relu(_channels: int) -> nn.Module:
 
 
 class MobileFaceNet(nn.Module):
-    def __init__(self, embedding_size: int = 128, width: float = 1.0, input_size: int = 112, variant: str = "paper"):
+    def __init__(self, embedding_size: int = 128, width: float = 1.0, resolution: int = 112, variant: str = "paper"):
         super().__init__()
-        if input_size % 16:
-            raise ValueError(f"input_size must be a multiple of 16, got {input_size}")
+        if resolution % 16:
+            raise ValueError(f"resolution must be a multiple of 16, got {resolution}")
         if variant not in VARIANTS:
             raise ValueError(f"variant must be one of {VARIANTS}, got {variant!r}")
-        self.config = {"embedding_size": embedding_size, "width": width, "input_size": input_size, "variant": variant}
+        self.config = {"embedding_size": embedding_size, "width": width, "resolution": resolution, "variant": variant}
         c = lambda channels: max(8, int(channels * width))  # noqa: E731
         act = nn.PReLU if variant == "paper" else _relu6
         layers = [conv_bn(3, c(64), 3, 2, act=act)]
@@ -84,7 +84,7 @@ class MobileFaceNet(nn.Module):
                 layers.append(Bottleneck(cin, c(cout), stride if i == 0 else 1, expansion, act))
                 cin = c(cout)
         layers.append(conv_bn(cin, c(512), act=act))
-        side = input_size // 16
+        side = resolution // 16
         layers.append(conv_bn(c(512), c(512), side, groups=c(512), padding=0))  # global depthwise conv
         self.features = nn.Sequential(*layers)
         self.embedding = nn.Sequential(nn.Flatten(), nn.Linear(c(512), embedding_size, bias=False),
@@ -137,7 +137,7 @@ def from_onnx(path: str | os.PathLike) -> MobileFaceNet:
         raise DataError(f"{path}: no convolution weights found; expected a MobileFaceNet export")
     dims = graph.input[0].type.tensor_type.shape.dim
     model = MobileFaceNet(embedding_size=int(weights[convs[-1].input[1]].shape[0]),
-                          width=weights[convs[0].input[1]].shape[0] / 64, input_size=int(dims[2].dim_value or 112),
+                          width=weights[convs[0].input[1]].shape[0] / 64, resolution=int(dims[2].dim_value or 112),
                           variant="foamliu").eval()
     pairs, activations = _graph_layers(model)
     found = [node.op_type for node in graph.node if node.op_type in ("Clip", "Relu", "PRelu")]

@@ -6,10 +6,16 @@ keyed by each photo's bytes and the alignment settings, so a second run starts i
 **Face sets** (MobileFaceNet and IResNet, :mod:`idgen.recognition.trainer`), read from any format
 ``idgen dataset generate`` writes:
 
-- ImageFolder: ``<root>/<identity>/<image>`` (the synth output's ``images/``);
+- ImageFolder: ``<root>/<identity>/<image>`` (the synth output's ``images/``), listed by
+  :func:`list_identities`, the one reader of identity folders;
 - Hugging Face parquet: ``.parquet`` files with an ``image`` column (JPEG/PNG bytes) and ``label``
-  (the synth output's ``data/``; ``datasets.load_dataset`` reads the same files);
+  (the synth output's ``data/``);
 - WebDataset: ``.tar`` shards of ``<key>.jpg`` + ``<key>.cls`` (the synth output's ``webdataset/``).
+
+Parquet shards are read by ``datasets.load_dataset`` (:func:`read_parquet`), so idgen reads what a
+user of ``datasets`` gets; folders are listed by :func:`list_identities` (``datasets``'
+``imagefolder`` builder lists a folder of many photos far more slowly) and WebDataset shards by
+:func:`read_webdataset`.
 
 Every image is aligned to the ArcFace template by detected landmarks (``align="dlib"``) or, for sets
 that are already aligned (LFW deep-funneled, generator outputs), by placing the template in a
@@ -29,6 +35,7 @@ import hashlib
 import json
 import os
 import tarfile
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -36,9 +43,10 @@ import numpy as np
 import torch
 
 from ..config import BOX, CROP_SIDE, Range, check_ranges, ranged
-from ..errors import ConfigError, DataError
+from ..errors import ConfigError, DataError, IdgenError
 from ..faces import iter_image_files
 from ..faces.cache import Alignment, aligned_crops
+from ..faces.image import MAX_IMAGE_FILE_BYTES
 from ..models import to_tensor
 
 
@@ -64,55 +72,91 @@ def _labelled(images: list, labels: list, names: dict, source: Path) -> Labelled
     return LabelledImages(images, index.astype(np.int64), [names.get(int(u), str(u)) for u in used])
 
 
-def read_image_folder(root: Path) -> LabelledImages:
-    people = sorted(p.name for p in root.iterdir() if p.is_dir())
-    images, labels = [], []
-    for label, person in enumerate(people):
-        files = list(iter_image_files(root / person))
-        images += [Path(f) for f in files]
-        labels += [label] * len(files)
-    return _labelled(images, labels, dict(enumerate(people)), root)
+@contextmanager
+def _unreadable_shards(where: Path, format: str):
+    """Turn what a shard reader raises for a shard it cannot parse (a truncated parquet, a tar that is
+    not one, an unreadable ``.cls``) into a :class:`DataError` naming ``where``."""
+    import pyarrow
+
+    try:
+        yield
+    except IdgenError:
+        raise
+    except (OSError, ValueError, tarfile.TarError, pyarrow.ArrowException) as error:
+        raise DataError(f"{where}: not readable as {format} shards ({error}); write them again") from None
 
 
 def read_parquet(files: list[Path]) -> LabelledImages:
-    import pyarrow.parquet as pq
+    """The face set in parquet shards, read by ``datasets.load_dataset`` (streamed: nothing is copied
+    into its cache), the images kept encoded: the ``image`` column (embedded bytes), ``label``, and
+    identity names from an ``identity`` column, else the label's ``ClassLabel`` names."""
+    import datasets
 
-    images, labels, names = [], [], {}
-    for path in files:
-        table = pq.read_table(path)
-        if "image" not in table.column_names or "label" not in table.column_names:
-            raise DataError(f"{path}: a face set needs 'image' and 'label' columns, found {table.column_names}")
-        batch_labels = table.column("label").to_pylist()
-        for cell in table.column("image").to_pylist():
-            if not cell or not cell.get("bytes"):
-                raise DataError(f"{path}: an image cell holds no bytes; write the shards with embedded images "
-                                  "(as `idgen dataset generate` and `datasets.Dataset.to_parquet` do)")
-            images.append(cell["bytes"])
-        if "identity" in table.column_names:
-            names.update(zip(batch_labels, table.column("identity").to_pylist()))
-        labels += batch_labels
-    return _labelled(images, labels, names, files[0].parent)
+    where = files[0] if len(files) == 1 else files[0].parent
+    with _unreadable_shards(where, "parquet"):
+        stream = datasets.load_dataset("parquet", data_files=[str(f) for f in files], split="train", streaming=True)
+    if not isinstance(stream.features.get("image"), datasets.Image) or "label" not in stream.features:
+        raise DataError(f"{where}: a face set needs an 'image' column of images and 'label', "
+                        f"found {list(stream.features)}")
+    classes = stream.features["label"]
+    names = dict(enumerate(classes.names)) if isinstance(classes, datasets.ClassLabel) else {}
+    images, labels = [], []
+    with _unreadable_shards(where, "parquet"):
+        for batch in stream.cast_column("image", datasets.Image(decode=False)).iter(batch_size=1000):
+            if any(not cell or not cell["bytes"] for cell in batch["image"]) or None in batch["label"]:
+                raise DataError(f"{where}: a row holds no image bytes (a path is never followed) or no label; write "
+                                "the shards with the images' bytes in them (as `idgen dataset generate` does)")
+            images += [cell["bytes"] for cell in batch["image"]]
+            labels += batch["label"]
+            names.update(zip(batch["label"], batch.get("identity") or ()))
+    return _labelled(images, labels, names, where)
 
 
 def read_webdataset(files: list[Path]) -> LabelledImages:
+    """The face set in WebDataset shards: ``<key>.jpg`` (or ``.jpeg``, ``.png``, ``.webp``) with
+    ``<key>.cls``, and the identity name from ``<key>.json``; samples without both are skipped, a
+    member over :data:`~idgen.faces.image.MAX_IMAGE_FILE_BYTES` is refused before it is read.
+
+    Read here rather than by ``datasets``' ``webdataset`` builder, which is slower and decompresses
+    ``.gz`` / ``.bz2`` / ``.xz`` members as it reads them, with no bound on what they unpack to."""
     images, labels, names = [], [], {}
     for path in files:
         samples: dict[str, dict[str, bytes]] = {}
-        with tarfile.open(path) as tar:
+        with _unreadable_shards(path, "webdataset"), tarfile.open(path) as tar:
             for member in tar.getmembers():
+                if member.size > MAX_IMAGE_FILE_BYTES:
+                    raise DataError(f"{path}: the member {member.name!r} is {member.size:,} bytes, more than "
+                                    f"the {MAX_IMAGE_FILE_BYTES:,} idgen reads for one image")
                 if member.isfile():
                     key, _, ext = member.name.rpartition(".")
                     samples.setdefault(key, {})[ext.lower()] = tar.extractfile(member).read()
-        for key, sample in samples.items():
-            image = next((sample[e] for e in ("jpg", "jpeg", "png", "webp") if e in sample), None)
-            if image is None or "cls" not in sample:
-                continue
-            label = int(sample["cls"])
-            images.append(image)
-            labels.append(label)
-            if "json" in sample:
-                names[label] = json.loads(sample["json"]).get("identity", str(label))
+            for key, sample in samples.items():
+                image = next((sample[e] for e in ("jpg", "jpeg", "png", "webp") if e in sample), None)
+                if image is None or "cls" not in sample:
+                    continue
+                label = int(sample["cls"])
+                images.append(image)
+                labels.append(label)
+                if "json" in sample:
+                    names[label] = json.loads(sample["json"]).get("identity", str(label))
     return _labelled(images, labels, names, files[0].parent)
+
+
+def list_identities(root: Path, min_images: int, label: str | None = None) -> dict[str, list[Path]]:
+    """Each identity folder of ``root`` (sorted by name) with its photos, when it has at least
+    ``min_images``; a DataError, naming the folder as ``label`` (default: its path), when it is not a
+    folder or fewer than two identities are left."""
+    label = label or str(root)
+    if not root.is_dir():
+        raise DataError(f"{label}: not a folder; expected <identity>/<image> sub-folders")
+    people = {}
+    for person in sorted(p for p in root.iterdir() if p.is_dir()):
+        files = sorted(Path(f) for f in iter_image_files(person))
+        if len(files) >= min_images:
+            people[person.name] = files
+    if len(people) < 2:
+        raise DataError(f"{label}: found {len(people)} identity folder(s) with ≥ {min_images} images; need at least 2")
+    return people
 
 
 def read_face_set(source: str | Path, format: str = "auto") -> LabelledImages:
@@ -138,27 +182,27 @@ def read_face_set(source: str | Path, format: str = "auto") -> LabelledImages:
         else:
             format = "imagefolder"
     if format == "imagefolder":
-        if not path.is_dir():
-            raise DataError(f"{path}: an ImageFolder face set is a folder of <identity>/<image> folders")
-        return read_image_folder(path)
+        people = list_identities(path, 1)
+        return LabelledImages([f for files in people.values() for f in files],
+                              np.repeat(np.arange(len(people)), [len(f) for f in people.values()]), list(people))
     files = shards("*.parquet", "data") if format == "parquet" else shards("*.tar", "webdataset")
     if not files:
         raise DataError(f"{path}: no {format} shards found")
     return read_parquet(files) if format == "parquet" else read_webdataset(files)
 
 
-def align_images(images: list, size: int, align: str = "dlib", box: float = 0.42, upsample: int = 0,
+def align_images(images: list, resolution: int, align: str = "dlib", fallback_box: float = 0.42, upsample: int = 0,
                  cache_dir: str | Path | None = None, progress: bool = True) -> np.ndarray:
-    """N×size×size×3 uint8 crops aligned to the ArcFace template (scaled to ``size``).
+    """N×resolution×resolution×3 uint8 crops aligned to the ArcFace template (scaled to ``resolution``).
 
     ``align="dlib"``: dlib landmarks, and where dlib finds no face its landmarks inside the
-    centred ``box`` (see ``FaceAnalyzer(fallback_box=...)``), detected after ``upsample`` doublings
+    centred ``fallback_box`` (see ``FaceAnalyzer(fallback_box=...)``), detected after ``upsample`` doublings
     (0, the idgen default, is enough for faces over ~80 px); ``align="box"``: the template in that box.
     The crops are cached in ``cache_dir`` by :mod:`idgen.faces.cache`.
     """
     if align not in ALIGNMENTS:
         raise ConfigError(f"unknown alignment {align!r}; use one of {ALIGNMENTS}")
-    return aligned_crops(images, Alignment(align, size, box, upsample), cache_dir, progress=progress)
+    return aligned_crops(images, Alignment(align, resolution, fallback_box, upsample), cache_dir, progress=progress)
 
 
 # --- identity folders with a fixed train/test split -------------------------------------------------
@@ -220,7 +264,7 @@ class FaceSet:
 class FaceDataConfig:
     root: str
     align: str = "dlib"          # "dlib" (detect + align) or "resize" (pre-cropped faces)
-    image_size: int = ranged(112, CROP_SIDE)   # crop side in pixels; every crop is held in memory
+    resolution: int = ranged(112, CROP_SIDE)   # crop side in pixels; every crop is held in memory
     min_images_per_class: int = ranged(1, Range(1))
     test_fraction: float = ranged(0.25, Range(above=0, below=1))   # share of each identity's images held out for testing
     min_test: int = ranged(1, Range(1))
@@ -235,35 +279,18 @@ class FaceDataConfig:
             raise ConfigError(f"data.align must be 'dlib' or 'resize', not {self.align!r}")
 
 
-def list_identities(root: Path, min_images: int, label: str | None = None) -> dict[str, list[Path]]:
-    """Each identity folder of ``root`` (sorted by name) with its photos, when it has at least
-    ``min_images``; a DataError, naming the folder as ``label`` (default: its path), when it is not a
-    folder or fewer than two identities are left."""
-    label = label or str(root)
-    if not root.is_dir():
-        raise DataError(f"{label}: not a folder; expected <identity>/<image> sub-folders")
-    people = {}
-    for person in sorted(p for p in root.iterdir() if p.is_dir()):
-        files = sorted(Path(f) for f in iter_image_files(person))
-        if len(files) >= min_images:
-            people[person.name] = files
-    if len(people) < 2:
-        raise DataError(f"{label}: found {len(people)} identity folder(s) with ≥ {min_images} images; need at least 2")
-    return people
-
-
 def load_aligned(files: list[Path], config: FaceDataConfig) -> np.ndarray:
-    """N×S×S×3 uint8 crops at ``config.image_size`` (S): resized photos, or 112×112 dlib-aligned
+    """N×S×S×3 uint8 crops at ``config.resolution`` (S): resized photos, or 112×112 dlib-aligned
     faces resized to S; the crops are cached in ``config.cache_dir`` by :mod:`idgen.faces.cache`."""
     if config.align == "resize":
-        alignment = Alignment("resize", config.image_size)
+        alignment = Alignment("resize", config.resolution)
     else:
         alignment = Alignment("dlib", 112, config.fallback_box)
     crops = aligned_crops(files, alignment, config.cache_dir or None)
-    if crops.shape[1] != config.image_size:
+    if crops.shape[1] != config.resolution:
         from PIL import Image
 
-        crops = np.stack([np.asarray(Image.fromarray(c).resize((config.image_size,) * 2, Image.BILINEAR))
+        crops = np.stack([np.asarray(Image.fromarray(c).resize((config.resolution,) * 2, Image.BILINEAR))
                           for c in crops])
     return crops
 

@@ -41,7 +41,7 @@ def load_teacher(spec: str):
 
 def teacher_embeddings(files: list[Path], data: FaceDataConfig, spec: str, batch_size: int = 64) -> torch.Tensor:
     """N×D L2-normalised teacher embeddings (crop + mirrored crop) of ``files``, cached."""
-    crops = load_aligned(files, dataclasses.replace(data, image_size=TEACHER_SIZE))
+    crops = load_aligned(files, dataclasses.replace(data, resolution=TEACHER_SIZE))
     cache = None
     if data.cache_dir:  # keyed by what the teacher sees: its spec and the crops
         digest = hashlib.sha256(spec.encode())

@@ -1,12 +1,12 @@
-"""The one recogniser trainer, every backbone: MobileFaceNet and IResNet (embedding networks with an
+"""The one recogniser trainer, every architecture: MobileFaceNet and IResNet (embedding networks with an
 ArcFace, CosFace or AdaFace margin head) and the Face Transformer (a classifier whose embedding
 ``idgen forget`` edits), on one device or many (accelerate).
 
-One config (:class:`RecognizerTrainConfig`, its ``backbone`` field says which network), one training
+One config per architecture (a :class:`RecognizerTrainConfig` subclass, :data:`RECIPES`), one training
 loop (:func:`_fit`: shuffled batches from a ``DataLoader``, margin loss, optional distillation, one
 learning-rate schedule, :func:`warmup_cosine`) and one folder format (:func:`idgen.models.save_recognizer`:
 ``model.safetensors`` + ``config.json`` with its ``architecture``, a recogniser for :mod:`idgen.faces`).
-What differs between the backbones is their published recipe, kept as it was:
+What differs between the architectures is their published recipe, kept as it was:
 
 - **mobilefacenet, iresnet**: any face set (:func:`.data.read_face_set`), aligned once and cached,
   held as uint8 crops; SGD with Nesterov momentum, a warm-up over the first ``warmup`` fraction of
@@ -23,11 +23,10 @@ as ``idgen forget`` trains its base model and its retrain baseline.
 
 from __future__ import annotations
 
-import functools
 import math
 import time
-from dataclasses import asdict, dataclass, fields, replace
-from typing import Optional
+from dataclasses import asdict, dataclass, replace
+from typing import ClassVar, Optional
 
 import numpy as np
 import torch
@@ -36,119 +35,144 @@ from tqdm.auto import tqdm
 
 from ..config import BOX, CROP_SIDE, EMBEDDING_DIM, FACE_BATCH, SEED, UPSAMPLE, Range, check_ranges, ranged
 from ..errors import ConfigError
-from ..models import (BACKBONES, HEADS, IRESNET_DEPTHS, PRESETS, FaceRecognizer, build_backbone, margin_head,
-                      model_config, save_recognizer, to_tensor)
+from ..models import (HEADS, IRESNET_DEPTHS, PRESETS, FaceRecognizer, build_backbone, margin_head, model_config,
+                      save_recognizer, to_tensor)
 from .data import FaceDataConfig, FaceSet, align_images, load_face_folder, random_flip, read_face_set, to_model_input
 from .distill import prepare_distillation
 
-#: ``backbone`` (and the ``architecture`` its folder records): the embedding networks, then the Face Transformer.
-ARCHITECTURES = (*BACKBONES, "face-transformer")
 #: Margins of the ArcFace (angle), CosFace (cosine) and AdaFace (both, by feature norm) papers.
 DEFAULT_MARGIN = HEADS
-
-_EMBEDDING = {"format": "auto", "box": 0.42, "upsample": 0, "head": "arcface", "margin": None, "scale": 32.0,
-              "width": 1.0, "input_size": 112, "embedding_size": 128, "epochs": 10, "lr": 0.1, "warmup": 0.05,
-              "weight_decay": 5e-4}
-#: Each backbone's own options with their defaults (the fields :class:`RecognizerTrainConfig` leaves
-#: ``None``); an option missing from a backbone's table is not one of its options.
-DEFAULTS: dict[str, dict] = {
-    "mobilefacenet": _EMBEDDING,
-    "iresnet": {**_EMBEDDING, "depth": 50, "embedding_size": 512, "scale": 64.0},
-    "face-transformer": {"preset": "cpu-small", "input_size": None, "min_images": 2, "test_fraction": 0.25,
-                         "max_train": None, "epochs": 30, "lr": 1e-3, "weight_decay": 0.05, "warmup_epochs": 2,
-                         "augment": True, "distill_from": None, "distill_weight": 10.0, "distill_images": None,
-                         "distill_max_images": 0, "distill_batch_size": 32},
-}
-#: How each backbone's photos may be aligned.
-ALIGNMENTS = {"mobilefacenet": ("dlib", "box"), "iresnet": ("dlib", "box"), "face-transformer": ("dlib", "resize")}
-#: The options of fitting a Face Transformer already built on photos already read (:func:`fit`): a
-#: forgetting run's ``model.train`` section (its photos are its ``data`` section, its folder ``model.path``).
-FIT_OPTIONS = ("backbone", "epochs", "batch_size", "lr", "weight_decay", "seed", "warmup_epochs", "augment",
-               "distill_from", "distill_weight", "distill_images", "distill_max_images", "distill_batch_size")
 
 
 @dataclass
 class RecognizerTrainConfig:
-    """One recogniser training run, any backbone: ``idgen recognizer train --arch …``'s flags, and a
-    forgetting run's ``model.train`` section (a Face Transformer). Options of only some backbones are
-    ``None`` here and take that backbone's default (``DEFAULTS``); one set for a backbone that does
-    not have it is an error, never silently ignored."""
+    """The options every recogniser training run has, whatever its architecture. A run is one of its
+    subclasses, one per architecture (:data:`RECIPES`), each holding only its own recipe's options
+    with that recipe's defaults: ``idgen recognizer train --architecture …``'s flags."""
+
+    #: which network the run trains; each subclass sets it (the folder's ``config.json`` records it)
+    architecture: ClassVar[str]
+    #: how this architecture's photos may be aligned
+    alignments: ClassVar[tuple[str, ...]]
 
     data: Optional[str] = None          # the photos; required by `train`
-    output: Optional[str] = None        # folder for model.safetensors + config.json; required by `train`
-    backbone: str = "mobilefacenet"     # mobilefacenet, iresnet or face-transformer
-    epochs: Optional[int] = ranged(None, Range(1))   # default 10 (mobilefacenet, iresnet) / 30 (face-transformer)
+    output_dir: Optional[str] = None    # folder for model.safetensors + config.json; required by `train`
+    epochs: int = ranged(10, Range(1))   # passes over the training photos
     batch_size: int = ranged(64, FACE_BATCH)     # images per step
-    lr: Optional[float] = ranged(None, Range(above=0))   # peak learning rate: 0.1 (SGD) / 1e-3 (AdamW, face-transformer)
-    weight_decay: Optional[float] = ranged(None, Range(0))  # 5e-4 / 0.05 (face-transformer)
-    seed: int = ranged(0, SEED)
-    align: str = "dlib"                 # dlib landmarks; box: already aligned (mobilefacenet, iresnet); resize: already cropped (face-transformer)
-    input_size: Optional[int] = ranged(None, CROP_SIDE)   # crop side: 112 (a multiple of 16) / face-transformer: the preset's; every crop is held in memory
+    learning_rate: float = ranged(0.1, Range(above=0))   # peak learning rate
+    weight_decay: float = ranged(5e-4, Range(0))   # the optimiser's weight decay
+    seed: int = ranged(0, SEED)   # of the initial weights, the batches and the augmentation
+    align: str = "dlib"                 # dlib: detect landmarks and align; box (already aligned; mobilefacenet, iresnet) or resize (already cropped; face-transformer)
+    resolution: Optional[int] = ranged(112, CROP_SIDE)   # crop side in pixels; every crop is held in memory
     cache_dir: Optional[str] = ".cache/faces"  # aligned crops are cached here
-    progress: bool = True
-    format: Optional[str] = None        # mobilefacenet, iresnet: imagefolder, parquet, webdataset (default auto: by the files)
-    box: Optional[float] = ranged(None, BOX)   # mobilefacenet, iresnet: centred box (fraction of the shorter side) for "box" / dlib misses; 0.42
-    upsample: Optional[int] = ranged(None, UPSAMPLE)   # mobilefacenet, iresnet: dlib detector upsampling (as `idgen eval verify --upsample`); 0
-    depth: Optional[int] = None         # iresnet only: 18, 34, 50 (default) or 100 (layers [2,2,2,2] … [3,13,30,3])
-    head: Optional[str] = None          # mobilefacenet, iresnet: arcface (default), cosface or adaface
-    margin: Optional[float] = ranged(None, Range(0))   # mobilefacenet, iresnet: default 0.5 (ArcFace) / 0.35 (CosFace) / 0.4 (AdaFace)
-    scale: Optional[float] = ranged(None, Range(above=0))   # mobilefacenet, iresnet: logit scale s: 32 / iresnet 64
-    width: Optional[float] = ranged(None, Range(at_most=4, above=0))   # mobilefacenet, iresnet: channel multiplier (memory grows with its square); 1.0
-    embedding_size: Optional[int] = ranged(None, EMBEDDING_DIM)   # mobilefacenet, iresnet: 128 / iresnet 512
-    warmup: Optional[float] = ranged(None, Range(0, below=1))   # mobilefacenet, iresnet: fraction of the steps with a linear warm-up (then cosine decay); 0.05
-    preset: Optional[str] = None        # face-transformer: model size: paper, cpu-small (default), cpu-tiny
-    min_images: Optional[int] = ranged(None, Range(2))   # face-transformer: skip identities with fewer images; 2
-    test_fraction: Optional[float] = ranged(None, Range(above=0, below=1))   # face-transformer: share of each identity's images held out as its test images; 0.25
-    max_train: Optional[int] = ranged(None, Range(1))   # face-transformer: at most this many training images per identity (default: all)
-    warmup_epochs: Optional[int] = ranged(None, Range(0))   # face-transformer: epochs of linear warm-up inside a cosine decaying from the start; 2
-    augment: Optional[bool] = None      # face-transformer: random flips and ±S/16 pixel shifts; true
-    distill_from: Optional[str] = None  # face-transformer: also match a teacher's embeddings: "mobilefacenet:PATH" or an ONNX path
-    distill_weight: Optional[float] = ranged(None, Range(0))   # face-transformer: weight of 1 − cos(student, teacher); 10
-    distill_images: Optional[str] = None  # face-transformer: extra <identity>/<image> photos (other people) to distil on
-    distill_max_images: Optional[int] = ranged(None, Range(0))   # face-transformer: how many of them (a seeded draw); 0
-    distill_batch_size: Optional[int] = ranged(None, FACE_BATCH)   # face-transformer: extra images per step; 32
+    progress: bool = True               # progress bars
 
     def __post_init__(self):
-        if self.backbone not in DEFAULTS:
-            raise ConfigError(f"unknown backbone {self.backbone!r}; use one of {list(DEFAULTS)}")
-        own = DEFAULTS[self.backbone]
-        other = [f.name for f in fields(self) if f.name not in own and f.name in OPTIONAL_BY_BACKBONE
-                 and getattr(self, f.name) is not None]
-        if other:
-            raise ConfigError(f"{', '.join(other)}: not an option of backbone {self.backbone!r} "
-                              f"(its own: {', '.join(sorted(own))})")
-        for name, default in own.items():
-            if getattr(self, name) is None:
-                setattr(self, name, default)
-        if self.backbone == "face-transformer":
-            if self.preset not in PRESETS:
-                raise ConfigError(f"unknown preset {self.preset!r}; choose one of {sorted(PRESETS)}")
-            self.input_size = self.input_size or PRESETS[self.preset]["image_size"]
-        else:
-            if self.head not in DEFAULT_MARGIN:
-                raise ConfigError(f"unknown margin head {self.head!r}; use one of {sorted(DEFAULT_MARGIN)}")
-            if self.backbone == "iresnet" and self.depth not in IRESNET_DEPTHS:
-                raise ConfigError(f"IResNet depth {self.depth}: use one of {sorted(IRESNET_DEPTHS)}")
-        if self.align not in ALIGNMENTS[self.backbone]:
-            raise ConfigError(f"align {self.align!r}: backbone {self.backbone!r} aligns with "
-                              f"{' or '.join(ALIGNMENTS[self.backbone])}")
+        if self.align not in self.alignments:
+            raise ConfigError(f"align {self.align!r}: architecture {self.architecture!r} aligns with "
+                              f"{' or '.join(self.alignments)}", "align")
         check_ranges(self)
-        if self.embedding_network and self.input_size % 16:
-            raise ConfigError(f"input_size {self.input_size}: {self.backbone} takes crops whose side is a multiple "
-                              "of 16", "input_size")
 
     @property
     def embedding_network(self) -> bool:
         """MobileFaceNet or IResNet (the SGD recipe), not the Face Transformer (AdamW)."""
-        return self.backbone in BACKBONES
+        return isinstance(self, MobileFaceNetRecipe)
 
 
-#: The fields that only some backbones have (``None`` in the dataclass, filled from :data:`DEFAULTS`).
-OPTIONAL_BY_BACKBONE = frozenset(name for table in DEFAULTS.values() for name in table)
+@dataclass
+class MobileFaceNetRecipe(RecognizerTrainConfig):
+    """MobileFaceNet with a margin head on any face set (:func:`.data.read_face_set`): SGD with Nesterov
+    momentum, a linear warm-up over the first ``warmup`` fraction of the steps, then a cosine to zero."""
+
+    architecture: ClassVar[str] = "mobilefacenet"
+    alignments: ClassVar[tuple[str, ...]] = ("dlib", "box")   # box: the faces are already aligned
+
+    format: str = "auto"                # imagefolder, parquet, webdataset; auto: by the files
+    fallback_box: float = ranged(0.42, BOX)   # centred box (fraction of the shorter side) for align "box" and dlib misses
+    upsample: int = ranged(0, UPSAMPLE)   # dlib detector upsampling (as `idgen eval verify --upsample`)
+    head: str = "arcface"               # margin head: arcface, cosface or adaface
+    margin: Optional[float] = ranged(None, Range(0))   # None: the head's own, 0.5 (ArcFace) / 0.35 (CosFace) / 0.4 (AdaFace)
+    scale: float = ranged(32.0, Range(above=0))   # logit scale s of the margin head
+    width: float = ranged(1.0, Range(at_most=4, above=0))   # channel multiplier (memory grows with its square)
+    embedding_size: int = ranged(128, EMBEDDING_DIM)
+    warmup: float = ranged(0.05, Range(0, below=1))   # fraction of the steps with a linear warm-up (then cosine decay)
+
+    def __post_init__(self):
+        super().__post_init__()
+        if self.head not in DEFAULT_MARGIN:
+            raise ConfigError(f"unknown margin head {self.head!r}; use one of {sorted(DEFAULT_MARGIN)}", "head")
+        if self.resolution % 16:
+            raise ConfigError(f"resolution {self.resolution}: {self.architecture} takes crops whose side is a "
+                              "multiple of 16", "resolution")
+
+    def network_arguments(self) -> dict:
+        """The arguments of the embedding network (what its folder's ``config.json`` records as ``model``)."""
+        return {"embedding_size": self.embedding_size, "width": self.width, "resolution": self.resolution}
+
+
+@dataclass
+class IResNetRecipe(MobileFaceNetRecipe):
+    """insightface's IResNet with MobileFaceNet's recipe, wider and deeper by default."""
+
+    architecture: ClassVar[str] = "iresnet"
+
+    scale: float = ranged(64.0, Range(above=0))
+    embedding_size: int = ranged(512, EMBEDDING_DIM)
+    depth: int = 50                     # 18, 34, 50 or 100 (layers [2,2,2,2] … [3,13,30,3])
+
+    def __post_init__(self):
+        super().__post_init__()
+        if self.depth not in IRESNET_DEPTHS:
+            raise ConfigError(f"IResNet depth {self.depth}: use one of {sorted(IRESNET_DEPTHS)}", "depth")
+
+    def network_arguments(self) -> dict:
+        return {"depth": self.depth, **super().network_arguments()}
+
+
+@dataclass
+class FaceTransformerRecipe(RecognizerTrainConfig):
+    """A Face Transformer classifier on an ``<identity>/<image>`` folder with a fixed train/test split
+    per identity (:func:`.data.load_face_folder`): AdamW, ``warmup_epochs`` of warm-up inside a cosine
+    that decays from the first step, optional distillation of a pretrained recogniser's embeddings."""
+
+    architecture: ClassVar[str] = "face-transformer"
+    alignments: ClassVar[tuple[str, ...]] = ("dlib", "resize")   # resize: the faces are already cropped
+
+    epochs: int = ranged(30, Range(1))
+    learning_rate: float = ranged(1e-3, Range(above=0))
+    weight_decay: float = ranged(0.05, Range(0))
+    resolution: Optional[int] = ranged(None, CROP_SIDE)   # None: the preset's
+    preset: str = "cpu-small"           # model size: paper, cpu-small, cpu-tiny
+    min_images: int = ranged(2, Range(2))   # skip identities with fewer images
+    test_fraction: float = ranged(0.25, Range(above=0, below=1))   # share of each identity's images held out as its test images
+    max_train: Optional[int] = ranged(None, Range(1))   # at most this many training images per identity (default: all)
+    warmup_epochs: int = ranged(2, Range(0))   # epochs of linear warm-up inside a cosine decaying from the start
+    augment: bool = True                # random flips and ±S/16 pixel shifts
+    distill_from: Optional[str] = None  # also match a teacher's embeddings: "mobilefacenet:PATH" or an ONNX path
+    distill_weight: float = ranged(10.0, Range(0))   # weight of 1 − cos(student, teacher)
+    distill_images: Optional[str] = None  # extra <identity>/<image> photos (other people) to distil on
+    distill_max_images: int = ranged(0, Range(0))   # how many of them (a seeded draw)
+    distill_batch_size: int = ranged(32, FACE_BATCH)   # extra images per step
+
+    def __post_init__(self):
+        if self.preset not in PRESETS:
+            raise ConfigError(f"unknown preset {self.preset!r}; choose one of {sorted(PRESETS)}", "preset")
+        self.resolution = self.resolution or PRESETS[self.preset]["resolution"]
+        super().__post_init__()
+
+
+#: Each architecture's recipe, by the name ``--architecture`` takes and its folder records.
+RECIPES: dict[str, type[RecognizerTrainConfig]] = {
+    recipe.architecture: recipe for recipe in (MobileFaceNetRecipe, IResNetRecipe, FaceTransformerRecipe)}
+ARCHITECTURES = tuple(RECIPES)
+#: The options of fitting a Face Transformer already built on photos already read (:func:`fit`): a
+#: forgetting run's ``model.train`` section (its photos are its ``data`` section, its folder ``model.path``).
+FIT_OPTIONS = ("epochs", "batch_size", "learning_rate", "weight_decay", "seed", "warmup_epochs", "augment",
+               "distill_from", "distill_weight", "distill_images", "distill_max_images", "distill_batch_size")
 
 
 def warmup_cosine(total: int, warmup: int, decay_from_start: bool = False):
-    """The learning-rate schedule of every backbone, as a multiplier per step for ``LambdaLR``: a linear
+    """The learning-rate schedule of every architecture, as a multiplier per step for ``LambdaLR``: a linear
     rise over the first ``warmup`` steps (1 from step ``warmup − 1`` on), times a half cosine from 1 to 0
     over the steps after the warm-up, or over all ``total`` steps with ``decay_from_start`` (the Face
     Transformer's recipe; MobileFaceNet's and IResNet's decay after the warm-up)."""
@@ -163,8 +187,8 @@ def warmup_cosine(total: int, warmup: int, decay_from_start: bool = False):
 
 def _optimizer(config: RecognizerTrainConfig, params: list) -> torch.optim.Optimizer:
     if config.embedding_network:
-        return torch.optim.SGD(params, lr=config.lr, momentum=0.9, nesterov=True, weight_decay=config.weight_decay)
-    return torch.optim.AdamW(params, lr=config.lr, weight_decay=config.weight_decay)
+        return torch.optim.SGD(params, lr=config.learning_rate, momentum=0.9, nesterov=True, weight_decay=config.weight_decay)
+    return torch.optim.AdamW(params, lr=config.learning_rate, weight_decay=config.weight_decay)
 
 
 def _warmup_steps(config: RecognizerTrainConfig, total: int, steps_per_epoch: int) -> int:
@@ -249,7 +273,7 @@ def _fit(config: RecognizerTrainConfig, network: torch.nn.Module, head: torch.nn
 
     losses, sizes = [], []
     main = accelerator is None or accelerator.is_main_process
-    bar = tqdm(total=total, desc=f"training {config.backbone}", disable=not (config.progress and main))
+    bar = tqdm(total=total, desc=f"training {config.architecture}", disable=not (config.progress and main))
     for module in trained:
         module.train()
     for _ in range(config.epochs):
@@ -290,12 +314,12 @@ def _epoch_means(losses: list[float], sizes: list[int], epochs: int) -> list[flo
 
 def fit(model: FaceRecognizer, train: FaceSet, config: RecognizerTrainConfig, progress: bool = True,
         extra: FaceSet | None = None) -> dict:
-    """Train a Face Transformer already built on photos already read (``config.backbone`` is
-    ``face-transformer``), in this process, with the loop every backbone trains with; returns a small
+    """Train a Face Transformer already built on photos already read (``config`` is a
+    :class:`FaceTransformerRecipe`), in this process, with the loop every architecture trains with; returns a small
     log (per-epoch mean losses, wall time)."""
-    if config.backbone != "face-transformer":
-        raise ConfigError(f"fit trains a Face Transformer in memory; backbone {config.backbone!r} trains "
-                          "with `train(RecognizerTrainConfig(...))`")
+    if not isinstance(config, FaceTransformerRecipe):
+        raise ConfigError(f"fit trains a Face Transformer in memory; architecture {config.architecture!r} trains "
+                          f"with `train({type(config).__name__}(...))`")
     torch.manual_seed(config.seed)   # the augmentation draws from torch's global generator
     start = time.perf_counter()
     losses, sizes = _fit(replace(config, progress=progress), model, model.head, train, extra)
@@ -306,27 +330,20 @@ def fit(model: FaceRecognizer, train: FaceSet, config: RecognizerTrainConfig, pr
 
 # --- a whole run: photos in, recogniser folder out -----------------------------------------------
 
-def network_arguments(config: RecognizerTrainConfig) -> dict:
-    """The arguments of ``config.backbone``'s embedding network (what its folder's ``config.json`` records
-    as ``model``)."""
-    shared = {"embedding_size": config.embedding_size, "width": config.width, "input_size": config.input_size}
-    return {"depth": config.depth, **shared} if config.backbone == "iresnet" else shared
-
-
 @torch.no_grad()
 def _accuracy(model: FaceRecognizer, test: FaceSet) -> float:
     return 100.0 * float((predict(model, test) == test.labels).float().mean())
 
 
 def train(config: RecognizerTrainConfig) -> dict:
-    """Read ``config.data``, train ``config.backbone``, save its folder to ``config.output`` (main
+    """Read ``config.data``, train ``config.architecture``, save its folder to ``config.output_dir`` (main
     process), and return a summary; ``accelerate launch`` runs it in several processes (the embedding
     networks; a Face Transformer trains in one)."""
     from accelerate import Accelerator
     from accelerate.utils import set_seed
 
-    if not config.data or not config.output:
-        raise ConfigError("a recogniser training run needs data (the photos) and output (the folder to write)")
+    if not config.data or not config.output_dir:
+        raise ConfigError("a recogniser training run needs data (the photos) and output_dir (the folder to write)")
     accelerator = Accelerator()
     set_seed(config.seed)
     main = accelerator.is_main_process
@@ -334,10 +351,10 @@ def train(config: RecognizerTrainConfig) -> dict:
     if config.embedding_network:
         faces = read_face_set(config.data, config.format)
         with accelerator.main_process_first():  # one process aligns and caches, the others read the cache
-            crops = align_images(faces.images, config.input_size, config.align, config.box, config.upsample,
+            crops = align_images(faces.images, config.resolution, config.align, config.fallback_box, config.upsample,
                                  config.cache_dir, progress=config.progress and main)
         train_set = FaceSet(torch.from_numpy(crops).permute(0, 3, 1, 2), torch.from_numpy(faces.labels), faces.names)
-        network = build_backbone(config.backbone, network_arguments(config))
+        network = build_backbone(config.architecture, config.network_arguments())
         head = margin_head(config.head, config.embedding_size, len(faces.names), config.scale, config.margin)
         losses, _ = _fit(config, network, head, train_set, accelerator=accelerator)
         window = max(1, min(10, len(losses) // 5))
@@ -346,12 +363,12 @@ def train(config: RecognizerTrainConfig) -> dict:
                    "first_loss": float(np.mean(losses[:window])), "final_loss": float(np.mean(losses[-window:]))}
         if main:
             network = accelerator.unwrap_model(network)
-            save_recognizer(config.output, config.backbone, network, network.config, train=asdict(config),
+            save_recognizer(config.output_dir, config.architecture, network, network.config, train=asdict(config),
                             summary=summary)
     else:
         if accelerator.num_processes > 1:
             raise ConfigError("a Face Transformer trains in one process; run it without `accelerate launch`")
-        data = FaceDataConfig(root=config.data, align=config.align, image_size=config.input_size,
+        data = FaceDataConfig(root=config.data, align=config.align, resolution=config.resolution,
                               min_images_per_class=config.min_images, test_fraction=config.test_fraction,
                               max_train=config.max_train, cache_dir=config.cache_dir)
         train_set, test = load_face_folder(data)
@@ -360,7 +377,7 @@ def train(config: RecognizerTrainConfig) -> dict:
             train_set, extra = prepare_distillation(train_set, data, config.distill_from, config.distill_images,
                                                     config.distill_max_images, config.seed)
         torch.manual_seed(config.seed)
-        model = FaceRecognizer(model_config(config.preset, image_size=config.input_size,
+        model = FaceRecognizer(model_config(config.preset, resolution=config.resolution,
                                             num_classes=len(train_set.class_names)))
         torch.manual_seed(config.seed)   # the augmentation draws from torch's global generator
         losses, sizes = _fit(config, model, model.head, train_set, extra, accelerator)
@@ -369,7 +386,7 @@ def train(config: RecognizerTrainConfig) -> dict:
                    "parameters": model.num_parameters(), "steps": len(losses),
                    "final_loss": _epoch_means(losses, sizes, config.epochs)[-1],
                    "test_accuracy": _accuracy(model, test), "wall_seconds": time.perf_counter() - start}
-        model.save_pretrained(config.output, train_set.class_names, train=asdict(config), summary=summary)
+        model.save_pretrained(config.output_dir, train_set.class_names, train=asdict(config), summary=summary)
     accelerator.wait_for_everyone()
     return summary
 
@@ -399,14 +416,3 @@ def embed(model: FaceRecognizer, data: FaceSet, batch_size: int = 256) -> torch.
                      for i in range(0, len(data), batch_size)])
     model.train(was_training)
     return out
-
-
-# --- the old names --------------------------------------------------------------------------------
-
-#: Old names: the MobileFaceNet config and trainer are the one config and trainer (default backbone).
-MobileFaceNetTrainConfig = RecognizerTrainConfig
-train_mobilefacenet = train
-#: Old name of the Face Transformer's config: the one config with ``backbone="face-transformer"``.
-TrainConfig = functools.partial(RecognizerTrainConfig, backbone="face-transformer")
-#: Old name of :func:`fit` (same arguments).
-train_recognizer = fit

@@ -12,14 +12,12 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import json
-import os
 from dataclasses import dataclass, field
 from typing import Any, Optional
 
 
 from ..config import (BOX, COSINE, DENOISING_STEPS, DET_SIZE, DIFFUSION_BATCH, EMBEDDING_DIM, FRACTION, IMAGE_SIDE,
-                      MODEL, MODEL_SPEC, PATH, SEED, Range, build_dataclass, config_source, load_settings, path_field,
-                      ranged)
+                      MODEL, MODEL_SPEC, PATH, SEED, Range, YamlConfig, path_field, ranged)
 
 
 @dataclass
@@ -29,7 +27,7 @@ class IdentityConfig:
     costs count² × dim operations."""
 
     count: int = ranged(100, Range(2, 1_000_000))     # how many identities (at least 2: they are pushed apart)
-    dim: int = ranged(512, EMBEDDING_DIM)            # length of each vector: the recogniser's embedding size
+    dim: Optional[int] = ranged(None, EMBEDDING_DIM)  # length of each vector: the recogniser's embedding size; null: the generator's default (GENERATOR_DEFAULTS)
     max_cosine: float = ranged(0.3, COSINE)          # target for every pair of identity vectors
     prior: Optional[str] = path_field(None)   # .safetensors of real embeddings (e.g. from ``idgen embed``)
     steps: int = ranged(500, Range(0))               # repulsion steps (0: the random draw as it is)
@@ -45,31 +43,36 @@ class VariationConfig:
     poses: Any = path_field(None, MODEL)   # pose bank, passed per image as ``pose``: "default", a photo folder, a file (idgen.synth.poses)
 
 
-#: The filter threshold a config gets when it leaves ``filter.threshold`` unset, per ``generator.type``.
-#: Similarities depend on the generator and the recogniser, so one number cannot fit all: 0.5 suits
-#: ArcFace-style recognisers on full-size renders, while the embedded mini model's 64×64 renders
-#: reach a MobileFaceNet cosine of only ~0.11 to their identity on average. The mini value is the
-#: 99th percentile of impostor similarities (a render against another identity's vector, 0.208)
-#: measured by ``benchmarks/filter_threshold.py --identities 40 --steps 10``, rounded up: about 1 %
-#: of wrong-identity renders pass (see the synthetic-datasets guide for the numbers).
-FILTER_THRESHOLDS = {"mini": 0.21}
-#: The threshold of every other generator.
-DEFAULT_FILTER_THRESHOLD = 0.5
+#: The keys a config may leave unset (null) and the value each then gets, per ``generator.type``:
+#: a generator is conditioned on one recogniser's embeddings, so the identity vectors' length and
+#: the filter's recogniser follow it, and similarities depend on the generator and the recogniser, so
+#: the filter threshold does too. The embedded mini model is conditioned on 128-d MobileFaceNet
+#: embeddings (:data:`idgen.pipelines.mini.MINI_FACE_BACKENDS`), and its 64×64 renders reach a
+#: MobileFaceNet cosine of only ~0.11 to their identity on average: its threshold is the 99th
+#: percentile of impostor similarities (a render against another identity's vector, 0.208) measured
+#: by ``benchmarks/filter_threshold.py --identities 40 --steps 10``, rounded up, so about 1 % of
+#: wrong-identity renders pass (see the synthetic-datasets guide for the numbers).
+GENERATOR_DEFAULTS = {
+    "mini": {"identities.dim": 128, "filter.recognizer": "mobilefacenet", "filter.threshold": 0.21},
+}
+#: What those keys get with every other generator: 512-d vectors (ArcFace-style recognisers), dlib
+#: (offline, nothing to download) and 0.5, which suits ArcFace-style recognisers on full-size renders.
+COMMON_DEFAULTS = {"identities.dim": 512, "filter.recognizer": "dlib", "filter.threshold": 0.5}
 
 
-def default_filter_threshold(generator_type: Optional[str]) -> float:
-    """The calibrated filter threshold of a generator type (:data:`FILTER_THRESHOLDS`), else 0.5."""
-    return FILTER_THRESHOLDS.get(generator_type, DEFAULT_FILTER_THRESHOLD)
+def generator_defaults(generator_type: Optional[str]) -> dict:
+    """The values of the keys in :data:`COMMON_DEFAULTS` for ``generator_type`` (dotted key → value)."""
+    return {**COMMON_DEFAULTS, **GENERATOR_DEFAULTS.get(generator_type, {})}
 
 
 @dataclass
 class FilterConfig:
     enabled: bool = True
     detector: str = path_field("dlib", MODEL)
-    recognizer: Optional[str] = path_field("dlib", MODEL_SPEC)
+    recognizer: Optional[str] = path_field(None, MODEL_SPEC)  # as --recognizer (e.g. dlib, mobilefacenet, arcface.onnx); null: the generator's default (GENERATOR_DEFAULTS)
     det_size: int = ranged(640, DET_SIZE)    # insightface detector input side
     fallback_box: Optional[float] = ranged(None, BOX)  # where no face is detected, a centred box of this fraction of the image
-    threshold: Optional[float] = ranged(None, COSINE)  # keep an image when similarity to the reference ≥ this; null: the generator's default (FILTER_THRESHOLDS)
+    threshold: Optional[float] = ranged(None, COSINE)  # keep an image when similarity to the reference ≥ this; null: the generator's default (GENERATOR_DEFAULTS)
     reference: str = "auto"          # "target", "centroid", or "auto" (target when dims match)
     duplicate_cosine: Optional[float] = ranged(None, COSINE)  # reject near-duplicates of kept images (e.g. 0.95)
     max_retries: int = ranged(3, Range(0, 100))    # regenerate a rejected image at most this many times
@@ -104,14 +107,16 @@ GENERATOR_RANGES = {
 
 
 @dataclass
-class SynthConfig:
-    output: str = path_field("synthetic-faces")
+class SynthConfig(YamlConfig):
+    output_dir: str = path_field("synthetic-faces")
     seed: int = ranged(0, SEED)
     #: the generator factory's settings: ``type`` (a built-in generator, or one an installed package
     #: registers in the ``idgen.generators`` entry-point group; never a module to import) and that
     #: generator's own keys (``photos``: a folder, ``path`` and ``base``: hub ids or folders, …; see
-    #: ``idgen.synth.generators.build_generator``)
-    generator: dict = path_field(default_factory=lambda: {"type": "photo"},
+    #: ``idgen.synth.generators.build_generator``). Default: the embedded mini model, which runs
+    #: offline; ``idgen dataset generate`` with no ``generator.type`` takes the published Arc2Face
+    #: instead when its weights are on the machine (``idgen doctor`` says which are)
+    generator: dict = path_field(default_factory=lambda: {"type": "mini"},
                                  rule={"photos": PATH, "path": MODEL, "base": MODEL}, ranges=GENERATOR_RANGES)
     identities: IdentityConfig = field(default_factory=IdentityConfig)
     variation: VariationConfig = field(default_factory=VariationConfig)
@@ -120,9 +125,11 @@ class SynthConfig:
     runtime: RuntimeConfig = field(default_factory=RuntimeConfig)
 
     def __post_init__(self):
-        # resolved here, not when filtering, so config.json and the fingerprint record the number used
-        if self.filter.threshold is None:
-            self.filter.threshold = default_filter_threshold(self.generator.get("type"))
+        # resolved here, not when generating, so config.json and the fingerprint record the values used
+        for key, value in generator_defaults(self.generator.get("type")).items():
+            section, name = key.split(".")
+            if getattr(getattr(self, section), name) is None:
+                setattr(getattr(self, section), name, value)
 
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)
@@ -131,20 +138,5 @@ class SynthConfig:
         """Hash of everything that decides the dataset (not where it goes, nor the runtime section)."""
         content = self.to_dict()
         content.pop("runtime")
-        content.pop("output")
+        content.pop("output_dir")
         return hashlib.sha256(json.dumps(content, sort_keys=True).encode()).hexdigest()[:16]
-
-    @classmethod
-    def from_dict(cls, data: dict, source: str = "config") -> "SynthConfig":
-        """The config of the settings ``data``; an error names ``source`` (where they came from)."""
-        with config_source(source):
-            return build_dataclass(cls, data or {})
-
-    @classmethod
-    def load(cls, path: str | os.PathLike | None = None, overrides: list[str] | None = None) -> "SynthConfig":
-        """Read a YAML file (optional) and apply ``section.key=value`` overrides (YAML values);
-        relative paths in the file are relative to it, in overrides to the current directory. An
-        error names the override or the file the bad value came from."""
-        data = load_settings(cls, path, overrides or [])
-        with config_source(path, overrides or []):
-            return build_dataclass(cls, data)

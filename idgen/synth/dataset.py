@@ -34,16 +34,24 @@ def build_filter(config: SynthConfig, analyzer=None):
 
     For ``generator.type: mini`` the analyser sees each render as the mini model's own face analysis
     does (:data:`~idgen.pipelines.mini.MINI_FACE_BACKENDS`): its 64×64 renders are too small for
-    dlib's detector unless upscaled, and its identity vectors are flip-summed embeddings.
+    dlib's detector unless upscaled, and its identity vectors are flip-summed embeddings. For a
+    published generator (``arc2face``, ``instantid``, ``infiniteyou``) whose renders are compared with
+    their identity vectors, a ``filter.recognizer`` other than the one the model was trained on
+    (:data:`~idgen.faces.published.FACE_BACKENDS`) gets a warning naming that one.
     """
     settings = config.filter
     if not settings.enabled:
         return KeepAll()
     if analyzer is None:
         from ..faces import FaceAnalyzer
+        from ..faces.published import FACE_BACKENDS, warn_if_foreign
 
         analyzer = FaceAnalyzer.from_backend(settings.detector, settings.recognizer, det_size=settings.det_size,
                                              fallback_box=settings.fallback_box, **_analysis_options(config))
+        size = getattr(analyzer.recognizer, "embedding_size", None)
+        if settings.reference == "target" or (settings.reference == "auto" and size == config.identities.dim):
+            kind = config.generator.get("type")
+            warn_if_foreign(analyzer, FACE_BACKENDS.get(kind), f"generator type {kind!r}", "filter.recognizer")
     return ConsistencyFilter(analyzer, settings.threshold, settings.reference, settings.duplicate_cosine)
 
 
@@ -80,7 +88,7 @@ def _check_output_folder(config: SynthConfig, out: Path, is_main: bool) -> None:
     unknown = sorted(set(config.writers.formats) - set(FORMATS))
     if unknown:
         raise ConfigError(f"unknown output format(s) {unknown}; choose from {list(FORMATS)}")
-    resuming = check_output_folder(out, "output", lambda folder: _saved_settings(folder) is not None)
+    resuming = check_output_folder(out, "output_dir", lambda folder: _saved_settings(folder) is not None)
     if resuming and _saved_settings(out)["fingerprint"] != config.fingerprint():
         raise ConfigError(f"{out} holds a dataset made with other settings (see {out / 'config.json'}); "
                           "use a new output folder or restore those settings")
@@ -91,7 +99,7 @@ def _check_output_folder(config: SynthConfig, out: Path, is_main: bool) -> None:
         if resuming:
             remove_temporaries(out)
         else:
-            settings = {k: v for k, v in config.to_dict().items() if k != "output"}
+            settings = {k: v for k, v in config.to_dict().items() if k != "output_dir"}
             # keys sorted all the way down: the same settings written in any order give the same bytes
             write_json_atomic(out / "config.json", {"fingerprint": config.fingerprint(),
                                                     "config": json.loads(json.dumps(settings, sort_keys=True))})
@@ -113,7 +121,7 @@ def generate_dataset(config, *, generator=None, analyzer=None) -> dict | None:
     override the ones the config names (any object following :class:`ImageGenerator`, any
     :class:`idgen.faces.FaceAnalyzer`). Returns the dataset statistics on process 0, else None.
 
-    ``config.output`` must be new, empty, or this dataset's own folder (resumed); anything else, a
+    ``config.output_dir`` must be new, empty, or this dataset's own folder (resumed); anything else, a
     read-only folder or a full disk is refused before any work. A write failing mid-run (a full
     disk) raises an :class:`~idgen.errors.OutputError` naming the path; the same call resumes.
     """
@@ -121,7 +129,7 @@ def generate_dataset(config, *, generator=None, analyzer=None) -> dict | None:
 
     config = _coerce(config)
     state = PartialState(cpu=config.runtime.device == "cpu" or not _has_accelerator())
-    out = Path(config.output)
+    out = Path(config.output_dir)
     _check_output_folder(config, out, state.is_main_process)
     state.wait_for_everyone()
     device = config.runtime.device or state.device
@@ -145,7 +153,7 @@ def generate_dataset(config, *, generator=None, analyzer=None) -> dict | None:
 
 def assemble(config: SynthConfig, targets: np.ndarray, identity_stats: dict) -> dict:
     """Write the manifest, shards, card and statistics from the journal, deterministically."""
-    out = Path(config.output)
+    out = Path(config.output_dir)
     entries = Journal(out / "journal").entries()
     missing = [i for i in range(config.identities.count) if i not in entries]
     if missing:

@@ -91,7 +91,7 @@ class DatasetEngine:
     def __init__(self, config: SynthConfig, generator=None, image_filter=None, process_index: int = 0,
                  num_processes: int = 1):
         self.config = config
-        self.out = Path(config.output)
+        self.out = Path(config.output_dir)
         self.rank, self.world = process_index, num_processes
         self.generator = generator
         self.filter = image_filter
@@ -259,17 +259,23 @@ class DatasetEngine:
         worker.start()
         todo, pending = deque(mine), deque()
         active = 0
+        # one bar per process, in renders: every image made ticks it, retries add to its total, so
+        # its rate and ETA are the generator's whatever the filter keeps (the kept count is beside it)
         bar = tqdm(total=len(mine) * per_identity, desc=f"images[{self.rank}]", unit="img",
                    disable=not config.runtime.progress)
+        kept_so_far = 0
 
         def handle(message):
-            nonlocal active
+            nonlocal active, kept_so_far
             kind, payload, kept = message
-            bar.update(kept)
+            kept_so_far += kept
+            bar.set_postfix(kept=kept_so_far, refresh=False)
             if kind == "error":
                 raise payload
             if kind == "retry":
                 pending.extendleft(reversed(payload))  # finish started identities first
+                bar.total += len(payload)
+                bar.refresh()
             else:
                 active -= 1
 
@@ -287,7 +293,9 @@ class DatasetEngine:
                     handle(feedback.get())
                     continue
                 batch = [pending.popleft() for _ in range(min(config.runtime.batch_size, len(pending)))]
-                work.put((batch, self.generate(batch)))
+                images = self.generate(batch)
+                bar.update(len(batch))
+                work.put((batch, images))
         finally:
             work.put(None)
             worker.join()
@@ -306,7 +314,7 @@ def _see_shared_file(path: Path, process: int) -> None:
         if time.monotonic() > deadline:
             raise DataError(
                 f"{path}: process {process} (on {socket.gethostname()}) has not seen this file in the "
-                f"{SHARED_FILE_WAIT:g} s since process 0 wrote it: on many machines, output must be one folder that every "
+                f"{SHARED_FILE_WAIT:g} s since process 0 wrote it: on many machines, output_dir must be one folder that every "
                 "machine mounts (NFS, Lustre, ...), not a folder of each machine's own disk")
         time.sleep(0.5)
 

@@ -97,11 +97,20 @@ class Arc2FaceGenerator(FixedBatchAdapter):
         self.call_kwargs = dict(num_inference_steps=num_inference_steps, guidance_scale=guidance_scale, **call_kwargs)
 
     @classmethod
-    def from_pretrained(cls, path: str, device=None, dtype: str | None = None, **call_kwargs) -> "Arc2FaceGenerator":
+    def from_pretrained(cls, path: str, base: str | None = None, device=None, dtype: str | None = None,
+                        **call_kwargs) -> "Arc2FaceGenerator":
+        """A saved idgen Arc2Face pipeline ``path`` (``save_pretrained`` layout), or with ``base`` the
+        published checkpoint: ``path`` holds ``arc2face/`` and ``encoder/`` (``FoivosPar/Arc2Face``)
+        and ``base`` is SD 1.5 (:meth:`~idgen.pipelines.Arc2FacePipeline.from_arc2face`); each a hub
+        id or a folder."""
         from ..pipelines import Arc2FacePipeline
 
         check_micro_batch(call_kwargs.get("micro_batch", DEFAULT_MICRO_BATCH))
-        pipeline = Arc2FacePipeline.from_pretrained(path, dtype=getattr(torch, dtype) if dtype else None)
+        weights = getattr(torch, dtype) if dtype else None
+        if base is None:
+            pipeline = Arc2FacePipeline.from_pretrained(path, dtype=weights)
+        else:
+            pipeline = Arc2FacePipeline.from_arc2face(base, path, dtype=weights)
         if device is not None:
             pipeline.to(device)
         pipeline.set_progress_bar_config(disable=True)
@@ -131,13 +140,13 @@ class _PromptAndPoseGenerator(FixedBatchAdapter):
     """What the adapters of text-and-pose pipelines share: per image a text prompt (the ``prompt``
     condition, else ``default_prompt``) and a pose (the ``pose`` condition: five keypoints as
     fractions of width and height) turned into pixels of the ``width × height`` output (default: the
-    pipeline's native size)."""
+    pipeline's own, ``native`` = (width, height))."""
 
-    def __init__(self, pipeline, native: int, *, default_prompt: str, height: int | None, width: int | None,
-                 micro_batch: int = DEFAULT_MICRO_BATCH, **call_kwargs):
+    def __init__(self, pipeline, native: tuple[int, int], *, default_prompt: str, height: int | None,
+                 width: int | None, micro_batch: int = DEFAULT_MICRO_BATCH, **call_kwargs):
         super().__init__(pipeline, micro_batch)
         self.default_prompt = default_prompt
-        self.height, self.width = height or native, width or native
+        self.height, self.width = height or native[1], width or native[0]
         self.call_kwargs = call_kwargs
 
     @classmethod
@@ -179,8 +188,8 @@ class InstantIDGenerator(_PromptAndPoseGenerator):
     def __init__(self, pipeline, *, default_prompt: str = "a photo of a person", embedding_norm: float | None = None,
                  height: int | None = None, width: int | None = None, num_inference_steps: int = 30,
                  guidance_scale: float = 5.0, **call_kwargs):
-        super().__init__(pipeline, pipeline.unet.config.sample_size * pipeline.vae_scale_factor,
-                         default_prompt=default_prompt, height=height, width=width,
+        side = pipeline.unet.config.sample_size * pipeline.vae_scale_factor
+        super().__init__(pipeline, (side, side), default_prompt=default_prompt, height=height, width=width,
                          num_inference_steps=num_inference_steps, guidance_scale=guidance_scale, **call_kwargs)
         self.embedding_norm = embedding_norm
 
@@ -235,7 +244,7 @@ class InfiniteYouGenerator(_PromptAndPoseGenerator):
 
     def __init__(self, pipeline, *, default_prompt: str = "a photo of a person", height: int | None = None,
                  width: int | None = None, num_inference_steps: int = 30, guidance_scale: float = 3.5, **call_kwargs):
-        super().__init__(pipeline, pipeline.default_sample_size * pipeline.vae_scale_factor,
+        super().__init__(pipeline, (pipeline.default_width, pipeline.default_height),
                          default_prompt=default_prompt, height=height, width=width,
                          num_inference_steps=num_inference_steps, guidance_scale=guidance_scale, **call_kwargs)
 
@@ -357,7 +366,8 @@ def build_generator(spec: dict, device=None, identity_dim: int | None = None) ->
     """A generator from the config's ``generator`` mapping.
 
     ``type: photo`` (:class:`PhotoJitterGenerator`, needs ``photos``), ``type: arc2face``
-    (:meth:`Arc2FaceGenerator.from_pretrained`, needs ``path``), ``type: instantid``
+    (:meth:`Arc2FaceGenerator.from_pretrained`, needs ``path``; with ``base``, ``path`` is the published
+    checkpoint and ``base`` SD 1.5), ``type: instantid``
     (:meth:`InstantIDGenerator.from_pretrained`, needs ``path``; ``base`` is the SDXL model),
     ``type: mini`` (:meth:`Arc2FaceGenerator.mini`, the embedded model, offline, 128-d identities),
     ``type: instantid-tiny`` (:meth:`InstantIDGenerator.tiny`, offline; its adapter takes
@@ -388,8 +398,8 @@ def build_generator(spec: dict, device=None, identity_dim: int | None = None) ->
 
         if identity_dim not in (None, MINI_IDENTITY_DIM):
             raise ConfigError(f"generator type 'mini' conditions on {MINI_IDENTITY_DIM}-d MobileFaceNet identities, "
-                              f"but identities.dim is {identity_dim}; set identities.dim: {MINI_IDENTITY_DIM} "
-                              "(and filter.recognizer: mobilefacenet)")
+                              f"but identities.dim is {identity_dim}; leave identities.dim and filter.recognizer unset "
+                              f"(or set identities.dim: {MINI_IDENTITY_DIM} and filter.recognizer: mobilefacenet)")
         return Arc2FaceGenerator.mini(device=device, **spec)
     if kind in ("instantid-tiny", "infiniteyou-tiny"):
         if identity_dim is not None:

@@ -7,8 +7,10 @@ fixed order with fixed metadata, so the same dataset always gives byte-identical
 - ``manifest.jsonl`` — one line per image (identity, seed, perturbation, similarity, prompt and
   pose indices when they vary, parameters, sha256 of the file);
 - ``data/train-XXXXX-of-YYYYY.parquet`` — Hugging Face ``datasets`` parquet shards (an ``image``
-  column of JPEG bytes plus the manifest fields), read by ``datasets.load_dataset``;
-- ``webdataset/train-XXXXXX.tar`` — WebDataset shards: ``<key>.jpg``, ``<key>.cls``, ``<key>.json``.
+  column of JPEG bytes plus the manifest fields), written by ``datasets.Dataset.to_parquet`` and
+  read by ``datasets.load_dataset``;
+- ``webdataset/train-XXXXXX.tar`` — WebDataset shards: ``<key>.jpg``, ``<key>.cls``, ``<key>.json``,
+  written here (``datasets`` writes no WebDataset), every tar header fixed (time 0, no owner).
 
 Each shard is written to a temporary name, flushed to the disk and renamed; the caller gives each
 writer an empty staging folder and renames it into place once every shard is written, so a folder
@@ -25,6 +27,7 @@ from pathlib import Path
 from typing import Callable, Sequence
 
 from ..io import atomic_path, write_bytes_atomic
+from ..quiet import datasets_bars_hidden
 
 FORMATS = ("imagefolder", "parquet", "webdataset")
 
@@ -61,22 +64,22 @@ def _shards(records: Sequence[dict], size: int) -> list[Sequence[dict]]:
 
 
 def write_parquet(records: Sequence[dict], read: Callable[[dict], bytes], folder: Path, shard_size: int) -> list[Path]:
-    """The parquet shards of ``records``, written into the empty ``folder``."""
+    """The parquet shards of ``records``, written into the empty ``folder`` by ``datasets``
+    (``Dataset.to_parquet``: content-defined chunking, as ``push_to_hub`` writes them, so the Hub
+    stores only what changed between two versions of a dataset)."""
     import datasets
-    import pyarrow as pa
-    import pyarrow.parquet as pq
 
     present = {**PARQUET_COLUMNS, **{k: v for k, v in CHOICE_COLUMNS.items() if records and k in records[0]}}
     features = datasets.Features({"image": datasets.Image(), **{k: datasets.Value(v) for k, v in present.items()}})
     shards = _shards(records, shard_size)
     paths = [folder / parquet_shard_name(i, len(shards)) for i in range(len(shards))]
-    for shard, path in zip(shards, paths):
-        columns = {"image": [{"bytes": read(r), "path": r["file"].split("/", 1)[1]} for r in shard]}
-        for name in present:
-            columns[name] = [r.get(name) for r in shard]
-        table = pa.Table.from_pydict(columns, schema=features.arrow_schema)
-        with atomic_path(path) as tmp:
-            pq.write_table(table, tmp)
+    with datasets_bars_hidden():
+        for shard, path in zip(shards, paths):
+            columns = {"image": [{"bytes": read(r), "path": r["file"].split("/", 1)[1]} for r in shard]}
+            for name in present:
+                columns[name] = [r.get(name) for r in shard]
+            with atomic_path(path) as tmp:
+                datasets.Dataset.from_dict(columns, features=features).to_parquet(tmp)
     return paths
 
 

@@ -51,6 +51,8 @@ def tiny_arc2face(seed: int = 0) -> Arc2FacePipeline:
     """A randomly initialised Arc2Face pipeline making 32×32 images from 128-d identities."""
     with torch.random.fork_rng():
         parts = random_sd15_components(unet=TINY_UNET, vae=TINY_VAE, text_encoder=TINY_TEXT, seed=seed)
-    return Arc2FacePipeline(**parts, tokenizer=letters_tokenizer(), safety_checker=None, feature_extractor=None,
+    pipe = Arc2FacePipeline(**parts, tokenizer=letters_tokenizer(), safety_checker=None, feature_extractor=None,
                             image_encoder=None, requires_safety_checker=False)
+    pipe.face_backends = None   # random weights: trained on no recogniser
+    return pipe
 

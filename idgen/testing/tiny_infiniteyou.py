@@ -82,13 +82,15 @@ def infiniteyou_projection_state_dict(seed: int = 0, embedding_dim: int = 512) -
 
 def tiny_infiniteyou(seed: int = 0, embedding_dim: int = 512) -> InfiniteYouPipeline:
     """A ready InfiniteYou pipeline whose projection takes ``embedding_dim``-d identities (128 for
-    dlib's, as ``--tiny`` uses); it makes 32 px images unless told otherwise (FLUX's default would be
-    256 px here). The global RNG is left as it was."""
+    dlib's, as ``--tiny`` uses); it makes 32 px images unless told otherwise (the reference's 864×1152
+    and FLUX's 256 px would be slow here). The global RNG is left as it was."""
     with torch.random.fork_rng():
         state = infiniteyou_projection_state_dict(seed, embedding_dim)["image_proj"]
         projection = InfiniteYouProjection.from_original_state_dict(state)
         projection.eval()
         pipe = InfiniteYouPipeline(**tiny_flux_components(), identity_projection=projection)
     pipe.default_sample_size = IMAGE_SIZE // pipe.vae_scale_factor
+    pipe.default_width = pipe.default_height = IMAGE_SIZE
+    pipe.face_backends = None   # random weights: trained on no recogniser
     pipe.set_progress_bar_config(disable=True)
     return pipe

@@ -139,4 +139,5 @@ def tiny_instantid(embedding_dim: int = 512, seed: int = 0):
         pipe = InstantIDPipeline(**tiny_sdxl_components(controlnet=tiny_controlnet(seed + 1)))
         pipe.load_instantid_adapter(instantid_state_dict(pipe.unet, embedding_dim, seed=seed))
     pipe.set_progress_bar_config(disable=True)
+    pipe.face_backends = None   # random weights: trained on no recogniser
     return pipe

@@ -83,13 +83,16 @@ def prune_checkpoints(output_dir: str | Path, keep: Optional[int]) -> None:
 
 
 def register_trainable_state(accelerator, models: dict) -> None:
-    """Make ``save_state``/``load_state`` carry the trainable tensors of ``models`` (name → module)."""
+    """Make ``save_state``/``load_state`` carry the trainable tensors of ``models`` (name → module),
+    and only them: accelerate's own copy of the modules it prepared is neither written nor read."""
 
-    def save_hook(_models, _weights, output_dir):
+    def save_hook(_prepared, weights, output_dir):
+        weights.clear()
         if accelerator.is_main_process:
             save_trainable_state(models, output_dir)
 
-    def load_hook(_models, input_dir):
+    def load_hook(prepared, input_dir):
+        prepared.clear()
         load_trainable_state(models, input_dir)
 
     accelerator.register_save_state_pre_hook(save_hook)

@@ -10,18 +10,15 @@ default), and so is a value of the wrong type.
 from __future__ import annotations
 
 import dataclasses
-import os
 from dataclasses import dataclass, field
-from typing import Optional, Sequence
+from typing import Optional
 
 
 from ..config import (BOX, DENOISING_STEPS, DET_SIZE, DIFFUSION_BATCH, FRACTION, MODEL, MODEL_SPEC, SEED, UPSAMPLE,
-                      Range, build_dataclass, config_source, load_settings, path_field, ranged)
+                      Range, YamlConfig, path_field, ranged)
 from ..errors import ConfigError
 
 TASKS = ("id-adapter", "personalize", "vae", "id-model")
-#: Tasks that train whole networks (from scratch or a checkpoint) rather than LoRA adapters.
-FULL_TASKS = ("vae", "id-model")
 
 
 @dataclass
@@ -94,10 +91,6 @@ class GeneratorLoraConfig:
     text_encoder_targets: list = field(default_factory=lambda: ["q_proj", "k_proj", "v_proj", "out_proj"])
 
 
-#: The old name of :class:`GeneratorLoraConfig`.
-LoraConfig = GeneratorLoraConfig
-
-
 @dataclass
 class OptimConfig:
     batch_size: int = ranged(4, DIFFUSION_BATCH)   # images per step and process
@@ -105,8 +98,8 @@ class OptimConfig:
     max_steps: int = ranged(1000, Range(1))
     learning_rate: float = ranged(1e-4, Range(above=0))
     text_encoder_learning_rate: Optional[float] = ranged(None, Range(above=0))
-    lr_scheduler: str = "constant_with_warmup"
-    lr_warmup_steps: int = ranged(0, Range(0))
+    learning_rate_scheduler: str = "constant_with_warmup"   # a diffusers.optimization.get_scheduler name
+    learning_rate_warmup_steps: int = ranged(0, Range(0))
     weight_decay: float = ranged(1e-2, Range(0))
     betas: list[float] = ranged(default_factory=lambda: [0.9, 0.999], allowed=Range(0, below=1))  # AdamW's two betas
     max_grad_norm: float = ranged(1.0, Range(above=0))   # gradients are clipped to this norm
@@ -176,7 +169,7 @@ class ValidationConfig:
 
 
 @dataclass
-class TrainConfig:
+class TrainConfig(YamlConfig):
     task: str = "id-adapter"
     output_dir: str = path_field("runs/idgen")
     seed: int = ranged(0, SEED)
@@ -188,19 +181,11 @@ class TrainConfig:
     logging: LoggingConfig = field(default_factory=LoggingConfig)
     validation: ValidationConfig = field(default_factory=ValidationConfig)
 
+    def __post_init__(self):
+        _check_choices(self)
+
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)
-
-
-def load_config(path: Optional[str | os.PathLike] = None, overrides: Sequence[str] = ()) -> TrainConfig:
-    """Read a YAML config and apply ``section.key=value`` overrides (values parsed as YAML); relative
-    paths in the file are relative to it, those in overrides to the current directory
-    (:func:`idgen.config.load_settings`). An error names the override or the file the bad value came from."""
-    values = load_settings(TrainConfig, path, overrides)
-    with config_source(path, overrides):
-        config = build_dataclass(TrainConfig, values)
-        _check_choices(config)
-    return config
 
 
 def _check_choices(config: TrainConfig) -> None:

@@ -56,7 +56,7 @@ class IdentityCache:
                 self.no_face = set(json.loads((handle.metadata() or {}).get("no_face", "[]")))
 
     def __contains__(self, key: str) -> bool:
-        return key in self.vectors and key in self.landmarks  # older caches hold vectors only
+        return key in self.vectors and key in self.landmarks
 
     def save(self) -> None:
         if self.dirty and self.path is not None:

@@ -1,10 +1,10 @@
 """Data parallelism for LoRA training, and the launch mistakes that would silently break it.
 
-The models are not wrapped in ``DistributedDataParallel``: the frozen UNet stays the plain module
-that the validation pipeline and the LoRA writer use. With only the LoRA tensors trainable, what DDP
-would do is one all-reduce of their gradients per optimizer step, which :func:`average_gradients`
-does on one flattened buffer. Every process then applies the same averaged gradient with the same
-optimizer state, so the replicas stay equal; :func:`replica_spread` measures that at the end of a run.
+LoRA tasks do not wrap their models in ``DistributedDataParallel``: the frozen UNet stays the plain
+module that the validation pipeline and the LoRA writer use, and :func:`average_gradients` does in one
+all-reduce of a flattened buffer what DDP would do for the few LoRA tensors. (Whole-network tasks use
+DDP: :mod:`.recipes`.) Every process then applies the same averaged gradient with the same optimizer
+state, so the replicas stay equal; :func:`replica_spread` measures that at the end of a run.
 
 On CPU, ``accelerate launch --cpu --num_processes N`` starts a single process unless an MPI hostfile
 is given (``--mpirun_hostfile``); N CPU processes over gloo come from

@@ -64,7 +64,7 @@ def recognizer_grid(resolution: int, face_scale: float, size: int = 112) -> torc
 
 def onnx_file(recognizer: str) -> str:
     """The ONNX file of a ``data.recognizer`` setting naming MobileFaceNet (the only ones
-    :func:`~idgen.training.load_config` accepts with the identity loss on): ``mobilefacenet``, the
+    :meth:`TrainConfig.load <idgen.training.TrainConfig.load>` accepts with the identity loss on): ``mobilefacenet``, the
     shipped copy, or ``mobilefacenet:PATH``."""
     return str(MOBILEFACENET_ONNX) if recognizer == "mobilefacenet" else recognizer.split(":", 1)[1]
 
@@ -85,7 +85,7 @@ class IdentityLoss:
                  max_timestep: int, flip: bool, device="cpu"):
         self.recognizer = recognizer.eval().requires_grad_(False).to(device)
         self.weight, self.max_timestep, self.flip = weight, max_timestep, flip
-        self.size = recognizer.config["input_size"]
+        self.size = recognizer.config["resolution"]
         self.theta = recognizer_grid(resolution, face_scale, self.size).to(device)
         mean, std = NORMALIZATIONS["imagenet"]
         self.mean = torch.tensor(mean, device=device).view(1, 3, 1, 1) / 127.5 - 1.0   # on the [-1, 1] scale

@@ -4,21 +4,13 @@ relative to the file, those in overrides to the current directory (see :mod:`idg
 
 from __future__ import annotations
 
-import copy
-import os
 from dataclasses import dataclass, field
-from pathlib import Path
 
-from ..config import (FACE_BATCH, PATH, SEED, PathRule, Range, apply_overrides, build_dataclass,
-                      config_source, load_settings, path_field, ranged)
+from ..config import FACE_BATCH, PATH, SEED, PathRule, Range, YamlConfig, path_field, ranged
 from ..errors import ConfigError
 from ..models import model_config
 from ..recognition.data import FaceDataConfig
-from ..recognition.trainer import FIT_OPTIONS, RecognizerTrainConfig
-
-
-#: The only backbone forgetting edits.
-FACE_TRANSFORMER = "face-transformer"
+from ..recognition.trainer import FIT_OPTIONS, FaceTransformerRecipe
 
 
 @dataclass
@@ -35,16 +27,12 @@ class GroupSparseLoraConfig:
     zero_tol: float = ranged(1e-3, Range(0))   # a group counts as zero when its norm is below this
 
 
-#: The old name of :class:`GroupSparseLoraConfig`.
-LoraConfig = GroupSparseLoraConfig
-
-
 @dataclass
 class ForgetConfig:
     epochs: int = ranged(20, Range(1))
     batch_size: int = ranged(64, FACE_BATCH)          # retained images per step
     forget_batch_size: int = ranged(32, FACE_BATCH)   # forgotten images per step
-    lr: float = ranged(1e-2, Range(above=0))
+    learning_rate: float = ranged(1e-2, Range(above=0))
     beta: float = ranged(0.15, Range(0))              # weight of the forgetting loss
     bound: float = ranged(40.0, Range(above=0))       # BND of ReLU(BND − CE_forget)
     alpha: float = ranged(0.01, Range(0))             # weight of the group-lasso structure loss
@@ -74,12 +62,12 @@ class ModelConfig:
     path: str = path_field()           # recogniser folder: loaded if present, else trained and saved there
     preset: str | None = "cpu-small"
     #: the Face Transformer's sizes on top of the preset (``idgen.models.FaceTransformerConfig``:
-    #: image_size, patch_size, dim, depth, heads, mlp_dim, embedding_dim, …), checked when the config is read
+    #: resolution, patch_size, dim, depth, heads, mlp_dim, embedding_dim, …), checked when the config is read
     overrides: dict = field(default_factory=dict)
-    #: how the base model is trained when model.path holds none: the recogniser trainer's options
-    #: (``idgen.recognition.RecognizerTrainConfig``, backbone face-transformer) that fit a model in memory:
-    #: epochs, batch_size, lr, weight_decay, seed, warmup_epochs, augment, distill_* (the photos are ``data``'s)
-    train: RecognizerTrainConfig = path_field(default_factory=lambda: RecognizerTrainConfig(backbone=FACE_TRANSFORMER), rule={
+    #: how the base model is trained when model.path holds none: the options of the Face Transformer's
+    #: recipe (``idgen.recognition.FaceTransformerRecipe``) that fit a model in memory: epochs, batch_size,
+    #: learning_rate, weight_decay, seed, warmup_epochs, augment, distill_* (the photos are ``data``'s)
+    train: FaceTransformerRecipe = path_field(default_factory=FaceTransformerRecipe, rule={
         "distill_from": PathRule(prefixed=True),   # "mobilefacenet:PATH" or a path
         "distill_images": PATH})
 
@@ -88,7 +76,7 @@ class ModelConfig:
 class BaselinesConfig:
     methods: list = field(default_factory=lambda: ["retrain", "finetune"])   # and/or "drop-classes"
     retrain_epochs: int | None = ranged(None, Range(1))   # None = forget.epochs (the same training budget)
-    finetune_lr: float | None = ranged(None, Range(above=0))   # None = forget.lr (same hyper-parameters, all weights trainable)
+    finetune_learning_rate: float | None = ranged(None, Range(above=0))   # None = forget.learning_rate (same hyper-parameters, all weights trainable)
     finetune_bound: float | None = ranged(None, Range(above=0))   # None = forget.bound
 
 
@@ -96,20 +84,20 @@ class BaselinesConfig:
 class SelectionConfig:
     """Learning rates, BND (and GS-LoRA's α, GS-LoRA++'s prototype weight γ) chosen by one rule for
     every method: the last ``val_per_class`` training images of each identity are held out of all
-    training (base model included) as a validation split; each listed lr, crossed with each listed
+    training (base model included) as a validation split; each listed learning rate, crossed with each listed
     bound (and α, γ), runs the whole task sequence on the rest and is scored by its mean H-Mean on
     the validation images; the best one is used for the reported run on the test images."""
 
     val_per_class: int = ranged(0, Range(0))   # 0: no validation split, lrs as configured
-    gs_lora_lrs: list[float] = ranged(default_factory=list, allowed=Range(above=0))    # candidates for forget.lr
-    finetune_lrs: list[float] = ranged(default_factory=list, allowed=Range(above=0))   # candidates for baselines.finetune_lr
+    gs_lora_learning_rates: list[float] = ranged(default_factory=list, allowed=Range(above=0))    # candidates for forget.learning_rate
+    finetune_learning_rates: list[float] = ranged(default_factory=list, allowed=Range(above=0))   # candidates for baselines.finetune_learning_rate
     bounds: list[float] = ranged(default_factory=list, allowed=Range(above=0))   # candidates for BND (forget.bound, baselines.finetune_bound)
     alphas: list[float] = ranged(default_factory=list, allowed=Range(0))   # candidates for forget.alpha (GS-LoRA only)
     prototype_weights: list[float] = ranged(default_factory=list, allowed=Range(0))  # candidates for forget.prototype_weight (GS-LoRA++ only)
 
 
 @dataclass
-class RunConfig:
+class RunConfig(YamlConfig):
     #: the photos (``idgen.recognition.data.FaceDataConfig``)
     data: FaceDataConfig = path_field(rule={"root": PATH, "cache_dir": PATH})
     model: ModelConfig
@@ -119,47 +107,37 @@ class RunConfig:
     baselines: BaselinesConfig = field(default_factory=BaselinesConfig)
     selection: SelectionConfig = field(default_factory=SelectionConfig)
     method: str = "gs-lora"            # "gs-lora" or "gs-lora++"
-    task: str = "forget"               # lets training/train.py route this config here
     seed: int = ranged(0, SEED)
     repeats: int = ranged(1, Range(1, 100))   # training seeds per run (seed, seed + 1, …): reports mean ± spread
     save_model: bool = True
 
+    def __post_init__(self):
+        _check_model_sizes(self)
 
-def load_config(source: str | os.PathLike | dict, overrides: list[str] = ()) -> RunConfig:
-    """A :class:`RunConfig` from a YAML file or a dict, with optional ``key.sub=value`` overrides.
-    Relative paths in a file are relative to it; in a dict and in overrides, to the current
-    directory (:func:`idgen.config.load_settings`). An error names the override or the file the bad
-    value came from."""
-    if isinstance(source, dict):
-        values, origin = apply_overrides(copy.deepcopy(source), list(overrides), RunConfig), "config"
-    else:
-        values, origin = load_settings(RunConfig, Path(source), overrides), Path(source)
-    with config_source(origin, overrides):
-        config = build_dataclass(RunConfig, _face_transformer_training(values))
-        _check_model_sizes(config)
-    return config
+    @classmethod
+    def prepare(cls, values: dict) -> dict:
+        _only_fit_options(values)
+        return values
 
 
 def _check_model_sizes(config: RunConfig) -> None:
     """The Face Transformer that ``model.preset`` and ``model.overrides`` describe for
-    ``data.image_size`` crops (as :func:`idgen.unlearn.run_forgetting` builds it) is a valid one."""
+    ``data.resolution`` crops (as :func:`idgen.unlearn.run_forgetting` builds it) is a valid one."""
     try:
-        model_config(config.model.preset, **{"image_size": config.data.image_size, **config.model.overrides})
+        model_config(config.model.preset, **{"resolution": config.data.resolution, **config.model.overrides})
     except ConfigError as exc:
         raise ConfigError(f"model.overrides: {exc}", "model.overrides") from None
 
 
-def _face_transformer_training(values: dict) -> dict:
-    """``values`` with ``model.train`` naming the Face Transformer (the trainer's default backbone is
-    MobileFaceNet) and holding only the options of fitting one in memory, each refused by name otherwise."""
+def _only_fit_options(values: dict) -> None:
+    """Refuse, by name, a ``model.train`` option that is not one of fitting a Face Transformer in memory
+    (:data:`~idgen.recognition.trainer.FIT_OPTIONS`): the photos are ``data``'s, the folder ``model.path``."""
     model = values.get("model")
-    if not isinstance(model, dict) or not isinstance(model.get("train", {}), (dict, type(None))):
-        return values          # build_dataclass names what is wrong
-    train = dict(model.get("train") or {})
+    train = model.get("train") if isinstance(model, dict) else None
+    if not isinstance(train, dict):
+        return                 # build_dataclass names what is wrong
     foreign = sorted(set(train) - set(FIT_OPTIONS))
     if foreign:
         raise ConfigError(f"model.train: {', '.join(foreign)} not an option of training the base model here; it "
-                          f"takes {', '.join(FIT_OPTIONS[1:])} (the photos are data's, the folder model.path)")
-    if train.setdefault("backbone", FACE_TRANSFORMER) != FACE_TRANSFORMER:
-        raise ConfigError(f"model.train.backbone: forgetting edits a {FACE_TRANSFORMER}, not {train['backbone']!r}")
-    return {**values, "model": {**model, "train": train}}
+                          f"takes {', '.join(FIT_OPTIONS)} (the photos are data's, the folder model.path)",
+                          f"model.train.{foreign[0]}")

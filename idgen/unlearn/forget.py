@@ -2,8 +2,8 @@
 
 :func:`gs_lora_task` edits a recogniser for one forgetting task; :func:`run_forgetting` builds or
 loads the base recogniser, runs every task of the configured sequence with GS-LoRA and with each
-baseline in the same harness, and returns (and writes) the report. ``idgen forget`` and the
-``forget`` task of ``training/train.py`` are thin wrappers around :func:`run_forgetting`.
+baseline in the same harness, and returns (and writes) the report. ``idgen forget`` is a thin
+wrapper around :func:`run_forgetting`.
 """
 
 from __future__ import annotations
@@ -27,8 +27,8 @@ from ..io import check_output_folder, output_errors, remove_temporaries
 from ..recognition.data import FaceSet, load_face_folder, to_model_input
 from ..recognition.distill import prepare_distillation
 from ..models import FaceRecognizer, model_config
-from ..recognition.trainer import RecognizerTrainConfig, embed, fit, predict
-from .config import ForgetConfig, RunConfig, load_config
+from ..recognition.trainer import FaceTransformerRecipe, embed, fit, predict
+from .config import ForgetConfig, RunConfig
 from .journal import RunJournal, fingerprint
 from .lora import add_task_lora, lora_groups, merge_task_lora
 from .losses import (class_prototypes, forgetting_loss, group_lasso, group_soft_threshold, prototype_logits,
@@ -44,13 +44,13 @@ def _cycle_batches(data: FaceSet, batch_size: int, generator: torch.Generator):
             yield data.images[index], data.labels[index]
 
 
-def _forgetting_epochs(model, params, forget: FaceSet, retain: FaceSet, config: ForgetConfig, lr: float,
+def _forgetting_epochs(model, params, forget: FaceSet, retain: FaceSet, config: ForgetConfig, learning_rate: float,
                        groups=None, prototypes=None, desc: str = "forgetting", seed: int = 0) -> list[dict]:
     """Optimise L_remain + β·L_forget (+ α·L_structure after warm-up) (+ γ·L_prototype). With
     ``config.proximal`` the structure term is not differentiated but applied after every optimiser
-    step as the group soft-threshold with threshold lr·α (proximal gradient)."""
+    step as the group soft-threshold with threshold learning_rate·α (proximal gradient)."""
     generator = torch.Generator().manual_seed(seed)
-    optimizer = torch.optim.Adam(params, lr=lr)
+    optimizer = torch.optim.Adam(params, lr=learning_rate)
     retain_batches = _cycle_batches(retain, config.batch_size, generator)
     forget_batches = _cycle_batches(forget, config.forget_batch_size, generator)
     steps = max(1, -(-len(retain) // config.batch_size))
@@ -86,7 +86,7 @@ def _forgetting_epochs(model, params, forget: FaceSet, retain: FaceSet, config: 
             loss.backward()
             optimizer.step()
             if alpha and config.proximal:
-                group_soft_threshold([g.parameters for g in groups], lr * alpha)
+                group_soft_threshold([g.parameters for g in groups], learning_rate * alpha)
             totals["remain"] += remain.item()
             totals["forget"] += forget_term.item()
         log.append({"epoch": epoch, **{k: v / steps for k, v in totals.items()}})
@@ -110,7 +110,7 @@ def gs_lora_task(model: FaceRecognizer, forget: FaceSet, retain: FaceSet, config
     groups = lora_groups(model, blocks, adapter, config.lora.grouping, config.lora.target_parameters)
     params = [p for g in groups for p in g.parameters]
     trainable = sum(p.numel() for p in params)
-    log = _forgetting_epochs(model, params, forget, retain, config, config.lr, groups, prototypes,
+    log = _forgetting_epochs(model, params, forget, retain, config, config.learning_rate, groups, prototypes,
                              desc=f"GS-LoRA task {task_index + 1}", seed=seed)
     norms = {g.name: g.norm() for g in groups}
     model = merge_task_lora(peft_model)
@@ -121,18 +121,18 @@ def gs_lora_task(model: FaceRecognizer, forget: FaceSet, retain: FaceSet, config
                    "num_groups": len(norms), "log": log}
 
 
-def finetune_task(model: FaceRecognizer, forget: FaceSet, retain: FaceSet, config: ForgetConfig, lr: float,
+def finetune_task(model: FaceRecognizer, forget: FaceSet, retain: FaceSet, config: ForgetConfig, learning_rate: float,
                   task_index: int = 0, seed: int = 0) -> tuple[FaceRecognizer, dict]:
     """Baseline: every parameter trainable, the same remain + forget losses, no structure loss."""
     params = [p for p in model.parameters() if p.requires_grad]
-    log = _forgetting_epochs(model, params, forget, retain, config, lr, desc=f"fine-tune task {task_index + 1}",
+    log = _forgetting_epochs(model, params, forget, retain, config, learning_rate, desc=f"fine-tune task {task_index + 1}",
                              seed=seed)
     n = sum(p.numel() for p in params)
     return model, {"trainable_params": n, "total_params": model.num_parameters(), "trainable_share": 100.0 * n
                    / model.num_parameters(), "log": log}
 
 
-def retrain_task(model: FaceRecognizer, retain: FaceSet, train_config: RecognizerTrainConfig, epochs: int,
+def retrain_task(model: FaceRecognizer, retain: FaceSet, train_config: FaceTransformerRecipe, epochs: int,
                  seed: int = 0, extra: FaceSet | None = None) -> tuple[FaceRecognizer, dict]:
     """Baseline: a fresh recogniser of the same size trained on the retained data only, with the base
     model's recipe (distillation included, when the base was distilled)."""
@@ -196,7 +196,7 @@ def load_or_train_base(config: RunConfig, train: FaceSet, test: FaceSet,
         _check_made_for(path, model.class_names, train, config.data.root)
         return model.eval(), {"trained": False}
     torch.manual_seed(config.seed)
-    mc = model_config(config.model.preset, **{"image_size": config.data.image_size, **config.model.overrides,
+    mc = model_config(config.model.preset, **{"resolution": config.data.resolution, **config.model.overrides,
                                              "num_classes": len(train.class_names)})
     model = FaceRecognizer(mc)
     log = fit(model, train, config.model.train, extra=extra)
@@ -242,7 +242,7 @@ def _edit(method: str, model: FaceRecognizer, forget_data: FaceSet, retain_data:
     if method == "finetune":
         bound = config.baselines.finetune_bound or config.forget.bound
         return finetune_task(model, forget_data, retain_data, dataclasses.replace(config.forget, bound=bound),
-                             config.baselines.finetune_lr or config.forget.lr, task_index, seed)
+                             config.baselines.finetune_learning_rate or config.forget.learning_rate, task_index, seed)
     if method == "retrain":
         epochs = config.baselines.retrain_epochs or config.forget.epochs
         return retrain_task(model, retain_data, config.model.train, epochs, seed, extra)
@@ -363,20 +363,20 @@ def run_repeated(method: str, base: FaceRecognizer, train: FaceSet, test: FaceSe
 
 
 def _with_choice(config: RunConfig, method: str, choice: dict) -> RunConfig:
-    """``config`` with ``method``'s chosen ``lr``, ``bound`` (and, for GS-LoRA, ``alpha``, for
-    GS-LoRA++ also ``prototype_weight``) set; the fine-tune baseline has its own lr and BND and no
+    """``config`` with ``method``'s chosen ``learning_rate``, ``bound`` (and, for GS-LoRA, ``alpha``, for
+    GS-LoRA++ also ``prototype_weight``) set; the fine-tune baseline has its own learning rate and BND and no
     groups to shrink."""
     if method == "finetune":
         return dataclasses.replace(config, baselines=dataclasses.replace(
-            config.baselines, finetune_lr=choice["lr"], finetune_bound=choice["bound"]))
+            config.baselines, finetune_learning_rate=choice["learning_rate"], finetune_bound=choice["bound"]))
     return dataclasses.replace(config, forget=dataclasses.replace(config.forget, **choice))
 
 
 def _candidates(config: RunConfig, method: str) -> list[dict]:
-    """The selection grid of one method: lr × BND (× α for GS-LoRA, × γ for GS-LoRA++); an empty
+    """The selection grid of one method: learning_rate × BND (× α for GS-LoRA, × γ for GS-LoRA++); an empty
     list of bounds, alphas or prototype weights keeps the configured value."""
     selection, forget = config.selection, config.forget
-    axes = {"lr": selection.finetune_lrs if method == "finetune" else selection.gs_lora_lrs,
+    axes = {"learning_rate": selection.finetune_learning_rates if method == "finetune" else selection.gs_lora_learning_rates,
             "bound": selection.bounds or [forget.bound]}
     if method != "finetune":
         axes["alpha"] = selection.alphas or [forget.alpha]
@@ -424,8 +424,10 @@ def run_forgetting(config: RunConfig | dict | str) -> dict:
     ``output_dir`` must be new, empty, or an earlier forgetting run's (its journal or report.json),
     whose outputs this run replaces; anything else, a read-only folder or a full disk is refused
     before any training (:class:`~idgen.errors.OutputError`)."""
-    if not isinstance(config, RunConfig):
-        config = load_config(config)
+    if isinstance(config, dict):
+        config = RunConfig.from_dict(config)
+    elif not isinstance(config, RunConfig):
+        config = RunConfig.load(config)
     if config.method not in ("gs-lora", "gs-lora++"):
         raise ConfigError(f"method must be 'gs-lora' or 'gs-lora++', not {config.method!r}")
     unknown = sorted(set(config.baselines.methods) - set(BASELINES))

@@ -13,9 +13,7 @@ linears of every encoder block (found by structure, as for the recogniser) and t
   into ``c·n + s·w``. A fixed target keeps the edit from running off to arbitrary, damaging
   extremes (the role the bound plays in GS-LoRA's forgetting loss); swapping only the ``f``
   component, instead of pulling every nearby vector onto ``n`` itself, asks for a change of low
-  rank, which a LoRA can make with less collateral change (pulling all of the cap onto one point
-  made the retained identities drift more and the forgotten ones move less on the tiny test
-  encoder: README, "Forgetting identities in the generator");
+  rank, which a LoRA can make with less collateral change than pulling all of the cap onto one point;
 * the conditioning of every other identity — the retained ones given by the caller plus fresh
   random identities every step — and of the empty prompt (the negative conditioning of
   classifier-free guidance) stays what it was. Distances are to the frozen encoder's output, in
@@ -23,10 +21,7 @@ linears of every encoder block (found by structure, as for the recogniser) and t
   like. The forgetting term averages *squared* distances, the retention term plain distances: a
   squared retention penalty has a vanishing gradient for small drifts, so it tolerates a small
   change of every identity (mostly one shift shared by all of them) as the price of forgetting
-  better; the plain distance, like the ``*_change`` metrics, keeps pushing each drift to zero.
-  On the tiny test encoder (with ``beta`` 0.5) this halved the drift of retained and unseen
-  random identities, taking the latter below what the exact linear edit "swap f for n" would
-  cause (README, "Forgetting identities in the generator");
+  better; the plain distance, like the ``*_change`` metrics, keeps pushing each drift to zero;
 * the group lasso over per-block LoRA groups, switched on after a warm-up, drives whole blocks'
   LoRAs to zero so the edit stays small and local.
 
@@ -62,18 +57,12 @@ SAME_PERSON_COSINE = 0.9
 
 @dataclass
 class GeneratorForgetConfig:
-    """Settings of one forgetting request. ``lr``, ``warmup_steps`` and ``beta`` are what
-    ``benchmarks/generator_forgetting.py --steps 300`` measured on the tiny encoder (lr 3e-3 had not
-    been measured). ``beta`` 0.5 keeps unseen random identities' mean change below 0.1 of their
-    distance to neutral on all three benchmark seeds (0.08–0.09) while the forgotten identities still
-    reach ``to_neutral`` < 0.3 (0.26–0.28); ``beta`` 1 forgets more (0.20–0.23) but lets random
-    identities drift 0.10–0.14. Rank 16, a cosine lr decay, 32 instead of 8 random identities per
-    step, and LoRA on fc1 or fc2 alone gave no gain there (tried with the earlier squared retention
-    loss). Not yet checked on real Arc2Face weights."""
+    """Settings of one forgetting request. The defaults are the ones ``benchmarks/generator_forgetting.py
+    --steps 300`` chose on the tiny test encoder (docs/results.md, "Forgetting in the generator")."""
 
     rank: int = ranged(4, Range(1, 1024))   # LoRA rank; alpha = rank, so the saved weights need no metadata
     steps: int = ranged(300, Range(1))
-    lr: float = ranged(1e-2, Range(above=0))
+    learning_rate: float = ranged(1e-2, Range(above=0))
     radius: float = ranged(0.5, Range(above=-1, below=1))   # forget every vector with cosine >= radius to a forgotten identity
     #: perturbed copies of each forgotten identity per step (each step encodes them all at once, hence the caps)
     nearby_per_identity: int = ranged(8, Range(1, 1024))
@@ -344,7 +333,7 @@ def forget_identities(pipe, identities, *, retain=None, neutral=None,
     parameters = [p for group in groups for p in group.parameters]
     for p in parameters:
         p.requires_grad_(True)
-    optimizer = torch.optim.Adam(parameters, lr=config.lr)
+    optimizer = torch.optim.Adam(parameters, lr=config.learning_rate)
     text_encoder.train()
 
     log = []

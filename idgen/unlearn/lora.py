@@ -9,7 +9,7 @@ A regular expression (``target_pattern``) can replace the rule for unusual model
 
 ``target_parameters`` names further weights that get a LoRA of their own, each its own group (peft's
 ``target_parameters``): ``["head.weight"]`` lets GS-LoRA edit a recogniser's classifier head, which the
-paper keeps frozen (on LFW-62 this lifts retained accuracy, though not past fine-tuning: README).
+paper keeps frozen.
 
 The adapters themselves are peft LoRA layers; each forgetting task adds its own adapter set and
 merges it into the base weights when the task ends (:func:`merge_task_lora`).

@@ -20,7 +20,7 @@ def _fmt(value, spread: float | None = None) -> str:
 
 
 def _choice(candidate: dict) -> str:
-    names = {"lr": "lr", "bound": "BND", "alpha": "α", "prototype_weight": "γ"}
+    names = {"learning_rate": "learning rate", "bound": "BND", "alpha": "α", "prototype_weight": "γ"}
     return " ".join(f"{names[k]} {candidate[k]:g}" for k in names if k in candidate)
 
 
