@@ -88,7 +88,7 @@ def test_the_set_up_commands_are_stated_once_and_the_same_everywhere():
 def test_every_idgen_variable_is_listed_in_the_command_line_reference():
     """The ``IDGEN_*`` variables the code reads (the package, the demo launcher, the test suite) are all
     named in one place, the command-line reference, with each flag default's variable in its table."""
-    from idgen.application.models import ENVIRONMENT
+    from idgen.application.hub import ENVIRONMENT
 
     sources = [*ROOT.glob("idgen/**/*.py"), ROOT / "app.py", *ROOT.glob("tests/*.py")]
     read = {name for path in sources for name in re.findall(r"\bIDGEN_[A-Z0-9_]*[A-Z0-9]\b", path.read_text())}
