@@ -20,30 +20,32 @@ from transformers import CLIPTextConfig, CLIPTextModel, CLIPTextModelWithProject
 GIB = 1024**3
 
 
-def sdxl_unet() -> UNet2DConditionModel:
-    """stabilityai/stable-diffusion-xl-base-1.0 ``unet/config.json``."""
-    return UNet2DConditionModel(
-        sample_size=128, in_channels=4, out_channels=4, block_out_channels=(320, 640, 1280), layers_per_block=2,
-        down_block_types=("DownBlock2D", "CrossAttnDownBlock2D", "CrossAttnDownBlock2D"),
-        up_block_types=("CrossAttnUpBlock2D", "CrossAttnUpBlock2D", "UpBlock2D"),
-        transformer_layers_per_block=(1, 2, 10), attention_head_dim=(5, 10, 20), cross_attention_dim=2048,
-        use_linear_projection=True, addition_embed_type="text_time", addition_time_embed_dim=256,
-        projection_class_embeddings_input_dim=2816)
+def sdxl_unet(**overrides) -> UNet2DConditionModel:
+    """stabilityai/stable-diffusion-xl-base-1.0 ``unet/config.json`` (``overrides`` replace entries)."""
+    return UNet2DConditionModel(**{
+        "sample_size": 128, "in_channels": 4, "out_channels": 4, "block_out_channels": (320, 640, 1280),
+        "layers_per_block": 2, "down_block_types": ("DownBlock2D", "CrossAttnDownBlock2D", "CrossAttnDownBlock2D"),
+        "up_block_types": ("CrossAttnUpBlock2D", "CrossAttnUpBlock2D", "UpBlock2D"),
+        "transformer_layers_per_block": (1, 2, 10), "attention_head_dim": (5, 10, 20), "cross_attention_dim": 2048,
+        "use_linear_projection": True, "addition_embed_type": "text_time", "addition_time_embed_dim": 256,
+        "projection_class_embeddings_input_dim": 2816, **overrides})
 
 
-def text_encoders() -> tuple[CLIPTextModel, CLIPTextModelWithProjection]:
-    """CLIP ViT-L/14 and OpenCLIP ViT-bigG/14 text towers, as SDXL ships them."""
-    small = CLIPTextConfig(hidden_size=768, intermediate_size=3072, num_attention_heads=12, num_hidden_layers=12,
-                           vocab_size=49408, max_position_embeddings=77, hidden_act="quick_gelu")
-    big = CLIPTextConfig(hidden_size=1280, intermediate_size=5120, num_attention_heads=20, num_hidden_layers=32,
-                         vocab_size=49408, max_position_embeddings=77, hidden_act="gelu", projection_dim=1280)
+def text_encoders(small: dict | None = None, big: dict | None = None) -> tuple[CLIPTextModel, CLIPTextModelWithProjection]:
+    """CLIP ViT-L/14 and OpenCLIP ViT-bigG/14 text towers, as SDXL ships them (dicts override entries)."""
+    small = CLIPTextConfig(**{"hidden_size": 768, "intermediate_size": 3072, "num_attention_heads": 12,
+                              "num_hidden_layers": 12, "vocab_size": 49408, "max_position_embeddings": 77,
+                              "hidden_act": "quick_gelu", **(small or {})})
+    big = CLIPTextConfig(**{"hidden_size": 1280, "intermediate_size": 5120, "num_attention_heads": 20,
+                            "num_hidden_layers": 32, "vocab_size": 49408, "max_position_embeddings": 77,
+                            "hidden_act": "gelu", "projection_dim": 1280, **(big or {})})
     return CLIPTextModel(small), CLIPTextModelWithProjection(big)
 
 
-def sdxl_vae() -> AutoencoderKL:
-    return AutoencoderKL(block_out_channels=(128, 256, 512, 512), in_channels=3, out_channels=3, latent_channels=4,
-                         layers_per_block=2, down_block_types=("DownEncoderBlock2D",) * 4,
-                         up_block_types=("UpDecoderBlock2D",) * 4)
+def sdxl_vae(**overrides) -> AutoencoderKL:
+    return AutoencoderKL(**{"block_out_channels": (128, 256, 512, 512), "in_channels": 3, "out_channels": 3,
+                            "latent_channels": 4, "layers_per_block": 2, "down_block_types": ("DownEncoderBlock2D",) * 4,
+                            "up_block_types": ("UpDecoderBlock2D",) * 4, **overrides})
 
 
 def face_adapter_parameters(unet: UNet2DConditionModel) -> int:

@@ -98,8 +98,8 @@ def identity_rows(id_embeds) -> torch.Tensor:
     if isinstance(id_embeds, (list, tuple)) and id_embeds and not np.isscalar(id_embeds[0]):
         rows = torch.stack([identity_rows(row) for row in id_embeds])
     else:
-        rows = torch.as_tensor(np.asarray(id_embeds.detach().cpu() if torch.is_tensor(id_embeds) else id_embeds,
-                                          dtype=np.float32))
+        rows = torch.as_tensor(np.asarray(id_embeds.detach().float().cpu() if torch.is_tensor(id_embeds) else id_embeds,
+                                          dtype=np.float32))   # float() first: numpy has no bfloat16
     if rows.ndim == 0 or rows.numel() == 0:
         raise ValueError(f"id_embeds must hold identity vectors (N × D), not a tensor of shape {tuple(rows.shape)}")
     return rows.reshape(-1, rows.shape[-1])

@@ -1,4 +1,4 @@
-"""A dataset's bytes do not depend on how it was run: batch size, process count, interruptions.
+"""A dataset's bytes do not depend on how it was run: batch size, process count, machines, interruptions.
 
 The generator is the embedded mini model (a real diffusion pipeline, whose convolutions and matrix
 products round differently for different batch shapes on CPU), 4 steps. Every run has one torch
@@ -8,8 +8,10 @@ Determinism).
 
 import json
 import os
+import socket
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import numpy as np
@@ -94,6 +96,88 @@ def test_two_processes_give_identical_files(reference, tmp_path):
         "--mixed_precision", "no", "--dynamo_backend", "no", *GENERATE, *settings(tmp_path))
     assert sorted(p.name for p in (tmp_path / "journal").iterdir()) == ["rank-0-of-2.jsonl", "rank-1-of-2.jsonl"]
     assert tree(tmp_path) == reference
+
+
+def machines(output_dir, batch_size=16) -> list[subprocess.Popen]:
+    """Two "machines" on loopback, one process each: ``accelerate launch --num_machines 2
+    --machine_rank 0|1`` on CPU (gloo), rendezvous at 127.0.0.1 on a free port, one shared output
+    folder."""
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    env = dict(os.environ, HF_HUB_OFFLINE="1", OMP_NUM_THREADS="1")
+    return [subprocess.Popen(
+        [sys.executable, "-m", "accelerate.commands.launch", "--multi_gpu", "--num_machines", "2",
+         "--machine_rank", str(rank), "--main_process_ip", "127.0.0.1", "--main_process_port", str(port),
+         "--num_processes", "2", "--mixed_precision", "no", "--dynamo_backend", "no",
+         *GENERATE, *settings(output_dir, batch_size)],
+        env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE) for rank in (0, 1)]
+
+
+def kill_machine(launcher: subprocess.Popen) -> None:
+    """SIGKILL a "machine": the launcher and every process under it (torchrun starts its workers in
+    their own sessions, so killing the launcher's process group alone leaves them running)."""
+    import psutil
+
+    try:
+        tree = [psutil.Process(launcher.pid), *psutil.Process(launcher.pid).children(recursive=True)]
+    except psutil.NoSuchProcess:
+        tree = []
+    for process in tree:
+        try:
+            process.kill()
+        except psutil.NoSuchProcess:
+            pass
+    launcher.wait()
+
+
+def finish(processes, timeout=900) -> None:
+    for process in processes:
+        _, error = process.communicate(timeout=timeout)
+        assert process.returncode == 0, error.decode()[-2000:]
+
+
+def check_two_machine_dataset(output_dir: Path, reference: dict) -> None:
+    """Byte for byte the one-process dataset; one journal per rank; ``idgen dataset verify`` passes."""
+    from idgen.synth.verify import verify_dataset
+
+    assert sorted(p.name for p in (output_dir / "journal").iterdir()) == ["rank-0-of-2.jsonl", "rank-1-of-2.jsonl"]
+    assert tree(output_dir) == reference
+    assert verify_dataset(output_dir)["images"] == json.loads(reference["stats.json"])["images"]
+
+
+@pytest.mark.slow
+def test_two_machines_give_identical_files(reference, tmp_path):
+    finish(machines(tmp_path))
+    check_two_machine_dataset(tmp_path, reference)
+
+
+@pytest.mark.slow
+def test_a_killed_machine_resumes_to_identical_files(reference, tmp_path):
+    """Machine 1 is killed (its launcher and process, SIGKILL) once it has finished one of its two
+    identities; machine 0, left without its peer, is stopped too (as a cluster scheduler ends the
+    job). The same two commands again finish the dataset: the one-process bytes. Batches of one
+    image leave machine 1 several generator calls between its two identities."""
+    running = machines(tmp_path, batch_size=1)
+    journal = tmp_path / "journal" / "rank-1-of-2.jsonl"
+    deadline = time.time() + 900
+    while time.time() < deadline and running[1].poll() is None:
+        if journal.exists() and journal.read_bytes().count(b"\n") >= 1:
+            break
+        time.sleep(0.05)
+    assert running[1].poll() is None, f"machine 1 ended before it could be killed: {running[1].stderr.read()[-2000:]}"
+    kill_machine(running[1])
+    assert journal.read_bytes().count(b"\n") == 1
+    try:
+        running[0].wait(timeout=60)
+    except subprocess.TimeoutExpired:
+        kill_machine(running[0])
+    assert not (tmp_path / "manifest.jsonl").exists()
+
+    finish(machines(tmp_path))
+    check_two_machine_dataset(tmp_path, reference)
+    finished = [json.loads(line)["identity"] for line in journal.read_text().splitlines()]
+    assert sorted(finished) == [1, 3]
 
 
 def test_micro_batch_is_a_setting_of_the_dataset_and_batch_size_is_not():

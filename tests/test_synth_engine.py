@@ -277,6 +277,25 @@ def files_of(folder: Path) -> dict:
     return {p.relative_to(folder).as_posix(): p.read_bytes() for p in sorted(folder.rglob("*")) if p.is_file()}
 
 
+def test_a_process_that_does_not_see_the_shared_output_folder_names_the_file_and_the_fix(tmp_path, monkeypatch):
+    """On many machines the output folder must be one shared folder: process 1, on a machine whose
+    folder does not show the identities process 0 wrote, stops with an error naming the file."""
+    from idgen.errors import DataError
+    from idgen.synth import engine
+
+    class OtherMachine:
+        is_main_process, process_index = False, 1
+
+        def wait_for_everyone(self):
+            pass
+
+    monkeypatch.setattr(engine, "SHARED_FILE_WAIT", 0.2)
+    with pytest.raises(DataError) as raised:
+        engine.DatasetEngine(small_config(tmp_path), None, None, 1, 2).sample_or_load_identities(OtherMachine())
+    assert str(raised.value).startswith(f"{tmp_path / 'identities.safetensors'}: process 1 (on ")
+    assert "output_dir must be one folder that every machine mounts (NFS, Lustre, ...)" in str(raised.value)
+
+
 def test_a_folder_holding_other_files_is_refused_and_left_untouched(tmp_path, capsys):
     """Four parquet shards, a card, statistics and an ``images/alice`` class that idgen did not write:
     ``dataset generate`` names the folder and exits 1 before any work, and every file stays as it was."""

@@ -48,6 +48,18 @@ def test_arc2face_adapter_makes_the_documented_diffusers_call():
     assert (call["num_inference_steps"], call["guidance_scale"], call["output_type"]) == (4, 1.0, "pil")
 
 
+def test_an_arc2face_generator_in_bfloat16_renders():
+    """The adapter hands the identities to the pipeline in its UNet's dtype; in bfloat16 (which numpy
+    cannot hold) they are read back as float32 and the images are made."""
+    from idgen.testing.tiny_arc2face import tiny_arc2face
+
+    pipeline = tiny_arc2face().to(dtype=torch.bfloat16)
+    pipeline.set_progress_bar_config(disable=True)
+    generator = Arc2FaceGenerator(pipeline, num_inference_steps=1, micro_batch=2)
+    images = generator(torch.randn(2, 128), [torch.Generator().manual_seed(n) for n in range(2)])
+    assert [image.size for image in images] == [(32, 32), (32, 32)]
+
+
 def test_adapters_call_the_pipeline_on_fixed_micro_batches_padded_at_the_end():
     pipeline = RecordingPipeline()
     ids = torch.randn(5, 512)

@@ -1,4 +1,5 @@
-"""``idgen dataset generate``: make or resume a synthetic face-recognition dataset."""
+"""``idgen dataset generate``: make or resume a synthetic face-recognition dataset;
+``idgen dataset verify``: check a finished one against its manifest."""
 
 from __future__ import annotations
 
@@ -28,6 +29,15 @@ def register(subparsers) -> None:
                           help="settings on top of the config (values parsed as YAML; relative paths relative "
                                "to the current directory), e.g. identities.count=1000 output_dir=out/faces")
     generate.set_defaults(handler=run_generate)
+    verify = commands.add_parser(
+        "verify", help="check a finished dataset: counts, checksums, shards, manifest against files",
+        description="Check a dataset folder made by `idgen dataset generate` (on one process or many machines): "
+                    "the image counts, every image's sha256 against the manifest, no image missing or unlisted, "
+                    "and every parquet and WebDataset shard present and holding the manifest's images. Prints "
+                    "a summary; exits non-zero listing every problem, each naming its file.",
+    )
+    verify.add_argument("path", help="the dataset's output folder")
+    verify.set_defaults(handler=run_verify)
     parser.set_defaults(handler=lambda args: parser.print_help() or 2)
 
 
@@ -58,4 +68,11 @@ def run_generate(args) -> int:
     stats = generate_dataset(config)
     if stats is not None:
         print(json.dumps(stats, indent=2))
+    return 0
+
+
+def run_verify(args) -> int:
+    from ..synth.verify import verify_dataset
+
+    print(json.dumps(verify_dataset(args.path), indent=2))
     return 0

@@ -28,7 +28,9 @@ import functools
 import json
 import queue
 import random
+import socket
 import threading
+import time
 from collections import deque
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -49,6 +51,9 @@ from ..faces.expression import expression_rows, read_expressions
 from .poses import PoseBank, resolve_pose_bank
 
 REASONS = ("kept", "no_face", "low_similarity", "duplicate")
+#: How long a process waits to see a file process 0 wrote into the output folder (network filesystems
+#: may show a new file to other machines only after their cached listing expires).
+SHARED_FILE_WAIT = 60.0
 
 
 @dataclass
@@ -122,6 +127,7 @@ class DatasetEngine:
             write_json_atomic(self.out / "identities.json", stats.to_dict())
             save_safetensors_atomic({"identities": vectors.contiguous()}, path)
         state.wait_for_everyone()
+        _see_shared_file(path, state.process_index)
         self.targets = read_safetensors(path, "it is written when the dataset starts: generate into a new "
                                         "output folder")["identities"]
         return json.loads((self.out / "identities.json").read_text())
@@ -152,6 +158,7 @@ class DatasetEngine:
 
             resolve_pose_bank(self.config.variation.poses, analyzer, self.config.runtime.progress).save(path)
         state.wait_for_everyone()
+        _see_shared_file(path, state.process_index)
         self.poses = PoseBank.load(path)
 
     # ------------------------------------------------------------------ slots
@@ -323,6 +330,21 @@ class DatasetEngine:
             bar.close()
         while not feedback.empty():
             handle(feedback.get())
+
+
+def _see_shared_file(path: Path, process: int) -> None:
+    """Wait until ``path``, which process 0 wrote, is visible to this process: at once on one machine,
+    within :data:`SHARED_FILE_WAIT` seconds on a network filesystem that caches directory listings.
+    Raises :class:`~idgen.errors.DataError` when it never shows up: the machines do not share the
+    output folder."""
+    deadline = time.monotonic() + SHARED_FILE_WAIT
+    while not path.exists():
+        if time.monotonic() > deadline:
+            raise DataError(
+                f"{path}: process {process} (on {socket.gethostname()}) has not seen this file in the "
+                f"{SHARED_FILE_WAIT:g} s since process 0 wrote it: on many machines, output_dir must be one folder that every "
+                "machine mounts (NFS, Lustre, ...), not a folder of each machine's own disk")
+        time.sleep(0.5)
 
 
 @functools.lru_cache(maxsize=4096)

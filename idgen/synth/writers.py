@@ -41,6 +41,19 @@ CHOICE_COLUMNS = {"prompt_index": "int32", "prompt": "string", "pose_index": "in
 SHARD_NAMES = {"parquet": re.compile(r"train-\d{5}-of-\d{5}\.parquet"), "webdataset": re.compile(r"train-\d{6}\.tar")}
 
 
+def shard_count(images: int, shard_size: int) -> int:
+    """How many shards a format splits ``images`` records into (one, empty, when there are none)."""
+    return max(1, -(-images // shard_size))
+
+
+def parquet_shard_name(index: int, count: int) -> str:
+    return f"train-{index:05d}-of-{count:05d}.parquet"
+
+
+def webdataset_shard_name(index: int) -> str:
+    return f"train-{index:06d}.tar"
+
+
 def write_manifest(records: Sequence[dict], path: Path) -> None:
     lines = "".join(json.dumps(record, sort_keys=True) + "\n" for record in records)
     write_bytes_atomic(path, lines.encode())
@@ -59,7 +72,7 @@ def write_parquet(records: Sequence[dict], read: Callable[[dict], bytes], folder
     present = {**PARQUET_COLUMNS, **{k: v for k, v in CHOICE_COLUMNS.items() if records and k in records[0]}}
     features = datasets.Features({"image": datasets.Image(), **{k: datasets.Value(v) for k, v in present.items()}})
     shards = _shards(records, shard_size)
-    paths = [folder / f"train-{i:05d}-of-{len(shards):05d}.parquet" for i in range(len(shards))]
+    paths = [folder / parquet_shard_name(i, len(shards)) for i in range(len(shards))]
     with datasets_bars_hidden():
         for shard, path in zip(shards, paths):
             columns = {"image": [{"bytes": read(r), "path": r["file"].split("/", 1)[1]} for r in shard]}
@@ -81,7 +94,7 @@ def _tar_member(tar: tarfile.TarFile, name: str, data: bytes) -> None:
 def write_webdataset(records: Sequence[dict], read: Callable[[dict], bytes], folder: Path, shard_size: int) -> list[Path]:
     """The WebDataset shards of ``records``, written into the empty ``folder``."""
     shards = _shards(records, shard_size)
-    paths = [folder / f"train-{i:06d}.tar" for i in range(len(shards))]
+    paths = [folder / webdataset_shard_name(i) for i in range(len(shards))]
     for shard, path in zip(shards, paths):
         with atomic_path(path) as tmp:
             with tarfile.open(tmp, "w", format=tarfile.USTAR_FORMAT) as tar:
