@@ -4,10 +4,13 @@ the same weights as the library call with the same recipe."""
 
 from __future__ import annotations
 
+import importlib.util
 import json
+import math
 
 import numpy as np
 import pytest
+import torch
 from PIL import Image
 from safetensors.numpy import load_file
 
@@ -120,3 +123,61 @@ def test_the_command_trains_the_library_recipes_face_transformer(tmp_path, capsy
         config["train"].pop("output_dir"), config["summary"].pop("wall_seconds")
     assert configs[0] == configs[1] and configs[0]["architecture"] == "face-transformer"
     assert "; test accuracy " in printed and "saved OUT/model.safetensors, config.json" in printed
+
+
+@pytest.fixture
+def two_people(tmp_path, faces_dir):
+    """The vendored LFW photos as a two-identity ImageFolder."""
+    root = tmp_path / "faces"
+    for k, photo in enumerate(sorted(faces_dir.iterdir())):
+        (root / f"id{k % 2:06d}").mkdir(parents=True, exist_ok=True)
+        Image.open(photo).convert("RGB").save(root / f"id{k % 2:06d}" / f"{k // 2}.jpg", quality=95)
+    return root
+
+
+@pytest.mark.parametrize("architecture, network, options, model, train", [
+    ("iresnet", "IResNet", ["--depth", "18", "--head", "adaface", "--width", "0.125", "--epochs", "3"],
+     {"depth": 18, "embedding_size": 16, "width": 0.125, "resolution": 32, "dropout": 0.0},
+     {"depth": 18, "head": "adaface", "scale": 64.0, "epochs": 3}),
+    ("edgeface", "EdgeFace", ["--variant", "xxs", "--head", "cosface", "--epochs", "2"],
+     {"variant": "xxs", "embedding_size": 16, "resolution": 32},
+     {"variant": "xxs", "head": "cosface", "scale": 64.0, "epochs": 2}),
+])
+def test_a_trained_folder_reloads_with_the_embeddings_training_ended_with(architecture, network, options, model,
+                                                                           train, two_people, tmp_path, monkeypatch, capsys):
+    """A tiny network, a few steps; the in-memory network at the end of training and the folder loaded
+    back (as `idgen.faces` does, hence `idgen eval verify --recognizer <folder>`) give the same embeddings."""
+    import idgen.models
+    import idgen.recognition.trainer as trainer
+    from idgen.faces import FaceAnalyzer
+    from idgen.models import to_tensor
+    from idgen.recognition import TrainedRecognizer, align_images, read_face_set
+
+    trained = {}
+    save = trainer.save_recognizer
+
+    def keep(folder, architecture, network, *args, **kwargs):
+        trained["network"] = network
+        return save(folder, architecture, network, *args, **kwargs)
+
+    monkeypatch.setattr(trainer, "save_recognizer", keep)
+    out = tmp_path / architecture
+    assert main(["recognizer", "train", "--architecture", architecture, *options, "--data", str(two_people),
+                 "--output-dir", str(out), "--align", "box", "--fallback-box", "0.5", "--resolution", "32",
+                 "--embedding-size", "16", "--batch-size", "4", "--cache-dir", str(tmp_path / "cache"),
+                 "--no-progress"]) == 0
+    summary = json.loads(capsys.readouterr().out.split("\nsaved")[0])
+    assert (summary["images"], summary["identities"], summary["steps"]) == (5, 2, train["epochs"])
+    assert math.isfinite(summary["final_loss"])
+    config = json.loads((out / "config.json").read_text())
+    assert config["architecture"] == architecture and config["model"] == model
+    assert {key: config["train"][key] for key in train} == train
+
+    recognizer = TrainedRecognizer(out)
+    assert recognizer.architecture == architecture and isinstance(recognizer.model, getattr(idgen.models, network))
+    crops = align_images(read_face_set(two_people).images, 32, "box", 0.5, progress=False)
+    with torch.no_grad():
+        expected = trained["network"].eval()(to_tensor(crops)).numpy()
+    assert np.allclose(recognizer.embed(crops), expected, atol=1e-6)
+    if importlib.util.find_spec("dlib"):
+        assert isinstance(FaceAnalyzer.from_backend("dlib", str(out)).recognizer, TrainedRecognizer)

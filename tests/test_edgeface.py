@@ -5,7 +5,6 @@ layout from the network itself (the published files are not downloaded in tests)
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import math
 import os
@@ -153,54 +152,6 @@ def test_edgeface_path_is_a_face_analysis_recogniser(tmp_path, faces_dir):
 
 
 # --- training ---------------------------------------------------------------------------------------
-
-@pytest.fixture
-def face_folder(tmp_path, faces_dir):
-    """The vendored LFW photos as a two-identity ImageFolder."""
-    root = tmp_path / "faces"
-    for k, photo in enumerate(sorted(faces_dir.iterdir())):
-        (root / f"id{k % 2:06d}").mkdir(parents=True, exist_ok=True)
-        Image.open(photo).convert("RGB").save(root / f"id{k % 2:06d}" / f"{k // 2}.jpg", quality=95)
-    return root
-
-
-def test_recognizer_train_edgeface_saves_a_folder_that_reloads_with_equal_embeddings(face_folder, tmp_path,
-                                                                                     monkeypatch, capsys):
-    import idgen.recognition.trainer as trainer
-    from idgen.cli import main
-    from idgen.faces import FaceAnalyzer
-    from idgen.models import to_tensor
-    from idgen.recognition import TrainedRecognizer, align_images, read_face_set
-
-    trained = {}
-    save = trainer.save_recognizer
-
-    def keep(folder, architecture, network, *args, **kwargs):
-        trained["network"] = network
-        return save(folder, architecture, network, *args, **kwargs)
-
-    monkeypatch.setattr(trainer, "save_recognizer", keep)
-    out = tmp_path / "edgeface"
-    assert main(["recognizer", "train", "--architecture", "edgeface", "--variant", "xxs", "--head", "cosface", "--data",
-                 str(face_folder), "--output-dir", str(out), "--align", "box", "--fallback-box", "0.5", "--resolution", "32",
-                 "--embedding-size", "16", "--epochs", "2", "--batch-size", "4",
-                 "--cache-dir", str(tmp_path / "cache"), "--no-progress"]) == 0
-    summary = json.loads(capsys.readouterr().out.split("\nsaved")[0])
-    assert summary["images"] == 5 and summary["steps"] == 2 and math.isfinite(summary["final_loss"])
-    config = json.loads((out / "config.json").read_text())
-    assert config["architecture"] == "edgeface"
-    assert config["model"] == {"variant": "xxs", "embedding_size": 16, "resolution": 32}
-    assert (config["train"]["variant"], config["train"]["head"], config["train"]["scale"]) == ("xxs", "cosface", 64.0)
-
-    recognizer = TrainedRecognizer(out)
-    assert recognizer.architecture == "edgeface" and isinstance(recognizer.model, EdgeFace)
-    crops = align_images(read_face_set(face_folder).images, 32, "box", 0.5, progress=False)
-    with torch.no_grad():
-        expected = trained["network"].eval()(to_tensor(crops)).numpy()
-    assert np.allclose(recognizer.embed(crops), expected, atol=1e-6)
-    if importlib.util.find_spec("dlib"):
-        assert isinstance(FaceAnalyzer.from_backend("dlib", str(out)).recognizer, TrainedRecognizer)
-
 
 def test_the_edgeface_training_options_are_checked():
     from idgen.cli import build_parser

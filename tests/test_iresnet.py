@@ -6,15 +6,12 @@ from the layer description and insightface's tensor names, arcface_torch ``backb
 
 from __future__ import annotations
 
-import json
 import math
-import importlib.util
 import os
 
 import numpy as np
 import pytest
 import torch
-from PIL import Image
 
 from idgen.errors import ConfigError, DataError
 from idgen.models import AdaFaceHead, IResNet, MarginHead, MobileFaceNet, load_insightface_iresnet, margin_head
@@ -231,57 +228,6 @@ def test_the_margin_heads_by_name():
 
 
 # --- training through the command line ----------------------------------------------------------------
-
-@pytest.fixture
-def face_folder(tmp_path, faces_dir):
-    """The vendored LFW photos as a two-identity ImageFolder, as tests/test_fr.py's synth set lays them out."""
-    root = tmp_path / "faces"
-    for k, photo in enumerate(sorted(faces_dir.iterdir())):
-        (root / f"id{k % 2:06d}").mkdir(parents=True, exist_ok=True)
-        Image.open(photo).convert("RGB").save(root / f"id{k % 2:06d}" / f"{k // 2}.jpg", quality=95)
-    return root
-
-
-def test_recognizer_train_arch_iresnet_saves_a_folder_that_reloads_with_equal_embeddings(face_folder, tmp_path,
-                                                                                         monkeypatch, capsys):
-    """A tiny IR-18 with an AdaFace head, a few steps; the in-memory network at the end of training and the
-    folder loaded back (as `idgen.faces` does) give the same embeddings."""
-    import idgen.recognition.trainer as trainer
-    from idgen.cli import main
-    from idgen.faces import FaceAnalyzer
-    from idgen.models import to_tensor
-    from idgen.recognition import TrainedRecognizer, align_images, read_face_set
-
-    trained = {}
-    save = trainer.save_recognizer
-
-    def keep(folder, architecture, network, *args, **kwargs):
-        trained["network"] = network
-        return save(folder, architecture, network, *args, **kwargs)
-
-    monkeypatch.setattr(trainer, "save_recognizer", keep)
-    out = tmp_path / "ir18"
-    assert main(["recognizer", "train", "--architecture", "iresnet", "--depth", "18", "--head", "adaface", "--data",
-                 str(face_folder), "--output-dir", str(out), "--align", "box", "--fallback-box", "0.5", "--width", "0.125",
-                 "--resolution", "32", "--embedding-size", "16", "--epochs", "3", "--batch-size", "4",
-                 "--cache-dir", str(tmp_path / "cache"), "--no-progress"]) == 0
-    summary = json.loads(capsys.readouterr().out.split("\nsaved")[0])
-    assert summary["images"] == 5 and summary["identities"] == 2 and summary["steps"] == 3
-    assert math.isfinite(summary["final_loss"])
-    config = json.loads((out / "config.json").read_text())
-    assert config["architecture"] == "iresnet"
-    assert config["model"] == {"depth": 18, "embedding_size": 16, "width": 0.125, "resolution": 32, "dropout": 0.0}
-    assert (config["train"]["depth"], config["train"]["head"], config["train"]["scale"]) == (18, "adaface", 64.0)
-
-    recognizer = TrainedRecognizer(out)
-    assert recognizer.architecture == "iresnet" and isinstance(recognizer.model, IResNet)
-    crops = align_images(read_face_set(face_folder).images, 32, "box", 0.5, progress=False)
-    with torch.no_grad():
-        expected = trained["network"].eval()(to_tensor(crops)).numpy()
-    assert np.allclose(recognizer.embed(crops), expected, atol=1e-6)
-    if importlib.util.find_spec("dlib"):   # what `idgen eval verify --recognizer <folder>` builds
-        assert isinstance(FaceAnalyzer.from_backend("dlib", str(out)).recognizer, TrainedRecognizer)
-
 
 def test_the_iresnet_options_and_defaults():
     from idgen.cli import build_parser
