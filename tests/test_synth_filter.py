@@ -151,3 +151,27 @@ def test_a_filter_recogniser_other_than_the_published_generators_own_gets_a_warn
         build_filter(SynthConfig.load(None, [*base, "filter.recognizer=dlib", "filter.reference=centroid"]))
         build_filter(SynthConfig.load(None, [*base, "identities.dim=512", f"filter.recognizer=ir_se50:{weights}",
                                              "filter.reference=target"]))
+
+
+def test_max_abs_yaw_is_range_checked_and_rejects_only_turned_faces(dlib_analyzer, faces_dir):
+    """Abdullah_Gul_0001 is turned about 28° to his right, Aaron_Peirsol_0003 about 5° (their
+    ``Face.pose``, tests/test_face_pose.py): a 20° limit refuses the first as turned away and keeps
+    the second; no limit (the default) keeps both. Out-of-range limits are refused by name."""
+    from idgen.errors import ConfigError
+    from idgen.synth import SynthConfig
+    from idgen.synth.dataset import build_filter
+
+    assert SynthConfig.load(None, []).filter.max_abs_yaw is None
+    assert build_filter(SynthConfig.load(None, ["generator.type=photo", "filter.max_abs_yaw=20"])).max_abs_yaw == 20
+    for value in ("-1", "91", "nan"):
+        with pytest.raises(ConfigError, match=r"filter\.max_abs_yaw must be a number from 0 to 90"):
+            SynthConfig.load(None, [f"filter.max_abs_yaw={value}"])
+
+    images = [Image.open(faces_dir / name) for name in ("Abdullah_Gul_0001.jpg", "Aaron_Peirsol_0003.jpg")]
+    target = np.ones(128)
+    for limit, expected in ((20.0, ["turned_away", "kept"]), (None, ["kept", "kept"]), (30.0, ["kept", "kept"])):
+        judge = ConsistencyFilter(dlib_analyzer, threshold=-1.0, reference="target", max_abs_yaw=limit)
+        embeddings = judge.embed(images)
+        verdicts = judge.judge(embeddings, judge.reference_for(target, embeddings))
+        assert [v.reason for v in verdicts] == expected, limit
+        assert [v.kept for v in verdicts] == [reason == "kept" for reason in expected]

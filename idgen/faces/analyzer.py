@@ -13,6 +13,7 @@ from .align import align_face, center_box, template_in_box
 from .detectors import Detection, Detector, DlibDetector, InsightFaceDetector
 from .image import ImageInput, describe, load_image
 from .model_files import MOBILEFACENET_ONNX, insightface_files, insightface_pack_dir
+from .pose import head_pose
 from .trained import EdgeFaceFileRecognizer, IResNetFileRecognizer, IRSEFileRecognizer, TrainedRecognizer
 from .recognizers import DlibRecognizer, OnnxRecognizer, Recognizer
 from .types import Face
@@ -106,7 +107,7 @@ class FaceAnalyzer:
 
     # ------------------------------------------------------------------ detection
     def detect(self, image: ImageInput) -> list[Face]:
-        """All faces in ``image`` with aligned crops (no embeddings), largest first."""
+        """All faces in ``image`` with aligned crops and head poses (no embeddings), largest first."""
         rgb = load_image(image)
         return self._detect_rgb(rgb, describe(image))
 
@@ -130,7 +131,7 @@ class FaceAnalyzer:
             detections = [self._fallback_detection(rgb)]
         faces = [
             Face(bbox=d.bbox, det_score=d.score, landmarks=d.landmarks,
-                 aligned=align_face(rgb, d.landmarks), source=name)
+                 aligned=align_face(rgb, d.landmarks), pose=head_pose(d.landmarks, (height, width)), source=name)
             for d in detections
         ]
         return sorted(faces, key=lambda f: f.area, reverse=True)

@@ -19,6 +19,9 @@ class Face:
             left/right), in pixels.
         aligned: the 112×112×3 uint8 RGB crop aligned to the ArcFace template.
         embedding: the recogniser's raw output (not normalised), or ``None`` before recognition.
+        pose: head pose ``(yaw, pitch, roll)`` in degrees fitted to ``landmarks``
+            (:func:`idgen.faces.pose.head_pose`: yaw > 0 turned to the subject's left, pitch > 0 chin
+            up, roll > 0 counter-clockwise in the image); ``None`` for a face given, not detected.
     """
 
     bbox: np.ndarray
@@ -26,6 +29,7 @@ class Face:
     landmarks: np.ndarray
     aligned: Optional[np.ndarray] = None
     embedding: Optional[np.ndarray] = None
+    pose: Optional[tuple[float, float, float]] = None
     source: str = field(default="", repr=False)
 
     @property

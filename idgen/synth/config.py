@@ -78,6 +78,9 @@ class FilterConfig:
     threshold: Optional[float] = ranged(None, COSINE)  # keep an image when similarity to the reference ≥ this; null: the generator's default (GENERATOR_DEFAULTS)
     reference: str = "auto"          # "target", "centroid", or "auto" (target when dims match)
     duplicate_cosine: Optional[float] = ranged(None, COSINE)  # reject near-duplicates of kept images (e.g. 0.95)
+    #: reject an image whose face is turned further than this many degrees left or right (its
+    #: ``Face.pose`` yaw, from the detector's landmarks; e.g. 45 keeps near-frontal to half-profile faces); null: any pose
+    max_abs_yaw: Optional[float] = ranged(None, Range(0, 90))
     max_retries: int = ranged(3, Range(0, 100))    # regenerate a rejected image at most this many times
 
 

@@ -52,7 +52,8 @@ def build_filter(config: SynthConfig, analyzer=None):
         if settings.reference == "target" or (settings.reference == "auto" and size == config.identities.dim):
             kind = config.generator.get("type")
             warn_if_foreign(analyzer, FACE_BACKENDS.get(kind), f"generator type {kind!r}", "filter.recognizer")
-    return ConsistencyFilter(analyzer, settings.threshold, settings.reference, settings.duplicate_cosine)
+    return ConsistencyFilter(analyzer, settings.threshold, settings.reference, settings.duplicate_cosine,
+                             settings.max_abs_yaw)
 
 
 def _analysis_options(config: SynthConfig) -> dict:

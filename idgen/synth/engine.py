@@ -50,7 +50,7 @@ from .journal import Journal
 from ..faces.expression import expression_rows, read_expressions
 from .poses import PoseBank, resolve_pose_bank
 
-REASONS = ("kept", "no_face", "low_similarity", "duplicate")
+REASONS = ("kept", "no_face", "turned_away", "low_similarity", "duplicate")
 #: How long a process waits to see a file process 0 wrote into the output folder (network filesystems
 #: may show a new file to other machines only after their cached listing expires).
 SHARED_FILE_WAIT = 60.0
