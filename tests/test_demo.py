@@ -454,6 +454,91 @@ def test_infiniteyou_style_is_offered_only_when_configured():
         ModelHub(ModelSettings()).infiniteyou()
 
 
+# ---------------------------------------------------------------------------- Arc2Face's extensions
+#: The Generate tab's Arc2Face extension controls, by elem_id.
+ARC2FACE_CONTROLS = ("pose-normal-map", "expression-file", "expression-photo", "expression-scale", "keep-appearance",
+                     "reference-scale")
+
+
+def _shown_arc2face_controls(settings) -> set[str]:
+    demo = build_demo(ModelHub(settings))
+    return {b.elem_id for b in demo.blocks.values() if b.elem_id in ARC2FACE_CONTROLS and b.visible}
+
+
+def test_arc2face_extension_controls_show_only_when_their_files_are_here(tmp_path):
+    assert _shown_arc2face_controls(ModelSettings(tiny=True)) == set(ARC2FACE_CONTROLS) - {"expression-photo"}
+    assert _shown_arc2face_controls(ModelSettings(tiny=True, smirk=str(tmp_path))) == set(ARC2FACE_CONTROLS)
+    assert _shown_arc2face_controls(ModelSettings(model="mini")) == set()
+    assert _shown_arc2face_controls(ModelSettings(model="mini", smirk=str(tmp_path))) == set()
+
+
+def _generate_arc2face(client, photo, *, normal_map=None, expression_file=None, expression_photo=None,
+                       expression_scale=1.0, keep_appearance=False, reference_scale=0.8, style="arc2face", pose=None):
+    upload = lambda path: handle_file(str(path)) if path else None  # noqa: E731
+    return client.predict([upload(photo)], False, style, "", "", upload(pose), 3, 2, 3.0, 1, False,
+                          upload(normal_map), upload(expression_file), upload(expression_photo), expression_scale,
+                          keep_appearance, reference_scale, api_name="/generate")
+
+
+def test_arc2face_extensions_change_the_images_with_the_values_of_their_controls(served, faces_dir, tmp_path):
+    """A pose normal map, an expression .npy and "keep appearance" each change the image; each is the
+    image generate_images makes with that upload and that scale; an expression at scale 0 is the plain image."""
+    hub, client = served
+    photo = faces_dir / "Aaron_Peirsol_0001.jpg"
+    normal_map = tmp_path / "normals.png"
+    Image.fromarray((np.random.RandomState(0).rand(48, 48, 3) * 255).astype(np.uint8)).save(normal_map)
+    np.save(tmp_path / "smile.npy", np.full((1, 55), 0.8))
+    runs = {"pose": dict(normal_map=normal_map), "expression": dict(expression_file=tmp_path / "smile.npy",
+                                                                    expression_scale=1.5),
+            "appearance": dict(keep_appearance=True, reference_scale=1.2)}
+    plain = _pixels(_generate_arc2face(client, photo)[0][0]).astype(np.float64)
+    identity = actions.identity_from_photos(hub, [str(photo)], "arc2face")
+    for name, controls in runs.items():
+        shown = _pixels(_generate_arc2face(client, photo, **controls)[0][0]).astype(np.float64)
+        assert np.abs(shown - plain).mean() > 0.5, name
+        direct = dict(controls, expression=controls.pop("expression_file", None))
+        [(expected, _)] = actions.generate_images(hub, identity, style="arc2face", seed=3, steps=2, guidance=3.0,
+                                                  pose_photo=direct.pop("normal_map", None), **direct)
+        assert np.array_equal(shown, np.asarray(expected, dtype=np.float64)), name
+    unscaled = _generate_arc2face(client, photo, expression_file=tmp_path / "smile.npy", expression_scale=0.0)
+    assert np.array_equal(_pixels(unscaled[0][0]), plain)
+
+
+def test_an_expression_photo_is_read_with_smirk_and_without_it_the_message_names_its_files(served, faces_dir,
+                                                                                          monkeypatch):
+    from idgen.faces.expression import ExpressionExtractor
+    from idgen.models.smirk import SmirkExpressionEncoder
+
+    hub, client = served
+    photo, smiling = faces_dir / "Aaron_Peirsol_0001.jpg", faces_dir / "Abdullah_Gul_0001.jpg"
+    message = _error_of(lambda: _generate_arc2face(client, photo, expression_photo=smiling))
+    assert "face_landmarker.task" in message and "SMIRK_em1.pt" in message and "--smirk" in message
+    torch.manual_seed(0)
+    landmarks = np.array([[40.0, 40.0], [120.0, 140.0]])
+    extractor = ExpressionExtractor(SmirkExpressionEncoder().eval(), lambda rgb: landmarks)
+    monkeypatch.setattr(hub, "expression_extractor", lambda: extractor)
+    shown = _pixels(_generate_arc2face(client, photo, expression_photo=smiling)[0][0])
+    assert not np.array_equal(shown, _pixels(_generate_arc2face(client, photo)[0][0]))
+    identity = actions.identity_from_photos(hub, [str(photo)], "arc2face")
+    [(expected, _)] = actions.generate_images(hub, identity, style="arc2face", seed=3, steps=2, guidance=3.0,
+                                              expression=torch.from_numpy(extractor(smiling))[None])
+    assert np.array_equal(shown, np.asarray(expected))
+
+
+def test_arc2face_extension_inputs_given_to_the_wrong_style_are_refused(served, faces_dir, tmp_path):
+    _, client = served
+    photo = faces_dir / "Aaron_Peirsol_0001.jpg"
+    np.save(tmp_path / "smile.npy", np.full((1, 55), 0.8))
+    assert "Arc2Face takes a rendered face normal map" in _error_of(
+        lambda: _generate_arc2face(client, photo, pose=photo))
+    assert "normal map is for the Arc2Face style" in _error_of(
+        lambda: _generate_arc2face(client, photo, style="instantid", normal_map=photo))
+    assert "not both" in _error_of(lambda: _generate_arc2face(client, photo, expression_file=tmp_path / "smile.npy",
+                                                               expression_photo=photo))
+    assert "choose the arc2face style" in _error_of(
+        lambda: _generate_arc2face(client, photo, style="instantid", keep_appearance=True))
+
+
 # ---------------------------------------------------------------------------- fast preset
 @pytest.fixture(scope="module")
 def lcm_lora_folder(tmp_path_factory):

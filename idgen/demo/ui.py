@@ -214,6 +214,10 @@ def _job_buttons(handler, inputs, outputs, *, label: str, api_name: str, cancel_
     cancel.click(None, cancels=[start.click(handler, inputs, outputs, api_name=api_name)])
 
 
+#: The Generate tab's default Expression Adapter scale and Reference Adapter ("keep appearance") scale.
+EXPRESSION_SCALE, REFERENCE_SCALE = 1.0, 0.8
+
+
 def _generate_tab(page: _Page) -> None:
     """Photos of a person (or a random identity) → images of them in a chosen style."""
     hub = page.hub
@@ -223,12 +227,17 @@ def _generate_tab(page: _Page) -> None:
 
     @friendly_errors
     def generate(photos, use_random, style, prompt, negative, pose, seed, steps, guidance, count, fast,
-                 progress=gr.Progress()):
+                 normal_map=None, expression_file=None, expression_photo=None, expression_scale=EXPRESSION_SCALE,
+                 keep_appearance=False, reference_scale=REFERENCE_SCALE, progress=gr.Progress()):
+        """The Arc2Face extension inputs have defaults, so that an API client may leave them out."""
+        pose_photo, expression = _style_inputs(style, _paths(pose), _paths(normal_map), _paths(expression_file),
+                                               _paths(expression_photo))
         identity, detected = _identity_and_faces(hub, _paths(photos), use_random, style, _paths(pose), seed, progress)
         results = actions.generate_images(
             hub, identity, style=style, count=count, seed=seed, steps=int(steps), guidance=float(guidance),
-            fast=bool(fast), prompt=prompt, negative_prompt=negative, pose_photo=(_paths(pose) or [None])[0],
-            progress=progress)
+            fast=bool(fast), prompt=prompt, negative_prompt=negative, pose_photo=pose_photo, expression=expression,
+            expression_scale=float(expression_scale), keep_appearance=bool(keep_appearance),
+            reference_scale=float(reference_scale), progress=progress)
         with page.workspace.request("generate") as folder:
             paths = actions.save_images([image for image, _ in results], folder / "images")
             archive = actions.zip_folder(folder / "images", folder / "images.zip")
@@ -248,6 +257,7 @@ def _generate_tab(page: _Page) -> None:
                                 placeholder="a portrait photo, studio light")
             negative = gr.Textbox(label="negative prompt (InstantID)", visible=hub.instantid_available)
             pose = gr.File(label="pose photo (InstantID, InfiniteYou; optional)", file_count="single", visible=prompted)
+            arc2face_controls = _arc2face_controls(hub)
             seed, steps, guidance, fast = _sampling_controls(page, bool(actions.fast_preset_styles(hub)))
             count = gr.Slider(1, 8, value=2, step=1, label="images")
             go = gr.Button("Generate", variant="primary", elem_id="generate")
@@ -257,8 +267,53 @@ def _generate_tab(page: _Page) -> None:
             detected = gr.Image(label="detected face and keypoints", format="png")
             download = gr.File(label="download (zip)")
             status = gr.Markdown()
-    go.click(generate, [photos, use_random, style, prompt, negative, pose, seed, steps, guidance, count, fast],
-             [gallery, detected, download, status], api_name="generate")
+    go.click(generate, [photos, use_random, style, prompt, negative, pose, seed, steps, guidance, count, fast,
+                        *arc2face_controls], [gallery, detected, download, status], api_name="generate")
+
+
+def _arc2face_controls(hub: ModelHub) -> tuple:
+    """The Generate tab's controls of Arc2Face's published extensions, each shown only when
+    ``hub.settings.arc2face_extensions()`` says its files are here: a pose normal map (ControlNet);
+    an expression as a FLAME parameters file, or as a photo when SMIRK is configured, and its scale
+    (Expression Adapter); "keep appearance" and its scale (Reference Adapter)."""
+    extensions = hub.settings.arc2face_extensions()
+    posed, expressive, kept = "pose" in extensions, "expression" in extensions, "appearance" in extensions
+    normal_map = gr.File(label="pose: a rendered face normal map (Arc2Face ControlNet; optional)", file_count="single",
+                         file_types=["image"], visible=posed, elem_id="pose-normal-map")
+    with gr.Row():
+        expression_file = gr.File(label="expression: FLAME parameters (.npy / .json; Arc2Face; optional)",
+                                  file_count="single", file_types=[".npy", ".json"], visible=expressive,
+                                  elem_id="expression-file")
+        expression_photo = gr.File(label="expression: a photo whose expression to copy (SMIRK; optional)",
+                                   file_count="single", file_types=["image"], elem_id="expression-photo",
+                                   visible=expressive and bool(hub.settings.smirk))
+        expression_scale = gr.Slider(0.0, 2.0, value=EXPRESSION_SCALE, step=0.05, label="expression scale",
+                                     visible=expressive, elem_id="expression-scale")
+    with gr.Row():
+        keep_appearance = gr.Checkbox(value=False, label="keep the photo's appearance and background (Arc2Face)",
+                                      visible=kept, elem_id="keep-appearance")
+        reference_scale = gr.Slider(0.0, 2.0, value=REFERENCE_SCALE, step=0.05, label="appearance (reference) scale",
+                                    visible=kept, elem_id="reference-scale")
+    return normal_map, expression_file, expression_photo, expression_scale, keep_appearance, reference_scale
+
+
+def _style_inputs(style: str, pose: list[str], normal_map: list[str], expression_file: list[str],
+                  expression_photo: list[str]) -> tuple:
+    """The uploads ``generate_images`` takes as ``pose_photo`` and ``expression`` for ``style``: Arc2Face
+    poses by the normal map, the other styles by the pose photo; an expression is Arc2Face's, from the
+    parameters file or the photo (not both)."""
+    if expression_file and expression_photo:
+        raise gr.Error("Give the expression as a parameters file or as a photo, not both.", print_exception=False)
+    expression = (expression_file or expression_photo or [None])[0]
+    if style == "arc2face":
+        if pose:
+            raise gr.Error("The pose photo is for InstantID and InfiniteYou; Arc2Face takes a rendered face normal "
+                           "map in its own field.", print_exception=False)
+        return (normal_map or [None])[0], expression
+    if normal_map:
+        raise gr.Error("The pose normal map is for the Arc2Face style; the other styles take a pose photo.",
+                       print_exception=False)
+    return (pose or [None])[0], expression
 
 
 def _identity_and_faces(hub: ModelHub, photos: list[str], use_random: bool, style: str, pose: list[str], seed,
