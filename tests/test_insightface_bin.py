@@ -10,6 +10,7 @@ import json
 import os
 import pickle
 import struct
+from dataclasses import asdict
 
 import numpy as np
 import pytest
@@ -17,6 +18,7 @@ from PIL import Image
 
 from idgen.errors import DataError
 from idgen.eval import read_bin, read_bin_pairs, verify_bin, write_bin
+from idgen.faces.occlusion import Occlusion
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
@@ -171,9 +173,11 @@ def test_eval_verify_refuses_a_hostile_bin_before_loading_anything(tmp_path, cro
     assert "give --pairs and --images" in capsys.readouterr().err
 
 
-def test_eval_verify_bin_scores_the_pairs_as_the_pairs_route_does(tmp_path, faces_dir, capsys):
+@pytest.mark.parametrize("occlude", [[], ["--occlude", "patch", "--severity", "0.3", "--occlusion-seed", "2"]])
+def test_eval_verify_bin_scores_the_pairs_as_the_pairs_route_does(tmp_path, faces_dir, capsys, occlude):
     """The same 20 pairs two ways: `--pairs/--images` on the photos (dlib finds and aligns each face) and
-    `--bin` on those aligned crops (PNG, so nothing is lost): the same folds, thresholds, accuracy and AUC."""
+    `--bin` on those aligned crops (PNG, so nothing is lost): the same folds, thresholds, accuracy and AUC;
+    with `--occlude`, both routes occlude the same aligned crop of each pair's second photo alike."""
     pytest.importorskip("dlib")
     from idgen.cli import main
     from idgen.faces import FaceAnalyzer
@@ -193,7 +197,7 @@ def test_eval_verify_bin_scores_the_pairs_as_the_pairs_route_does(tmp_path, face
     write_bin(tmp_path / "set.bin", [encode(aligned[stem], "PNG") for a, b, _ in pairs for stem in (a, b)],
               [s for _, _, s in pairs])
 
-    common = ["--recognizer", "mobilefacenet", "--detector", "dlib", "--flip", "--json"]
+    common = ["--recognizer", "mobilefacenet", "--detector", "dlib", "--flip", "--json", *occlude]
     assert main(["eval", "verify", "--pairs", str(tmp_path / "pairs.txt"), "--images", str(images), *common]) == 0
     by_pairs = json.loads(capsys.readouterr().out)
     assert main(["eval", "verify", "--bin", str(tmp_path / "set.bin"), *common]) == 0
@@ -207,5 +211,8 @@ def test_eval_verify_bin_scores_the_pairs_as_the_pairs_route_does(tmp_path, face
 
     from idgen.faces import FaceAnalyzer
 
-    direct = verify_bin(FaceAnalyzer.from_backend("dlib", "mobilefacenet", flip=True), tmp_path / "set.bin", progress=False)
+    occlusion = Occlusion("patch", 0.3, 2) if occlude else None
+    direct = verify_bin(FaceAnalyzer.from_backend("dlib", "mobilefacenet", flip=True), tmp_path / "set.bin",
+                        progress=False, occlusion=occlusion)
     assert direct.accuracy == by_bin["accuracy"] and direct.auc == by_bin["auc"]
+    assert by_pairs["occlusion"] == by_bin["occlusion"] == (None if occlusion is None else asdict(occlusion))

@@ -22,16 +22,16 @@ from __future__ import annotations
 import io
 import os
 import pickle
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import numpy as np
-from tqdm.auto import tqdm
 
 from ..errors import DataError, ImageReadError
 from ..faces.image import decode_image
 from ..io import write_bytes_atomic
-from .verification import VerificationResult, evaluate_scores
+from ..faces.occlusion import Occlusion
+from .verification import VerificationResult, embed_aligned, evaluate_scores
 
 
 def _numpy_reconstruct():
@@ -167,22 +167,17 @@ def write_bin(path: str | os.PathLike, images: list[bytes], same: list[bool]) ->
     write_bytes_atomic(path, buffer.getvalue())
 
 
-def embed_aligned(analyzer, images: list[np.ndarray], batch_size: int = 64, progress: bool = True) -> np.ndarray:
-    """Unit-length embeddings of already aligned face crops, in batches, with no detection
-    (:meth:`idgen.faces.FaceAnalyzer.embed_aligned`; the analyser's ``flip`` applies)."""
-    batches = tqdm(range(0, len(images), batch_size), desc="embedding", disable=not progress, unit="batch")
-    embeddings = np.concatenate([np.asarray(analyzer.embed_aligned(images[start: start + batch_size]), dtype=np.float64)
-                                 for start in batches])
-    return embeddings / np.maximum(np.linalg.norm(embeddings, axis=1, keepdims=True), 1e-12)
-
-
 def verify_bin(analyzer, source: str | os.PathLike | VerificationSet, batch_size: int = 64, folds: int = 10,
-               progress: bool = True) -> VerificationResult:
+               progress: bool = True, occlusion: Occlusion | None = None) -> VerificationResult:
     """Verification accuracy (``folds``-fold, threshold from the other folds), AUC and TAR@FAR=1e-3 of a
     :class:`~idgen.faces.FaceAnalyzer`'s recogniser (with its ``flip``) on a ``.bin``, as
-    :func:`~idgen.eval.verify_pairs` scores a pairs file."""
+    :func:`~idgen.eval.verify_pairs` scores a pairs file; with ``occlusion``, the second crop of pair k is
+    occluded with the generator seeded by k."""
     pairs = source if isinstance(source, VerificationSet) else read_bin(source)
-    embeddings = embed_aligned(analyzer, pairs.images, batch_size, progress)
+    images = pairs.images if occlusion is None else [
+        image if k % 2 == 0 else occlusion(image, k // 2) for k, image in enumerate(pairs.images)]
+    embeddings = embed_aligned(analyzer, images, batch_size, progress)
     scores = (embeddings[0::2] * embeddings[1::2]).sum(1)
     metrics = evaluate_scores(scores, pairs.same, pairs.folds(folds))
-    return VerificationResult(pairs=len(pairs), images=len(pairs.images), missing_faces=0, **metrics)
+    return VerificationResult(pairs=len(pairs), images=len(pairs.images), missing_faces=0,
+                              occlusion=None if occlusion is None else asdict(occlusion), **metrics)
