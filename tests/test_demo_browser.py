@@ -36,7 +36,7 @@ def test_upload_generate_and_see_the_gallery(faces_dir):
             page.goto(demo.local_url)
             page.get_by_text("Tiny random models.").first.wait_for(timeout=60_000)  # the label is on the page
             page.locator("#photos input[type=file]").set_input_files(str(faces_dir / "Aaron_Peirsol_0001.jpg"))
-            page.locator("#photos").get_by_text("Aaron_Peirsol_0001.jpg").first.wait_for(timeout=30_000)
+            page.locator("#photos").get_by_text("Aaron_Peirsol_0001").first.wait_for(timeout=30_000)  # name and extension are separate elements
             page.locator("#generate").click()
             page.locator("#gallery img").nth(1).wait_for(timeout=120_000)  # 2 images by default
             page.screenshot(path=str(ARTIFACTS / "demo_generate.png"), full_page=True)

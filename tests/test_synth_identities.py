@@ -98,7 +98,7 @@ def test_dataset_identities_are_drawn_near_the_configured_prior(tmp_path):
     real = torch.nn.functional.normalize(centre + 0.15 * torch.randn(100, 32, generator=generator), dim=1)
     save_file({"normed": real}, str(tmp_path / "real.safetensors"))
     config = SynthConfig.from_dict({
-        "output": str(tmp_path / "ds"), "generator": {"type": "photo", "photos": str(ROOT / "tests" / "data" / "faces")},
+        "output_dir": str(tmp_path / "ds"), "generator": {"type": "photo", "photos": str(ROOT / "tests" / "data" / "faces")},
         "identities": {"count": 6, "dim": 32, "max_cosine": 0.9, "prior": str(tmp_path / "real.safetensors")},
         "variation": {"images_per_identity": 1}, "filter": {"enabled": False}, "writers": {"formats": ["imagefolder"]},
         "runtime": {"progress": False, "device": "cpu"},
@@ -117,7 +117,7 @@ def test_an_identity_prior_file_that_is_not_safetensors_is_refused_naming_it(tmp
 
     pickle_running_code(tmp_path / "real.safetensors", tmp_path / "ran")
     config = SynthConfig.from_dict({
-        "output": str(tmp_path / "ds"), "generator": {"type": "photo", "photos": str(ROOT / "tests" / "data" / "faces")},
+        "output_dir": str(tmp_path / "ds"), "generator": {"type": "photo", "photos": str(ROOT / "tests" / "data" / "faces")},
         "identities": {"count": 6, "dim": 32, "max_cosine": 0.9, "prior": str(tmp_path / "real.safetensors")},
         "variation": {"images_per_identity": 1}, "filter": {"enabled": False}, "writers": {"formats": ["imagefolder"]},
         "runtime": {"progress": False, "device": "cpu"},
